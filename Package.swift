@@ -1,0 +1,81 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Layered modules; imports point downward only:
+//   VPNKitBase ← VPNKitEthernet ← VPNKitARP / VPNKitIPv4 ← VPNKitUDP / VPNKitTCP ← VPNKitDHCP
+//   CPcap ← VPNKitPcap;  everything ← VPNKitDecode ← vpnkit (the command)
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "SwiftVPNKit",
+    products: [
+        .executable(name: "vpnkit", targets: ["vpnkit"]),
+        .library(name: "VPNKitBase", targets: ["VPNKitBase"]),
+        .library(name: "VPNKitEthernet", targets: ["VPNKitEthernet"]),
+        .library(name: "VPNKitARP", targets: ["VPNKitARP"]),
+        .library(name: "VPNKitIPv4", targets: ["VPNKitIPv4"]),
+        .library(name: "VPNKitUDP", targets: ["VPNKitUDP"]),
+        .library(name: "VPNKitTCP", targets: ["VPNKitTCP"]),
+        .library(name: "VPNKitDHCP", targets: ["VPNKitDHCP"]),
+        .library(name: "VPNKitPcap", targets: ["VPNKitPcap"]),
+        .library(name: "VPNKitDecode", targets: ["VPNKitDecode"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        .target(
+            name: "VPNKitBase",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(name: "VPNKitEthernet", dependencies: ["VPNKitBase"], swiftSettings: strict),
+        .target(name: "VPNKitARP", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
+        .target(name: "VPNKitIPv4", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
+        .target(name: "VPNKitUDP", dependencies: ["VPNKitBase", "VPNKitIPv4"], swiftSettings: strict),
+        .target(name: "VPNKitTCP", dependencies: ["VPNKitBase", "VPNKitIPv4"], swiftSettings: strict),
+        .target(name: "VPNKitDHCP", dependencies: ["VPNKitBase", "VPNKitUDP"], swiftSettings: strict),
+        .systemLibrary(
+            name: "CPcap",
+            pkgConfig: "libpcap",
+            providers: [.apt(["libpcap-dev"])]
+        ),
+        .target(name: "VPNKitPcap", dependencies: ["CPcap", "VPNKitBase"], swiftSettings: strict),
+        .target(
+            name: "VPNKitDecode",
+            dependencies: [
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
+                "VPNKitDHCP", "VPNKitPcap",
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "vpnkit",
+            dependencies: [
+                "VPNKitDecode", "VPNKitPcap",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "VPNKitWireTests",
+            dependencies: [
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
+                "VPNKitDHCP",
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "VPNKitDecodeTests",
+            dependencies: ["VPNKitDecode", "VPNKitPcap", "VPNKitBase", "vpnkit"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,43 @@
+public import NIOCore
+
+/// Room to leave in front of a payload so every lower-layer header can be written in place:
+/// Ethernet with an 802.1Q tag (18) + IPv4 with maximal options (60) + TCP with maximal options (60).
+public enum Headroom {
+    public static let ethernet = 18
+    public static let ipv4 = 60
+    public static let transport = 60
+    /// Enough for any header stack this project emits.
+    public static let maximum = ethernet + ipv4 + transport
+}
+
+extension ByteBuffer {
+    /// Allocates a buffer whose reader index sits `headroom` bytes in, so headers can later be
+    /// prepended with `prependHeader(length:)` without moving the payload.
+    public static func withHeadroom(
+        _ headroom: Int = Headroom.maximum, capacity: Int, allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: headroom + capacity)
+        buffer.moveWriterIndex(forwardBy: headroom)
+        buffer.moveReaderIndex(forwardBy: headroom)
+        return buffer
+    }
+
+    /// Grows the readable region `length` bytes toward the front: in place when there is headroom
+    /// (the reader index moves back), otherwise by copying once into a new buffer with headroom.
+    /// The new bytes are zeroed, ready for a header to be stored into them.
+    public mutating func prependHeader(length: Int) {
+        precondition(length >= 0)
+        if self.readerIndex >= length {
+            self.moveReaderIndex(to: self.readerIndex - length)
+            self.setRepeatingByte(0, count: length, at: self.readerIndex)
+        } else {
+            var grown = ByteBuffer.withHeadroom(Headroom.maximum, capacity: length + self.readableBytes)
+            grown.writeRepeatingByte(0, count: length)
+            grown.writeImmutableBuffer(self)
+            self = grown  // keeps headroom for further prepends
+        }
+    }
+
+    /// The readable bytes as an array (tests and diagnostics; not for the hot path).
+    public var readableByteArray: [UInt8] { self.getBytes(at: self.readerIndex, length: self.readableBytes) ?? [] }
+}

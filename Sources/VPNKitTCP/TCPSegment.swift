@@ -1,0 +1,158 @@
+public import NIOCore
+public import VPNKitBase
+public import VPNKitIPv4
+
+/// A validated view of a TCP segment: the buffer is the whole IP payload (header + data).
+/// Construction checks the fixed header and the data offset (≥ 5 words, within the buffer).
+public struct TCPSegment: Sendable {
+    public let buffer: ByteBuffer
+    /// The header length in bytes (data offset × 4).
+    public let headerLength: Int
+    public static let minimumHeaderLength = 20
+
+    @inlinable
+    public init(_ buffer: ByteBuffer) throws(WireError) {
+        let available = buffer.readableBytes
+        guard available >= 20 else { throw .truncated(needed: 20, available: available) }
+        let headerLength = Int(buffer.loadU8(at: 12) >> 4) * 4
+        guard headerLength >= 20 else { throw .lengthTooSmall(field: "data offset", value: headerLength, minimum: 20) }
+        guard headerLength <= available else {
+            throw .lengthExceedsBuffer(field: "data offset", value: headerLength, available: available)
+        }
+        self.buffer = buffer
+        self.headerLength = headerLength
+    }
+
+    @inlinable public var sourcePort: UInt16 { buffer.loadU16(at: 0) }
+    @inlinable public var destinationPort: UInt16 { buffer.loadU16(at: 2) }
+    @inlinable public var sequenceNumber: SequenceNumber { SequenceNumber(buffer.loadU32(at: 4)) }
+    @inlinable public var acknowledgmentNumber: SequenceNumber { SequenceNumber(buffer.loadU32(at: 8)) }
+    @inlinable public var flags: TCPFlags { TCPFlags(rawValue: buffer.loadU16(at: 12)) }
+    /// The raw (unscaled) window field.
+    @inlinable public var window: UInt16 { buffer.loadU16(at: 14) }
+    @inlinable public var checksum: UInt16 { buffer.loadU16(at: 16) }
+    @inlinable public var urgentPointer: UInt16 { buffer.loadU16(at: 18) }
+    @inlinable public var payloadLength: Int { buffer.readableBytes - headerLength }
+    @inlinable public var payload: ByteBuffer {
+        buffer.getSlice(at: buffer.readerIndex + headerLength, length: payloadLength) ?? ByteBuffer()
+    }
+    /// The options area (header bytes past the fixed 20).
+    @inlinable public var optionBytes: ByteBuffer {
+        buffer.getSlice(at: buffer.readerIndex + 20, length: headerLength - 20) ?? ByteBuffer()
+    }
+    /// The options, walked lazily without allocation.
+    @inlinable public var options: TCPOptionSequence { TCPOptionSequence(optionBytes) }
+
+    /// Whether the checksum verifies against the IPv4 pseudo-header (its length is this segment's).
+    @inlinable
+    public func isChecksumValid(source: IPv4Address, destination: IPv4Address) -> Bool {
+        IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: buffer.readableBytes)
+            .verifies(buffer)
+    }
+}
+
+/// The value form of a TCP header, options parsed and kept in wire order.
+public struct TCPHeader: Sendable, Hashable {
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    public var sequenceNumber: SequenceNumber
+    public var acknowledgmentNumber: SequenceNumber
+    public var flags: TCPFlags
+    public var window: UInt16
+    public var urgentPointer: UInt16 = 0
+    public var options: [TCPOption] = []
+
+    public init(
+        sourcePort: UInt16, destinationPort: UInt16, sequenceNumber: SequenceNumber,
+        acknowledgmentNumber: SequenceNumber = SequenceNumber(0), flags: TCPFlags, window: UInt16,
+        options: [TCPOption] = []
+    ) {
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.sequenceNumber = sequenceNumber
+        self.acknowledgmentNumber = acknowledgmentNumber
+        self.flags = flags
+        self.window = window
+        self.options = options
+    }
+
+    /// Parses the header of `segment`, options included; throws on a malformed option.
+    public init(parsing segment: TCPSegment) throws(WireError) {
+        self.init(
+            sourcePort: segment.sourcePort, destinationPort: segment.destinationPort,
+            sequenceNumber: segment.sequenceNumber, acknowledgmentNumber: segment.acknowledgmentNumber,
+            flags: segment.flags, window: segment.window, options: try segment.options.parsed())
+        self.urgentPointer = segment.urgentPointer
+    }
+
+    /// Header length: 20 + options padded to a multiple of four (at most 60).
+    public var headerLength: Int {
+        20 + min(40, (options.reduce(0) { $0 + $1.encodedLength } + 3) & ~3)
+    }
+
+    // Typed accessors over the option list.
+    public var maximumSegmentSize: UInt16? {
+        for case .maximumSegmentSize(let v) in options { return v }
+        return nil
+    }
+    public var windowScale: UInt8? {
+        for case .windowScale(let v) in options { return v }
+        return nil
+    }
+    public var sackPermitted: Bool { options.contains(.sackPermitted) }
+    public var sackBlocks: [SACKBlock] {
+        for case .sack(let blocks) in options { return blocks }
+        return []
+    }
+    public var timestamps: (value: UInt32, echoReply: UInt32)? {
+        for case .timestamps(let value, let echoReply) in options { return (value, echoReply) }
+        return nil
+    }
+
+    /// Builds the conventional, aligned option layout Linux uses: MSS, SACK-permitted + timestamps,
+    /// NOP + window scale; or NOP NOP timestamps, NOP NOP SACK blocks on data segments.
+    public static func standardOptions(
+        maximumSegmentSize: UInt16? = nil, sackPermitted: Bool = false,
+        timestamps: (value: UInt32, echoReply: UInt32)? = nil, windowScale: UInt8? = nil, sack: [SACKBlock] = []
+    ) -> [TCPOption] {
+        var options: [TCPOption] = []
+        if let maximumSegmentSize { options.append(.maximumSegmentSize(maximumSegmentSize)) }
+        switch (sackPermitted, timestamps) {
+        case (true, let ts?): options += [.sackPermitted, .timestamps(value: ts.value, echoReply: ts.echoReply)]
+        case (true, nil): options += [.noOperation, .noOperation, .sackPermitted]
+        case (false, let ts?): options += [.noOperation, .noOperation, .timestamps(value: ts.value, echoReply: ts.echoReply)]
+        case (false, nil): break
+        }
+        if let windowScale { options += [.noOperation, .windowScale(windowScale)] }
+        if !sack.isEmpty {
+            // At most 4 blocks fit; 3 beside timestamps.
+            let room = timestamps == nil ? 4 : 3
+            options += [.noOperation, .noOperation, .sack(Array(sack.prefix(room)))]
+        }
+        return options
+    }
+
+    /// Writes the header in front of `buffer`'s readable bytes (the payload) and computes the checksum
+    /// with the pseudo-header of `source` and `destination`. Options beyond 40 bytes are not written.
+    public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address) {
+        let headerLength = self.headerLength
+        buffer.prependHeader(length: headerLength)
+        buffer.storeU16(sourcePort, at: 0)
+        buffer.storeU16(destinationPort, at: 2)
+        buffer.storeU32(sequenceNumber.rawValue, at: 4)
+        buffer.storeU32(acknowledgmentNumber.rawValue, at: 8)
+        buffer.storeU16(UInt16(headerLength / 4) << 12 | flags.rawValue, at: 12)
+        buffer.storeU16(window, at: 14)
+        buffer.storeU16(urgentPointer, at: 18)
+        var offset = 20
+        for option in options {
+            guard offset + option.encodedLength <= headerLength else { break }
+            option.store(into: &buffer, at: offset)
+            offset += option.encodedLength
+        }
+        var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: buffer.readableBytes)
+            .checksum
+        c.add(buffer)
+        buffer.storeU16(c.value, at: 16)
+    }
+}

@@ -1,0 +1,78 @@
+public import NIOCore
+public import VPNKitBase
+public import VPNKitIPv4
+
+/// A validated view of a UDP datagram. The length field must be at least 8 and fit in the buffer;
+/// `payload` ends where the length field says.
+public struct UDPDatagram: Sendable {
+    /// From the source-port byte; may extend past `length` if the IP payload was longer.
+    public let buffer: ByteBuffer
+    /// The length field (header + data).
+    public let length: Int
+    public static let headerLength = 8
+
+    @inlinable
+    public init(_ buffer: ByteBuffer) throws(WireError) {
+        let available = buffer.readableBytes
+        guard available >= 8 else { throw .truncated(needed: 8, available: available) }
+        let length = Int(buffer.loadU16(at: 4))
+        guard length >= 8 else { throw .lengthTooSmall(field: "length", value: length, minimum: 8) }
+        guard length <= available else { throw .lengthExceedsBuffer(field: "length", value: length, available: available) }
+        self.buffer = buffer
+        self.length = length
+    }
+
+    @inlinable public var sourcePort: UInt16 { buffer.loadU16(at: 0) }
+    @inlinable public var destinationPort: UInt16 { buffer.loadU16(at: 2) }
+    @inlinable public var checksum: UInt16 { buffer.loadU16(at: 6) }
+    @inlinable public var payload: ByteBuffer {
+        buffer.getSlice(at: buffer.readerIndex + 8, length: length - 8) ?? ByteBuffer()
+    }
+
+    /// Whether the checksum verifies against `pseudoHeader` (a zero checksum means "none" and is valid).
+    /// The pseudo-header's length is taken from the datagram's own length field.
+    @inlinable
+    public func isChecksumValid(_ pseudoHeader: IPv4PseudoHeader) -> Bool {
+        if checksum == 0 { return true }
+        var header = pseudoHeader
+        header.length = length
+        var c = header.checksum
+        c.add(buffer, length: length)
+        return c.value == 0
+    }
+}
+
+/// The value form of a UDP header.
+public struct UDPHeader: Sendable, Hashable {
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    /// Whether to compute a checksum; false sends zero ("no checksum", allowed over IPv4).
+    public var checksumEnabled: Bool
+
+    public init(sourcePort: UInt16, destinationPort: UInt16, checksumEnabled: Bool = true) {
+        self.sourcePort = sourcePort
+        self.destinationPort = destinationPort
+        self.checksumEnabled = checksumEnabled
+    }
+
+    public init(parsing datagram: UDPDatagram) {
+        self.init(
+            sourcePort: datagram.sourcePort, destinationPort: datagram.destinationPort,
+            checksumEnabled: datagram.checksum != 0)
+    }
+
+    /// Writes the header in front of `buffer`'s readable bytes (the data), sets the length and computes
+    /// the checksum with `source`/`destination` (a computed zero is sent as 0xFFFF, RFC 768).
+    public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address) {
+        let length = 8 + buffer.readableBytes
+        buffer.prependHeader(length: 8)
+        buffer.storeU16(sourcePort, at: 0)
+        buffer.storeU16(destinationPort, at: 2)
+        buffer.storeU16(UInt16(truncatingIfNeeded: length), at: 4)
+        guard checksumEnabled else { return }
+        var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .udp, length: length).checksum
+        c.add(buffer)
+        let value = c.value
+        buffer.storeU16(value == 0 ? 0xFFFF : value, at: 6)
+    }
+}
