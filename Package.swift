@@ -74,7 +74,10 @@ let package = Package(
         ),
         .testTarget(
             name: "VPNKitDecodeTests",
-            dependencies: ["VPNKitDecode", "VPNKitPcap", "VPNKitBase", "vpnkit"],
+            dependencies: [
+                "VPNKitDecode", "VPNKitPcap", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP",
+                "VPNKitTCP", "VPNKitDHCP", "vpnkit",
+            ],
             swiftSettings: strict
         ),
     ]

@@ -47,8 +47,10 @@ public struct InternetChecksum: Sendable, Hashable {
     @inlinable
     public mutating func add(_ buffer: ByteBuffer, offset: Int = 0, length: Int? = nil) {
         let available = buffer.readableBytes
+        // Clamp the requested range [offset, offset + length) to [0, available).
         let start = max(0, min(offset, available))
-        let end = max(start, min(start &+ (length ?? available), available))
+        let requestedEnd = length.map { offset &+ $0 } ?? available
+        let end = max(start, min(requestedEnd, available))
         buffer.withUnsafeReadableBytes { raw in
             self.add(bytes: UnsafeRawBufferPointer(rebasing: raw[start..<end]))
         }

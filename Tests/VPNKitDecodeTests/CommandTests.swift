@@ -1,0 +1,66 @@
+import Foundation
+import Testing
+
+/// The built `vpnkit` binary, beside the test bundle in the build products folder.
+func vpnkitBinary() -> URL {
+    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    // swift test runs ….xctest from the products folder; the binary sits next to it.
+    for _ in 0..<3 where !FileManager.default.fileExists(atPath: directory.appendingPathComponent("vpnkit").path) {
+        directory = directory.deletingLastPathComponent()
+    }
+    return directory.appendingPathComponent("vpnkit")
+}
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+func runVPNKit(_ arguments: [String]) throws -> CommandResult {
+    let process = Process()
+    process.executableURL = vpnkitBinary()
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
+}
+
+@Suite("vpnkit decode (the command)")
+struct CommandTests {
+    @Test("decodes a capture: one line per frame, JSON on request, exit 0")
+    func decodes() throws {
+        let path = fixtures.appendingPathComponent("dhcp.pcap").path
+        let plain = try runVPNKit(["decode", path])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        let lines = plain.stdout.split(separator: "\n")
+        #expect(lines.count == 7)
+        #expect(lines.first?.contains("DHCP DISCOVER") == true)
+        let json = try runVPNKit(["decode", path, "--json"])
+        #expect(json.status == 0)
+        let objects = try json.stdout.split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        #expect(objects.count == 7)
+        #expect((objects[0]?["dhcp"] as? [String: Any])?["msg_type"] as? Int == 1)
+    }
+
+    @Test("a missing file or a file that is not a capture: exit 1 with a clear message")
+    func failures() throws {
+        let missing = try runVPNKit(["decode", "/nonexistent/none.pcap"])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("cannot open capture /nonexistent/none.pcap"))
+        let notCapture = try runVPNKit(["decode", fixtures.appendingPathComponent("README.md").path])
+        #expect(notCapture.status == 1)
+        #expect(notCapture.stderr.contains("cannot open capture"))
+        #expect(notCapture.stdout.isEmpty)
+    }
+}
