@@ -12,30 +12,33 @@ public struct ARPOperation: RawRepresentable, Sendable, Hashable {
 /// A validated view of an Ethernet/IPv4 ARP packet (hardware type 1, protocol 0x0800, lengths 6 and 4).
 /// Other hardware or protocol kinds are rejected at construction: the stack speaks only this one.
 public struct ARPPacket: Sendable {
-    public let buffer: ByteBuffer
+    public let bytes: ByteView
     public static let length = 28
 
     @inlinable
-    public init(_ buffer: ByteBuffer) throws(WireError) {
-        let available = buffer.readableBytes
+    public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
+
+    @inlinable
+    public init(_ bytes: ByteView) throws(WireError) {
+        let available = bytes.count
         guard available >= 8 else { throw .truncated(needed: 8, available: available) }
-        let hardwareType = buffer.loadU16(at: 0)
+        let hardwareType = bytes.loadU16(at: 0)
         guard hardwareType == 1 else { throw .unsupported(field: "hardware type", value: Int(hardwareType)) }
-        let protocolType = buffer.loadU16(at: 2)
+        let protocolType = bytes.loadU16(at: 2)
         guard protocolType == 0x0800 else { throw .unsupported(field: "protocol type", value: Int(protocolType)) }
-        let hardwareLength = buffer.loadU8(at: 4)
+        let hardwareLength = bytes.loadU8(at: 4)
         guard hardwareLength == 6 else { throw .unsupported(field: "hardware length", value: Int(hardwareLength)) }
-        let protocolLength = buffer.loadU8(at: 5)
+        let protocolLength = bytes.loadU8(at: 5)
         guard protocolLength == 4 else { throw .unsupported(field: "protocol length", value: Int(protocolLength)) }
         guard available >= 28 else { throw .truncated(needed: 28, available: available) }
-        self.buffer = buffer
+        self.bytes = bytes
     }
 
-    @inlinable public var operation: ARPOperation { ARPOperation(rawValue: buffer.loadU16(at: 6)) }
-    @inlinable public var senderHardwareAddress: MACAddress { MACAddress(rawValue: buffer.loadU48(at: 8)) }
-    @inlinable public var senderProtocolAddress: IPv4Address { IPv4Address(rawValue: buffer.loadU32(at: 14)) }
-    @inlinable public var targetHardwareAddress: MACAddress { MACAddress(rawValue: buffer.loadU48(at: 18)) }
-    @inlinable public var targetProtocolAddress: IPv4Address { IPv4Address(rawValue: buffer.loadU32(at: 24)) }
+    @inlinable public var operation: ARPOperation { ARPOperation(rawValue: bytes.loadU16(at: 6)) }
+    @inlinable public var senderHardwareAddress: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 8)) }
+    @inlinable public var senderProtocolAddress: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 14)) }
+    @inlinable public var targetHardwareAddress: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 18)) }
+    @inlinable public var targetProtocolAddress: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 24)) }
 }
 
 /// The value form of an Ethernet/IPv4 ARP packet.
@@ -66,15 +69,16 @@ public struct ARPHeader: Sendable, Hashable {
 
     /// Writes the 28-byte packet in front of `buffer`'s readable bytes.
     public func prepend(to buffer: inout ByteBuffer) {
-        buffer.prependHeader(length: ARPPacket.length)
-        buffer.storeU16(1, at: 0)
-        buffer.storeU16(0x0800, at: 2)
-        buffer.storeU8(6, at: 4)
-        buffer.storeU8(4, at: 5)
-        buffer.storeU16(operation.rawValue, at: 6)
-        buffer.storeU48(senderHardwareAddress.rawValue, at: 8)
-        buffer.storeU32(senderProtocolAddress.rawValue, at: 14)
-        buffer.storeU48(targetHardwareAddress.rawValue, at: 18)
-        buffer.storeU32(targetProtocolAddress.rawValue, at: 24)
+        buffer.withHeaderWriter(length: ARPPacket.length) { header in
+            header.storeU16(1, at: 0)
+            header.storeU16(0x0800, at: 2)
+            header.storeU8(6, at: 4)
+            header.storeU8(4, at: 5)
+            header.storeU16(operation.rawValue, at: 6)
+            header.storeU48(senderHardwareAddress.rawValue, at: 8)
+            header.storeU32(senderProtocolAddress.rawValue, at: 14)
+            header.storeU48(targetHardwareAddress.rawValue, at: 18)
+            header.storeU32(targetProtocolAddress.rawValue, at: 24)
+        }
     }
 }

@@ -26,10 +26,16 @@ extension ByteBuffer {
     /// (the reader index moves back), otherwise by copying once into a new buffer with headroom.
     /// The new bytes are zeroed, ready for a header to be stored into them.
     public mutating func prependHeader(length: Int) {
+        self.reserveHeadroom(length: length)
+        self.setRepeatingByte(0, count: length, at: self.readerIndex)
+    }
+
+    /// Like `prependHeader(length:)` but leaves the new bytes as they were (the caller overwrites
+    /// every one of them).
+    public mutating func reserveHeadroom(length: Int) {
         precondition(length >= 0)
         if self.readerIndex >= length {
             self.moveReaderIndex(to: self.readerIndex - length)
-            self.setRepeatingByte(0, count: length, at: self.readerIndex)
         } else {
             var grown = ByteBuffer.withHeadroom(Headroom.maximum, capacity: length + self.readableBytes)
             grown.writeRepeatingByte(0, count: length)

@@ -46,13 +46,9 @@ public struct InternetChecksum: Sendable, Hashable {
     /// Out-of-range parts are ignored (callers pass validated ranges).
     @inlinable
     public mutating func add(_ buffer: ByteBuffer, offset: Int = 0, length: Int? = nil) {
-        let available = buffer.readableBytes
-        // Clamp the requested range [offset, offset + length) to [0, available).
-        let start = max(0, min(offset, available))
-        let requestedEnd = length.map { offset &+ $0 } ?? available
-        let end = max(start, min(requestedEnd, available))
+        let range = clampedRange(offset: offset, length: length, count: buffer.readableBytes)
         buffer.withUnsafeReadableBytes { raw in
-            self.add(bytes: UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+            self.add(bytes: UnsafeRawBufferPointer(rebasing: raw[range]))
         }
     }
 

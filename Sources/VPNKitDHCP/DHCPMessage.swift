@@ -16,32 +16,35 @@ public enum BOOTP {
 /// A validated view of a BOOTP/DHCP message (the UDP payload). Construction checks the fixed 236-byte
 /// part; options are parsed on demand by `DHCPMessage(parsing:)`.
 public struct DHCPPacket: Sendable {
-    public let buffer: ByteBuffer
+    public let bytes: ByteView
 
     @inlinable
-    public init(_ buffer: ByteBuffer) throws(WireError) {
-        guard buffer.readableBytes >= BOOTP.fixedLength else {
-            throw .truncated(needed: BOOTP.fixedLength, available: buffer.readableBytes)
+    public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
+
+    @inlinable
+    public init(_ bytes: ByteView) throws(WireError) {
+        guard bytes.count >= BOOTP.fixedLength else {
+            throw .truncated(needed: BOOTP.fixedLength, available: bytes.count)
         }
-        self.buffer = buffer
+        self.bytes = bytes
     }
 
-    @inlinable public var op: UInt8 { buffer.loadU8(at: 0) }
-    @inlinable public var hardwareType: UInt8 { buffer.loadU8(at: 1) }
-    @inlinable public var hardwareLength: UInt8 { buffer.loadU8(at: 2) }
-    @inlinable public var hops: UInt8 { buffer.loadU8(at: 3) }
-    @inlinable public var transactionID: UInt32 { buffer.loadU32(at: 4) }
-    @inlinable public var seconds: UInt16 { buffer.loadU16(at: 8) }
-    @inlinable public var flags: UInt16 { buffer.loadU16(at: 10) }
+    @inlinable public var op: UInt8 { bytes.loadU8(at: 0) }
+    @inlinable public var hardwareType: UInt8 { bytes.loadU8(at: 1) }
+    @inlinable public var hardwareLength: UInt8 { bytes.loadU8(at: 2) }
+    @inlinable public var hops: UInt8 { bytes.loadU8(at: 3) }
+    @inlinable public var transactionID: UInt32 { bytes.loadU32(at: 4) }
+    @inlinable public var seconds: UInt16 { bytes.loadU16(at: 8) }
+    @inlinable public var flags: UInt16 { bytes.loadU16(at: 10) }
     @inlinable public var broadcastFlag: Bool { flags & 0x8000 != 0 }
-    @inlinable public var clientAddress: IPv4Address { IPv4Address(rawValue: buffer.loadU32(at: 12)) }
-    @inlinable public var yourAddress: IPv4Address { IPv4Address(rawValue: buffer.loadU32(at: 16)) }
-    @inlinable public var serverAddress: IPv4Address { IPv4Address(rawValue: buffer.loadU32(at: 20)) }
-    @inlinable public var relayAddress: IPv4Address { IPv4Address(rawValue: buffer.loadU32(at: 24)) }
+    @inlinable public var clientAddress: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 12)) }
+    @inlinable public var yourAddress: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 16)) }
+    @inlinable public var serverAddress: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 20)) }
+    @inlinable public var relayAddress: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 24)) }
     /// The first six bytes of chaddr (Ethernet).
-    @inlinable public var clientHardwareAddress: MACAddress { MACAddress(rawValue: buffer.loadU48(at: 28)) }
+    @inlinable public var clientHardwareAddress: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 28)) }
     @inlinable public var hasMagicCookie: Bool {
-        buffer.readableBytes >= BOOTP.optionsOffset && buffer.loadU32(at: 236) == BOOTP.magicCookie
+        bytes.count >= BOOTP.optionsOffset && bytes.loadU32(at: 236) == BOOTP.magicCookie
     }
 }
 
@@ -100,7 +103,7 @@ public struct DHCPMessage: Sendable, Hashable {
 
     /// Parses a message; throws on a malformed options area.
     public init(parsing packet: DHCPPacket) throws(WireError) {
-        let bytes = packet.buffer.readableByteArray
+        let bytes = packet.bytes.array
         self.op = packet.op
         self.hardwareType = packet.hardwareType
         self.hardwareLength = packet.hardwareLength

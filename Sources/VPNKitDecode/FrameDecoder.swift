@@ -49,8 +49,9 @@ public struct FrameDecoder: Sendable {
     /// `linkType` is a LINKTYPE_ value: 1 (Ethernet), 101 or 228 (raw IPv4); others yield an error.
     public init(linkType: Int32 = 1) { self.linkType = linkType }
 
-    public func decode(_ data: ByteBuffer, number: Int) -> DecodedFrame {
-        var frame = DecodedFrame(number: number, length: data.readableBytes)
+    public func decode(_ buffer: ByteBuffer, number: Int) -> DecodedFrame {
+        let data = ByteView(buffer)
+        var frame = DecodedFrame(number: number, length: data.count)
         do throws(LayerError) {
             switch linkType {
             case 1:
@@ -69,7 +70,7 @@ public struct FrameDecoder: Sendable {
                 }
             case 101, 228:
                 // LINKTYPE_RAW may also carry IPv6; only version 4 is decoded.
-                if linkType == 101, data.readableBytes > 0, data.loadU8(at: 0) >> 4 == 6 { break }
+                if linkType == 101, data.count > 0, data.loadU8(at: 0) >> 4 == 6 { break }
                 try decodeIPv4(data, into: &frame)
             default:
                 throw LayerError("link", .unsupported(field: "link type", value: Int(linkType)))
@@ -80,7 +81,7 @@ public struct FrameDecoder: Sendable {
         return frame
     }
 
-    private func decodeIPv4(_ bytes: ByteBuffer, into frame: inout DecodedFrame) throws(LayerError) {
+    private func decodeIPv4(_ bytes: ByteView, into frame: inout DecodedFrame) throws(LayerError) {
         let packet: IPv4Packet
         do throws(WireError) { packet = try IPv4Packet(bytes) } catch { throw LayerError("ipv4", error) }
         frame.ipv4 = .init(

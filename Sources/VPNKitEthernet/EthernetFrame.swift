@@ -6,38 +6,43 @@ public import VPNKitBase
 /// Construction checks that the header (14 bytes, 18 with a tag) is present; after that no accessor
 /// can trap. The payload is a slice sharing the frame's storage.
 public struct EthernetFrame: Sendable {
-    /// The whole frame; its reader index is the first byte of the destination address.
-    public let buffer: ByteBuffer
+    /// The whole frame, from the first byte of the destination address.
+    public let bytes: ByteView
     /// 14, or 18 when an 802.1Q tag is present.
     public let headerLength: Int
 
     public static let minimumHeaderLength = 14
 
     @inlinable
-    public init(_ buffer: ByteBuffer) throws(WireError) {
-        let available = buffer.readableBytes
+    public init(_ bytes: ByteView) throws(WireError) {
+        let available = bytes.count
         guard available >= 14 else { throw .truncated(needed: 14, available: available) }
-        if buffer.loadU16(at: 12) == EtherType.vlan.rawValue {
+        if bytes.loadU16(at: 12) == 0x8100 {
             guard available >= 18 else { throw .truncated(needed: 18, available: available) }
             self.headerLength = 18
         } else {
             self.headerLength = 14
         }
-        self.buffer = buffer
+        self.bytes = bytes
     }
 
-    @inlinable public var destination: MACAddress { MACAddress(rawValue: buffer.loadU48(at: 0)) }
-    @inlinable public var source: MACAddress { MACAddress(rawValue: buffer.loadU48(at: 6)) }
+    /// Validates the readable bytes of `buffer` as a frame.
+    @inlinable
+    public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
+
+    /// The whole frame as a buffer slice.
+    @inlinable public var buffer: ByteBuffer { bytes.buffer }
+
+    @inlinable public var destination: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 0)) }
+    @inlinable public var source: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 6)) }
     /// The EtherType of the payload (the inner one when tagged).
-    @inlinable public var etherType: EtherType { EtherType(rawValue: buffer.loadU16(at: headerLength - 2)) }
+    @inlinable public var etherType: EtherType { EtherType(rawValue: bytes.loadU16(at: headerLength - 2)) }
     /// The 802.1Q tag, when present.
     @inlinable public var vlan: VLANTag? {
-        headerLength == 18 ? VLANTag(controlInformation: buffer.loadU16(at: 14)) : nil
+        headerLength == 18 ? VLANTag(controlInformation: bytes.loadU16(at: 14)) : nil
     }
     /// The bytes after the header (including any padding up to the 60-byte minimum).
-    @inlinable public var payload: ByteBuffer {
-        buffer.getSlice(at: buffer.readerIndex + headerLength, length: buffer.readableBytes - headerLength) ?? ByteBuffer()
-    }
+    @inlinable public var payload: ByteView { bytes.view(from: headerLength) }
 }
 
 /// The value form of an Ethernet II header.
@@ -62,15 +67,16 @@ public struct EthernetHeader: Sendable, Hashable {
 
     /// Writes the header in front of `buffer`'s readable bytes (in place when it has headroom).
     public func prepend(to buffer: inout ByteBuffer) {
-        buffer.prependHeader(length: headerLength)
-        buffer.storeU48(destination.rawValue, at: 0)
-        buffer.storeU48(source.rawValue, at: 6)
-        if let vlan {
-            buffer.storeU16(EtherType.vlan.rawValue, at: 12)
-            buffer.storeU16(vlan.controlInformation, at: 14)
-            buffer.storeU16(etherType.rawValue, at: 16)
-        } else {
-            buffer.storeU16(etherType.rawValue, at: 12)
+        buffer.withHeaderWriter(length: headerLength) { header in
+            header.storeU48(destination.rawValue, at: 0)
+            header.storeU48(source.rawValue, at: 6)
+            if let vlan {
+                header.storeU16(EtherType.vlan.rawValue, at: 12)
+                header.storeU16(vlan.controlInformation, at: 14)
+                header.storeU16(etherType.rawValue, at: 16)
+            } else {
+                header.storeU16(etherType.rawValue, at: 12)
+            }
         }
     }
 }

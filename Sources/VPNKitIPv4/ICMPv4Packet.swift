@@ -32,27 +32,32 @@ public struct ICMPv4Type: RawRepresentable, Sendable, Hashable {
 
 /// A validated view of an ICMPv4 message (8-byte header plus data).
 public struct ICMPv4Packet: Sendable {
-    public let buffer: ByteBuffer
+    public let bytes: ByteView
     public static let headerLength = 8
 
     @inlinable
-    public init(_ buffer: ByteBuffer) throws(WireError) {
-        guard buffer.readableBytes >= 8 else { throw .truncated(needed: 8, available: buffer.readableBytes) }
-        self.buffer = buffer
+    public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
+
+    @inlinable
+    public init(_ bytes: ByteView) throws(WireError) {
+        guard bytes.count >= 8 else { throw .truncated(needed: 8, available: bytes.count) }
+        self.bytes = bytes
     }
 
-    @inlinable public var type: ICMPv4Type { ICMPv4Type(rawValue: buffer.loadU8(at: 0)) }
-    @inlinable public var code: UInt8 { buffer.loadU8(at: 1) }
-    @inlinable public var checksum: UInt16 { buffer.loadU16(at: 2) }
+    @inlinable public var type: ICMPv4Type { ICMPv4Type(rawValue: bytes.loadU8(at: 0)) }
+    @inlinable public var code: UInt8 { bytes.loadU8(at: 1) }
+    @inlinable public var checksum: UInt16 { bytes.loadU16(at: 2) }
     /// The second 32-bit word (identifier/sequence, unused + next-hop MTU, pointer…).
-    @inlinable public var restOfHeader: UInt32 { buffer.loadU32(at: 4) }
-    @inlinable public var identifier: UInt16 { buffer.loadU16(at: 4) }
-    @inlinable public var sequenceNumber: UInt16 { buffer.loadU16(at: 6) }
-    @inlinable public var payload: ByteBuffer {
-        buffer.getSlice(at: buffer.readerIndex + 8, length: buffer.readableBytes - 8) ?? ByteBuffer()
-    }
+    @inlinable public var restOfHeader: UInt32 { bytes.loadU32(at: 4) }
+    @inlinable public var identifier: UInt16 { bytes.loadU16(at: 4) }
+    @inlinable public var sequenceNumber: UInt16 { bytes.loadU16(at: 6) }
+    @inlinable public var payload: ByteView { bytes.view(from: 8) }
     /// Whether the checksum over the whole message verifies.
-    @inlinable public var isChecksumValid: Bool { InternetChecksum.checksum(of: buffer) == 0 }
+    @inlinable public var isChecksumValid: Bool {
+        var c = InternetChecksum()
+        c.add(bytes)
+        return c.value == 0
+    }
 }
 
 /// The value form of an ICMPv4 header.
@@ -82,10 +87,11 @@ public struct ICMPv4Header: Sendable, Hashable {
     /// Writes the header in front of `buffer`'s readable bytes (the message data) and computes the
     /// checksum over header and data.
     public func prepend(to buffer: inout ByteBuffer) {
-        buffer.prependHeader(length: 8)
-        buffer.storeU8(type.rawValue, at: 0)
-        buffer.storeU8(code, at: 1)
-        buffer.storeU32(restOfHeader, at: 4)
-        buffer.storeU16(InternetChecksum.checksum(of: buffer), at: 2)
+        buffer.withHeaderWriter(length: 8) { header in
+            header.storeU8(type.rawValue, at: 0)
+            header.storeU8(code, at: 1)
+            header.storeU32(restOfHeader, at: 4)
+            header.storeU16(~header.sum16(), at: 2)
+        }
     }
 }

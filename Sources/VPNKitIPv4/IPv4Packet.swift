@@ -25,67 +25,68 @@ public struct IPProtocol: RawRepresentable, Sendable, Hashable, CustomStringConv
 /// from `payload`. The header checksum is not checked here: ask `isHeaderChecksumValid`.
 public struct IPv4Packet: Sendable {
     /// The packet's bytes, from the version byte; may extend past `totalLength` (link padding).
-    public let buffer: ByteBuffer
+    public let bytes: ByteView
     /// The header length in bytes (IHL × 4).
     public let headerLength: Int
     /// The total-length field.
     public let totalLength: Int
 
     @inlinable
-    public init(_ buffer: ByteBuffer) throws(WireError) {
-        let available = buffer.readableBytes
+    public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
+
+    @inlinable
+    public init(_ bytes: ByteView) throws(WireError) {
+        let available = bytes.count
         guard available >= 20 else { throw .truncated(needed: 20, available: available) }
-        let versionAndIHL = buffer.loadU8(at: 0)
+        let versionAndIHL = bytes.loadU8(at: 0)
         guard versionAndIHL >> 4 == 4 else { throw .unsupported(field: "version", value: Int(versionAndIHL >> 4)) }
         let headerLength = Int(versionAndIHL & 0x0F) * 4
         guard headerLength >= 20 else { throw .lengthTooSmall(field: "header length", value: headerLength, minimum: 20) }
         guard headerLength <= available else {
             throw .lengthExceedsBuffer(field: "header length", value: headerLength, available: available)
         }
-        let totalLength = Int(buffer.loadU16(at: 2))
+        let totalLength = Int(bytes.loadU16(at: 2))
         guard totalLength >= headerLength else {
             throw .lengthTooSmall(field: "total length", value: totalLength, minimum: headerLength)
         }
         guard totalLength <= available else {
             throw .lengthExceedsBuffer(field: "total length", value: totalLength, available: available)
         }
-        self.buffer = buffer
+        self.bytes = bytes
         self.headerLength = headerLength
         self.totalLength = totalLength
     }
 
     @inlinable public var version: UInt8 { 4 }
     /// The DS field's upper six bits.
-    @inlinable public var dscp: UInt8 { buffer.loadU8(at: 1) >> 2 }
-    @inlinable public var ecn: UInt8 { buffer.loadU8(at: 1) & 3 }
-    @inlinable public var identification: UInt16 { buffer.loadU16(at: 4) }
-    @inlinable public var dontFragment: Bool { buffer.loadU8(at: 6) & 0x40 != 0 }
-    @inlinable public var moreFragments: Bool { buffer.loadU8(at: 6) & 0x20 != 0 }
+    @inlinable public var dscp: UInt8 { bytes.loadU8(at: 1) >> 2 }
+    @inlinable public var ecn: UInt8 { bytes.loadU8(at: 1) & 3 }
+    @inlinable public var identification: UInt16 { bytes.loadU16(at: 4) }
+    @inlinable public var dontFragment: Bool { bytes.loadU8(at: 6) & 0x40 != 0 }
+    @inlinable public var moreFragments: Bool { bytes.loadU8(at: 6) & 0x20 != 0 }
     /// The reserved ("evil") bit.
-    @inlinable public var reservedFlag: Bool { buffer.loadU8(at: 6) & 0x80 != 0 }
+    @inlinable public var reservedFlag: Bool { bytes.loadU8(at: 6) & 0x80 != 0 }
     /// The fragment offset in bytes.
-    @inlinable public var fragmentOffset: Int { Int(buffer.loadU16(at: 6) & 0x1FFF) * 8 }
+    @inlinable public var fragmentOffset: Int { Int(bytes.loadU16(at: 6) & 0x1FFF) * 8 }
     /// True when this is a fragment (MF set or a non-zero offset).
-    @inlinable public var isFragment: Bool { buffer.loadU16(at: 6) & 0x3FFF != 0 }
-    @inlinable public var timeToLive: UInt8 { buffer.loadU8(at: 8) }
-    @inlinable public var `protocol`: IPProtocol { IPProtocol(rawValue: buffer.loadU8(at: 9)) }
-    @inlinable public var headerChecksum: UInt16 { buffer.loadU16(at: 10) }
-    @inlinable public var source: IPv4Address { IPv4Address(rawValue: buffer.loadU32(at: 12)) }
-    @inlinable public var destination: IPv4Address { IPv4Address(rawValue: buffer.loadU32(at: 16)) }
+    @inlinable public var isFragment: Bool { bytes.loadU16(at: 6) & 0x3FFF != 0 }
+    @inlinable public var timeToLive: UInt8 { bytes.loadU8(at: 8) }
+    @inlinable public var `protocol`: IPProtocol { IPProtocol(rawValue: bytes.loadU8(at: 9)) }
+    @inlinable public var headerChecksum: UInt16 { bytes.loadU16(at: 10) }
+    @inlinable public var source: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 12)) }
+    @inlinable public var destination: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 16)) }
 
     /// The options bytes (between the fixed header and the payload), possibly empty.
-    @inlinable public var options: ByteBuffer {
-        buffer.getSlice(at: buffer.readerIndex + 20, length: headerLength - 20) ?? ByteBuffer()
-    }
+    @inlinable public var options: ByteView { bytes.view(from: 20, length: headerLength - 20) }
     /// The payload, up to the total length.
-    @inlinable public var payload: ByteBuffer {
-        buffer.getSlice(at: buffer.readerIndex + headerLength, length: totalLength - headerLength) ?? ByteBuffer()
-    }
+    @inlinable public var payload: ByteView { bytes.view(from: headerLength, length: totalLength - headerLength) }
     @inlinable public var payloadLength: Int { totalLength - headerLength }
 
     /// Whether the header checksum verifies.
     @inlinable public var isHeaderChecksumValid: Bool {
-        InternetChecksum.checksum(of: buffer, length: headerLength) == 0
+        var c = InternetChecksum()
+        c.add(bytes, length: headerLength)
+        return c.value == 0
     }
 
     /// The pseudo-header for TCP/UDP checksums over this packet's payload.
@@ -121,7 +122,7 @@ public struct IPv4PseudoHeader: Sendable, Hashable {
     }
 
     /// Whether `transport` (a whole TCP segment or UDP datagram) carries a valid checksum.
-    @inlinable public func verifies(_ transport: ByteBuffer) -> Bool {
+    @inlinable public func verifies(_ transport: ByteView) -> Bool {
         var c = checksum
         c.add(transport)
         return c.value == 0
@@ -169,7 +170,7 @@ public struct IPv4Header: Sendable, Hashable {
         self.reservedFlag = packet.reservedFlag
         self.moreFragments = packet.moreFragments
         self.fragmentOffset = packet.fragmentOffset
-        self.options = packet.options.readableByteArray
+        self.options = packet.options.array
     }
 
     public var headerLength: Int { 20 + min(40, (options.count + 3) & ~3) }
@@ -184,21 +185,22 @@ public struct IPv4Header: Sendable, Hashable {
     public func prepend(to buffer: inout ByteBuffer) {
         let headerLength = self.headerLength
         let total = headerLength + buffer.readableBytes
-        buffer.prependHeader(length: headerLength)
-        buffer.storeU8(0x40 | UInt8(headerLength / 4), at: 0)
-        buffer.storeU8(dscp << 2 | (ecn & 3), at: 1)
-        buffer.storeU16(UInt16(truncatingIfNeeded: total), at: 2)
-        buffer.storeU16(identification, at: 4)
-        var flagsAndOffset = UInt16(truncatingIfNeeded: fragmentOffset / 8) & 0x1FFF
-        if reservedFlag { flagsAndOffset |= 0x8000 }
-        if dontFragment { flagsAndOffset |= 0x4000 }
-        if moreFragments { flagsAndOffset |= 0x2000 }
-        buffer.storeU16(flagsAndOffset, at: 6)
-        buffer.storeU8(timeToLive, at: 8)
-        buffer.storeU8(self.protocol.rawValue, at: 9)
-        buffer.storeU32(source.rawValue, at: 12)
-        buffer.storeU32(destination.rawValue, at: 16)
-        for (index, byte) in options.prefix(40).enumerated() { buffer.storeU8(byte, at: 20 + index) }
-        buffer.storeU16(InternetChecksum.checksum(of: buffer, length: headerLength), at: 10)
+        buffer.withHeaderWriter(length: headerLength) { header in
+            header.storeU8(0x40 | UInt8(headerLength / 4), at: 0)
+            header.storeU8(dscp << 2 | (ecn & 3), at: 1)
+            header.storeU16(UInt16(truncatingIfNeeded: total), at: 2)
+            header.storeU16(identification, at: 4)
+            var flagsAndOffset = UInt16(truncatingIfNeeded: fragmentOffset / 8) & 0x1FFF
+            if reservedFlag { flagsAndOffset |= 0x8000 }
+            if dontFragment { flagsAndOffset |= 0x4000 }
+            if moreFragments { flagsAndOffset |= 0x2000 }
+            header.storeU16(flagsAndOffset, at: 6)
+            header.storeU8(timeToLive, at: 8)
+            header.storeU8(self.protocol.rawValue, at: 9)
+            header.storeU32(source.rawValue, at: 12)
+            header.storeU32(destination.rawValue, at: 16)
+            if !options.isEmpty { header.storeBytes(Array(options.prefix(40)), at: 20) }
+            header.storeU16(~header.sum16(length: headerLength), at: 10)
+        }
     }
 }

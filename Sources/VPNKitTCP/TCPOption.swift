@@ -50,7 +50,7 @@ public enum TCPOption: Sendable, Hashable {
     }
 
     /// Writes the option at `offset` past `buffer`'s reader index (the space must exist).
-    func store(into buffer: inout ByteBuffer, at offset: Int) {
+    func store(into buffer: inout HeaderWriter, at offset: Int) {
         buffer.storeU8(kind, at: offset)
         guard encodedLength > 1 else { return }
         buffer.storeU8(UInt8(truncatingIfNeeded: encodedLength), at: offset + 1)
@@ -67,7 +67,7 @@ public enum TCPOption: Sendable, Hashable {
             buffer.storeU32(value, at: offset + 2)
             buffer.storeU32(echoReply, at: offset + 6)
         case .unknown(_, let data):
-            for (index, byte) in data.enumerated() { buffer.storeU8(byte, at: offset + 2 + index) }
+            buffer.storeBytes(data, at: offset + 2)
         }
     }
 }
@@ -76,15 +76,15 @@ public enum TCPOption: Sendable, Hashable {
 /// or after an End-of-List option; a malformed option (length < 2, past the area, or wrong for its
 /// kind) ends iteration and is reported through `error`.
 public struct TCPOptionIterator: IteratorProtocol, Sendable {
-    @usableFromInline let buffer: ByteBuffer  // options bytes only
+    @usableFromInline let buffer: ByteView  // options bytes only
     @usableFromInline var offset = 0
     /// Set when iteration stopped at a malformed option.
     public private(set) var error: WireError?
 
-    @inlinable init(_ buffer: ByteBuffer) { self.buffer = buffer }
+    @inlinable init(_ buffer: ByteView) { self.buffer = buffer }
 
     public mutating func next() -> TCPOption? {
-        let count = buffer.readableBytes
+        let count = buffer.count
         guard offset < count, error == nil else { return nil }
         let kind = buffer.loadU8(at: offset)
         switch kind {
@@ -124,7 +124,7 @@ public struct TCPOptionIterator: IteratorProtocol, Sendable {
                 guard expect(10) else { return fail(kind, "timestamps length \(length) is not 10") }
                 return .timestamps(value: buffer.loadU32(at: start + 2), echoReply: buffer.loadU32(at: start + 6))
             default:
-                let data = buffer.getBytes(at: buffer.readerIndex + start + 2, length: length - 2) ?? []
+                let data = buffer.view(from: start + 2, length: length - 2).array
                 return .unknown(kind: kind, data: data)
             }
         }
@@ -132,15 +132,15 @@ public struct TCPOptionIterator: IteratorProtocol, Sendable {
 
     private mutating func fail(_ kind: UInt8, _ reason: String) -> TCPOption? {
         error = .malformedOption(kind: Int(kind), reason: reason)
-        offset = buffer.readableBytes
+        offset = buffer.count
         return nil
     }
 }
 
 /// The options of a segment as a sequence (see `TCPOptionIterator` for malformed input).
 public struct TCPOptionSequence: Sequence, Sendable {
-    public let bytes: ByteBuffer
-    @inlinable public init(_ bytes: ByteBuffer) { self.bytes = bytes }
+    public let bytes: ByteView
+    @inlinable public init(_ bytes: ByteView) { self.bytes = bytes }
     public func makeIterator() -> TCPOptionIterator { TCPOptionIterator(bytes) }
 
     /// All options, or the first malformation.

@@ -5,49 +5,48 @@ public import VPNKitIPv4
 /// A validated view of a TCP segment: the buffer is the whole IP payload (header + data).
 /// Construction checks the fixed header and the data offset (≥ 5 words, within the buffer).
 public struct TCPSegment: Sendable {
-    public let buffer: ByteBuffer
+    public let bytes: ByteView
     /// The header length in bytes (data offset × 4).
     public let headerLength: Int
     public static let minimumHeaderLength = 20
 
     @inlinable
-    public init(_ buffer: ByteBuffer) throws(WireError) {
-        let available = buffer.readableBytes
+    public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
+
+    @inlinable
+    public init(_ bytes: ByteView) throws(WireError) {
+        let available = bytes.count
         guard available >= 20 else { throw .truncated(needed: 20, available: available) }
-        let headerLength = Int(buffer.loadU8(at: 12) >> 4) * 4
+        let headerLength = Int(bytes.loadU8(at: 12) >> 4) * 4
         guard headerLength >= 20 else { throw .lengthTooSmall(field: "data offset", value: headerLength, minimum: 20) }
         guard headerLength <= available else {
             throw .lengthExceedsBuffer(field: "data offset", value: headerLength, available: available)
         }
-        self.buffer = buffer
+        self.bytes = bytes
         self.headerLength = headerLength
     }
 
-    @inlinable public var sourcePort: UInt16 { buffer.loadU16(at: 0) }
-    @inlinable public var destinationPort: UInt16 { buffer.loadU16(at: 2) }
-    @inlinable public var sequenceNumber: SequenceNumber { SequenceNumber(buffer.loadU32(at: 4)) }
-    @inlinable public var acknowledgmentNumber: SequenceNumber { SequenceNumber(buffer.loadU32(at: 8)) }
-    @inlinable public var flags: TCPFlags { TCPFlags(rawValue: buffer.loadU16(at: 12)) }
+    @inlinable public var sourcePort: UInt16 { bytes.loadU16(at: 0) }
+    @inlinable public var destinationPort: UInt16 { bytes.loadU16(at: 2) }
+    @inlinable public var sequenceNumber: SequenceNumber { SequenceNumber(bytes.loadU32(at: 4)) }
+    @inlinable public var acknowledgmentNumber: SequenceNumber { SequenceNumber(bytes.loadU32(at: 8)) }
+    @inlinable public var flags: TCPFlags { TCPFlags(rawValue: bytes.loadU16(at: 12)) }
     /// The raw (unscaled) window field.
-    @inlinable public var window: UInt16 { buffer.loadU16(at: 14) }
-    @inlinable public var checksum: UInt16 { buffer.loadU16(at: 16) }
-    @inlinable public var urgentPointer: UInt16 { buffer.loadU16(at: 18) }
-    @inlinable public var payloadLength: Int { buffer.readableBytes - headerLength }
-    @inlinable public var payload: ByteBuffer {
-        buffer.getSlice(at: buffer.readerIndex + headerLength, length: payloadLength) ?? ByteBuffer()
-    }
+    @inlinable public var window: UInt16 { bytes.loadU16(at: 14) }
+    @inlinable public var checksum: UInt16 { bytes.loadU16(at: 16) }
+    @inlinable public var urgentPointer: UInt16 { bytes.loadU16(at: 18) }
+    @inlinable public var payloadLength: Int { bytes.count - headerLength }
+    @inlinable public var payload: ByteView { bytes.view(from: headerLength) }
     /// The options area (header bytes past the fixed 20).
-    @inlinable public var optionBytes: ByteBuffer {
-        buffer.getSlice(at: buffer.readerIndex + 20, length: headerLength - 20) ?? ByteBuffer()
-    }
+    @inlinable public var optionBytes: ByteView { bytes.view(from: 20, length: headerLength - 20) }
     /// The options, walked lazily without allocation.
     @inlinable public var options: TCPOptionSequence { TCPOptionSequence(optionBytes) }
 
     /// Whether the checksum verifies against the IPv4 pseudo-header (its length is this segment's).
     @inlinable
     public func isChecksumValid(source: IPv4Address, destination: IPv4Address) -> Bool {
-        IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: buffer.readableBytes)
-            .verifies(buffer)
+        IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: bytes.count)
+            .verifies(bytes)
     }
 }
 
@@ -136,23 +135,25 @@ public struct TCPHeader: Sendable, Hashable {
     /// with the pseudo-header of `source` and `destination`. Options beyond 40 bytes are not written.
     public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address) {
         let headerLength = self.headerLength
-        buffer.prependHeader(length: headerLength)
-        buffer.storeU16(sourcePort, at: 0)
-        buffer.storeU16(destinationPort, at: 2)
-        buffer.storeU32(sequenceNumber.rawValue, at: 4)
-        buffer.storeU32(acknowledgmentNumber.rawValue, at: 8)
-        buffer.storeU16(UInt16(headerLength / 4) << 12 | flags.rawValue, at: 12)
-        buffer.storeU16(window, at: 14)
-        buffer.storeU16(urgentPointer, at: 18)
-        var offset = 20
-        for option in options {
-            guard offset + option.encodedLength <= headerLength else { break }
-            option.store(into: &buffer, at: offset)
-            offset += option.encodedLength
+        let segmentLength = headerLength + buffer.readableBytes
+        buffer.withHeaderWriter(length: headerLength) { header in
+            header.storeU16(sourcePort, at: 0)
+            header.storeU16(destinationPort, at: 2)
+            header.storeU32(sequenceNumber.rawValue, at: 4)
+            header.storeU32(acknowledgmentNumber.rawValue, at: 8)
+            header.storeU16(UInt16(headerLength / 4) << 12 | flags.rawValue, at: 12)
+            header.storeU16(window, at: 14)
+            header.storeU16(urgentPointer, at: 18)
+            var offset = 20
+            for option in options {
+                guard offset + option.encodedLength <= headerLength else { break }
+                option.store(into: &header, at: offset)
+                offset += option.encodedLength
+            }
+            var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: segmentLength)
+                .checksum
+            header.add(to: &c)
+            header.storeU16(c.value, at: 16)
         }
-        var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: buffer.readableBytes)
-            .checksum
-        c.add(buffer)
-        buffer.storeU16(c.value, at: 16)
     }
 }

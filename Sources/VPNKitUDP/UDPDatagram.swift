@@ -6,28 +6,29 @@ public import VPNKitIPv4
 /// `payload` ends where the length field says.
 public struct UDPDatagram: Sendable {
     /// From the source-port byte; may extend past `length` if the IP payload was longer.
-    public let buffer: ByteBuffer
+    public let bytes: ByteView
     /// The length field (header + data).
     public let length: Int
     public static let headerLength = 8
 
     @inlinable
-    public init(_ buffer: ByteBuffer) throws(WireError) {
-        let available = buffer.readableBytes
+    public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
+
+    @inlinable
+    public init(_ bytes: ByteView) throws(WireError) {
+        let available = bytes.count
         guard available >= 8 else { throw .truncated(needed: 8, available: available) }
-        let length = Int(buffer.loadU16(at: 4))
+        let length = Int(bytes.loadU16(at: 4))
         guard length >= 8 else { throw .lengthTooSmall(field: "length", value: length, minimum: 8) }
         guard length <= available else { throw .lengthExceedsBuffer(field: "length", value: length, available: available) }
-        self.buffer = buffer
+        self.bytes = bytes
         self.length = length
     }
 
-    @inlinable public var sourcePort: UInt16 { buffer.loadU16(at: 0) }
-    @inlinable public var destinationPort: UInt16 { buffer.loadU16(at: 2) }
-    @inlinable public var checksum: UInt16 { buffer.loadU16(at: 6) }
-    @inlinable public var payload: ByteBuffer {
-        buffer.getSlice(at: buffer.readerIndex + 8, length: length - 8) ?? ByteBuffer()
-    }
+    @inlinable public var sourcePort: UInt16 { bytes.loadU16(at: 0) }
+    @inlinable public var destinationPort: UInt16 { bytes.loadU16(at: 2) }
+    @inlinable public var checksum: UInt16 { bytes.loadU16(at: 6) }
+    @inlinable public var payload: ByteView { bytes.view(from: 8, length: length - 8) }
 
     /// Whether the checksum verifies against `pseudoHeader` (a zero checksum means "none" and is valid).
     /// The pseudo-header's length is taken from the datagram's own length field.
@@ -37,7 +38,7 @@ public struct UDPDatagram: Sendable {
         var header = pseudoHeader
         header.length = length
         var c = header.checksum
-        c.add(buffer, length: length)
+        c.add(bytes, length: length)
         return c.value == 0
     }
 }
@@ -65,14 +66,15 @@ public struct UDPHeader: Sendable, Hashable {
     /// the checksum with `source`/`destination` (a computed zero is sent as 0xFFFF, RFC 768).
     public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address) {
         let length = 8 + buffer.readableBytes
-        buffer.prependHeader(length: 8)
-        buffer.storeU16(sourcePort, at: 0)
-        buffer.storeU16(destinationPort, at: 2)
-        buffer.storeU16(UInt16(truncatingIfNeeded: length), at: 4)
-        guard checksumEnabled else { return }
-        var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .udp, length: length).checksum
-        c.add(buffer)
-        let value = c.value
-        buffer.storeU16(value == 0 ? 0xFFFF : value, at: 6)
+        buffer.withHeaderWriter(length: 8) { header in
+            header.storeU16(sourcePort, at: 0)
+            header.storeU16(destinationPort, at: 2)
+            header.storeU16(UInt16(truncatingIfNeeded: length), at: 4)
+            guard checksumEnabled else { return }
+            var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .udp, length: length).checksum
+            header.add(to: &c)
+            let value = c.value
+            header.storeU16(value == 0 ? 0xFFFF : value, at: 6)
+        }
     }
 }

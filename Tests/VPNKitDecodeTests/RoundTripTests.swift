@@ -20,20 +20,20 @@ func reemit(_ frame: ByteBuffer) throws -> ByteBuffer? {
     switch ethernet.etherType {
     case .arp:
         let arp = try ARPPacket(payload)
-        out.writeImmutableBuffer(payload.getSlice(at: payload.readerIndex + ARPPacket.length, length: payload.readableBytes - ARPPacket.length)!)
+        out.writeImmutableBuffer(payload.view(from: ARPPacket.length).buffer)
         ARPHeader(parsing: arp).prepend(to: &out)
     case .ipv4:
         let ip = try IPv4Packet(payload)
         guard ip.isHeaderChecksumValid else { return nil }
         let body = ip.payload
         if ip.isFragment {
-            out.writeImmutableBuffer(body)
+            out.writeImmutableBuffer(body.buffer)
         } else {
             switch ip.protocol {
             case .tcp:
                 let tcp = try TCPSegment(body)
                 guard tcp.isChecksumValid(source: ip.source, destination: ip.destination) else { return nil }
-                out.writeImmutableBuffer(tcp.payload)
+                out.writeImmutableBuffer(tcp.payload.buffer)
                 try TCPHeader(parsing: tcp).prepend(to: &out, source: ip.source, destination: ip.destination)
             case .udp:
                 let udp = try UDPDatagram(body)
@@ -41,24 +41,24 @@ func reemit(_ frame: ByteBuffer) throws -> ByteBuffer? {
                 if [udp.sourcePort, udp.destinationPort].contains(67) {
                     try DHCPMessage(parsing: DHCPPacket(udp.payload)).write(to: &out)
                 } else {
-                    out.writeImmutableBuffer(udp.payload)
+                    out.writeImmutableBuffer(udp.payload.buffer)
                 }
                 UDPHeader(parsing: udp).prepend(to: &out, source: ip.source, destination: ip.destination)
-                out.writeImmutableBuffer(body.getSlice(at: body.readerIndex + udp.length, length: body.readableBytes - udp.length)!)
+                out.writeImmutableBuffer(body.view(from: udp.length).buffer)
             case .icmp:
                 let icmp = try ICMPv4Packet(body)
                 guard icmp.isChecksumValid else { return nil }
-                out.writeImmutableBuffer(icmp.payload)
+                out.writeImmutableBuffer(icmp.payload.buffer)
                 ICMPv4Header(parsing: icmp).prepend(to: &out)
             default:
-                out.writeImmutableBuffer(body)
+                out.writeImmutableBuffer(body.buffer)
             }
         }
         IPv4Header(parsing: ip).prepend(to: &out)
         // Link padding after the IP datagram.
-        out.writeImmutableBuffer(payload.getSlice(at: payload.readerIndex + ip.totalLength, length: payload.readableBytes - ip.totalLength)!)
+        out.writeImmutableBuffer(payload.view(from: ip.totalLength).buffer)
     default:
-        out.writeImmutableBuffer(payload)
+        out.writeImmutableBuffer(payload.buffer)
     }
     EthernetHeader(parsing: ethernet).prepend(to: &out)
     return out

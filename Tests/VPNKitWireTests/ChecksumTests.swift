@@ -65,7 +65,9 @@ struct ChecksumTests {
         c.add(data, offset: 2, length: 100)
         c.add(data, offset: 50, length: 10)
         c.add(data, offset: -3, length: 1)
-        #expect(c.value == referenceChecksum([3, 4]))
+        c.add(data, offset: 3, length: Int.max)  // overflowing end: to the end of the buffer
+        c.add(data, offset: Int.max, length: Int.max)
+        #expect(c.value == referenceChecksum([3, 4, 4]))
     }
 
     @Test("RFC 1624 incremental update equals recomputation")
@@ -116,21 +118,58 @@ struct AddressTests {
         #expect(!(mac?.isMulticast ?? true))
     }
 
-    @Test("loads are big-endian, relative to the reader index, and out-of-range reads give 0")
+    @Test("view loads are big-endian, relative to the reader index, and out-of-range reads give 0")
     func loads() {
         var data = buffer([0xAA, 1, 2, 3, 4, 5, 6, 7])
         data.moveReaderIndex(forwardBy: 1)
-        #expect(data.loadU8(at: 0) == 1)
-        #expect(data.loadU16(at: 0) == 0x0102)
-        #expect(data.loadU32(at: 1) == 0x0203_0405)
-        #expect(data.loadU48(at: 1) == 0x0203_0405_0607)
-        #expect(data.loadU32(at: 4) == 0)  // one byte short
-        #expect(data.loadU16(at: -1) == 0)
-        #expect(data.loadU8(at: 7) == 0)
-        data.storeU16(0xBEEF, at: 6)  // out of range: ignored
-        #expect(data.readableByteArray == [1, 2, 3, 4, 5, 6, 7])
-        data.storeU32(0xDEAD_BEEF, at: 0)
-        #expect(data.readableByteArray == [0xDE, 0xAD, 0xBE, 0xEF, 5, 6, 7])
+        let view = ByteView(data)
+        #expect(view.count == 7)
+        #expect(view.loadU8(at: 0) == 1)
+        #expect(view.loadU16(at: 0) == 0x0102)
+        #expect(view.loadU32(at: 1) == 0x0203_0405)
+        #expect(view.loadU48(at: 1) == 0x0203_0405_0607)
+        #expect(view.loadU32(at: 4) == 0)  // one byte short
+        #expect(view.loadU16(at: -1) == 0)
+        #expect(view.loadU8(at: 7) == 0)
+        #expect(view.loadU8(at: Int.max) == 0 && view.loadU32(at: Int.max - 1) == 0)
+        // Sub-views are clamped to their parent and share its bytes.
+        let sub = view.view(from: 2, length: 3)
+        #expect(sub.array == [3, 4, 5])
+        #expect(sub.loadU16(at: 2) == 0)
+        #expect(sub.buffer.readableByteArray == [3, 4, 5])
+        #expect(view.view(from: 5, length: 100).array == [6, 7])
+        #expect(view.view(from: 9).count == 0)
+        #expect(view.view(from: -4, length: 5).array == [1])
+        #expect(view.view(from: 2, length: Int.max).array == [3, 4, 5, 6, 7])
+        #expect(view.view(from: Int.max, length: Int.max).count == 0)
+        #expect(view.view(from: Int.min, length: Int.max).count == 0)
+        #expect(ByteView(ByteBuffer()).loadU8(at: 0) == 0)
+    }
+
+    @Test("a view keeps its bytes when the buffer it came from is changed afterwards")
+    func viewIsImmutable() {
+        var data = buffer([1, 2, 3, 4])
+        let view = ByteView(data)
+        data.setInteger(UInt8(9), at: data.readerIndex)
+        data.writeBytes([5, 6])
+        #expect(view.array == [1, 2, 3, 4])
+        #expect(data.readableByteArray == [9, 2, 3, 4, 5, 6])
+    }
+
+    @Test("the header writer stores big-endian and ignores out-of-range stores")
+    func writer() {
+        var data = ByteBuffer.withHeadroom(8, capacity: 2)
+        data.writeBytes([0xEE, 0xEE])
+        data.withHeaderWriter(length: 8) { header in
+            #expect(header.count == 10)
+            header.storeU16(0xBEEF, at: 0)
+            header.storeU32(0xDEAD_BEEF, at: 2)
+            header.storeU8(7, at: 6)
+            header.storeU48(0x0102_0304_0506, at: 9)  // out of range: ignored
+            header.storeU16(1, at: -1)  // ignored
+            header.storeBytes([1, 2, 3], at: 8)  // clamped to two bytes
+        }
+        #expect(data.readableByteArray == [0xBE, 0xEF, 0xDE, 0xAD, 0xBE, 0xEF, 7, 0, 1, 2])
     }
 
     @Test("prepending uses the headroom in place, or copies once when there is none")

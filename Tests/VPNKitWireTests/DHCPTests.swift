@@ -43,8 +43,8 @@ struct DHCPTests {
         #expect(parsed.options.clientIdentifier == [1] + client.bytes)
         #expect(parsed.clientHardwareAddress == client)
         // Byte layout spot checks (RFC 2131 §2): cookie at 236, first option at 240.
-        #expect(bytes.loadU32(at: 236) == 0x6382_5363)
-        #expect(bytes.loadU8(at: 240) == 53 && bytes.loadU8(at: 241) == 1 && bytes.loadU8(at: 242) == 1)
+        #expect(ByteView(bytes).loadU32(at: 236) == 0x6382_5363)
+        #expect(bytes.getBytes(at: bytes.readerIndex + 240, length: 3) == [53, 1, 1])
     }
 
     @Test("every typed accessor round-trips")

@@ -18,7 +18,7 @@ struct UDPTests {
         let udp = try UDPDatagram(out)
         #expect(udp.sourcePort == 40000 && udp.destinationPort == 53)
         #expect(udp.length == 13)
-        #expect(udp.payload.readableByteArray == Array("hello".utf8))
+        #expect(udp.payload.array == Array("hello".utf8))
         let pseudo = IPv4PseudoHeader(source: a, destination: b, protocol: .udp, length: 13)
         #expect(udp.isChecksumValid(pseudo))
         #expect(!udp.isChecksumValid(IPv4PseudoHeader(source: a, destination: IPv4Address(1, 2, 3, 4), protocol: .udp, length: 13)))
@@ -68,7 +68,7 @@ struct UDPTests {
     @Test("bytes past the length field are not payload")
     func trailing() throws {
         let udp = try UDPDatagram(buffer([0, 1, 0, 2, 0, 9, 0, 0, 7, 8, 8]))
-        #expect(udp.payload.readableByteArray == [7])
+        #expect(udp.payload.array == [7])
     }
 }
 
@@ -126,7 +126,7 @@ struct TCPTests {
         out.writeBytes([7, 8, 9])
         header.prepend(to: &out, source: a, destination: b)
         let tcp = try TCPSegment(out)
-        #expect(tcp.payload.readableByteArray == [7, 8, 9])
+        #expect(tcp.payload.array == [7, 8, 9])
         #expect(tcp.flags == [.ack, .psh])
         let parsed = try TCPHeader(parsing: tcp)
         #expect(parsed.options == options)
