@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "VPNKitDHCP", targets: ["VPNKitDHCP"]),
         .library(name: "VPNKitPcap", targets: ["VPNKitPcap"]),
         .library(name: "VPNKitDecode", targets: ["VPNKitDecode"]),
+        .library(name: "VPNKitTransport", targets: ["VPNKitTransport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -47,6 +48,17 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]
         ),
         .target(name: "VPNKitPcap", dependencies: ["CPcap", "VPNKitBase"], swiftSettings: strict),
+        // setns(2) and the TUNSETIFF ioctl, which Swift's Glibc module does not expose.
+        .target(name: "CVPNKitLinux"),
+        .target(
+            name: "VPNKitTransport",
+            dependencies: [
+                "VPNKitBase", "VPNKitPcap", "CVPNKitLinux",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "VPNKitDecode",
             dependencies: [
@@ -69,6 +81,15 @@ let package = Package(
             dependencies: [
                 "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
                 "VPNKitDHCP",
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "VPNKitTransportTests",
+            dependencies: [
+                "VPNKitTransport", "VPNKitBase", "VPNKitPcap",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -1,0 +1,84 @@
+public import NIOCore
+public import VPNKitBase
+
+/// A link that carries whole Ethernet frames (no FCS) between the stack and a guest: a TAP device,
+/// a unix socket speaking a VM's framing, an in-memory pair in tests, a capture being replayed.
+///
+/// Threading: a transport is confined to one thread. Event-loop transports call `onFrame` and
+/// `onClose` on their event loop and must be used from it; in-memory transports call them from
+/// whatever drives them (a simulation loop). Nothing here is `Sendable`.
+///
+/// Contract:
+/// - `onFrame` receives exactly one Ethernet frame per call, never a fragment of one and never
+///   two glued together. The buffer is the receiver's to keep.
+/// - `send` transmits exactly one frame, or drops it (returns false and counts it in
+///   `statistics`) when the link cannot take it now; it never blocks and never merges frames.
+/// - `close` is idempotent; after it, `send` drops and no callback fires except a pending `onClose`.
+public protocol FrameTransport: AnyObject {
+    /// The link MTU: the largest IP datagram a frame may carry (the frame itself may be 14–18 bytes
+    /// longer).
+    var mtu: Int { get }
+    /// The guest's MAC address when the transport assigns or knows it (vmnet hands one to its client),
+    /// nil otherwise.
+    var guestAddress: MACAddress? { get }
+    /// Called for every frame from the guest. Set before frames can arrive (before starting, or
+    /// right after the transport is handed to you on its event loop).
+    var onFrame: ((ByteBuffer) -> Void)? { get set }
+    /// Called once when the link ends for good: nil for an orderly end (peer closed, replay done),
+    /// an error otherwise. Not called for a `close()` you asked for.
+    var onClose: (((any Error)?) -> Void)? { get set }
+    /// Sends one frame; false when it was dropped (link full, down or closed).
+    @discardableResult func send(_ frame: ByteBuffer) -> Bool
+    /// Frames and bytes moved and dropped so far.
+    var statistics: TransportStatistics { get }
+    /// Stops the link and releases its resources.
+    func close()
+}
+
+/// Counters every transport keeps.
+public struct TransportStatistics: Sendable, Hashable, CustomStringConvertible {
+    public var framesReceived: UInt64 = 0
+    public var bytesReceived: UInt64 = 0
+    public var framesSent: UInt64 = 0
+    public var bytesSent: UInt64 = 0
+    /// Frames `send` could not transmit (link full or down).
+    public var sendDrops: UInt64 = 0
+    /// Frames received that violated the link's framing (too long, bad length prefix…).
+    public var receiveErrors: UInt64 = 0
+
+    public init() {}
+
+    public mutating func countReceived(_ bytes: Int) {
+        framesReceived &+= 1
+        bytesReceived &+= UInt64(bytes)
+    }
+    public mutating func countSent(_ bytes: Int) {
+        framesSent &+= 1
+        bytesSent &+= UInt64(bytes)
+    }
+
+    public var description: String {
+        "rx \(framesReceived) frames/\(bytesReceived) B, tx \(framesSent) frames/\(bytesSent) B, tx drops \(sendDrops), rx errors \(receiveErrors)"
+    }
+}
+
+/// Why a transport could not be opened or failed.
+public enum TransportError: Error, Sendable, CustomStringConvertible {
+    case systemCall(String, errno: Int32)
+    case framing(String)
+    case handshake(String)
+    case closed
+
+    public var description: String {
+        switch self {
+        case .systemCall(let call, let errno): return "\(call) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+        case .framing(let text): return "framing error: \(text)"
+        case .handshake(let text): return "handshake failed: \(text)"
+        case .closed: return "transport is closed"
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,3 @@
+import Testing
+@testable import VPNKitTransport
+@Test func transportModuleLinks() { #expect(TransportStatistics().framesSent == 0) }
