@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "VPNKitPcap", targets: ["VPNKitPcap"]),
         .library(name: "VPNKitDecode", targets: ["VPNKitDecode"]),
         .library(name: "VPNKitTransport", targets: ["VPNKitTransport"]),
+        .library(name: "VPNKitStack", targets: ["VPNKitStack"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -60,6 +61,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "VPNKitStack",
+            dependencies: [
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "VPNKitDecode",
             dependencies: [
                 "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
@@ -88,6 +98,16 @@ let package = Package(
             name: "VPNKitTransportTests",
             dependencies: [
                 "VPNKitTransport", "VPNKitBase", "VPNKitPcap",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "VPNKitStackTests",
+            dependencies: [
+                "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP",
+                "VPNKitPcap",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -1,0 +1,223 @@
+public import NIOCore
+public import VPNKitBase
+
+/// Limits of IPv4 reassembly (RFC 791 / RFC 815). Defaults follow Linux where it has one.
+public struct ReassemblyConfiguration: Sendable, Hashable {
+    /// Datagrams being reassembled at once; a new one beyond this is refused (not evicting others,
+    /// so a flood of first fragments cannot cancel a real datagram in progress).
+    public var maximumDatagrams = 64
+    /// Fragments kept per datagram (bounds the work of a tiny-fragment attack).
+    public var maximumFragmentsPerDatagram = 128
+    /// Bytes held across all datagrams in progress.
+    public var maximumTotalBytes = 4 << 20
+    /// The largest reassembled payload (the IPv4 limit: 65535 − 20).
+    public var maximumPayloadLength = 65515
+    /// A datagram incomplete after this long is dropped.
+    public var timeout: TimeAmount = .seconds(30)
+
+    public init() {}
+}
+
+/// Why reassembly dropped a fragment or a datagram.
+public enum ReassemblyDrop: String, Sendable, CaseIterable {
+    /// Overlaps a fragment already held (the whole datagram is dropped, as Linux does).
+    case overlap
+    /// Runs past the largest possible datagram.
+    case oversized
+    /// A non-final fragment whose length is not a multiple of 8, or contradicting lengths.
+    case malformed
+    /// Too many datagrams in progress, too many fragments, or too many bytes held.
+    case limit
+    /// The same fragment again (ignored; the datagram goes on).
+    case duplicate
+    /// The datagram did not complete in time.
+    case timeout
+}
+
+/// Reassembles IPv4 fragments. Keyed by (source, destination, protocol, identification). A state
+/// machine: fragments and the time go in, a complete datagram or drop reasons come out.
+public struct IPv4Reassembler: Sendable {
+    public let configuration: ReassemblyConfiguration
+
+    struct Key: Hashable, Sendable {
+        var source: IPv4Address
+        var destination: IPv4Address
+        var proto: UInt8
+        var identification: UInt16
+    }
+
+    struct Fragment: Sendable {
+        var offset: Int
+        var payload: ByteView
+        var end: Int { offset + payload.count }
+    }
+
+    struct Datagram: Sendable {
+        var started: NIODeadline
+        /// Sorted by offset, never overlapping.
+        var fragments: [Fragment] = []
+        /// The header of the first fragment (offset 0) once seen, options included.
+        var firstHeader: IPv4Header?
+        /// Known once the last fragment (MF clear) arrived.
+        var totalPayload: Int?
+        var bytes = 0
+    }
+
+    private var datagrams: [Key: Datagram] = [:]
+    private var heldBytes = 0
+
+    public init(configuration: ReassemblyConfiguration = ReassemblyConfiguration()) {
+        self.configuration = configuration
+    }
+
+    /// Datagrams in progress.
+    public var count: Int { datagrams.count }
+    /// Payload bytes held.
+    public var bytesHeld: Int { heldBytes }
+
+    public enum Result: Sendable {
+        /// More fragments are needed.
+        case incomplete
+        /// The datagram is complete: a contiguous IPv4 packet (header from the first fragment, MF and
+        /// offset cleared, total length and checksum recomputed).
+        case complete(ByteBuffer)
+        /// The fragment (or its whole datagram) was dropped.
+        case dropped(ReassemblyDrop)
+    }
+
+    /// Adds one fragment (`packet.isFragment` must be true).
+    public mutating func add(_ packet: IPv4Packet, now: NIODeadline) -> Result {
+        let key = Key(
+            source: packet.source, destination: packet.destination, proto: packet.protocol.rawValue,
+            identification: packet.identification)
+        let payload = packet.payload
+        let offset = packet.fragmentOffset
+        let end = offset + payload.count
+        let more = packet.moreFragments
+
+        guard end <= configuration.maximumPayloadLength else {
+            discard(key)
+            return .dropped(.oversized)
+        }
+        if more && (payload.count == 0 || payload.count % 8 != 0) {
+            discard(key)
+            return .dropped(.malformed)
+        }
+
+        var datagram: Datagram
+        if let existing = datagrams[key] {
+            datagram = existing
+        } else {
+            guard datagrams.count < configuration.maximumDatagrams else { return .dropped(.limit) }
+            datagram = Datagram(started: now)
+        }
+
+        // The last fragment fixes the length; everything must agree with it.
+        if !more {
+            if let total = datagram.totalPayload, total != end {
+                discard(key)
+                return .dropped(.malformed)
+            }
+            if let last = datagram.fragments.last, last.end > end {
+                discard(key)
+                return .dropped(.malformed)
+            }
+            datagram.totalPayload = end
+        } else if let total = datagram.totalPayload, end > total {
+            discard(key)
+            return .dropped(.malformed)
+        }
+
+        // Find the insertion point; exact duplicates are ignored, any other overlap drops all.
+        var index = datagram.fragments.endIndex
+        while index > datagram.fragments.startIndex, datagram.fragments[index - 1].offset > offset { index -= 1 }
+        if index > datagram.fragments.startIndex {
+            let previous = datagram.fragments[index - 1]
+            if previous.offset == offset && previous.payload.count == payload.count {
+                datagrams[key] = datagram
+                return .dropped(.duplicate)
+            }
+            if previous.end > offset {
+                discard(key)
+                return .dropped(.overlap)
+            }
+        }
+        if index < datagram.fragments.endIndex, datagram.fragments[index].offset < end {
+            discard(key)
+            return .dropped(.overlap)
+        }
+        guard datagram.fragments.count < configuration.maximumFragmentsPerDatagram,
+            heldBytes + payload.count <= configuration.maximumTotalBytes
+        else {
+            discard(key)
+            return .dropped(.limit)
+        }
+
+        datagram.fragments.insert(Fragment(offset: offset, payload: payload), at: index)
+        datagram.bytes += payload.count
+        heldBytes += payload.count
+        if offset == 0 { datagram.firstHeader = IPv4Header(parsing: packet) }
+
+        guard let total = datagram.totalPayload, datagram.firstHeader != nil, datagram.bytes == total else {
+            datagrams[key] = datagram
+            return .incomplete
+        }
+        // Fragments never overlap and lie within [0, total), so `bytes == total` means full coverage.
+        datagrams[key] = nil
+        heldBytes -= datagram.bytes
+        var header = datagram.firstHeader!
+        header.moreFragments = false
+        header.fragmentOffset = 0
+        var buffer = ByteBuffer.withHeadroom(Headroom.ethernet + header.headerLength, capacity: total)
+        for fragment in datagram.fragments { buffer.writeImmutableBuffer(fragment.payload.buffer) }
+        header.prepend(to: &buffer)
+        return .complete(buffer)
+    }
+
+    /// Drops datagrams that timed out; returns how many.
+    public mutating func poll(now: NIODeadline) -> Int {
+        var expired = 0
+        for (key, datagram) in datagrams where now - datagram.started >= configuration.timeout {
+            discard(key)
+            expired += 1
+        }
+        return expired
+    }
+
+    public var nextDeadline: NIODeadline? {
+        datagrams.values.map { $0.started + configuration.timeout }.min()
+    }
+
+    private mutating func discard(_ key: Key) {
+        if let datagram = datagrams.removeValue(forKey: key) { heldBytes -= datagram.bytes }
+    }
+}
+
+/// Splits an IPv4 datagram into fragments that fit `mtu` (RFC 791): each fragment's payload is a
+/// multiple of 8 bytes except the last. Options are not copied into later fragments (the stack's
+/// own datagrams carry none). Returns the datagram itself when it fits.
+public func fragment(_ packet: IPv4Packet, mtu: Int) -> [ByteBuffer] {
+    guard packet.totalLength > mtu else { return [packet.bytes.view(from: 0, length: packet.totalLength).buffer] }
+    var header = IPv4Header(parsing: packet)
+    let firstHeaderLength = packet.headerLength
+    let payload = packet.payload
+    var fragments: [ByteBuffer] = []
+    var offset = 0
+    let baseOffset = packet.fragmentOffset
+    let moreAfterAll = packet.moreFragments
+    while offset < payload.count {
+        let headerLength = offset == 0 ? firstHeaderLength : 20
+        if offset > 0 { header.options = [] }
+        let room = max(8, (mtu - headerLength) & ~7)
+        let length = min(room, payload.count - offset)
+        let last = offset + length >= payload.count
+        var buffer = ByteBuffer.withHeadroom(Headroom.ethernet + headerLength, capacity: length)
+        buffer.writeImmutableBuffer(payload.view(from: offset, length: length).buffer)
+        header.fragmentOffset = baseOffset + offset
+        header.moreFragments = last ? moreAfterAll : true
+        header.prepend(to: &buffer)
+        fragments.append(buffer)
+        offset += length
+    }
+    return fragments
+}

@@ -1,0 +1,68 @@
+public import NIOCore
+public import VPNKitBase
+
+/// A UDP socket on a stack driven by a `StackDriver`, usable from Swift concurrency: received
+/// datagrams arrive as an `AsyncSequence`, sends hop to the stack's event loop. At most
+/// `bufferLimit` unread datagrams are kept; newer ones are dropped and counted in the stack's
+/// `udpSocketQueueFull` counter.
+public final class AsyncUDPSocket: Sendable {
+    public let port: UInt16
+    public let address: IPv4Address?
+    /// Datagrams received, in order; ends when the socket closes.
+    public let messages: AsyncStream<UDPMessage>
+    private let eventLoop: any EventLoop
+    private let socket: NIOLoopBound<UDPSocket>
+    private let continuation: AsyncStream<UDPMessage>.Continuation
+
+    /// Binds on the driver's event loop (call from anywhere).
+    public static func bind(
+        port: UInt16, address: IPv4Address? = nil, bufferLimit: Int = 256, on driver: NIOLoopBound<StackDriver>
+    ) async throws -> AsyncUDPSocket {
+        let loop = driver.eventLoop
+        return try await loop.submit {
+            let driver = driver.value
+            let (stream, continuation) = AsyncStream.makeStream(of: UDPMessage.self, bufferingPolicy: .bufferingNewest(max(1, bufferLimit)))
+            let stack = driver.stack
+            let socket = try stack.bindUDP(port: port, address: address) { [unowned stack] message in
+                if case .dropped = continuation.yield(message) { stack.counters.increment(.udpSocketQueueFull) }
+            }
+            return AsyncUDPSocket(port: port, address: address, messages: stream, continuation: continuation, socket: NIOLoopBound(socket, eventLoop: loop), driver: driver, eventLoop: loop)
+        }.get()
+    }
+
+    private let driver: NIOLoopBound<StackDriver>
+
+    private init(
+        port: UInt16, address: IPv4Address?, messages: AsyncStream<UDPMessage>, continuation: AsyncStream<UDPMessage>.Continuation,
+        socket: NIOLoopBound<UDPSocket>, driver: StackDriver, eventLoop: any EventLoop
+    ) {
+        self.port = port
+        self.address = address
+        self.messages = messages
+        self.continuation = continuation
+        self.socket = socket
+        self.driver = NIOLoopBound(driver, eventLoop: eventLoop)
+        self.eventLoop = eventLoop
+    }
+
+    /// Sends `payload` to `destination:port`.
+    public func send(_ payload: ByteBuffer, to destination: IPv4Address, port destinationPort: UInt16) async throws {
+        let socket = self.socket
+        let driver = self.driver
+        try await eventLoop.submit {
+            try driver.value.perform { _, now in
+                try socket.value.send(payload, to: destination, port: destinationPort, now: now)
+            }
+        }.get()
+    }
+
+    /// Unbinds and ends `messages`.
+    public func close() async {
+        let socket = self.socket
+        let continuation = self.continuation
+        try? await eventLoop.submit {
+            socket.value.close()
+            continuation.finish()
+        }.get()
+    }
+}

@@ -1,0 +1,107 @@
+public import NIOCore
+public import VPNKitBase
+import VPNKitIPv4
+import VPNKitUDP
+
+struct UDPSocketKey: Hashable {
+    /// nil: every owned address (and broadcasts).
+    var address: IPv4Address?
+    var port: UInt16
+}
+
+struct UDPSocketEntry {
+    var handler: (UDPMessage) -> Void
+}
+
+/// A bound UDP port on the stack. Closing it (or releasing the last reference to it) unbinds.
+public final class UDPSocket {
+    public let address: IPv4Address?
+    public let port: UInt16
+    private weak var stack: NetworkStack?
+    public private(set) var isClosed = false
+
+    init(stack: NetworkStack, address: IPv4Address?, port: UInt16) {
+        self.stack = stack
+        self.address = address
+        self.port = port
+    }
+
+    /// Sends `payload` from this socket to `destination:port` (from `source`, which must be owned;
+    /// by default the socket's address or the gateway).
+    public func send(_ payload: ByteBuffer, to destination: IPv4Address, port destinationPort: UInt16, from source: IPv4Address? = nil, now: NIODeadline) throws(StackError) {
+        guard let stack, !isClosed else { return }
+        try stack.sendUDP(payload, from: source ?? address ?? stack.configuration.gateway, port: port, to: destination, port: destinationPort, now: now)
+    }
+
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        stack?.udpSockets[UDPSocketKey(address: address, port: port)] = nil
+    }
+
+    deinit {
+        if !isClosed { stack?.udpSockets[UDPSocketKey(address: address, port: port)] = nil }
+    }
+}
+
+extension NetworkStack {
+    /// Binds `port` on `address` (an owned address, or nil for all of them and broadcasts). Each
+    /// datagram is handed to `handler` synchronously, on the thread driving the stack.
+    public func bindUDP(port: UInt16, address: IPv4Address? = nil, handler: @escaping (UDPMessage) -> Void) throws(StackError) -> UDPSocket {
+        if let address, !owns(address) { throw .addressNotOwned(address) }
+        let key = UDPSocketKey(address: address, port: port)
+        guard udpSockets[key] == nil, udpSockets[UDPSocketKey(address: nil, port: port)] == nil,
+            address != nil || !udpSockets.keys.contains(where: { $0.port == port })
+        else { throw .addressInUse(address, port) }
+        udpSockets[key] = UDPSocketEntry(handler: handler)
+        return UDPSocket(stack: self, address: address, port: port)
+    }
+
+    /// Sends a UDP datagram from an owned address.
+    public func sendUDP(
+        _ payload: ByteBuffer, from source: IPv4Address, port sourcePort: UInt16, to destination: IPv4Address,
+        port destinationPort: UInt16, now: NIODeadline
+    ) throws(StackError) {
+        guard owns(source) else { throw .addressNotOwned(source) }
+        guard payload.readableBytes <= 65535 - 28 else { throw .datagramTooLarge(payload.readableBytes) }
+        let broadcast = destination == .broadcast || destination == configuration.subnet.broadcast
+        guard broadcast || configuration.subnet.contains(destination) else { throw .noRoute(destination) }
+        var buffer: ByteBuffer
+        if payload.readerIndex >= Headroom.ethernet + 28 {
+            buffer = payload
+        } else {
+            buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
+            buffer.writeImmutableBuffer(payload)
+        }
+        UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: source, destination: destination)
+        counters.increment(.udpSent)
+        sendIPv4(payload: buffer, protocol: .udp, from: source, to: destination, dontFragment: false, now: now)
+    }
+
+    func receiveUDP(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {
+        let udp: UDPDatagram
+        do { udp = try UDPDatagram(packet.payload) } catch {
+            counters.increment(.udpMalformed)
+            return
+        }
+        guard udp.isChecksumValid(packet.pseudoHeader) else {
+            counters.increment(.udpBadChecksum)
+            return
+        }
+        let port = udp.destinationPort
+        let entry = udpSockets[UDPSocketKey(address: packet.destination, port: port)]
+            ?? udpSockets[UDPSocketKey(address: nil, port: port)]
+        guard let entry else {
+            counters.increment(.udpPortUnreachable)
+            if !broadcast {
+                sendICMPError(type: .destinationUnreachable, code: 3, about: packet, now: now)
+            }
+            return
+        }
+        counters.increment(.udpDelivered)
+        entry.handler(
+            UDPMessage(
+                source: packet.source, sourcePort: udp.sourcePort, destination: packet.destination, destinationPort: port,
+                payload: udp.payload.buffer))
+    }
+}

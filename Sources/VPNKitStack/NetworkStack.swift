@@ -1,0 +1,326 @@
+public import NIOCore
+public import VPNKitARP
+public import VPNKitBase
+public import VPNKitEthernet
+public import VPNKitIPv4
+public import VPNKitUDP
+
+/// A received UDP datagram, as handed to a socket.
+public struct UDPMessage: Sendable {
+    public var source: IPv4Address
+    public var sourcePort: UInt16
+    public var destination: IPv4Address
+    public var destinationPort: UInt16
+    /// The data, a slice of the frame it arrived in (or of the reassembled datagram).
+    public var payload: ByteBuffer
+
+    public init(source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, destinationPort: UInt16, payload: ByteBuffer) {
+        self.source = source
+        self.sourcePort = sourcePort
+        self.destination = destination
+        self.destinationPort = destinationPort
+        self.payload = payload
+    }
+}
+
+/// Errors from the stack's socket API.
+public enum StackError: Error, Sendable, Hashable, CustomStringConvertible {
+    case addressInUse(IPv4Address?, UInt16)
+    case addressNotOwned(IPv4Address)
+    case noRoute(IPv4Address)
+    case datagramTooLarge(Int)
+
+    public var description: String {
+        switch self {
+        case .addressInUse(let address, let port): return "UDP port \(port) on \(address.map(\.description) ?? "all addresses") is already bound"
+        case .addressNotOwned(let address): return "\(address) is not an address of this stack"
+        case .noRoute(let address): return "no route to \(address): it is not on the stack's subnet"
+        case .datagramTooLarge(let size): return "datagram of \(size) bytes exceeds the IPv4 maximum"
+        }
+    }
+}
+
+/// The stack's core: Ethernet, ARP, IPv4 (with reassembly and fragmentation), ICMPv4 and UDP, for
+/// one link. A state machine: frames and the time go in (`receive`, `poll`), frames to transmit come
+/// out (`takeOutput`), and `nextDeadline` says when `poll` has work. No I/O, no clock, no threads:
+/// the same object runs under a virtual clock in simulations and under an event loop in the daemon.
+/// Not thread-safe; confine it to one thread.
+public final class NetworkStack {
+    public let configuration: StackConfiguration
+    var counters = StackCounters()
+    public private(set) var arpCache: ARPCache
+    public private(set) var reassembler: IPv4Reassembler
+    var icmpErrors: TokenBucket
+    private var outbox: [ByteBuffer] = []
+    private var nextIdentification: UInt16 = 1
+    private var started = false
+    private let owned: Set<IPv4Address>
+    var udpSockets: [UDPSocketKey: UDPSocketEntry] = [:]
+
+    public init(configuration: StackConfiguration = StackConfiguration()) {
+        self.configuration = configuration
+        self.arpCache = ARPCache(configuration: configuration.arp)
+        self.reassembler = IPv4Reassembler(configuration: configuration.reassembly)
+        self.icmpErrors = TokenBucket(rate: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst)
+        self.owned = Set(configuration.addresses)
+    }
+
+    public var macAddress: MACAddress { configuration.macAddress }
+
+    /// Every counter; ARP queue drops are read from the cache.
+    public var statistics: StackCounters {
+        var snapshot = counters
+        snapshot[.arpQueueFull] = arpCache.queueFullDrops &+ arpCache.tableFullDrops
+        return snapshot
+    }
+
+    /// Whether the stack answers for `address`.
+    public func owns(_ address: IPv4Address) -> Bool { owned.contains(address) }
+
+    /// Starts the stack: announces every owned address with a gratuitous ARP (if configured).
+    public func start(now: NIODeadline) {
+        guard !started else { return }
+        started = true
+        guard configuration.gratuitousARPOnStart else { return }
+        for address in configuration.addresses {
+            emitARP(
+                ARPHeader(
+                    operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: address,
+                    targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
+        }
+    }
+
+    /// Frames to transmit, in order; the caller sends each as one frame.
+    public func takeOutput() -> [ByteBuffer] {
+        defer { outbox.removeAll(keepingCapacity: true) }
+        return outbox
+    }
+
+    /// Whether frames are waiting in `takeOutput()`.
+    public var hasOutput: Bool { !outbox.isEmpty }
+
+    /// When `poll(now:)` next has work (ARP retries and expiry, reassembly timeouts), if ever.
+    public var nextDeadline: NIODeadline? {
+        [arpCache.nextDeadline, reassembler.nextDeadline].compactMap { $0 }.min()
+    }
+
+    /// Runs the timers due at `now`.
+    public func poll(now: NIODeadline) {
+        for action in arpCache.poll(now: now) { handle(action, now: now) }
+        counters.increment(.ipv4ReassemblyTimeout, by: UInt64(reassembler.poll(now: now)))
+    }
+
+    // MARK: - Input
+
+    /// Handles one frame from the link.
+    public func receive(_ buffer: ByteBuffer, now: NIODeadline) {
+        counters.increment(.framesReceived)
+        let frame: EthernetFrame
+        do { frame = try EthernetFrame(buffer) } catch {
+            counters.increment(.ethernetMalformed)
+            return
+        }
+        let destination = frame.destination
+        guard destination == macAddress || destination.isBroadcast else {
+            counters.increment(.ethernetNotForUs)
+            return
+        }
+        switch frame.etherType {
+        case .arp: receiveARP(frame, now: now)
+        case .ipv4: receiveIPv4(frame.payload, linkSource: frame.source, now: now)
+        default: counters.increment(.ethernetUnsupportedType)
+        }
+    }
+
+    // MARK: - ARP
+
+    private func receiveARP(_ frame: EthernetFrame, now: NIODeadline) {
+        let arp: ARPPacket
+        do { arp = try ARPPacket(frame.payload) } catch {
+            counters.increment(.arpMalformed)
+            return
+        }
+        let sender = arp.senderProtocolAddress
+        let target = arp.targetProtocolAddress
+        let forUs = owns(target)
+        // RFC 826: update an existing entry from any ARP; create one only when addressed to us. Never
+        // learn an owned address, the zero address (probes) or a group MAC.
+        if sender != .any, !owns(sender), !arp.senderHardwareAddress.isMulticast {
+            for action in arpCache.learn(sender, is: arp.senderHardwareAddress, create: forUs, now: now) {
+                handle(action, now: now)
+            }
+        }
+        switch arp.operation {
+        case .request:
+            guard forUs else {
+                counters.increment(.arpRequestsIgnored)
+                return
+            }
+            counters.increment(.arpRequestsAnswered)
+            emitARP(
+                ARPHeader(
+                    operation: .reply, senderHardwareAddress: macAddress, senderProtocolAddress: target,
+                    targetHardwareAddress: arp.senderHardwareAddress, targetProtocolAddress: sender),
+                to: arp.senderHardwareAddress)
+        case .reply:
+            counters.increment(.arpRepliesReceived)
+        default:
+            counters.increment(.arpMalformed)
+        }
+    }
+
+    private func emitARP(_ header: ARPHeader, to destination: MACAddress) {
+        var buffer = ByteBuffer.withHeadroom(Headroom.ethernet + ARPPacket.length, capacity: 0)
+        header.prepend(to: &buffer)
+        EthernetHeader(destination: destination, source: macAddress, etherType: .arp).prepend(to: &buffer)
+        transmit(buffer)
+    }
+
+    private func handle(_ action: ARPCacheAction, now: NIODeadline) {
+        switch action {
+        case .sendRequest(let address):
+            counters.increment(.arpRequestsSent)
+            emitARP(
+                ARPHeader(
+                    operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: configuration.gateway,
+                    targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
+        case .release(_, let mac, let packets):
+            for var packet in packets {
+                EthernetHeader(destination: mac, source: macAddress, etherType: .ipv4).prepend(to: &packet)
+                transmit(packet)
+            }
+        case .failed:
+            counters.increment(.arpResolutionFailed)
+        }
+    }
+
+    func transmit(_ frame: ByteBuffer) {
+        counters.increment(.framesSent)
+        outbox.append(frame)
+    }
+
+    // MARK: - IPv4 input
+
+    private func receiveIPv4(_ bytes: ByteView, linkSource: MACAddress, now: NIODeadline) {
+        counters.increment(.ipv4Received)
+        let packet: IPv4Packet
+        do { packet = try IPv4Packet(bytes) } catch {
+            counters.increment(.ipv4Malformed)
+            return
+        }
+        guard packet.isHeaderChecksumValid else {
+            counters.increment(.ipv4BadChecksum)
+            return
+        }
+        let source = packet.source
+        if source.isMulticast || source == .broadcast || source == configuration.subnet.broadcast || owns(source) {
+            counters.increment(.ipv4BadSource)
+            return
+        }
+        let destination = packet.destination
+        let local = owns(destination)
+        let broadcast = destination == .broadcast || destination == configuration.subnet.broadcast
+        guard local || broadcast else {
+            counters.increment(.ipv4NotForUs)
+            return
+        }
+        if packet.isFragment {
+            counters.increment(.ipv4FragmentsReceived)
+            switch reassembler.add(packet, now: now) {
+            case .incomplete:
+                return
+            case .complete(let whole):
+                counters.increment(.ipv4Reassembled)
+                guard let complete = try? IPv4Packet(whole) else {
+                    counters.increment(.ipv4Malformed)
+                    return
+                }
+                deliver(complete, broadcast: broadcast, now: now)
+            case .dropped(let reason):
+                switch reason {
+                case .overlap: counters.increment(.ipv4ReassemblyOverlap)
+                case .oversized: counters.increment(.ipv4ReassemblyOversized)
+                case .malformed: counters.increment(.ipv4ReassemblyMalformed)
+                case .limit: counters.increment(.ipv4ReassemblyLimit)
+                case .duplicate: counters.increment(.ipv4ReassemblyDuplicate)
+                case .timeout: counters.increment(.ipv4ReassemblyTimeout)
+                }
+            }
+            return
+        }
+        deliver(packet, broadcast: broadcast, now: now)
+    }
+
+    private func deliver(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {
+        switch packet.protocol {
+        case .icmp: receiveICMP(packet, broadcast: broadcast, now: now)
+        case .udp: receiveUDP(packet, broadcast: broadcast, now: now)
+        case .tcp: counters.increment(.tcpUnhandled)
+        default: counters.increment(.ipv4UnknownProtocol)
+        }
+    }
+
+    // MARK: - IPv4 output
+
+    /// A fresh IP identification.
+    func makeIdentification() -> UInt16 {
+        defer { nextIdentification &+= 1 }
+        return nextIdentification
+    }
+
+    /// Sends an IPv4 datagram (a buffer whose readable bytes are the whole datagram, ideally with
+    /// headroom for the Ethernet header) to its destination on the link: fragments it when it
+    /// exceeds the MTU and DF is clear, answers "fragmentation needed" to its source when DF is set,
+    /// resolves the next hop with ARP.
+    public func sendIPv4(_ datagram: ByteBuffer, now: NIODeadline) {
+        guard let packet = try? IPv4Packet(datagram) else {
+            counters.increment(.ipv4Malformed)
+            return
+        }
+        let destination = packet.destination
+        if packet.totalLength > configuration.mtu {
+            if packet.dontFragment {
+                counters.increment(.ipv4FragmentationNeeded)
+                if !owns(packet.source) {
+                    sendICMPError(
+                        type: .destinationUnreachable, code: 4,
+                        restOfHeader: UInt32(UInt16(clamping: configuration.mtu)), about: packet, now: now)
+                }
+                return
+            }
+            let pieces = fragment(packet, mtu: configuration.mtu)
+            counters.increment(.ipv4FragmentsSent, by: UInt64(pieces.count))
+            for piece in pieces { route(piece, to: destination, now: now) }
+            return
+        }
+        route(datagram, to: destination, now: now)
+    }
+
+    private func route(_ datagram: ByteBuffer, to destination: IPv4Address, now: NIODeadline) {
+        if destination == .broadcast || destination == configuration.subnet.broadcast {
+            var frame = datagram
+            EthernetHeader(destination: .broadcast, source: macAddress, etherType: .ipv4).prepend(to: &frame)
+            transmit(frame)
+            return
+        }
+        guard configuration.subnet.contains(destination) else {
+            counters.increment(.ipv4NoRoute)
+            return
+        }
+        // Sent at once when resolved; otherwise held (or refused and counted) by the cache.
+        for action in arpCache.resolve(destination, holding: datagram, now: now) { handle(action, now: now) }
+    }
+
+    /// Builds and sends a datagram from a transport payload that already has its transport header.
+    func sendIPv4(
+        payload: ByteBuffer, protocol proto: IPProtocol, from source: IPv4Address, to destination: IPv4Address,
+        dontFragment: Bool, now: NIODeadline
+    ) {
+        var buffer = payload
+        var header = IPv4Header(source: source, destination: destination, protocol: proto, timeToLive: 64)
+        header.identification = makeIdentification()
+        header.dontFragment = dontFragment
+        header.prepend(to: &buffer)
+        sendIPv4(buffer, now: now)
+    }
+}

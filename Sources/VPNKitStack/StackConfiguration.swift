@@ -1,0 +1,40 @@
+public import NIOCore
+public import VPNKitARP
+public import VPNKitBase
+public import VPNKitIPv4
+
+/// Everything a stack needs to know about its link and its limits. Defaults follow vpnkit: the
+/// 192.168.65.0/24 subnet with the gateway at .1.
+public struct StackConfiguration: Sendable {
+    /// The stack's MAC address on the link.
+    public var macAddress: MACAddress
+    /// The subnet shared with the guest.
+    public var subnet: IPv4Subnet
+    /// The addresses the stack owns (answers ARP and ping for): the gateway first.
+    public var addresses: [IPv4Address]
+    /// The link MTU (largest IP datagram per frame).
+    public var mtu: Int
+    public var arp = ARPCacheConfiguration()
+    public var reassembly = ReassemblyConfiguration()
+    /// ICMP errors (port unreachable, fragmentation needed) per second, and the burst allowed.
+    public var icmpErrorsPerSecond: Double = 100
+    public var icmpErrorBurst: Double = 50
+    /// Datagrams queued per UDP socket for a reader that is behind (non-async sockets deliver at once).
+    public var udpSocketQueueLimit = 256
+    /// Send a gratuitous ARP for every owned address when the stack starts.
+    public var gratuitousARPOnStart = true
+
+    /// The defaults: 192.168.65.0/24, gateway 192.168.65.1, MTU 1500.
+    public init(
+        macAddress: MACAddress = MACAddress(rawValue: 0x5A94_EFE4_0CEE), subnet: IPv4Subnet = IPv4Subnet("192.168.65.0/24")!,
+        gateway: IPv4Address? = nil, additionalAddresses: [IPv4Address] = [], mtu: Int = 1500
+    ) {
+        self.macAddress = macAddress
+        self.subnet = subnet
+        self.addresses = [gateway ?? subnet.address(at: 1)!] + additionalAddresses
+        self.mtu = mtu
+    }
+
+    /// The gateway address (the first owned address).
+    public var gateway: IPv4Address { addresses[0] }
+}

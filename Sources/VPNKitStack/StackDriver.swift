@@ -1,0 +1,88 @@
+public import NIOCore
+public import VPNKitBase
+public import VPNKitTransport
+
+/// Runs a `NetworkStack` on one SwiftNIO event loop over a transport: frames from the transport go
+/// into the stack with the loop's clock, frames out of the stack go to the transport one by one, and
+/// the stack's next deadline is kept as one scheduled task. Confined to its event loop.
+public final class StackDriver {
+    public let stack: NetworkStack
+    public let transport: any FrameTransport
+    public let eventLoop: any EventLoop
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+    private var stopped = false
+    /// Called when the transport ends (nil error: orderly end).
+    public var onTransportClosed: (((any Error)?) -> Void)?
+
+    /// Must be called on `eventLoop`.
+    public init(stack: NetworkStack, transport: any FrameTransport, eventLoop: any EventLoop) {
+        eventLoop.preconditionInEventLoop()
+        self.stack = stack
+        self.transport = transport
+        self.eventLoop = eventLoop
+    }
+
+    /// Starts receiving, announces the stack (gratuitous ARP) and arms the timers.
+    public func start() {
+        eventLoop.preconditionInEventLoop()
+        transport.onFrame = { [unowned self] frame in
+            self.stack.receive(frame, now: .now())
+            self.flush()
+        }
+        transport.onClose = { [weak self] error in
+            guard let self else { return }
+            self.stop()
+            self.onTransportClosed?(error)
+        }
+        stack.start(now: .now())
+        flush()
+    }
+
+    /// Runs `body` against the stack (to send a datagram, say), then transmits what it produced.
+    public func perform<T>(_ body: (NetworkStack, NIODeadline) throws -> T) rethrows -> T {
+        eventLoop.preconditionInEventLoop()
+        defer { flush() }
+        return try body(stack, .now())
+    }
+
+    /// Sends every frame the stack has produced and re-arms the timer for its next deadline.
+    public func flush() {
+        guard !stopped else { return }
+        if stack.hasOutput {
+            for frame in stack.takeOutput() where !transport.send(frame) {
+                stack.counters.increment(.transmitDrops)
+            }
+        }
+        armTimer()
+    }
+
+    private func armTimer() {
+        guard let next = stack.nextDeadline else {
+            timer?.cancel()
+            timer = nil
+            timerDeadline = nil
+            return
+        }
+        if let current = timerDeadline, current <= next { return }
+        timer?.cancel()
+        timerDeadline = next
+        timer = eventLoop.assumeIsolated().scheduleTask(deadline: next) { [weak self] in
+            guard let self, !self.stopped else { return }
+            self.timerDeadline = nil
+            self.timer = nil
+            self.stack.poll(now: .now())
+            self.flush()
+        }
+    }
+
+    /// Stops the timers and closes the transport.
+    public func stop() {
+        guard !stopped else { return }
+        stopped = true
+        timer?.cancel()
+        timer = nil
+        transport.onFrame = nil
+        transport.close()
+    }
+}

@@ -1,0 +1,129 @@
+import NIOCore
+import VPNKitARP
+import VPNKitBase
+import VPNKitEthernet
+import VPNKitIPv4
+import VPNKitStack
+import VPNKitTransport
+import VPNKitUDP
+
+let subnet = IPv4Subnet("192.168.65.0/24")!
+let gatewayIP = IPv4Address(192, 168, 65, 1)
+let guestIP = IPv4Address(192, 168, 65, 3)
+let gatewayMAC = MACAddress(rawValue: 0x5A94_EFE4_0CEE)
+let guestMAC = MACAddress(rawValue: 0x0250_0000_0003)
+let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+func seconds(_ s: Double) -> TimeAmount { .nanoseconds(Int64(s * 1e9)) }
+
+/// Two stacks on an in-memory link under a virtual clock: the "gateway" (192.168.65.1) and a
+/// "guest" stack (192.168.65.3). Everything is driven explicitly; nothing runs on its own.
+final class Simulation {
+    let link: InMemoryLink
+    let gateway: NetworkStack
+    let guest: NetworkStack
+    private(set) var now = t0
+
+    init(aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(), gatewayConfiguration: StackConfiguration? = nil, mtu: Int = 1500) {
+        link = InMemoryLink(mtu: mtu, aToB: aToB, bToA: bToA, start: t0)
+        var g = gatewayConfiguration ?? StackConfiguration(mtu: mtu)
+        g.gratuitousARPOnStart = false
+        gateway = NetworkStack(configuration: g)
+        var c = StackConfiguration(macAddress: guestMAC, subnet: subnet, gateway: guestIP, mtu: mtu)
+        c.gratuitousARPOnStart = false
+        guest = NetworkStack(configuration: c)
+        link.a.onFrame = { [unowned self] frame in self.gateway.receive(frame, now: self.now) }
+        link.b.onFrame = { [unowned self] frame in self.guest.receive(frame, now: self.now) }
+    }
+
+    /// Moves output of both stacks onto the link.
+    func flush() {
+        for frame in gateway.takeOutput() { link.a.send(frame) }
+        for frame in guest.takeOutput() { link.b.send(frame) }
+    }
+
+    /// Runs until `deadline` (virtual), handling deliveries and timers in time order.
+    func run(for duration: TimeAmount) {
+        let deadline = now + duration
+        while true {
+            flush()
+            link.deliver(until: now)
+            for stack in [gateway, guest] where (stack.nextDeadline.map { $0 <= now } ?? false) { stack.poll(now: now) }
+            flush()
+            if gateway.hasOutput || guest.hasOutput { continue }
+            let candidates = [link.nextDelivery, gateway.nextDeadline, guest.nextDeadline].compactMap { $0 }.filter { $0 > now }
+            let due = link.nextDelivery.map { $0 <= now } ?? false
+            if due { continue }
+            guard let next = candidates.min(), next <= deadline else {
+                now = deadline
+                link.deliver(until: now)
+                return
+            }
+            now = next
+        }
+    }
+}
+
+/// Builds frames as a guest would send them, and reads the stack's answers.
+struct Peer {
+    var mac = guestMAC
+    var ip = guestIP
+    var identification: UInt16 = 100
+
+    func arpRequest(for target: IPv4Address, from sender: IPv4Address? = nil, broadcast: Bool = true) -> ByteBuffer {
+        var buffer = ByteBuffer.withHeadroom(capacity: 0)
+        ARPHeader(operation: .request, senderHardwareAddress: mac, senderProtocolAddress: sender ?? ip, targetHardwareAddress: .zero, targetProtocolAddress: target).prepend(to: &buffer)
+        EthernetHeader(destination: broadcast ? .broadcast : gatewayMAC, source: mac, etherType: .arp).prepend(to: &buffer)
+        return buffer
+    }
+
+    /// An IPv4 datagram in a frame to the gateway; `payload` already carries its transport header.
+    func ipv4(_ payload: ByteBuffer, protocol proto: IPProtocol, to destination: IPv4Address = gatewayIP, id: UInt16, dontFragment: Bool = false) -> ByteBuffer {
+        var buffer = payload
+        var header = IPv4Header(source: ip, destination: destination, protocol: proto, identification: id, dontFragment: dontFragment)
+        header.timeToLive = 64
+        header.prepend(to: &buffer)
+        EthernetHeader(destination: gatewayMAC, source: mac, etherType: .ipv4).prepend(to: &buffer)
+        return buffer
+    }
+
+    func echoRequest(size: Int, id: UInt16 = 7, seq: UInt16 = 1, to destination: IPv4Address = gatewayIP) -> ByteBuffer {
+        var body = ByteBuffer.withHeadroom(capacity: size)
+        for i in 0..<size { body.writeInteger(UInt8(truncatingIfNeeded: i &* 7 &+ 3)) }
+        ICMPv4Header.echo(reply: false, identifier: id, sequenceNumber: seq).prepend(to: &body)
+        return ipv4(body, protocol: .icmp, to: destination, id: identification)
+    }
+
+    func udp(_ data: [UInt8], from port: UInt16 = 40000, to destinationPort: UInt16, destination: IPv4Address = gatewayIP, id: UInt16? = nil) -> ByteBuffer {
+        var body = ByteBuffer.withHeadroom(capacity: data.count)
+        body.writeBytes(data)
+        UDPHeader(sourcePort: port, destinationPort: destinationPort).prepend(to: &body, source: ip, destination: destination)
+        return ipv4(body, protocol: .udp, to: destination, id: id ?? identification)
+    }
+
+    /// Splits a frame's IPv4 datagram into fragment frames of at most `mtu`.
+    func fragments(of frame: ByteBuffer, mtu: Int) -> [ByteBuffer] {
+        let ethernet = try! EthernetFrame(frame)
+        let packet = try! IPv4Packet(ethernet.payload)
+        return VPNKitIPv4.fragment(packet, mtu: mtu).map { piece in
+            var f = piece
+            EthernetHeader(parsing: ethernet).prepend(to: &f)
+            return f
+        }
+    }
+}
+
+/// The IPv4 packets among frames, reassembled (by a fresh reassembler) when fragmented.
+func datagrams(in frames: [ByteBuffer]) -> [IPv4Packet] {
+    var reassembler = IPv4Reassembler()
+    var result: [IPv4Packet] = []
+    for frame in frames {
+        guard let ethernet = try? EthernetFrame(frame), ethernet.etherType == .ipv4, let packet = try? IPv4Packet(ethernet.payload) else { continue }
+        if packet.isFragment {
+            if case .complete(let whole) = reassembler.add(packet, now: t0), let p = try? IPv4Packet(whole) { result.append(p) }
+        } else {
+            result.append(packet)
+        }
+    }
+    return result
+}
