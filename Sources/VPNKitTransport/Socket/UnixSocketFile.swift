@@ -1,0 +1,79 @@
+// The socket files our listeners and datagram transports create, and the listening side shared by
+// the qemu stream and vmnet listeners.
+
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The identity (device and inode) of the socket file we bound, so that closing removes our file and
+/// never one that somebody bound at the same path after us.
+struct UnixSocketFile {
+    let path: String
+    private let device: UInt64
+    private let inode: UInt64
+
+    /// Records the socket file now at `path`; nil when there is none.
+    init?(boundAt path: String) {
+        var info = stat()
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else { return nil }
+        self.path = path
+        self.device = UInt64(info.st_dev)
+        self.inode = UInt64(info.st_ino)
+    }
+
+    /// Removes the file if it is still the one we bound.
+    func remove() {
+        var info = stat()
+        guard lstat(path, &info) == 0, UInt64(info.st_dev) == device, UInt64(info.st_ino) == inode else { return }
+        unlink(path)
+    }
+}
+
+/// A listening unix stream socket on one event loop. Each accepted channel, already on that loop and
+/// with autoRead off, is passed to `initializeChild`, which adds the transport's handler.
+final class UnixStreamServer {
+    let path: String
+    private var channel: (any Channel)?
+    private var socketFile: UnixSocketFile?
+
+    private init(path: String) {
+        self.path = path
+    }
+
+    /// Binds `path` (a stale socket file there is removed first; any other kind of file is left alone
+    /// and the bind fails). Call on `eventLoop`.
+    static func bind(
+        path: String, options: SocketTransportOptions, on eventLoop: any EventLoop,
+        initializeChild: @escaping (any Channel) throws -> Void
+    ) -> EventLoopFuture<NIOLoopBound<UnixStreamServer>> {
+        eventLoop.preconditionInEventLoop()
+        let server = NIOLoopBound(UnixStreamServer(path: path), eventLoop: eventLoop)
+        let initializer = NIOLoopBound(initializeChild, eventLoop: eventLoop)
+        return ServerBootstrap(group: eventLoop)
+            .serverChannelOption(.backlog, value: 128)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelOption(.writeBufferWaterMark, value: options.writeBufferWaterMark)
+            .childChannelInitializer { channel in
+                // Children of a server bound to one event loop live on that loop, so the bound values
+                // are reachable here.
+                channel.eventLoop.makeCompletedFuture { try initializer.value(channel) }
+            }
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+            .map { channel in
+                server.value.channel = channel
+                server.value.socketFile = UnixSocketFile(boundAt: path)
+                return server
+            }
+    }
+
+    /// Stops accepting and removes the socket file. Accepted connections are not affected.
+    func close() {
+        channel?.close(promise: nil)
+        channel = nil
+        socketFile?.remove()
+        socketFile = nil
+    }
+}
