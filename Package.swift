@@ -80,7 +80,9 @@ let package = Package(
         .executableTarget(
             name: "vpnkit",
             dependencies: [
-                "VPNKitDecode", "VPNKitPcap",
+                "VPNKitDecode", "VPNKitPcap", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

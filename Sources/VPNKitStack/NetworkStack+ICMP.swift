@@ -60,6 +60,7 @@ extension NetworkStack {
         ICMPv4Header(type: type, code: code, restOfHeader: restOfHeader).prepend(to: &body)
         counters.increment(.icmpErrorsSent)
         let from = owns(destination) ? destination : configuration.gateway
-        sendIPv4(payload: body, protocol: .icmp, from: from, to: source, dontFragment: false, now: now)
+        // Precedence 6, "internetwork control" (RFC 1812 §4.3.2.5), as Linux sends its errors.
+        sendIPv4(payload: body, protocol: .icmp, from: from, to: source, dontFragment: false, dscp: 0xC0 >> 2, now: now)
     }
 }

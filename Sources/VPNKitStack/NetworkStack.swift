@@ -185,10 +185,7 @@ public final class NetworkStack {
                     operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: configuration.gateway,
                     targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
         case .release(_, let mac, let packets):
-            for var packet in packets {
-                EthernetHeader(destination: mac, source: macAddress, etherType: .ipv4).prepend(to: &packet)
-                transmit(packet)
-            }
+            for packet in packets { transmitIPv4(packet, to: mac) }
         case .failed:
             counters.increment(.arpResolutionFailed)
         }
@@ -269,38 +266,26 @@ public final class NetworkStack {
     }
 
     /// Sends an IPv4 datagram (a buffer whose readable bytes are the whole datagram, ideally with
-    /// headroom for the Ethernet header) to its destination on the link: fragments it when it
-    /// exceeds the MTU and DF is clear, answers "fragmentation needed" to its source when DF is set,
-    /// resolves the next hop with ARP.
+    /// headroom for the Ethernet header) to its destination on the link: resolves the next hop with
+    /// ARP (holding the datagram whole meanwhile), fragments it when it exceeds the MTU and DF is
+    /// clear, and answers "fragmentation needed" to its source when DF is set.
     public func sendIPv4(_ datagram: ByteBuffer, now: NIODeadline) {
         guard let packet = try? IPv4Packet(datagram) else {
             counters.increment(.ipv4Malformed)
             return
         }
-        let destination = packet.destination
-        if packet.totalLength > configuration.mtu {
-            if packet.dontFragment {
-                counters.increment(.ipv4FragmentationNeeded)
-                if !owns(packet.source) {
-                    sendICMPError(
-                        type: .destinationUnreachable, code: 4,
-                        restOfHeader: UInt32(UInt16(clamping: configuration.mtu)), about: packet, now: now)
-                }
-                return
+        if packet.totalLength > configuration.mtu && packet.dontFragment {
+            counters.increment(.ipv4FragmentationNeeded)
+            if !owns(packet.source) {
+                sendICMPError(
+                    type: .destinationUnreachable, code: 4,
+                    restOfHeader: UInt32(UInt16(clamping: configuration.mtu)), about: packet, now: now)
             }
-            let pieces = fragment(packet, mtu: configuration.mtu)
-            counters.increment(.ipv4FragmentsSent, by: UInt64(pieces.count))
-            for piece in pieces { route(piece, to: destination, now: now) }
             return
         }
-        route(datagram, to: destination, now: now)
-    }
-
-    private func route(_ datagram: ByteBuffer, to destination: IPv4Address, now: NIODeadline) {
+        let destination = packet.destination
         if destination == .broadcast || destination == configuration.subnet.broadcast {
-            var frame = datagram
-            EthernetHeader(destination: .broadcast, source: macAddress, etherType: .ipv4).prepend(to: &frame)
-            transmit(frame)
+            transmitIPv4(datagram, to: .broadcast)
             return
         }
         guard configuration.subnet.contains(destination) else {
@@ -311,15 +296,33 @@ public final class NetworkStack {
         for action in arpCache.resolve(destination, holding: datagram, now: now) { handle(action, now: now) }
     }
 
+    /// Frames a datagram for `mac`, fragmenting it to the MTU first when needed.
+    private func transmitIPv4(_ datagram: ByteBuffer, to mac: MACAddress) {
+        let ethernet = EthernetHeader(destination: mac, source: macAddress, etherType: .ipv4)
+        if datagram.readableBytes > configuration.mtu, let packet = try? IPv4Packet(datagram), packet.totalLength > configuration.mtu {
+            let pieces = fragment(packet, mtu: configuration.mtu)
+            counters.increment(.ipv4FragmentsSent, by: UInt64(pieces.count))
+            for var piece in pieces {
+                ethernet.prepend(to: &piece)
+                transmit(piece)
+            }
+            return
+        }
+        var frame = datagram
+        ethernet.prepend(to: &frame)
+        transmit(frame)
+    }
+
     /// Builds and sends a datagram from a transport payload that already has its transport header.
     func sendIPv4(
         payload: ByteBuffer, protocol proto: IPProtocol, from source: IPv4Address, to destination: IPv4Address,
-        dontFragment: Bool, now: NIODeadline
+        dontFragment: Bool, dscp: UInt8 = 0, now: NIODeadline
     ) {
         var buffer = payload
         var header = IPv4Header(source: source, destination: destination, protocol: proto, timeToLive: 64)
         header.identification = makeIdentification()
         header.dontFragment = dontFragment
+        header.dscp = dscp
         header.prepend(to: &buffer)
         sendIPv4(buffer, now: now)
     }

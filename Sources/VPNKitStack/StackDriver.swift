@@ -1,5 +1,5 @@
 public import NIOCore
-public import VPNKitBase
+import VPNKitBase
 public import VPNKitTransport
 
 /// Runs a `NetworkStack` on one SwiftNIO event loop over a transport: frames from the transport go
@@ -14,6 +14,8 @@ public final class StackDriver {
     private var stopped = false
     /// Called when the transport ends (nil error: orderly end).
     public var onTransportClosed: (((any Error)?) -> Void)?
+    /// Objects that live as long as the driver (sockets, services attached to the stack).
+    public var attachments: [AnyObject] = []
 
     /// Must be called on `eventLoop`.
     public init(stack: NetworkStack, transport: any FrameTransport, eventLoop: any EventLoop) {
@@ -84,5 +86,6 @@ public final class StackDriver {
         timer = nil
         transport.onFrame = nil
         transport.close()
+        attachments.removeAll()
     }
 }

@@ -23,10 +23,11 @@ public final class InMemoryLink {
         b.link = self
     }
 
-    /// Advances the clock to `time` and delivers, in time order, every frame due by then.
-    /// Frames sent by receivers during delivery are delivered in the same call if they are due.
+    /// Advances the clock to `time`, delivering in time order every frame due by then; while a frame
+    /// is delivered, `now` is that frame's delivery time. Frames sent by receivers during delivery
+    /// are delivered in the same call if they are due.
     public func deliver(until time: NIODeadline) {
-        if time > now { now = time }
+        defer { if time > now { now = time } }
         while true {
             let nextA = a.inbox.first?.at
             let nextB = b.inbox.first?.at
@@ -37,8 +38,9 @@ public final class InMemoryLink {
             case (nil, .some): next = b
             case (nil, nil): return
             }
-            guard let head = next.inbox.first, head.at <= now else { return }
+            guard let head = next.inbox.first, head.at <= max(now, time) else { return }
             next.inbox.removeFirst()
+            if head.at > now { now = head.at }
             next.statistics.countReceived(head.frame.readableBytes)
             next.onFrame?(head.frame)
         }

@@ -1,10 +1,10 @@
 import ArgumentParser
 
 @main
-struct VPNKitCommand: ParsableCommand {
+struct VPNKitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpnkit",
         abstract: "A userspace TCP/IP stack and NAT for virtual machines and network namespaces.",
-        subcommands: [DecodeCommand.self]
+        subcommands: [DecodeCommand.self, RunCommand.self]
     )
 }

@@ -1,3 +1,0 @@
-import Testing
-@testable import VPNKitTransport
-@Test func transportModuleLinks() { #expect(TransportStatistics().framesSent == 0) }
