@@ -116,6 +116,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "VPNKitInteropTests",
+            dependencies: [
+                "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitPcap", "VPNKitDecode", "vpnkit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "VPNKitDecodeTests",
             dependencies: [
                 "VPNKitDecode", "VPNKitPcap", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP",

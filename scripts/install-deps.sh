@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(
     libpcap-dev   # the CPcap system library target (pcap reading/writing)
     pkg-config    # how SwiftPM finds libpcap
+    iproute2      # kernel interop tests: network namespaces, TAP devices
+    iputils-ping  # kernel interop tests: ping from the guest namespace
+    python3       # kernel interop tests: UDP sockets in the guest namespace
 )
 
 missing=()

@@ -1,0 +1,123 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import VPNKitBase
+import VPNKitIPv4
+import VPNKitStack
+import VPNKitTransport
+
+/// The stack in this process on a TAP device inside a fresh namespace, the namespace's kernel at
+/// 192.168.65.3/24 opposite it.
+final class InProcessGuestLink {
+    let namespace: TestNamespace
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let driver: NIOLoopBound<StackDriver>
+    var loop: any EventLoop { driver.eventLoop }
+
+    init(label: String, mtu: Int = 1500, udpEchoPort: UInt16? = 7) throws {
+        namespace = try TestNamespace(label)
+        let loop = group.next()
+        let transport = try TAPTransport.open(namespace: namespace.name, device: "tap0", mtu: mtu, on: loop).wait()
+        try namespace.ip("link", "set", "tap0", "mtu", "\(mtu)")
+        try namespace.ip("addr", "add", "192.168.65.3/24", "dev", "tap0")
+        try namespace.ip("link", "set", "tap0", "up")
+        driver = try loop.submit {
+            let driver = StackDriver(stack: NetworkStack(configuration: StackConfiguration(mtu: mtu)), transport: transport.value, eventLoop: loop)
+            driver.start()
+            if let udpEchoPort {
+                let socket = try driver.stack.bindUDP(port: udpEchoPort) { [unowned driver] message in
+                    driver.perform { stack, now in
+                        try? stack.sendUDP(message.payload, from: message.destination, port: message.destinationPort, to: message.source, port: message.sourcePort, now: now)
+                    }
+                }
+                driver.attachments.append(socket)
+            }
+            return NIOLoopBound(driver, eventLoop: loop)
+        }.wait()
+    }
+
+    func counters() throws -> StackCounters {
+        let driver = self.driver
+        return try loop.submit { driver.value.stack.statistics }.wait()
+    }
+
+    func shutdown() {
+        let driver = self.driver
+        try? loop.submit { driver.value.stop() }.wait()
+        try? group.syncShutdownGracefully()
+    }
+}
+
+func pingSummary(_ output: String) -> (transmitted: Int, received: Int)? {
+    guard let line = output.split(separator: "\n").first(where: { $0.contains("packets transmitted") }) else { return nil }
+    let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+    guard numbers.count >= 2 else { return nil }
+    return (numbers[0], numbers[1])
+}
+
+@Suite("The Linux kernel as the judge", .serialized, .enabled(if: canUseNamespaces, namespaceSkipReason))
+struct KernelInteropTests {
+    @Test("ping the gateway: default size, 4000 and 30000 bytes (fragments both ways); the kernel's ARP entry is REACHABLE")
+    func ping() throws {
+        let link = try InProcessGuestLink(label: "ping")
+        defer { link.shutdown() }
+        for size in [56, 4000, 30000] {
+            let result = try link.namespace.exec(["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "\(size)", "192.168.65.1"], timeout: 30)
+            let summary = pingSummary(result.output)
+            #expect(result.status == 0, "ping -s \(size): \(result.output) \(result.error)")
+            #expect(summary?.received == 3, "ping -s \(size): \(result.output)")
+        }
+        let neighbour = try link.namespace.ip("neigh", "show", "192.168.65.1")
+        #expect(neighbour.output.contains("5a:94:ef:e4:0c:ee"), "\(neighbour.output)")
+        #expect(neighbour.output.contains("REACHABLE"), "\(neighbour.output)")
+        let counters = try link.counters()
+        #expect(counters[.icmpEchoRepliesSent] == 9)
+        #expect(counters[.ipv4Reassembled] == 6)
+        #expect(counters[.ipv4FragmentsSent] >= 6 * 3)
+        #expect(counters[.arpRequestsAnswered] >= 1)
+    }
+
+    @Test("UDP: a datagram to the stack's echo comes back intact; a closed port gives ECONNREFUSED")
+    func udp() throws {
+        let link = try InProcessGuestLink(label: "udp")
+        defer { link.shutdown() }
+        let script = """
+            import os, socket, sys
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(3)
+            s.connect(("192.168.65.1", 7))
+            for size in (1, 512, 1472, 8000, 65000):
+                data = os.urandom(size)
+                s.send(data)
+                back = s.recv(70000)
+                assert back == data, f"echo of {size} bytes differs"
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            c.settimeout(3)
+            c.connect(("192.168.65.1", 9))
+            c.send(b"anyone?")
+            try:
+                c.recv(100)
+                print("no error"); sys.exit(2)
+            except ConnectionRefusedError:
+                print("refused")
+            """
+        let result = try link.namespace.exec(["python3", "-c", script], timeout: 30)
+        #expect(result.status == 0, "\(result.output) \(result.error)")
+        #expect(result.output.contains("refused"))
+        let counters = try link.counters()
+        #expect(counters[.udpDelivered] == 5)
+        #expect(counters[.udpPortUnreachable] == 1)
+        #expect(counters[.icmpErrorsSent] == 1)
+    }
+
+    @Test("MTU 65520 on the tap: a 65000-byte ping needs no fragments")
+    func jumbo() throws {
+        let link = try InProcessGuestLink(label: "jumbo", mtu: 65520)
+        defer { link.shutdown() }
+        let result = try link.namespace.exec(["ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", "65000", "192.168.65.1"], timeout: 30)
+        #expect(pingSummary(result.output)?.received == 2, "\(result.output) \(result.error)")
+        let counters = try link.counters()
+        #expect(counters[.ipv4FragmentsReceived] == 0 && counters[.ipv4FragmentsSent] == 0)
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+
+/// Whether kernel interop tests can run here: root, and iproute2 with network namespaces.
+let canUseNamespaces: Bool = {
+    guard getuid() == 0 else { return false }
+    guard let result = try? run("/usr/sbin/ip", ["netns", "list"]) else { return false }
+    return result.status == 0
+}()
+
+let namespaceSkipReason: Comment = "skipped: needs root and iproute2 network namespaces (CI runs as root)"
+
+struct CommandOutput {
+    var status: Int32
+    var output: String
+    var error: String
+}
+
+/// Runs a program to completion with a timeout (killed after `timeout` seconds).
+@discardableResult
+func run(_ path: String, _ arguments: [String], timeout: Double = 60, input: String? = nil) throws -> CommandOutput {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    let stdin = Pipe()
+    process.standardInput = stdin
+    try process.run()
+    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+    try? stdin.fileHandleForWriting.close()
+    let deadline = Date().addingTimeInterval(timeout)
+    // Read in the background so a chatty process cannot fill its pipe and stall.
+    nonisolated(unsafe) var outData = Data()
+    nonisolated(unsafe) var errData = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    group.enter()
+    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    while process.isRunning && Date() < deadline { usleep(10_000) }
+    if process.isRunning {
+        process.terminate()
+        usleep(200_000)
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+    process.waitUntilExit()
+    group.wait()
+    return CommandOutput(status: process.terminationStatus, output: String(decoding: outData, as: UTF8.self), error: String(decoding: errData, as: UTF8.self))
+}
+
+/// A network namespace made for one test, with a unique name, deleted when the test ends.
+final class TestNamespace {
+    let name: String
+    nonisolated(unsafe) static var counter = 0
+
+    init(_ label: String) throws {
+        TestNamespace.counter += 1
+        name = "vk-\(label)-\(getpid())-\(TestNamespace.counter)"
+        _ = try? run("/usr/sbin/ip", ["netns", "del", name])
+        let result = try run("/usr/sbin/ip", ["netns", "add", name])
+        guard result.status == 0 else { throw NamespaceError(message: "ip netns add \(name): \(result.error)") }
+        try ip("link", "set", "lo", "up")
+    }
+
+    /// `ip -n NAME …`
+    @discardableResult
+    func ip(_ arguments: String...) throws -> CommandOutput {
+        let result = try run("/usr/sbin/ip", ["-n", name] + arguments)
+        guard result.status == 0 else { throw NamespaceError(message: "ip -n \(name) \(arguments.joined(separator: " ")): \(result.error)") }
+        return result
+    }
+
+    /// Runs a program inside the namespace.
+    func exec(_ arguments: [String], timeout: Double = 60, input: String? = nil) throws -> CommandOutput {
+        try run("/usr/sbin/ip", ["netns", "exec", name] + arguments, timeout: timeout, input: input)
+    }
+
+    deinit {
+        _ = try? run("/usr/sbin/ip", ["netns", "del", name])
+    }
+}
+
+struct NamespaceError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+func which(_ program: String) -> String? {
+    for directory in ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"] {
+        let path = directory + "/" + program
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
