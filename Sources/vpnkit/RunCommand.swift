@@ -121,13 +121,15 @@ struct RunCommand: AsyncParsableCommand {
         let udpEcho = self.udpEcho
         let ended = StopReason()
         let driver: NIOLoopBound<StackDriver> = try await loop.submit {
+            // The capture sits next to the guest (it records what is really on the wire); the faults
+            // sit between the capture and the stack.
             var link: any FrameTransport = transport.value
+            if let pcap { link = CapturingTransport(wrapping: link, sink: try PcapFileSink(path: pcap), wallClockNanoseconds: wallClockNanoseconds) }
             if !faults.isNone {
                 var reverse = faults
                 reverse.seed = faults.seed &+ 0x9E37_79B9
                 link = FaultInjectingTransport(wrapping: link, on: loop, toGuest: faults, fromGuest: reverse)
             }
-            if let pcap { link = CapturingTransport(wrapping: link, sink: try PcapFileSink(path: pcap), wallClockNanoseconds: wallClockNanoseconds) }
             let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: link, eventLoop: loop)
             driver.onTransportClosed = { error in ended.signal(error.map { "the guest link ended: \($0)" } ?? "the guest link closed") }
             driver.start()
@@ -151,7 +153,11 @@ struct RunCommand: AsyncParsableCommand {
             let d = driver.value
             d.stop()
             let counters = d.stack.statistics.nonZero.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
-            return "counters: \(counters)\nlink: \(d.transport.statistics)"
+            var summary = "counters: \(counters)\nlink: \(d.transport.statistics)"
+            if let faulty = d.transport as? FaultInjectingTransport {
+                summary += "\nfaults to guest: \(faulty.counters.toGuest)\nfaults from guest: \(faulty.counters.fromGuest)"
+            }
+            return summary
         }.get()
         logger.info("\(summary)")
         try await group.shutdownGracefully()
