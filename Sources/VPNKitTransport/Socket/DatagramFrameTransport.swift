@@ -6,6 +6,10 @@ public import NIOCore
 import NIOPosix
 public import VPNKitBase
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A unix datagram socket bound at our path, carrying one frame per datagram. Use it on its event
 /// loop only.
 ///
@@ -14,6 +18,13 @@ public import VPNKitBase
 /// than `SocketTransportOptions.maxFrameSize`, are ignored and counted in `receiveErrors`.
 /// Reading starts when `onFrame` is set. There is no end of stream: `onClose` is called only when the
 /// socket fails.
+///
+/// `send` hands each frame to the kernel at once with a non-blocking sendto(2) (see
+/// UnixDatagramSocket.swift for why not through NIO's writes). When the peer's receive queue is full
+/// (an unconnected receiver such as qemu's takes only `net.unix.max_dgram_qlen` datagrams, 10 by
+/// default), frames wait in order, up to `SocketTransportOptions.maxPendingBytes`, and are retried
+/// every 250 µs; beyond the budget they are dropped and counted in `sendDrops`. `framesSent` counts
+/// frames handed to the kernel or waiting for it; a later send failure is counted in `socketErrors`.
 ///
 /// A limitation of SwiftNIO 2.101 (DatagramChannel.singleReadFromSocket): a datagram from an
 /// unbound (unnamed) socket has no source address, which NIO cannot convert, and NIO closes the
@@ -58,7 +69,7 @@ public final class DatagramFrameTransport: FrameTransport {
         socketFile = nil
     }
 
-    /// Binds a unix datagram socket at `path`, first removing a stale socket file there (any other
+    /// Binds a unix datagram socket at `path`, first removing a socket file already there (any other
     /// kind of file makes the bind fail). `peer`, when given, is the only path we exchange frames
     /// with (compared as text with the source path of what arrives); otherwise the first sender is.
     /// The transport is bound to `eventLoop`; the future completes there. May be called from any
@@ -68,8 +79,10 @@ public final class DatagramFrameTransport: FrameTransport {
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<NIOLoopBound<DatagramFrameTransport>> {
         let peerAddress: SocketAddress?
+        let fd: Int32
         do {
             peerAddress = try peer.map { try SocketAddress(unixDomainSocketPath: $0) }
+            fd = try UnixDatagramSocket.bind(path: path)
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
@@ -78,14 +91,13 @@ public final class DatagramFrameTransport: FrameTransport {
             .channelOption(.maxMessagesPerRead, value: 16)
             // One byte more than the maximum, so that a longer datagram shows (truncated) as too long.
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: options.maxFrameSize + 1))
-            .channelOption(.writeBufferWaterMark, value: options.writeBufferWaterMark)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        DatagramFrameHandler(maxFrameSize: options.maxFrameSize, peer: peerAddress))
+                        DatagramFrameHandler(fd: fd, maxFrameSize: options.maxFrameSize, maxPendingBytes: options.maxPendingBytes, peer: peerAddress))
                 }
             }
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+            .withBoundSocket(fd)
             .flatMapThrowing { channel in
                 let handler = try channel.pipeline.syncOperations.handler(type: DatagramFrameHandler.self)
                 return NIOLoopBound(DatagramFrameTransport(handler: handler, mtu: mtu, path: path), eventLoop: channel.eventLoop)
@@ -93,12 +105,15 @@ public final class DatagramFrameTransport: FrameTransport {
     }
 }
 
-/// The channel handler behind `DatagramFrameTransport`.
+/// The channel handler behind `DatagramFrameTransport`: NIO reads, we write (UnixDatagramSocket.swift).
 final class DatagramFrameHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    /// How soon frames waiting for a full peer queue are tried again.
+    static let retryInterval = TimeAmount.microseconds(250)
 
     let maxFrameSize: Int
+    let maxPendingBytes: Int
     private(set) var peer: SocketAddress?
     private(set) var statistics = TransportStatistics()
     private(set) var socketErrors: UInt64 = 0
@@ -107,14 +122,21 @@ final class DatagramFrameHandler: ChannelInboundHandler {
     }
     var onClose: (((any Error)?) -> Void)?
 
+    /// Owned by the channel; written only while `closed` is false (see UnixDatagramSocket.swift).
+    private let fd: Int32
     private var context: ChannelHandlerContext?
     private var closed = false
     private var reading = false
-    private var flushScheduled = false
     private var lastError: (any Error)?
+    /// Frames accepted while the peer's queue was full, oldest first.
+    private var waiting = CircularBuffer<ByteBuffer>()
+    private var waitingBytes = 0
+    private var retry: Scheduled<Void>?
 
-    init(maxFrameSize: Int, peer: SocketAddress?) {
+    init(fd: Int32, maxFrameSize: Int, maxPendingBytes: Int, peer: SocketAddress?) {
+        self.fd = fd
         self.maxFrameSize = maxFrameSize
+        self.maxPendingBytes = maxPendingBytes
         self.peer = peer
     }
 
@@ -165,37 +187,89 @@ final class DatagramFrameHandler: ChannelInboundHandler {
         if !closed {
             closed = true
             let report = onClose
-            onFrame = nil
-            onClose = nil
+            releaseResources()
             report?(lastError ?? TransportError.closed)
         }
         context.fireChannelInactive()
     }
 
+    /// Sends at once when nothing is waiting; otherwise, or when the peer's queue is full (EAGAIN),
+    /// queues the frame within the pending-bytes budget and retries shortly. A frame over the budget
+    /// is dropped and counted.
     func send(_ frame: ByteBuffer) -> Bool {
-        guard !closed, let context, let peer, frame.readableBytes <= maxFrameSize, context.channel.isWritable else {
+        guard !closed, let peer, frame.readableBytes <= maxFrameSize else {
             statistics.sendDrops &+= 1
             return false
         }
-        context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: peer, data: frame)), promise: nil)
-        statistics.countSent(frame.readableBytes)
-        if !flushScheduled {
-            flushScheduled = true
-            context.eventLoop.assumeIsolated().execute { [self] in
-                flushScheduled = false
-                self.context?.flush()
+        if waiting.isEmpty {
+            let error = UnixDatagramSocket.send(fd: fd, frame, to: peer)
+            if error == 0 {
+                statistics.countSent(frame.readableBytes)
+                return true
+            }
+            if !Self.isWouldBlock(error) {
+                statistics.sendDrops &+= 1
+                recordSendError(error)
+                return false
             }
         }
+        guard waitingBytes + frame.readableBytes <= maxPendingBytes else {
+            statistics.sendDrops &+= 1
+            return false
+        }
+        waiting.append(frame)
+        waitingBytes += frame.readableBytes
+        statistics.countSent(frame.readableBytes)
+        scheduleRetry()
         return true
     }
+
+    /// Sends queued frames until the peer's queue is full again.
+    private func sendWaiting() {
+        guard !closed, let peer else { return }
+        while let frame = waiting.first {
+            let error = UnixDatagramSocket.send(fd: fd, frame, to: peer)
+            if Self.isWouldBlock(error) {
+                scheduleRetry()
+                return
+            }
+            waiting.removeFirst()
+            waitingBytes -= frame.readableBytes
+            if error != 0 { recordSendError(error) }
+        }
+    }
+
+    /// The kernel gives no wakeup when an unconnected peer's queue drains (poll reports the socket
+    /// writable all along), so retry on a short timer while frames wait.
+    private func scheduleRetry() {
+        guard retry == nil, let context else { return }
+        retry = context.eventLoop.assumeIsolated().scheduleTask(in: Self.retryInterval) { [self] in
+            retry = nil
+            sendWaiting()
+        }
+    }
+
+    private func recordSendError(_ error: Int32) {
+        socketErrors &+= 1
+        lastError = TransportError.systemCall("sendto \(peer.map { "\($0)" } ?? "?")", errno: error)
+    }
+
+    private static func isWouldBlock(_ error: Int32) -> Bool { error == EAGAIN || error == EWOULDBLOCK }
 
     func close() {
         guard !closed else { return }
         closed = true
+        releaseResources()
+        context?.close(promise: nil)
+    }
+
+    private func releaseResources() {
         onFrame = nil
         onClose = nil
-        context?.flush()
-        context?.close(promise: nil)
+        retry?.cancel()
+        retry = nil
+        waiting.removeAll()
+        waitingBytes = 0
     }
 
     private func setReading(_ on: Bool) {

@@ -9,7 +9,7 @@
 //
 // Send: frames are appended, prefix and bytes, to one output buffer (large frames are written as
 // their own buffer, without a copy); the buffer is written and flushed once per event-loop tick, or
-// earlier when it reaches `flushBatchBytes`. NIO's write-buffer high watermark is the pending-bytes
+// earlier when it reaches `flushBatchBytes`, so a burst of small frames costs a few syscalls. NIO's write-buffer high watermark is the pending-bytes
 // budget: while the channel is not writable, `send` drops and counts.
 
 public import NIOCore
@@ -99,7 +99,8 @@ final class FramedStreamHandler: ChannelInboundHandler {
 
     /// Frames at least this long are written as their own buffer instead of being copied.
     static let zeroCopyThreshold = 16 << 10
-    /// The output buffer is written out (not yet flushed) once it holds this much.
+    /// The output buffer is written and flushed once it holds this much, without waiting for the
+    /// end of the tick.
     static let flushBatchBytes = 128 << 10
 
     private enum State {
@@ -236,7 +237,7 @@ final class FramedStreamHandler: ChannelInboundHandler {
             }
             prefix.write(length, to: &output!)
             output!.writeImmutableBuffer(frame)
-            if output!.readableBytes >= Self.flushBatchBytes { writeOutput() }
+            if output!.readableBytes >= Self.flushBatchBytes { flushNow() }
         }
         statistics.countSent(length)
         scheduleFlush()
