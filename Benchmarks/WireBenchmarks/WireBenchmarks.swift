@@ -47,6 +47,8 @@ let benchmarks: @Sendable () -> Void = {
         metrics: metrics, warmupIterations: smoke ? 0 : 3, scalingFactor: .mega,
         maxDuration: smoke ? .milliseconds(50) : .seconds(2), maxIterations: smoke ? 3 : 1_000)
 
+    stackBenchmarks()
+
     // Parse: validate the three views and read the fields a forwarding decision needs.
     Benchmark("Parse Ethernet+IPv4+TCP views (frames)") { benchmark in
         let frame = sampleFrame()
