@@ -214,3 +214,28 @@ struct SocketDatagramTests {
         #expect(recorder.closes.isEmpty)
     }
 }
+
+extension SocketDatagramTests {
+    /// A known limitation, pinned so that it stays visible: SwiftNIO 2.101 cannot turn an unnamed
+    /// source address into a SocketAddress and closes the channel. The transport must report that
+    /// through onClose (documented on DatagramFrameTransport), not crash or go silent.
+    @Test func aDatagramFromAnUnboundSocketEndsTheTransportWithAnError() throws {
+        let harness = try Harness()
+        defer { harness.close() }
+        let unnamed = try RawSocket.unboundDatagram()
+        try unnamed.send(datagram: pattern(60, seed: 1), to: harness.hostPath)
+        try waitUntil("close reported") { !harness.recorder.closes.isEmpty }
+        #expect(harness.recorder.closes.count == 1)
+        #expect(harness.recorder.closes.first != .clean)
+        #expect(harness.recorder.frames.isEmpty)
+        #expect(try harness.send([pattern(60, seed: 2)]) == [false])
+    }
+}
+
+extension RawSocket {
+    static func unboundDatagram() throws -> RawSocket {
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketCallFailed(call: "socket", errno: errno) }
+        return RawSocket(unownedFD: fd)
+    }
+}

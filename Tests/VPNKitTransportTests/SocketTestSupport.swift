@@ -138,7 +138,14 @@ struct TemporaryDirectory {
 
 /// Test frames: `size` bytes of a pattern that depends on `seed`, so frames differ from each other.
 func pattern(_ size: Int, seed: Int) -> [UInt8] {
-    (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ seed &* 7 &+ $0 >> 8) }
+    [UInt8](unsafeUninitializedCapacity: size) { bytes, count in
+        var index = 0
+        while index < size {
+            bytes[index] = UInt8(truncatingIfNeeded: index &* 31 &+ seed &* 7 &+ index >> 8)
+            index += 1
+        }
+        count = size
+    }
 }
 
 func buffer(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
@@ -166,6 +173,8 @@ final class RawSocket {
     private var open = true
 
     private init(fd: Int32) { self.fd = fd }
+    /// Takes over `fd`, a socket made elsewhere.
+    convenience init(unownedFD fd: Int32) { self.init(fd: fd) }
     deinit { close() }
 
     func close() {
