@@ -42,7 +42,13 @@ let package = Package(
         .target(name: "VPNKitIPv4", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
         .target(name: "VPNKitUDP", dependencies: ["VPNKitBase", "VPNKitIPv4"], swiftSettings: strict),
         .target(name: "VPNKitTCP", dependencies: ["VPNKitBase", "VPNKitIPv4"], swiftSettings: strict),
-        .target(name: "VPNKitDHCP", dependencies: ["VPNKitBase", "VPNKitUDP"], swiftSettings: strict),
+        .target(
+            name: "VPNKitDHCP",
+            dependencies: [
+                "VPNKitBase", "VPNKitIPv4", "VPNKitUDP", "VPNKitStack", .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .systemLibrary(
             name: "CPcap",
             pkgConfig: "libpcap",
@@ -80,7 +86,7 @@ let package = Package(
         .executableTarget(
             name: "vpnkit",
             dependencies: [
-                "VPNKitDecode", "VPNKitPcap", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4",
+                "VPNKitDecode", "VPNKitPcap", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitDHCP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

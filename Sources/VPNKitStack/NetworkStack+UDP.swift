@@ -57,15 +57,17 @@ extension NetworkStack {
         return UDPSocket(stack: self, address: address, port: port)
     }
 
-    /// Sends a UDP datagram from an owned address.
+    /// Sends a UDP datagram from an owned address (or from 0.0.0.0, as a DHCP client must). With
+    /// `linkDestination` the frame goes to that MAC without ARP (a DHCP server answering a client that
+    /// has no address yet).
     public func sendUDP(
         _ payload: ByteBuffer, from source: IPv4Address, port sourcePort: UInt16, to destination: IPv4Address,
-        port destinationPort: UInt16, now: NIODeadline
+        port destinationPort: UInt16, linkDestination: MACAddress? = nil, now: NIODeadline
     ) throws(StackError) {
-        guard owns(source) else { throw .addressNotOwned(source) }
+        guard owns(source) || source == .any else { throw .addressNotOwned(source) }
         guard payload.readableBytes <= 65535 - 28 else { throw .datagramTooLarge(payload.readableBytes) }
         let broadcast = destination == .broadcast || destination == configuration.subnet.broadcast
-        guard broadcast || configuration.subnet.contains(destination) else { throw .noRoute(destination) }
+        guard broadcast || linkDestination != nil || configuration.subnet.contains(destination) else { throw .noRoute(destination) }
         var buffer: ByteBuffer
         if payload.readerIndex >= Headroom.ethernet + 28 {
             buffer = payload
@@ -75,10 +77,10 @@ extension NetworkStack {
         }
         UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: source, destination: destination)
         counters.increment(.udpSent)
-        sendIPv4(payload: buffer, protocol: .udp, from: source, to: destination, dontFragment: false, now: now)
+        sendIPv4(payload: buffer, protocol: .udp, from: source, to: destination, dontFragment: false, linkDestination: linkDestination, now: now)
     }
 
-    func receiveUDP(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {
+    func receiveUDP(_ packet: IPv4Packet, broadcast: Bool, linkSource: MACAddress, now: NIODeadline) {
         let udp: UDPDatagram
         do { udp = try UDPDatagram(packet.payload) } catch {
             counters.increment(.udpMalformed)
@@ -102,6 +104,6 @@ extension NetworkStack {
         entry.handler(
             UDPMessage(
                 source: packet.source, sourcePort: udp.sourcePort, destination: packet.destination, destinationPort: port,
-                payload: udp.payload.buffer))
+                payload: udp.payload.buffer, receivedAt: now, linkSource: linkSource))
     }
 }

@@ -13,13 +13,22 @@ public struct UDPMessage: Sendable {
     public var destinationPort: UInt16
     /// The data, a slice of the frame it arrived in (or of the reassembled datagram).
     public var payload: ByteBuffer
+    /// The stack's time when it arrived.
+    public var receivedAt: NIODeadline
+    /// The MAC address of the frame's sender.
+    public var linkSource: MACAddress
 
-    public init(source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, destinationPort: UInt16, payload: ByteBuffer) {
+    public init(
+        source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, destinationPort: UInt16, payload: ByteBuffer,
+        receivedAt: NIODeadline, linkSource: MACAddress
+    ) {
         self.source = source
         self.sourcePort = sourcePort
         self.destination = destination
         self.destinationPort = destinationPort
         self.payload = payload
+        self.receivedAt = receivedAt
+        self.linkSource = linkSource
     }
 }
 
@@ -232,7 +241,7 @@ public final class NetworkStack {
                     counters.increment(.ipv4Malformed)
                     return
                 }
-                deliver(complete, broadcast: broadcast, now: now)
+                deliver(complete, broadcast: broadcast, linkSource: linkSource, now: now)
             case .dropped(let reason):
                 switch reason {
                 case .overlap: counters.increment(.ipv4ReassemblyOverlap)
@@ -245,13 +254,13 @@ public final class NetworkStack {
             }
             return
         }
-        deliver(packet, broadcast: broadcast, now: now)
+        deliver(packet, broadcast: broadcast, linkSource: linkSource, now: now)
     }
 
-    private func deliver(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {
+    private func deliver(_ packet: IPv4Packet, broadcast: Bool, linkSource: MACAddress, now: NIODeadline) {
         switch packet.protocol {
         case .icmp: receiveICMP(packet, broadcast: broadcast, now: now)
-        case .udp: receiveUDP(packet, broadcast: broadcast, now: now)
+        case .udp: receiveUDP(packet, broadcast: broadcast, linkSource: linkSource, now: now)
         case .tcp: counters.increment(.tcpUnhandled)
         default: counters.increment(.ipv4UnknownProtocol)
         }
@@ -269,7 +278,7 @@ public final class NetworkStack {
     /// headroom for the Ethernet header) to its destination on the link: resolves the next hop with
     /// ARP (holding the datagram whole meanwhile), fragments it when it exceeds the MTU and DF is
     /// clear, and answers "fragmentation needed" to its source when DF is set.
-    public func sendIPv4(_ datagram: ByteBuffer, now: NIODeadline) {
+    public func sendIPv4(_ datagram: ByteBuffer, linkDestination: MACAddress? = nil, now: NIODeadline) {
         guard let packet = try? IPv4Packet(datagram) else {
             counters.increment(.ipv4Malformed)
             return
@@ -284,6 +293,10 @@ public final class NetworkStack {
             return
         }
         let destination = packet.destination
+        if let linkDestination {
+            transmitIPv4(datagram, to: linkDestination)
+            return
+        }
         if destination == .broadcast || destination == configuration.subnet.broadcast {
             transmitIPv4(datagram, to: .broadcast)
             return
@@ -297,7 +310,7 @@ public final class NetworkStack {
     }
 
     /// Frames a datagram for `mac`, fragmenting it to the MTU first when needed.
-    private func transmitIPv4(_ datagram: ByteBuffer, to mac: MACAddress) {
+    func transmitIPv4(_ datagram: ByteBuffer, to mac: MACAddress) {
         let ethernet = EthernetHeader(destination: mac, source: macAddress, etherType: .ipv4)
         if datagram.readableBytes > configuration.mtu, let packet = try? IPv4Packet(datagram), packet.totalLength > configuration.mtu {
             let pieces = fragment(packet, mtu: configuration.mtu)
@@ -316,7 +329,7 @@ public final class NetworkStack {
     /// Builds and sends a datagram from a transport payload that already has its transport header.
     func sendIPv4(
         payload: ByteBuffer, protocol proto: IPProtocol, from source: IPv4Address, to destination: IPv4Address,
-        dontFragment: Bool, dscp: UInt8 = 0, now: NIODeadline
+        dontFragment: Bool, dscp: UInt8 = 0, linkDestination: MACAddress? = nil, now: NIODeadline
     ) {
         var buffer = payload
         var header = IPv4Header(source: source, destination: destination, protocol: proto, timeToLive: 64)
@@ -324,6 +337,6 @@ public final class NetworkStack {
         header.dontFragment = dontFragment
         header.dscp = dscp
         header.prepend(to: &buffer)
-        sendIPv4(buffer, now: now)
+        sendIPv4(buffer, linkDestination: linkDestination, now: now)
     }
 }

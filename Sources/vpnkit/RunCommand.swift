@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import VPNKitBase
+import VPNKitDHCP
 import VPNKitIPv4
 import VPNKitStack
 import VPNKitTransport
@@ -45,6 +46,21 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The gateway address (default: the subnet's first address).")
     var gateway: String?
 
+    @Flag(name: .customLong("no-dhcp"), help: "Do not run the DHCP server on the gateway.")
+    var noDHCP = false
+
+    @Option(help: "The domain name given to guests by DHCP (option 15, and first in the search list).")
+    var domain: String?
+
+    @Option(help: "A further DNS search domain for guests (option 119); repeatable.")
+    var search: [String] = []
+
+    @Option(name: .customLong("lease-time"), help: "DHCP lease time in seconds (renewal at half of it).")
+    var leaseTime: Int = 7200
+
+    @Option(name: .customLong("dhcp-reserve"), help: "A fixed address for a MAC: MAC=IP; repeatable.")
+    var dhcpReserve: [String] = []
+
     @Option(help: "Write every frame of the guest link, both directions, to this pcap file.")
     var pcap: String?
 
@@ -83,6 +99,36 @@ struct RunCommand: AsyncParsableCommand {
             guard (0...1).contains(p) else { throw ValidationError("--fault-\(name) must be a probability within 0…1") }
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard (10...(365 * 86400)).contains(leaseTime) else { throw ValidationError("--lease-time must be within 10 s … 1 year") }
+        _ = try reservations()
+        for name in [domain].compactMap({ $0 }) + search {
+            guard (try? DomainNameList.encode([name])) != nil else { throw ValidationError("\(name) is not a valid domain name") }
+        }
+    }
+
+    func reservations() throws -> [MACAddress: IPv4Address] {
+        var result: [MACAddress: IPv4Address] = [:]
+        for entry in dhcpReserve {
+            let parts = entry.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let mac = MACAddress(parts[0]), let ip = IPv4Address(parts[1]) else {
+                throw ValidationError("--dhcp-reserve wants MAC=IP, got \(entry)")
+            }
+            result[mac] = ip
+        }
+        return result
+    }
+
+    func makeDHCPConfiguration(_ stack: StackConfiguration) throws -> DHCPServerConfiguration {
+        var c = DHCPServerConfiguration(serverAddress: stack.gateway, subnet: stack.subnet)
+        c.domainName = domain
+        c.searchDomains = search
+        c.mtu = UInt16(clamping: stack.mtu)
+        c.leaseTime = .seconds(Int64(leaseTime))
+        c.reservations = try reservations()
+        for address in c.reservations.values where !stack.subnet.contains(address) {
+            throw ValidationError("--dhcp-reserve address \(address) is not inside \(stack.subnet)")
+        }
+        return c
     }
 
     func makeConfiguration() throws -> StackConfiguration {
@@ -104,6 +150,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "vpnkit")
         let configuration = try makeConfiguration()
+        let dhcp = noDHCP ? nil : try makeDHCPConfiguration(configuration)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
 
@@ -132,6 +179,7 @@ struct RunCommand: AsyncParsableCommand {
             }
             let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: link, eventLoop: loop)
             driver.onTransportClosed = { error in ended.signal(error.map { "the guest link ended: \($0)" } ?? "the guest link closed") }
+            if let dhcp { driver.attachments.append(try DHCPService(stack: driver.stack, configuration: dhcp)) }
             driver.start()
             if let udpEcho {
                 let stack = driver.stack
@@ -154,6 +202,13 @@ struct RunCommand: AsyncParsableCommand {
             d.stop()
             let counters = d.stack.statistics.nonZero.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
             var summary = "counters: \(counters)\nlink: \(d.transport.statistics)"
+            if let service = d.attachments.lazy.compactMap({ $0 as? DHCPService }).first {
+                let c = service.counters
+                summary += "\ndhcp: discovers=\(c.discovers) offers=\(c.offers) requests=\(c.requests) acks=\(c.acks) naks=\(c.naks) declines=\(c.declines) releases=\(c.releases) informs=\(c.informs) pool_exhausted=\(c.poolExhausted) malformed=\(c.malformed) ignored=\(c.ignored)"
+                for lease in service.leases(now: .now()) {
+                    summary += "\nlease: \(lease.address) \(lease.hardwareAddress) \(lease.state.rawValue)\(lease.hostName.map { " " + $0 } ?? "")"
+                }
+            }
             if let faulty = d.transport as? FaultInjectingTransport {
                 summary += "\nfaults to guest: \(faulty.counters.toGuest)\nfaults from guest: \(faulty.counters.fromGuest)"
             }

@@ -1,0 +1,44 @@
+public import NIOCore
+public import VPNKitBase
+import VPNKitIPv4
+public import VPNKitStack
+
+/// The DHCP server attached to a stack: it binds UDP port 67 on the gateway and answers clients on
+/// the link. Confined to the thread driving the stack.
+public final class DHCPService {
+    public private(set) var server: DHCPServer
+    private unowned let stack: NetworkStack
+    private var socket: UDPSocket?
+
+    public init(stack: NetworkStack, configuration: DHCPServerConfiguration) throws(StackError) {
+        self.stack = stack
+        self.server = DHCPServer(configuration: configuration)
+        self.socket = try stack.bindUDP(port: BOOTP.serverPort) { [unowned self] message in self.received(message) }
+    }
+
+    public var counters: DHCPServerCounters { server.counters }
+
+    /// The leases, for listing.
+    public func leases(now: NIODeadline) -> [DHCPLease] { server.leases(now: now) }
+
+    private func received(_ message: UDPMessage) {
+        guard message.sourcePort == BOOTP.clientPort || message.sourcePort == BOOTP.serverPort,
+            let request = try? DHCPMessage(parsing: DHCPPacket(message.payload))
+        else {
+            // Counted as malformed by the server's own counter.
+            _ = server.handle(DHCPMessage(op: 0, transactionID: 0, clientHardwareAddress: .zero), now: message.receivedAt)
+            return
+        }
+        guard let reply = server.handle(request, now: message.receivedAt) else { return }
+        var payload = ByteBuffer.withHeadroom(capacity: reply.message.encodedLength)
+        reply.message.write(to: &payload)
+        try? stack.sendUDP(
+            payload, from: server.configuration.serverAddress, port: BOOTP.serverPort, to: reply.destination,
+            port: reply.destinationPort, linkDestination: reply.linkDestination, now: message.receivedAt)
+    }
+
+    public func close() {
+        socket?.close()
+        socket = nil
+    }
+}
