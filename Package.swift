@@ -122,6 +122,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "VPNKitDHCPTests",
+            dependencies: [
+                "VPNKitDHCP", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitEthernet", "VPNKitIPv4", "VPNKitUDP",
+                "VPNKitARP", "VPNKitPcap",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "VPNKitInteropTests",
             dependencies: [
                 "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitPcap", "VPNKitDecode", "vpnkit",
