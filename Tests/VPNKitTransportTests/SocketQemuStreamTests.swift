@@ -305,6 +305,24 @@ struct SocketQemuStreamTests {
         try onLoop { bound.value.close() }
     }
 
+    @Test func framesAndEOFBeforeOnFrameIsSetAreDeliveredThenReported() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("qemu-server.sock")
+        let server = try RawSocket.listen(path)
+        let bound = try waitFor(QemuStreamTransport.connect(path: path, on: socketTestLoop))
+        let peer = try server.accept()
+        let frames = [pattern(60, seed: 1), pattern(1514, seed: 2)]
+        try peer.write(qemuStreamBytes(frames))
+        peer.close()
+        usleep(20_000)
+        let recorder = Recorder()
+        try onLoop { recorder.attach(bound.value) }
+        try waitUntil("close reported") { !recorder.closes.isEmpty }
+        #expect(recorder.frames == frames)
+        #expect(recorder.closes == [.clean])
+    }
+
     @Test func connectToNothingFails() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }

@@ -135,6 +135,9 @@ final class FramedStreamHandler: ChannelInboundHandler {
 
     private var state = State.inactive
     private var context: ChannelHandlerContext?
+    /// Kept after the handler is removed (NIO removes it after the channel closes), so that frames
+    /// still waiting for `onFrame` can be delivered then.
+    private var eventLoop: (any EventLoop)?
     /// Bytes read and not yet cut into frames.
     private var input: ByteBuffer?
     /// Frames coalesced since the last write.
@@ -159,6 +162,7 @@ final class FramedStreamHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.eventLoop = context.eventLoop
         if context.channel.isActive { activate() }
     }
 
@@ -323,9 +327,9 @@ final class FramedStreamHandler: ChannelInboundHandler {
     }
 
     private func scheduleDelivery() {
-        guard !deliveryScheduled, let context else { return }
+        guard !deliveryScheduled, let eventLoop else { return }
         deliveryScheduled = true
-        context.eventLoop.assumeIsolated().execute { [self] in
+        eventLoop.assumeIsolated().execute { [self] in
             deliveryScheduled = false
             guard state == .open, onFrame != nil else { return }
             setReading(true)
