@@ -375,7 +375,11 @@ final class FramedStreamHandler: ChannelInboundHandler {
         let reportPreambleFailure = onPreambleFailure
         releaseResources()
         context?.close(promise: nil)
-        if wasOpen { reportClose?(error) } else { reportPreambleFailure?(error) }
+        if wasOpen {
+            reportClose?(error)
+        } else {
+            reportPreambleFailure?(error as? TransportError ?? TransportError.handshake("connection failed: \(error)"))
+        }
     }
 
     private func finish(_ error: (any Error)?) {

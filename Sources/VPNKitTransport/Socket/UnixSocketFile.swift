@@ -1,5 +1,6 @@
 // The socket files our listeners and datagram transports create, and the listening side shared by
-// the qemu stream and vmnet listeners.
+// the qemu stream and vmnet listeners. (The only C calls here are lstat(2) into a local `stat` and
+// unlink(2) of a path string.)
 
 import NIOCore
 import NIOPosix
