@@ -9,6 +9,7 @@ packages=(
     iproute2      # kernel interop tests: network namespaces, TAP devices
     iputils-ping  # kernel interop tests: ping from the guest namespace
     python3       # kernel interop tests: UDP sockets in the guest namespace
+    busybox       # kernel interop tests: udhcpc, the guest's DHCP client
 )
 
 missing=()

@@ -199,7 +199,7 @@ struct RunCommand: AsyncParsableCommand {
         logger.info("stopping: \(reason)")
         let summary: String = try await loop.submit {
             let d = driver.value
-            d.stop()
+            defer { d.stop() }
             let counters = d.stack.statistics.nonZero.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
             var summary = "counters: \(counters)\nlink: \(d.transport.statistics)"
             if let service = d.attachments.lazy.compactMap({ $0 as? DHCPService }).first {

@@ -19,10 +19,11 @@ final class Daemon {
     let errorOutput = LockedData()
     let reader = DispatchGroup()
 
-    init(label: String, arguments: [String]) throws {
+    /// `address`: the guest's static address on tap0, or nil to leave it for DHCP.
+    init(label: String, arguments: [String], address: String? = "192.168.65.3/24") throws {
         namespace = try TestNamespace(label)
         try namespace.ip("tuntap", "add", "dev", "tap0", "mode", "tap")
-        try namespace.ip("addr", "add", "192.168.65.3/24", "dev", "tap0")
+        if let address { try namespace.ip("addr", "add", address, "dev", "tap0") }
         try namespace.ip("link", "set", "tap0", "up")
         process.executableURL = URL(fileURLWithPath: vpnkitBinary())
         process.arguments = ["run", "--netns", namespace.name, "--tap", "tap0"] + arguments

@@ -33,13 +33,15 @@ func run(_ path: String, _ arguments: [String], timeout: Double = 60, input: Str
     try? stdin.fileHandleForWriting.close()
     let deadline = Date().addingTimeInterval(timeout)
     // Read in the background so a chatty process cannot fill its pipe and stall.
-    nonisolated(unsafe) var outData = Data()
-    nonisolated(unsafe) var errData = Data()
+    let outData = LockedData()
+    let errData = LockedData()
     let group = DispatchGroup()
+    let outHandle = out.fileHandleForReading
+    let errHandle = err.fileHandleForReading
     group.enter()
-    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async { outData.set(outHandle.readDataToEndOfFile()); group.leave() }
     group.enter()
-    DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async { errData.set(errHandle.readDataToEndOfFile()); group.leave() }
     while process.isRunning && Date() < deadline { usleep(10_000) }
     if process.isRunning {
         process.terminate()
@@ -47,8 +49,11 @@ func run(_ path: String, _ arguments: [String], timeout: Double = 60, input: Str
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
     process.waitUntilExit()
-    group.wait()
-    return CommandOutput(status: process.terminationStatus, output: String(decoding: outData, as: UTF8.self), error: String(decoding: errData, as: UTF8.self))
+    // A grandchild may still hold the pipes open: wait a little for the rest of the output, no more.
+    _ = group.wait(timeout: .now() + 2)
+    return CommandOutput(
+        status: process.terminationStatus, output: String(decoding: outData.get(), as: UTF8.self),
+        error: String(decoding: errData.get(), as: UTF8.self))
 }
 
 /// A network namespace made for one test, with a unique name, deleted when the test ends.
