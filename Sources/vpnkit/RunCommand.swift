@@ -228,7 +228,35 @@ struct RunCommand: AsyncParsableCommand {
             let bound = try await TAPTransport.open(namespace: netns, device: tap, mtu: mtu, on: loop).get()
             return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
         }
-        throw ValidationError("--socket with --protocol \(`protocol`?.rawValue ?? "") is not available yet")
+        guard let socket, let kind = `protocol` else { throw ValidationError("--socket needs --protocol") }
+        let mtu = self.mtu
+        let logger = Logger(label: "vpnkit")
+        switch kind {
+        case .dgram:
+            let bound = try await DatagramFrameTransport.bind(path: socket, mtu: mtu, on: loop).get()
+            return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
+        case .qemu, .vmnet:
+            // We listen; each new connection becomes the guest's link (the previous one is closed).
+            return try await loop.flatSubmit {
+                let slot = ReplaceableTransport(mtu: mtu)
+                slot.onDetach = { error in logger.info("guest disconnected\(error.map { ": \($0)" } ?? "")") }
+                let attach: (any FrameTransport) -> Void = { connection in
+                    logger.info("guest connected on \(socket)\(connection.guestAddress.map { " (MAC \($0))" } ?? "")")
+                    slot.attach(connection)
+                }
+                let listening: EventLoopFuture<Void>
+                if kind == .qemu {
+                    listening = QemuStreamListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { listener in
+                        slot.listener = listener.value
+                    }
+                } else {
+                    listening = VmnetListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { listener in
+                        slot.listener = listener.value
+                    }
+                }
+                return listening.map { NIOLoopBound<any FrameTransport>(slot, eventLoop: loop) }
+            }.get()
+        }
     }
 }
 
