@@ -67,7 +67,8 @@ extension NetworkStack {
         guard owns(source) || source == .any else { throw .addressNotOwned(source) }
         guard payload.readableBytes <= 65535 - 28 else { throw .datagramTooLarge(payload.readableBytes) }
         let broadcast = destination == .broadcast || destination == configuration.subnet.broadcast
-        guard broadcast || linkDestination != nil || configuration.subnet.contains(destination) else { throw .noRoute(destination) }
+        guard broadcast || linkDestination != nil || configuration.subnet.contains(destination) || configuration.defaultRouter != nil
+        else { throw .noRoute(destination) }
         var buffer: ByteBuffer
         if payload.readerIndex >= Headroom.ethernet + 28 {
             buffer = payload

@@ -55,7 +55,7 @@ public enum StackError: Error, Sendable, Hashable, CustomStringConvertible {
 /// the same object runs under a virtual clock in simulations and under an event loop in the daemon.
 /// Not thread-safe; confine it to one thread.
 public final class NetworkStack {
-    public let configuration: StackConfiguration
+    public private(set) var configuration: StackConfiguration
     var counters = StackCounters()
     public private(set) var arpCache: ARPCache
     public private(set) var reassembler: IPv4Reassembler
@@ -63,8 +63,11 @@ public final class NetworkStack {
     private var outbox: [ByteBuffer] = []
     private var nextIdentification: UInt16 = 1
     private var started = false
-    private let owned: Set<IPv4Address>
+    private var owned: Set<IPv4Address>
+    /// Sees every valid ARP packet received (a DHCP client's conflict detection).
+    public var arpObserver: ((ARPHeader, NIODeadline) -> Void)?
     var udpSockets: [UDPSocketKey: UDPSocketEntry] = [:]
+    private var timerClients: [WeakTimerClient] = []
 
     public init(configuration: StackConfiguration = StackConfiguration()) {
         self.configuration = configuration
@@ -85,6 +88,39 @@ public final class NetworkStack {
 
     /// Whether the stack answers for `address`.
     public func owns(_ address: IPv4Address) -> Bool { owned.contains(address) }
+
+    /// Takes an address (and the subnet and default router that come with it), as a DHCP client does
+    /// when it binds a lease; announces it with a gratuitous ARP.
+    public func configure(address: IPv4Address, subnet: IPv4Subnet, router: IPv4Address?, now: NIODeadline) {
+        if !configuration.addresses.contains(address) { configuration.addresses.append(address) }
+        owned.insert(address)
+        configuration.subnet = subnet
+        configuration.defaultRouter = router
+        emitARP(
+            ARPHeader(
+                operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: address,
+                targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
+    }
+
+    /// Gives up an address (a lease lost or released).
+    public func unconfigure(address: IPv4Address) {
+        configuration.addresses.removeAll { $0 == address }
+        owned.remove(address)
+        if configuration.addresses.isEmpty {
+            configuration.subnet = IPv4Subnet(address: .any, prefixLength: 0)!
+            configuration.defaultRouter = nil
+        }
+    }
+
+    /// Sends an ARP probe for `address` (RFC 5227: sender address 0.0.0.0), to find out whether
+    /// anyone uses it before we do.
+    public func sendARPProbe(for address: IPv4Address) {
+        counters.increment(.arpRequestsSent)
+        emitARP(
+            ARPHeader(
+                operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: .any,
+                targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
+    }
 
     /// Starts the stack: announces every owned address with a gratuitous ARP (if configured).
     public func start(now: NIODeadline) {
@@ -108,15 +144,28 @@ public final class NetworkStack {
     /// Whether frames are waiting in `takeOutput()`.
     public var hasOutput: Bool { !outbox.isEmpty }
 
-    /// When `poll(now:)` next has work (ARP retries and expiry, reassembly timeouts), if ever.
+    /// When `poll(now:)` next has work (ARP retries and expiry, reassembly timeouts, the timers of
+    /// services attached to the stack), if ever.
     public var nextDeadline: NIODeadline? {
-        [arpCache.nextDeadline, reassembler.nextDeadline].compactMap { $0 }.min()
+        var times = [arpCache.nextDeadline, reassembler.nextDeadline].compactMap { $0 }
+        for client in timerClients { if let t = client.value?.nextDeadline { times.append(t) } }
+        return times.min()
     }
 
     /// Runs the timers due at `now`.
     public func poll(now: NIODeadline) {
         for action in arpCache.poll(now: now) { handle(action, now: now) }
         counters.increment(.ipv4ReassemblyTimeout, by: UInt64(reassembler.poll(now: now)))
+        timerClients.removeAll { $0.value == nil }
+        for client in timerClients {
+            if let service = client.value, let due = service.nextDeadline, due <= now { service.poll(now: now) }
+        }
+    }
+
+    /// Attaches a service's timers to the stack's: its deadline joins `nextDeadline` and `poll` runs
+    /// it when due. Held weakly.
+    public func registerTimerClient(_ client: any StackTimerClient) {
+        timerClients.append(WeakTimerClient(value: client))
     }
 
     // MARK: - Input
@@ -151,6 +200,7 @@ public final class NetworkStack {
         }
         let sender = arp.senderProtocolAddress
         let target = arp.targetProtocolAddress
+        arpObserver?(ARPHeader(parsing: arp), now)
         let forUs = owns(target)
         // RFC 826: update an existing entry from any ARP; create one only when addressed to us. Never
         // learn an owned address, the zero address (probes) or a group MAC.
@@ -301,12 +351,16 @@ public final class NetworkStack {
             transmitIPv4(datagram, to: .broadcast)
             return
         }
-        guard configuration.subnet.contains(destination) else {
-            counters.increment(.ipv4NoRoute)
-            return
+        var nextHop = destination
+        if !configuration.subnet.contains(destination) || configuration.addresses.isEmpty {
+            guard let router = configuration.defaultRouter, configuration.subnet.contains(router) else {
+                counters.increment(.ipv4NoRoute)
+                return
+            }
+            nextHop = router
         }
         // Sent at once when resolved; otherwise held (or refused and counted) by the cache.
-        for action in arpCache.resolve(destination, holding: datagram, now: now) { handle(action, now: now) }
+        for action in arpCache.resolve(nextHop, holding: datagram, now: now) { handle(action, now: now) }
     }
 
     /// Frames a datagram for `mac`, fragmenting it to the MTU first when needed.
@@ -339,4 +393,14 @@ public final class NetworkStack {
         header.prepend(to: &buffer)
         sendIPv4(buffer, linkDestination: linkDestination, now: now)
     }
+}
+
+/// A service with timers of its own, driven through the stack's `nextDeadline` and `poll`.
+public protocol StackTimerClient: AnyObject {
+    var nextDeadline: NIODeadline? { get }
+    func poll(now: NIODeadline)
+}
+
+struct WeakTimerClient {
+    weak var value: (any StackTimerClient)?
 }

@@ -35,6 +35,18 @@ public struct StackConfiguration: Sendable {
         self.mtu = mtu
     }
 
-    /// The gateway address (the first owned address).
-    public var gateway: IPv4Address { addresses[0] }
+    /// Where datagrams to addresses off the subnet go (a stack configured as a DHCP client learns
+    /// it); nil: they are dropped as "no route".
+    public var defaultRouter: IPv4Address?
+
+    /// The gateway address (the first owned address; 0.0.0.0 before any is configured).
+    public var gateway: IPv4Address { addresses.first ?? .any }
+
+    /// A stack with no address yet, for a host that will configure itself (a DHCP client).
+    public static func unconfigured(macAddress: MACAddress, mtu: Int = 1500) -> StackConfiguration {
+        var c = StackConfiguration(macAddress: macAddress, subnet: IPv4Subnet(address: .any, prefixLength: 0)!, gateway: .any, mtu: mtu)
+        c.addresses = []
+        c.gratuitousARPOnStart = false
+        return c
+    }
 }

@@ -1,0 +1,91 @@
+public import NIOCore
+public import VPNKitBase
+import VPNKitARP
+import VPNKitIPv4
+public import VPNKitStack
+
+/// A change of the client's lease.
+public enum DHCPClientEvent: Sendable {
+    case bound(DHCPClientLease)
+    case renewed(DHCPClientLease)
+    case lost(IPv4Address, reason: String)
+}
+
+/// The DHCP client attached to a stack: it binds UDP port 68, probes offered addresses with ARP,
+/// configures the stack's address, subnet and default router when a lease is bound, and removes
+/// them when it is lost. Its timers run through the stack's (`StackTimerClient`). Confined to the
+/// thread driving the stack. `events` yields every change for Swift concurrency; `onEvent` sees them
+/// synchronously.
+public final class DHCPClientService: StackTimerClient {
+    public private(set) var client: DHCPClient
+    private unowned let stack: NetworkStack
+    private var socket: UDPSocket?
+    public var onEvent: ((DHCPClientEvent) -> Void)?
+    /// Every lease change, in order (the newest 16 are kept for a slow reader).
+    public let events: AsyncStream<DHCPClientEvent>
+    private let continuation: AsyncStream<DHCPClientEvent>.Continuation
+
+    public init(stack: NetworkStack, configuration: DHCPClientConfiguration) throws(StackError) {
+        self.stack = stack
+        self.client = DHCPClient(configuration: configuration)
+        (events, continuation) = AsyncStream.makeStream(of: DHCPClientEvent.self, bufferingPolicy: .bufferingNewest(16))
+        self.socket = try stack.bindUDP(port: BOOTP.clientPort) { [unowned self] message in
+            guard message.sourcePort == BOOTP.serverPort, let reply = try? DHCPMessage(parsing: DHCPPacket(message.payload)) else { return }
+            self.perform(self.client.receive(reply, now: message.receivedAt), now: message.receivedAt)
+        }
+        stack.arpObserver = { [unowned self] arp, now in
+            self.perform(
+                self.client.arpSeen(
+                    sender: arp.senderProtocolAddress, senderHardwareAddress: arp.senderHardwareAddress, target: arp.targetProtocolAddress,
+                    isRequest: arp.operation == .request, now: now), now: now)
+        }
+        stack.registerTimerClient(self)
+    }
+
+    public var lease: DHCPClientLease? { client.lease }
+    public var state: DHCPClient.State { client.state }
+
+    public func start(now: NIODeadline) { perform(client.start(now: now), now: now) }
+
+    /// Releases the lease and stops.
+    public func release(now: NIODeadline) { perform(client.release(now: now), now: now) }
+
+    public var nextDeadline: NIODeadline? { client.nextDeadline }
+
+    public func poll(now: NIODeadline) { perform(client.poll(now: now), now: now) }
+
+    private func perform(_ actions: [DHCPClientAction], now: NIODeadline) {
+        for action in actions {
+            switch action {
+            case .send(let message, let from, let to):
+                var payload = ByteBuffer.withHeadroom(capacity: message.encodedLength)
+                message.write(to: &payload)
+                try? stack.sendUDP(
+                    payload, from: from, port: BOOTP.clientPort, to: to, port: BOOTP.serverPort,
+                    linkDestination: to == .broadcast ? .broadcast : nil, now: now)
+            case .probe(let address):
+                stack.sendARPProbe(for: address)
+            case .bind(let lease):
+                stack.configure(address: lease.address, subnet: lease.subnet, router: lease.routers.first, now: now)
+                emit(.bound(lease))
+            case .renewed(let lease):
+                emit(.renewed(lease))
+            case .unbind(let address, let reason):
+                stack.unconfigure(address: address)
+                emit(.lost(address, reason: reason))
+            }
+        }
+    }
+
+    private func emit(_ event: DHCPClientEvent) {
+        onEvent?(event)
+        continuation.yield(event)
+    }
+
+    public func close() {
+        socket?.close()
+        socket = nil
+        stack.arpObserver = nil
+        continuation.finish()
+    }
+}
