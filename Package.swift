@@ -133,7 +133,7 @@ let package = Package(
         .testTarget(
             name: "VPNKitInteropTests",
             dependencies: [
-                "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitPcap", "VPNKitDecode", "vpnkit",
+                "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitPcap", "VPNKitDecode", "VPNKitDHCP", "vpnkit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

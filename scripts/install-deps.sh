@@ -10,6 +10,7 @@ packages=(
     iputils-ping  # kernel interop tests: ping from the guest namespace
     python3       # kernel interop tests: UDP sockets in the guest namespace
     busybox       # kernel interop tests: udhcpc, the guest's DHCP client
+    dnsmasq-base  # kernel interop tests: a real DHCP server for our client
 )
 
 missing=()

@@ -83,7 +83,14 @@ final class TestNamespace {
         try run("/usr/sbin/ip", ["netns", "exec", name] + arguments, timeout: timeout, input: input)
     }
 
+    /// Stops every process still running inside the namespace (daemons a test started there).
+    func killAll() {
+        guard let pids = try? run("/usr/sbin/ip", ["netns", "pids", name]) else { return }
+        for pid in pids.output.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+    }
+
     deinit {
+        killAll()
         _ = try? run("/usr/sbin/ip", ["netns", "del", name])
     }
 }
