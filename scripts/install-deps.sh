@@ -11,6 +11,7 @@ packages=(
     python3       # kernel interop tests: UDP sockets in the guest namespace
     busybox       # kernel interop tests: udhcpc, the guest's DHCP client
     dnsmasq-base  # kernel interop tests: a real DHCP server for our client
+    tshark        # DHCP replay test: Wireshark's decoder checks the server's replies
 )
 
 missing=()
