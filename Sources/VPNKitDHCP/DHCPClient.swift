@@ -92,7 +92,7 @@ public struct DHCPClient: Sendable {
     public private(set) var naks = 0
     public private(set) var declines = 0
 
-    private var random: SplitMix
+    private var random: SplitMix64
     private var xid: UInt32 = 0
     private var attempts = 0
     private var retransmitAt: NIODeadline?
@@ -105,7 +105,7 @@ public struct DHCPClient: Sendable {
 
     public init(configuration: DHCPClientConfiguration) {
         self.configuration = configuration
-        self.random = SplitMix(seed: configuration.seed)
+        self.random = SplitMix64(seed: configuration.seed)
     }
 
     /// Starts: INIT-REBOOT when a previous address is known, INIT otherwise.
@@ -396,15 +396,3 @@ public struct DHCPClient: Sendable {
     }
 }
 
-/// SplitMix64, for reproducible jitter.
-struct SplitMix: Sendable {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,4 +1,5 @@
 public import NIOCore
+import VPNKitBase
 
 /// Faults to inject on one direction of a link. Probabilities are per frame, in 0…1.
 public struct FaultConfiguration: Sendable, Hashable {
@@ -114,19 +115,3 @@ public struct FaultInjector: Sendable {
     }
 }
 
-/// A small, fast, seedable generator (SplitMix64): reproducible faults from a seed.
-struct SplitMix64: Sendable {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// True with probability `p`.
-    mutating func chance(_ p: Double) -> Bool {
-        Double(next() >> 11) * 0x1.0p-53 < p
-    }
-}

@@ -50,7 +50,7 @@ struct IPv4StackTests {
         let peer = Peer()
         let pieces = peer.fragments(of: peer.echoRequest(size: 6000), mtu: 1500)
         #expect(pieces.count == 5)
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         for trial in 0..<20 {
             let stack = stackKnowingGuest()
             var order = Array(pieces)
@@ -246,14 +246,3 @@ struct IPv4StackTests {
     }
 }
 
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
