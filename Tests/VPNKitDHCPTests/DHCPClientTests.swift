@@ -103,7 +103,7 @@ final class DHCPWorld {
 @Suite("DHCP client against our server")
 struct DHCPClientTests {
     @Test("INIT → SELECTING → REQUESTING → probe → BOUND: the stack is configured and reachable")
-    func obtains() throws {
+    func obtains() async throws {
         let world = try DHCPWorld()
         let c = try world.addClient { $0.hostName = "sim" }
         world.start(c)
@@ -119,6 +119,10 @@ struct DHCPClientTests {
         #expect(world.clients[c].configuration.subnet == subnet)
         guard case .bound(let bound)? = world.events[c].first else { Issue.record("no bound event"); return }
         #expect(bound.address == ip(3))
+        // The same change reaches Swift concurrency through `events`.
+        var events = world.clientServices[c].events.makeAsyncIterator()
+        guard case .bound(let streamed)? = await events.next() else { Issue.record("no bound event on the stream"); return }
+        #expect(streamed == bound)
         // Three probes went out before the address was used (RFC 5227).
         #expect(world.clients[c].statistics[.arpRequestsSent] >= 3)
         #expect(world.services[0].leases(now: world.now).first?.hostName == "sim")
