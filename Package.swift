@@ -41,7 +41,9 @@ let package = Package(
         .target(name: "VPNKitARP", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
         .target(name: "VPNKitIPv4", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
         .target(name: "VPNKitUDP", dependencies: ["VPNKitBase", "VPNKitIPv4"], swiftSettings: strict),
-        .target(name: "VPNKitTCP", dependencies: ["VPNKitBase", "VPNKitIPv4"], swiftSettings: strict),
+        .target(
+            name: "VPNKitTCP", dependencies: ["VPNKitBase", "VPNKitIPv4", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict),
         .target(
             name: "VPNKitDHCP",
             dependencies: [
@@ -69,7 +71,7 @@ let package = Package(
         .target(
             name: "VPNKitStack",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTransport",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

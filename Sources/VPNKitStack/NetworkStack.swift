@@ -4,6 +4,7 @@ public import VPNKitBase
 public import VPNKitEthernet
 public import VPNKitIPv4
 public import VPNKitUDP
+import VPNKitTCP
 
 /// A received UDP datagram, as handed to a socket.
 public struct UDPMessage: Sendable {
@@ -38,6 +39,7 @@ public enum StackError: Error, Sendable, Hashable, CustomStringConvertible {
     case addressNotOwned(IPv4Address)
     case noRoute(IPv4Address)
     case datagramTooLarge(Int)
+    case tooManyConnections
 
     public var description: String {
         switch self {
@@ -45,6 +47,7 @@ public enum StackError: Error, Sendable, Hashable, CustomStringConvertible {
         case .addressNotOwned(let address): return "\(address) is not an address of this stack"
         case .noRoute(let address): return "no route to \(address): it is not on the stack's subnet"
         case .datagramTooLarge(let size): return "datagram of \(size) bytes exceeds the IPv4 maximum"
+        case .tooManyConnections: return "the TCP connection limit is reached"
         }
     }
 }
@@ -67,6 +70,10 @@ public final class NetworkStack {
     /// Sees every valid ARP packet received (a DHCP client's conflict detection).
     public var arpObserver: ((ARPHeader, NIODeadline) -> Void)?
     var udpSockets: [UDPSocketKey: UDPSocketEntry] = [:]
+    var tcpConnections: [TCPKey: TCPEntry] = [:]
+    var tcpListeners: [UInt16: (TCPSocket) -> Void] = [:]
+    var pendingAccepts: [TCPKey: (TCPSocket) -> Void] = [:]
+    var nextEphemeralPort: UInt16 = 32768
     private var timerClients: [WeakTimerClient] = []
 
     public init(configuration: StackConfiguration = StackConfiguration()) {
@@ -147,7 +154,7 @@ public final class NetworkStack {
     /// When `poll(now:)` next has work (ARP retries and expiry, reassembly timeouts, the timers of
     /// services attached to the stack), if ever.
     public var nextDeadline: NIODeadline? {
-        var times = [arpCache.nextDeadline, reassembler.nextDeadline].compactMap { $0 }
+        var times = [arpCache.nextDeadline, reassembler.nextDeadline, tcpNextDeadline].compactMap { $0 }
         for client in timerClients { if let t = client.value?.nextDeadline { times.append(t) } }
         return times.min()
     }
@@ -156,6 +163,7 @@ public final class NetworkStack {
     public func poll(now: NIODeadline) {
         for action in arpCache.poll(now: now) { handle(action, now: now) }
         counters.increment(.ipv4ReassemblyTimeout, by: UInt64(reassembler.poll(now: now)))
+        pollTCP(now: now)
         timerClients.removeAll { $0.value == nil }
         for client in timerClients {
             if let service = client.value, let due = service.nextDeadline, due <= now { service.poll(now: now) }
@@ -311,7 +319,7 @@ public final class NetworkStack {
         switch packet.protocol {
         case .icmp: receiveICMP(packet, broadcast: broadcast, now: now)
         case .udp: receiveUDP(packet, broadcast: broadcast, linkSource: linkSource, now: now)
-        case .tcp: counters.increment(.tcpUnhandled)
+        case .tcp: receiveTCP(packet, broadcast: broadcast, now: now)
         default: counters.increment(.ipv4UnknownProtocol)
         }
     }

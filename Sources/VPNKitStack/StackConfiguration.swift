@@ -2,6 +2,7 @@ public import NIOCore
 public import VPNKitARP
 public import VPNKitBase
 public import VPNKitIPv4
+public import VPNKitTCP
 
 /// Everything a stack needs to know about its link and its limits. Defaults follow vpnkit: the
 /// 192.168.65.0/24 subnet with the gateway at .1.
@@ -21,6 +22,12 @@ public struct StackConfiguration: Sendable {
     public var icmpErrorBurst: Double = 50
     /// Datagrams queued per UDP socket for a reader that is behind (non-async sockets deliver at once).
     public var udpSocketQueueLimit = 256
+    /// Settings of new TCP connections (the MSS is capped to the MTU − 40).
+    public var tcp = TCPConfiguration()
+    /// TCP connections at once; SYNs beyond are dropped and counted.
+    public var maximumTCPConnections = 4096
+    /// The secret of RFC 6528 initial sequence numbers (random per stack by default).
+    public var tcpSecret = UInt64.random(in: 0...UInt64.max)
     /// Send a gratuitous ARP for every owned address when the stack starts.
     public var gratuitousARPOnStart = true
 

@@ -16,8 +16,9 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     case icmpErrorsSent, icmpErrorsRateLimited, icmpErrorsSuppressed
     // UDP
     case udpMalformed, udpBadChecksum, udpDelivered, udpPortUnreachable, udpSocketQueueFull, udpSent
-    // TCP (until the TCP layer handles them)
-    case tcpUnhandled
+    // TCP
+    case tcpSegmentsReceived, tcpSegmentsSent, tcpMalformed, tcpBadChecksum, tcpResetsSent, tcpConnectionsOpened
+    case tcpConnectionsClosed, tcpConnectionsRefused
 
     public var description: String {
         // camelCase → snake_case for output.
@@ -44,7 +45,8 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "icmpMalformed", "icmpBadChecksum", "icmpEchoRequestsReceived", "icmpEchoRepliesSent", "icmpOtherReceived",
         "icmpErrorsSent", "icmpErrorsRateLimited", "icmpErrorsSuppressed",
         "udpMalformed", "udpBadChecksum", "udpDelivered", "udpPortUnreachable", "udpSocketQueueFull", "udpSent",
-        "tcpUnhandled",
+        "tcpSegmentsReceived", "tcpSegmentsSent", "tcpMalformed", "tcpBadChecksum", "tcpResetsSent", "tcpConnectionsOpened",
+        "tcpConnectionsClosed", "tcpConnectionsRefused",
     ]
 }
 

@@ -1,0 +1,255 @@
+public import NIOCore
+public import VPNKitBase
+import VPNKitIPv4
+public import VPNKitTCP
+
+struct TCPKey: Hashable {
+    var localAddress: IPv4Address
+    var localPort: UInt16
+    var remoteAddress: IPv4Address
+    var remotePort: UInt16
+}
+
+/// A TCP connection on the stack, for the application. Callbacks run on the thread driving the stack.
+public final class TCPSocket {
+    public let localAddress: IPv4Address
+    public let localPort: UInt16
+    public let remoteAddress: IPv4Address
+    public let remotePort: UInt16
+    weak var stack: NetworkStack?
+    /// Data arrived (call `read`), or the peer closed its side (`isReadClosed`).
+    public var onReadable: (() -> Void)?
+    /// The handshake completed.
+    public var onConnected: (() -> Void)?
+    /// Send buffer space opened after being full.
+    public var onWritable: (() -> Void)?
+    /// The connection ended; the socket is done.
+    public var onClosed: ((TCPCloseReason) -> Void)?
+
+    init(key: TCPKey, stack: NetworkStack) {
+        self.localAddress = key.localAddress
+        self.localPort = key.localPort
+        self.remoteAddress = key.remoteAddress
+        self.remotePort = key.remotePort
+        self.stack = stack
+    }
+
+    var key: TCPKey { TCPKey(localAddress: localAddress, localPort: localPort, remoteAddress: remoteAddress, remotePort: remotePort) }
+
+    public var state: TCPState { stack?.tcpConnections[key]?.connection.state ?? .closed }
+    public var counters: TCPConnectionCounters? { stack?.tcpConnections[key]?.connection.counters }
+    public var isReadClosed: Bool { stack?.tcpConnections[key]?.connection.isReadClosed ?? true }
+    public var writableBytes: Int { stack?.tcpConnections[key]?.connection.writableBytes ?? 0 }
+    public var unacknowledgedBytes: Int { stack?.tcpConnections[key]?.connection.unacknowledgedBytes ?? 0 }
+
+    /// Queues data; returns how many bytes were taken (the send buffer is bounded).
+    @discardableResult
+    public func write(_ data: ByteBuffer, now: NIODeadline) -> Int {
+        stack?.withConnection(key, now: now) { $0.write(data, now: now) } ?? 0
+    }
+
+    /// Takes received data (up to `maximum` bytes).
+    public func read(maximum: Int = .max, now: NIODeadline) -> ByteBuffer? {
+        stack?.withConnection(key, now: now) { $0.read(maximum: maximum, now: now) } ?? nil
+    }
+
+    /// Closes our side (FIN after queued data).
+    public func close(now: NIODeadline) {
+        stack?.withConnection(key, now: now) { $0.close(now: now) }
+    }
+
+    /// Resets the connection.
+    public func abort(now: NIODeadline) {
+        stack?.withConnection(key, now: now) { $0.abort() }
+    }
+}
+
+struct TCPEntry {
+    var connection: TCPConnection
+    var socket: TCPSocket
+    var wasEstablished = false
+    var wasFull = false
+}
+
+extension NetworkStack {
+    /// Listens on `port` (of every owned address); `accept` receives each new connection once the
+    /// handshake completes.
+    public func listenTCP(port: UInt16, accept: @escaping (TCPSocket) -> Void) throws(StackError) {
+        guard tcpListeners[port] == nil else { throw .addressInUse(nil, port) }
+        tcpListeners[port] = accept
+    }
+
+    public func stopListeningTCP(port: UInt16) { tcpListeners[port] = nil }
+
+    /// Opens a connection to `remote:port` from an owned address.
+    public func connectTCP(to remote: IPv4Address, port: UInt16, from local: IPv4Address? = nil, localPort: UInt16? = nil, now: NIODeadline) throws(StackError) -> TCPSocket {
+        let source = local ?? configuration.gateway
+        guard owns(source) else { throw .addressNotOwned(source) }
+        guard tcpConnections.count < configuration.maximumTCPConnections else { throw .tooManyConnections }
+        var port0 = localPort ?? 0
+        if port0 == 0 {
+            for _ in 0..<16384 {
+                nextEphemeralPort = nextEphemeralPort >= 60999 ? 32768 : nextEphemeralPort + 1
+                if tcpConnections[TCPKey(localAddress: source, localPort: nextEphemeralPort, remoteAddress: remote, remotePort: port)] == nil {
+                    port0 = nextEphemeralPort
+                    break
+                }
+            }
+        }
+        let key = TCPKey(localAddress: source, localPort: port0, remoteAddress: remote, remotePort: port)
+        guard tcpConnections[key] == nil else { throw .addressInUse(source, port0) }
+        let connection = TCPConnection.connect(localPort: port0, remotePort: port, iss: initialSequenceNumber(key, now: now), configuration: tcpConfiguration, now: now)
+        let socket = TCPSocket(key: key, stack: self)
+        tcpConnections[key] = TCPEntry(connection: connection, socket: socket)
+        counters.increment(.tcpConnectionsOpened)
+        finish(key, now: now)
+        return socket
+    }
+
+    /// The TCP settings for new connections (MSS from the link MTU).
+    var tcpConfiguration: TCPConfiguration {
+        var c = configuration.tcp
+        c.maximumSegmentSize = min(c.maximumSegmentSize, configuration.mtu - 40)
+        return c
+    }
+
+    /// RFC 6528: ISN = M + F(4-tuple, secret), M a 4 µs clock.
+    func initialSequenceNumber(_ key: TCPKey, now: NIODeadline) -> SequenceNumber {
+        var hasher = Hasher()
+        hasher.combine(configuration.tcpSecret)
+        hasher.combine(key)
+        let f = UInt32(truncatingIfNeeded: hasher.finalize())
+        let m = UInt32(truncatingIfNeeded: now.uptimeNanoseconds / 4000)
+        return SequenceNumber(m &+ f)
+    }
+
+    /// Runs `body` on a connection, then sends what it produced. `fromApplication`: the call came from
+    /// the socket's owner, who is already running, so readable/writable callbacks are not fired again
+    /// (that would recurse once per chunk read); the network side fires them.
+    func withConnection<T>(_ key: TCPKey, now: NIODeadline, fromApplication: Bool = true, _ body: (inout TCPConnection) -> T) -> T? {
+        guard tcpConnections[key] != nil else { return nil }
+        let result = body(&tcpConnections[key]!.connection)
+        finish(key, now: now, fromApplication: fromApplication)
+        return result
+    }
+
+    /// Sends what a connection produced and tells its socket what changed.
+    func finish(_ key: TCPKey, now: NIODeadline, fromApplication: Bool = false) {
+        guard var entry = tcpConnections[key] else { return }
+        let segments = entry.connection.takeOutput()
+        for segment in segments { transmitTCP(segment, key: key, now: now) }
+        let connection = entry.connection
+        let becameEstablished = !entry.wasEstablished && connection.state != .synSent && connection.state != .synReceived && connection.state != .closed
+        if becameEstablished { entry.wasEstablished = true }
+        let full = connection.writableBytes == 0
+        let writable = entry.wasFull && !full
+        entry.wasFull = full
+        if connection.state == .closed {
+            tcpConnections[key] = nil
+            counters.increment(.tcpConnectionsClosed)
+        } else {
+            tcpConnections[key] = entry
+        }
+        let socket = entry.socket
+        if becameEstablished {
+            if let accept = pendingAccepts.removeValue(forKey: key) { accept(socket) }
+            socket.onConnected?()
+        }
+        if !fromApplication {
+            if connection.bytesToRead > 0 || connection.isReadClosed && connection.state != .closed { socket.onReadable?() }
+            if writable { socket.onWritable?() }
+        }
+        if connection.state == .closed { socket.onClosed?(connection.closeReason ?? .closed) }
+    }
+
+    private func transmitTCP(_ segment: TCPOutgoing, key: TCPKey, now: NIODeadline) {
+        var buffer = segment.payload
+        if buffer.readerIndex < Headroom.maximum {
+            var copy = ByteBuffer.withHeadroom(capacity: buffer.readableBytes)
+            copy.writeImmutableBuffer(buffer)
+            buffer = copy
+        }
+        segment.header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress)
+        counters.increment(.tcpSegmentsSent)
+        sendIPv4(payload: buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, now: now)
+    }
+
+    func receiveTCP(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {
+        guard !broadcast else {
+            counters.increment(.tcpMalformed)
+            return
+        }
+        let segment: TCPSegment
+        do { segment = try TCPSegment(packet.payload) } catch {
+            counters.increment(.tcpMalformed)
+            return
+        }
+        guard segment.isChecksumValid(source: packet.source, destination: packet.destination) else {
+            counters.increment(.tcpBadChecksum)
+            return
+        }
+        let header: TCPHeader
+        do { header = try TCPHeader(parsing: segment) } catch {
+            counters.increment(.tcpMalformed)
+            return
+        }
+        counters.increment(.tcpSegmentsReceived)
+        let incoming = TCPIncoming(header: header, payload: segment.payload.buffer)
+        let key = TCPKey(localAddress: packet.destination, localPort: header.destinationPort, remoteAddress: packet.source, remotePort: header.sourcePort)
+        if tcpConnections[key] != nil {
+            _ = withConnection(key, now: now, fromApplication: false) { $0.receive(incoming, now: now) }
+            return
+        }
+        // No connection: a SYN to a listening port opens one.
+        let flags = header.flags
+        if flags.contains(.syn), !flags.contains(.ack), !flags.contains(.rst), let accept = tcpListeners[header.destinationPort] {
+            guard tcpConnections.count < configuration.maximumTCPConnections else {
+                counters.increment(.tcpConnectionsRefused)
+                return
+            }
+            let connection = TCPConnection.accept(incoming, localPort: header.destinationPort, iss: initialSequenceNumber(key, now: now), configuration: tcpConfiguration, now: now)
+            tcpConnections[key] = TCPEntry(connection: connection, socket: TCPSocket(key: key, stack: self))
+            pendingAccepts[key] = accept
+            counters.increment(.tcpConnectionsOpened)
+            finish(key, now: now)
+            return
+        }
+        // Closed port (RFC 9293 §3.10.7.1): RST, never in answer to a RST.
+        guard !flags.contains(.rst) else { return }
+        counters.increment(.tcpResetsSent)
+        var reset: TCPHeader
+        if flags.contains(.ack) {
+            reset = TCPHeader(sourcePort: header.destinationPort, destinationPort: header.sourcePort, sequenceNumber: header.acknowledgmentNumber, flags: .rst, window: 0)
+        } else {
+            reset = TCPHeader(sourcePort: header.destinationPort, destinationPort: header.sourcePort, sequenceNumber: SequenceNumber(0), acknowledgmentNumber: header.sequenceNumber + incoming.lengthInSequenceSpace, flags: [.rst, .ack], window: 0)
+        }
+        reset.options = []
+        transmitTCP(TCPOutgoing(header: reset, payload: ByteBuffer()), key: key, now: now)
+    }
+
+    /// Timers of every connection due by `now`.
+    func pollTCP(now: NIODeadline) {
+        for key in tcpConnections.keys {
+            guard let due = tcpConnections[key]?.connection.nextDeadline, due <= now else { continue }
+            _ = withConnection(key, now: now, fromApplication: false) { $0.poll(now: now) }
+        }
+    }
+
+    var tcpNextDeadline: NIODeadline? {
+        var earliest: NIODeadline?
+        for entry in tcpConnections.values {
+            if let d = entry.connection.nextDeadline, earliest == nil || d < earliest! { earliest = d }
+        }
+        return earliest
+    }
+
+    /// Connections open now.
+    public var tcpConnectionCount: Int { tcpConnections.count }
+}
+
+extension NetworkStack {
+    /// A one-line description of every connection's state (diagnostics).
+    public func debugTCP() -> String {
+        tcpConnections.values.map { $0.connection.debugDescription }.joined(separator: "; ")
+    }
+}

@@ -1,0 +1,49 @@
+public import NIOCore
+
+/// Congestion control algorithms.
+public enum TCPCongestionControl: String, Sendable, Hashable, CaseIterable {
+    /// RFC 5681 + RFC 6582.
+    case newReno
+}
+
+/// Per-connection settings. Defaults follow Linux where RFCs leave room.
+public struct TCPConfiguration: Sendable, Hashable {
+    /// Our MSS (the link MTU − 40 by default); the peer's announced MSS caps what we send.
+    public var maximumSegmentSize: Int = 1460
+    /// Bytes the application may queue for sending before `write` refuses more.
+    public var sendBufferSize: Int = 256 * 1024
+    /// Bytes received and not yet read, plus out-of-order bytes: the advertised window is exactly
+    /// what is left of this.
+    public var receiveBufferSize: Int = 256 * 1024
+    public var timestamps = true
+    public var selectiveAcknowledgments = true
+    public var windowScaling = true
+    /// RFC 6298 bounds (the RFC's minimum of 1 s is lowered to Linux's 200 ms by default).
+    public var initialRTO: TimeAmount = .seconds(1)
+    public var minimumRTO: TimeAmount = .milliseconds(200)
+    public var maximumRTO: TimeAmount = .seconds(60)
+    /// Retransmissions of one segment (or SYN) before the connection is given up.
+    public var maximumRetransmissions = 12
+    /// Delayed ACK (every second full segment, or this timeout).
+    public var delayedACK = true
+    public var delayedACKTimeout: TimeAmount = .milliseconds(40)
+    /// Nagle's algorithm (RFC 896).
+    public var nagle = false
+    /// How long TIME-WAIT lasts (2 MSL).
+    public var timeWait: TimeAmount = .seconds(60)
+    /// Initial congestion window in segments (RFC 6928).
+    public var initialWindowSegments = 10
+    public var congestionControl = TCPCongestionControl.newReno
+    /// Out-of-order segments kept (the bytes are bounded by the receive buffer).
+    public var maximumOutOfOrderSegments = 256
+
+    public init() {}
+
+    /// The window-scale shift announcing the receive buffer.
+    public var windowScaleShift: UInt8 {
+        guard windowScaling else { return 0 }
+        var shift: UInt8 = 0
+        while shift < 14 && (receiveBufferSize >> Int(shift)) > 65535 { shift += 1 }
+        return shift
+    }
+}

@@ -1,0 +1,875 @@
+public import NIOCore
+public import VPNKitBase
+
+/// The states of RFC 9293 §3.3.2 (LISTEN lives in the stack's listener table).
+public enum TCPState: String, Sendable, Hashable {
+    case closed = "CLOSED", synSent = "SYN-SENT", synReceived = "SYN-RECEIVED", established = "ESTABLISHED"
+    case finWait1 = "FIN-WAIT-1", finWait2 = "FIN-WAIT-2", closeWait = "CLOSE-WAIT", closing = "CLOSING"
+    case lastAck = "LAST-ACK", timeWait = "TIME-WAIT"
+}
+
+/// A segment as the connection sees it: the parsed header and the payload.
+public struct TCPIncoming: Sendable {
+    public var header: TCPHeader
+    public var payload: ByteBuffer
+    public init(header: TCPHeader, payload: ByteBuffer) {
+        self.header = header
+        self.payload = payload
+    }
+    /// Payload bytes plus one each for SYN and FIN.
+    public var lengthInSequenceSpace: Int { payload.readableBytes + (header.flags.contains(.syn) ? 1 : 0) + (header.flags.contains(.fin) ? 1 : 0) }
+    var length: Int { lengthInSequenceSpace }
+}
+
+/// A segment to send: a header and the payload (addresses and checksum are the stack's business).
+public struct TCPOutgoing: Sendable {
+    public var header: TCPHeader
+    public var payload: ByteBuffer
+    public init(header: TCPHeader, payload: ByteBuffer) {
+        self.header = header
+        self.payload = payload
+    }
+}
+
+/// Why a connection ended.
+public enum TCPCloseReason: Sendable, Hashable {
+    /// Both sides closed.
+    case closed
+    /// The peer reset it.
+    case reset
+    /// Retransmissions ran out (the peer is gone).
+    case timedOut
+    /// We aborted it.
+    case aborted
+    /// The peer refused the connection (RST answering our SYN).
+    case refused
+}
+
+/// Counters of one connection.
+public struct TCPConnectionCounters: Sendable, Hashable {
+    public var segmentsSent = 0
+    public var segmentsReceived = 0
+    public var retransmissions = 0
+    public var timeouts = 0
+    public var fastRetransmits = 0
+    public var duplicateSegments = 0
+    public var outOfOrderSegments = 0
+    public var challengeACKs = 0
+    public var droppedUnacceptable = 0
+    public var zeroWindowProbes = 0
+}
+
+/// One TCP connection as a state machine (RFC 9293): segments, application calls and the time go in;
+/// segments to send, data to read and state changes come out. No I/O, no clock.
+public struct TCPConnection: Sendable {
+    public let configuration: TCPConfiguration
+    public let localPort: UInt16
+    public let remotePort: UInt16
+    public private(set) var state: TCPState
+    public private(set) var counters = TCPConnectionCounters()
+    public private(set) var closeReason: TCPCloseReason?
+
+    // Send sequence space.
+    private let iss: SequenceNumber
+    private var sndUna: SequenceNumber
+    private var sndNxt: SequenceNumber
+    /// The highest sequence number sent so far (retransmission after a timeout rewinds sndNxt).
+    private var sndMax: SequenceNumber
+    private var sndWnd = 0
+    private var sndWl1 = SequenceNumber(0)
+    private var sndWl2 = SequenceNumber(0)
+    private var sendScale: UInt8 = 0
+    private var peerMSS = 536
+    /// Bytes from sndUna on (sent and not acknowledged, then unsent).
+    private var sendQueue = SendQueue()
+    private var finQueued = false
+    private var finSent = false
+    /// Whether the peer has acknowledged our SYN (its sequence number holds no byte).
+    private var synAcknowledged = false
+
+    // Receive sequence space.
+    private var irs = SequenceNumber(0)
+    private var rcvNxt = SequenceNumber(0)
+    private var receiveScale: UInt8 = 0
+    /// The right edge we last advertised; never moved left (RFC 9293 §3.8.6.2.2).
+    private var advertisedRightEdge = SequenceNumber(0)
+    private var readable: [ByteBuffer] = []
+    private var readableBytes = 0
+    private var outOfOrder: [(seq: SequenceNumber, data: ByteBuffer)] = []
+    private var outOfOrderBytes = 0
+    private var lastOutOfOrder: SequenceNumber?
+    private var finReceived = false
+
+    // Options in use.
+    private var useTimestamps = false
+    private var useSACK = false
+    private var tsRecent: UInt32 = 0
+
+    // Timers and RTT.
+    private var retransmitAt: NIODeadline?
+    private var rto: TimeAmount
+    private var srtt: TimeAmount?
+    private var rttvar: TimeAmount = .zero
+    private var backoff = 0
+    private var rttSample: (seq: SequenceNumber, sent: NIODeadline)?
+    private var delayedACKAt: NIODeadline?
+    private var unackedSegments = 0
+    private var ackNow = false
+    private var timeWaitUntil: NIODeadline?
+    private var persistAt: NIODeadline?
+
+    // Congestion control (NewReno).
+    private var cwnd: Int
+    private var ssthresh = Int.max
+    private var duplicateACKs = 0
+    private var recover: SequenceNumber?
+
+    private var output: [TCPOutgoing] = []
+
+    /// Active open: the connection starts in SYN-SENT; `takeOutput()` holds the SYN.
+    public static func connect(localPort: UInt16, remotePort: UInt16, iss: SequenceNumber, configuration: TCPConfiguration, now: NIODeadline) -> TCPConnection {
+        var c = TCPConnection(localPort: localPort, remotePort: remotePort, iss: iss, configuration: configuration, state: .synSent)
+        c.sendSYN(ack: false, now: now)
+        return c
+    }
+
+    /// Passive open from a SYN to a listening port: SYN-RECEIVED with the SYN-ACK in `takeOutput()`.
+    public static func accept(_ syn: TCPIncoming, localPort: UInt16, iss: SequenceNumber, configuration: TCPConfiguration, now: NIODeadline) -> TCPConnection {
+        var c = TCPConnection(localPort: localPort, remotePort: syn.header.sourcePort, iss: iss, configuration: configuration, state: .synReceived)
+        c.irs = syn.header.sequenceNumber
+        c.rcvNxt = syn.header.sequenceNumber + 1
+        c.negotiate(syn.header)
+        c.sndWnd = Int(syn.header.window)  // never scaled in a SYN
+        c.sndWl1 = syn.header.sequenceNumber
+        c.sendSYN(ack: true, now: now)
+        return c
+    }
+
+    private init(localPort: UInt16, remotePort: UInt16, iss: SequenceNumber, configuration: TCPConfiguration, state: TCPState) {
+        self.configuration = configuration
+        self.localPort = localPort
+        self.remotePort = remotePort
+        self.iss = iss
+        self.sndUna = iss
+        self.sndNxt = iss
+        self.sndMax = iss
+        self.state = state
+        self.rto = configuration.initialRTO
+        self.cwnd = configuration.initialWindowSegments * configuration.maximumSegmentSize
+    }
+
+    // MARK: - Application interface
+
+    /// Segments to transmit, in order.
+    public mutating func takeOutput() -> [TCPOutgoing] {
+        defer { output.removeAll(keepingCapacity: true) }
+        return output
+    }
+
+    /// Bytes waiting to be read.
+    public var bytesToRead: Int { readableBytes }
+    /// Whether the peer has closed its side and everything before its FIN has been read.
+    public var isReadClosed: Bool { finReceived && readableBytes == 0 }
+    /// Room left in the send buffer.
+    public var writableBytes: Int { state.canSend ? max(0, configuration.sendBufferSize - sendQueue.count) : 0 }
+    /// Bytes queued and not yet acknowledged.
+    public var unacknowledgedBytes: Int { sendQueue.count }
+
+    /// Takes up to `maximum` received bytes, in order; reading opens the window.
+    public mutating func read(maximum: Int = .max, now: NIODeadline) -> ByteBuffer? {
+        guard readableBytes > 0 else { return nil }
+        var result: ByteBuffer
+        if readable[0].readableBytes <= maximum {
+            result = readable.removeFirst()
+        } else {
+            result = readable[0].readSlice(length: maximum)!
+        }
+        // Gather more chunks while they fit.
+        while let next = readable.first, result.readableBytes + next.readableBytes <= maximum, readable.count > 0 {
+            var merged = result
+            var chunk = readable.removeFirst()
+            merged.writeBuffer(&chunk)
+            result = merged
+        }
+        let before = receiveWindow
+        readableBytes -= result.readableBytes
+        // A window update when the window grew by two segments or half the buffer (SWS avoidance, RFC 1122).
+        let after = receiveWindow
+        if state.canReceive, after - before >= min(2 * configuration.maximumSegmentSize, configuration.receiveBufferSize / 2) || (before < configuration.maximumSegmentSize && after >= configuration.maximumSegmentSize) {
+            ackNow = true
+            flush(now: now)
+        }
+        return result
+    }
+
+    /// Queues bytes to send; returns how many were accepted (the send buffer is bounded).
+    @discardableResult
+    public mutating func write(_ data: ByteBuffer, now: NIODeadline) -> Int {
+        guard state.canSend, !finQueued else { return 0 }
+        let room = configuration.sendBufferSize - sendQueue.count
+        let n = min(room, data.readableBytes)
+        guard n > 0 else { return 0 }
+        sendQueue.append(data.getSlice(at: data.readerIndex, length: n)!)
+        flush(now: now)
+        return n
+    }
+
+    /// Closes our side: a FIN after the queued data.
+    public mutating func close(now: NIODeadline) {
+        switch state {
+        case .synSent:
+            enterClosed(.closed)
+        case .synReceived, .established:
+            finQueued = true
+            state = .finWait1
+            flush(now: now)
+        case .closeWait:
+            finQueued = true
+            state = .lastAck
+            flush(now: now)
+        default:
+            break
+        }
+    }
+
+    /// Aborts: a RST to the peer (in synchronized states) and CLOSED.
+    public mutating func abort() {
+        if state.isSynchronized || state == .synReceived {
+            let h = TCPHeader(sourcePort: localPort, destinationPort: remotePort, sequenceNumber: sndNxt, acknowledgmentNumber: rcvNxt, flags: [.rst, .ack], window: 0)
+            output.append(TCPOutgoing(header: h, payload: ByteBuffer()))
+        }
+        enterClosed(.aborted)
+    }
+
+    // MARK: - Timers
+
+    public var nextDeadline: NIODeadline? {
+        [retransmitAt, delayedACKAt, timeWaitUntil, persistAt].compactMap { $0 }.min()
+    }
+
+    public mutating func poll(now: NIODeadline) {
+        if let t = timeWaitUntil, now >= t {
+            timeWaitUntil = nil
+            enterClosed(.closed)
+            return
+        }
+        if let t = delayedACKAt, now >= t {
+            delayedACKAt = nil
+            ackNow = true
+        }
+        if let t = retransmitAt, now >= t {
+            retransmitTimeout(now: now)
+        }
+        if let t = persistAt, now >= t {
+            persistAt = nil
+            probeZeroWindow(now: now)
+        }
+        flush(now: now)
+    }
+
+    // MARK: - Input
+
+    public mutating func receive(_ segment: TCPIncoming, now: NIODeadline) {
+        counters.segmentsReceived += 1
+        let h = segment.header
+        switch state {
+        case .closed:
+            return
+        case .synSent:
+            receiveInSynSent(segment, now: now)
+            return
+        default:
+            break
+        }
+
+        // PAWS (RFC 7323 §5): a timestamp older than the last one seen means an old duplicate.
+        if useTimestamps, let ts = h.timestamps, !h.flags.contains(.rst), Int32(bitPattern: ts.value &- tsRecent) < 0 {
+            counters.droppedUnacceptable += 1
+            ackNow = true
+            flush(now: now)
+            return
+        }
+
+        // Acceptability (RFC 9293 §3.10.7.4).
+        let length = segment.length
+        let window = receiveWindow
+        let seq = h.sequenceNumber
+        let acceptable: Bool
+        switch (length, window) {
+        case (0, 0): acceptable = seq == rcvNxt
+        case (0, _): acceptable = !(seq < rcvNxt) && seq < rcvNxt + window
+        case (_, 0): acceptable = false
+        default:
+            let last = seq + (length - 1)
+            acceptable = (!(seq < rcvNxt) && seq < rcvNxt + window) || (!(last < rcvNxt) && last < rcvNxt + window)
+        }
+        if !acceptable {
+            if !h.flags.contains(.rst) {
+                if seq < rcvNxt { counters.duplicateSegments += 1 }
+                counters.droppedUnacceptable += 1
+                ackNow = true
+                // An ACK inside the unacceptable segment may still carry a window opening (zero window).
+                if length == 0 || window == 0 { processACK(h, now: now) }
+                flush(now: now)
+            }
+            return
+        }
+
+        // RST (RFC 5961 §3): exact → reset; in window → challenge ACK.
+        if h.flags.contains(.rst) {
+            if seq == rcvNxt {
+                enterClosed(state == .synReceived ? .refused : .reset)
+            } else {
+                counters.challengeACKs += 1
+                ackNow = true
+                flush(now: now)
+            }
+            return
+        }
+        // SYN in a synchronized state (RFC 5961 §4): challenge ACK.
+        if h.flags.contains(.syn) {
+            counters.challengeACKs += 1
+            ackNow = true
+            flush(now: now)
+            return
+        }
+        guard h.flags.contains(.ack) else { return }
+
+        if state == .synReceived {
+            guard sndUna < h.acknowledgmentNumber, !(sndMax < h.acknowledgmentNumber) else {
+                // RST for an unacceptable ACK.
+                output.append(TCPOutgoing(header: TCPHeader(sourcePort: localPort, destinationPort: remotePort, sequenceNumber: h.acknowledgmentNumber, flags: .rst, window: 0), payload: ByteBuffer()))
+                return
+            }
+            state = .established
+            sndWnd = Int(h.window) << Int(sendScale)
+            sndWl1 = seq
+            sndWl2 = h.acknowledgmentNumber
+        }
+        if let ts = h.timestamps, useTimestamps, !(seq > rcvNxt) { tsRecent = ts.value }
+
+        processACK(h, now: now)
+        if state == .closed { return }
+
+        // Data.
+        if segment.payload.readableBytes > 0, state.canReceive {
+            receiveData(seq: seq, data: segment.payload, now: now)
+        }
+        // FIN.
+        if h.flags.contains(.fin) {
+            let finSeq = seq + segment.payload.readableBytes
+            if finSeq == rcvNxt && !finReceived {
+                finReceived = true
+                rcvNxt = rcvNxt + 1
+                ackNow = true
+                switch state {
+                case .synReceived, .established: state = .closeWait
+                case .finWait1: state = finAcknowledged ? .timeWait : .closing
+                case .finWait2: state = .timeWait
+                default: break
+                }
+                if state == .timeWait { enterTimeWait(now: now) }
+            }
+        }
+        flush(now: now)
+    }
+
+    private mutating func receiveInSynSent(_ segment: TCPIncoming, now: NIODeadline) {
+        let h = segment.header
+        if h.flags.contains(.ack) {
+            guard iss < h.acknowledgmentNumber, !(sndMax < h.acknowledgmentNumber) else {
+                if !h.flags.contains(.rst) {
+                    output.append(TCPOutgoing(header: TCPHeader(sourcePort: localPort, destinationPort: remotePort, sequenceNumber: h.acknowledgmentNumber, flags: .rst, window: 0), payload: ByteBuffer()))
+                }
+                return
+            }
+        }
+        if h.flags.contains(.rst) {
+            if h.flags.contains(.ack) { enterClosed(.refused) }
+            return
+        }
+        guard h.flags.contains(.syn) else { return }
+        irs = h.sequenceNumber
+        rcvNxt = h.sequenceNumber + 1
+        negotiate(h)
+        if h.flags.contains(.ack) {
+            sndUna = h.acknowledgmentNumber
+            synAcknowledged = true
+            state = .established
+            sndWnd = Int(h.window) << Int(sendScale)
+            sndWl1 = h.sequenceNumber
+            sndWl2 = h.acknowledgmentNumber
+            if let sample = rttSample, backoff == 0 { updateRTT(now - sample.sent) }
+            rttSample = nil
+            retransmitAt = nil
+            backoff = 0
+            ackNow = true
+            if let ts = h.timestamps { tsRecent = ts.value }
+            flush(now: now)
+        } else {
+            // Simultaneous open.
+            state = .synReceived
+            sndWnd = Int(h.window)
+            sendSYN(ack: true, now: now)
+        }
+    }
+
+    private mutating func negotiate(_ syn: TCPHeader) {
+        if let mss = syn.maximumSegmentSize { peerMSS = max(64, Int(mss)) }
+        if configuration.windowScaling, let shift = syn.windowScale {
+            sendScale = min(14, shift)
+            receiveScale = configuration.windowScaleShift
+        } else {
+            sendScale = 0
+            receiveScale = 0
+        }
+        useTimestamps = configuration.timestamps && syn.timestamps != nil
+        if let ts = syn.timestamps { tsRecent = ts.value }
+        useSACK = configuration.selectiveAcknowledgments && syn.sackPermitted
+    }
+
+    private var finAcknowledged: Bool { finSent && sndUna == sndMax }
+
+    private mutating func processACK(_ h: TCPHeader, now: NIODeadline) {
+        let ack = h.acknowledgmentNumber
+        if sndMax < ack {
+            // ACK for something not yet sent (RFC 9293): ACK back and drop.
+            ackNow = true
+            return
+        }
+        let window = Int(h.window) << Int(sendScale)
+        if sndUna < ack {
+            let acked = ack - sndUna
+            var dataAcked = acked
+            if !synAcknowledged {
+                synAcknowledged = true
+                dataAcked -= 1
+            }
+            if finSent && ack == sndMax { dataAcked -= 1 }
+            sendQueue.removeFirst(max(0, min(dataAcked, sendQueue.count)))
+            sndUna = ack
+            if sndNxt < sndUna { sndNxt = sndUna }
+            duplicateACKs = 0
+            // RTT: timestamps (RFC 7323) or the one timed segment (Karn: never a retransmitted one).
+            if useTimestamps, let ts = h.timestamps, ts.echoReply != 0 {
+                let sent = Int64(ts.echoReply)
+                let nowMS = Int64(truncatingIfNeeded: UInt32(truncatingIfNeeded: now.uptimeNanoseconds / 1_000_000))
+                let delta = (nowMS - sent) & 0xFFFF_FFFF
+                if delta < 60_000 { updateRTT(.milliseconds(delta)) }
+            } else if let sample = rttSample, sample.seq < ack || sample.seq == ack {
+                updateRTT(now - sample.sent)
+                rttSample = nil
+            }
+            backoff = 0
+            // Congestion control.
+            if let r = recover, r < ack || r == ack {
+                // Full ACK: leave fast recovery (RFC 6582).
+                cwnd = ssthresh
+                recover = nil
+            } else if recover != nil {
+                // Partial ACK: retransmit the next hole, deflate.
+                retransmitFirst(now: now)
+                cwnd = max(configuration.maximumSegmentSize, cwnd - acked + configuration.maximumSegmentSize)
+            } else if cwnd < ssthresh {
+                cwnd += min(acked, effectiveMSS)
+            } else {
+                cwnd += max(1, effectiveMSS * effectiveMSS / max(1, cwnd))
+            }
+            retransmitAt = sndUna == sndMax ? nil : now + rto
+            if finSent && sndUna == sndMax {
+                switch state {
+                case .finWait1: state = .finWait2
+                case .closing:
+                    state = .timeWait
+                    enterTimeWait(now: now)
+                case .lastAck:
+                    enterClosed(.closed)
+                    return
+                default: break
+                }
+            }
+        } else if ack == sndUna, sndUna != sndMax, window == sndWnd, h.flags == .ack || h.flags == [.ack, .psh] {
+            // A duplicate ACK (RFC 5681 §2).
+            duplicateACKs += 1
+            if duplicateACKs == 3, recover == nil {
+                counters.fastRetransmits += 1
+                ssthresh = max(flightSize / 2, 2 * effectiveMSS)
+                cwnd = ssthresh + 3 * effectiveMSS
+                recover = sndMax
+                retransmitFirst(now: now)
+            } else if duplicateACKs > 3, recover != nil {
+                cwnd += effectiveMSS
+            }
+        }
+        // Window update (RFC 9293 §3.10.7.4).
+        if sndWl1 < h.sequenceNumber || (sndWl1 == h.sequenceNumber && !(ack < sndWl2)) {
+            sndWnd = window
+            sndWl1 = h.sequenceNumber
+            sndWl2 = ack
+            if sndWnd > 0 { persistAt = nil }
+        }
+    }
+
+    private mutating func receiveData(seq: SequenceNumber, data: ByteBuffer, now: NIODeadline) {
+        var data = data
+        var seq = seq
+        // Trim what we already have.
+        if seq < rcvNxt {
+            let skip = rcvNxt - seq
+            guard skip < data.readableBytes else { return }
+            data.moveReaderIndex(forwardBy: skip)
+            seq = rcvNxt
+        }
+        // Trim what does not fit the window.
+        let room = receiveWindowRightEdge - seq
+        if data.readableBytes > room { data = data.getSlice(at: data.readerIndex, length: max(0, room))! }
+        guard data.readableBytes > 0 else { return }
+
+        if seq == rcvNxt {
+            deliver(data)
+            // Pull contiguous out-of-order data.
+            while let first = outOfOrder.first, !(rcvNxt < first.seq) {
+                outOfOrder.removeFirst()
+                outOfOrderBytes -= first.data.readableBytes
+                let end = first.seq + first.data.readableBytes
+                if rcvNxt < end {
+                    var rest = first.data
+                    rest.moveReaderIndex(forwardBy: rcvNxt - first.seq)
+                    deliver(rest)
+                }
+            }
+            unackedSegments += 1
+            if !outOfOrder.isEmpty || !configuration.delayedACK || unackedSegments >= 2 || data.readableBytes < effectiveMSS {
+                ackNow = true
+            } else if delayedACKAt == nil {
+                delayedACKAt = now + configuration.delayedACKTimeout
+            }
+        } else {
+            counters.outOfOrderSegments += 1
+            insertOutOfOrder(seq: seq, data: data)
+            lastOutOfOrder = seq
+            ackNow = true  // a duplicate ACK at once (RFC 5681 §4.2)
+        }
+    }
+
+    private mutating func deliver(_ data: ByteBuffer) {
+        readable.append(data)
+        readableBytes += data.readableBytes
+        rcvNxt = rcvNxt + data.readableBytes
+    }
+
+    private mutating func insertOutOfOrder(seq: SequenceNumber, data: ByteBuffer) {
+        guard outOfOrder.count < configuration.maximumOutOfOrderSegments else { return }
+        var index = outOfOrder.endIndex
+        while index > 0, seq < outOfOrder[index - 1].seq { index -= 1 }
+        // Drop exact or fully covered duplicates; partial overlaps are kept (delivery trims them).
+        if index > 0, let prev = Optional(outOfOrder[index - 1]), !((prev.seq + prev.data.readableBytes) < (seq + data.readableBytes)) {
+            counters.duplicateSegments += 1
+            return
+        }
+        outOfOrder.insert((seq, data), at: index)
+        outOfOrderBytes += data.readableBytes
+    }
+
+    // MARK: - Output
+
+    /// The payload that fits one segment now: the MSS less the options this segment will carry
+    /// (RFC 6691: the MSS excludes options; timestamps take 12 bytes, SACK blocks 4 + 8 each).
+    private var effectiveMSS: Int {
+        var options = useTimestamps ? 12 : 0
+        if useSACK, !outOfOrder.isEmpty { options += 4 + 8 * min(sackBlockCount, useTimestamps ? 3 : 4) }
+        return max(1, min(peerMSS, configuration.maximumSegmentSize) - options)
+    }
+
+    /// Distinct SACK blocks the out-of-order queue makes.
+    private var sackBlockCount: Int {
+        var count = 0
+        var end: SequenceNumber?
+        for (seq, data) in outOfOrder {
+            if let e = end, !(e < seq) {
+                let newEnd = seq + data.readableBytes
+                if e < newEnd { end = newEnd }
+            } else {
+                count += 1
+                end = seq + data.readableBytes
+            }
+        }
+        return count
+    }
+    private var flightSize: Int { sndMax - sndUna }
+
+    /// The window we can advertise: the free part of the receive buffer.
+    private var receiveWindow: Int {
+        max(0, configuration.receiveBufferSize - readableBytes - outOfOrderBytes)
+    }
+    private var receiveWindowRightEdge: SequenceNumber {
+        let edge = rcvNxt + receiveWindow
+        return edge < advertisedRightEdge ? advertisedRightEdge : edge
+    }
+
+    private mutating func flush(now: NIODeadline) {
+        guard state != .closed else { return }
+        sendData(now: now)
+        if ackNow {
+            emit(flags: .ack, seq: sndNxt, payload: ByteBuffer(), now: now)
+        }
+    }
+
+    private mutating func sendData(now: NIODeadline) {
+        guard state.isSynchronized || state == .closeWait || state == .lastAck || state == .finWait1 || state == .closing else { return }
+        while true {
+            let offset = sndNxt - sndUna
+            let unsent = sendQueue.count - offset
+            let window = min(sndWnd, cwnd)
+            let usable = window - (sndNxt - sndUna)
+            if unsent > 0 {
+                if sndWnd == 0 {
+                    if persistAt == nil && retransmitAt == nil { persistAt = now + rto }
+                    return
+                }
+                let size = min(unsent, effectiveMSS)
+                guard usable >= size || (usable > 0 && usable >= unsent) else { return }
+                // Nagle: hold a small segment while data is in flight.
+                if configuration.nagle, size < effectiveMSS, sndNxt != sndUna { return }
+                let payload = sendQueue.bytes(from: offset, count: size)
+                var flags: TCPFlags = [.ack]
+                let last = offset + size == sendQueue.count
+                if last { flags.insert(.psh) }
+                let withFIN = last && finQueued && !finSent
+                if withFIN { flags.insert(.fin) }
+                emit(flags: flags, seq: sndNxt, payload: payload, now: now)
+                if rttSample == nil, sndNxt == sndMax { rttSample = (sndNxt, now) }
+                sndNxt = sndNxt + size + (withFIN ? 1 : 0)
+                if withFIN { finSent = true }
+                if sndMax < sndNxt { sndMax = sndNxt }
+                if retransmitAt == nil { retransmitAt = now + rto }
+                continue
+            }
+            if finQueued && !finSent {
+                emit(flags: [.fin, .ack], seq: sndNxt, payload: ByteBuffer(), now: now)
+                finSent = true
+                sndNxt = sndNxt + 1
+                if sndMax < sndNxt { sndMax = sndNxt }
+                if retransmitAt == nil { retransmitAt = now + rto }
+            } else if finQueued && finSent && sndNxt < sndMax {
+                // After a timeout rewound sndNxt past all data: resend the FIN.
+                emit(flags: [.fin, .ack], seq: sndNxt, payload: ByteBuffer(), now: now)
+                sndNxt = sndMax
+            }
+            return
+        }
+    }
+
+    private mutating func emit(flags: TCPFlags, seq: SequenceNumber, payload: ByteBuffer, now: NIODeadline) {
+        var header = TCPHeader(sourcePort: localPort, destinationPort: remotePort, sequenceNumber: seq, acknowledgmentNumber: rcvNxt, flags: flags, window: 0)
+        let window = receiveWindow
+        let scaled = min(65535, window >> Int(receiveScale))
+        header.window = UInt16(scaled)
+        let edge = rcvNxt + (scaled << Int(receiveScale))
+        if advertisedRightEdge < edge { advertisedRightEdge = edge }
+        var options: [TCPOption] = []
+        if useTimestamps {
+            options += [.noOperation, .noOperation, .timestamps(value: timestamp(now), echoReply: tsRecent)]
+        }
+        if useSACK, !outOfOrder.isEmpty {
+            options += [.noOperation, .noOperation, .sack(sackBlocks(limit: useTimestamps ? 3 : 4))]
+        }
+        header.options = options
+        output.append(TCPOutgoing(header: header, payload: payload))
+        counters.segmentsSent += 1
+        ackNow = false
+        delayedACKAt = nil
+        unackedSegments = 0
+    }
+
+    private func timestamp(_ now: NIODeadline) -> UInt32 {
+        let ms = UInt32(truncatingIfNeeded: now.uptimeNanoseconds / 1_000_000)
+        return ms == 0 ? 1 : ms
+    }
+
+    /// SACK blocks from the out-of-order queue, the most recently received first (RFC 2018 §4).
+    private func sackBlocks(limit: Int) -> [SACKBlock] {
+        var blocks: [SACKBlock] = []
+        for (seq, data) in outOfOrder {
+            let end = seq + data.readableBytes
+            if let last = blocks.last, !(SequenceNumber(last.right) < seq) {
+                if SequenceNumber(last.right) < end { blocks[blocks.count - 1].right = end.rawValue }
+            } else {
+                blocks.append(SACKBlock(left: seq.rawValue, right: end.rawValue))
+            }
+        }
+        if let recent = lastOutOfOrder, let index = blocks.firstIndex(where: { !(recent < SequenceNumber($0.left)) && recent < SequenceNumber($0.right) }) {
+            blocks.insert(blocks.remove(at: index), at: 0)
+        }
+        return Array(blocks.prefix(limit))
+    }
+
+    private mutating func sendSYN(ack: Bool, now: NIODeadline) {
+        var header = TCPHeader(sourcePort: localPort, destinationPort: remotePort, sequenceNumber: iss, acknowledgmentNumber: ack ? rcvNxt : SequenceNumber(0), flags: ack ? [.syn, .ack] : .syn, window: UInt16(min(65535, configuration.receiveBufferSize)))
+        let shift: UInt8? = configuration.windowScaling && (!ack || receiveScale > 0 || sendScale > 0) ? configuration.windowScaleShift : nil
+        let stamps: (UInt32, UInt32)? = configuration.timestamps && (!ack || useTimestamps) ? (timestamp(now), ack ? tsRecent : 0) : nil
+        header.options = TCPHeader.standardOptions(
+            maximumSegmentSize: UInt16(clamping: configuration.maximumSegmentSize), sackPermitted: configuration.selectiveAcknowledgments && (!ack || useSACK),
+            timestamps: stamps, windowScale: ack && sendScale == 0 && receiveScale == 0 ? nil : shift)
+        output.append(TCPOutgoing(header: header, payload: ByteBuffer()))
+        counters.segmentsSent += 1
+        sndNxt = iss + 1
+        if sndMax < sndNxt { sndMax = sndNxt }
+        if rttSample == nil && backoff == 0 { rttSample = (iss, now) }
+        retransmitAt = now + rto
+    }
+
+    private mutating func retransmitFirst(now: NIODeadline) {
+        counters.retransmissions += 1
+        rttSample = nil
+        let size = min(sendQueue.count, effectiveMSS)
+        if size > 0 {
+            var flags: TCPFlags = [.ack]
+            let withFIN = finSent && size == sendQueue.count
+            if withFIN { flags.insert(.fin) }
+            emit(flags: flags, seq: sndUna, payload: sendQueue.bytes(from: 0, count: size), now: now)
+        } else if finSent {
+            emit(flags: [.fin, .ack], seq: sndUna, payload: ByteBuffer(), now: now)
+        }
+        retransmitAt = now + rto
+    }
+
+    private mutating func retransmitTimeout(now: NIODeadline) {
+        counters.timeouts += 1
+        backoff += 1
+        if backoff > configuration.maximumRetransmissions {
+            enterClosed(.timedOut)
+            return
+        }
+        rto = min(configuration.maximumRTO, rto + rto)
+        rttSample = nil
+        switch state {
+        case .synSent:
+            counters.retransmissions += 1
+            sendSYN(ack: false, now: now)
+        case .synReceived:
+            counters.retransmissions += 1
+            sendSYN(ack: true, now: now)
+        default:
+            // RFC 5681 §3.1: one segment, from sndUna (go back N).
+            ssthresh = max(flightSize / 2, 2 * effectiveMSS)
+            cwnd = effectiveMSS
+            recover = nil
+            duplicateACKs = 0
+            sndNxt = sndUna
+            if finSent && sendQueue.count == 0 {
+                emit(flags: [.fin, .ack], seq: sndUna, payload: ByteBuffer(), now: now)
+                sndNxt = sndMax
+                counters.retransmissions += 1
+            } else {
+                retransmitFirst(now: now)
+                sndNxt = sndUna + min(sendQueue.count, effectiveMSS)
+                if finSent && sndNxt == sndUna + sendQueue.count { sndNxt = sndMax }
+            }
+            retransmitAt = now + rto
+        }
+    }
+
+    private mutating func probeZeroWindow(now: NIODeadline) {
+        guard sndWnd == 0, sendQueue.count > sndNxt - sndUna else { return }
+        counters.zeroWindowProbes += 1
+        // One byte past the window (RFC 9293 §3.8.6.1).
+        let offset = sndNxt - sndUna
+        emit(flags: .ack, seq: sndNxt, payload: sendQueue.bytes(from: offset, count: 1), now: now)
+        backoff += 1
+        persistAt = now + min(configuration.maximumRTO, rto * Int64(1 << min(backoff, 6)))
+    }
+
+    private mutating func updateRTT(_ sample: TimeAmount) {
+        // RFC 6298 §2.
+        if let s = srtt {
+            let delta = TimeAmount.nanoseconds(abs((s - sample).nanoseconds))
+            rttvar = .nanoseconds((3 * rttvar.nanoseconds + delta.nanoseconds) / 4)
+            srtt = .nanoseconds((7 * s.nanoseconds + sample.nanoseconds) / 8)
+        } else {
+            srtt = sample
+            rttvar = .nanoseconds(sample.nanoseconds / 2)
+        }
+        let candidate = srtt! + max(.milliseconds(1), rttvar * 4)
+        rto = min(configuration.maximumRTO, max(configuration.minimumRTO, candidate))
+    }
+
+    private mutating func enterTimeWait(now: NIODeadline) {
+        retransmitAt = nil
+        persistAt = nil
+        timeWaitUntil = now + configuration.timeWait
+    }
+
+    private mutating func enterClosed(_ reason: TCPCloseReason) {
+        state = .closed
+        if closeReason == nil { closeReason = reason }
+        retransmitAt = nil
+        delayedACKAt = nil
+        persistAt = nil
+        timeWaitUntil = nil
+    }
+
+    /// The connection's variables, for diagnostics.
+    public var debugDescription: String {
+        "\(state.rawValue) una=\(sndUna) nxt=\(sndNxt) max=\(sndMax) wnd=\(sndWnd) cwnd=\(cwnd) ssthresh=\(ssthresh) queue=\(sendQueue.count) rcvNxt=\(rcvNxt) rwnd=\(receiveWindow) ooo=\(outOfOrder.count) readable=\(readableBytes) rto=\(rto) backoff=\(backoff) rtx=\(String(describing: retransmitAt)) persist=\(String(describing: persistAt)) recover=\(String(describing: recover)) dup=\(duplicateACKs) fin=\(finQueued)/\(finSent)"
+    }
+
+    /// Smoothed RTT and current RTO, for diagnostics.
+    public var roundTrip: (smoothed: TimeAmount?, rto: TimeAmount) { (srtt, rto) }
+    public var congestionWindow: Int { cwnd }
+}
+
+extension TCPState {
+    var isSynchronized: Bool {
+        switch self {
+        case .closed, .synSent, .synReceived: return false
+        default: return true
+        }
+    }
+    var canSend: Bool { self == .established || self == .closeWait || self == .synReceived || self == .synSent }
+    var canReceive: Bool { self == .established || self == .finWait1 || self == .finWait2 || self == .synReceived }
+}
+
+/// The bytes of the send buffer from sndUna on, as a list of slices; segments are cut from it with
+/// one copy each.
+struct SendQueue: Sendable {
+    private var chunks: [ByteBuffer] = []
+    private(set) var count = 0
+
+    mutating func append(_ data: ByteBuffer) {
+        chunks.append(data)
+        count += data.readableBytes
+    }
+
+    mutating func removeFirst(_ n: Int) {
+        var n = n
+        count -= n
+        while n > 0, !chunks.isEmpty {
+            if chunks[0].readableBytes <= n {
+                n -= chunks[0].readableBytes
+                chunks.removeFirst()
+            } else {
+                chunks[0].moveReaderIndex(forwardBy: n)
+                n = 0
+            }
+        }
+    }
+
+    /// `count` bytes from `offset`, in one buffer with headroom for the headers.
+    func bytes(from offset: Int, count n: Int) -> ByteBuffer {
+        var out = ByteBuffer.withHeadroom(capacity: n)
+        var skip = offset
+        var need = n
+        for chunk in chunks where need > 0 {
+            if skip >= chunk.readableBytes {
+                skip -= chunk.readableBytes
+                continue
+            }
+            let take = min(need, chunk.readableBytes - skip)
+            out.writeImmutableBuffer(chunk.getSlice(at: chunk.readerIndex + skip, length: take)!)
+            need -= take
+            skip = 0
+        }
+        return out
+    }
+}
