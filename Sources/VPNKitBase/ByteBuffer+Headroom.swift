@@ -44,6 +44,13 @@ extension ByteBuffer {
         }
     }
 
+    /// The readable bytes in a new buffer of just their size (drops a large backing store).
+    public func compacted() -> ByteBuffer {
+        var copy = ByteBufferAllocator().buffer(capacity: self.readableBytes)
+        copy.writeImmutableBuffer(self)
+        return copy
+    }
+
     /// The readable bytes as an array (tests and diagnostics; not for the hot path).
     public var readableByteArray: [UInt8] { self.getBytes(at: self.readerIndex, length: self.readableBytes) ?? [] }
 }

@@ -65,6 +65,9 @@ public struct ByteView: @unchecked Sendable {
         return ByteView(owner: owner, start: start &+ range.lowerBound, count: range.count, base: base.map { $0 + range.lowerBound })
     }
 
+    /// The capacity of the storage this view keeps alive.
+    @inlinable public var storageCapacity: Int { owner.capacity }
+
     /// The bytes as a `ByteBuffer` slice sharing the storage (no copy).
     @inlinable
     public var buffer: ByteBuffer {

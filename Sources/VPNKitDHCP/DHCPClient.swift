@@ -196,6 +196,9 @@ public struct DHCPClient: Sendable {
             return sendRequest(requested: offered.address, server: offered.serverIdentifier, ciaddr: .any, now: now)
         case (.requesting, .ack), (.rebooting, .ack):
             guard let acked = makeLease(message, options, now: now) else { return [] }
+            if state == .requesting, let offer, acked.address != offer.address || acked.serverIdentifier != offer.serverIdentifier {
+                return []
+            }
             offer = acked
             retransmitAt = nil
             if configuration.probeAddress && state == .requesting {
@@ -220,7 +223,7 @@ public struct DHCPClient: Sendable {
         case (.requesting, .nak), (.rebooting, .nak):
             naks += 1
             return restart(now: now)
-        case (.renewing, .nak), (.rebinding, .nak), (.bound, .nak):
+        case (.renewing, .nak), (.rebinding, .nak):
             naks += 1
             let lost = lease?.address
             lease = nil
@@ -240,7 +243,10 @@ public struct DHCPClient: Sendable {
         var decline = baseMessage(.decline)
         decline.options.requestedIPAddress = offer.address
         decline.options.serverIdentifier = offer.serverIdentifier
+        // Table 5: no parameter list or maximum size, flags 0.
         decline.options.parameterRequestList = nil
+        decline.options.maximumMessageSize = nil
+        decline.broadcastFlag = false
         decline.padToMinimumSize()
         transmissions += 1
         self.offer = nil
@@ -263,6 +269,8 @@ public struct DHCPClient: Sendable {
         message.clientAddress = lease.address
         message.options.serverIdentifier = lease.serverIdentifier
         message.options.parameterRequestList = nil
+        message.options.maximumMessageSize = nil
+        message.broadcastFlag = false
         message.padToMinimumSize()
         transmissions += 1
         return [.send(message, from: lease.address, to: lease.serverIdentifier), .unbind(lease.address, reason: "released")]
@@ -378,11 +386,17 @@ public struct DHCPClient: Sendable {
     }
 
     private func makeLease(_ message: DHCPMessage, _ options: DHCPOptions, now: NIODeadline) -> DHCPClientLease? {
-        guard message.yourAddress != .any, let server = options.serverIdentifier ?? (message.serverAddress != .any ? message.serverAddress : nil)
+        let address = message.yourAddress
+        // Only a plausible unicast host address (not 0/8, loopback, multicast or broadcast).
+        guard address.rawValue >> 24 != 0, !address.isLoopback, !address.isMulticast, address != .broadcast,
+            address.rawValue >> 28 != 0xF,
+            let server = options.serverIdentifier ?? (message.serverAddress != .any ? message.serverAddress : nil)
         else { return nil }
         let mask = options.subnetMask ?? IPv4Address(255, 255, 255, 0)
         let prefix = mask.rawValue.nonzeroBitCount
-        guard let subnet = IPv4Subnet(address: message.yourAddress, prefixLength: prefix) else { return nil }
+        guard let subnet = IPv4Subnet(address: address, prefixLength: prefix), prefix <= 30 || prefix == 32,
+            address != subnet.network || prefix == 32, address != subnet.broadcast || prefix == 32
+        else { return nil }
         let leaseSeconds = Int64(options.leaseTime ?? 3600)
         let lease = TimeAmount.seconds(leaseSeconds)
         let renewal = options.renewalTime.map { TimeAmount.seconds(Int64($0)) } ?? .seconds(leaseSeconds / 2)

@@ -66,7 +66,10 @@ public final class DHCPClientService: StackTimerClient {
             case .probe(let address):
                 stack.sendARPProbe(for: address)
             case .bind(let lease):
-                stack.configure(address: lease.address, subnet: lease.subnet, router: lease.routers.first, now: now)
+                // RFC 3442: with classless routes the Router option is ignored; the default route is the /0 one.
+                let router = lease.classlessStaticRoutes.isEmpty
+                    ? lease.routers.first : lease.classlessStaticRoutes.first { $0.prefixLength == 0 }?.router
+                stack.configure(address: lease.address, subnet: lease.subnet, router: router, now: now)
                 emit(.bound(lease))
             case .renewed(let lease):
                 emit(.renewed(lease))

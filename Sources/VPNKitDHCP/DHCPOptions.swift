@@ -21,9 +21,10 @@ public struct DHCPOptions: Sendable, Hashable {
 
     /// The concatenated value of `code`, or nil when absent.
     public subscript(code: DHCPOptionCode) -> [UInt8]? {
+        guard code != .pad else { return nil }
         var value: [UInt8]?
-        for instance in instances where instance.code == code && code != .pad {
-            value = (value ?? []) + instance.data
+        for instance in instances where instance.code == code {
+            if value == nil { value = instance.data } else { value!.append(contentsOf: instance.data) }
         }
         return value
     }

@@ -84,7 +84,8 @@ public struct DHCPServerCounters: Sendable, Hashable {
     public var poolExhausted: UInt64 = 0
     /// Messages that could not be parsed or made no sense (no message type, a reply op…).
     public var malformed: UInt64 = 0
-    /// REQUESTs meant for another server, or INIT-REBOOTs for unknown clients we stay silent to.
+    /// REQUESTs meant for another server. (INIT-REBOOTs from clients without a record are answered:
+    /// the server is authoritative for its link, so a free address is simply granted.)
     public var ignored: UInt64 = 0
     /// Optional options left out to respect the client's maximum message size.
     public var optionsTrimmed: UInt64 = 0
@@ -115,6 +116,8 @@ public struct DHCPServer: Sendable {
     private var holders: [IPv4Address: [UInt8]] = [:]
     /// Declined addresses and until when they are withheld.
     private var declined: [IPv4Address: NIODeadline] = [:]
+    /// Address → the client of its lease entry, whatever its state (O(1) "who had this address").
+    private var clientByAddress: [IPv4Address: [UInt8]] = [:]
 
     public init(configuration: DHCPServerConfiguration) {
         self.configuration = configuration
@@ -164,7 +167,8 @@ public struct DHCPServer: Sendable {
     }
 
     static func clientIdentifier(_ message: DHCPMessage, _ options: DHCPOptions) -> [UInt8] {
-        if let id = options.clientIdentifier, !id.isEmpty { return id }
+        // One option instance at most (RFC 2132 §9.14 has no need for more); longer ones are cut.
+        if let id = options.clientIdentifier, !id.isEmpty { return Array(id.prefix(255)) }
         return [message.hardwareType] + message.clientHardwareAddress.bytes
     }
 
@@ -235,6 +239,8 @@ public struct DHCPServer: Sendable {
         nak.clientHardwareBytes = message.clientHardwareBytes
         nak.flags = message.flags
         nak.relayAddress = message.relayAddress
+        // §4.3.2: through a relay the NAK must ask for broadcast.
+        if message.relayAddress != .any { nak.broadcastFlag = true }
         nak.options.messageType = .nak
         nak.options.serverIdentifier = configuration.serverAddress
         if let id = options.clientIdentifier { nak.options.clientIdentifier = id }
@@ -254,6 +260,7 @@ public struct DHCPServer: Sendable {
         declined[address] = now + configuration.declineHoldTime
         unhold(client)
         leasesByClient[client] = nil
+        if clientByAddress[address] == client { clientByAddress[address] = nil }
     }
 
     private mutating func release(_ message: DHCPMessage, _ options: DHCPOptions, client: [UInt8], now: NIODeadline) {
@@ -265,8 +272,11 @@ public struct DHCPServer: Sendable {
 
     private mutating func inform(_ message: DHCPMessage, _ options: DHCPOptions) -> DHCPServerReply? {
         guard message.clientAddress != .any else { return nil }
+        guard configuration.subnet.contains(message.clientAddress), message.clientAddress != configuration.serverAddress else { return nil }
         var r = reply(.ack, to: message, options, address: .any, lease: false)
+        // RFC 2131 §4.3.5: straight to the client at ciaddr:68, relay or not.
         r.destination = message.clientAddress
+        r.destinationPort = BOOTP.clientPort
         r.linkDestination = nil
         return r
     }
@@ -317,7 +327,7 @@ public struct DHCPServer: Sendable {
     }
 
     private func previousHolder(of address: IPv4Address) -> [UInt8]? {
-        leasesByClient.first { $0.value.address == address }?.key
+        clientByAddress[address]
     }
 
     private mutating func hold(_ address: IPv4Address, for client: [UInt8], mac: MACAddress, state: DHCPLease.State, until: NIODeadline, hostName: String?) {
@@ -326,8 +336,10 @@ public struct DHCPServer: Sendable {
         if let previous = holders[address] ?? previousHolder(of: address), previous != client {
             leasesByClient[previous] = nil
         }
+        if let old = leasesByClient[client], old.address != address, clientByAddress[old.address] == client { clientByAddress[old.address] = nil }
         leasesByClient[client] = DHCPLease(clientIdentifier: client, hardwareAddress: mac, address: address, state: state, expires: until, hostName: hostName)
         holders[address] = client
+        clientByAddress[address] = client
         declined[address] = nil
     }
 
@@ -344,7 +356,8 @@ public struct DHCPServer: Sendable {
         var m = DHCPMessage(op: DHCPMessage.bootReply, transactionID: request.transactionID, clientHardwareAddress: request.clientHardwareAddress)
         m.clientHardwareBytes = request.clientHardwareBytes
         m.flags = request.flags
-        m.clientAddress = request.clientAddress
+        // Table 3: ciaddr is 0 in an OFFER, the client's in an ACK.
+        m.clientAddress = type == .ack ? request.clientAddress : .any
         m.yourAddress = address
         m.relayAddress = request.relayAddress
         var o = DHCPOptions()

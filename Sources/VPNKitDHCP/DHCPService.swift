@@ -18,11 +18,17 @@ public final class DHCPService {
 
     public var counters: DHCPServerCounters { server.counters }
 
+    /// The largest DHCP message accepted.
+    public static let maximumMessageSize = 1500
+
     /// The leases, for listing.
     public func leases(now: NIODeadline) -> [DHCPLease] { server.leases(now: now) }
 
     private func received(_ message: UDPMessage) {
+        // A DHCP message is at most 1500 bytes here (RFC 2131 allows more only by option 57 and
+        // Ethernet carries no more); anything larger is refused before parsing.
         guard message.sourcePort == BOOTP.clientPort || message.sourcePort == BOOTP.serverPort,
+            message.payload.readableBytes <= Self.maximumMessageSize,
             let request = try? DHCPMessage(parsing: DHCPPacket(message.payload))
         else {
             // Counted as malformed by the server's own counter.

@@ -95,7 +95,9 @@ public struct IPv4Reassembler: Sendable {
         let end = offset + payload.count
         let more = packet.moreFragments
 
-        guard end <= configuration.maximumPayloadLength else {
+        // The whole datagram (the first fragment's header included) must fit 65535 bytes.
+        let headerLength = offset == 0 ? packet.headerLength : (datagrams[key]?.firstHeader?.headerLength ?? 20)
+        guard end <= configuration.maximumPayloadLength, end + headerLength <= 65535 else {
             discard(key)
             return .dropped(.oversized)
         }
@@ -153,10 +155,20 @@ public struct IPv4Reassembler: Sendable {
             return .dropped(.limit)
         }
 
-        datagram.fragments.insert(Fragment(offset: offset, payload: payload), at: index)
+        // A small fragment would keep its whole receive buffer alive (up to 128 KiB on a jumbo
+        // link) while counting a few bytes: keep a compact copy instead, so `bytesHeld` is what
+        // is really held.
+        let stored = payload.count * 2 < payload.storageCapacity ? ByteView(payload.buffer.compacted()) : payload
+        datagram.fragments.insert(Fragment(offset: offset, payload: stored), at: index)
         datagram.bytes += payload.count
         heldBytes += payload.count
-        if offset == 0 { datagram.firstHeader = IPv4Header(parsing: packet) }
+        if offset == 0 {
+            datagram.firstHeader = IPv4Header(parsing: packet)
+            if let total = datagram.totalPayload, total + packet.headerLength > 65535 {
+                discard(key)
+                return .dropped(.oversized)
+            }
+        }
 
         guard let total = datagram.totalPayload, datagram.firstHeader != nil, datagram.bytes == total else {
             datagrams[key] = datagram

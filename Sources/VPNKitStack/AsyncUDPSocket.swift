@@ -3,8 +3,8 @@ public import VPNKitBase
 
 /// A UDP socket on a stack driven by a `StackDriver`, usable from Swift concurrency: received
 /// datagrams arrive as an `AsyncSequence`, sends hop to the stack's event loop. At most
-/// `bufferLimit` unread datagrams are kept; newer ones are dropped and counted in the stack's
-/// `udpSocketQueueFull` counter.
+/// `bufferLimit` unread datagrams are kept (by default the stack's `udpSocketQueueLimit`); when a
+/// reader falls behind, the oldest unread datagram is dropped and counted in `udpSocketQueueFull`.
 public final class AsyncUDPSocket: Sendable {
     public let port: UInt16
     public let address: IPv4Address?
@@ -16,13 +16,14 @@ public final class AsyncUDPSocket: Sendable {
 
     /// Binds on the driver's event loop (call from anywhere).
     public static func bind(
-        port: UInt16, address: IPv4Address? = nil, bufferLimit: Int = 256, on driver: NIOLoopBound<StackDriver>
+        port: UInt16, address: IPv4Address? = nil, bufferLimit: Int? = nil, on driver: NIOLoopBound<StackDriver>
     ) async throws -> AsyncUDPSocket {
         let loop = driver.eventLoop
         return try await loop.submit {
             let driver = driver.value
-            let (stream, continuation) = AsyncStream.makeStream(of: UDPMessage.self, bufferingPolicy: .bufferingNewest(max(1, bufferLimit)))
             let stack = driver.stack
+            let limit = max(1, bufferLimit ?? stack.configuration.udpSocketQueueLimit)
+            let (stream, continuation) = AsyncStream.makeStream(of: UDPMessage.self, bufferingPolicy: .bufferingNewest(limit))
             let socket = try stack.bindUDP(port: port, address: address) { [unowned stack] message in
                 if case .dropped = continuation.yield(message) { stack.counters.increment(.udpSocketQueueFull) }
             }

@@ -191,9 +191,14 @@ public final class NetworkStack {
             counters.increment(.ethernetNotForUs)
             return
         }
+        // The guest link is untagged; a tagged frame is for a VLAN we are not on.
+        guard frame.vlan == nil else {
+            counters.increment(.ethernetUnsupportedType)
+            return
+        }
         switch frame.etherType {
         case .arp: receiveARP(frame, now: now)
-        case .ipv4: receiveIPv4(frame.payload, linkSource: frame.source, now: now)
+        case .ipv4: receiveIPv4(frame.payload, linkSource: frame.source, linkBroadcast: destination.isBroadcast, now: now)
         default: counters.increment(.ethernetUnsupportedType)
         }
     }
@@ -212,7 +217,11 @@ public final class NetworkStack {
         let forUs = owns(target)
         // RFC 826: update an existing entry from any ARP; create one only when addressed to us. Never
         // learn an owned address, the zero address (probes) or a group MAC.
-        if sender != .any, !owns(sender), !arp.senderHardwareAddress.isMulticast {
+        // Entries are created only for addresses on our subnet (not its network or broadcast address),
+        // so a guest cannot fill the table with arbitrary senders.
+        let onLink = configuration.subnet.contains(sender) && sender != configuration.subnet.network
+            && sender != configuration.subnet.broadcast
+        if sender != .any, !owns(sender), !arp.senderHardwareAddress.isMulticast, onLink || configuration.addresses.isEmpty {
             for action in arpCache.learn(sender, is: arp.senderHardwareAddress, create: forUs, now: now) {
                 handle(action, now: now)
             }
@@ -253,8 +262,9 @@ public final class NetworkStack {
                     targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
         case .release(_, let mac, let packets):
             for packet in packets { transmitIPv4(packet, to: mac) }
-        case .failed:
+        case .failed(_, let dropped):
             counters.increment(.arpResolutionFailed)
+            counters.increment(.arpHeldPacketsDropped, by: UInt64(dropped))
         }
     }
 
@@ -265,7 +275,7 @@ public final class NetworkStack {
 
     // MARK: - IPv4 input
 
-    private func receiveIPv4(_ bytes: ByteView, linkSource: MACAddress, now: NIODeadline) {
+    private func receiveIPv4(_ bytes: ByteView, linkSource: MACAddress, linkBroadcast: Bool, now: NIODeadline) {
         counters.increment(.ipv4Received)
         let packet: IPv4Packet
         do { packet = try IPv4Packet(bytes) } catch {
@@ -277,13 +287,20 @@ public final class NetworkStack {
             return
         }
         let source = packet.source
-        if source.isMulticast || source == .broadcast || source == configuration.subnet.broadcast || owns(source) {
+        if source.isMulticast || source == .broadcast || source == configuration.subnet.broadcast || owns(source)
+            || source.isLoopback || (source != .any && source == configuration.subnet.network && configuration.subnet.prefixLength < 31)
+        {
             counters.increment(.ipv4BadSource)
             return
         }
         let destination = packet.destination
         let local = owns(destination)
         let broadcast = destination == .broadcast || destination == configuration.subnet.broadcast
+        // RFC 1122 §3.3.6: a unicast datagram that came as a link-layer broadcast is discarded.
+        if linkBroadcast && !broadcast {
+            counters.increment(.ipv4NotForUs)
+            return
+        }
         guard local || broadcast else {
             counters.increment(.ipv4NotForUs)
             return

@@ -5,7 +5,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     case ethernetMalformed, ethernetNotForUs, ethernetUnsupportedType
     // ARP
     case arpMalformed, arpRequestsAnswered, arpRequestsIgnored, arpRepliesReceived, arpRequestsSent
-    case arpResolutionFailed, arpQueueFull
+    case arpResolutionFailed, arpQueueFull, arpHeldPacketsDropped
     // IPv4
     case ipv4Received, ipv4Malformed, ipv4BadChecksum, ipv4NotForUs, ipv4BadSource, ipv4NoRoute
     case ipv4FragmentsReceived, ipv4Reassembled, ipv4ReassemblyOverlap, ipv4ReassemblyOversized
@@ -37,7 +37,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "framesReceived", "framesSent", "transmitDrops",
         "ethernetMalformed", "ethernetNotForUs", "ethernetUnsupportedType",
         "arpMalformed", "arpRequestsAnswered", "arpRequestsIgnored", "arpRepliesReceived", "arpRequestsSent",
-        "arpResolutionFailed", "arpQueueFull",
+        "arpResolutionFailed", "arpQueueFull", "arpHeldPacketsDropped",
         "ipv4Received", "ipv4Malformed", "ipv4BadChecksum", "ipv4NotForUs", "ipv4BadSource", "ipv4NoRoute",
         "ipv4FragmentsReceived", "ipv4Reassembled", "ipv4ReassemblyOverlap", "ipv4ReassemblyOversized",
         "ipv4ReassemblyMalformed", "ipv4ReassemblyLimit", "ipv4ReassemblyDuplicate", "ipv4ReassemblyTimeout",

@@ -28,7 +28,8 @@ public final class StackDriver {
     /// Starts receiving, announces the stack (gratuitous ARP) and arms the timers.
     public func start() {
         eventLoop.preconditionInEventLoop()
-        transport.onFrame = { [unowned self] frame in
+        transport.onFrame = { [weak self] frame in
+            guard let self else { return }
             self.stack.receive(frame, now: .now())
             self.flush()
         }
@@ -76,6 +77,11 @@ public final class StackDriver {
             self.stack.poll(now: .now())
             self.flush()
         }
+    }
+
+    deinit {
+        timer?.cancel()
+        transport.onFrame = nil
     }
 
     /// Stops the timers and closes the transport.

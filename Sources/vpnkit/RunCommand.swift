@@ -93,7 +93,8 @@ struct RunCommand: AsyncParsableCommand {
         case (.some, nil): if `protocol` != nil { throw ValidationError("--protocol goes with --socket, not --tap") }
         }
         guard (68...65520).contains(mtu) else { throw ValidationError("--mtu must be within 68…65520") }
-        guard IPv4Subnet(subnet) != nil else { throw ValidationError("--subnet must look like 192.168.65.0/24") }
+        guard let net = IPv4Subnet(subnet) else { throw ValidationError("--subnet must look like 192.168.65.0/24") }
+        guard net.prefixLength <= 29 else { throw ValidationError("--subnet \(net) is too small: it needs room for the gateway, the host alias and guests (/29 at most)") }
         if let gateway, IPv4Address(gateway) == nil { throw ValidationError("--gateway must be an IPv4 address") }
         for (name, p) in [("drop", faultDrop), ("reorder", faultReorder), ("duplicate", faultDuplicate), ("corrupt", faultCorrupt)] {
             guard (0...1).contains(p) else { throw ValidationError("--fault-\(name) must be a probability within 0…1") }
