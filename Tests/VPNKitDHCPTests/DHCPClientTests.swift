@@ -270,3 +270,58 @@ struct DHCPClientTests {
         #expect(world.clientServices[c].state == .stopped)
     }
 }
+
+@Suite("DHCP hardening")
+struct DHCPHardeningTests {
+    @Test("many instances of one option concatenate in linear time and the client id is capped")
+    func manyInstances() {
+        var options = DHCPOptions()
+        options.instances = Array(repeating: DHCPOption(code: .clientIdentifier, data: [7]), count: 20_000)
+        #expect(options.clientIdentifier?.count == 20_000)
+        var message = clientMessage(.discover, mac: mac(1), parameters: nil)
+        message.options.instances += Array(repeating: DHCPOption(code: .clientIdentifier, data: [7]), count: 300)
+        let server = TestServer(serverConfiguration())
+        _ = server.handle(message, now: t0)
+        #expect(server.leases(now: t0).first?.clientIdentifier.count == 255)
+    }
+
+    @Test("a bound client ignores a NAK; an ACK for another address than the offer is ignored")
+    func clientDiscipline() {
+        var client = DHCPClient(configuration: DHCPClientConfiguration(hardwareAddress: mac(1)))
+        var actions = client.start(now: t0)
+        guard case .send(let discover, _, _)? = actions.first else { Issue.record("no discover"); return }
+        var offer = DHCPMessage(op: DHCPMessage.bootReply, transactionID: discover.transactionID, clientHardwareAddress: mac(1))
+        offer.yourAddress = ip(3)
+        offer.options.messageType = .offer
+        offer.options.serverIdentifier = gateway
+        actions = client.receive(offer, now: t0)
+        #expect(client.state == .requesting)
+        var wrong = offer
+        wrong.yourAddress = ip(9)
+        wrong.options.messageType = .ack
+        #expect(client.receive(wrong, now: t0).isEmpty)
+        var ack = offer
+        ack.options.messageType = .ack
+        _ = client.receive(ack, now: t0)
+        #expect(client.state == .probing)
+        // Probing completes after the probes and the wait.
+        var now = t0
+        while client.state == .probing, let next = client.nextDeadline { now = next; _ = client.poll(now: now) }
+        #expect(client.state == .bound)
+        var nak = offer
+        nak.options.messageType = .nak
+        #expect(client.receive(nak, now: now).isEmpty)
+        #expect(client.state == .bound)
+        // Implausible addresses are never taken.
+        var client2 = DHCPClient(configuration: DHCPClientConfiguration(hardwareAddress: mac(2)))
+        guard case .send(let d2, _, _)? = client2.start(now: t0).first else { return }
+        for bad in [IPv4Address.broadcast, IPv4Address(127, 0, 0, 1), IPv4Address(224, 0, 0, 1), IPv4Address(0, 1, 2, 3)] {
+            var o = DHCPMessage(op: DHCPMessage.bootReply, transactionID: d2.transactionID, clientHardwareAddress: mac(2))
+            o.yourAddress = bad
+            o.options.messageType = .offer
+            o.options.serverIdentifier = gateway
+            #expect(client2.receive(o, now: t0).isEmpty, "\(bad)")
+        }
+        #expect(client2.state == .selecting)
+    }
+}
