@@ -109,7 +109,7 @@ extension NetworkStack {
     /// The TCP settings for new connections (MSS from the link MTU).
     var tcpConfiguration: TCPConfiguration {
         var c = configuration.tcp
-        c.maximumSegmentSize = min(c.maximumSegmentSize, configuration.mtu - 40)
+        c.maximumSegmentSize = min(c.maximumSegmentSize ?? .max, configuration.mtu - 40)
         return c
     }
 

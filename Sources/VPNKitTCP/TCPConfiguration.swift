@@ -8,8 +8,11 @@ public enum TCPCongestionControl: String, Sendable, Hashable, CaseIterable {
 
 /// Per-connection settings. Defaults follow Linux where RFCs leave room.
 public struct TCPConfiguration: Sendable, Hashable {
-    /// Our MSS (the link MTU − 40 by default); the peer's announced MSS caps what we send.
-    public var maximumSegmentSize: Int = 1460
+    /// Our MSS; nil takes it from the link (MTU − 40). The peer's announced MSS caps what we send.
+    public var maximumSegmentSize: Int?
+
+    /// The MSS in effect (1460 when neither set nor derived from a link).
+    public var effectiveMaximumSegmentSize: Int { max(88, maximumSegmentSize ?? 1460) }
     /// Bytes the application may queue for sending before `write` refuses more.
     public var sendBufferSize: Int = 256 * 1024
     /// Bytes received and not yet read, plus out-of-order bytes: the advertised window is exactly

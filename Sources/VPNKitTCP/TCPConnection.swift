@@ -75,7 +75,11 @@ public struct TCPConnection: Sendable {
     private var sndNxt: SequenceNumber
     /// The highest sequence number sent so far (retransmission after a timeout rewinds sndNxt).
     private var sndMax: SequenceNumber
-    private var sndWnd = 0
+    private var sndWnd = 0 {
+        didSet { if sndWnd > maximumSendWindow { maximumSendWindow = sndWnd } }
+    }
+    /// The largest window the peer ever offered (for silly window avoidance).
+    private var maximumSendWindow = 0
     private var sndWl1 = SequenceNumber(0)
     private var sndWl2 = SequenceNumber(0)
     private var sendScale: UInt8 = 0
@@ -155,7 +159,7 @@ public struct TCPConnection: Sendable {
         self.sndMax = iss
         self.state = state
         self.rto = configuration.initialRTO
-        self.cwnd = configuration.initialWindowSegments * configuration.maximumSegmentSize
+        self.cwnd = configuration.initialWindowSegments * configuration.effectiveMaximumSegmentSize
     }
 
     // MARK: - Application interface
@@ -195,7 +199,7 @@ public struct TCPConnection: Sendable {
         readableBytes -= result.readableBytes
         // A window update when the window grew by two segments or half the buffer (SWS avoidance, RFC 1122).
         let after = receiveWindow
-        if state.canReceive, after - before >= min(2 * configuration.maximumSegmentSize, configuration.receiveBufferSize / 2) || (before < configuration.maximumSegmentSize && after >= configuration.maximumSegmentSize) {
+        if state.canReceive, after - before >= min(2 * configuration.effectiveMaximumSegmentSize, configuration.receiveBufferSize / 2) || (before < configuration.effectiveMaximumSegmentSize && after >= configuration.effectiveMaximumSegmentSize) {
             ackNow = true
             flush(now: now)
         }
@@ -469,7 +473,7 @@ public struct TCPConnection: Sendable {
             } else if recover != nil {
                 // Partial ACK: retransmit the next hole, deflate.
                 retransmitFirst(now: now)
-                cwnd = max(configuration.maximumSegmentSize, cwnd - acked + configuration.maximumSegmentSize)
+                cwnd = max(configuration.effectiveMaximumSegmentSize, cwnd - acked + configuration.effectiveMaximumSegmentSize)
             } else if cwnd < ssthresh {
                 cwnd += min(acked, effectiveMSS)
             } else {
@@ -578,7 +582,7 @@ public struct TCPConnection: Sendable {
     private var effectiveMSS: Int {
         var options = useTimestamps ? 12 : 0
         if useSACK, !outOfOrder.isEmpty { options += 4 + 8 * min(sackBlockCount, useTimestamps ? 3 : 4) }
-        return max(1, min(peerMSS, configuration.maximumSegmentSize) - options)
+        return max(1, min(peerMSS, configuration.effectiveMaximumSegmentSize) - options)
     }
 
     /// Distinct SACK blocks the out-of-order queue makes.
@@ -627,10 +631,16 @@ public struct TCPConnection: Sendable {
                     if persistAt == nil && retransmitAt == nil { persistAt = now + rto }
                     return
                 }
-                let size = min(unsent, effectiveMSS)
-                guard usable >= size || (usable > 0 && usable >= unsent) else { return }
+                // Sender-side silly window avoidance (RFC 1122 §4.2.3.4): send a full segment, or all
+                // that is queued, or at least half the largest window the peer offered, or anything
+                // at all when nothing is in flight (no timer would otherwise restart us).
+                let full = min(unsent, effectiveMSS)
+                let size = min(full, usable)
+                guard size > 0 else { return }
+                let inFlight = sndNxt != sndUna
+                guard size == full || size >= maximumSendWindow / 2 || !inFlight else { return }
                 // Nagle: hold a small segment while data is in flight.
-                if configuration.nagle, size < effectiveMSS, sndNxt != sndUna { return }
+                if configuration.nagle, size < effectiveMSS, inFlight { return }
                 let payload = sendQueue.bytes(from: offset, count: size)
                 var flags: TCPFlags = [.ack]
                 let last = offset + size == sendQueue.count
@@ -709,7 +719,7 @@ public struct TCPConnection: Sendable {
         let shift: UInt8? = configuration.windowScaling && (!ack || receiveScale > 0 || sendScale > 0) ? configuration.windowScaleShift : nil
         let stamps: (UInt32, UInt32)? = configuration.timestamps && (!ack || useTimestamps) ? (timestamp(now), ack ? tsRecent : 0) : nil
         header.options = TCPHeader.standardOptions(
-            maximumSegmentSize: UInt16(clamping: configuration.maximumSegmentSize), sackPermitted: configuration.selectiveAcknowledgments && (!ack || useSACK),
+            maximumSegmentSize: UInt16(clamping: configuration.effectiveMaximumSegmentSize), sackPermitted: configuration.selectiveAcknowledgments && (!ack || useSACK),
             timestamps: stamps, windowScale: ack && sendScale == 0 && receiveScale == 0 ? nil : shift)
         output.append(TCPOutgoing(header: header, payload: ByteBuffer()))
         counters.segmentsSent += 1
