@@ -95,8 +95,9 @@ public struct TCPConnection: Sendable {
     private var irs = SequenceNumber(0)
     private var rcvNxt = SequenceNumber(0)
     private var receiveScale: UInt8 = 0
-    /// The right edge we last advertised; never moved left (RFC 9293 §3.8.6.2.2).
-    private var advertisedRightEdge = SequenceNumber(0)
+    /// The right edge we last advertised; never moved left (RFC 9293 §3.8.6.2.2). Nil until the
+    /// first advertisement (comparing with an arbitrary start value breaks across the 2^32 wrap).
+    private var advertisedRightEdge: SequenceNumber?
     private var readable: [ByteBuffer] = []
     private var readableBytes = 0
     private var outOfOrder: [(seq: SequenceNumber, data: ByteBuffer)] = []
@@ -121,6 +122,7 @@ public struct TCPConnection: Sendable {
     private var ackNow = false
     private var timeWaitUntil: NIODeadline?
     private var persistAt: NIODeadline?
+    private var persistBackoff = 0
 
     // Congestion control (NewReno).
     private var cwnd: Int
@@ -507,10 +509,22 @@ public struct TCPConnection: Sendable {
         }
         // Window update (RFC 9293 §3.10.7.4).
         if sndWl1 < h.sequenceNumber || (sndWl1 == h.sequenceNumber && !(ack < sndWl2)) {
+            let wasClosed = sndWnd == 0
             sndWnd = window
             sndWl1 = h.sequenceNumber
             sndWl2 = ack
-            if sndWnd > 0 { persistAt = nil }
+            if sndWnd > 0 {
+                persistAt = nil
+                persistBackoff = 0
+                if wasClosed, sndUna != sndMax { retransmitAt = now + rto }
+            }
+        }
+        // A closed window is probed (persist timer), not retransmitted into: the peer is alive and
+        // answering, so no retransmission count may run out (RFC 9293 §3.8.6.1).
+        if sndWnd == 0, sendQueue.count > 0 || (finQueued && !finSent) {
+            retransmitAt = nil
+            backoff = 0
+            if persistAt == nil { persistAt = now + persistInterval }
         }
     }
 
@@ -608,7 +622,8 @@ public struct TCPConnection: Sendable {
     }
     private var receiveWindowRightEdge: SequenceNumber {
         let edge = rcvNxt + receiveWindow
-        return edge < advertisedRightEdge ? advertisedRightEdge : edge
+        guard let advertised = advertisedRightEdge, edge < advertised else { return edge }
+        return advertised
     }
 
     private mutating func flush(now: NIODeadline) {
@@ -676,7 +691,7 @@ public struct TCPConnection: Sendable {
         let scaled = min(65535, window >> Int(receiveScale))
         header.window = UInt16(scaled)
         let edge = rcvNxt + (scaled << Int(receiveScale))
-        if advertisedRightEdge < edge { advertisedRightEdge = edge }
+        if advertisedRightEdge.map({ $0 < edge }) ?? true { advertisedRightEdge = edge }
         var options: [TCPOption] = []
         if useTimestamps {
             options += [.noOperation, .noOperation, .timestamps(value: timestamp(now), echoReply: tsRecent)]
@@ -687,6 +702,10 @@ public struct TCPConnection: Sendable {
         header.options = options
         output.append(TCPOutgoing(header: header, payload: payload))
         counters.segmentsSent += 1
+        // Whatever path sent it (first transmission, retransmission with a different segment size,
+        // probe), sndMax covers every sequence number that has left.
+        let end = seq + payload.readableBytes + (flags.contains(.fin) ? 1 : 0)
+        if sndMax < end { sndMax = end }
         ackNow = false
         delayedACKAt = nil
         unackedSegments = 0
@@ -781,13 +800,26 @@ public struct TCPConnection: Sendable {
     }
 
     private mutating func probeZeroWindow(now: NIODeadline) {
-        guard sndWnd == 0, sendQueue.count > sndNxt - sndUna else { return }
+        guard sndWnd == 0 else { return }
         counters.zeroWindowProbes += 1
-        // One byte past the window (RFC 9293 §3.8.6.1).
-        let offset = sndNxt - sndUna
-        emit(flags: .ack, seq: sndNxt, payload: sendQueue.bytes(from: offset, count: 1), now: now)
-        backoff += 1
-        persistAt = now + min(configuration.maximumRTO, rto * Int64(1 << min(backoff, 6)))
+        // One byte past the window (RFC 9293 §3.8.6.1), or a bare ACK when everything sent is
+        // outstanding; the answer carries the current window.
+        if sendQueue.count > 0 {
+            // The probe byte is real data: it moves sndNxt, so the ACK that takes it is acceptable.
+            emit(flags: .ack, seq: sndUna, payload: sendQueue.bytes(from: 0, count: 1), now: now)
+            if sndNxt - sndUna < 1 { sndNxt = sndUna + 1 }
+            if sndMax < sndNxt { sndMax = sndNxt }
+        } else {
+            emit(flags: .ack, seq: sndUna + (-1), payload: ByteBuffer(), now: now)
+        }
+        persistBackoff += 1
+        persistAt = now + persistInterval
+    }
+
+    /// Persist timer interval: the RTO, doubled per unanswered probe, between 200 ms and 60 s.
+    private var persistInterval: TimeAmount {
+        let base = max(TimeAmount.milliseconds(200), rto)
+        return min(configuration.maximumRTO, base * Int64(1 << min(persistBackoff, 8)))
     }
 
     private mutating func updateRTT(_ sample: TimeAmount) {

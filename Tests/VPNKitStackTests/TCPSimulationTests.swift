@@ -166,3 +166,58 @@ struct TCPSimulationTests {
         #expect(got == data)
     }
 }
+
+/// Both directions at once: each side sends `size` bytes to the other's sink and receives the other's.
+func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false) throws -> (Bool, String) {
+    let faults = FaultConfiguration(drop: 0.05, duplicate: 0.01, reorder: 0.05, corrupt: 0.01, seed: seed)
+    var back = faults
+    back.seed = seed &+ 1000
+    let sim = Simulation(aToB: faults, bToA: back)
+    let up = pattern(size, seed: seed)
+    let down = pattern(size, seed: seed &+ 7)
+    var serverReceived = ByteBuffer()
+    var serverSocket: TCPSocket?
+    var downLeft = down
+    try sim.gateway.listenTCP(port: 5001) { socket in
+        serverSocket = socket
+        let push = { [unowned socket] in downLeft.moveReaderIndex(forwardBy: socket.write(downLeft, now: sim.now)) }
+        socket.onWritable = push
+        socket.onReadable = { [unowned socket] in
+            guard !slowReader else { return }
+            while var chunk = socket.read(now: sim.now) { serverReceived.writeBuffer(&chunk) }
+        }
+        push()
+    }
+    let client = try EchoClient(stack: sim.guest, to: gatewayIP, port: 5001, data: up, clock: { sim.now })
+    var elapsed = 0
+    var lastSeen = ""
+    while elapsed < 600, serverReceived.readableBytes < size || client.received.readableBytes < size {
+        let d = sim.gateway.debugTCP()
+        if !d.isEmpty { lastSeen = "t=\(elapsed) server " + d + " || client " + sim.guest.debugTCP() }
+        sim.run(for: .seconds(1))
+        elapsed += 1
+        if slowReader, let s = serverSocket, var chunk = s.read(maximum: 16384, now: sim.now) { serverReceived.writeBuffer(&chunk) }
+    }
+    let ok = serverReceived == up && client.received == down
+    return (ok, "seed \(seed): up \(serverReceived.readableBytes)/\(size) down \(client.received.readableBytes)/\(size) in \(elapsed) s virtual; client \(client.socket.counters.map { "rtx \($0.retransmissions) to \($0.timeouts) fr \($0.fastRetransmits)" } ?? "closed: \(String(describing: client.closedReason))") last: \(lastSeen) | \(sim.guest.debugTCP()) | \(sim.gateway.debugTCP())")
+}
+
+@Suite("TCP under seeded faults, many seeds")
+struct TCPManySeedsTests {
+    @Test("50 seeds: 5 % loss, 5 % reorder, 1 % duplication, 1 % corruption, both directions at once, byte-exact")
+    func fiftySeeds() throws {
+        var failures: [String] = []
+        for seed in UInt64(1)...50 {
+            let (ok, line) = try bidirectional(seed: seed, size: 256 * 1024)
+            if !ok { failures.append(line) }
+        }
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+    }
+
+    @Test("a slow reader under the same faults: windows close and reopen, nothing is lost", arguments: [UInt64(3), 8])
+    func slowReader(seed: UInt64) throws {
+        let (ok, line) = try bidirectional(seed: seed, size: 512 * 1024, slowReader: true)
+        #expect(ok, "\(line)")
+        print(line)
+    }
+}
