@@ -78,6 +78,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("udp-echo"), help: "Diagnostic: echo UDP datagrams sent to this port of the gateway.")
     var udpEcho: UInt16?
 
+    @Flag(name: .customLong("diagnostic-services"), help: "Serve TCP and UDP echo (port 7) and discard (port 9) on the gateway, to measure the stack against a real kernel.")
+    var diagnosticServices = false
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -167,6 +170,7 @@ struct RunCommand: AsyncParsableCommand {
         let faults = self.faults
         let pcap = self.pcap
         let udpEcho = self.udpEcho
+        let diagnostics = self.diagnosticServices
         let ended = StopReason()
         let driver: NIOLoopBound<StackDriver> = try await loop.submit {
             // The capture sits next to the guest (it records what is really on the wire); the faults
@@ -181,8 +185,9 @@ struct RunCommand: AsyncParsableCommand {
             let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: link, eventLoop: loop)
             driver.onTransportClosed = { error in ended.signal(error.map { "the guest link ended: \($0)" } ?? "the guest link closed") }
             if let dhcp { driver.attachments.append(try DHCPService(stack: driver.stack, configuration: dhcp)) }
+            if diagnostics { driver.attachments.append(try DiagnosticServices(stack: driver.stack)) }
             driver.start()
-            if let udpEcho {
+            if let udpEcho, !diagnostics || udpEcho != 7 {
                 let stack = driver.stack
                 let socket = try stack.bindUDP(port: udpEcho) { [unowned driver] message in
                     driver.perform { stack, now in

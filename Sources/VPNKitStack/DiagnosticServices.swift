@@ -1,0 +1,69 @@
+public import NIOCore
+import VPNKitBase
+import VPNKitTCP
+
+/// Echo (RFC 862) and discard (RFC 863) on TCP and UDP ports 7 and 9 of the stack's addresses: a way
+/// to measure the stack against a real kernel without host sockets. Off unless attached
+/// (`vpnkit run --diagnostic-services`). Echo reads only what it can write back, so a client that
+/// does not read sees its window close (backpressure end to end).
+public final class DiagnosticServices {
+    private unowned let stack: NetworkStack
+    private var pending: [ObjectIdentifier: ByteBuffer] = [:]
+    private var sockets: [ObjectIdentifier: TCPSocket] = [:]
+    private var udp: [UDPSocket] = []
+    /// Bytes taken by the discard service, and by echo.
+    public private(set) var discarded: UInt64 = 0
+    public private(set) var echoed: UInt64 = 0
+
+    public init(stack: NetworkStack, echoPort: UInt16 = 7, discardPort: UInt16 = 9) throws(StackError) {
+        self.stack = stack
+        try stack.listenTCP(port: echoPort) { [unowned self] socket in self.adopt(socket, echo: true) }
+        try stack.listenTCP(port: discardPort) { [unowned self] socket in self.adopt(socket, echo: false) }
+        udp.append(try stack.bindUDP(port: echoPort) { [unowned stack] message in
+            try? stack.sendUDP(message.payload, from: message.destination, port: message.destinationPort, to: message.source, port: message.sourcePort, now: message.receivedAt)
+        })
+        udp.append(try stack.bindUDP(port: discardPort) { [unowned self] message in self.discarded &+= UInt64(message.payload.readableBytes) })
+    }
+
+    private func adopt(_ socket: TCPSocket, echo: Bool) {
+        let id = ObjectIdentifier(socket)
+        sockets[id] = socket
+        socket.onClosed = { [unowned self] _ in
+            self.sockets[id] = nil
+            self.pending[id] = nil
+        }
+        if echo {
+            socket.onReadable = { [unowned self, unowned socket] in self.pumpEcho(socket) }
+            socket.onWritable = { [unowned self, unowned socket] in self.pumpEcho(socket) }
+        } else {
+            socket.onReadable = { [unowned self, unowned socket] in
+                let now = NIODeadline.now()
+                while let data = socket.read(now: now) { self.discarded &+= UInt64(data.readableBytes) }
+                if socket.isReadClosed, socket.state == .closeWait { socket.close(now: now) }
+            }
+        }
+    }
+
+    private func pumpEcho(_ socket: TCPSocket) {
+        let id = ObjectIdentifier(socket)
+        let now = NIODeadline.now()
+        while true {
+            if var rest = pending[id] {
+                let n = socket.write(rest, now: now)
+                echoed &+= UInt64(n)
+                rest.moveReaderIndex(forwardBy: n)
+                if rest.readableBytes > 0 {
+                    pending[id] = rest
+                    return
+                }
+                pending[id] = nil
+            }
+            guard let data = socket.read(maximum: 256 * 1024, now: now) else { break }
+            pending[id] = data
+        }
+        if socket.isReadClosed, pending[id] == nil, socket.state == .closeWait { socket.close(now: now) }
+    }
+
+    /// Connections open now.
+    public var connectionCount: Int { sockets.count }
+}
