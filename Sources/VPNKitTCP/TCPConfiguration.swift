@@ -4,6 +4,8 @@ public import NIOCore
 public enum TCPCongestionControl: String, Sendable, Hashable, CaseIterable {
     /// RFC 5681 + RFC 6582.
     case newReno
+    /// RFC 9438 (with NewReno's fast recovery for the recovery phase itself).
+    case cubic
 }
 
 /// Per-connection settings. Defaults follow Linux where RFCs leave room.

@@ -1,4 +1,7 @@
 public import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 public import VPNKitBase
 
 /// The states of RFC 9293 §3.3.2 (LISTEN lives in the stack's listener table).
@@ -123,6 +126,12 @@ public struct TCPConnection: Sendable {
     private var timeWaitUntil: NIODeadline?
     private var persistAt: NIODeadline?
     private var persistBackoff = 0
+
+    // CUBIC state (RFC 9438), in bytes and seconds.
+    private var cubicWMax: Double = 0
+    private var cubicK: Double = 0
+    private var cubicEpoch: NIODeadline?
+    private var cubicWEst: Double = 0
 
     // Congestion control (NewReno).
     private var cwnd: Int
@@ -478,6 +487,8 @@ public struct TCPConnection: Sendable {
                 cwnd = max(configuration.effectiveMaximumSegmentSize, cwnd - acked + configuration.effectiveMaximumSegmentSize)
             } else if cwnd < ssthresh {
                 cwnd += min(acked, effectiveMSS)
+            } else if configuration.congestionControl == .cubic {
+                cubicIncrease(acked: acked, now: now)
             } else {
                 cwnd += max(1, effectiveMSS * effectiveMSS / max(1, cwnd))
             }
@@ -499,7 +510,7 @@ public struct TCPConnection: Sendable {
             duplicateACKs += 1
             if duplicateACKs == 3, recover == nil {
                 counters.fastRetransmits += 1
-                ssthresh = max(flightSize / 2, 2 * effectiveMSS)
+                ssthresh = reducedWindow(now: now)
                 cwnd = ssthresh + 3 * effectiveMSS
                 recover = sndMax
                 retransmitFirst(now: now)
@@ -781,7 +792,7 @@ public struct TCPConnection: Sendable {
             sendSYN(ack: true, now: now)
         default:
             // RFC 5681 §3.1: one segment, from sndUna (go back N).
-            ssthresh = max(flightSize / 2, 2 * effectiveMSS)
+            ssthresh = reducedWindow(now: now)
             cwnd = effectiveMSS
             recover = nil
             duplicateACKs = 0
@@ -820,6 +831,46 @@ public struct TCPConnection: Sendable {
     private var persistInterval: TimeAmount {
         let base = max(TimeAmount.milliseconds(200), rto)
         return min(configuration.maximumRTO, base * Int64(1 << min(persistBackoff, 8)))
+    }
+
+    /// The slow-start threshold after a loss: NewReno halves the flight (RFC 5681); CUBIC keeps
+    /// β = 0.7 of the window and remembers W_max with fast convergence (RFC 9438 §4.6–4.7).
+    private mutating func reducedWindow(now: NIODeadline) -> Int {
+        let mss = effectiveMSS
+        switch configuration.congestionControl {
+        case .newReno:
+            return max(flightSize / 2, 2 * mss)
+        case .cubic:
+            let window = Double(cwnd)
+            cubicWMax = window < cubicWMax ? window * (1 + 0.7) / 2 : window
+            cubicEpoch = nil
+            return max(Int(window * 0.7), 2 * mss)
+        }
+    }
+
+    /// RFC 9438 §4.2–4.4: grow toward W_cubic(t + RTT), never slower than the Reno-friendly W_est.
+    private mutating func cubicIncrease(acked: Int, now: NIODeadline) {
+        let mss = Double(effectiveMSS)
+        if cubicEpoch == nil {
+            cubicEpoch = now
+            let wMaxSegments = max(cubicWMax, Double(cwnd)) / mss
+            let cwndSegments = Double(cwnd) / mss
+            cubicK = cbrt(max(0, wMaxSegments - cwndSegments) / 0.4)
+            if cubicWMax < Double(cwnd) { cubicWMax = Double(cwnd) }
+            cubicWEst = Double(cwnd)
+        }
+        let rtt = Double((srtt ?? .milliseconds(100)).nanoseconds) / 1e9
+        let t = Double((now - cubicEpoch!).nanoseconds) / 1e9 + rtt
+        let target = (0.4 * pow(t - cubicK, 3) + cubicWMax / mss) * mss
+        // Reno-friendly estimate (α = 3β/(2−β) ≈ 0.53 segments per RTT).
+        cubicWEst += 0.529 * mss * Double(acked) / Double(cwnd)
+        let goal = max(target, cubicWEst)
+        if goal > Double(cwnd) {
+            let increase = (goal - Double(cwnd)) / Double(cwnd) * mss
+            cwnd += max(1, Int(min(increase, mss / 2)))
+        } else {
+            cwnd += max(1, Int(mss * mss / Double(cwnd) / 100))
+        }
     }
 
     private mutating func updateRTT(_ sample: TimeAmount) {

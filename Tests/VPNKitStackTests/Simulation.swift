@@ -6,6 +6,7 @@ import VPNKitIPv4
 import VPNKitStack
 import VPNKitTransport
 import VPNKitUDP
+import VPNKitTCP
 
 let subnet = IPv4Subnet("192.168.65.0/24")!
 let gatewayIP = IPv4Address(192, 168, 65, 1)
@@ -24,13 +25,15 @@ final class Simulation {
     let guest: NetworkStack
     private(set) var now = t0
 
-    init(aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(), gatewayConfiguration: StackConfiguration? = nil, mtu: Int = 1500) {
+    init(aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(), gatewayConfiguration: StackConfiguration? = nil, mtu: Int = 1500, congestionControl: TCPCongestionControl = .newReno) {
         link = InMemoryLink(mtu: mtu, aToB: aToB, bToA: bToA, start: t0)
         var g = gatewayConfiguration ?? StackConfiguration(mtu: mtu)
         g.gratuitousARPOnStart = false
+        g.tcp.congestionControl = congestionControl
         gateway = NetworkStack(configuration: g)
         var c = StackConfiguration(macAddress: guestMAC, subnet: subnet, gateway: guestIP, mtu: mtu)
         c.gratuitousARPOnStart = false
+        c.tcp.congestionControl = congestionControl
         guest = NetworkStack(configuration: c)
         link.a.onFrame = { [unowned self] frame in self.gateway.receive(frame, now: self.now) }
         link.b.onFrame = { [unowned self] frame in self.guest.receive(frame, now: self.now) }

@@ -168,11 +168,11 @@ struct TCPSimulationTests {
 }
 
 /// Both directions at once: each side sends `size` bytes to the other's sink and receives the other's.
-func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false) throws -> (Bool, String) {
+func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false, congestionControl: TCPCongestionControl = .newReno) throws -> (Bool, String) {
     let faults = FaultConfiguration(drop: 0.05, duplicate: 0.01, reorder: 0.05, corrupt: 0.01, seed: seed)
     var back = faults
     back.seed = seed &+ 1000
-    let sim = Simulation(aToB: faults, bToA: back)
+    let sim = Simulation(aToB: faults, bToA: back, congestionControl: congestionControl)
     let up = pattern(size, seed: seed)
     let down = pattern(size, seed: seed &+ 7)
     var serverReceived = ByteBuffer()
@@ -204,11 +204,11 @@ func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false) throws -> 
 
 @Suite("TCP under seeded faults, many seeds")
 struct TCPManySeedsTests {
-    @Test("50 seeds: 5 % loss, 5 % reorder, 1 % duplication, 1 % corruption, both directions at once, byte-exact")
-    func fiftySeeds() throws {
+    @Test("50 seeds: 5 % loss, 5 % reorder, 1 % duplication, 1 % corruption, both directions at once, byte-exact (NewReno and CUBIC)", arguments: TCPCongestionControl.allCases)
+    func fiftySeeds(congestionControl: TCPCongestionControl) throws {
         var failures: [String] = []
         for seed in UInt64(1)...50 {
-            let (ok, line) = try bidirectional(seed: seed, size: 256 * 1024)
+            let (ok, line) = try bidirectional(seed: seed, size: 256 * 1024, congestionControl: congestionControl)
             if !ok { failures.append(line) }
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
