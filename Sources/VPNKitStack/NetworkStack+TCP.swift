@@ -146,6 +146,7 @@ extension NetworkStack {
         entry.wasFull = full
         if connection.state == .closed {
             tcpConnections[key] = nil
+            pendingAccepts[key] = nil
             counters.increment(.tcpConnectionsClosed)
         } else {
             tcpConnections[key] = entry
@@ -203,7 +204,9 @@ extension NetworkStack {
         // No connection: a SYN to a listening port opens one.
         let flags = header.flags
         if flags.contains(.syn), !flags.contains(.ack), !flags.contains(.rst), let accept = tcpListeners[header.destinationPort] {
-            guard tcpConnections.count < configuration.maximumTCPConnections else {
+            // The SYN queue: half-open connections per port are bounded (a SYN flood cannot fill the table).
+            let halfOpen = pendingAccepts.keys.reduce(0) { $0 + ($1.localPort == header.destinationPort ? 1 : 0) }
+            guard tcpConnections.count < configuration.maximumTCPConnections, halfOpen < configuration.tcpSYNBacklog else {
                 counters.increment(.tcpConnectionsRefused)
                 return
             }

@@ -26,6 +26,8 @@ public struct StackConfiguration: Sendable {
     public var tcp = TCPConfiguration()
     /// TCP connections at once; SYNs beyond are dropped and counted.
     public var maximumTCPConnections = 4096
+    /// Half-open (SYN-RECEIVED) connections per listening port; further SYNs are dropped and counted.
+    public var tcpSYNBacklog = 256
     /// The secret of RFC 6528 initial sequence numbers (random per stack by default).
     public var tcpSecret = UInt64.random(in: 0...UInt64.max)
     /// Send a gratuitous ARP for every owned address when the stack starts.

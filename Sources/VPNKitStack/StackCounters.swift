@@ -18,7 +18,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     case udpMalformed, udpBadChecksum, udpDelivered, udpPortUnreachable, udpSocketQueueFull, udpSent
     // TCP
     case tcpSegmentsReceived, tcpSegmentsSent, tcpMalformed, tcpBadChecksum, tcpResetsSent, tcpConnectionsOpened
-    case tcpConnectionsClosed, tcpConnectionsRefused
+    case tcpConnectionsClosed, tcpConnectionsRefused, tcpListenOverflows
 
     public var description: String {
         // camelCase → snake_case for output.
@@ -46,7 +46,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "icmpErrorsSent", "icmpErrorsRateLimited", "icmpErrorsSuppressed",
         "udpMalformed", "udpBadChecksum", "udpDelivered", "udpPortUnreachable", "udpSocketQueueFull", "udpSent",
         "tcpSegmentsReceived", "tcpSegmentsSent", "tcpMalformed", "tcpBadChecksum", "tcpResetsSent", "tcpConnectionsOpened",
-        "tcpConnectionsClosed", "tcpConnectionsRefused",
+        "tcpConnectionsClosed", "tcpConnectionsRefused", "tcpListenOverflows",
     ]
 }
 

@@ -1,0 +1,151 @@
+public import NIOCore
+public import VPNKitBase
+public import VPNKitTCP
+
+/// Errors of the async TCP API.
+public enum AsyncTCPError: Error, Sendable, Hashable {
+    /// The connection ended (reset, timed out, refused, aborted) before the operation completed.
+    case connectionClosed(TCPCloseReason)
+    /// Another read (or write) is already waiting on this connection.
+    case concurrentOperation
+}
+
+/// A TCP connection usable from Swift concurrency. Reads pull from the stack's receive buffer only
+/// when asked, so a slow reader closes the TCP window (backpressure); writes wait for room in the send
+/// buffer. All state lives on the stack's event loop.
+public final class AsyncTCPConnection: Sendable {
+    private let state: NIOLoopBound<State>
+    private let eventLoop: any EventLoop
+    public let remoteAddress: IPv4Address
+    public let remotePort: UInt16
+
+    final class State {
+        let socket: TCPSocket
+        var reader: CheckedContinuation<ByteBuffer?, any Error>?
+        var writer: (data: ByteBuffer, continuation: CheckedContinuation<Void, any Error>)?
+        var closed: TCPCloseReason?
+
+        init(socket: TCPSocket) { self.socket = socket }
+
+        func attach() {
+            socket.onReadable = { [unowned self] in self.serveReader() }
+            socket.onWritable = { [unowned self] in self.serveWriter() }
+            socket.onClosed = { [unowned self] reason in
+                self.closed = reason
+                self.serveReader()
+                if let w = self.writer {
+                    self.writer = nil
+                    w.continuation.resume(throwing: AsyncTCPError.connectionClosed(reason))
+                }
+            }
+        }
+
+        func serveReader() {
+            guard let reader else { return }
+            if let data = socket.read(now: .now()) {
+                self.reader = nil
+                reader.resume(returning: data)
+            } else if socket.isReadClosed {
+                self.reader = nil
+                if let closed, closed != .closed { reader.resume(throwing: AsyncTCPError.connectionClosed(closed)) } else { reader.resume(returning: nil) }
+            }
+        }
+
+        func serveWriter() {
+            guard var w = writer else { return }
+            w.data.moveReaderIndex(forwardBy: socket.write(w.data, now: .now()))
+            if w.data.readableBytes == 0 {
+                writer = nil
+                w.continuation.resume()
+            } else {
+                writer = w
+            }
+        }
+    }
+
+    init(socket: TCPSocket, eventLoop: any EventLoop) {
+        let state = State(socket: socket)
+        state.attach()
+        self.state = NIOLoopBound(state, eventLoop: eventLoop)
+        self.eventLoop = eventLoop
+        self.remoteAddress = socket.remoteAddress
+        self.remotePort = socket.remotePort
+    }
+
+    /// The next received bytes, or nil once the peer has closed its side and everything was read.
+    public func read() async throws -> ByteBuffer? {
+        let state = self.state
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
+            eventLoop.execute {
+                let s = state.value
+                guard s.reader == nil else { return continuation.resume(throwing: AsyncTCPError.concurrentOperation) }
+                s.reader = continuation
+                s.serveReader()
+            }
+        }
+    }
+
+    /// Writes all of `data`, waiting while the send buffer is full.
+    public func write(_ data: ByteBuffer) async throws {
+        let state = self.state
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            eventLoop.execute {
+                let s = state.value
+                if let closed = s.closed { return continuation.resume(throwing: AsyncTCPError.connectionClosed(closed)) }
+                guard s.writer == nil else { return continuation.resume(throwing: AsyncTCPError.concurrentOperation) }
+                s.writer = (data, continuation)
+                s.serveWriter()
+            }
+        }
+    }
+
+    /// Closes our side (FIN after what was written); reading goes on until the peer closes.
+    public func shutdown() async {
+        let state = self.state
+        try? await eventLoop.submit { state.value.socket.close(now: .now()) }.get()
+    }
+
+    /// Resets the connection.
+    public func abort() async {
+        let state = self.state
+        try? await eventLoop.submit { state.value.socket.abort(now: .now()) }.get()
+    }
+}
+
+extension StackDriver {
+    /// Listens on `port`; accepted connections arrive on the returned sequence. At most `backlog`
+    /// accepted connections wait to be taken; beyond that a new one is reset and counted.
+    public static func listen(port: UInt16, backlog: Int = 128, on driver: NIOLoopBound<StackDriver>) async throws -> AsyncStream<AsyncTCPConnection> {
+        let loop = driver.eventLoop
+        return try await loop.submit {
+            let d = driver.value
+            let (stream, continuation) = AsyncStream.makeStream(of: AsyncTCPConnection.self, bufferingPolicy: .bufferingOldest(max(1, backlog)))
+            try d.stack.listenTCP(port: port) { [unowned d] socket in
+                let connection = AsyncTCPConnection(socket: socket, eventLoop: loop)
+                if case .dropped = continuation.yield(connection) {
+                    d.stack.counters.increment(.tcpListenOverflows)
+                    socket.abort(now: .now())
+                }
+            }
+            return stream
+        }.get()
+    }
+
+    /// Opens a connection and waits for the handshake.
+    public static func connect(to address: IPv4Address, port: UInt16, on driver: NIOLoopBound<StackDriver>) async throws -> AsyncTCPConnection {
+        let loop = driver.eventLoop
+        return try await loop.flatSubmit { () -> EventLoopFuture<AsyncTCPConnection> in
+            let d = driver.value
+            let promise = loop.makePromise(of: AsyncTCPConnection.self)
+            do {
+                let socket = try d.stack.connectTCP(to: address, port: port, now: .now())
+                socket.onConnected = { [unowned socket] in promise.succeed(AsyncTCPConnection(socket: socket, eventLoop: loop)) }
+                socket.onClosed = { reason in promise.fail(AsyncTCPError.connectionClosed(reason)) }
+                d.flush()
+            } catch {
+                promise.fail(error)
+            }
+            return promise.futureResult
+        }.get()
+    }
+}
