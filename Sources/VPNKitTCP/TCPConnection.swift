@@ -286,16 +286,28 @@ public struct TCPConnection: Sendable {
 
     public mutating func receive(_ segment: TCPIncoming, now: NIODeadline) {
         counters.segmentsReceived += 1
-        let h = segment.header
+        var segment = segment
         switch state {
         case .closed:
             return
         case .synSent:
             receiveInSynSent(segment, now: now)
             return
+        case .synReceived where segment.header.flags.contains(.syn) && segment.header.sequenceNumber == irs:
+            // The peer's SYN again (simultaneous open: its SYN-ACK): the SYN is old news, the ACK is not.
+            segment.header.flags.remove(.syn)
+            segment.header.sequenceNumber = irs + 1
         default:
-            break
+            // RFC 5961 §4: a SYN on a synchronized connection, whatever its sequence number, draws a
+            // challenge ACK and nothing else.
+            if segment.header.flags.contains(.syn), state.isSynchronized {
+                counters.challengeACKs += 1
+                ackNow = true
+                flush(now: now)
+                return
+            }
         }
+        let h = segment.header
 
         // PAWS (RFC 7323 §5): a timestamp older than the last one seen means an old duplicate.
         if useTimestamps, let ts = h.timestamps, !h.flags.contains(.rst), Int32(bitPattern: ts.value &- tsRecent) < 0 {
@@ -330,6 +342,8 @@ public struct TCPConnection: Sendable {
             return
         }
 
+        // RFC 1337: a RST in TIME-WAIT is ignored (no TIME-WAIT assassination).
+        if state == .timeWait && h.flags.contains(.rst) { return }
         // RST (RFC 5961 §3): exact → reset; in window → challenge ACK.
         if h.flags.contains(.rst) {
             if seq == rcvNxt {
@@ -341,7 +355,7 @@ public struct TCPConnection: Sendable {
             }
             return
         }
-        // SYN in a synchronized state (RFC 5961 §4): challenge ACK.
+        // A SYN still here (SYN-RECEIVED, not the peer's own): answer with a challenge ACK.
         if h.flags.contains(.syn) {
             counters.challengeACKs += 1
             ackNow = true

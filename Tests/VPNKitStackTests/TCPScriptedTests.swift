@@ -1,0 +1,186 @@
+import NIOCore
+import Testing
+import VPNKitBase
+import VPNKitTCP
+
+/// A scripted peer against one connection: segments in, segments out, under a virtual clock.
+struct Script {
+    var connection: TCPConnection
+    var now = NIODeadline.uptimeNanoseconds(10_000_000_000)
+    let peerISS = SequenceNumber(5000)
+    var peerNext: SequenceNumber
+    var ourISS: SequenceNumber
+
+    /// A connection in ESTABLISHED (passive open), with timestamps, SACK and window scale negotiated.
+    init(options: Bool = true) {
+        var syn = TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5000), flags: .syn, window: 64240)
+        if options { syn.options = TCPHeader.standardOptions(maximumSegmentSize: 1460, sackPermitted: true, timestamps: (100, 0), windowScale: 7) }
+        connection = TCPConnection.accept(TCPIncoming(header: syn, payload: ByteBuffer()), localPort: 80, iss: SequenceNumber(900), configuration: TCPConfiguration(), now: now)
+        let synack = connection.takeOutput()
+        ourISS = synack[0].header.sequenceNumber
+        peerNext = peerISS + 1
+        send(flags: .ack)
+    }
+
+    mutating func send(flags: TCPFlags, seq: SequenceNumber? = nil, ack: SequenceNumber? = nil, data: [UInt8] = [], window: UInt16 = 502, tsval: UInt32? = nil) {
+        var h = TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: seq ?? peerNext, acknowledgmentNumber: ack ?? (ourISS + 1), flags: flags, window: window)
+        h.options = [.noOperation, .noOperation, .timestamps(value: tsval ?? UInt32(truncatingIfNeeded: now.uptimeNanoseconds / 1_000_000), echoReply: 0)]
+        connection.receive(TCPIncoming(header: h, payload: ByteBuffer(bytes: data)), now: now)
+        if seq == nil { peerNext = peerNext + data.count + (flags.contains(.fin) ? 1 : 0) }
+    }
+
+    mutating func out() -> [TCPOutgoing] { connection.takeOutput() }
+}
+
+@Suite("TCP scripted peer")
+struct TCPScriptedTests {
+    @Test("handshake negotiates every option; without options none is used")
+    func handshake() {
+        var s = Script()
+        #expect(s.connection.state == .established)
+        var h = TCPHeader(sourcePort: 1, destinationPort: 80, sequenceNumber: SequenceNumber(1), flags: .syn, window: 1000)
+        h.options = []
+        var bare = TCPConnection.accept(TCPIncoming(header: h, payload: ByteBuffer()), localPort: 80, iss: SequenceNumber(7), configuration: TCPConfiguration(), now: s.now)
+        let synack = bare.takeOutput()[0].header
+        #expect(synack.maximumSegmentSize != nil)
+        #expect(synack.windowScale == nil && !synack.sackPermitted && synack.timestamps == nil)
+        s.send(flags: [.ack, .psh], data: [1, 2, 3])
+        let ack = s.out().last!.header
+        #expect(ack.timestamps != nil)
+        #expect(ack.acknowledgmentNumber == s.peerNext)
+    }
+
+    @Test("RFC 5961: an in-window RST that is not exact draws a challenge ACK; an exact one resets")
+    func rst() {
+        var s = Script()
+        s.send(flags: .rst, seq: s.peerNext + 100)
+        #expect(s.connection.state == .established)
+        #expect(s.connection.counters.challengeACKs == 1)
+        #expect(s.out().first?.header.flags == .ack)
+        s.send(flags: .rst, seq: s.peerNext + 10_000_000)
+        #expect(s.connection.state == .established)
+        s.send(flags: .rst)
+        #expect(s.connection.state == .closed)
+        #expect(s.connection.closeReason == .reset)
+    }
+
+    @Test("RFC 5961: a SYN on an established connection draws a challenge ACK")
+    func synInEstablished() {
+        var s = Script()
+        s.send(flags: .syn, seq: SequenceNumber(77))
+        #expect(s.connection.state == .established)
+        #expect(s.connection.counters.challengeACKs == 1)
+    }
+
+    @Test("PAWS: a segment with an old timestamp is dropped")
+    func paws() {
+        var s = Script()
+        s.send(flags: [.ack, .psh], data: [1], tsval: 1_000_000)
+        _ = s.out()
+        s.send(flags: [.ack, .psh], data: [2], tsval: 10)
+        #expect(s.connection.bytesToRead == 1)
+        #expect(s.connection.counters.droppedUnacceptable == 1)
+    }
+
+    @Test("out of window data is not accepted; duplicates are acknowledged")
+    func outOfWindow() {
+        var s = Script()
+        s.send(flags: [.ack], seq: s.peerNext + 10_000_000, data: [9])
+        #expect(s.connection.bytesToRead == 0)
+        #expect(s.out().first?.header.acknowledgmentNumber == s.peerNext)
+    }
+
+    @Test("out-of-order data is SACKed, newest block first, and delivered when the hole fills")
+    func sack() {
+        var s = Script()
+        let base = s.peerNext
+        s.send(flags: .ack, seq: base + 100, data: Array(repeating: 1, count: 100))
+        s.send(flags: .ack, seq: base + 300, data: Array(repeating: 3, count: 100))
+        let ack = s.out().last!.header
+        #expect(ack.acknowledgmentNumber == base)
+        #expect(ack.sackBlocks.first == SACKBlock(left: (base + 300).rawValue, right: (base + 400).rawValue))
+        #expect(ack.sackBlocks.count == 2)
+        s.send(flags: .ack, seq: base, data: Array(repeating: 0, count: 100))
+        #expect(s.connection.bytesToRead == 200)
+        s.send(flags: .ack, seq: base + 200, data: Array(repeating: 2, count: 100))
+        #expect(s.connection.bytesToRead == 400)
+    }
+
+    @Test("retransmission timing: RTO doubles per timeout; the connection gives up after the limit")
+    func retransmissionTiming() {
+        var s = Script()
+        s.connection.write(ByteBuffer(repeating: 7, count: 100), now: s.now)
+        _ = s.out()
+        var times: [NIODeadline] = []
+        while let next = s.connection.nextDeadline, s.connection.state != .closed, times.count < 20 {
+            s.now = next
+            s.connection.poll(now: s.now)
+            if !s.out().isEmpty { times.append(s.now) }
+        }
+        let gaps = zip(times, times.dropFirst()).map { ($1 - $0).nanoseconds }
+        for (a, b) in zip(gaps, gaps.dropFirst()) { #expect(b == min(2 * a, 60_000_000_000)) }
+        #expect(s.connection.state == .closed)
+        #expect(s.connection.closeReason == .timedOut)
+    }
+
+    @Test("zero window: no data into it, probes instead; data flows when it opens")
+    func zeroWindow() {
+        var s = Script()
+        s.send(flags: .ack, window: 0)
+        s.connection.write(ByteBuffer(repeating: 7, count: 1000), now: s.now)
+        #expect(s.out().allSatisfy { $0.payload.readableBytes == 0 })
+        let probeAt = s.connection.nextDeadline!
+        s.now = probeAt
+        s.connection.poll(now: s.now)
+        let probe = s.out()
+        #expect(probe.count == 1 && probe[0].payload.readableBytes == 1)
+        #expect(s.connection.counters.zeroWindowProbes == 1)
+        s.send(flags: .ack, ack: s.ourISS + 2, window: 502)
+        let data = s.out()
+        #expect(data.reduce(0) { $0 + $1.payload.readableBytes } == 999)
+    }
+
+    @Test("FIN from the peer: CLOSE-WAIT, then LAST-ACK and CLOSED; our FIN first: FIN-WAIT, TIME-WAIT, RFC 1337")
+    func finStates() {
+        var s = Script()
+        s.send(flags: [.fin, .ack])
+        #expect(s.connection.state == .closeWait)
+        #expect(s.connection.isReadClosed)
+        s.connection.close(now: s.now)
+        #expect(s.connection.state == .lastAck)
+        let fin = s.out().last!.header
+        #expect(fin.flags.contains(.fin))
+        s.send(flags: .ack, ack: fin.sequenceNumber + 1)
+        #expect(s.connection.state == .closed)
+
+        var t = Script()
+        t.connection.close(now: t.now)
+        #expect(t.connection.state == .finWait1)
+        let ourFin = t.out().last!.header
+        t.send(flags: .ack, ack: ourFin.sequenceNumber + 1)
+        #expect(t.connection.state == .finWait2)
+        t.send(flags: [.fin, .ack], ack: ourFin.sequenceNumber + 1)
+        #expect(t.connection.state == .timeWait)
+        // RFC 1337: a RST does not end TIME-WAIT early.
+        t.send(flags: .rst, seq: t.peerNext)
+        #expect(t.connection.state == .timeWait)
+        t.now = t.now + .seconds(60)
+        t.connection.poll(now: t.now)
+        #expect(t.connection.state == .closed && t.connection.closeReason == .closed)
+    }
+
+    @Test("simultaneous open: both SYN, both SYN-ACK, both ESTABLISHED")
+    func simultaneousOpen() {
+        let now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        var a = TCPConnection.connect(localPort: 1, remotePort: 2, iss: SequenceNumber(100), configuration: TCPConfiguration(), now: now)
+        var b = TCPConnection.connect(localPort: 2, remotePort: 1, iss: SequenceNumber(900), configuration: TCPConfiguration(), now: now)
+        let synA = a.takeOutput()[0], synB = b.takeOutput()[0]
+        a.receive(TCPIncoming(header: synB.header, payload: synB.payload), now: now)
+        b.receive(TCPIncoming(header: synA.header, payload: synA.payload), now: now)
+        #expect(a.state == .synReceived && b.state == .synReceived)
+        let synackA = a.takeOutput(), synackB = b.takeOutput()
+        for s in synackB { a.receive(TCPIncoming(header: s.header, payload: s.payload), now: now) }
+        for s in synackA { b.receive(TCPIncoming(header: s.header, payload: s.payload), now: now) }
+        #expect(a.state == .established && b.state == .established)
+    }
+}
