@@ -39,6 +39,17 @@ public struct TCPConfiguration: Sendable, Hashable {
     /// Initial congestion window in segments (RFC 6928).
     public var initialWindowSegments = 10
     public var congestionControl = TCPCongestionControl.newReno
+    /// Keep-alive (RFC 1122 §4.2.3.6): after this much idleness, probe; nil turns it off.
+    public var keepAliveIdle: TimeAmount? = nil
+    public var keepAliveInterval: TimeAmount = .seconds(75)
+    public var keepAliveProbes = 9
+    /// User timeout: give up when sent data stays unacknowledged this long (nil: only the
+    /// retransmission limit applies).
+    public var userTimeout: TimeAmount? = nil
+    /// Challenge ACKs per second at most (RFC 5961 §7).
+    public var challengeACKsPerSecond = 10
+    /// Limited transmit (RFC 3042): a new segment on each of the first two duplicate ACKs.
+    public var limitedTransmit = true
     /// Out-of-order segments kept (the bytes are bounded by the receive buffer).
     public var maximumOutOfOrderSegments = 256
 

@@ -126,6 +126,13 @@ public struct TCPConnection: Sendable {
     private var timeWaitUntil: NIODeadline?
     private var persistAt: NIODeadline?
     private var persistBackoff = 0
+    private var keepAliveAt: NIODeadline?
+    private var keepAliveProbesSent = 0
+    /// Since when the oldest unacknowledged byte has been waiting (for the user timeout).
+    private var unacknowledgedSince: NIODeadline?
+    private var challengeWindowStart: NIODeadline?
+    private var challengesInWindow = 0
+    private var limitedTransmitAllowance = 0
 
     // CUBIC state (RFC 9438), in bytes and seconds.
     private var cubicWMax: Double = 0
@@ -259,7 +266,9 @@ public struct TCPConnection: Sendable {
     // MARK: - Timers
 
     public var nextDeadline: NIODeadline? {
-        [retransmitAt, delayedACKAt, timeWaitUntil, persistAt].compactMap { $0 }.min()
+        var times = [retransmitAt, delayedACKAt, timeWaitUntil, persistAt, keepAliveAt].compactMap { $0 }
+        if let timeout = configuration.userTimeout, let since = unacknowledgedSince { times.append(since + timeout) }
+        return times.min()
     }
 
     public mutating func poll(now: NIODeadline) {
@@ -279,6 +288,34 @@ public struct TCPConnection: Sendable {
             persistAt = nil
             probeZeroWindow(now: now)
         }
+        if let timeout = configuration.userTimeout, let since = unacknowledgedSince, now - since >= timeout {
+            abort()
+            closeReason = .timedOut
+            return
+        }
+        if let t = keepAliveAt, now >= t, state.isSynchronized {
+            if keepAliveProbesSent >= configuration.keepAliveProbes {
+                enterClosed(.timedOut)
+                return
+            }
+            // A probe: an ACK for one byte before sndUna, which the peer must answer (RFC 1122 §4.2.3.6).
+            keepAliveProbesSent += 1
+            emit(flags: .ack, seq: sndUna + (-1), payload: ByteBuffer(), now: now)
+            keepAliveAt = now + configuration.keepAliveInterval
+        }
+        flush(now: now)
+    }
+
+    /// RFC 5961 §7: challenge ACKs, at most `challengeACKsPerSecond`.
+    private mutating func challengeACK(now: NIODeadline) {
+        if challengeWindowStart.map({ now - $0 >= .seconds(1) }) ?? true {
+            challengeWindowStart = now
+            challengesInWindow = 0
+        }
+        guard challengesInWindow < configuration.challengeACKsPerSecond else { return }
+        challengesInWindow += 1
+        counters.challengeACKs += 1
+        ackNow = true
         flush(now: now)
     }
 
@@ -301,13 +338,14 @@ public struct TCPConnection: Sendable {
             // RFC 5961 §4: a SYN on a synchronized connection, whatever its sequence number, draws a
             // challenge ACK and nothing else.
             if segment.header.flags.contains(.syn), state.isSynchronized {
-                counters.challengeACKs += 1
-                ackNow = true
-                flush(now: now)
+                challengeACK(now: now)
                 return
             }
         }
         let h = segment.header
+        // Anything from the peer shows it is alive.
+        keepAliveProbesSent = 0
+        if let idle = configuration.keepAliveIdle { keepAliveAt = now + idle }
 
         // PAWS (RFC 7323 §5): a timestamp older than the last one seen means an old duplicate.
         if useTimestamps, let ts = h.timestamps, !h.flags.contains(.rst), Int32(bitPattern: ts.value &- tsRecent) < 0 {
@@ -349,17 +387,13 @@ public struct TCPConnection: Sendable {
             if seq == rcvNxt {
                 enterClosed(state == .synReceived ? .refused : .reset)
             } else {
-                counters.challengeACKs += 1
-                ackNow = true
-                flush(now: now)
+                challengeACK(now: now)
             }
             return
         }
         // A SYN still here (SYN-RECEIVED, not the peer's own): answer with a challenge ACK.
         if h.flags.contains(.syn) {
-            counters.challengeACKs += 1
-            ackNow = true
-            flush(now: now)
+            challengeACK(now: now)
             return
         }
         guard h.flags.contains(.ack) else { return }
@@ -479,6 +513,8 @@ public struct TCPConnection: Sendable {
             sndUna = ack
             if sndNxt < sndUna { sndNxt = sndUna }
             duplicateACKs = 0
+            limitedTransmitAllowance = 0
+            unacknowledgedSince = sndUna == sndMax ? nil : now
             // RTT: timestamps (RFC 7323) or the one timed segment (Karn: never a retransmitted one).
             if useTimestamps, let ts = h.timestamps, ts.echoReply != 0 {
                 let sent = Int64(ts.echoReply)
@@ -530,6 +566,9 @@ public struct TCPConnection: Sendable {
                 retransmitFirst(now: now)
             } else if duplicateACKs > 3, recover != nil {
                 cwnd += effectiveMSS
+            } else if duplicateACKs < 3, recover == nil, configuration.limitedTransmit {
+                // RFC 3042: each of the first two duplicate ACKs lets one new segment out.
+                limitedTransmitAllowance = duplicateACKs * effectiveMSS
             }
         }
         // Window update (RFC 9293 §3.10.7.4).
@@ -664,7 +703,7 @@ public struct TCPConnection: Sendable {
         while true {
             let offset = sndNxt - sndUna
             let unsent = sendQueue.count - offset
-            let window = min(sndWnd, cwnd)
+            let window = min(sndWnd, cwnd + limitedTransmitAllowance)
             let usable = window - (sndNxt - sndUna)
             if unsent > 0 {
                 if sndWnd == 0 {
@@ -731,6 +770,7 @@ public struct TCPConnection: Sendable {
         // probe), sndMax covers every sequence number that has left.
         let end = seq + payload.readableBytes + (flags.contains(.fin) ? 1 : 0)
         if sndMax < end { sndMax = end }
+        if unacknowledgedSince == nil, sndUna != sndMax { unacknowledgedSince = now }
         ackNow = false
         delayedACKAt = nil
         unackedSegments = 0
@@ -904,6 +944,8 @@ public struct TCPConnection: Sendable {
     private mutating func enterTimeWait(now: NIODeadline) {
         retransmitAt = nil
         persistAt = nil
+        keepAliveAt = nil
+        unacknowledgedSince = nil
         timeWaitUntil = now + configuration.timeWait
     }
 
@@ -914,6 +956,8 @@ public struct TCPConnection: Sendable {
         delayedACKAt = nil
         persistAt = nil
         timeWaitUntil = nil
+        keepAliveAt = nil
+        unacknowledgedSince = nil
     }
 
     /// The connection's variables, for diagnostics.

@@ -184,3 +184,75 @@ struct TCPScriptedTests {
         #expect(a.state == .established && b.state == .established)
     }
 }
+
+@Suite("TCP timers and limits")
+struct TCPTimerTests {
+    func script(_ change: (inout TCPConfiguration) -> Void) -> (TCPConnection, NIODeadline, SequenceNumber) {
+        var configuration = TCPConfiguration()
+        change(&configuration)
+        let now = NIODeadline.uptimeNanoseconds(10_000_000_000)
+        var syn = TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5000), flags: .syn, window: 64240)
+        syn.options = TCPHeader.standardOptions(maximumSegmentSize: 1460, sackPermitted: true, windowScale: 7)
+        var c = TCPConnection.accept(TCPIncoming(header: syn, payload: ByteBuffer()), localPort: 80, iss: SequenceNumber(900), configuration: configuration, now: now)
+        let iss = c.takeOutput()[0].header.sequenceNumber
+        c.receive(TCPIncoming(header: TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5001), acknowledgmentNumber: iss + 1, flags: .ack, window: 502), payload: ByteBuffer()), now: now)
+        return (c, now, iss)
+    }
+
+    @Test("keep-alive probes an idle peer and gives up after the configured probes")
+    func keepAlive() {
+        var (c, now, _) = script {
+            $0.keepAliveIdle = .seconds(10)
+            $0.keepAliveInterval = .seconds(2)
+            $0.keepAliveProbes = 3
+        }
+        var probes = 0
+        while let next = c.nextDeadline, c.state != .closed {
+            now = next
+            c.poll(now: now)
+            probes += c.takeOutput().count
+        }
+        #expect(probes == 3)
+        #expect(c.closeReason == .timedOut)
+    }
+
+    @Test("user timeout aborts when data stays unacknowledged")
+    func userTimeout() {
+        var (c, now, _) = script { $0.userTimeout = .seconds(5) }
+        c.write(ByteBuffer(repeating: 1, count: 100), now: now)
+        while let next = c.nextDeadline, c.state != .closed, next - now < .seconds(10) {
+            now = next
+            c.poll(now: now)
+            _ = c.takeOutput()
+        }
+        #expect(c.state == .closed && c.closeReason == .timedOut)
+    }
+
+    @Test("challenge ACKs are rate-limited")
+    func challengeRate() {
+        var (c, now, iss) = script { $0.challengeACKsPerSecond = 5 }
+        for i in 0..<50 {
+            c.receive(TCPIncoming(header: TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5001) + (100 + i), acknowledgmentNumber: iss + 1, flags: .rst, window: 502), payload: ByteBuffer()), now: now)
+        }
+        #expect(c.counters.challengeACKs == 5)
+        now = now + .seconds(1)
+        c.receive(TCPIncoming(header: TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5200), acknowledgmentNumber: iss + 1, flags: .rst, window: 502), payload: ByteBuffer()), now: now)
+        #expect(c.counters.challengeACKs == 6)
+        #expect(c.state == .established)
+    }
+
+    @Test("limited transmit: the first two duplicate ACKs each release one new segment")
+    func limitedTransmit() {
+        var configuration = TCPConfiguration()
+        configuration.initialWindowSegments = 2
+        var (c, now, iss) = script { $0.initialWindowSegments = 2 }
+        _ = configuration
+        c.write(ByteBuffer(repeating: 1, count: 10 * 1460), now: now)
+        #expect(c.takeOutput().count == 2)
+        for _ in 0..<2 {
+            c.receive(TCPIncoming(header: TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5001), acknowledgmentNumber: iss + 1, flags: .ack, window: 502), payload: ByteBuffer()), now: now)
+            #expect(c.takeOutput().filter { $0.payload.readableBytes > 0 }.count == 1)
+        }
+        now = now + .milliseconds(1)
+    }
+}
