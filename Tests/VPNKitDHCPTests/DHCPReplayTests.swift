@@ -95,7 +95,7 @@ struct DHCPReplayTests {
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
         try process.run()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let text = String(decoding: readAll(pipe.fileHandleForReading), as: UTF8.self)
         process.waitUntilExit()
         let lines = text.split(separator: "\n")
         #expect(lines.count == replies)

@@ -94,7 +94,7 @@ struct DaemonSocketTests {
         if kind == "vmnet" { #expect(client.output.contains("vif 1500 1550")) }
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
-        let log = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let log = String(decoding: readAll(stderr.fileHandleForReading), as: UTF8.self)
         #expect(process.terminationStatus == 0, "\(log)")
         #expect(log.contains("icmp_echo_replies_sent=1"), "\(log)")
     }

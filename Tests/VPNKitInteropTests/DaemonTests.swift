@@ -35,7 +35,7 @@ final class Daemon {
         let sink = errorOutput
         let group = reader
         DispatchQueue.global().async {
-            sink.set(handle.readDataToEndOfFile())
+            sink.set(readAll(handle))
             group.leave()
         }
         // Ready when the kernel sees the carrier (the daemon attached to the tap).

@@ -39,9 +39,9 @@ func run(_ path: String, _ arguments: [String], timeout: Double = 60, input: Str
     let outHandle = out.fileHandleForReading
     let errHandle = err.fileHandleForReading
     group.enter()
-    DispatchQueue.global().async { outData.set(outHandle.readDataToEndOfFile()); group.leave() }
+    DispatchQueue.global().async { outData.set(readAll(outHandle)); group.leave() }
     group.enter()
-    DispatchQueue.global().async { errData.set(errHandle.readDataToEndOfFile()); group.leave() }
+    DispatchQueue.global().async { errData.set(readAll(errHandle)); group.leave() }
     while process.isRunning && Date() < deadline { usleep(10_000) }
     if process.isRunning {
         process.terminate()
