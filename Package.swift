@@ -96,6 +96,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Helpers shared by the test targets.
+        .target(name: "VPNKitTestSupport", path: "Tests/VPNKitTestSupport", swiftSettings: strict),
         .testTarget(
             name: "VPNKitWireTests",
             dependencies: [
@@ -126,6 +128,7 @@ let package = Package(
         .testTarget(
             name: "VPNKitDHCPTests",
             dependencies: [
+                "VPNKitTestSupport",
                 "VPNKitDHCP", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitEthernet", "VPNKitIPv4", "VPNKitUDP",
                 "VPNKitARP", "VPNKitPcap",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -135,6 +138,7 @@ let package = Package(
         .testTarget(
             name: "VPNKitInteropTests",
             dependencies: [
+                "VPNKitTestSupport",
                 "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitPcap", "VPNKitDecode", "VPNKitDHCP", "vpnkit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -144,6 +148,7 @@ let package = Package(
         .testTarget(
             name: "VPNKitDecodeTests",
             dependencies: [
+                "VPNKitTestSupport",
                 "VPNKitDecode", "VPNKitPcap", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP",
                 "VPNKitTCP", "VPNKitDHCP", "vpnkit",
             ],

@@ -15,8 +15,12 @@ public final class DiagnosticServices {
     public private(set) var discarded: UInt64 = 0
     public private(set) var echoed: UInt64 = 0
 
-    public init(stack: NetworkStack, echoPort: UInt16 = 7, discardPort: UInt16 = 9) throws(StackError) {
+    private let clock: () -> NIODeadline
+
+    /// `now` is the clock for the sockets' calls (a simulation passes its virtual one).
+    public init(stack: NetworkStack, echoPort: UInt16 = 7, discardPort: UInt16 = 9, now: @escaping () -> NIODeadline = { .now() }) throws(StackError) {
         self.stack = stack
+        self.clock = now
         try stack.listenTCP(port: echoPort) { [unowned self] socket in self.adopt(socket, echo: true) }
         try stack.listenTCP(port: discardPort) { [unowned self] socket in self.adopt(socket, echo: false) }
         udp.append(try stack.bindUDP(port: echoPort) { [unowned stack] message in
@@ -37,7 +41,7 @@ public final class DiagnosticServices {
             socket.onWritable = { [unowned self, unowned socket] in self.pumpEcho(socket) }
         } else {
             socket.onReadable = { [unowned self, unowned socket] in
-                let now = NIODeadline.now()
+                let now = self.clock()
                 while let data = socket.read(now: now) { self.discarded &+= UInt64(data.readableBytes) }
                 if socket.isReadClosed, socket.state == .closeWait { socket.close(now: now) }
             }
@@ -46,7 +50,7 @@ public final class DiagnosticServices {
 
     private func pumpEcho(_ socket: TCPSocket) {
         let id = ObjectIdentifier(socket)
-        let now = NIODeadline.now()
+        let now = clock()
         while true {
             if var rest = pending[id] {
                 let n = socket.write(rest, now: now)
@@ -66,4 +70,6 @@ public final class DiagnosticServices {
 
     /// Connections open now.
     public var connectionCount: Int { sockets.count }
+    /// The open connections.
+    public var connections: [TCPSocket] { Array(sockets.values) }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import VPNKitTestSupport
 import NIOCore
 import Testing
 import VPNKitBase

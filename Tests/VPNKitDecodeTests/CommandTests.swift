@@ -1,4 +1,5 @@
 import Foundation
+import VPNKitTestSupport
 import Testing
 
 /// The built `vpnkit` binary, beside the test bundle in the build products folder.

@@ -1,4 +1,5 @@
 import Foundation
+import VPNKitTestSupport
 import Testing
 
 /// A python client for the daemon's socket framings: sends an ARP request for the gateway and an

@@ -1,4 +1,5 @@
 import Foundation
+import VPNKitTestSupport
 import Testing
 import VPNKitDecode
 

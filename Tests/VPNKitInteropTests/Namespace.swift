@@ -1,4 +1,5 @@
 import Foundation
+import VPNKitTestSupport
 import Testing
 
 /// Whether kernel interop tests can run here: root, and iproute2 with network namespaces.

@@ -6,39 +6,6 @@ import VPNKitBase
 import VPNKitStack
 import VPNKitTCP
 
-/// An echo service on the stack (reads only when the previous data has been written: backpressure).
-final class StackEcho {
-    var pending: [ObjectIdentifier: ByteBuffer] = [:]
-    var sockets: [TCPSocket] = []
-
-    init(stack: NetworkStack, port: UInt16) throws {
-        try stack.listenTCP(port: port) { [unowned self] socket in
-            self.sockets.append(socket)
-            socket.onReadable = { [unowned self, unowned socket] in self.pump(socket) }
-            socket.onWritable = { [unowned self, unowned socket] in self.pump(socket) }
-            socket.onClosed = { [unowned self, unowned socket] _ in self.sockets.removeAll { $0 === socket } }
-        }
-    }
-
-    func pump(_ socket: TCPSocket) {
-        let id = ObjectIdentifier(socket)
-        let now = NIODeadline.now()
-        while true {
-            if var rest = pending[id] {
-                rest.moveReaderIndex(forwardBy: socket.write(rest, now: now))
-                if rest.readableBytes > 0 {
-                    pending[id] = rest
-                    return
-                }
-                pending[id] = nil
-            }
-            guard let data = socket.read(maximum: 65536, now: now) else { break }
-            pending[id] = data
-        }
-        if socket.isReadClosed, pending[id] == nil, socket.state == .closeWait { socket.close(now: now) }
-    }
-}
-
 @Suite("TCP against the Linux kernel", .serialized, .enabled(if: canUseNamespaces, namespaceSkipReason))
 struct TCPInteropTests {
     @Test("python in the namespace: 4 MiB echoed intact through our TCP; a closed port is refused; many short connections", arguments: [1500, 65520])
@@ -48,7 +15,7 @@ struct TCPInteropTests {
         let driver = link.driver
         try link.loop.submit {
             let d = driver.value
-            d.attachments.append(try StackEcho(stack: d.stack, port: 7))
+            d.attachments.append(try DiagnosticServices(stack: d.stack))
         }.wait()
         let script = """
             import os, socket, hashlib, sys
@@ -73,7 +40,7 @@ struct TCPInteropTests {
                 c = socket.create_connection(("192.168.65.1", 7), timeout=5)
                 c.sendall(b"x"); assert c.recv(1) == b"x"; c.close()
             try:
-                socket.create_connection(("192.168.65.1", 9), timeout=5)
+                socket.create_connection(("192.168.65.1", 9999), timeout=5)
                 print("connected?!"); sys.exit(2)
             except ConnectionRefusedError:
                 print("refused")

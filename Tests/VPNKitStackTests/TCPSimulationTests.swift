@@ -5,43 +5,6 @@ import VPNKitStack
 import VPNKitTCP
 import VPNKitTransport
 
-/// An echo service on a stack: reads only when what it read before has been written, so a slow
-/// writer closes the receive window (backpressure end to end).
-final class EchoServer {
-    var sockets: [TCPSocket] = []
-    var pending: [ObjectIdentifier: ByteBuffer] = [:]
-    let clock: () -> NIODeadline
-
-    init(stack: NetworkStack, port: UInt16, clock: @escaping () -> NIODeadline) throws {
-        self.clock = clock
-        try stack.listenTCP(port: port) { [unowned self] socket in
-            self.sockets.append(socket)
-            socket.onReadable = { [unowned self, unowned socket] in self.pump(socket) }
-            socket.onWritable = { [unowned self, unowned socket] in self.pump(socket) }
-            self.pump(socket)
-        }
-    }
-
-    func pump(_ socket: TCPSocket) {
-        let id = ObjectIdentifier(socket)
-        let now = clock()
-        while true {
-            if var rest = pending[id] {
-                let n = socket.write(rest, now: now)
-                rest.moveReaderIndex(forwardBy: n)
-                if rest.readableBytes > 0 {
-                    pending[id] = rest
-                    return
-                }
-                pending[id] = nil
-            }
-            guard let data = socket.read(maximum: 65536, now: now) else { break }
-            pending[id] = data
-        }
-        if socket.isReadClosed && pending[id] == nil && socket.state == .closeWait { socket.close(now: now) }
-    }
-}
-
 /// A client that sends `data` and collects what comes back.
 final class EchoClient {
     let socket: TCPSocket
@@ -91,7 +54,7 @@ struct TCPSimulationTests {
     @Test("handshake, 1 MiB echoed back intact, orderly close on both sides, TIME-WAIT ends")
     func echo() throws {
         let sim = Simulation()
-        let server = try EchoServer(stack: sim.gateway, port: 7, clock: { sim.now })
+        let server = try DiagnosticServices(stack: sim.gateway, now: { sim.now })
         let data = pattern(1 << 20)
         let client = try EchoClient(stack: sim.guest, to: gatewayIP, port: 7, data: data, clock: { sim.now })
         sim.run(for: .seconds(20))
@@ -103,7 +66,7 @@ struct TCPSimulationTests {
         client.socket.close(now: sim.now)
         sim.run(for: .seconds(1))
         #expect(client.socket.state == .timeWait)
-        #expect(server.sockets.first?.state == .closed)
+        #expect(server.connectionCount == 0)
         sim.run(for: .seconds(61))
         #expect(client.socket.state == .closed)
         #expect(client.closedReason == .closed)
@@ -116,11 +79,11 @@ struct TCPSimulationTests {
         var back = faults
         back.seed = seed &+ 77
         let sim = Simulation(aToB: faults, bToA: back)
-        let server = try EchoServer(stack: sim.gateway, port: 7, clock: { sim.now })
+        let server = try DiagnosticServices(stack: sim.gateway, now: { sim.now })
         let data = pattern(256 * 1024, seed: seed)
         let client = try EchoClient(stack: sim.guest, to: gatewayIP, port: 7, data: data, clock: { sim.now })
         withExtendedLifetime(server) { sim.run(for: .seconds(120)) }
-        #expect(client.received == data, "seed \(seed): \(client.received.readableBytes) of \(data.readableBytes) bytes; client \(client.socket.state) \(String(describing: client.closedReason)), server \(server.sockets.map(\.state)) to send \(client.toSend.readableBytes) pending \(server.pending.values.map(\.readableBytes)) unacked c=\(client.socket.unacknowledgedBytes) s=\(server.sockets.map(\.unacknowledgedBytes)) deadlines g=\(String(describing: sim.gateway.nextDeadline)) c=\(String(describing: sim.guest.nextDeadline)) now \(sim.now) gw \(sim.gateway.statistics.nonZero.map { "\($0.name)=\($0.value)" }) guest \(sim.guest.statistics.nonZero.map { "\($0.name)=\($0.value)" }) debug \(sim.guest.debugTCP()) | \(sim.gateway.debugTCP())")
+        #expect(client.received == data, "seed \(seed): \(client.received.readableBytes) of \(data.readableBytes) bytes; client \(client.socket.state) \(String(describing: client.closedReason)), server \(server.connections.map(\.state)) to send \(client.toSend.readableBytes) unacked c=\(client.socket.unacknowledgedBytes) s=\(server.connections.map(\.unacknowledgedBytes)) deadlines g=\(String(describing: sim.gateway.nextDeadline)) c=\(String(describing: sim.guest.nextDeadline)) now \(sim.now) gw \(sim.gateway.statistics.nonZero.map { "\($0.name)=\($0.value)" }) guest \(sim.guest.statistics.nonZero.map { "\($0.name)=\($0.value)" }) debug \(sim.guest.debugTCP()) | \(sim.gateway.debugTCP())")
         let c = client.socket.counters
         print("seed \(seed): client \(String(describing: c)); link a→b \(sim.link.a.injector.counters), b→a \(sim.link.b.injector.counters)")
         #expect((c?.retransmissions ?? 0) > 0)

@@ -1,11 +1,11 @@
-import Foundation
+public import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Reads a pipe to its end with read(2), retrying EINTR. (Foundation's `readDataToEndOfFile` traps
 /// when a signal — a child exiting, say — interrupts its read.)
-func readAll(_ handle: FileHandle) -> Data {
+public func readAll(_ handle: FileHandle) -> Data {
     let fd = handle.fileDescriptor
     var data = Data()
     var buffer = [UInt8](repeating: 0, count: 65536)
