@@ -256,3 +256,37 @@ struct TCPTimerTests {
         now = now + .milliseconds(1)
     }
 }
+
+@Suite("TCP closing and delayed ACK")
+struct TCPClosingTests {
+    @Test("simultaneous close: FIN-WAIT-1 → CLOSING → TIME-WAIT")
+    func closing() {
+        var s = Script()
+        s.connection.close(now: s.now)
+        let ourFin = s.out().last!.header
+        #expect(s.connection.state == .finWait1)
+        // The peer's FIN crosses ours (it has not seen our FIN yet).
+        s.send(flags: [.fin, .ack], ack: ourFin.sequenceNumber)
+        #expect(s.connection.state == .closing)
+        s.send(flags: .ack, ack: ourFin.sequenceNumber + 1)
+        #expect(s.connection.state == .timeWait)
+    }
+
+    @Test("delayed ACK: one full segment waits for the timer, a second one is acknowledged at once")
+    func delayedACK() {
+        var s = Script()
+        _ = s.out()
+        s.send(flags: .ack, data: Array(repeating: 1, count: 1448))
+        #expect(s.out().isEmpty)
+        let due = s.connection.nextDeadline!
+        #expect(due - s.now == .milliseconds(40))
+        s.send(flags: .ack, data: Array(repeating: 2, count: 1448))
+        let acks = s.out()
+        #expect(acks.count == 1 && acks[0].header.acknowledgmentNumber == s.peerNext)
+        s.send(flags: .ack, data: Array(repeating: 3, count: 1448))
+        #expect(s.out().isEmpty)
+        s.now = s.connection.nextDeadline!
+        s.connection.poll(now: s.now)
+        #expect(s.out().first?.header.acknowledgmentNumber == s.peerNext)
+    }
+}
