@@ -18,7 +18,7 @@ public enum DHCPClientEvent: Sendable {
 /// synchronously.
 public final class DHCPClientService: StackTimerClient {
     public private(set) var client: DHCPClient
-    private unowned let stack: NetworkStack
+    private weak var stack: NetworkStack?
     private var socket: UDPSocket?
     public var onEvent: ((DHCPClientEvent) -> Void)?
     /// Every lease change, in order (the newest 16 are kept for a slow reader).
@@ -29,11 +29,13 @@ public final class DHCPClientService: StackTimerClient {
         self.stack = stack
         self.client = DHCPClient(configuration: configuration)
         (events, continuation) = AsyncStream.makeStream(of: DHCPClientEvent.self, bufferingPolicy: .bufferingNewest(16))
-        self.socket = try stack.bindUDP(port: BOOTP.clientPort) { [unowned self] message in
-            guard message.sourcePort == BOOTP.serverPort, let reply = try? DHCPMessage(parsing: DHCPPacket(message.payload)) else { return }
+        // Weak references: the service may go away before the stack.
+        self.socket = try stack.bindUDP(port: BOOTP.clientPort) { [weak self] message in
+            guard let self, message.sourcePort == BOOTP.serverPort, let reply = try? DHCPMessage(parsing: DHCPPacket(message.payload)) else { return }
             self.perform(self.client.receive(reply, now: message.receivedAt), now: message.receivedAt)
         }
-        stack.arpObserver = { [unowned self] arp, now in
+        stack.arpObserver = { [weak self] arp, now in
+            guard let self else { return }
             self.perform(
                 self.client.arpSeen(
                     sender: arp.senderProtocolAddress, senderHardwareAddress: arp.senderHardwareAddress, target: arp.targetProtocolAddress,
@@ -55,6 +57,7 @@ public final class DHCPClientService: StackTimerClient {
     public func poll(now: NIODeadline) { perform(client.poll(now: now), now: now) }
 
     private func perform(_ actions: [DHCPClientAction], now: NIODeadline) {
+        guard let stack else { return }
         for action in actions {
             switch action {
             case .send(let message, let from, let to):
@@ -88,7 +91,7 @@ public final class DHCPClientService: StackTimerClient {
     public func close() {
         socket?.close()
         socket = nil
-        stack.arpObserver = nil
+        stack?.arpObserver = nil
         continuation.finish()
     }
 }

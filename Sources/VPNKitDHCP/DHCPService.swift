@@ -7,13 +7,13 @@ public import VPNKitStack
 /// the link. Confined to the thread driving the stack.
 public final class DHCPService {
     public private(set) var server: DHCPServer
-    private unowned let stack: NetworkStack
+    private weak var stack: NetworkStack?
     private var socket: UDPSocket?
 
     public init(stack: NetworkStack, configuration: DHCPServerConfiguration) throws(StackError) {
         self.stack = stack
         self.server = DHCPServer(configuration: configuration)
-        self.socket = try stack.bindUDP(port: BOOTP.serverPort) { [unowned self] message in self.received(message) }
+        self.socket = try stack.bindUDP(port: BOOTP.serverPort) { [weak self] message in self?.received(message) }
     }
 
     public var counters: DHCPServerCounters { server.counters }
@@ -38,7 +38,7 @@ public final class DHCPService {
         guard let reply = server.handle(request, now: message.receivedAt) else { return }
         var payload = ByteBuffer.withHeadroom(capacity: reply.message.encodedLength)
         reply.message.write(to: &payload)
-        try? stack.sendUDP(
+        try? stack?.sendUDP(
             payload, from: server.configuration.serverAddress, port: BOOTP.serverPort, to: reply.destination,
             port: reply.destinationPort, linkDestination: reply.linkDestination, now: message.receivedAt)
     }

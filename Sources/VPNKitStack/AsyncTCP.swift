@@ -28,9 +28,11 @@ public final class AsyncTCPConnection: Sendable {
         init(socket: TCPSocket) { self.socket = socket }
 
         func attach() {
-            socket.onReadable = { [unowned self] in self.serveReader() }
-            socket.onWritable = { [unowned self] in self.serveWriter() }
-            socket.onClosed = { [unowned self] reason in
+            // Weak: the connection may be dropped by its owner while the socket still closes.
+            socket.onReadable = { [weak self] in self?.serveReader() }
+            socket.onWritable = { [weak self] in self?.serveWriter() }
+            socket.onClosed = { [weak self] reason in
+                guard let self else { return }
                 self.closed = reason
                 self.serveReader()
                 if let w = self.writer {

@@ -7,7 +7,8 @@ import VPNKitTCP
 /// (`vpnkit run --diagnostic-services`). Echo reads only what it can write back, so a client that
 /// does not read sees its window close (backpressure end to end).
 public final class DiagnosticServices {
-    private unowned let stack: NetworkStack
+    private weak var stack: NetworkStack?
+    private let ports: (echo: UInt16, discard: UInt16)
     private var pending: [ObjectIdentifier: ByteBuffer] = [:]
     private var sockets: [ObjectIdentifier: TCPSocket] = [:]
     private var udp: [UDPSocket] = []
@@ -21,26 +22,29 @@ public final class DiagnosticServices {
     public init(stack: NetworkStack, echoPort: UInt16 = 7, discardPort: UInt16 = 9, now: @escaping () -> NIODeadline = { .now() }) throws(StackError) {
         self.stack = stack
         self.clock = now
-        try stack.listenTCP(port: echoPort) { [unowned self] socket in self.adopt(socket, echo: true) }
-        try stack.listenTCP(port: discardPort) { [unowned self] socket in self.adopt(socket, echo: false) }
-        udp.append(try stack.bindUDP(port: echoPort) { [unowned stack] message in
-            try? stack.sendUDP(message.payload, from: message.destination, port: message.destinationPort, to: message.source, port: message.sourcePort, now: message.receivedAt)
+        self.ports = (echoPort, discardPort)
+        // Weak references throughout: the services may go away before the stack and its sockets.
+        try stack.listenTCP(port: echoPort) { [weak self] socket in self?.adopt(socket, echo: true) }
+        try stack.listenTCP(port: discardPort) { [weak self] socket in self?.adopt(socket, echo: false) }
+        udp.append(try stack.bindUDP(port: echoPort) { [weak stack] message in
+            try? stack?.sendUDP(message.payload, from: message.destination, port: message.destinationPort, to: message.source, port: message.sourcePort, now: message.receivedAt)
         })
-        udp.append(try stack.bindUDP(port: discardPort) { [unowned self] message in self.discarded &+= UInt64(message.payload.readableBytes) })
+        udp.append(try stack.bindUDP(port: discardPort) { [weak self] message in self?.discarded &+= UInt64(message.payload.readableBytes) })
     }
 
     private func adopt(_ socket: TCPSocket, echo: Bool) {
         let id = ObjectIdentifier(socket)
         sockets[id] = socket
-        socket.onClosed = { [unowned self] _ in
-            self.sockets[id] = nil
-            self.pending[id] = nil
+        socket.onClosed = { [weak self] _ in
+            self?.sockets[id] = nil
+            self?.pending[id] = nil
         }
         if echo {
-            socket.onReadable = { [unowned self, unowned socket] in self.pumpEcho(socket) }
-            socket.onWritable = { [unowned self, unowned socket] in self.pumpEcho(socket) }
+            socket.onReadable = { [weak self, unowned socket] in self?.pumpEcho(socket) }
+            socket.onWritable = { [weak self, unowned socket] in self?.pumpEcho(socket) }
         } else {
-            socket.onReadable = { [unowned self, unowned socket] in
+            socket.onReadable = { [weak self, unowned socket] in
+                guard let self else { return }
                 let now = self.clock()
                 while let data = socket.read(now: now) { self.discarded &+= UInt64(data.readableBytes) }
                 if socket.isReadClosed, socket.state == .closeWait { socket.close(now: now) }
@@ -66,6 +70,12 @@ public final class DiagnosticServices {
             pending[id] = data
         }
         if socket.isReadClosed, pending[id] == nil, socket.state == .closeWait { socket.close(now: now) }
+    }
+
+    deinit {
+        stack?.stopListeningTCP(port: ports.echo)
+        stack?.stopListeningTCP(port: ports.discard)
+        for socket in udp { socket.close() }
     }
 
     /// Connections open now.

@@ -145,6 +145,10 @@ public struct TCPConnection: Sendable {
     private var ssthresh = Int.max
     private var duplicateACKs = 0
     private var recover: SequenceNumber?
+    /// RFC 6675 scoreboard: ranges above sndUna the peer has SACKed, sorted and merged (bounded).
+    private var sacked: [(left: SequenceNumber, right: SequenceNumber)] = []
+    /// HighRxt: the highest sequence number retransmitted in this recovery.
+    private var highRetransmitted: SequenceNumber?
 
     private var output: [TCPOutgoing] = []
 
@@ -501,6 +505,7 @@ public struct TCPConnection: Sendable {
             return
         }
         let window = Int(h.window) << Int(sendScale)
+        if useSACK { updateScoreboard(h.sackBlocks, ack: ack) }
         if sndUna < ack {
             let acked = ack - sndUna
             var dataAcked = acked
@@ -528,9 +533,13 @@ public struct TCPConnection: Sendable {
             backoff = 0
             // Congestion control.
             if let r = recover, r < ack || r == ack {
-                // Full ACK: leave fast recovery (RFC 6582).
+                // Full ACK: leave fast recovery (RFC 6582 / RFC 6675).
                 cwnd = ssthresh
                 recover = nil
+                highRetransmitted = nil
+            } else if recover != nil, sackRecovery {
+                // RFC 6675: fill holes while the pipe has room.
+                fillHoles(now: now)
             } else if recover != nil {
                 // Partial ACK: retransmit the next hole, deflate.
                 retransmitFirst(now: now)
@@ -561,9 +570,18 @@ public struct TCPConnection: Sendable {
             if duplicateACKs == 3, recover == nil {
                 counters.fastRetransmits += 1
                 ssthresh = reducedWindow(now: now)
-                cwnd = ssthresh + 3 * effectiveMSS
                 recover = sndMax
-                retransmitFirst(now: now)
+                if sackRecovery {
+                    // RFC 6675 §5: no inflation; the pipe estimate governs what is sent.
+                    cwnd = ssthresh
+                    highRetransmitted = nil
+                    fillHoles(now: now)
+                } else {
+                    cwnd = ssthresh + 3 * effectiveMSS
+                    retransmitFirst(now: now)
+                }
+            } else if recover != nil, sackRecovery {
+                fillHoles(now: now)
             } else if duplicateACKs > 3, recover != nil {
                 cwnd += effectiveMSS
             } else if duplicateACKs < 3, recover == nil, configuration.limitedTransmit {
@@ -704,7 +722,8 @@ public struct TCPConnection: Sendable {
             let offset = sndNxt - sndUna
             let unsent = sendQueue.count - offset
             let window = min(sndWnd, cwnd + limitedTransmitAllowance)
-            let usable = window - (sndNxt - sndUna)
+            let outstanding = recover != nil && sackRecovery ? pipe : sndNxt - sndUna
+            let usable = min(window - outstanding, sndWnd - (sndNxt - sndUna))
             if unsent > 0 {
                 if sndWnd == 0 {
                     if persistAt == nil && retransmitAt == nil { persistAt = now + rto }
@@ -849,6 +868,8 @@ public struct TCPConnection: Sendable {
             ssthresh = reducedWindow(now: now)
             cwnd = effectiveMSS
             recover = nil
+            sacked.removeAll()
+            highRetransmitted = nil
             duplicateACKs = 0
             sndNxt = sndUna
             if finSent && sendQueue.count == 0 {
@@ -885,6 +906,67 @@ public struct TCPConnection: Sendable {
     private var persistInterval: TimeAmount {
         let base = max(TimeAmount.milliseconds(200), rto)
         return min(configuration.maximumRTO, base * Int64(1 << min(persistBackoff, 8)))
+    }
+
+    /// SACK-based recovery applies when SACK was negotiated and the peer has reported holes.
+    private var sackRecovery: Bool { useSACK && !sacked.isEmpty }
+
+    /// Bytes SACKed above sndUna.
+    private var sackedBytes: Int { sacked.reduce(0) { $0 + ($1.right - $1.left) } }
+
+    /// RFC 6675 "pipe", approximated: what is outstanding and not SACKed.
+    private var pipe: Int { max(0, (sndMax - sndUna) - sackedBytes) }
+
+    /// Merges the peer's SACK blocks (those inside (ack, sndMax]) into the scoreboard and drops what
+    /// the cumulative ACK now covers. At most 32 ranges are kept.
+    private mutating func updateScoreboard(_ blocks: [SACKBlock], ack: SequenceNumber) {
+        for block in blocks {
+            var left = SequenceNumber(block.left)
+            let right = SequenceNumber(block.right)
+            guard left < right, !(sndMax < right) else { continue }
+            if left < ack { left = ack }
+            guard left < right else { continue }
+            sacked.append((left, right))
+        }
+        sacked.sort { $0.left < $1.left }
+        var merged: [(left: SequenceNumber, right: SequenceNumber)] = []
+        for range in sacked {
+            guard ack < range.right else { continue }
+            let left = range.left < ack ? ack : range.left
+            if let last = merged.last, !(last.right < left) {
+                if last.right < range.right { merged[merged.count - 1].right = range.right }
+            } else {
+                merged.append((left, range.right))
+            }
+        }
+        sacked = Array(merged.suffix(32))
+    }
+
+    /// RFC 6675 §5 NextSeg: retransmit unSACKed holes below the highest SACKed byte, in order,
+    /// while the pipe leaves room in the congestion window.
+    private mutating func fillHoles(now: NIODeadline) {
+        guard let highestSacked = sacked.last?.right else { return }
+        var next = highRetransmitted.map { $0 < sndUna ? sndUna : $0 } ?? sndUna
+        var budget = max(effectiveMSS, cwnd - pipe)
+        for range in sacked {
+            guard budget > 0 else { break }
+            if next < range.left {
+                // A hole [next, range.left).
+                while next < range.left, budget > 0 {
+                    let size = min(effectiveMSS, range.left - next, sendQueue.count - (next - sndUna))
+                    guard size > 0 else { break }
+                    emit(flags: .ack, seq: next, payload: sendQueue.bytes(from: next - sndUna, count: size), now: now)
+                    counters.retransmissions += 1
+                    rttSample = nil
+                    next = next + size
+                    budget -= size
+                    highRetransmitted = next
+                }
+            }
+            if next < range.right { next = range.right }
+            if !(next < highestSacked) { break }
+        }
+        if retransmitAt == nil { retransmitAt = now + rto }
     }
 
     /// The slow-start threshold after a loss: NewReno halves the flight (RFC 5681); CUBIC keeps
