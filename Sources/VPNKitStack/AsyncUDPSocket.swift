@@ -24,8 +24,8 @@ public final class AsyncUDPSocket: Sendable {
             let stack = driver.stack
             let limit = max(1, bufferLimit ?? stack.configuration.udpSocketQueueLimit)
             let (stream, continuation) = AsyncStream.makeStream(of: UDPMessage.self, bufferingPolicy: .bufferingNewest(limit))
-            let socket = try stack.bindUDP(port: port, address: address) { [unowned stack] message in
-                if case .dropped = continuation.yield(message) { stack.counters.increment(.udpSocketQueueFull) }
+            let socket = try stack.bindUDP(port: port, address: address) { [weak stack] message in
+                if case .dropped = continuation.yield(message) { stack?.counters.increment(.udpSocketQueueFull) }
             }
             return AsyncUDPSocket(port: port, address: address, messages: stream, continuation: continuation, socket: NIOLoopBound(socket, eventLoop: loop), driver: driver, eventLoop: loop)
         }.get()

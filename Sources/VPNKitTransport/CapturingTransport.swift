@@ -101,7 +101,8 @@ public final class CapturingTransport: FrameTransport {
         self.sink = sink
         self.now = now
         self.wallClock = wallClockNanoseconds ?? { Int64(now().uptimeNanoseconds) }
-        inner.onFrame = { [unowned self] frame in
+        inner.onFrame = { [weak self] frame in
+            guard let self else { return }
             self.sink.capture(frame, at: self.now(), wallClockNanoseconds: self.wallClock())
             self.onFrame?(frame)
         }

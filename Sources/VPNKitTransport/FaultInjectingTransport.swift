@@ -21,7 +21,7 @@ public final class FaultInjectingTransport: FrameTransport {
         self.eventLoop = eventLoop
         self.outbound = FaultInjector(toGuest)
         self.inbound = FaultInjector(fromGuest)
-        inner.onFrame = { [unowned self] frame in self.received(frame) }
+        inner.onFrame = { [weak self] frame in self?.received(frame) }
     }
 
     public var mtu: Int { inner.mtu }
