@@ -290,3 +290,37 @@ struct TCPClosingTests {
         #expect(s.out().first?.header.acknowledgmentNumber == s.peerNext)
     }
 }
+
+@Suite("TCP SACK-based recovery")
+struct TCPSACKRecoveryTests {
+    @Test("three duplicate ACKs with SACK blocks: the holes are retransmitted, SACKed data is not")
+    func fillsHoles() {
+        var s = Script()
+        _ = s.out()
+        s.connection.write(ByteBuffer(repeating: 9, count: 8 * 1448), now: s.now)
+        let sent = s.out().filter { $0.payload.readableBytes > 0 }
+        #expect(sent.count == 8)
+        let una = s.ourISS + 1
+        // Segments 0 and 3 are lost; 1–2 and 4–7 arrive: the peer SACKs them.
+        func dupACK(_ blocks: [SACKBlock]) {
+            var h = TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: s.peerNext, acknowledgmentNumber: una, flags: .ack, window: 502)
+            h.options = [.noOperation, .noOperation, .timestamps(value: UInt32(truncatingIfNeeded: s.now.uptimeNanoseconds / 1_000_000), echoReply: 0), .noOperation, .noOperation, .sack(blocks)]
+            s.connection.receive(TCPIncoming(header: h, payload: ByteBuffer()), now: s.now)
+        }
+        let mss = 1448
+        let b1 = SACKBlock(left: (una + mss).rawValue, right: (una + 3 * mss).rawValue)
+        let b2 = SACKBlock(left: (una + 4 * mss).rawValue, right: (una + 8 * mss).rawValue)
+        dupACK([b1])
+        dupACK([b2, b1])
+        dupACK([b2, b1])
+        let retransmitted = s.out().filter { $0.payload.readableBytes > 0 }.map { $0.header.sequenceNumber }
+        #expect(retransmitted.contains(una))
+        #expect(retransmitted.contains(una + 3 * mss))
+        // Nothing the peer already has is sent again.
+        for seq in retransmitted {
+            #expect(!(SequenceNumber(b1.left) < seq + 1 && seq < SequenceNumber(b1.right)))
+            #expect(!(SequenceNumber(b2.left) < seq + 1 && seq < SequenceNumber(b2.right)))
+        }
+        #expect(s.connection.counters.fastRetransmits == 1)
+    }
+}
