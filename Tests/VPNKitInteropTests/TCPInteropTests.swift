@@ -55,33 +55,41 @@ struct TCPInteropTests {
         print("TCP interop at MTU \(mtu): \(counters.nonZero.filter { $0.name.hasPrefix("tcp") }.map { "\($0.name)=\($0.value)" })")
     }
 
-    @Test("our stack connects out to a python server in the namespace and exchanges data")
+    @Test("our stack connects out to a python server in the namespace: 64 MiB, hash checked by the server")
     func kernelServer() throws {
         let link = try InProcessGuestLink(label: "tcpout", udpEchoPort: nil)
         defer { link.shutdown() }
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         server.arguments = ["netns", "exec", link.namespace.name, "python3", "-c", """
-            import socket
+            import hashlib, socket
             l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             l.bind(("192.168.65.3", 8000)); l.listen(1)
             c, _ = l.accept()
-            total = 0
+            total = 0; h = hashlib.sha256()
             while True:
-                d = c.recv(65536)
+                d = c.recv(1 << 20)
                 if not d: break
-                total += len(d)
-            c.sendall(str(total).encode()); c.close()
+                total += len(d); h.update(d)
+            c.sendall(f"{total} {h.hexdigest()}".encode()); c.close()
             """]
         try server.run()
         defer { if server.isRunning { server.terminate() } }
         usleep(500_000)
         let driver = link.driver
         let reply = LockedData()
+        // 64 MiB of a pattern whose SHA-256 we compute with the system's sha256sum.
+        var payload = ByteBuffer()
+        payload.reserveCapacity(64 << 20)
+        var state: UInt64 = 0x1234_5678
+        for _ in 0..<((64 << 20) / 8) {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            payload.writeInteger(state)
+        }
         try link.loop.submit {
             let d = driver.value
             let socket = try d.stack.connectTCP(to: IPv4Address(192, 168, 65, 3), port: 8000, now: .now())
-            var toSend = ByteBuffer(repeating: 0x42, count: 1 << 20)
+            var toSend = payload
             var answer = ByteBuffer()
             let push = { [unowned socket] in
                 toSend.moveReaderIndex(forwardBy: socket.write(toSend, now: .now()))
@@ -96,8 +104,18 @@ struct TCPInteropTests {
             d.attachments.append(socket)
             d.flush()
         }.wait()
-        let deadline = Date().addingTimeInterval(20)
-        while String(decoding: reply.get(), as: UTF8.self) != "1048576" && Date() < deadline { usleep(20_000) }
-        #expect(String(decoding: reply.get(), as: UTF8.self) == "1048576")
+        let expected = "\(payload.readableBytes) \(sha256Hex(payload))"
+        let deadline = Date().addingTimeInterval(120)
+        while String(decoding: reply.get(), as: UTF8.self) != expected && Date() < deadline { usleep(20_000) }
+        #expect(String(decoding: reply.get(), as: UTF8.self) == expected)
     }
+}
+
+/// SHA-256 of a buffer, by the system's sha256sum (no crypto dependency for one test).
+func sha256Hex(_ buffer: ByteBuffer) -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-sha-\(getpid())").path
+    FileManager.default.createFile(atPath: path, contents: Data(buffer.readableBytesView))
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let result = try? run("/usr/bin/sha256sum", [path], timeout: 30)
+    return String(result?.output.split(separator: " ").first ?? "")
 }

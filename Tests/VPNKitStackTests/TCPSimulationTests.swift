@@ -184,3 +184,14 @@ struct TCPManySeedsTests {
         print(line)
     }
 }
+
+@Suite("TCP under seeded faults, larger transfers")
+struct TCPLargerTransferTests {
+    @Test("4 MiB each way at once under 5 % loss, 5 % reorder, 1 % duplication, 1 % corruption", arguments: TCPCongestionControl.allCases)
+    func fourMiB(congestionControl: TCPCongestionControl) throws {
+        for seed in [UInt64(101), 202] {
+            let (ok, line) = try bidirectional(seed: seed, size: 4 << 20, congestionControl: congestionControl)
+            #expect(ok, "\(line)")
+        }
+    }
+}
