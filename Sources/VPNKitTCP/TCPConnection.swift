@@ -211,11 +211,9 @@ public struct TCPConnection: Sendable {
             result = readable[0].readSlice(length: maximum)!
         }
         // Gather more chunks while they fit.
-        while let next = readable.first, result.readableBytes + next.readableBytes <= maximum, readable.count > 0 {
-            var merged = result
+        while let next = readable.first, result.readableBytes + next.readableBytes <= maximum {
             var chunk = readable.removeFirst()
-            merged.writeBuffer(&chunk)
-            result = merged
+            result.writeBuffer(&chunk)
         }
         let before = receiveWindow
         readableBytes -= result.readableBytes
