@@ -25,6 +25,8 @@ let package = Package(
         .library(name: "VPNKitDecode", targets: ["VPNKitDecode"]),
         .library(name: "VPNKitTransport", targets: ["VPNKitTransport"]),
         .library(name: "VPNKitStack", targets: ["VPNKitStack"]),
+        .library(name: "VPNKitNAT", targets: ["VPNKitNAT"]),
+        .library(name: "VPNKitDNS", targets: ["VPNKitDNS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -78,6 +80,21 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "VPNKitDNS",
+            dependencies: ["VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "VPNKitNAT",
+            dependencies: [
+                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitDNS", "CVPNKitLinux",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "VPNKitDecode",
             dependencies: [
                 "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
@@ -89,6 +106,7 @@ let package = Package(
             name: "vpnkit",
             dependencies: [
                 "VPNKitDecode", "VPNKitPcap", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitDHCP",
+                "VPNKitNAT", "VPNKitDNS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -143,6 +161,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "VPNKitDNSTests",
+            dependencies: ["VPNKitDNS", "VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -18,6 +18,16 @@ extension NetworkStack {
             return
         }
         counters.increment(.icmpEchoRequestsReceived)
+        if !broadcast, !owns(packet.destination) {
+            guard let forwarder, isForwarded(packet.destination) else { return }
+            counters.increment(.forwardedICMPEchoRequests)
+            forwarder.icmpEchoRequested(
+                ICMPEchoRequest(
+                    guestAddress: packet.source, destination: packet.destination, identifier: icmp.identifier,
+                    sequenceNumber: icmp.sequenceNumber, payload: icmp.payload.buffer, timeToLive: packet.timeToLive),
+                now: now)
+            return
+        }
         // Echo for broadcast addresses is not answered (RFC 1122 allows silence; it avoids smurfing).
         guard !broadcast else { return }
         var reply = ByteBuffer.withHeadroom(capacity: icmp.payload.count)

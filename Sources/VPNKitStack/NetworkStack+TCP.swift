@@ -39,6 +39,8 @@ public final class TCPSocket {
     public var state: TCPState { stack?.tcpConnections[key]?.connection.state ?? .closed }
     public var counters: TCPConnectionCounters? { stack?.tcpConnections[key]?.connection.counters }
     public var isReadClosed: Bool { stack?.tcpConnections[key]?.connection.isReadClosed ?? true }
+    /// Received bytes waiting for `read`.
+    public var bytesToRead: Int { stack?.tcpConnections[key]?.connection.bytesToRead ?? 0 }
     public var writableBytes: Int { stack?.tcpConnections[key]?.connection.writableBytes ?? 0 }
     public var unacknowledgedBytes: Int { stack?.tcpConnections[key]?.connection.unacknowledgedBytes ?? 0 }
 
@@ -201,9 +203,12 @@ extension NetworkStack {
             _ = withConnection(key, now: now, fromApplication: false) { $0.receive(incoming, now: now) }
             return
         }
-        // No connection: a SYN to a listening port opens one.
+        // No connection: a SYN to a forwarded address goes to the forwarder; one to a listening port
+        // opens a connection.
         let flags = header.flags
-        if flags.contains(.syn), !flags.contains(.ack), !flags.contains(.rst), let accept = tcpListeners[header.destinationPort] {
+        let isSYN = flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst)
+        if isSYN, forwardTCPSYN(incoming, key: key, now: now) { return }
+        if isSYN, owns(packet.destination), let accept = tcpListeners[header.destinationPort] {
             // The SYN queue: half-open connections per port are bounded (a SYN flood cannot fill the table).
             let halfOpen = pendingAccepts.keys.reduce(0) { $0 + ($1.localPort == header.destinationPort ? 1 : 0) }
             guard tcpConnections.count < configuration.maximumTCPConnections, halfOpen < configuration.tcpSYNBacklog else {

@@ -92,8 +92,17 @@ extension NetworkStack {
             return
         }
         let port = udp.destinationPort
-        let entry = udpSockets[UDPSocketKey(address: packet.destination, port: port)]
-            ?? udpSockets[UDPSocketKey(address: nil, port: port)]
+        var entry = udpSockets[UDPSocketKey(address: packet.destination, port: port)]
+        if entry == nil, !broadcast, let forwarder, isForwarded(packet.destination) {
+            counters.increment(.forwardedUDPDatagrams)
+            forwarder.udpDatagramReceived(
+                UDPMessage(
+                    source: packet.source, sourcePort: udp.sourcePort, destination: packet.destination, destinationPort: port,
+                    payload: udp.payload.buffer, receivedAt: now, linkSource: linkSource),
+                now: now)
+            return
+        }
+        if entry == nil, broadcast || owns(packet.destination) { entry = udpSockets[UDPSocketKey(address: nil, port: port)] }
         guard let entry else {
             counters.increment(.udpPortUnreachable)
             if !broadcast {

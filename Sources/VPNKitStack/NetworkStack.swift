@@ -73,6 +73,9 @@ public final class NetworkStack {
     var tcpConnections: [TCPKey: TCPEntry] = [:]
     var tcpListeners: [UInt16: (TCPSocket) -> Void] = [:]
     var pendingAccepts: [TCPKey: (TCPSocket) -> Void] = [:]
+    var pendingTCPRequests: [TCPKey: PendingTCPRequest] = [:]
+    /// Takes the traffic for addresses the stack forwards (the NAT); held weakly.
+    public weak var forwarder: (any PacketForwarder)?
     var nextEphemeralPort: UInt16 = 32768
     private var timerClients: [WeakTimerClient] = []
 
@@ -301,7 +304,7 @@ public final class NetworkStack {
             counters.increment(.ipv4NotForUs)
             return
         }
-        guard local || broadcast else {
+        guard local || broadcast || isForwarded(destination) else {
             counters.increment(.ipv4NotForUs)
             return
         }

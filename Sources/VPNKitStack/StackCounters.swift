@@ -19,10 +19,13 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     // TCP
     case tcpSegmentsReceived, tcpSegmentsSent, tcpMalformed, tcpBadChecksum, tcpResetsSent, tcpConnectionsOpened
     case tcpConnectionsClosed, tcpConnectionsRefused, tcpListenOverflows
+    // Forwarding (the NAT)
+    case forwardedTCPRequests, forwardedTCPDuplicateSYNs, forwardedTCPRefused, forwardedUDPDatagrams, forwardedICMPEchoRequests
 
     public var description: String {
         // camelCase → snake_case for output.
         var out = ""
+        guard Self.names.indices.contains(rawValue) else { return "counter_\(rawValue)" }
         for character in Self.names[rawValue] {
             if character.isUppercase {
                 out += "_" + character.lowercased()
@@ -47,6 +50,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "udpMalformed", "udpBadChecksum", "udpDelivered", "udpPortUnreachable", "udpSocketQueueFull", "udpSent",
         "tcpSegmentsReceived", "tcpSegmentsSent", "tcpMalformed", "tcpBadChecksum", "tcpResetsSent", "tcpConnectionsOpened",
         "tcpConnectionsClosed", "tcpConnectionsRefused", "tcpListenOverflows",
+        "forwardedTCPRequests", "forwardedTCPDuplicateSYNs", "forwardedTCPRefused", "forwardedUDPDatagrams", "forwardedICMPEchoRequests",
     ]
 }
 

@@ -5,7 +5,9 @@ import NIOCore
 import NIOPosix
 import VPNKitBase
 import VPNKitDHCP
+import VPNKitDNS
 import VPNKitIPv4
+import VPNKitNAT
 import VPNKitStack
 import VPNKitTransport
 
@@ -16,12 +18,17 @@ import Glibc
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run the stack on a guest link: a TAP device in a network namespace, or a VM's unix socket.",
+        abstract: "Give a guest a network: a TAP device in a network namespace, or a VM's unix socket, NAT'd through host sockets.",
         discussion: """
-            The stack answers ARP and ping for the gateway address on the guest's subnet. Stop it with \
-            SIGINT or SIGTERM; it then prints its counters to standard error.
+            The stack answers ARP, ping, DHCP and DNS on the gateway (192.168.65.1 by default) and carries \
+            the guest's TCP, UDP and ping to other addresses over ordinary host sockets. The host alias \
+            (192.168.65.2) stands for the host's 127.0.0.1. Stop it with SIGINT or SIGTERM; it then prints \
+            its counters to standard error.
 
-            Example: vpnkit run --netns guest --tap tap0 --mtu 1500
+            Examples:
+              vpnkit run --netns guest --tap tap0
+              vpnkit run --publish tcp:8080:80 -- sh -c 'python3 -m http.server 80'
+              vpnkit run -- curl http://host.internal:8000/
             """
     )
 
@@ -84,13 +91,57 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("host-alias"), help: "The guest-side address of the host's 127.0.0.1 (named host.internal).")
+    var hostAlias: String = "192.168.65.2"
+
+    @Flag(name: .customLong("no-host-loopback"), help: "The host alias does not reach the host's loopback (refused).")
+    var noHostLoopback = false
+
+    @Flag(name: .customLong("no-nat"), help: "Do not forward guest traffic to host sockets (the stack answers only for its own addresses).")
+    var noNAT = false
+
+    @Option(name: .customLong("dns-upstream"), help: "A DNS server to forward guest queries to, IP[:PORT]; repeatable (default: the host's /etc/resolv.conf nameservers).")
+    var dnsUpstream: [String] = []
+
+    @Option(name: .customLong("host-record"), help: "A DNS name the gateway answers itself: NAME=IP; repeatable.")
+    var hostRecord: [String] = []
+
+    @Option(name: .customLong("publish"), help: "Forward a host port into the guest: tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT; repeatable. Binds 127.0.0.1 unless HOSTIP is given.")
+    var publish: [String] = []
+
+    @Option(name: .customLong("max-connections"), help: "TCP connections through the NAT at once; more are refused with RST.")
+    var maxConnections: Int = 4096
+
+    @Option(name: .customLong("max-udp-flows"), help: "UDP flows (guest address and port) at once; the least recently used is closed to make room.")
+    var maxUDPFlows: Int = 1024
+
+    @Option(name: .customLong("udp-idle-timeout"), help: "Seconds after which an idle UDP flow is closed.")
+    var udpIdleTimeout: Int = 60
+
+    @Option(name: .customLong("stats"), help: "Serve counters and the flow table as JSON (or Prometheus text) on this unix socket; read it with `vpnkit stats PATH`.")
+    var stats: String?
+
+    @Flag(name: .customLong("configure"), help: "With a command: configure the namespace statically instead of by DHCP.")
+    var configureStatically = false
+
+    @Argument(parsing: .postTerminator, help: "A command to run in a fresh namespace on the guest network (after --).")
+    var command: [String] = []
+
     enum SocketProtocol: String, ExpressibleByArgument, CaseIterable {
         case qemu, dgram, vmnet
     }
 
     func validate() throws {
+        if !command.isEmpty {
+            guard tap == nil, socket == nil, netns == nil else { throw ValidationError("a command (after --) runs in a namespace of its own: leave out --tap, --netns and --socket") }
+        } else {
+            switch (tap, socket) {
+            case (nil, nil): throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --")
+            default: break
+            }
+        }
         switch (tap, socket) {
-        case (nil, nil): throw ValidationError("give --tap (with --netns) or --socket (with --protocol)")
+        case (nil, nil): break
         case (.some, .some): throw ValidationError("--tap and --socket cannot be used together")
         case (nil, .some): if `protocol` == nil { throw ValidationError("--socket needs --protocol qemu|dgram|vmnet") }
         case (.some, nil): if `protocol` != nil { throw ValidationError("--protocol goes with --socket, not --tap") }
@@ -105,6 +156,23 @@ struct RunCommand: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard (10...(365 * 86400)).contains(leaseTime) else { throw ValidationError("--lease-time must be within 10 s … 1 year") }
         _ = try reservations()
+        guard let alias = IPv4Address(hostAlias) else { throw ValidationError("--host-alias must be an IPv4 address") }
+        guard net.contains(alias) else { throw ValidationError("--host-alias \(alias) is not inside --subnet \(net)") }
+        for upstream in dnsUpstream where parseEndpoint(upstream, defaultPort: 53) == nil {
+            throw ValidationError("--dns-upstream wants IP[:PORT], got \(upstream)")
+        }
+        for record in hostRecord {
+            let parts = record.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, IPv4Address(parts[1]) != nil, (try? DomainNameList.encode([String(parts[0])])) != nil else {
+                throw ValidationError("--host-record wants NAME=IP, got \(record)")
+            }
+        }
+        for entry in publish where PublishedPort(entry) == nil {
+            throw ValidationError("--publish wants tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, got \(entry)")
+        }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard maxUDPFlows >= 1 else { throw ValidationError("--max-udp-flows must be at least 1") }
+        guard udpIdleTimeout >= 1 else { throw ValidationError("--udp-idle-timeout must be at least 1 second") }
         for name in [domain].compactMap({ $0 }) + search {
             guard (try? DomainNameList.encode([name])) != nil else { throw ValidationError("\(name) is not a valid domain name") }
         }
@@ -123,7 +191,7 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func makeDHCPConfiguration(_ stack: StackConfiguration) throws -> DHCPServerConfiguration {
-        var c = DHCPServerConfiguration(serverAddress: stack.gateway, subnet: stack.subnet)
+        var c = DHCPServerConfiguration(serverAddress: stack.gateway, subnet: stack.subnet, excluded: Set(stack.addresses))
         c.domainName = domain
         c.searchDomains = search
         c.mtu = UInt16(clamping: stack.mtu)
@@ -139,7 +207,21 @@ struct RunCommand: AsyncParsableCommand {
         let net = IPv4Subnet(subnet)!
         let gatewayAddress = gateway.flatMap { IPv4Address($0) } ?? net.address(at: 1)!
         guard net.contains(gatewayAddress) else { throw ValidationError("--gateway \(gatewayAddress) is not inside --subnet \(net)") }
-        return StackConfiguration(subnet: net, gateway: gatewayAddress, mtu: mtu)
+        let alias = IPv4Address(hostAlias)!
+        guard alias != gatewayAddress else { throw ValidationError("--host-alias and --gateway must differ") }
+        var c = StackConfiguration(subnet: net, gateway: gatewayAddress, additionalAddresses: [alias], mtu: mtu)
+        c.maximumTCPConnections = max(c.maximumTCPConnections, maxConnections + 256)
+        return c
+    }
+
+    func makeNATConfiguration() -> NATConfiguration {
+        var c = NATConfiguration()
+        c.hostAlias = IPv4Address(hostAlias)
+        c.hostLoopback = !noHostLoopback
+        c.maximumConnections = maxConnections
+        c.maximumUDPFlows = maxUDPFlows
+        c.udpIdleTimeout = .seconds(Int64(udpIdleTimeout))
+        return c
     }
 
     var faults: FaultConfiguration {
@@ -158,9 +240,22 @@ struct RunCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
 
+        // With a command: a namespace of our own, removed when we end.
+        var guestNamespace: GuestNamespace?
+        if !command.isEmpty {
+            do {
+                guestNamespace = try GuestNamespace.create(mtu: mtu, logger: logger)
+            } catch {
+                logger.error("cannot create the guest namespace: \(error)")
+                try? await group.shutdownGracefully()
+                throw ExitCode(1)
+            }
+        }
+        defer { guestNamespace?.remove() }
+
         let transport: NIOLoopBound<any FrameTransport>
         do {
-            transport = try await openTransport(on: loop)
+            transport = try await openTransport(on: loop, namespace: guestNamespace)
         } catch {
             logger.error("cannot open the guest link: \(error)")
             try? await group.shutdownGracefully()
@@ -171,6 +266,10 @@ struct RunCommand: AsyncParsableCommand {
         let pcap = self.pcap
         let udpEcho = self.udpEcho
         let diagnostics = self.diagnosticServices
+        let natConfiguration = noNAT ? nil : makeNATConfiguration()
+        let dnsConfiguration = try makeDNSConfiguration(configuration)
+        let published = publish.compactMap { PublishedPort($0) }
+        let firstGuest = dhcp?.poolStart ?? configuration.subnet.address(at: 3)!
         let ended = StopReason()
         let driver: NIOLoopBound<StackDriver> = try await loop.submit {
             // The capture sits next to the guest (it records what is really on the wire); the faults
@@ -186,6 +285,8 @@ struct RunCommand: AsyncParsableCommand {
             driver.onTransportClosed = { error in ended.signal(error.map { "the guest link ended: \($0)" } ?? "the guest link closed") }
             if let dhcp { driver.attachments.append(try DHCPService(stack: driver.stack, configuration: dhcp)) }
             if diagnostics { driver.attachments.append(try DiagnosticServices(stack: driver.stack)) }
+            driver.attachments.append(try DNSService(driver: driver, configuration: dnsConfiguration, logger: Logger(label: "vpnkit.dns")))
+            if let natConfiguration { _ = NAT(driver: driver, configuration: natConfiguration) }
             driver.start()
             if let udpEcho, !diagnostics || udpEcho != 7 {
                 let stack = driver.stack
@@ -199,37 +300,100 @@ struct RunCommand: AsyncParsableCommand {
             }
             return NIOLoopBound(driver, eventLoop: loop)
         }.get()
-        logger.info("serving \(describeLink()) as \(configuration.gateway) on \(configuration.subnet), MTU \(configuration.mtu)")
 
-        let reason = await waitForStop(signals: [SIGINT, SIGTERM], or: ended)
+        // Ping to outside addresses, published ports and the stats socket.
+        let (icmpMode, publishErrors): (String?, [String]) = try await loop.flatSubmit {
+            let d = driver.value
+            guard let nat = d.nat else { return loop.makeSucceededFuture((nil, [])) }
+            let guestAddress: () -> IPv4Address? = { [weak d] in
+                guard let d else { return nil }
+                return d.latestGuestAddress(now: .now()) ?? firstGuest
+            }
+            let publishing = published.map { port in
+                nat.publish(port, guestAddress: guestAddress).map { Optional<String>.none }.recover { Optional("\(port): \($0)") }
+            }
+            return nat.startICMP().and(EventLoopFuture.whenAllSucceed(publishing, on: loop)).map { ($0, $1.compactMap { $0 }) }
+        }.get()
+        if natConfiguration != nil {
+            if let icmpMode {
+                logger.info("ping to outside addresses through a \(icmpMode)")
+            } else {
+                logger.notice("ping to outside addresses is disabled: no raw ICMP socket (CAP_NET_RAW) and no ICMP datagram socket (net.ipv4.ping_group_range); the gateway and host alias still answer")
+            }
+        }
+        for error in publishErrors { logger.error("cannot publish \(error)") }
+        if !publishErrors.isEmpty {
+            try? await loop.submit { driver.value.stop() }.get()
+            try? await group.shutdownGracefully()
+            throw ExitCode(1)
+        }
+        var statsServer: StatsServer?
+        if let stats {
+            do {
+                statsServer = try await StatsServer.start(path: stats, driver: driver, on: loop)
+            } catch {
+                logger.error("cannot serve stats on \(stats): \(error)")
+            }
+        }
+        logger.info("serving \(describeLink(guestNamespace)) as \(configuration.gateway) on \(configuration.subnet), MTU \(configuration.mtu)")
+
+        var exitStatus: Int32 = 0
+        let reason: String
+        if let guestNamespace {
+            let child = ChildCommand(arguments: command, namespace: guestNamespace)
+            do {
+                try await guestNamespace.configure(staticAddress: configureStatically ? firstGuest : nil, gateway: configuration.gateway, subnet: configuration.subnet, domain: domain)
+                try child.start()
+            } catch {
+                logger.error("cannot start \(command.joined(separator: " ")): \(error)")
+                exitStatus = 127
+            }
+            if child.isRunning {
+                let result = await child.wait(forwarding: [SIGINT, SIGTERM, SIGHUP], or: ended)
+                exitStatus = result.status
+                reason = result.reason
+            } else {
+                reason = "the command did not start"
+            }
+        } else {
+            reason = await waitForStop(signals: [SIGINT, SIGTERM], or: ended)
+        }
         logger.info("stopping: \(reason)")
+        statsServer?.close()
         let summary: String = try await loop.submit {
             let d = driver.value
             defer { d.stop() }
-            let counters = d.stack.statistics.nonZero.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
-            var summary = "counters: \(counters)\nlink: \(d.transport.statistics)"
-            if let service = d.attachments.lazy.compactMap({ $0 as? DHCPService }).first {
-                let c = service.counters
-                summary += "\ndhcp: discovers=\(c.discovers) offers=\(c.offers) requests=\(c.requests) acks=\(c.acks) naks=\(c.naks) declines=\(c.declines) releases=\(c.releases) informs=\(c.informs) pool_exhausted=\(c.poolExhausted) malformed=\(c.malformed) ignored=\(c.ignored)"
-                for lease in service.leases(now: .now()) {
-                    summary += "\nlease: \(lease.address) \(lease.hardwareAddress) \(lease.state.rawValue)\(lease.hostName.map { " " + $0 } ?? "")"
-                }
-            }
-            if let faulty = d.transport as? FaultInjectingTransport {
-                summary += "\nfaults to guest: \(faulty.counters.toGuest)\nfaults from guest: \(faulty.counters.fromGuest)"
-            }
-            return summary
+            return d.summary(now: .now())
         }.get()
         logger.info("\(summary)")
         try await group.shutdownGracefully()
+        if exitStatus != 0 { throw ExitCode(exitStatus) }
     }
 
-    func describeLink() -> String {
+    func makeDNSConfiguration(_ stack: StackConfiguration) throws -> DNSServiceConfiguration {
+        var c = DNSServiceConfiguration()
+        c.records["gateway.internal"] = stack.gateway
+        if let alias = IPv4Address(hostAlias) { c.records["host.internal"] = alias }
+        for record in hostRecord {
+            let parts = record.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, let ip = IPv4Address(parts[1]) { c.records[String(parts[0])] = ip }
+        }
+        c.upstreams = dnsUpstream.compactMap { parseEndpoint($0, defaultPort: 53) }.map { DNSUpstream(address: $0.address, port: $0.port) }
+        c.followResolvConf = dnsUpstream.isEmpty
+        return c
+    }
+
+    func describeLink(_ namespace: GuestNamespace?) -> String {
+        if let namespace { return "tap \(namespace.device) in namespace \(namespace.name)" }
         if let tap { return "tap \(tap)" + (netns.map { " in namespace \($0)" } ?? "") }
         return "\(`protocol`?.rawValue ?? "?") socket \(socket ?? "?")"
     }
 
-    func openTransport(on loop: any EventLoop) async throws -> NIOLoopBound<any FrameTransport> {
+    func openTransport(on loop: any EventLoop, namespace: GuestNamespace?) async throws -> NIOLoopBound<any FrameTransport> {
+        if let namespace {
+            let bound = try await TAPTransport.open(namespace: namespace.path, device: namespace.device, mtu: mtu, on: loop).get()
+            return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
+        }
         if let tap {
             let bound = try await TAPTransport.open(namespace: netns, device: tap, mtu: mtu, on: loop).get()
             return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()

@@ -21,13 +21,20 @@ final class Daemon {
     let reader = DispatchGroup()
 
     /// `address`: the guest's static address on tap0, or nil to leave it for DHCP.
-    init(label: String, arguments: [String], address: String? = "192.168.65.3/24") throws {
+    /// `hostNamespace`: run the daemon inside this namespace (its "host" side), not the test's own.
+    init(label: String, arguments: [String], address: String? = "192.168.65.3/24", hostNamespace: String? = nil) throws {
         namespace = try TestNamespace(label)
         try namespace.ip("tuntap", "add", "dev", "tap0", "mode", "tap")
         if let address { try namespace.ip("addr", "add", address, "dev", "tap0") }
         try namespace.ip("link", "set", "tap0", "up")
-        process.executableURL = URL(fileURLWithPath: vpnkitBinary())
-        process.arguments = ["run", "--netns", namespace.name, "--tap", "tap0"] + arguments
+        let daemonArguments = ["run", "--netns", namespace.name, "--tap", "tap0"] + arguments
+        if let hostNamespace {
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            process.arguments = ["netns", "exec", hostNamespace, vpnkitBinary()] + daemonArguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: vpnkitBinary())
+            process.arguments = daemonArguments
+        }
         process.standardError = stderr
         process.standardOutput = FileHandle.nullDevice
         try process.run()

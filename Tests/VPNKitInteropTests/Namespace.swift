@@ -90,9 +90,16 @@ final class TestNamespace {
         for pid in pids.output.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
     }
 
+    /// Gives the namespace its own /etc/resolv.conf (`ip netns exec` mounts /etc/netns/NAME/*).
+    func setResolvConf(_ text: String) throws {
+        try FileManager.default.createDirectory(atPath: "/etc/netns/\(name)", withIntermediateDirectories: true)
+        try text.write(toFile: "/etc/netns/\(name)/resolv.conf", atomically: true, encoding: .utf8)
+    }
+
     deinit {
         killAll()
         _ = try? run("/usr/sbin/ip", ["netns", "del", name])
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(name)")
     }
 }
 

@@ -12,4 +12,24 @@ int vpnkit_open_tap(const char *netns_path, const char *name, int vnet_hdr, char
 /// setns(2) for a network namespace fd.
 int vpnkit_setns_net(int fd);
 
+/// A UDP socket for the NAT: non-blocking, close-on-exec, bound to 0.0.0.0 on an ephemeral port,
+/// with IP_RECVERR so ICMP errors about datagrams sent to any destination are queued (the kernel
+/// reports them on unconnected sockets only then). Buffer sizes of 0 leave the defaults. Returns the
+/// fd, or -1 with errno set.
+int vpnkit_udp_socket(unsigned int rcvbuf, unsigned int sndbuf);
+
+/// One entry of a socket's error queue.
+struct vpnkit_udp_error {
+    unsigned int address;   // the original destination, host byte order
+    unsigned short port;    // the original destination port, host byte order
+    unsigned char origin;   // SO_EE_ORIGIN_*: 2 = ICMP
+    unsigned char type;     // ICMP type
+    unsigned char code;     // ICMP code
+    int error;              // errno equivalent (ECONNREFUSED, EHOSTUNREACH, ...)
+};
+
+/// Takes the next entry of `fd`'s error queue: 1 when one was read into `out`, 0 when an entry
+/// without IP_RECVERR data was consumed, -1 (EAGAIN) when the queue is empty.
+int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out);
+
 #endif

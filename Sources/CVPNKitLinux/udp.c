@@ -1,0 +1,60 @@
+#define _GNU_SOURCE
+#include "CVPNKitLinux.h"
+
+#include <errno.h>
+#include <time.h>
+#include <linux/errqueue.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int vpnkit_udp_socket(unsigned int rcvbuf, unsigned int sndbuf) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof one) != 0) goto fail;
+    if (rcvbuf > 0) (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (sndbuf > 0) (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    struct sockaddr_in any;
+    memset(&any, 0, sizeof any);
+    any.sin_family = AF_INET;
+    if (bind(fd, (struct sockaddr *)&any, sizeof any) != 0) goto fail;
+    return fd;
+fail:;
+    int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+}
+
+int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out) {
+    char data[1];
+    char control[512];
+    struct sockaddr_in destination;
+    struct iovec iov = {.iov_base = data, .iov_len = sizeof data};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    memset(&destination, 0, sizeof destination);
+    msg.msg_name = &destination;
+    msg.msg_namelen = sizeof destination;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    if (recvmsg(fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return -1;
+    memset(out, 0, sizeof *out);
+    out->address = ntohl(destination.sin_addr.s_addr);
+    out->port = ntohs(destination.sin_port);
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) {
+            struct sock_extended_err *e = (struct sock_extended_err *)CMSG_DATA(c);
+            out->origin = e->ee_origin;
+            out->type = e->ee_type;
+            out->code = e->ee_code;
+            out->error = (int)e->ee_errno;
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,303 @@
+import Foundation
+public import Logging
+public import NIOCore
+import NIOPosix
+public import VPNKitBase
+public import VPNKitDNS
+public import VPNKitStack
+
+/// Settings of the gateway's DNS service.
+public struct DNSServiceConfiguration: Sendable {
+    /// Names answered by the gateway itself (gateway.internal, host.internal, --host-record).
+    public var records: [String: IPv4Address] = [:]
+    /// Upstream servers; empty: the nameservers of `resolvConfPath`.
+    public var upstreams: [DNSUpstream] = []
+    /// Take the upstreams from `resolvConfPath` (re-read when it changes) when `upstreams` is empty.
+    public var followResolvConf = true
+    public var resolvConfPath = "/etc/resolv.conf"
+    /// Answer the names of this hosts file too (after `records`).
+    public var hostsPath: String? = "/etc/hosts"
+    /// The resolver's own settings (timeouts, attempts, pending bound); records and upstreams are
+    /// filled in from the fields above.
+    public var resolver = DNSResolverConfiguration()
+
+    public init() {}
+}
+
+/// DNS on the gateway, UDP and TCP port 53: built-in names, the hosts file, then forwarding to the
+/// upstreams through host sockets. It listens on the gateway address of the guest link only, so it
+/// answers nobody but the guest.
+public final class DNSService: StackTimerClient {
+    let configuration: DNSServiceConfiguration
+    weak var driver: StackDriver?
+    let logger: Logger
+    var resolver: DNSResolver
+    var udpSocket: UDPSocket?
+    var upstreamChannel: (any Channel)?
+    var pendingUpstreamSends: [(ByteBuffer, DNSUpstream)] = []
+    var tcpClients: [UInt64: TCPClient] = [:]
+    var nextClientID: UInt64 = 1
+    var resolvConfStamp: String?
+    var lastResolvConfCheck: NIODeadline = .uptimeNanoseconds(0)
+    private var previousCounters = DNSResolverCounters()
+
+    struct TCPClient {
+        var socket: TCPSocket
+        var framer = DNSTCPFramer()
+    }
+
+    public init(driver: StackDriver, configuration: DNSServiceConfiguration, logger: Logger = Logger(label: "vpnkit.dns")) throws(StackError) {
+        self.driver = driver
+        self.configuration = configuration
+        self.logger = logger
+        self.resolver = DNSResolver(configuration: configuration.resolver)
+        let stack = driver.stack
+        let gateway = stack.configuration.gateway
+        resolver = DNSResolver(configuration: makeResolverConfiguration())
+        udpSocket = try stack.bindUDP(port: 53, address: gateway) { [weak self] message in
+            self?.udpQuery(message)
+        }
+        try stack.listenTCP(port: 53) { [weak self] socket in
+            self?.accepted(socket)
+        }
+        stack.registerTimerClient(self)
+        openUpstreamSocket(on: driver.eventLoop)
+    }
+
+    /// Counters of the resolver (summed over re-configurations).
+    public var counters: DNSResolverCounters {
+        var c = resolver.counters
+        c.queries &+= previousCounters.queries
+        c.answeredLocally &+= previousCounters.answeredLocally
+        c.forwarded &+= previousCounters.forwarded
+        c.timeouts &+= previousCounters.timeouts
+        c.servfail &+= previousCounters.servfail
+        c.upstreamAnswers &+= previousCounters.upstreamAnswers
+        c.malformed &+= previousCounters.malformed
+        c.truncated &+= previousCounters.truncated
+        return c
+    }
+
+    func makeResolverConfiguration() -> DNSResolverConfiguration {
+        var c = configuration.resolver
+        c.staticRecords = configuration.records
+        if let path = configuration.hostsPath, let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            // Loopback entries (localhost) mean the host itself, not something the guest can reach.
+            c.addHosts(parseHostsFile(text).filter { !$0.address.isLoopback })
+        }
+        c.upstreams = configuration.upstreams
+        if c.upstreams.isEmpty, configuration.followResolvConf {
+            let text = (try? String(contentsOfFile: configuration.resolvConfPath, encoding: .utf8)) ?? ""
+            c.upstreams = parseResolvConf(text)
+            resolvConfStamp = text
+        }
+        return c
+    }
+
+    /// Re-reads resolv.conf (at most every 5 s, when a query comes) and re-configures on change.
+    func refreshUpstreams(now: NIODeadline) {
+        guard configuration.upstreams.isEmpty, configuration.followResolvConf, now - lastResolvConfCheck >= .seconds(5) else { return }
+        lastResolvConfCheck = now
+        let text = (try? String(contentsOfFile: configuration.resolvConfPath, encoding: .utf8)) ?? ""
+        guard text != resolvConfStamp else { return }
+        logger.info("\(configuration.resolvConfPath) changed: upstreams now \(parseResolvConf(text).map(\.description))")
+        previousCounters = counters
+        resolver = DNSResolver(configuration: makeResolverConfiguration())
+    }
+
+    // MARK: - Guest side
+
+    func udpQuery(_ message: UDPMessage) {
+        let now = message.receivedAt
+        refreshUpstreams(now: now)
+        let client = DNSClient(id: 0, address: message.source, port: message.sourcePort)
+        perform(resolver.handleQuery(message.payload, from: client, overTCP: false, now: now), now: now)
+    }
+
+    func accepted(_ socket: TCPSocket) {
+        let id = nextClientID
+        nextClientID &+= 1
+        tcpClients[id] = TCPClient(socket: socket)
+        socket.onReadable = { [weak self] in self?.tcpReadable(id) }
+        socket.onClosed = { [weak self] _ in
+            guard let self else { return }
+            self.tcpClients[id] = nil
+            self.resolver.forget(client: DNSClient(id: id, address: socket.remoteAddress, port: socket.remotePort))
+        }
+    }
+
+    func tcpReadable(_ id: UInt64) {
+        guard var client = tcpClients[id] else { return }
+        let now = NIODeadline.now()
+        let socket = client.socket
+        var messages: [ByteBuffer] = []
+        while let data = socket.read(now: now) {
+            do {
+                messages += try client.framer.messages(appending: data)
+            } catch {
+                socket.abort(now: now)
+                tcpClients[id] = nil
+                return
+            }
+        }
+        tcpClients[id] = client
+        if socket.isReadClosed { socket.close(now: now) }
+        let from = DNSClient(id: id, address: socket.remoteAddress, port: socket.remotePort)
+        for message in messages { perform(resolver.handleQuery(message, from: from, overTCP: true, now: now), now: now) }
+    }
+
+    func perform(_ actions: [DNSAction], now: NIODeadline) {
+        guard let driver else { return }
+        for action in actions {
+            switch action {
+            case .answer(let message, let client, let overTCP):
+                if overTCP {
+                    guard let socket = tcpClients[client.id]?.socket, let framed = try? DNSTCPFramer.frame(message) else { continue }
+                    socket.write(framed, now: now)
+                } else {
+                    try? driver.stack.sendUDP(message, from: driver.stack.configuration.gateway, port: 53, to: client.address, port: client.port, now: now)
+                }
+            case .forward(let query, let upstream, let overTCP):
+                if overTCP {
+                    forwardOverTCP(query, to: upstream)
+                } else if let channel = upstreamChannel, let address = try? SocketAddress(ipAddress: upstream.address.description, port: Int(upstream.port)) {
+                    channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: query), promise: nil)
+                } else {
+                    pendingUpstreamSends.append((query, upstream))
+                }
+            }
+        }
+    }
+
+    // MARK: - Upstream side
+
+    func openUpstreamSocket(on loop: any EventLoop) {
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        DatagramBootstrap(group: loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UpstreamUDPHandler(service: bound.value))
+                }
+            }
+            .bind(host: "0.0.0.0", port: 0)
+            .assumeIsolated()
+            .whenComplete { result in
+                let service = bound.value
+                switch result {
+                case .success(let channel):
+                    service.upstreamChannel = channel
+                    let queued = service.pendingUpstreamSends
+                    service.pendingUpstreamSends = []
+                    for (query, upstream) in queued {
+                        guard let address = try? SocketAddress(ipAddress: upstream.address.description, port: Int(upstream.port)) else { continue }
+                        channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: query), promise: nil)
+                    }
+                case .failure(let error):
+                    service.logger.error("cannot open the DNS upstream socket: \(error)")
+                }
+            }
+    }
+
+    func upstreamResponse(_ data: ByteBuffer, from address: SocketAddress) {
+        guard case .v4(let v4) = address, let port = address.port else { return }
+        let upstream = DNSUpstream(address: IPv4Address(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr)), port: UInt16(port))
+        let now = NIODeadline.now()
+        perform(resolver.handleUpstreamResponse(data, from: upstream, now: now), now: now)
+        driver?.flush()
+    }
+
+    /// A query that came over TCP goes upstream over TCP: one connection per query.
+    func forwardOverTCP(_ query: ByteBuffer, to upstream: DNSUpstream) {
+        guard let driver, let framed = try? DNSTCPFramer.frame(query) else { return }
+        let bound = NIOLoopBound(self, eventLoop: driver.eventLoop)
+        ClientBootstrap(group: driver.eventLoop)
+            .connectTimeout(.seconds(2))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UpstreamTCPHandler(service: bound.value, upstream: upstream))
+                }
+            }
+            .connect(host: upstream.address.description, port: Int(upstream.port))
+            .assumeIsolated()
+            .whenSuccess { channel in channel.writeAndFlush(framed, promise: nil) }
+    }
+
+    func upstreamTCPResponse(_ message: ByteBuffer, from upstream: DNSUpstream) {
+        let now = NIODeadline.now()
+        perform(resolver.handleUpstreamResponse(message, from: upstream, now: now), now: now)
+        driver?.flush()
+    }
+
+    // MARK: - Timers
+
+    public var nextDeadline: NIODeadline? { resolver.nextDeadline }
+
+    public func poll(now: NIODeadline) {
+        perform(resolver.poll(now: now), now: now)
+    }
+
+    public func close() {
+        udpSocket?.close()
+        driver?.stack.stopListeningTCP(port: 53)
+        upstreamChannel?.close(promise: nil)
+        for client in tcpClients.values { client.socket.abort(now: .now()) }
+        tcpClients.removeAll()
+    }
+}
+
+final class UpstreamUDPHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let service: DNSService
+
+    init(service: DNSService) { self.service = service }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        service.upstreamResponse(envelope.data, from: envelope.remoteAddress)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
+}
+
+final class UpstreamTCPHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let service: DNSService
+    let upstream: DNSUpstream
+    var framer = DNSTCPFramer()
+
+    init(service: DNSService, upstream: DNSUpstream) {
+        self.service = service
+        self.upstream = upstream
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let messages = try? framer.messages(appending: unwrapInboundIn(data)) else {
+            context.close(promise: nil)
+            return
+        }
+        for message in messages {
+            service.upstreamTCPResponse(message, from: upstream)
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension DNSResolverCounters {
+    /// Every counter by snake_case name (stats output).
+    public var dictionary: [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for child in Mirror(reflecting: self).children {
+            guard let label = child.label, let value = child.value as? UInt64 else { continue }
+            var name = ""
+            for character in label {
+                if character.isUppercase { name += "_" + character.lowercased() } else { name.append(character) }
+            }
+            out[name] = value
+        }
+        return out
+    }
+}

@@ -1,0 +1,352 @@
+import Logging
+import NIOCore
+import NIOPosix
+import VPNKitBase
+import VPNKitStack
+import VPNKitTCP
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension NAT {
+    /// A guest SYN to a forwarded address: connect a host socket first; the guest gets its SYN-ACK
+    /// only when that succeeds.
+    func openTCP(_ request: TCPConnectionRequest, now: NIODeadline) {
+        guard tcpFlows[request] == nil else { return }
+        guard let target = hostAddress(for: request.destination) else {
+            counters.tcpRefusedHostLoopback &+= 1
+            logger.notice("refused \(request): the host's loopback is not reachable (--no-host-loopback)")
+            stack.refuseTCPConnectionRequest(request, with: .reset, now: now)
+            return
+        }
+        guard tcpFlows.count < configuration.maximumConnections else {
+            counters.tcpRefusedAtLimit &+= 1
+            logger.notice("refused \(request): \(configuration.maximumConnections) connections are open (--max-connections)")
+            stack.refuseTCPConnectionRequest(request, with: .reset, now: now)
+            return
+        }
+        guard let address = SocketAddress.v4(target, port: request.destinationPort) else {
+            stack.refuseTCPConnectionRequest(request, with: .unreachable(code: 1), now: now)
+            return
+        }
+        counters.tcpConnectsStarted &+= 1
+        let flow = TCPFlow(nat: self, request: request, now: now)
+        tcpFlows[request] = flow
+        logger.debug("tcp open \(request) via \(address)")
+        let boundFlow = NIOLoopBound(flow, eventLoop: eventLoop)
+        let chunk = configuration.tcpReadChunkBytes
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
+            .channelOption(.maxMessagesPerRead, value: 1)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: chunk, maximum: chunk))
+            .connectTimeout(configuration.connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(HostTCPHandler(flow: boundFlow.value))
+                }
+            }
+            .connect(to: address)
+            .assumeIsolated()
+            .whenComplete { result in
+                let flow = boundFlow.value
+                switch result {
+                case .success(let channel): flow.hostConnected(channel)
+                case .failure(let error): flow.hostConnectFailed(error)
+                }
+            }
+    }
+
+    func tcpFlowEnded(_ flow: TCPFlow) {
+        guard tcpFlows[flow.request] === flow else { return }
+        tcpFlows[flow.request] = nil
+        counters.tcpFlowsClosed &+= 1
+    }
+}
+
+/// One guest TCP connection and its host socket. Data moves only as fast as the slower side takes
+/// it: guest data is read from the stack only while the host socket is writable (so the window the
+/// guest sees closes when the host does not read), and the host socket is read only while the guest
+/// connection has send-buffer room.
+final class TCPFlow {
+    weak var nat: NAT?
+    let request: TCPConnectionRequest
+    let opened: NIODeadline
+    var socket: TCPSocket?
+    var channel: (any Channel)?
+    /// Host data the guest connection has not taken yet (at most one read's worth).
+    var pendingToGuest: ByteBuffer?
+    var readInFlight = false
+    var hostInputClosed = false
+    var guestFINSent = false
+    var hostOutputClosed = false
+    var finished = false
+    /// The host socket is closed: nothing more can be written to it.
+    var hostGone = false
+    var bytesToHost: UInt64 = 0
+    var bytesToGuest: UInt64 = 0
+    /// For published ports: the connection goes from the host into the guest.
+    let inbound: Bool
+
+    init(nat: NAT, request: TCPConnectionRequest, now: NIODeadline, inbound: Bool = false) {
+        self.nat = nat
+        self.request = request
+        self.opened = now
+        self.inbound = inbound
+    }
+
+    func hostConnected(_ channel: any Channel) {
+        guard let nat, !finished else {
+            channel.close(promise: nil)
+            return
+        }
+        self.channel = channel
+        let now = NIODeadline.now()
+        guard let socket = nat.stack.acceptTCPConnectionRequest(request, now: now) else {
+            // The guest gave up (or the stack refused) meanwhile.
+            finish(now: now, resetHost: true)
+            nat.flush()
+            return
+        }
+        nat.counters.tcpConnectsSucceeded &+= 1
+        attach(socket)
+        nat.flush()
+    }
+
+    func hostConnectFailed(_ error: any Error) {
+        guard let nat, !finished else { return }
+        let now = NIODeadline.now()
+        var refusal = TCPRefusal.reset
+        if let io = error as? IOError {
+            switch io.errnoCode {
+            case ECONNREFUSED: nat.counters.tcpConnectsRefused &+= 1
+            case ENETUNREACH: refusal = .unreachable(code: 0); nat.counters.tcpConnectsFailed &+= 1
+            case EHOSTUNREACH: refusal = .unreachable(code: 1); nat.counters.tcpConnectsFailed &+= 1
+            default: nat.counters.tcpConnectsFailed &+= 1
+            }
+        } else if case ChannelError.connectTimeout = error {
+            nat.counters.tcpConnectsTimedOut &+= 1
+        } else if let connection = error as? NIOConnectionError, connection.connectionErrors.contains(where: { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }) {
+            nat.counters.tcpConnectsRefused &+= 1
+        } else {
+            nat.counters.tcpConnectsFailed &+= 1
+        }
+        nat.logger.notice("tcp \(request): host connect failed: \(error)")
+        nat.stack.refuseTCPConnectionRequest(request, with: refusal, now: now)
+        finished = true
+        nat.tcpFlowEnded(self)
+        nat.flush()
+    }
+
+    /// Wires the guest socket's callbacks to this flow.
+    func attach(_ socket: TCPSocket) {
+        self.socket = socket
+        socket.onConnected = { [weak self] in self?.pumpHostToGuest(now: .now()) }
+        socket.onReadable = { [weak self] in self?.pumpGuestToHost(now: .now()) }
+        socket.onWritable = { [weak self] in self?.pumpHostToGuest(now: .now()) }
+        socket.onClosed = { [weak self] reason in self?.guestClosed(reason) }
+    }
+
+    var guestEstablished: Bool {
+        guard let socket else { return false }
+        switch socket.state {
+        case .synSent, .synReceived, .closed: return false
+        default: return true
+        }
+    }
+
+    /// Guest → host: read from the guest connection while the host socket takes more.
+    func pumpGuestToHost(now: NIODeadline) {
+        guard let socket, let channel, !finished else { return }
+        if hostGone {
+            if socket.bytesToRead > 0 {
+                nat?.counters.tcpResetsFromHost &+= 1
+                socket.abort(now: now)
+                finish(now: now, resetHost: false)
+            } else if socket.isReadClosed {
+                hostOutputClosed = true
+                finishIfDone(now: now)
+            }
+            return
+        }
+        var wrote = false
+        while channel.isWritable, let data = socket.read(maximum: 65536, now: now), data.readableBytes > 0 {
+            bytesToHost &+= UInt64(data.readableBytes)
+            nat?.counters.tcpBytesToHost &+= UInt64(data.readableBytes)
+            channel.write(data, promise: nil)
+            wrote = true
+        }
+        if wrote { channel.flush() }
+        if socket.isReadClosed, !hostOutputClosed {
+            // The guest sent FIN and everything before it has been handed to the host socket.
+            hostOutputClosed = true
+            channel.close(mode: .output, promise: nil)
+            finishIfDone(now: now)
+        }
+    }
+
+    /// Host → guest: give the guest connection what was read, then read more if it has room.
+    func pumpHostToGuest(now: NIODeadline) {
+        guard let socket, let channel, !finished, guestEstablished else { return }
+        if var pending = pendingToGuest {
+            let taken = socket.write(pending, now: now)
+            bytesToGuest &+= UInt64(taken)
+            nat?.counters.tcpBytesToGuest &+= UInt64(taken)
+            pending.moveReaderIndex(forwardBy: taken)
+            pendingToGuest = pending.readableBytes > 0 ? pending : nil
+        }
+        guard pendingToGuest == nil else { return }
+        if hostInputClosed {
+            if !guestFINSent {
+                guestFINSent = true
+                socket.close(now: now)
+                finishIfDone(now: now)
+            }
+        } else if !readInFlight, socket.writableBytes > 0 {
+            readInFlight = true
+            channel.read()
+        }
+    }
+
+    func hostRead(_ data: ByteBuffer) {
+        if var pending = pendingToGuest {
+            var more = data
+            pending.writeBuffer(&more)
+            pendingToGuest = pending
+        } else {
+            pendingToGuest = data
+        }
+    }
+
+    func hostReadComplete() {
+        readInFlight = false
+        pumpHostToGuest(now: .now())
+        nat?.flush()
+    }
+
+    func hostWritabilityChanged() {
+        pumpGuestToHost(now: .now())
+        nat?.flush()
+    }
+
+    func hostInputEnded() {
+        hostInputClosed = true
+        readInFlight = false
+        pumpHostToGuest(now: .now())
+        nat?.flush()
+    }
+
+    /// The host socket reset or failed: reset the guest connection.
+    func hostFailed(_ error: any Error) {
+        guard !finished else { return }
+        nat?.counters.tcpResetsFromHost &+= 1
+        nat?.logger.debug("tcp \(request): host socket failed: \(error)")
+        let now = NIODeadline.now()
+        socket?.abort(now: now)
+        finish(now: now, resetHost: false)
+        nat?.flush()
+    }
+
+    /// The host socket closed without an error. NIO closes it outright, without an `inputClosed`
+    /// event, when the peer's FIN comes after we shut our output: an orderly end of the host's data,
+    /// which the guest gets as FIN once it has taken what is pending.
+    func hostInactive() {
+        guard !finished else { return }
+        let now = NIODeadline.now()
+        hostGone = true
+        hostInputClosed = true
+        readInFlight = false
+        if !hostOutputClosed, let socket, socket.bytesToRead > 0 {
+            // The guest sent data the host will never read: reset, as the host's kernel would.
+            nat?.counters.tcpResetsFromHost &+= 1
+            socket.abort(now: now)
+            finish(now: now, resetHost: false)
+        } else {
+            pumpHostToGuest(now: now)
+        }
+        nat?.flush()
+    }
+
+    func guestClosed(_ reason: TCPCloseReason) {
+        guard !finished else { return }
+        let now = NIODeadline.now()
+        switch reason {
+        case .closed:
+            finish(now: now, resetHost: !(hostInputClosed && hostOutputClosed))
+        default:
+            nat?.counters.tcpResetsFromGuest &+= 1
+            finish(now: now, resetHost: true)
+        }
+    }
+
+    /// Both directions ended in order: the host socket can go; the guest connection finishes its
+    /// close (TIME-WAIT and all) in the stack.
+    func finishIfDone(now: NIODeadline) {
+        if (hostOutputClosed || hostGone) && hostInputClosed && guestFINSent { finish(now: now, resetHost: false) }
+    }
+
+    func finish(now: NIODeadline, resetHost: Bool) {
+        guard !finished else { return }
+        finished = true
+        if let channel {
+            if resetHost, let provider = channel as? any SocketOptionProvider {
+                // SO_LINGER 0: close sends RST, as the guest's reset asks.
+                provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                channel.close(promise: nil)
+            }
+        }
+        pendingToGuest = nil
+        nat?.logger.debug("tcp close \(request) to host \(bytesToHost) B, to guest \(bytesToGuest) B")
+        nat?.tcpFlowEnded(self)
+    }
+
+    /// Resets both sides (the NAT is shutting down).
+    func abort(now: NIODeadline) {
+        socket?.abort(now: now)
+        finish(now: now, resetHost: true)
+    }
+
+    func snapshot(now: NIODeadline) -> NATFlowSnapshot {
+        NATFlowSnapshot(
+            protocol: "tcp", guest: "\(request.guestAddress):\(request.guestPort)",
+            remote: "\(request.destination):\(request.destinationPort)",
+            state: socket.map { "\($0.state)" } ?? "connecting", bytesToHost: bytesToHost, bytesToGuest: bytesToGuest,
+            ageSeconds: Double((now - opened).nanoseconds) / 1e9)
+    }
+}
+
+/// The host socket's end of a flow.
+final class HostTCPHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let flow: TCPFlow
+
+    init(flow: TCPFlow) { self.flow = flow }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        flow.hostRead(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flow.hostReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { flow.hostWritabilityChanged() }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event { flow.hostInputEnded() }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        flow.hostFailed(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        flow.hostInactive()
+    }
+}

@@ -1,0 +1,227 @@
+import CVPNKitLinux
+import Logging
+import NIOCore
+import NIOPosix
+import VPNKitBase
+import VPNKitStack
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct UDPFlowKey: Hashable {
+    var guestAddress: IPv4Address
+    var guestPort: UInt16
+}
+
+extension NAT {
+    /// A guest datagram to a forwarded address: through the flow's host socket (opened on first use).
+    func forwardUDP(_ message: UDPMessage, now: NIODeadline) {
+        guard let target = hostAddress(for: message.destination) else {
+            counters.udpRefusedHostLoopback &+= 1
+            stack.sendForwardedUDPUnreachable(
+                code: 3, guest: message.source, guestPort: message.sourcePort, remote: message.destination,
+                remotePort: message.destinationPort, now: now)
+            return
+        }
+        let key = UDPFlowKey(guestAddress: message.source, guestPort: message.sourcePort)
+        let flow: UDPFlow
+        if let existing = udpFlows[key] {
+            flow = existing
+        } else {
+            if udpFlows.count >= configuration.maximumUDPFlows { evictLeastRecentlyUsedUDPFlow() }
+            guard let opened = openUDPFlow(key, now: now) else { return }
+            flow = opened
+        }
+        flow.lastActivity = now
+        flow.send(message.payload, to: target, port: message.destinationPort)
+    }
+
+    private func openUDPFlow(_ key: UDPFlowKey, now: NIODeadline) -> UDPFlow? {
+        let size = configuration.udpSocketBufferBytes
+        let fd = vpnkit_udp_socket(size, size)
+        guard fd >= 0 else {
+            counters.udpDropsSocketError &+= 1
+            logger.notice("udp \(key.guestAddress):\(key.guestPort): cannot open a host socket: errno \(errno)")
+            return nil
+        }
+        let flow = UDPFlow(nat: self, key: key, fd: fd, now: now)
+        udpFlows[key] = flow
+        counters.udpFlowsOpened &+= 1
+        logger.debug("udp open \(key.guestAddress):\(key.guestPort)")
+        let boundFlow = NIOLoopBound(flow, eventLoop: eventLoop)
+        DatagramBootstrap(group: eventLoop)
+            .channelOption(.maxMessagesPerRead, value: 16)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65536))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(HostUDPHandler(flow: boundFlow.value))
+                }
+            }
+            .withBoundSocket(descriptor: fd)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel): boundFlow.value.opened(channel)
+                case .failure(let error): boundFlow.value.failed(error)
+                }
+            }
+        return flow
+    }
+
+    private func evictLeastRecentlyUsedUDPFlow() {
+        guard let oldest = udpFlows.values.min(by: { $0.lastActivity < $1.lastActivity }) else { return }
+        counters.udpFlowsEvicted &+= 1
+        logger.notice("udp flow \(oldest.key.guestAddress):\(oldest.key.guestPort) evicted: \(configuration.maximumUDPFlows) flows are open (--max-udp-flows)")
+        udpFlows[oldest.key] = nil
+        oldest.close()
+    }
+
+    func expireUDP(now: NIODeadline) {
+        let limit = configuration.udpIdleTimeout
+        for (key, flow) in udpFlows where now - flow.lastActivity >= limit {
+            counters.udpFlowsExpired &+= 1
+            logger.debug("udp flow \(key.guestAddress):\(key.guestPort) expired after \(limit.nanoseconds / 1_000_000_000) s idle")
+            udpFlows[key] = nil
+            flow.close()
+        }
+    }
+
+    func udpFlowFailed(_ flow: UDPFlow) {
+        if udpFlows[flow.key] === flow { udpFlows[flow.key] = nil }
+    }
+}
+
+/// One guest (address, port) and its host socket: full cone, so datagrams from any remote that
+/// reach the socket go back to the guest, from that remote's address.
+final class UDPFlow {
+    weak var nat: NAT?
+    let key: UDPFlowKey
+    let fd: CInt
+    let opened: NIODeadline
+    var lastActivity: NIODeadline
+    var channel: (any Channel)?
+    var pending: [(ByteBuffer, SocketAddress)] = []
+    var closed = false
+    var bytesToHost: UInt64 = 0
+    var bytesToGuest: UInt64 = 0
+
+    init(nat: NAT, key: UDPFlowKey, fd: CInt, now: NIODeadline) {
+        self.nat = nat
+        self.key = key
+        self.fd = fd
+        self.opened = now
+        self.lastActivity = now
+    }
+
+    func send(_ payload: ByteBuffer, to address: IPv4Address, port: UInt16) {
+        guard let nat, !closed, let remote = SocketAddress.v4(address, port: port) else { return }
+        guard let channel else {
+            if pending.count < nat.configuration.udpPendingDatagramLimit {
+                pending.append((payload, remote))
+            } else {
+                nat.counters.udpDropsPending &+= 1
+            }
+            return
+        }
+        guard channel.isWritable else {
+            nat.counters.udpDropsHostBusy &+= 1
+            return
+        }
+        nat.counters.udpDatagramsToHost &+= 1
+        nat.counters.udpBytesToHost &+= UInt64(payload.readableBytes)
+        bytesToHost &+= UInt64(payload.readableBytes)
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: payload), promise: nil)
+    }
+
+    func opened(_ channel: any Channel) {
+        guard !closed else {
+            channel.close(promise: nil)
+            return
+        }
+        self.channel = channel
+        let queued = pending
+        pending = []
+        for (payload, remote) in queued {
+            guard let address = IPv4Address(remote), let port = remote.port else { continue }
+            send(payload, to: address, port: UInt16(port))
+        }
+    }
+
+    func failed(_ error: any Error) {
+        nat?.logger.notice("udp \(key.guestAddress):\(key.guestPort): host socket failed: \(error)")
+        nat?.counters.udpDropsSocketError &+= UInt64(pending.count)
+        pending = []
+        closed = true
+        nat?.udpFlowFailed(self)
+    }
+
+    /// A datagram from a remote: to the guest, from the remote's guest-side address.
+    func received(_ envelope: AddressedEnvelope<ByteBuffer>) {
+        guard let nat, !closed, let remote = IPv4Address(envelope.remoteAddress), let port = envelope.remoteAddress.port,
+            let source = nat.guestSideAddress(for: remote)
+        else { return }
+        let now = NIODeadline.now()
+        lastActivity = now
+        nat.counters.udpDatagramsToGuest &+= 1
+        nat.counters.udpBytesToGuest &+= UInt64(envelope.data.readableBytes)
+        bytesToGuest &+= UInt64(envelope.data.readableBytes)
+        try? nat.stack.sendForwardedUDP(envelope.data, from: source, port: UInt16(port), to: key.guestAddress, port: key.guestPort, now: now)
+    }
+
+    /// The socket reported an error (an ICMP error about a datagram we sent): drain the error queue
+    /// and tell the guest about each.
+    func socketError() {
+        guard let nat, !closed else { return }
+        let now = NIODeadline.now()
+        var entry = vpnkit_udp_error()
+        for _ in 0..<64 {
+            let result = vpnkit_udp_next_error(fd, &entry)
+            if result < 0 { break }
+            guard result == 1, entry.origin == 2 /* SO_EE_ORIGIN_ICMP */, entry.type == 3 else { continue }
+            let destination = IPv4Address(rawValue: entry.address)
+            guard let remote = nat.guestSideAddress(for: destination) else { continue }
+            nat.counters.udpUnreachablesToGuest &+= 1
+            nat.stack.sendForwardedUDPUnreachable(
+                code: entry.code, guest: key.guestAddress, guestPort: key.guestPort, remote: remote, remotePort: entry.port, now: now)
+        }
+        nat.flush()
+    }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        pending = []
+        channel?.close(promise: nil)
+    }
+
+    func snapshot(now: NIODeadline) -> NATFlowSnapshot {
+        NATFlowSnapshot(
+            protocol: "udp", guest: "\(key.guestAddress):\(key.guestPort)", remote: "*", state: closed ? "closed" : "open",
+            bytesToHost: bytesToHost, bytesToGuest: bytesToGuest, ageSeconds: Double((now - opened).nanoseconds) / 1e9)
+    }
+}
+
+final class HostUDPHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let flow: UDPFlow
+
+    init(flow: UDPFlow) { self.flow = flow }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        flow.received(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flow.nat?.flush()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        flow.socketError()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        guard !flow.closed else { return }
+        flow.closed = true
+        flow.nat?.udpFlowFailed(flow)
+    }
+}

@@ -1,0 +1,141 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+public import VPNKitBase
+public import VPNKitStack
+
+/// The NAT: guest TCP, UDP and ping to addresses off the guest's subnet (and to the host alias)
+/// become ordinary host sockets opened with SwiftNIO on the stack's own event loop. Attach it to a
+/// running `StackDriver`; it lives as long as the driver. Confined to the driver's event loop.
+public final class NAT {
+    public let configuration: NATConfiguration
+    let driver: StackDriver
+    let logger: Logger
+    var stack: NetworkStack { driver.stack }
+    var eventLoop: any EventLoop { driver.eventLoop }
+    public internal(set) var counters = NATCounters()
+    var tcpFlows: [TCPConnectionRequest: TCPFlow] = [:]
+    var udpFlows: [UDPFlowKey: UDPFlow] = [:]
+    var icmp: ICMPForwarder?
+    var publishers: [PortPublisher] = []
+    private var sweeper: RepeatedTask?
+    private var closed = false
+
+    /// Attaches a NAT to `driver` (call on its event loop). Ping to outside addresses needs a raw
+    /// ICMP socket (CAP_NET_RAW) or an ICMP datagram socket (the host's `net.ipv4.ping_group_range`);
+    /// `icmpAvailable` says whether either could be opened.
+    public init(driver: StackDriver, configuration: NATConfiguration = NATConfiguration(), logger: Logger = Logger(label: "vpnkit.nat")) {
+        driver.eventLoop.preconditionInEventLoop()
+        self.driver = driver
+        self.configuration = configuration
+        self.logger = logger
+        driver.stack.forwarder = self
+        driver.attachments.append(self)
+        let boundSelf = NIOLoopBound(self, eventLoop: driver.eventLoop)
+        sweeper = driver.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            boundSelf.value.sweep(now: .now())
+        }
+    }
+
+    /// Opens the ICMP echo forwarder; returns a description of the mode, or nil when ping to outside
+    /// addresses is unavailable (no raw socket, no ICMP datagram socket).
+    public func startICMP() -> EventLoopFuture<String?> {
+        ICMPForwarder.open(nat: self)
+    }
+
+    /// Closes every host socket and stops the timers.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        sweeper?.cancel()
+        for flow in tcpFlows.values { flow.abort(now: .now()) }
+        tcpFlows.removeAll()
+        for flow in udpFlows.values { flow.close() }
+        udpFlows.removeAll()
+        icmp?.close()
+        for publisher in publishers { publisher.close() }
+        publishers.removeAll()
+        if stack.forwarder === self { stack.forwarder = nil }
+    }
+
+    /// Sends what the stack produced and re-arms its timers (after work begun by a host socket).
+    func flush() { driver.flush() }
+
+    /// The host address a guest destination maps to: the host alias becomes 127.0.0.1.
+    func hostAddress(for destination: IPv4Address) -> IPv4Address? {
+        if destination == configuration.hostAlias { return configuration.hostLoopback ? .loopback : nil }
+        return destination
+    }
+
+    /// The guest-side address a host source maps back to.
+    func guestSideAddress(for hostSource: IPv4Address) -> IPv4Address? {
+        if hostSource.isLoopback {
+            guard configuration.hostLoopback, let alias = configuration.hostAlias else { return nil }
+            return alias
+        }
+        return hostSource
+    }
+
+    /// Open flows, for stats.
+    public func flows(now: NIODeadline = .now()) -> [NATFlowSnapshot] {
+        tcpFlows.values.map { $0.snapshot(now: now) } + udpFlows.values.map { $0.snapshot(now: now) }
+    }
+
+    public var openTCPFlows: Int { tcpFlows.count }
+    public var openUDPFlows: Int { udpFlows.count }
+
+    func sweep(now: NIODeadline) {
+        expireUDP(now: now)
+        icmp?.expire(now: now)
+        for publisher in publishers { publisher.expire(now: now, idle: configuration.udpIdleTimeout) }
+        flush()
+    }
+}
+
+extension NAT: PacketForwarder {
+    public func forwards(_ destination: IPv4Address) -> Bool {
+        if destination == configuration.hostAlias { return true }
+        if stack.owns(destination) { return false }
+        if destination.isLoopback || destination.isMulticast { return false }
+        // Other addresses on the guest's own subnet are not routed anywhere.
+        return !stack.configuration.subnet.contains(destination)
+    }
+
+    public func tcpConnectionRequested(_ request: TCPConnectionRequest, now: NIODeadline) {
+        openTCP(request, now: now)
+    }
+
+    public func udpDatagramReceived(_ message: UDPMessage, now: NIODeadline) {
+        forwardUDP(message, now: now)
+    }
+
+    public func icmpEchoRequested(_ request: ICMPEchoRequest, now: NIODeadline) {
+        guard let icmp else {
+            counters.icmpEchoDropped &+= 1
+            return
+        }
+        icmp.forward(request, now: now)
+    }
+}
+
+extension IPv4Address {
+    static let loopback = IPv4Address(rawValue: 0x7F00_0001)
+
+    var socketAddress: SocketAddress? {
+        try? SocketAddress(ipAddress: description, port: 0)
+    }
+
+    init?(_ address: SocketAddress) {
+        guard case .v4(let v4) = address else { return nil }
+        self.init(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr))
+    }
+}
+
+extension SocketAddress {
+    static func v4(_ address: VPNKitBase.IPv4Address, port: UInt16) -> SocketAddress? {
+        try? SocketAddress(ipAddress: address.description, port: Int(port))
+    }
+}

@@ -1,0 +1,192 @@
+public import NIOCore
+import Logging
+import NIOPosix
+public import VPNKitBase
+import VPNKitStack
+
+/// A host port forwarded into the guest: `tcp:127.0.0.1:8080:80` listens on the host's
+/// 127.0.0.1:8080 and opens a connection to the guest's port 80 through the stack, from the host
+/// alias (no helper inside the guest).
+public struct PublishedPort: Sendable, Hashable, CustomStringConvertible {
+    public enum Transport: String, Sendable { case tcp, udp }
+    public var transport: Transport
+    public var hostAddress: IPv4Address
+    public var hostPort: UInt16
+    public var guestPort: UInt16
+
+    public init(transport: Transport, hostAddress: IPv4Address = IPv4Address(127, 0, 0, 1), hostPort: UInt16, guestPort: UInt16) {
+        self.transport = transport
+        self.hostAddress = hostAddress
+        self.hostPort = hostPort
+        self.guestPort = guestPort
+    }
+
+    /// Parses `tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT`; the host address defaults to 127.0.0.1.
+    public init?(_ text: String) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 3 || parts.count == 4, let transport = Transport(rawValue: parts[0].lowercased()) else { return nil }
+        var host = IPv4Address(127, 0, 0, 1)
+        if parts.count == 4 {
+            guard let address = IPv4Address(parts[1]) else { return nil }
+            host = address
+        }
+        guard let hostPort = UInt16(parts[parts.count - 2]), hostPort != 0, let guestPort = UInt16(parts[parts.count - 1]), guestPort != 0
+        else { return nil }
+        self.init(transport: transport, hostAddress: host, hostPort: hostPort, guestPort: guestPort)
+    }
+
+    public var description: String { "\(transport.rawValue):\(hostAddress):\(hostPort):\(guestPort)" }
+}
+
+extension NAT {
+    /// Starts forwarding `port` into the guest at the address `guestAddress()` names when a
+    /// connection or datagram arrives (nil: refused). Fails when the host port cannot be bound.
+    public func publish(_ port: PublishedPort, guestAddress: @escaping () -> IPv4Address?) -> EventLoopFuture<Void> {
+        let publisher = PortPublisher(nat: self, port: port, guestAddress: guestAddress)
+        publishers.append(publisher)
+        return publisher.start()
+    }
+}
+
+final class PortPublisher {
+    weak var nat: NAT?
+    let port: PublishedPort
+    let guestAddress: () -> IPv4Address?
+    var channel: (any Channel)?
+    /// UDP: one stack socket per host client, so the guest's replies find their way back.
+    var udpClients: [SocketAddress: (socket: UDPSocket, lastActivity: NIODeadline)] = [:]
+    var nextUDPPort: UInt16 = 49152
+    let eventLoop: any EventLoop
+
+    init(nat: NAT, port: PublishedPort, guestAddress: @escaping () -> IPv4Address?) {
+        self.nat = nat
+        self.eventLoop = nat.eventLoop
+        self.port = port
+        self.guestAddress = guestAddress
+    }
+
+    func start() -> EventLoopFuture<Void> {
+        guard let nat else { return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+        let loop = eventLoop
+        let boundSelf = NIOLoopBound(self, eventLoop: loop)
+        let host = port.hostAddress.description
+        let hostPort = Int(port.hostPort)
+        switch port.transport {
+        case .tcp:
+            let chunk = nat.configuration.tcpReadChunkBytes
+            return ServerBootstrap(group: loop)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.autoRead, value: false)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.maxMessagesPerRead, value: 1)
+                .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: chunk, maximum: chunk))
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        guard let flow = boundSelf.value.accepted(channel) else {
+                            channel.close(promise: nil)
+                            return
+                        }
+                        try channel.pipeline.syncOperations.addHandler(HostTCPHandler(flow: flow))
+                    }
+                }
+                .bind(host: host, port: hostPort)
+                .assumeIsolated()
+                .map { channel in boundSelf.value.channel = channel }
+                .nonisolated()
+        case .udp:
+            return DatagramBootstrap(group: loop)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(PublishedUDPHandler(publisher: boundSelf.value))
+                    }
+                }
+                .bind(host: host, port: hostPort)
+                .assumeIsolated()
+                .map { channel in boundSelf.value.channel = channel }
+                .nonisolated()
+        }
+    }
+
+    /// A host connection to a published TCP port: open the guest side.
+    func accepted(_ channel: any Channel) -> TCPFlow? {
+        guard let nat else { return nil }
+        let now = NIODeadline.now()
+        guard let guest = guestAddress(), nat.tcpFlows.count < nat.configuration.maximumConnections else {
+            nat.counters.publishedRefused &+= 1
+            nat.logger.notice("published \(port): no guest address known, or the connection limit is reached")
+            return nil
+        }
+        let source = nat.configuration.hostAlias ?? nat.stack.configuration.gateway
+        guard let socket = try? nat.stack.connectTCP(to: guest, port: port.guestPort, from: source, now: now) else {
+            nat.counters.publishedRefused &+= 1
+            return nil
+        }
+        let request = TCPConnectionRequest(guestAddress: guest, guestPort: port.guestPort, destination: source, destinationPort: socket.localPort)
+        let flow = TCPFlow(nat: nat, request: request, now: now, inbound: true)
+        flow.channel = channel
+        flow.attach(socket)
+        nat.tcpFlows[request] = flow
+        nat.counters.publishedConnections &+= 1
+        nat.logger.debug("published \(port): host connection → \(guest):\(port.guestPort)")
+        nat.flush()
+        return flow
+    }
+
+    /// A datagram from a host client to a published UDP port: into the guest, from a stack socket
+    /// that belongs to that client.
+    func received(_ envelope: AddressedEnvelope<ByteBuffer>) {
+        guard let nat, let guest = guestAddress() else { return }
+        let now = NIODeadline.now()
+        let client = envelope.remoteAddress
+        var entry = udpClients[client]
+        if entry == nil {
+            let source = nat.configuration.hostAlias ?? nat.stack.configuration.gateway
+            let channel = self.channel
+            for _ in 0..<16384 {
+                let candidate = nextUDPPort
+                nextUDPPort = nextUDPPort >= 65535 ? 49152 : nextUDPPort + 1
+                if let socket = try? nat.stack.bindUDP(port: candidate, address: source, handler: { message in
+                    channel?.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: message.payload), promise: nil)
+                }) {
+                    entry = (socket, now)
+                    break
+                }
+            }
+        }
+        guard var entry else { return }
+        entry.lastActivity = now
+        udpClients[client] = entry
+        nat.counters.publishedDatagrams &+= 1
+        try? entry.socket.send(envelope.data, to: guest, port: port.guestPort, now: now)
+    }
+
+    func expire(now: NIODeadline, idle: TimeAmount) {
+        for (client, entry) in udpClients where now - entry.lastActivity >= idle {
+            entry.socket.close()
+            udpClients[client] = nil
+        }
+    }
+
+    func close() {
+        channel?.close(promise: nil)
+        for entry in udpClients.values { entry.socket.close() }
+        udpClients.removeAll()
+    }
+}
+
+final class PublishedUDPHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let publisher: PortPublisher
+
+    init(publisher: PortPublisher) { self.publisher = publisher }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        publisher.received(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        publisher.nat?.flush()
+    }
+}

@@ -1,0 +1,167 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import VPNKitNAT
+import VPNKitStack
+
+/// What `--stats` serves: every counter, and the flow table.
+struct StatsSnapshot: Codable {
+    var stack: [String: UInt64]
+    var nat: NATCounters?
+    var dns: [String: UInt64]?
+    var dhcp: DHCPStats?
+    var flows: FlowStats
+    var flowTable: [NATFlowSnapshot]
+
+    struct DHCPStats: Codable {
+        var leases: Int
+        var bound: Int
+        var counters: [String: UInt64]
+    }
+
+    struct FlowStats: Codable {
+        var tcpOpen: Int
+        var udpOpen: Int
+        var tcpTotal: UInt64
+        var udpTotal: UInt64
+        var icmpEchoTotal: UInt64
+    }
+
+    init(driver: StackDriver, now: NIODeadline) {
+        var stack: [String: UInt64] = [:]
+        let counters = driver.stack.statistics
+        for counter in StackCounter.allCases { stack[counter.description] = counters[counter] }
+        self.stack = stack
+        let nat = driver.nat
+        self.nat = nat?.counters
+        self.dns = driver.dns.map { $0.counters.dictionary }
+        if let dhcp = driver.dhcp {
+            let leases = dhcp.leases(now: now)
+            let c = dhcp.counters
+            self.dhcp = DHCPStats(
+                leases: leases.count, bound: leases.filter { $0.state == .bound }.count,
+                counters: [
+                    "discovers": c.discovers, "offers": c.offers, "requests": c.requests, "acks": c.acks, "naks": c.naks,
+                    "declines": c.declines, "releases": c.releases, "informs": c.informs, "pool_exhausted": c.poolExhausted,
+                    "malformed": c.malformed, "ignored": c.ignored,
+                ])
+        }
+        self.flows = FlowStats(
+            tcpOpen: nat?.openTCPFlows ?? 0, udpOpen: nat?.openUDPFlows ?? 0, tcpTotal: nat?.counters.tcpConnectsStarted ?? 0,
+            udpTotal: nat?.counters.udpFlowsOpened ?? 0, icmpEchoTotal: nat?.counters.icmpEchoRequests ?? 0)
+        self.flowTable = nat?.flows(now: now) ?? []
+    }
+
+    func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "{}"
+    }
+
+    /// Prometheus text exposition format.
+    func prometheus() -> String {
+        var out = ""
+        func metric(_ name: String, _ value: UInt64, type: String = "counter") {
+            out += "# TYPE vpnkit_\(name) \(type)\nvpnkit_\(name) \(value)\n"
+        }
+        for (name, value) in stack.sorted(by: { $0.key < $1.key }) { metric("stack_\(name)_total", value) }
+        if let nat {
+            let mirror = Mirror(reflecting: nat)
+            for child in mirror.children {
+                guard let label = child.label, let value = child.value as? UInt64 else { continue }
+                metric("nat_\(snakeCase(label))_total", value)
+            }
+        }
+        for (name, value) in (dns ?? [:]).sorted(by: { $0.key < $1.key }) { metric("dns_\(name)_total", value) }
+        if let dhcp {
+            metric("dhcp_leases", UInt64(dhcp.leases), type: "gauge")
+            for (name, value) in dhcp.counters.sorted(by: { $0.key < $1.key }) { metric("dhcp_\(name)_total", value) }
+        }
+        metric("tcp_flows_open", UInt64(flows.tcpOpen), type: "gauge")
+        metric("udp_flows_open", UInt64(flows.udpOpen), type: "gauge")
+        return out
+    }
+}
+
+func snakeCase(_ name: String) -> String {
+    var out = ""
+    for character in name {
+        if character.isUppercase {
+            out += "_" + character.lowercased()
+        } else {
+            out.append(character)
+        }
+    }
+    return out
+}
+
+/// Serves `StatsSnapshot` on a unix socket: a client sends one line — `json` (or nothing but a
+/// newline), `prometheus`, or an HTTP `GET /metrics` / `GET /` — and gets the answer, then EOF.
+final class StatsServer: Sendable {
+    let channel: any Channel
+    let path: String
+
+    init(channel: any Channel, path: String) {
+        self.channel = channel
+        self.path = path
+    }
+
+    static func start(path: String, driver: NIOLoopBound<StackDriver>, on loop: any EventLoop) async throws -> StatsServer {
+        unlink(path)
+        let channel = try await ServerBootstrap(group: loop)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(StatsHandler(driver: driver))
+                }
+            }
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+            .get()
+        return StatsServer(channel: channel, path: path)
+    }
+
+    func close() {
+        channel.close(promise: nil)
+        unlink(path)
+    }
+}
+
+final class StatsHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let driver: NIOLoopBound<StackDriver>
+    var request = ""
+    var answered = false
+
+    init(driver: NIOLoopBound<StackDriver>) { self.driver = driver }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        request += buffer.readString(length: buffer.readableBytes) ?? ""
+        if request.count > 4096 {
+            context.close(promise: nil)
+            return
+        }
+        guard !answered, let line = request.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first,
+            request.contains("\n")
+        else { return }
+        answered = true
+        let snapshot = StatsSnapshot(driver: driver.value, now: .now())
+        let command = line.trimmingCharacters(in: .whitespacesAndNewlines)
+        var body: String
+        var contentType = "application/json"
+        if command.hasPrefix("GET ") {
+            if command.hasPrefix("GET /metrics") {
+                body = snapshot.prometheus()
+                contentType = "text/plain; version=0.0.4"
+            } else {
+                body = snapshot.json()
+            }
+            body = "HTTP/1.0 200 OK\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        } else if command == "prometheus" {
+            body = snapshot.prometheus()
+        } else {
+            body = snapshot.json() + "\n"
+        }
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: body))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+}

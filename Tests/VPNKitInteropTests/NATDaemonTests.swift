@@ -1,0 +1,228 @@
+import Foundation
+import Testing
+import VPNKitTestSupport
+
+let natSkipReason: Comment = "skipped: needs root, network namespaces, python3 and busybox (CI installs them)"
+let canRunNAT = canUseNamespaces && busybox != nil && which("python3") != nil
+
+/// A daemon with the NAT on a fresh guest namespace that got its address from our DHCP server
+/// through busybox udhcpc, with the gateway as its DNS server.
+func natDaemon(_ label: String, _ arguments: [String]) throws -> Daemon {
+    let daemon = try Daemon(label: label, arguments: arguments, address: nil)
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-nat-\(label)-\(getpid())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let script = try udhcpcScript(in: directory)
+    let lease = try daemon.namespace.exec(
+        ["timeout", "-s", "KILL", "20", busybox!, "udhcpc", "-i", "tap0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", script], timeout: 30)
+    guard lease.status == 0 else { throw NamespaceError(message: "udhcpc: \(lease.error)") }
+    try daemon.namespace.setResolvConf("nameserver 192.168.65.1\n")
+    return daemon
+}
+
+extension Daemon {
+    /// Runs the guest script in the namespace; returns its `ok …` line (the test fails without one).
+    func guest(_ arguments: String..., timeout: Double = 120) throws -> String {
+        let result = try namespace.exec(["python3", "-c", natGuestScript] + arguments, timeout: timeout)
+        let line = result.output.split(separator: "\n").first { $0.hasPrefix("ok ") }.map(String.init)
+        guard let line else {
+            throw NamespaceError(message: "guest \(arguments.joined(separator: " ")) failed (\(result.status)): \(result.output) \(result.error)")
+        }
+        return line
+    }
+}
+
+@Suite("the NAT: guest flows through host sockets", .serialized, .enabled(if: canRunNAT, natSkipReason))
+struct NATDaemonTests {
+    @Test("HTTP to the host by name and by the host alias; DNS: built-in names, forwarding, SERVFAIL")
+    func httpAndDNS() throws {
+        let host = try HostServers()
+        let daemon = try natDaemon("http", ["--dns-upstream", "127.0.0.1:\(host.dns)"])
+        defer { _ = daemon.stop() }
+        for url in ["http://host.internal:\(host.http)/", "http://192.168.65.2:\(host.http)/"] {
+            let page = try daemon.namespace.exec(["curl", "-sS", "--max-time", "20", url], timeout: 30)
+            #expect(page.output == "hello from the host\n", "\(url): \(page.error)")
+        }
+        #expect(try daemon.guest("dns", "192.168.65.1", "53", "host.internal").hasPrefix("ok dns rcode 0 answers 192.168.65.2 "))
+        #expect(try daemon.guest("dns", "192.168.65.1", "53", "gateway.internal").hasPrefix("ok dns rcode 0 answers 192.168.65.1 "))
+        #expect(try daemon.guest("dns", "192.168.65.1", "53", "anything.example").hasPrefix("ok dns rcode 0 answers 198.51.100.7 "))
+        let resolved = try daemon.namespace.exec(["getent", "hosts", "host.internal"], timeout: 20)
+        #expect(resolved.output.hasPrefix("192.168.65.2"), "getent: \(resolved.output) \(resolved.error)")
+
+        let silent = try natDaemon("dns-silent", ["--dns-upstream", "127.0.0.1:\(host.silentDNS)"])
+        defer { _ = silent.stop() }
+        let answer = try silent.guest("dns", "192.168.65.1", "53", "anything.example")
+        #expect(answer.hasPrefix("ok dns rcode 2 answers -"), "\(answer)")
+        let seconds = Double(answer.split(separator: " ").last!.dropLast()) ?? 99
+        #expect(seconds < 9, "SERVFAIL after \(seconds) s")
+    }
+
+    @Test("256 MiB down and up by hash, 1000 short connections, a closed host port refused at once")
+    func tcp() throws {
+        let host = try HostServers()
+        let daemon = try natDaemon("tcp", [])
+        let size = 256 << 20
+        let down = try daemon.guest("download", "192.168.65.2", "\(host.tcp)", "\(size)", timeout: 300)
+        let up = try daemon.guest("upload", "192.168.65.2", "\(host.tcp)", "\(size)", timeout: 300)
+        let short = try daemon.guest("short", "host.internal", "\(host.tcp)", "1000", timeout: 300)
+        let refused = try daemon.guest("refused", "192.168.65.2", "1")
+        print("NAT tcp: \(down); \(up); \(short); \(refused)")
+        let seconds = Double(refused.split(separator: " ").last!.dropLast()) ?? 99
+        #expect(seconds < 1, "refusal took \(seconds) s")
+        let stopped = daemon.stop()
+        #expect(stopped.status == 0)
+        #expect(stopped.stderr.contains("nat: tcp_connects="), "\(stopped.stderr)")
+    }
+
+    @Test("UDP: 20,000 datagrams of mixed sizes, none lost; a 60,000-byte datagram whole; a closed port is refused")
+    func udp() throws {
+        let host = try HostServers()
+        let daemon = try natDaemon("udp", [])
+        defer { _ = daemon.stop() }
+        let many = try daemon.guest("udp", "192.168.65.2", "\(host.udp)", "20000", timeout: 300)
+        #expect(many.hasPrefix("ok udp 20000 datagrams"))
+        #expect(try daemon.guest("udpbig", "192.168.65.2", "\(host.udp)", "60000").hasPrefix("ok udpbig 60000"))
+        // A port nobody listens on: the host's ICMP port unreachable comes back to the guest.
+        #expect(try daemon.guest("udpclosed", "192.168.65.2", "9") == "ok udp refused")
+    }
+
+    @Test("--no-host-loopback refuses the host alias; --max-connections 5 refuses the sixth")
+    func limits() throws {
+        let host = try HostServers()
+        let closed = try natDaemon("noloop", ["--no-host-loopback"])
+        #expect(try closed.guest("refused", "192.168.65.2", "\(host.tcp)").hasPrefix("ok refused"))
+        _ = closed.stop()
+        let limited = try natDaemon("maxconn", ["--max-connections", "5"])
+        defer { _ = limited.stop() }
+        #expect(try limited.guest("hold", "192.168.65.2", "\(host.tcp)", "5").hasPrefix("ok hold 5"))
+    }
+
+    @Test("ping: the gateway and the host alias answer; an outside address is pinged through the host")
+    func ping() throws {
+        // The daemon's host side is a namespace of its own with a veth to a peer namespace, so the
+        // outside address is one this test made.
+        let hostSide = try TestNamespace("pinghost")
+        let peer = try TestNamespace("pingpeer")
+        try hostSide.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", peer.name)
+        try hostSide.ip("addr", "add", "198.18.0.1/30", "dev", "veth0")
+        try hostSide.ip("link", "set", "veth0", "up")
+        try peer.ip("addr", "add", "198.18.0.2/30", "dev", "veth1")
+        try peer.ip("link", "set", "veth1", "up")
+        let daemon = try Daemon(label: "ping", arguments: [], address: "192.168.65.3/24", hostNamespace: hostSide.name)
+        defer { _ = daemon.stop() }
+        try daemon.namespace.ip("route", "add", "default", "via", "192.168.65.1")
+        for target in ["192.168.65.1", "192.168.65.2", "198.18.0.2"] {
+            let ping = try daemon.namespace.exec(["ping", "-c", "3", "-i", "0.2", "-W", "2", target], timeout: 20)
+            #expect(ping.status == 0 && ping.output.contains("3 received"), "ping \(target): \(ping.output) \(ping.error)")
+        }
+    }
+
+    @Test("publishing: host 127.0.0.1 ports reach a guest server; half-close works both ways; UDP too")
+    func publish() throws {
+        let daemon = try natDaemon("publish", ["--publish", "tcp:127.0.0.1:18080:80", "--publish", "udp:18081:5353"])
+        defer { _ = daemon.stop() }
+        let server = #"""
+            import socket, sys, threading
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
+            def echo():
+                d, a = u.recvfrom(65535); u.sendto(d.upper(), a)
+            threading.Thread(target=echo, daemon=True).start()
+            l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 80)); l.listen()
+            print("listening", flush=True)
+            c, a = l.accept()
+            n = 0
+            while True:
+                d = c.recv(65536)
+                if not d: break
+                n += len(d)
+            c.sendall(f"got {n} from {a[0]}".encode()); c.close()
+            c, a = l.accept()
+            c.sendall(b"banner"); c.shutdown(socket.SHUT_WR)
+            n = 0
+            while True:
+                d = c.recv(65536)
+                if not d: break
+                n += len(d)
+            c.close()
+            print(f"second {n}", flush=True)
+            """#
+        let guestServer = Process()
+        guestServer.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        guestServer.arguments = ["netns", "exec", daemon.namespace.name, "python3", "-c", server]
+        let out = Pipe()
+        guestServer.standardOutput = out
+        try guestServer.run()
+        var ready = [UInt8]()
+        var byte: UInt8 = 0
+        while ready.last != 10, read(out.fileHandleForReading.fileDescriptor, &byte, 1) == 1 { ready.append(byte) }
+
+        let client = #"""
+            import socket, sys
+            s = socket.create_connection(("127.0.0.1", 18080), timeout=20)
+            s.sendall(b"x" * 300000); s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while True:
+                d = s.recv(4096)
+                if not d: break
+                reply += d
+            print(reply.decode())
+            s = socket.create_connection(("127.0.0.1", 18080), timeout=20)
+            banner = b""
+            while True:
+                d = s.recv(4096)
+                if not d: break
+                banner += d
+            s.sendall(b"y" * 100000); s.close()
+            print(banner.decode())
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+            u.sendto(b"hello", ("127.0.0.1", 18081))
+            print(u.recvfrom(100)[0].decode())
+            """#
+        let result = try run("/usr/bin/env", ["python3", "-c", client], timeout: 60)
+        #expect(result.output == "got 300000 from 192.168.65.2\nbanner\nHELLO\n", "\(result.output) \(result.error)")
+        let deadline = Date().addingTimeInterval(20)
+        while guestServer.isRunning && Date() < deadline { usleep(20_000) }
+        let rest = String(decoding: readAll(out.fileHandleForReading), as: UTF8.self)
+        #expect(rest.contains("second 100000"), "guest server: \(rest)")
+    }
+
+    @Test("vpnkit run -- COMMAND: the command reaches the host, its exit status is returned, no namespace is left")
+    func command() throws {
+        let host = try HostServers()
+        let before = try run("/usr/sbin/ip", ["netns", "list"]).output
+        let result = try run(
+            vpnkitBinary(),
+            ["run", "--", "sh", "-c", "curl -sS --max-time 20 http://host.internal:\(host.http)/ && exit 3"], timeout: 90)
+        #expect(result.status == 3, "\(result.output) \(result.error)")
+        #expect(result.output == "hello from the host\n", "\(result.error)")
+        let after = try run("/usr/sbin/ip", ["netns", "list"]).output
+        #expect(!after.contains("vpnkit-"), "left behind: \(after) (before: \(before))")
+        let failed = try run(vpnkitBinary(), ["run", "--configure", "--", "sh", "-c", "exit 0"], timeout: 60)
+        #expect(failed.status == 0, "\(failed.error)")
+    }
+
+    @Test("--stats serves counters and the flow table; vpnkit stats prints them")
+    func stats() throws {
+        let host = try HostServers()
+        let socketPath = FileManager.default.temporaryDirectory.appendingPathComponent("vk-stats-\(getpid()).sock").path
+        let daemon = try natDaemon("stats", ["--stats", socketPath])
+        defer { _ = daemon.stop() }
+        // One connection held open while the stats are read.
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        holder.arguments = ["netns", "exec", daemon.namespace.name, "python3", "-c",
+            "import socket,time; s=socket.create_connection(('192.168.65.2', \(host.tcp))); s.sendall(b'hold\\n'); time.sleep(5)"]
+        try holder.run()
+        defer { holder.terminate() }
+        usleep(1_500_000)
+        let table = try run(vpnkitBinary(), ["stats", socketPath], timeout: 20)
+        #expect(table.status == 0, "\(table.error)")
+        #expect(table.output.contains("tcp open") && table.output.contains("192.168.65.2:\(host.tcp)"), "\(table.output)")
+        let json = try run(vpnkitBinary(), ["stats", socketPath, "--json"], timeout: 20)
+        let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+        let flows = object?["flows"] as? [String: Any]
+        #expect((flows?["tcpOpen"] as? Int) == 1, "\(json.output)")
+        let prometheus = try run(vpnkitBinary(), ["stats", socketPath, "--prometheus"], timeout: 20)
+        #expect(prometheus.output.contains("vpnkit_tcp_flows_open 1"), "\(prometheus.output)")
+    }
+}
