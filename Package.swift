@@ -164,6 +164,15 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "VPNKitNATTests",
+            dependencies: [
+                "VPNKitNAT", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitTCP", "VPNKitIPv4",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "VPNKitDNSTests",
             dependencies: ["VPNKitDNS", "VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict

@@ -12,6 +12,8 @@ packages=(
     busybox       # kernel interop tests: udhcpc, the guest's DHCP client
     dnsmasq-base  # kernel interop tests: a real DHCP server for our client
     tshark        # DHCP replay test: Wireshark's decoder checks the server's replies
+    curl          # NAT tests and the demo: HTTP from the guest to the host
+    iperf3        # throughput through the NAT (scripts/nat-throughput.sh)
 )
 
 missing=()

@@ -41,6 +41,7 @@ extension NAT {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelOption(.maxMessagesPerRead, value: 1)
+            .channelOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: chunk, maximum: chunk))
             .connectTimeout(configuration.connectTimeout)
             .channelInitializer { channel in
@@ -171,17 +172,24 @@ final class TCPFlow {
             }
             return
         }
-        var wrote = false
+        var wrote = 0
         while channel.isWritable, let data = socket.read(maximum: 65536, now: now), data.readableBytes > 0 {
             bytesToHost &+= UInt64(data.readableBytes)
             nat?.counters.tcpBytesToHost &+= UInt64(data.readableBytes)
             channel.write(data, promise: nil)
-            wrote = true
+            wrote += data.readableBytes
         }
-        if wrote { channel.flush() }
+        // Small writes (a burst of MTU-sized segments) are flushed once per event-loop turn; a
+        // large one at once.
+        if wrote >= 16384 {
+            channel.flush()
+        } else if wrote > 0 {
+            nat?.flushSoon(channel)
+        }
         if socket.isReadClosed, !hostOutputClosed {
             // The guest sent FIN and everything before it has been handed to the host socket.
             hostOutputClosed = true
+            channel.flush()
             channel.close(mode: .output, promise: nil)
             finishIfDone(now: now)
         }

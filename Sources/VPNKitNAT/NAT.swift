@@ -64,6 +64,24 @@ public final class NAT {
     /// Sends what the stack produced and re-arms its timers (after work begun by a host socket).
     func flush() { driver.flush() }
 
+    /// Host sockets written to during this event-loop turn: flushed once after the turn's frames
+    /// are all handled, so a burst of guest segments becomes one write(2), not one per segment.
+    private var channelsToFlush: [ObjectIdentifier: any Channel] = [:]
+
+    func flushSoon(_ channel: any Channel) {
+        if channelsToFlush.isEmpty {
+            let boundSelf = NIOLoopBound(self, eventLoop: eventLoop)
+            eventLoop.execute { boundSelf.value.flushChannels() }
+        }
+        channelsToFlush[ObjectIdentifier(channel)] = channel
+    }
+
+    private func flushChannels() {
+        let channels = channelsToFlush
+        channelsToFlush.removeAll(keepingCapacity: true)
+        for channel in channels.values { channel.flush() }
+    }
+
     /// The host address a guest destination maps to: the host alias becomes 127.0.0.1.
     func hostAddress(for destination: IPv4Address) -> IPv4Address? {
         if destination == configuration.hostAlias { return configuration.hostLoopback ? .loopback : nil }

@@ -22,7 +22,7 @@ public struct NATConfiguration: Sendable {
     /// Receive and send buffer sizes of each UDP flow's host socket (0: the system's defaults).
     public var udpSocketBufferBytes: UInt32 = 1 << 20
     /// Bytes read from a host TCP socket in one read (bounds what waits for the guest's window).
-    public var tcpReadChunkBytes = 65536
+    public var tcpReadChunkBytes = 262_144
     /// Guest pings to outside addresses: each waits this long for its reply.
     public var icmpEchoTimeout: TimeAmount = .seconds(30)
     /// Pings waiting for replies at once; beyond, requests are dropped and counted.

@@ -50,7 +50,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "udpMalformed", "udpBadChecksum", "udpDelivered", "udpPortUnreachable", "udpSocketQueueFull", "udpSent",
         "tcpSegmentsReceived", "tcpSegmentsSent", "tcpMalformed", "tcpBadChecksum", "tcpResetsSent", "tcpConnectionsOpened",
         "tcpConnectionsClosed", "tcpConnectionsRefused", "tcpListenOverflows",
-        "forwardedTCPRequests", "forwardedTCPDuplicateSYNs", "forwardedTCPRefused", "forwardedUDPDatagrams", "forwardedICMPEchoRequests",
+        "forwardedTcpRequests", "forwardedTcpDuplicateSyns", "forwardedTcpRefused", "forwardedUdpDatagrams", "forwardedIcmpEchoRequests",
     ]
 }
 

@@ -211,6 +211,7 @@ struct RunCommand: AsyncParsableCommand {
         guard alias != gatewayAddress else { throw ValidationError("--host-alias and --gateway must differ") }
         var c = StackConfiguration(subnet: net, gateway: gatewayAddress, additionalAddresses: [alias], mtu: mtu)
         c.maximumTCPConnections = max(c.maximumTCPConnections, maxConnections + 256)
+        c.tcp.sendBufferSize = 1 << 20
         return c
     }
 

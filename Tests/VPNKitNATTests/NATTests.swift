@@ -1,0 +1,240 @@
+import NIOCore
+import NIOPosix
+import Testing
+import VPNKitBase
+import VPNKitIPv4
+import VPNKitNAT
+import VPNKitStack
+import VPNKitTCP
+import VPNKitTransport
+
+let gatewayIP = IPv4Address(192, 168, 65, 1)
+let hostAlias = IPv4Address(192, 168, 65, 2)
+let guestIP = IPv4Address(192, 168, 65, 3)
+let subnet = IPv4Subnet("192.168.65.0/24")!
+
+/// The daemon's side (stack + NAT) and a guest stack on one event loop, joined by an in-memory
+/// link that a repeating task pumps. The host side is real sockets on 127.0.0.1.
+struct NATWorld {
+    let group: MultiThreadedEventLoopGroup
+    let loop: any EventLoop
+    let gateway: NIOLoopBound<StackDriver>
+    let guest: NIOLoopBound<StackDriver>
+
+    init(_ configure: @Sendable (inout NATConfiguration) -> Void = { _ in }) async throws {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        self.loop = loop
+        var nat = NATConfiguration()
+        configure(&nat)
+        let natConfiguration = nat
+        (gateway, guest) = try await loop.submit { () -> (NIOLoopBound<StackDriver>, NIOLoopBound<StackDriver>) in
+            let link = InMemoryLink(start: .now())
+            var g = StackConfiguration(subnet: subnet, gateway: gatewayIP, additionalAddresses: [hostAlias])
+            g.gratuitousARPOnStart = false
+            var c = StackConfiguration(macAddress: MACAddress(rawValue: 0x0250_0000_0003), subnet: subnet, gateway: guestIP)
+            c.gratuitousARPOnStart = false
+            c.defaultRouter = gatewayIP
+            let a = StackDriver(stack: NetworkStack(configuration: g), transport: link.a, eventLoop: loop)
+            let b = StackDriver(stack: NetworkStack(configuration: c), transport: link.b, eventLoop: loop)
+            _ = NAT(driver: a, configuration: natConfiguration)
+            a.start()
+            b.start()
+            func pump() {
+                loop.assumeIsolated().scheduleTask(in: .microseconds(200)) {
+                    link.deliver(until: .now())
+                    a.flush()
+                    b.flush()
+                    pump()
+                }
+            }
+            pump()
+            return (NIOLoopBound(a, eventLoop: loop), NIOLoopBound(b, eventLoop: loop))
+        }.get()
+    }
+
+    func nat<T: Sendable>(_ body: @escaping @Sendable (NAT) -> T) async throws -> T {
+        let gateway = self.gateway
+        return try await loop.submit { body(gateway.value.attachments.compactMap { $0 as? NAT }.first!) }.get()
+    }
+
+    func shutdown() async throws {
+        let (a, b) = (gateway, guest)
+        try await loop.submit {
+            a.value.stop()
+            b.value.stop()
+        }.get()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// A TCP echo server on 127.0.0.1 (the host side).
+func startEchoServer(on group: MultiThreadedEventLoopGroup) async throws -> (any Channel, UInt16) {
+    let channel = try await ServerBootstrap(group: group)
+        .childChannelOption(.allowRemoteHalfClosure, value: true)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+        }
+        .bind(host: "127.0.0.1", port: 0).get()
+    return (channel, UInt16(channel.localAddress!.port!))
+}
+
+final class EchoHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.write(data, promise: nil) }
+    func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event { context.close(mode: .output, promise: nil) }
+    }
+}
+
+func pattern(_ count: Int) -> ByteBuffer {
+    var rng = SplitMix64(seed: 9)
+    var buffer = ByteBuffer()
+    buffer.reserveCapacity(count)
+    for _ in 0..<count { buffer.writeInteger(UInt8(truncatingIfNeeded: rng.next())) }
+    return buffer
+}
+
+@Suite("NAT with an in-memory guest and real host sockets on 127.0.0.1")
+struct NATTests {
+    @Test("TCP through the host alias to a host echo server: 2 MiB each way, byte-exact, half-close passed on")
+    func tcpEcho() async throws {
+        let world = try await NATWorld()
+        let (server, port) = try await startEchoServer(on: world.group)
+        let connection = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        let data = pattern(2 << 20)
+        async let sent: Void = {
+            var rest = data
+            while rest.readableBytes > 0 {
+                try await connection.write(rest.readSlice(length: min(100_000, rest.readableBytes))!)
+            }
+            await connection.shutdown()
+        }()
+        var received = ByteBuffer()
+        while var chunk = try await connection.read() { received.writeBuffer(&chunk) }
+        try await sent
+        #expect(received == data)
+        let counters = try await world.nat { $0.counters }
+        #expect(counters.tcpConnectsSucceeded == 1)
+        #expect(counters.tcpBytesToHost == UInt64(data.readableBytes))
+        #expect(counters.tcpBytesToGuest == UInt64(data.readableBytes))
+        try await server.close()
+        try await world.shutdown()
+    }
+
+    @Test("a closed host port: the guest's SYN gets RST (connection refused), counted")
+    func refused() async throws {
+        let world = try await NATWorld()
+        let (server, port) = try await startEchoServer(on: world.group)
+        try await server.close()
+        await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
+            _ = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        }
+        #expect(try await world.nat { $0.counters.tcpConnectsRefused } == 1)
+        try await world.shutdown()
+    }
+
+    @Test("at --max-connections the next SYN is refused with RST and counted; a closed one frees its slot")
+    func connectionLimit() async throws {
+        let world = try await NATWorld { $0.maximumConnections = 2 }
+        let (server, port) = try await startEchoServer(on: world.group)
+        let first = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        let second = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
+            _ = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        }
+        #expect(try await world.nat { $0.counters.tcpRefusedAtLimit } == 1)
+        await first.shutdown()
+        #expect(try await first.read() == nil)
+        // The host echo closes its side in turn; the flow ends and its slot is free again.
+        var open = 2
+        for _ in 0..<200 where open > 1 {
+            open = try await world.nat { $0.openTCPFlows }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(open == 1)
+        let third = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        try await third.write(ByteBuffer(string: "ok"))
+        #expect(try await third.read() == ByteBuffer(string: "ok"))
+        _ = second
+        try await server.close()
+        try await world.shutdown()
+    }
+
+    @Test("--no-host-loopback: the host alias refuses TCP with RST")
+    func noHostLoopback() async throws {
+        let world = try await NATWorld { $0.hostLoopback = false }
+        let (server, port) = try await startEchoServer(on: world.group)
+        await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
+            _ = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        }
+        #expect(try await world.nat { $0.counters.tcpRefusedHostLoopback } == 1)
+        try await server.close()
+        try await world.shutdown()
+    }
+
+    @Test("UDP flows: capped with least-recently-used eviction, expired when idle, replies come back")
+    func udpFlows() async throws {
+        let world = try await NATWorld {
+            $0.maximumUDPFlows = 2
+            $0.udpIdleTimeout = .seconds(2)
+        }
+        let echo = try await DatagramBootstrap(group: world.group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEchoHandler()) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = UInt16(echo.localAddress!.port!)
+        let guest = world.guest
+        let box = try await world.loop.submit { NIOLoopBound(Box(), eventLoop: world.loop) }.get()
+        // One guest port after another, each waiting for its reply: the third flow evicts the first.
+        for local in [40001, 40002, 40003] as [UInt16] {
+            try await world.loop.submit {
+                let socket = try guest.value.stack.bindUDP(port: local) { message in box.value.replies.append(message.destinationPort) }
+                box.value.sockets.append(socket)
+                try socket.send(ByteBuffer(string: "hi"), to: hostAlias, port: port, now: .now())
+                guest.value.flush()
+            }.get()
+            var got: [UInt16] = []
+            for _ in 0..<300 where !got.contains(local) {
+                try await Task.sleep(for: .milliseconds(10))
+                got = try await world.loop.submit { box.value.replies }.get()
+            }
+            #expect(got.contains(local), "no reply to \(local)")
+        }
+        let (open, evicted) = try await world.nat { ($0.openUDPFlows, $0.counters.udpFlowsEvicted) }
+        #expect(open == 2)
+        #expect(evicted == 1)
+        var remaining = open
+        for _ in 0..<60 where remaining > 0 {
+            try await Task.sleep(for: .milliseconds(100))
+            remaining = try await world.nat { $0.openUDPFlows }
+        }
+        #expect(remaining == 0)
+        #expect(try await world.nat { $0.counters.udpFlowsExpired } == 2)
+        try await echo.close()
+        try await world.shutdown()
+    }
+
+    @Test("every stack counter has a name")
+    func counterNames() {
+        let names = StackCounter.allCases.map(\.description)
+        #expect(Set(names).count == names.count)
+        #expect(!names.contains { $0.hasPrefix("counter_") })
+    }
+}
+
+final class Box {
+    var replies: [UInt16] = []
+    var sockets: [UDPSocket] = []
+}
+
+final class UDPEchoHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.writeAndFlush(data, promise: nil)
+    }
+}
