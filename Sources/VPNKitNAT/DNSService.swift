@@ -27,7 +27,7 @@ public struct DNSServiceConfiguration: Sendable {
 /// DNS on the gateway, UDP and TCP port 53: built-in names, the hosts file, then forwarding to the
 /// upstreams through host sockets. It listens on the gateway address of the guest link only, so it
 /// answers nobody but the guest.
-public final class DNSService: StackTimerClient {
+public final class DNSService: StackTimerClient, StackDriverAttachment {
     let configuration: DNSServiceConfiguration
     weak var driver: StackDriver?
     let logger: Logger
@@ -235,6 +235,8 @@ public final class DNSService: StackTimerClient {
     public func poll(now: NIODeadline) {
         perform(resolver.poll(now: now), now: now)
     }
+
+    public func driverDidStop() { close() }
 
     public func close() {
         udpSocket?.close()

@@ -34,9 +34,10 @@ public final class NAT {
         self.logger = logger
         driver.stack.forwarder = self
         driver.attachments.append(self)
-        let boundSelf = NIOLoopBound(self, eventLoop: driver.eventLoop)
-        sweeper = driver.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            boundSelf.value.sweep(now: .now())
+        let weakSelf = NIOLoopBound(WeakNAT(self), eventLoop: driver.eventLoop)
+        sweeper = driver.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { task in
+            guard let nat = weakSelf.value.nat else { return task.cancel() }
+            nat.sweep(now: .now())
         }
     }
 
@@ -111,6 +112,15 @@ public final class NAT {
         for publisher in publishers { publisher.expire(now: now, idle: configuration.udpIdleTimeout) }
         flush()
     }
+}
+
+extension NAT: StackDriverAttachment {
+    public func driverDidStop() { close() }
+}
+
+final class WeakNAT {
+    weak var nat: NAT?
+    init(_ nat: NAT) { self.nat = nat }
 }
 
 extension NAT: PacketForwarder {

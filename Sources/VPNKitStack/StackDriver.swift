@@ -92,6 +92,13 @@ public final class StackDriver {
         timer = nil
         transport.onFrame = nil
         transport.close()
+        let attached = attachments
         attachments.removeAll()
+        for attachment in attached { (attachment as? any StackDriverAttachment)?.driverDidStop() }
     }
+}
+
+/// An attachment that holds resources of its own (host sockets, timers): told when the driver stops.
+public protocol StackDriverAttachment: AnyObject {
+    func driverDidStop()
 }

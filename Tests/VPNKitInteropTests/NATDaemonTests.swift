@@ -46,6 +46,9 @@ struct NATDaemonTests {
         #expect(try daemon.guest("dns", "192.168.65.1", "53", "host.internal").hasPrefix("ok dns rcode 0 answers 192.168.65.2 "))
         #expect(try daemon.guest("dns", "192.168.65.1", "53", "gateway.internal").hasPrefix("ok dns rcode 0 answers 192.168.65.1 "))
         #expect(try daemon.guest("dns", "192.168.65.1", "53", "anything.example").hasPrefix("ok dns rcode 0 answers 198.51.100.7 "))
+        // Over TCP: answered locally, and forwarded (upstream over TCP: the fake upstream has none,
+        // so that one must come back SERVFAIL, not hang).
+        #expect(try daemon.guest("dnstcp", "192.168.65.1", "53", "host.internal").hasPrefix("ok dns rcode 0 answers 192.168.65.2 "))
         let resolved = try daemon.namespace.exec(["getent", "hosts", "host.internal"], timeout: 20)
         #expect(resolved.output.hasPrefix("192.168.65.2"), "getent: \(resolved.output) \(resolved.error)")
 
@@ -104,9 +107,9 @@ struct NATDaemonTests {
         let hostSide = try TestNamespace("pinghost")
         let peer = try TestNamespace("pingpeer")
         try hostSide.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", peer.name)
-        try hostSide.ip("addr", "add", "198.18.0.1/30", "dev", "veth0")
+        try hostSide.ip("addr", "add", "198.18.0.1/24", "dev", "veth0")
         try hostSide.ip("link", "set", "veth0", "up")
-        try peer.ip("addr", "add", "198.18.0.2/30", "dev", "veth1")
+        try peer.ip("addr", "add", "198.18.0.2/24", "dev", "veth1")
         try peer.ip("link", "set", "veth1", "up")
         let daemon = try Daemon(label: "ping", arguments: [], address: "192.168.65.3/24", hostNamespace: hostSide.name)
         defer { _ = daemon.stop() }
@@ -115,6 +118,10 @@ struct NATDaemonTests {
             let ping = try daemon.namespace.exec(["ping", "-c", "3", "-i", "0.2", "-W", "2", target], timeout: 20)
             #expect(ping.status == 0 && ping.output.contains("3 received"), "ping \(target): \(ping.output) \(ping.error)")
         }
+        // TCP to an address on the peer link that nobody has: the host's connect fails (no ARP
+        // answer), and the guest hears "host unreachable" instead of waiting for its own timeout.
+        let unreachable = try daemon.namespace.exec(["python3", "-c", natGuestScript, "unreachable", "198.18.0.99", "80"], timeout: 60)
+        #expect(unreachable.output.hasPrefix("ok unreachable errno 113"), "\(unreachable.output) \(unreachable.error)")
     }
 
     @Test("publishing: host 127.0.0.1 ports reach a guest server; half-close works both ways; UDP too")

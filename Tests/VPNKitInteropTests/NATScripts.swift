@@ -162,6 +162,12 @@ elif mode == "udpbig":
     d, a = s.recvfrom(65535)
     assert d == data, f"got {len(d)} bytes back"
     print(f"ok udpbig {len(d)}")
+elif mode == "unreachable":
+    t0 = time.time()
+    try:
+        connect(); sys.exit("connected")
+    except OSError as e:
+        print(f"ok unreachable errno {e.errno} in {time.time() - t0:.1f}s")
 elif mode == "udpclosed":
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
     s.connect((host, port)); s.send(b"anyone?")
@@ -169,13 +175,23 @@ elif mode == "udpclosed":
         s.recv(100); sys.exit("answered")
     except ConnectionRefusedError:
         print("ok udp refused")
-elif mode == "dns":
+elif mode in ("dns", "dnstcp"):
     name = sys.argv[4]
     q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(10)
     t0 = time.time()
-    s.sendto(q, (host, port))
-    r, a = s.recvfrom(4096)
+    if mode == "dns":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(10)
+        s.sendto(q, (host, port))
+        r, a = s.recvfrom(4096)
+    else:
+        s = socket.create_connection((host, port), timeout=10)
+        s.sendall(struct.pack(">H", len(q)) + q)
+        r = b""
+        while len(r) < 2 or len(r) < 2 + struct.unpack(">H", r[:2])[0]:
+            d = s.recv(4096)
+            if not d: break
+            r += d
+        r = r[2:]
     rcode = r[3] & 15
     an = struct.unpack(">H", r[6:8])[0]
     addresses = []
