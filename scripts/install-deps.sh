@@ -14,6 +14,7 @@ packages=(
     tshark        # DHCP replay test: Wireshark's decoder checks the server's replies
     curl          # NAT tests and the demo: HTTP from the guest to the host
     iperf3        # throughput through the NAT (scripts/nat-throughput.sh)
+    rootlesskit   # drop-in test (skipped where the package is built without vpnkit support, as Debian's is)
 )
 
 missing=()

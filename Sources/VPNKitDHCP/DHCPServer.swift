@@ -108,7 +108,7 @@ public struct DHCPServerReply: Sendable {
 /// (or a reservation), so a flood of DISCOVERs from new MACs can take only free addresses, never
 /// a bound lease.
 public struct DHCPServer: Sendable {
-    public let configuration: DHCPServerConfiguration
+    public private(set) var configuration: DHCPServerConfiguration
     public private(set) var counters = DHCPServerCounters()
     /// By client identifier.
     private var leasesByClient: [[UInt8]: DHCPLease] = [:]
@@ -131,6 +131,18 @@ public struct DHCPServer: Sendable {
             if lease.state != .free, lease.expires <= now { lease.state = .free }
             return lease
         }.sorted { $0.address < $1.address }
+    }
+
+    /// Reserves `address` for `mac` from now on (a vmnet client's address, bound to its UUID).
+    public mutating func reserve(_ address: IPv4Address, for mac: MACAddress) {
+        configuration.reservations[mac] = address
+    }
+
+    /// Whether an unexpired lease (offered or bound) holds `address` for a client whose MAC is not
+    /// `mac`.
+    public func isHeld(_ address: IPv4Address, byOtherThan mac: MACAddress, now: NIODeadline) -> Bool {
+        guard let holder = holders[address], let lease = leasesByClient[holder] else { return false }
+        return lease.state != .free && lease.expires > now && lease.hardwareAddress != mac
     }
 
     /// Handles one message from a client; returns the reply to send, if any.

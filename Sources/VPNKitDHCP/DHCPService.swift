@@ -18,6 +18,9 @@ public final class DHCPService {
 
     public var counters: DHCPServerCounters { server.counters }
 
+    /// Reserves `address` for `mac` from now on.
+    public func reserve(_ address: IPv4Address, for mac: MACAddress) { server.reserve(address, for: mac) }
+
     /// The largest DHCP message accepted.
     public static let maximumMessageSize = 1500
 

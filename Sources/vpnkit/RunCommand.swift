@@ -65,6 +65,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("lease-time"), help: "DHCP lease time in seconds (renewal at half of it).")
     var leaseTime: Int = 7200
 
+    @Option(name: .customLong("pool-start"), help: "The first address DHCP (and vmnet) hands out (default: the subnet's third).")
+    var poolStart: String?
+
+    @Option(name: .customLong("pool-end"), help: "The last address DHCP (and vmnet) hands out (default: the last before the broadcast address).")
+    var poolEnd: String?
+
     @Option(name: .customLong("dhcp-reserve"), help: "A fixed address for a MAC: MAC=IP; repeatable.")
     var dhcpReserve: [String] = []
 
@@ -91,7 +97,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
-    @Option(name: .customLong("host-alias"), help: "The guest-side address of the host's 127.0.0.1 (named host.internal).")
+    @Option(name: .customLong("host-alias"), help: "The guest-side address of the host's 127.0.0.1 (named host.internal); 0.0.0.0 for none.")
     var hostAlias: String = "192.168.65.2"
 
     @Flag(name: .customLong("no-host-loopback"), help: "The host alias does not reach the host's loopback (refused).")
@@ -157,7 +163,7 @@ struct RunCommand: AsyncParsableCommand {
         guard (10...(365 * 86400)).contains(leaseTime) else { throw ValidationError("--lease-time must be within 10 s … 1 year") }
         _ = try reservations()
         guard let alias = IPv4Address(hostAlias) else { throw ValidationError("--host-alias must be an IPv4 address") }
-        guard net.contains(alias) else { throw ValidationError("--host-alias \(alias) is not inside --subnet \(net)") }
+        guard alias == .any || net.contains(alias) else { throw ValidationError("--host-alias \(alias) is not inside --subnet \(net)") }
         for upstream in dnsUpstream where parseEndpoint(upstream, defaultPort: 53) == nil {
             throw ValidationError("--dns-upstream wants IP[:PORT], got \(upstream)")
         }
@@ -197,6 +203,15 @@ struct RunCommand: AsyncParsableCommand {
         c.mtu = UInt16(clamping: stack.mtu)
         c.leaseTime = .seconds(Int64(leaseTime))
         c.reservations = try reservations()
+        if let poolStart {
+            guard let address = IPv4Address(poolStart), stack.subnet.contains(address) else { throw ValidationError("--pool-start must be an address inside \(stack.subnet)") }
+            c.poolStart = address
+        }
+        if let poolEnd {
+            guard let address = IPv4Address(poolEnd), stack.subnet.contains(address) else { throw ValidationError("--pool-end must be an address inside \(stack.subnet)") }
+            c.poolEnd = address
+        }
+        guard c.poolStart <= c.poolEnd else { throw ValidationError("--pool-start \(c.poolStart) is after --pool-end \(c.poolEnd)") }
         for address in c.reservations.values where !stack.subnet.contains(address) {
             throw ValidationError("--dhcp-reserve address \(address) is not inside \(stack.subnet)")
         }
@@ -207,17 +222,23 @@ struct RunCommand: AsyncParsableCommand {
         let net = IPv4Subnet(subnet)!
         let gatewayAddress = gateway.flatMap { IPv4Address($0) } ?? net.address(at: 1)!
         guard net.contains(gatewayAddress) else { throw ValidationError("--gateway \(gatewayAddress) is not inside --subnet \(net)") }
-        let alias = IPv4Address(hostAlias)!
+        let alias = hostAliasAddress
         guard alias != gatewayAddress else { throw ValidationError("--host-alias and --gateway must differ") }
-        var c = StackConfiguration(subnet: net, gateway: gatewayAddress, additionalAddresses: [alias], mtu: mtu)
+        var c = StackConfiguration(subnet: net, gateway: gatewayAddress, additionalAddresses: alias.map { [$0] } ?? [], mtu: mtu)
         c.maximumTCPConnections = max(c.maximumTCPConnections, maxConnections + 256)
         c.tcp.sendBufferSize = 1 << 20
         return c
     }
 
+    /// The host alias, nil when turned off (`--host-alias 0.0.0.0`, as vpnkit's `--host-ip 0.0.0.0`).
+    var hostAliasAddress: IPv4Address? {
+        guard let alias = IPv4Address(hostAlias), alias != .any else { return nil }
+        return alias
+    }
+
     func makeNATConfiguration() -> NATConfiguration {
         var c = NATConfiguration()
-        c.hostAlias = IPv4Address(hostAlias)
+        c.hostAlias = hostAliasAddress
         c.hostLoopback = !noHostLoopback
         c.maximumConnections = maxConnections
         c.maximumUDPFlows = maxUDPFlows
@@ -241,6 +262,14 @@ struct RunCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
 
+        // vmnet clients keep their MAC and address by UUID (within the DHCP pool).
+        let registry: VmnetRegistry? = `protocol` == .vmnet
+            ? VmnetRegistry(
+                poolStart: dhcp?.poolStart ?? configuration.subnet.address(at: 3)!,
+                poolEnd: dhcp?.poolEnd ?? IPv4Address(rawValue: configuration.subnet.broadcast.rawValue &- 1),
+                excluded: dhcp?.excluded ?? Set(configuration.addresses))
+            : nil
+
         // With a command: a namespace of our own, removed when we end.
         var guestNamespace: GuestNamespace?
         if !command.isEmpty {
@@ -256,7 +285,7 @@ struct RunCommand: AsyncParsableCommand {
 
         let transport: NIOLoopBound<any FrameTransport>
         do {
-            transport = try await openTransport(on: loop, namespace: guestNamespace)
+            transport = try await openTransport(on: loop, namespace: guestNamespace, configuration: configuration, registry: registry)
         } catch {
             logger.error("cannot open the guest link: \(error)")
             try? await group.shutdownGracefully()
@@ -284,7 +313,11 @@ struct RunCommand: AsyncParsableCommand {
             }
             let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: link, eventLoop: loop)
             driver.onTransportClosed = { error in ended.signal(error.map { "the guest link ended: \($0)" } ?? "the guest link closed") }
-            if let dhcp { driver.attachments.append(try DHCPService(stack: driver.stack, configuration: dhcp)) }
+            if let dhcp {
+                let service = try DHCPService(stack: driver.stack, configuration: dhcp)
+                driver.attachments.append(service)
+                registry?.dhcp = service
+            }
             if diagnostics { driver.attachments.append(try DiagnosticServices(stack: driver.stack)) }
             driver.attachments.append(try DNSService(driver: driver, configuration: dnsConfiguration, logger: Logger(label: "vpnkit.dns")))
             if let natConfiguration { _ = NAT(driver: driver, configuration: natConfiguration) }
@@ -374,7 +407,7 @@ struct RunCommand: AsyncParsableCommand {
     func makeDNSConfiguration(_ stack: StackConfiguration) throws -> DNSServiceConfiguration {
         var c = DNSServiceConfiguration()
         c.records["gateway.internal"] = stack.gateway
-        if let alias = IPv4Address(hostAlias) { c.records["host.internal"] = alias }
+        if let alias = hostAliasAddress { c.records["host.internal"] = alias }
         for record in hostRecord {
             let parts = record.split(separator: "=", maxSplits: 1)
             if parts.count == 2, let ip = IPv4Address(parts[1]) { c.records[String(parts[0])] = ip }
@@ -390,7 +423,9 @@ struct RunCommand: AsyncParsableCommand {
         return "\(`protocol`?.rawValue ?? "?") socket \(socket ?? "?")"
     }
 
-    func openTransport(on loop: any EventLoop, namespace: GuestNamespace?) async throws -> NIOLoopBound<any FrameTransport> {
+    func openTransport(
+        on loop: any EventLoop, namespace: GuestNamespace?, configuration: StackConfiguration, registry: VmnetRegistry?
+    ) async throws -> NIOLoopBound<any FrameTransport> {
         if let namespace {
             let bound = try await TAPTransport.open(namespace: namespace.path, device: namespace.device, mtu: mtu, on: loop).get()
             return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
@@ -407,25 +442,38 @@ struct RunCommand: AsyncParsableCommand {
             let bound = try await DatagramFrameTransport.bind(path: socket, mtu: mtu, on: loop).get()
             return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
         case .qemu, .vmnet:
-            // We listen; each new connection becomes the guest's link (the previous one is closed).
+            // We listen; every connection becomes a port of a switch in front of the stack, so any
+            // number of guests can be attached, one after another or at once.
+            let stackMAC = configuration.macAddress
             return try await loop.flatSubmit {
-                let slot = ReplaceableTransport(mtu: mtu)
-                slot.onDetach = { error in logger.info("guest disconnected\(error.map { ": \($0)" } ?? "")") }
+                let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC)
+                link.onPortDetached = { port, error in
+                    logger.info("guest \(port.guestAddress.map { "\($0) " } ?? "")disconnected\(error.map { ": \($0)" } ?? "")")
+                }
                 let attach: (any FrameTransport) -> Void = { connection in
                     logger.info("guest connected on \(socket)\(connection.guestAddress.map { " (MAC \($0))" } ?? "")")
-                    slot.attach(connection)
+                    link.attach(connection)
                 }
                 let listening: EventLoopFuture<Void>
                 if kind == .qemu {
                     listening = QemuStreamListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { listener in
-                        slot.listener = listener.value
+                        link.listener = listener.value
                     }
                 } else {
                     listening = VmnetListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { listener in
-                        slot.listener = listener.value
+                        let listener = listener.value
+                        if let registry {
+                            listener.admit = { uuid, preferred in
+                                let result = registry.admit(uuid, preferred: preferred, now: .now())
+                                if case .failure(let refusal) = result { logger.notice("vmnet client \(uuid) refused: \(refusal)") }
+                                return result
+                            }
+                        }
+                        listener.onHandshakeFailure = { error in logger.notice("vmnet handshake failed: \(error)") }
+                        link.listener = listener
                     }
                 }
-                return listening.map { NIOLoopBound<any FrameTransport>(slot, eventLoop: loop) }
+                return listening.map { NIOLoopBound<any FrameTransport>(link, eventLoop: loop) }
             }.get()
         }
     }

@@ -1,6 +1,6 @@
 import ArgumentParser
 
-@main
+
 struct VPNKitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpnkit",

@@ -61,6 +61,13 @@ public final class VmnetTransport: FrameTransport {
     public func close() { handler.close() }
 }
 
+/// Why a vmnet client is turned away (the text goes to the client, at most 255 bytes).
+public struct VmnetRefusal: Error, Sendable, Hashable, CustomStringConvertible {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
 /// Listens on a unix stream socket for vmnet clients (hyperkit's `virtio-vpnkit`, vpnkit's Go
 /// client…), any number of them, one after another or at once. Each connection runs the handshake on
 /// its own; a ready one is handed to `onConnection` on the event loop, a failed one is closed and
@@ -73,8 +80,11 @@ public final class VmnetListener {
     public let maxPacketSize: Int
     /// Called for every connection whose handshake failed or timed out, after it was closed.
     public var onHandshakeFailure: ((any Error) -> Void)?
-    /// Chooses a client's MAC address from its UUID; by default `VmnetUUID.derivedMACAddress`.
-    public var assignMACAddress: (VmnetUUID) -> MACAddress = { $0.derivedMACAddress }
+    /// Admits a client: its UUID and the IPv4 address it prefers (the preferred-IPv4 command) in,
+    /// its MAC address out, or a reason to refuse it (sent to the client in a disconnect response).
+    /// Called on the event loop. By default every client is admitted with
+    /// `VmnetUUID.derivedMACAddress`.
+    public var admit: (VmnetUUID, IPv4Address?) -> Result<MACAddress, VmnetRefusal> = { uuid, _ in .success(uuid.derivedMACAddress) }
 
     private var server: UnixStreamServer?
 
@@ -112,7 +122,7 @@ public final class VmnetListener {
 
     private func accept(_ channel: any Channel, options: SocketTransportOptions,
                         onConnection: @escaping (VmnetTransport) -> Void) throws {
-        let handshake = VmnetServerHandshake(mtu: mtu, maxPacketSize: maxPacketSize, assignMACAddress: assignMACAddress)
+        let handshake = VmnetServerHandshake(mtu: mtu, maxPacketSize: maxPacketSize, admit: admit)
         let handler = FramedStreamHandler(
             prefix: .uint16LittleEndian, maxReceiveFrame: options.maxFrameSize,
             maxSendFrame: min(options.maxFrameSize, maxPacketSize), preamble: handshake,
@@ -136,16 +146,16 @@ final class VmnetServerHandshake: StreamPreamble {
 
     let mtu: Int
     let maxPacketSize: Int
-    let assignMACAddress: (VmnetUUID) -> MACAddress
+    let admit: (VmnetUUID, IPv4Address?) -> Result<MACAddress, VmnetRefusal>
     private var phase = Phase.initMessage
     private var clientInit: VmnetInitMessage?
     /// Set once the handshake succeeded.
     private(set) var client: VmnetClient?
 
-    init(mtu: Int, maxPacketSize: Int, assignMACAddress: @escaping (VmnetUUID) -> MACAddress) {
+    init(mtu: Int, maxPacketSize: Int, admit: @escaping (VmnetUUID, IPv4Address?) -> Result<MACAddress, VmnetRefusal>) {
         self.mtu = mtu
         self.maxPacketSize = maxPacketSize
-        self.assignMACAddress = assignMACAddress
+        self.admit = admit
     }
 
     func consume(_ input: inout ByteBuffer, reply: inout ByteBuffer) -> PreambleStep {
@@ -188,7 +198,11 @@ final class VmnetServerHandshake: StreamPreamble {
                 return refuse(error.description, reply: &reply)
             }
             let assigned = uuid ?? VmnetUUID.random()
-            let macAddress = assignMACAddress(assigned)
+            let macAddress: MACAddress
+            switch admit(assigned, preferredIPv4) {
+            case .success(let mac): macAddress = mac
+            case .failure(let refusal): return refuse(refusal.reason, reply: &reply)
+            }
             VmnetResponse.vif(mtu: UInt16(mtu), maxPacketSize: UInt16(maxPacketSize), macAddress: macAddress)
                 .write(to: &reply)
             client = VmnetClient(uuid: assigned, macAddress: macAddress, preferredIPv4: preferredIPv4,
