@@ -9,11 +9,14 @@ packages=(
     iproute2      # kernel interop tests: network namespaces, TAP devices
     iputils-ping  # kernel interop tests: ping from the guest namespace
     python3       # kernel interop tests: UDP sockets in the guest namespace
-    busybox       # kernel interop tests: udhcpc, the guest's DHCP client
+    busybox-static # udhcpc for the guest namespaces, and the VM guest's userland (static: it runs in an initramfs)
     dnsmasq-base  # kernel interop tests: a real DHCP server for our client
     tshark        # DHCP replay test: Wireshark's decoder checks the server's replies
     curl          # NAT tests and the demo: HTTP from the guest to the host
     iperf3        # throughput through the NAT (scripts/nat-throughput.sh)
+    qemu-system-x86   # real VM guests (qemu 7.2: -netdev stream and dgram)
+    linux-image-amd64 # the VM guest's kernel and virtio modules
+    cpio              # packing the VM guest's initramfs
     rootlesskit   # drop-in test (skipped where the package is built without vpnkit support, as Debian's is)
 )
 

@@ -62,6 +62,18 @@ public final class NAT {
         if stack.forwarder === self { stack.forwarder = nil }
     }
 
+    /// Closes every flow of the guest at `address` (it went away: its VM stopped). TCP host sockets
+    /// are reset, UDP ones closed; other guests' flows are untouched.
+    public func closeFlows(ofGuest address: IPv4Address) {
+        let now = NIODeadline.now()
+        for (request, flow) in tcpFlows where request.guestAddress == address { flow.abort(now: now) }
+        for (key, flow) in udpFlows where key.guestAddress == address {
+            udpFlows[key] = nil
+            flow.close()
+        }
+        flush()
+    }
+
     /// Sends what the stack produced and re-arms its timers (after work begun by a host socket).
     func flush() { driver.flush() }
 

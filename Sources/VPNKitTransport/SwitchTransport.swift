@@ -18,7 +18,8 @@ public final class SwitchTransport: FrameTransport {
     public var onClose: (((any Error)?) -> Void)?
     /// Called after a port attached, and after one detached (with its error, nil for an orderly end).
     public var onPortAttached: ((any FrameTransport) -> Void)?
-    public var onPortDetached: ((any FrameTransport, (any Error)?) -> Void)?
+    /// The MACs that were learned on the port are passed along (to clean up what belonged to them).
+    public var onPortDetached: ((any FrameTransport, (any Error)?, Set<MACAddress>) -> Void)?
     /// What accepts the connections (a listener), kept alive and closed with the switch.
     public var listener: AnyObject?
 
@@ -81,7 +82,7 @@ public final class SwitchTransport: FrameTransport {
         guard let port = ports.removeValue(forKey: id) else { return }
         fold(port.transport.statistics)
         for mac in port.addresses where table[mac] == id { table[mac] = nil }
-        onPortDetached?(transport, error)
+        onPortDetached?(transport, error, port.addresses)
     }
 
     private func received(_ frame: ByteBuffer, from id: ObjectIdentifier) {
@@ -158,6 +159,7 @@ public final class SwitchTransport: FrameTransport {
         closed = true
         (listener as? QemuStreamListener)?.close()
         (listener as? VmnetListener)?.close()
+        (listener as? any SwitchListener)?.close()
         listener = nil
         let all = ports.values.map(\.transport)
         ports.removeAll()
@@ -167,6 +169,11 @@ public final class SwitchTransport: FrameTransport {
             transport.close()
         }
     }
+}
+
+/// Something that feeds a switch with ports (a connector that reconnects), closed with it.
+public protocol SwitchListener: AnyObject {
+    func close()
 }
 
 private func macAddress(_ bytes: [UInt8], at offset: Int) -> MACAddress {

@@ -44,6 +44,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The framing on --socket: qemu (4-byte length, qemu -netdev stream), dgram (one frame per datagram), vmnet (Docker's vpnkit protocol).")
     var `protocol`: SocketProtocol?
 
+    @Flag(help: "With --protocol qemu: connect to a VM that listens on --socket (qemu -netdev stream,server=on) instead of listening.")
+    var connect = false
+
     @Option(help: "The link MTU (68…65520).")
     var mtu: Int = 1500
 
@@ -152,6 +155,7 @@ struct RunCommand: AsyncParsableCommand {
         case (nil, .some): if `protocol` == nil { throw ValidationError("--socket needs --protocol qemu|dgram|vmnet") }
         case (.some, nil): if `protocol` != nil { throw ValidationError("--protocol goes with --socket, not --tap") }
         }
+        if connect && `protocol` != .qemu { throw ValidationError("--connect goes with --protocol qemu (a VM listening with server=on)") }
         guard (68...65520).contains(mtu) else { throw ValidationError("--mtu must be within 68…65520") }
         guard let net = IPv4Subnet(subnet) else { throw ValidationError("--subnet must look like 192.168.65.0/24") }
         guard net.prefixLength <= 29 else { throw ValidationError("--subnet \(net) is too small: it needs room for the gateway, the host alias and guests (/29 at most)") }
@@ -270,6 +274,9 @@ struct RunCommand: AsyncParsableCommand {
                 excluded: dhcp?.excluded ?? Set(configuration.addresses))
             : nil
 
+        // A VM that goes away takes its flows with it.
+        let departures = GuestDepartures()
+
         // With a command: a namespace of our own, removed when we end.
         var guestNamespace: GuestNamespace?
         if !command.isEmpty {
@@ -285,7 +292,8 @@ struct RunCommand: AsyncParsableCommand {
 
         let transport: NIOLoopBound<any FrameTransport>
         do {
-            transport = try await openTransport(on: loop, namespace: guestNamespace, configuration: configuration, registry: registry)
+            transport = try await openTransport(
+                on: loop, namespace: guestNamespace, configuration: configuration, registry: registry, departures: departures)
         } catch {
             logger.error("cannot open the guest link: \(error)")
             try? await group.shutdownGracefully()
@@ -321,6 +329,7 @@ struct RunCommand: AsyncParsableCommand {
             if diagnostics { driver.attachments.append(try DiagnosticServices(stack: driver.stack)) }
             driver.attachments.append(try DNSService(driver: driver, configuration: dnsConfiguration, logger: Logger(label: "vpnkit.dns")))
             if let natConfiguration { _ = NAT(driver: driver, configuration: natConfiguration) }
+            departures.driver = driver
             driver.start()
             if let udpEcho, !diagnostics || udpEcho != 7 {
                 let stack = driver.stack
@@ -424,7 +433,8 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func openTransport(
-        on loop: any EventLoop, namespace: GuestNamespace?, configuration: StackConfiguration, registry: VmnetRegistry?
+        on loop: any EventLoop, namespace: GuestNamespace?, configuration: StackConfiguration, registry: VmnetRegistry?,
+        departures: GuestDepartures
     ) async throws -> NIOLoopBound<any FrameTransport> {
         if let namespace {
             let bound = try await TAPTransport.open(namespace: namespace.path, device: namespace.device, mtu: mtu, on: loop).get()
@@ -441,14 +451,32 @@ struct RunCommand: AsyncParsableCommand {
         case .dgram:
             let bound = try await DatagramFrameTransport.bind(path: socket, mtu: mtu, on: loop).get()
             return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
+        case .qemu where connect:
+            // qemu listens (-netdev stream,server=on); we connect, and reconnect once a second after
+            // it goes away, so a restarted VM is served again.
+            let stackMAC = configuration.macAddress
+            let guestLeft: (Set<MACAddress>) -> Void = { departures.left($0) }
+            return try await loop.flatSubmit {
+                let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC)
+                let connector = QemuConnector(path: socket, mtu: mtu, link: link, loop: loop, logger: logger)
+                link.listener = connector
+                link.onPortDetached = { _, error, macs in
+                    logger.info("qemu on \(socket) went away\(error.map { ": \($0)" } ?? ""); reconnecting")
+                    guestLeft(macs)
+                    connector.scheduleConnect()
+                }
+                return connector.connectFirst().map { NIOLoopBound<any FrameTransport>(link, eventLoop: loop) }
+            }.get()
         case .qemu, .vmnet:
             // We listen; every connection becomes a port of a switch in front of the stack, so any
             // number of guests can be attached, one after another or at once.
             let stackMAC = configuration.macAddress
+            let guestLeft: (Set<MACAddress>) -> Void = { departures.left($0) }
             return try await loop.flatSubmit {
                 let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC)
-                link.onPortDetached = { port, error in
+                link.onPortDetached = { port, error, macs in
                     logger.info("guest \(port.guestAddress.map { "\($0) " } ?? "")disconnected\(error.map { ": \($0)" } ?? "")")
+                    guestLeft(macs)
                 }
                 let attach: (any FrameTransport) -> Void = { connection in
                     logger.info("guest connected on \(socket)\(connection.guestAddress.map { " (MAC \($0))" } ?? "")")

@@ -1,0 +1,200 @@
+import Foundation
+import Testing
+import VPNKitTestSupport
+
+/// The VM guest of scripts/vm/build-initramfs.sh (Debian's kernel and busybox-static), built once.
+let vmImage: (directory: String?, reason: String) = {
+    guard which("qemu-system-x86_64") != nil else { return (nil, "no qemu-system-x86_64 (CI installs qemu-system-x86)") }
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-vm-\(getpid())").path
+    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("scripts/vm/build-initramfs.sh").path
+    guard let built = try? run("/bin/bash", [script, directory], timeout: 120), built.status == 0 else {
+        return (nil, "the VM image could not be built (needs linux-image-amd64 and busybox-static)")
+    }
+    return (directory, "")
+}()
+
+/// One qemu VM booting the test guest; its console lines are collected as they come.
+final class QemuVM: @unchecked Sendable {
+    let process = Process()
+    private let lock = NSLock()
+    private var text = ""
+    private let done = DispatchGroup()
+
+    init(netdev: String, append: String) throws {
+        guard let directory = vmImage.directory else { throw NamespaceError(message: "no VM image") }
+        process.executableURL = URL(fileURLWithPath: which("qemu-system-x86_64")!)
+        process.arguments = [
+            "-m", "256", "-nographic", "-no-reboot", "-kernel", directory + "/vmlinuz", "-initrd", directory + "/initramfs.gz",
+            "-append", "console=ttyS0 quiet panic=-1 " + append, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+        ]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        done.enter()
+        let fd = out.fileHandleForReading.fileDescriptor
+        DispatchQueue.global().async { [self] in
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    let chunk = String(decoding: buffer[0..<n], as: UTF8.self)
+                    lock.withLock { text += chunk }
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break
+                }
+            }
+            done.leave()
+        }
+    }
+
+    /// The guest's result lines ("VMTEST …", without the prefix).
+    var results: [String] {
+        lock.withLock { text }.split(whereSeparator: \.isNewline)
+            .compactMap { line in line.range(of: "VMTEST ").map { String(line[$0.upperBound...]) } }
+    }
+
+    /// Waits for a result line starting with `prefix`.
+    func waitFor(_ prefix: String, timeout: Double = 90) -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let line = results.first(where: { $0.hasPrefix(prefix) }) { return line }
+            if !process.isRunning { return results.first(where: { $0.hasPrefix(prefix) }) }
+            usleep(50_000)
+        }
+        return nil
+    }
+
+    /// Waits for the VM to power off (killed after `timeout`).
+    func finish(timeout: Double = 90) {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning { kill() }
+        process.waitUntilExit()
+        _ = done.wait(timeout: .now() + 5)
+    }
+
+    func kill() {
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+/// `vpnkit run` on a unix socket, for a VM.
+final class SocketDaemon {
+    let process = Process()
+    let errors = Pipe()
+
+    init(_ arguments: [String], waitFor path: String?) throws {
+        process.executableURL = URL(fileURLWithPath: vpnkitBinary())
+        process.arguments = ["run"] + arguments
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        guard let path else { return }
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: path) && Date() < deadline && process.isRunning { usleep(20_000) }
+    }
+
+    func stop() -> String {
+        process.interrupt()
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return String(decoding: readAll(errors.fileHandleForReading), as: UTF8.self)
+    }
+}
+
+func checkGuest(_ vm: QemuVM, httpReply: String) {
+    #expect(vm.waitFor("done") != nil, "the VM did not finish: \(vm.results)")
+    let results = vm.results
+    #expect(results.contains { $0.hasPrefix("lease 192.168.65.") && $0.contains("router 192.168.65.1 dns 192.168.65.1") }, "\(results)")
+    #expect(results.contains("dns host.internal 192.168.65.2"), "\(results)")
+    #expect(results.contains("ping ok"), "\(results)")
+    #expect(results.contains("http \(httpReply)"), "\(results)")
+}
+
+@Suite("real VMs: qemu 7.2 guests over stream and datagram sockets", .serialized,
+       .enabled(if: vmImage.directory != nil, Comment(rawValue: "skipped: \(vmImage.reason)")))
+struct QemuVMTests {
+    func socketPath(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("vk-\(name)-\(getpid()).sock").path
+    }
+
+    @Test("qemu connects to us (-netdev stream,server=off): DHCP, DNS, ping and HTTP to the host")
+    func streamClient() throws {
+        let host = try HostServers()
+        let path = socketPath("qemu-client")
+        let daemon = try SocketDaemon(["--socket", path, "--protocol", "qemu"], waitFor: path)
+        let vm = try QemuVM(netdev: "stream,id=n0,server=off,addr.type=unix,addr.path=\(path)", append: "vkport=\(host.http)")
+        vm.finish()
+        checkGuest(vm, httpReply: "hello from the host")
+        let log = daemon.stop()
+        #expect(log.contains("lease: 192.168.65.3 52:54:00:12:34:56 bound"), "\(log)")
+    }
+
+    @Test("qemu listens (-netdev stream,server=on) and we connect with --connect")
+    func streamServer() throws {
+        let host = try HostServers()
+        let path = socketPath("qemu-server")
+        try? FileManager.default.removeItem(atPath: path)
+        let vm = try QemuVM(netdev: "stream,id=n0,server=on,addr.type=unix,addr.path=\(path)", append: "vkport=\(host.http)")
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+        let daemon = try SocketDaemon(["--socket", path, "--protocol", "qemu", "--connect"], waitFor: nil)
+        vm.finish()
+        checkGuest(vm, httpReply: "hello from the host")
+        _ = daemon.stop()
+    }
+
+    @Test("qemu over datagrams (-netdev dgram): one frame per datagram both ways")
+    func datagram() throws {
+        let host = try HostServers()
+        let ours = socketPath("dgram-host")
+        let theirs = socketPath("dgram-qemu")
+        let daemon = try SocketDaemon(["--socket", ours, "--protocol", "dgram"], waitFor: ours)
+        let vm = try QemuVM(
+            netdev: "dgram,id=n0,local.type=unix,local.path=\(theirs),remote.type=unix,remote.path=\(ours)", append: "vkport=\(host.http)")
+        vm.finish()
+        checkGuest(vm, httpReply: "hello from the host")
+        _ = daemon.stop()
+        try? FileManager.default.removeItem(atPath: theirs)
+    }
+
+    @Test("a VM that goes away: its NAT flows (and their host sockets) are closed, the next VM is served")
+    func vmGoesAway() throws {
+        let host = try HostServers()
+        let path = socketPath("qemu-away")
+        let stats = socketPath("qemu-away-stats")
+        let daemon = try SocketDaemon(["--socket", path, "--protocol", "qemu", "--stats", stats], waitFor: path)
+        let first = try QemuVM(netdev: "stream,id=n0,server=off,addr.type=unix,addr.path=\(path)", append: "vkhold=\(host.tcp)")
+        #expect(first.waitFor("holding") != nil, "\(first.results)")
+        func openTCP() throws -> Int? {
+            let json = try run(vpnkitBinary(), ["stats", stats, "--json"], timeout: 20)
+            let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+            return (object?["flows"] as? [String: Any])?["tcpOpen"] as? Int
+        }
+        var open = try openTCP()
+        for _ in 0..<50 where open != 1 {
+            usleep(100_000)
+            open = try openTCP()
+        }
+        #expect(open == 1)
+        first.kill()
+        for _ in 0..<50 where open != 0 {
+            usleep(100_000)
+            open = try openTCP()
+        }
+        #expect(open == 0, "the dead VM's connection is still open")
+        let second = try QemuVM(netdev: "stream,id=n0,server=off,addr.type=unix,addr.path=\(path)", append: "vkport=\(host.http)")
+        second.finish()
+        checkGuest(second, httpReply: "hello from the host")
+        let log = daemon.stop()
+        #expect(log.contains("disconnected"), "\(log)")
+    }
+}
