@@ -47,6 +47,11 @@ class Threaded(socketserver.ThreadingMixIn, socketserver.TCPServer):
 tcp = Threaded(("127.0.0.1", 0), TCP)
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
+        if self.path.startswith("/blob/"):
+            n = int(self.path[6:])
+            self.send_response(200); self.send_header("Content-Length", str(n)); self.end_headers()
+            for chunk in pattern(n): self.wfile.write(chunk)
+            return
         body = b"hello from the host\n"
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
@@ -240,4 +245,16 @@ final class HostServers {
         process.terminate()
         process.waitUntilExit()
     }
+}
+
+/// SHA-256 (hex) of the first `count` bytes of the host servers' pattern.
+func patternSHA256(_ count: Int) throws -> String {
+    let script = """
+        import hashlib, random
+        block = random.Random(7).randbytes(1048573); n = \(count); h = hashlib.sha256()
+        while n > 0:
+            c = block[:n] if n < len(block) else block; h.update(c); n -= len(c)
+        print(h.hexdigest())
+        """
+    return try run("/usr/bin/env", ["python3", "-c", script], timeout: 60).output.trimmingCharacters(in: .whitespacesAndNewlines)
 }

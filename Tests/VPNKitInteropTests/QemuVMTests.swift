@@ -70,12 +70,19 @@ final class QemuVM: @unchecked Sendable {
     }
 
     /// Waits for the VM to power off (killed after `timeout`).
-    func finish(timeout: Double = 90) {
+    func finish(timeout: Double = 120) {
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(50_000) }
         if process.isRunning { kill() }
         process.waitUntilExit()
         _ = done.wait(timeout: .now() + 5)
+    }
+
+    /// Keeps the console log in the temporary directory (after a failure) and says where.
+    func keepConsole() {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-vm-console-\(getpid())-\(process.processIdentifier).log").path
+        try? lock.withLock { text }.write(toFile: path, atomically: true, encoding: .utf8)
+        print("VM console log kept at \(path)")
     }
 
     func kill() {
@@ -110,10 +117,12 @@ final class SocketDaemon {
     }
 }
 
-func checkGuest(_ vm: QemuVM, httpReply: String) {
+func checkGuest(_ vm: QemuVM, httpReply: String, mtu: Int = 1500, blob: (size: Int, sha256: String)? = nil) {
     #expect(vm.waitFor("done") != nil, "the VM did not finish: \(vm.results)")
     let results = vm.results
-    #expect(results.contains { $0.hasPrefix("lease 192.168.65.") && $0.contains("router 192.168.65.1 dns 192.168.65.1") }, "\(results)")
+    if !results.contains("done") { vm.keepConsole() }
+    #expect(results.contains { $0.hasPrefix("lease 192.168.65.") && $0.hasSuffix("router 192.168.65.1 dns 192.168.65.1 mtu \(mtu)") }, "\(results)")
+    if let blob { #expect(results.contains("blob \(blob.size) \(blob.sha256)"), "\(results)") }
     #expect(results.contains("dns host.internal 192.168.65.2"), "\(results)")
     #expect(results.contains("ping ok"), "\(results)")
     #expect(results.contains("http \(httpReply)"), "\(results)")
@@ -126,14 +135,15 @@ struct QemuVMTests {
         FileManager.default.temporaryDirectory.appendingPathComponent("vk-\(name)-\(getpid()).sock").path
     }
 
-    @Test("qemu connects to us (-netdev stream,server=off): DHCP, DNS, ping and HTTP to the host")
+    @Test("qemu connects to us (-netdev stream,server=off): DHCP with our MTU, DNS, ping, an 8 MiB download checked by hash")
     func streamClient() throws {
         let host = try HostServers()
         let path = socketPath("qemu-client")
-        let daemon = try SocketDaemon(["--socket", path, "--protocol", "qemu"], waitFor: path)
-        let vm = try QemuVM(netdev: "stream,id=n0,server=off,addr.type=unix,addr.path=\(path)", append: "vkport=\(host.http)")
-        vm.finish()
-        checkGuest(vm, httpReply: "hello from the host")
+        let daemon = try SocketDaemon(["--socket", path, "--protocol", "qemu", "--mtu", "4000"], waitFor: path)
+        let size = 8 << 20
+        let vm = try QemuVM(netdev: "stream,id=n0,server=off,addr.type=unix,addr.path=\(path)", append: "vkport=\(host.http) vkblob=\(size)")
+        vm.finish(timeout: 120)
+        checkGuest(vm, httpReply: "hello from the host", mtu: 4000, blob: (size, try patternSHA256(size)))
         let log = daemon.stop()
         #expect(log.contains("lease: 192.168.65.3 52:54:00:12:34:56 bound"), "\(log)")
     }
@@ -158,10 +168,12 @@ struct QemuVMTests {
         let ours = socketPath("dgram-host")
         let theirs = socketPath("dgram-qemu")
         let daemon = try SocketDaemon(["--socket", ours, "--protocol", "dgram"], waitFor: ours)
+        let size = 4 << 20
         let vm = try QemuVM(
-            netdev: "dgram,id=n0,local.type=unix,local.path=\(theirs),remote.type=unix,remote.path=\(ours)", append: "vkport=\(host.http)")
-        vm.finish()
-        checkGuest(vm, httpReply: "hello from the host")
+            netdev: "dgram,id=n0,local.type=unix,local.path=\(theirs),remote.type=unix,remote.path=\(ours)",
+            append: "vkport=\(host.http) vkblob=\(size)")
+        vm.finish(timeout: 120)
+        checkGuest(vm, httpReply: "hello from the host", blob: (size, try patternSHA256(size)))
         _ = daemon.stop()
         try? FileManager.default.removeItem(atPath: theirs)
     }

@@ -3,6 +3,7 @@
 # busybox-static): OUTDIR/vmlinuz and OUTDIR/initramfs.gz. Its /init brings up the virtio NIC, gets a
 # lease by DHCP (busybox udhcpc), and runs the checks named on the kernel command line:
 #   vkport=N   the host's HTTP port: fetch http://host.internal:N/ and print it
+#   vkblob=N   also fetch http://host.internal:PORT/blob/N (N bytes) and print its SHA-256
 #   vkhold=N   then hold a TCP connection to host.internal:N open ("hold" command) until killed
 # Every result line starts with "VMTEST "; the VM powers off at the end.
 # Usage: scripts/vm/build-initramfs.sh OUTDIR
@@ -38,7 +39,7 @@ case "$1" in
     [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
     : > /etc/resolv.conf
     for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done
-    echo "VMTEST lease $ip router $router dns $dns" > /tmp/lease
+    echo "VMTEST lease $ip router $router dns $dns mtu $mtu" > /tmp/lease
     ;;
 esac
 exit 0
@@ -51,14 +52,14 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
     insmod /modules/$m.ko || echo "VMTEST insmod $m failed"
 done
-port=""; hold=""
+port=""; hold=""; blob=""
 for word in $(cat /proc/cmdline); do
-    case "$word" in vkport=*) port="${word#vkport=}" ;; vkhold=*) hold="${word#vkhold=}" ;; esac
+    case "$word" in vkport=*) port="${word#vkport=}" ;; vkhold=*) hold="${word#vkhold=}" ;; vkblob=*) blob="${word#vkblob=}" ;; esac
 done
 ip link set lo up
 ip link set eth0 up
 echo "127.0.0.1 localhost" > /etc/hosts
-if udhcpc -i eth0 -n -q -t 10 -T 1 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; then
+if udhcpc -i eth0 -n -q -t 10 -T 1 -O mtu -s /usr/share/udhcpc/default.script >/dev/null 2>&1; then
     cat /tmp/lease
     # A static busybox cannot use glibc's resolver (no NSS in the initramfs): its own nslookup asks
     # the DNS server from the lease.
@@ -68,6 +69,10 @@ if udhcpc -i eth0 -n -q -t 10 -T 1 -s /usr/share/udhcpc/default.script >/dev/nul
     if [ -n "$port" ]; then
         page=$(timeout 15 wget -q -O - "http://$host:$port/" 2>&1)
         echo "VMTEST http $page"
+        if [ -n "$blob" ]; then
+            sum=$(timeout 60 wget -q -O - "http://$host:$port/blob/$blob" | sha256sum | cut -d' ' -f1)
+            echo "VMTEST blob $blob $sum"
+        fi
     fi
     if [ -n "$hold" ]; then
         echo "VMTEST holding"
