@@ -166,7 +166,7 @@ let package = Package(
         .testTarget(
             name: "VPNKitNATTests",
             dependencies: [
-                "VPNKitNAT", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitTCP", "VPNKitIPv4",
+                "VPNKitNAT", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitTCP", "VPNKitIPv4", "VPNKitDNS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

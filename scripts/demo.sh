@@ -6,7 +6,7 @@
 # Needs root for the namespace; without root it decodes a recorded capture instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh
+./scripts/install-deps.sh --demo
 swift build -c release --product vpnkit
 vpnkit=.build/release/vpnkit
 

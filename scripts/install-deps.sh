@@ -20,6 +20,11 @@ packages=(
     rootlesskit   # drop-in test (skipped where the package is built without vpnkit support, as Debian's is)
 )
 
+# `--demo`: only what scripts/demo.sh needs (build, namespace, DHCP client, curl, a web server).
+if [[ "${1:-}" == "--demo" ]]; then
+    packages=(libpcap-dev pkg-config iproute2 iputils-ping python3 busybox-static curl)
+fi
+
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -15,6 +15,10 @@ public struct DNSServiceConfiguration: Sendable {
     /// Take the upstreams from `resolvConfPath` (re-read when it changes) when `upstreams` is empty.
     public var followResolvConf = true
     public var resolvConfPath = "/etc/resolv.conf"
+    /// The port of resolv.conf's nameservers (53; the file has no syntax for another).
+    public var resolvConfPort: UInt16 = 53
+    /// How often (at most, when queries come) resolv.conf is checked for changes.
+    public var resolvConfCheckInterval: TimeAmount = .seconds(5)
     /// Answer the names of this hosts file too (after `records`).
     public var hostsPath: String? = "/etc/hosts"
     /// The resolver's own settings (timeouts, attempts, pending bound); records and upstreams are
@@ -88,7 +92,7 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         c.upstreams = configuration.upstreams
         if c.upstreams.isEmpty, configuration.followResolvConf {
             let text = (try? String(contentsOfFile: configuration.resolvConfPath, encoding: .utf8)) ?? ""
-            c.upstreams = parseResolvConf(text)
+            c.upstreams = parseResolvConf(text).map { DNSUpstream(address: $0.address, port: configuration.resolvConfPort) }
             resolvConfStamp = text
         }
         return c
@@ -96,7 +100,9 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
 
     /// Re-reads resolv.conf (at most every 5 s, when a query comes) and re-configures on change.
     func refreshUpstreams(now: NIODeadline) {
-        guard configuration.upstreams.isEmpty, configuration.followResolvConf, now - lastResolvConfCheck >= .seconds(5) else { return }
+        guard configuration.upstreams.isEmpty, configuration.followResolvConf,
+            now - lastResolvConfCheck >= configuration.resolvConfCheckInterval
+        else { return }
         lastResolvConfCheck = now
         let text = (try? String(contentsOfFile: configuration.resolvConfPath, encoding: .utf8)) ?? ""
         guard text != resolvConfStamp else { return }

@@ -141,16 +141,7 @@ extension NetworkStack {
         port destinationPort: UInt16, now: NIODeadline
     ) throws(StackError) {
         guard payload.readableBytes <= 65535 - 28 else { throw .datagramTooLarge(payload.readableBytes) }
-        var buffer: ByteBuffer
-        if payload.readerIndex >= Headroom.ethernet + 28 {
-            buffer = payload
-        } else {
-            buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
-            buffer.writeImmutableBuffer(payload)
-        }
-        UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: source, destination: destination)
-        counters.increment(.udpSent)
-        sendIPv4(payload: buffer, protocol: .udp, from: source, to: destination, dontFragment: false, now: now)
+        emitUDP(payload, from: source, port: sourcePort, to: destination, port: destinationPort, now: now)
     }
 
     /// Tells the guest that its UDP datagram from `guestPort` to `remote:remotePort` could not be

@@ -69,6 +69,15 @@ extension NetworkStack {
         let broadcast = destination == .broadcast || destination == configuration.subnet.broadcast
         guard broadcast || linkDestination != nil || configuration.subnet.contains(destination) || configuration.defaultRouter != nil
         else { throw .noRoute(destination) }
+        emitUDP(payload, from: source, port: sourcePort, to: destination, port: destinationPort, linkDestination: linkDestination, now: now)
+    }
+
+    /// Writes the UDP header in front of `payload` (in its headroom when it has some, else in a
+    /// copy) and sends the datagram, fragmented to the MTU when needed.
+    func emitUDP(
+        _ payload: ByteBuffer, from source: IPv4Address, port sourcePort: UInt16, to destination: IPv4Address,
+        port destinationPort: UInt16, linkDestination: MACAddress? = nil, now: NIODeadline
+    ) {
         var buffer: ByteBuffer
         if payload.readerIndex >= Headroom.ethernet + 28 {
             buffer = payload

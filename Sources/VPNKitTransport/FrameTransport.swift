@@ -52,6 +52,16 @@ public struct TransportStatistics: Sendable, Hashable, CustomStringConvertible {
         framesReceived &+= 1
         bytesReceived &+= UInt64(bytes)
     }
+    /// Adds another transport's counters to these (totals over several connections).
+    public mutating func add(_ other: TransportStatistics) {
+        framesReceived &+= other.framesReceived
+        bytesReceived &+= other.bytesReceived
+        framesSent &+= other.framesSent
+        bytesSent &+= other.bytesSent
+        sendDrops &+= other.sendDrops
+        receiveErrors &+= other.receiveErrors
+    }
+
     public mutating func countSent(_ bytes: Int) {
         framesSent &+= 1
         bytesSent &+= UInt64(bytes)

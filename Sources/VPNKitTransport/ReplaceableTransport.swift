@@ -47,14 +47,7 @@ public final class ReplaceableTransport: FrameTransport {
         old.close()
     }
 
-    private func fold(_ s: TransportStatistics) {
-        totals.framesReceived &+= s.framesReceived
-        totals.bytesReceived &+= s.bytesReceived
-        totals.framesSent &+= s.framesSent
-        totals.bytesSent &+= s.bytesSent
-        totals.sendDrops &+= s.sendDrops
-        totals.receiveErrors &+= s.receiveErrors
-    }
+    private func fold(_ s: TransportStatistics) { totals.add(s) }
 
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool {
@@ -68,15 +61,7 @@ public final class ReplaceableTransport: FrameTransport {
     /// Totals over every connection so far, plus drops while none was attached.
     public var statistics: TransportStatistics {
         var s = totals
-        if let current {
-            let c = current.statistics
-            s.framesReceived &+= c.framesReceived
-            s.bytesReceived &+= c.bytesReceived
-            s.framesSent &+= c.framesSent
-            s.bytesSent &+= c.bytesSent
-            s.sendDrops &+= c.sendDrops
-            s.receiveErrors &+= c.receiveErrors
-        }
+        if let current { s.add(current.statistics) }
         s.sendDrops &+= dropsWhileDetached
         return s
     }

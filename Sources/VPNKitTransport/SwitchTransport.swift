@@ -80,7 +80,7 @@ public final class SwitchTransport: FrameTransport {
     private func detach(_ transport: any FrameTransport, error: (any Error)?) {
         let id = ObjectIdentifier(transport)
         guard let port = ports.removeValue(forKey: id) else { return }
-        fold(port.transport.statistics)
+        totals.add(port.transport.statistics)
         for mac in port.addresses where table[mac] == id { table[mac] = nil }
         onPortDetached?(transport, error, port.addresses)
     }
@@ -131,26 +131,9 @@ public final class SwitchTransport: FrameTransport {
 
     public var statistics: TransportStatistics {
         var s = totals
-        for port in ports.values {
-            let p = port.transport.statistics
-            s.framesReceived &+= p.framesReceived
-            s.bytesReceived &+= p.bytesReceived
-            s.framesSent &+= p.framesSent
-            s.bytesSent &+= p.bytesSent
-            s.sendDrops &+= p.sendDrops
-            s.receiveErrors &+= p.receiveErrors
-        }
+        for port in ports.values { s.add(port.transport.statistics) }
         s.sendDrops &+= dropsWithoutPorts
         return s
-    }
-
-    private func fold(_ p: TransportStatistics) {
-        totals.framesReceived &+= p.framesReceived
-        totals.bytesReceived &+= p.bytesReceived
-        totals.framesSent &+= p.framesSent
-        totals.bytesSent &+= p.bytesSent
-        totals.sendDrops &+= p.sendDrops
-        totals.receiveErrors &+= p.receiveErrors
     }
 
     /// Closes every port and the listener.

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import Testing
@@ -7,6 +8,7 @@ import VPNKitNAT
 import VPNKitStack
 import VPNKitTCP
 import VPNKitTransport
+import VPNKitDNS
 
 let gatewayIP = IPv4Address(192, 168, 65, 1)
 let hostAlias = IPv4Address(192, 168, 65, 2)
@@ -242,4 +244,96 @@ final class UDPEchoHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.writeAndFlush(data, promise: nil)
     }
+}
+
+/// A fake DNS upstream on 127.0.0.1 that answers every A query with `address`.
+final class FakeUpstream: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+    let address: [UInt8]
+    init(address: [UInt8]) { self.address = address }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        var query = envelope.data
+        guard let bytes = query.readBytes(length: query.readableBytes), bytes.count > 12 else { return }
+        var end = 12
+        while end < bytes.count, bytes[end] != 0 { end += Int(bytes[end]) + 1 }
+        guard end + 5 <= bytes.count else { return }
+        var answer = ByteBuffer(bytes: bytes[0..<2])
+        answer.writeBytes([0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0])
+        answer.writeBytes(bytes[12..<(end + 5)])
+        answer.writeBytes([0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4] + address)
+        context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: answer)), promise: nil)
+    }
+}
+
+@Suite("DNS on the gateway")
+struct DNSServiceTests {
+    @Test("queries are forwarded to resolv.conf's nameserver, and to the new one after resolv.conf changes")
+    func resolvConfChanges() async throws {
+        let world = try await NATWorld()
+        func upstream(_ host: String, port: Int, answering address: [UInt8]) async throws -> (any Channel) {
+            try await DatagramBootstrap(group: world.group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(FakeUpstream(address: address)) }
+                }
+                .bind(host: host, port: port).get()
+        }
+        // Two fake upstreams on two loopback addresses and one port (resolv.conf has no port syntax).
+        let first = try await upstream("127.0.0.2", port: 0, answering: [198, 51, 100, 1])
+        let port = first.localAddress!.port!
+        let second = try await upstream("127.0.0.3", port: port, answering: [198, 51, 100, 2])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-resolv-\(getpid()).conf").path
+        try "nameserver 127.0.0.2\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let gateway = world.gateway
+        try await world.loop.submit {
+            var c = DNSServiceConfiguration()
+            c.resolvConfPath = path
+            c.hostsPath = nil
+            c.resolvConfCheckInterval = .milliseconds(100)
+            c.resolver.perTryTimeout = .seconds(1)
+            c.resolvConfPort = UInt16(port)
+            let service = try DNSService(driver: gateway.value, configuration: c)
+            gateway.value.attachments.append(service)
+        }.get()
+        func ask(_ name: String) async throws -> [UInt8]? {
+            let guest = world.guest
+            let box = try await world.loop.submit { NIOLoopBound(Box(), eventLoop: world.loop) }.get()
+            let answers = try await world.loop.submit { NIOLoopBound(AnswerBox(), eventLoop: world.loop) }.get()
+            try await world.loop.submit {
+                let socket = try guest.value.stack.bindUDP(port: 45353) { message in
+                    var payload = message.payload
+                    answers.value.answer = payload.readBytes(length: payload.readableBytes)
+                }
+                box.value.sockets.append(socket)
+                var query = ByteBuffer(bytes: [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+                for label in name.split(separator: ".") {
+                    query.writeInteger(UInt8(label.utf8.count))
+                    query.writeString(String(label))
+                }
+                query.writeBytes([0, 0, 1, 0, 1])
+                try socket.send(query, to: gatewayIP, port: 53, now: .now())
+                guest.value.flush()
+            }.get()
+            var answer: [UInt8]?
+            for _ in 0..<300 where answer == nil {
+                try await Task.sleep(for: .milliseconds(10))
+                answer = try await world.loop.submit { answers.value.answer }.get()
+            }
+            try await world.loop.submit { box.value.sockets.forEach { $0.close() } }.get()
+            return answer.map { Array($0.suffix(4)) }
+        }
+        #expect(try await ask("one.example") == [198, 51, 100, 1])
+        try "nameserver 127.0.0.3\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try await ask("two.example") == [198, 51, 100, 2])
+        try await first.close()
+        try await second.close()
+        try await world.shutdown()
+    }
+}
+
+final class AnswerBox {
+    var answer: [UInt8]?
 }
