@@ -166,15 +166,14 @@ extension NetworkStack {
     }
 
     private func transmitTCP(_ segment: TCPOutgoing, key: TCPKey, now: NIODeadline) {
-        var buffer = segment.payload
-        if buffer.readerIndex < Headroom.maximum {
-            var copy = ByteBuffer.withHeadroom(capacity: buffer.readableBytes)
-            copy.writeImmutableBuffer(buffer)
-            buffer = copy
-        }
+        // The payload is a slice of the send queue, which keeps it for retransmission: its storage is
+        // shared, so writing headers into its headroom would copy the whole storage (the entire
+        // chunk the application wrote, once per segment). One copy of just this segment instead.
+        var buffer = ByteBuffer.withHeadroom(capacity: segment.payload.readableBytes)
+        buffer.writeImmutableBuffer(segment.payload)
         segment.header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress)
         counters.increment(.tcpSegmentsSent)
-        sendIPv4(payload: buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, now: now)
+        sendIPv4(payload: consume buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, now: now)
     }
 
     func receiveTCP(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {

@@ -87,7 +87,7 @@ extension NetworkStack {
         }
         UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: source, destination: destination)
         counters.increment(.udpSent)
-        sendIPv4(payload: buffer, protocol: .udp, from: source, to: destination, dontFragment: false, linkDestination: linkDestination, now: now)
+        sendIPv4(payload: consume buffer, protocol: .udp, from: source, to: destination, dontFragment: false, linkDestination: linkDestination, now: now)
     }
 
     func receiveUDP(_ packet: IPv4Packet, broadcast: Bool, linkSource: MACAddress, now: NIODeadline) {

@@ -263,8 +263,13 @@ public final class NetworkStack {
                 ARPHeader(
                     operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: configuration.gateway,
                     targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
-        case .release(_, let mac, let packets):
-            for packet in packets { transmitIPv4(packet, to: mac) }
+        case .release(_, let mac, var packets):
+            // Taken out of the array one by one, so each is the only reference to its storage.
+            for index in packets.indices {
+                let packet = packets[index]
+                packets[index] = ByteBuffer()
+                transmitIPv4(packet, to: mac)
+            }
         case .failed(_, let dropped):
             counters.increment(.arpResolutionFailed)
             counters.increment(.arpHeldPacketsDropped, by: UInt64(dropped))
@@ -356,21 +361,27 @@ public final class NetworkStack {
     /// headroom for the Ethernet header) to its destination on the link: resolves the next hop with
     /// ARP (holding the datagram whole meanwhile), fragments it when it exceeds the MTU and DF is
     /// clear, and answers "fragmentation needed" to its source when DF is set.
-    public func sendIPv4(_ datagram: ByteBuffer, linkDestination: MACAddress? = nil, now: NIODeadline) {
-        guard let packet = try? IPv4Packet(datagram) else {
-            counters.increment(.ipv4Malformed)
-            return
-        }
-        if packet.totalLength > configuration.mtu && packet.dontFragment {
-            counters.increment(.ipv4FragmentationNeeded)
-            if !owns(packet.source) {
-                sendICMPError(
-                    type: .destinationUnreachable, code: 4,
-                    restOfHeader: UInt32(UInt16(clamping: configuration.mtu)), about: packet, now: now)
+    public func sendIPv4(_ datagram: consuming ByteBuffer, linkDestination: MACAddress? = nil, now: NIODeadline) {
+        // What routing needs is read from a view that ends before the datagram moves on: a live view
+        // shares the storage, and the Ethernet header written later would then copy the whole
+        // datagram.
+        let destination: IPv4Address
+        do {
+            guard let packet = try? IPv4Packet(copy datagram) else {
+                counters.increment(.ipv4Malformed)
+                return
             }
-            return
+            if packet.totalLength > configuration.mtu && packet.dontFragment {
+                counters.increment(.ipv4FragmentationNeeded)
+                if !owns(packet.source) {
+                    sendICMPError(
+                        type: .destinationUnreachable, code: 4,
+                        restOfHeader: UInt32(UInt16(clamping: configuration.mtu)), about: packet, now: now)
+                }
+                return
+            }
+            destination = packet.destination
         }
-        let destination = packet.destination
         if let linkDestination {
             transmitIPv4(datagram, to: linkDestination)
             return
@@ -387,14 +398,20 @@ public final class NetworkStack {
             }
             nextHop = router
         }
-        // Sent at once when resolved; otherwise held (or refused and counted) by the cache.
+        // Sent at once when resolved (the datagram moves straight on); otherwise held (or refused and
+        // counted) by the cache.
+        if let mac = arpCache.lookup(nextHop, now: now) {
+            transmitIPv4(datagram, to: mac)
+            return
+        }
         for action in arpCache.resolve(nextHop, holding: datagram, now: now) { handle(action, now: now) }
     }
 
-    /// Frames a datagram for `mac`, fragmenting it to the MTU first when needed.
-    func transmitIPv4(_ datagram: ByteBuffer, to mac: MACAddress) {
+    /// Frames a datagram for `mac`, fragmenting it to the MTU first when needed. The datagram is
+    /// consumed: the Ethernet header goes into its headroom without copying it.
+    func transmitIPv4(_ datagram: consuming ByteBuffer, to mac: MACAddress) {
         let ethernet = EthernetHeader(destination: mac, source: macAddress, etherType: .ipv4)
-        if datagram.readableBytes > configuration.mtu, let packet = try? IPv4Packet(datagram), packet.totalLength > configuration.mtu {
+        if datagram.readableBytes > configuration.mtu, let packet = try? IPv4Packet(copy datagram), packet.totalLength > configuration.mtu {
             let pieces = fragment(packet, mtu: configuration.mtu)
             counters.increment(.ipv4FragmentsSent, by: UInt64(pieces.count))
             for var piece in pieces {
@@ -403,23 +420,21 @@ public final class NetworkStack {
             }
             return
         }
-        var frame = datagram
-        ethernet.prepend(to: &frame)
-        transmit(frame)
+        ethernet.prepend(to: &datagram)
+        transmit(datagram)
     }
 
     /// Builds and sends a datagram from a transport payload that already has its transport header.
     func sendIPv4(
-        payload: ByteBuffer, protocol proto: IPProtocol, from source: IPv4Address, to destination: IPv4Address,
+        payload: consuming ByteBuffer, protocol proto: IPProtocol, from source: IPv4Address, to destination: IPv4Address,
         dontFragment: Bool, dscp: UInt8 = 0, linkDestination: MACAddress? = nil, now: NIODeadline
     ) {
-        var buffer = payload
         var header = IPv4Header(source: source, destination: destination, protocol: proto, timeToLive: 64)
         header.identification = makeIdentification()
         header.dontFragment = dontFragment
         header.dscp = dscp
-        header.prepend(to: &buffer)
-        sendIPv4(buffer, linkDestination: linkDestination, now: now)
+        header.prepend(to: &payload)
+        sendIPv4(consume payload, linkDestination: linkDestination, now: now)
     }
 }
 
