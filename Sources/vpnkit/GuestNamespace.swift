@@ -168,16 +168,10 @@ final class ChildCommand: @unchecked Sendable {
 
     /// Waits for the command to exit, forwarding `signals` to it; if `other` fires first (the guest
     /// link ended), the command is terminated. Returns its exit status (128 + N for signal N).
-    func wait(forwarding signals: [Int32], or other: StopReason) async -> (status: Int32, reason: String) {
-        let queue = DispatchQueue(label: "vpnkit.child-signals")
-        var sources: [any DispatchSourceSignal] = []
+    func wait(forwarding signals: SignalWatcher, or other: StopReason) async -> (status: Int32, reason: String) {
         let pid = process.processIdentifier
-        for number in signals {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { kill(pid, number) }
-            source.resume()
-            sources.append(source)
+        let forwarding = Task {
+            for await number in signals.stream { kill(pid, number) }
         }
         let process = self.process
         let exited = AsyncStream<Void> { continuation in
@@ -195,7 +189,7 @@ final class ChildCommand: @unchecked Sendable {
             kill(pid, SIGTERM)
             process.waitUntilExit()
         }
-        for source in sources { source.cancel() }
+        forwarding.cancel()
         let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         return (status, reason)
     }

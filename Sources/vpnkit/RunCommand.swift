@@ -255,6 +255,8 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
+        defer { signals.cancel() }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -392,14 +394,14 @@ struct RunCommand: AsyncParsableCommand {
                 exitStatus = 127
             }
             if child.isRunning {
-                let result = await child.wait(forwarding: [SIGINT, SIGTERM, SIGHUP], or: ended)
+                let result = await child.wait(forwarding: signals, or: ended)
                 exitStatus = result.status
                 reason = result.reason
             } else {
                 reason = "the command did not start"
             }
         } else {
-            reason = await waitForStop(signals: [SIGINT, SIGTERM], or: ended)
+            reason = await waitForStop(signals, or: ended)
         }
         logger.info("stopping: \(reason)")
         statsServer?.close()
@@ -521,26 +523,48 @@ final class StopReason: Sendable {
     func signal(_ reason: String) { continuation.yield(reason) }
 }
 
-/// Waits for SIGINT or SIGTERM (or `other`), without a busy loop; returns why it stopped.
-func waitForStop(signals numbers: [Int32], or other: StopReason) async -> String {
-    let (stream, continuation) = AsyncStream.makeStream(of: String.self)
-    let queue = DispatchQueue(label: "vpnkit.signals")
-    var sources: [any DispatchSourceSignal] = []
-    for number in numbers {
-        signal(number, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-        let name = number == SIGINT ? "SIGINT" : number == SIGTERM ? "SIGTERM" : "signal \(number)"
-        source.setEventHandler { continuation.yield(name) }
-        source.resume()
-        sources.append(source)
+/// SIGINT, SIGTERM and SIGHUP, caught from the first line of `run` on (a signal that came while the
+/// daemon was still starting would otherwise kill it with the default action), delivered as a stream.
+final class SignalWatcher: @unchecked Sendable {  // the sources are only touched at init and cancel
+    let stream: AsyncStream<Int32>
+    private let continuation: AsyncStream<Int32>.Continuation
+    private var sources: [any DispatchSourceSignal] = []
+    private let queue = DispatchQueue(label: "vpnkit.signals")
+
+    init(_ numbers: [Int32]) {
+        (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        for number in numbers {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            let continuation = self.continuation
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            sources.append(source)
+        }
     }
-    let reason = await withTaskGroup(of: String.self) { group in
-        group.addTask { for await reason in stream { return reason }; return "signal stream ended" }
+
+    static func name(_ number: Int32) -> String {
+        switch number {
+        case SIGINT: return "SIGINT"
+        case SIGTERM: return "SIGTERM"
+        case SIGHUP: return "SIGHUP"
+        default: return "signal \(number)"
+        }
+    }
+
+    func cancel() {
+        for source in sources { source.cancel() }
+        continuation.finish()
+    }
+}
+
+/// Waits for a signal (or `other`), without a busy loop; returns why it stopped.
+func waitForStop(_ signals: SignalWatcher, or other: StopReason) async -> String {
+    await withTaskGroup(of: String.self) { group in
+        group.addTask { for await number in signals.stream { return SignalWatcher.name(number) }; return "signal stream ended" }
         group.addTask { for await reason in other.stream { return reason }; return "link ended" }
         let first = await group.next() ?? "stopped"
         group.cancelAll()
         return first
     }
-    for source in sources { source.cancel() }
-    return reason
 }
