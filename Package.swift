@@ -167,6 +167,7 @@ let package = Package(
             name: "VPNKitNATTests",
             dependencies: [
                 "VPNKitNAT", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitTCP", "VPNKitIPv4", "VPNKitDNS",
+                "VPNKitEthernet", "VPNKitUDP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -309,8 +309,15 @@ public final class NetworkStack {
             counters.increment(.ipv4NotForUs)
             return
         }
-        guard local || broadcast || isForwarded(destination) else {
+        let forwarded = !broadcast && isForwarded(destination)
+        guard local || broadcast || forwarded else {
             counters.increment(.ipv4NotForUs)
+            return
+        }
+        // Only the guest's own subnet is carried to host sockets: a spoofed outside source would
+        // make the NAT open flows whose replies go nowhere.
+        if forwarded && !configuration.subnet.contains(source) {
+            counters.increment(.forwardedBadSource)
             return
         }
         if packet.isFragment {

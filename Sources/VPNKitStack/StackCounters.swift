@@ -21,6 +21,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     case tcpConnectionsClosed, tcpConnectionsRefused, tcpListenOverflows
     // Forwarding (the NAT)
     case forwardedTCPRequests, forwardedTCPDuplicateSYNs, forwardedTCPRefused, forwardedUDPDatagrams, forwardedICMPEchoRequests
+    case forwardedBadSource
 
     public var description: String {
         // camelCase → snake_case for output.
@@ -51,6 +52,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "tcpSegmentsReceived", "tcpSegmentsSent", "tcpMalformed", "tcpBadChecksum", "tcpResetsSent", "tcpConnectionsOpened",
         "tcpConnectionsClosed", "tcpConnectionsRefused", "tcpListenOverflows",
         "forwardedTcpRequests", "forwardedTcpDuplicateSyns", "forwardedTcpRefused", "forwardedUdpDatagrams", "forwardedIcmpEchoRequests",
+        "forwardedBadSource",
     ]
 }
 

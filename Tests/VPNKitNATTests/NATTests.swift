@@ -9,6 +9,8 @@ import VPNKitStack
 import VPNKitTCP
 import VPNKitTransport
 import VPNKitDNS
+import VPNKitEthernet
+import VPNKitUDP
 
 let gatewayIP = IPv4Address(192, 168, 65, 1)
 let hostAlias = IPv4Address(192, 168, 65, 2)
@@ -336,4 +338,28 @@ struct DNSServiceTests {
 
 final class AnswerBox {
     var answer: [UInt8]?
+}
+
+@Suite("NAT input checks")
+struct NATInputTests {
+    @Test("a datagram to a forwarded address from a source outside the guest subnet is dropped and counted, no flow opened")
+    func spoofedSource() async throws {
+        let world = try await NATWorld()
+        let gateway = world.gateway
+        let (dropped, flows) = try await world.loop.submit { () -> (UInt64, Int) in
+            let stack = gateway.value.stack
+            var frame = ByteBuffer.withHeadroom(capacity: 4)
+            frame.writeString("spam")
+            let spoofed = IPv4Address(203, 0, 113, 9)
+            UDPHeader(sourcePort: 4000, destinationPort: 53).prepend(to: &frame, source: spoofed, destination: hostAlias)
+            IPv4Header(source: spoofed, destination: hostAlias, protocol: .udp).prepend(to: &frame)
+            EthernetHeader(destination: stack.macAddress, source: MACAddress(rawValue: 0x0250_0000_0003), etherType: .ipv4).prepend(to: &frame)
+            stack.receive(frame, now: .now())
+            let nat = gateway.value.attachments.compactMap { $0 as? NAT }.first!
+            return (stack.statistics[.forwardedBadSource], nat.openUDPFlows)
+        }.get()
+        #expect(dropped == 1)
+        #expect(flows == 0)
+        try await world.shutdown()
+    }
 }
