@@ -71,6 +71,8 @@ struct TCPEntry {
     var socket: TCPSocket
     var wasEstablished = false
     var wasFull = false
+    /// The deadline this connection has in the timer heap (nil: none there).
+    var scheduledDeadline: NIODeadline?
 }
 
 extension NetworkStack {
@@ -151,6 +153,11 @@ extension NetworkStack {
             pendingAccepts[key] = nil
             counters.increment(.tcpConnectionsClosed)
         } else {
+            let deadline = connection.nextDeadline
+            if deadline != entry.scheduledDeadline {
+                entry.scheduledDeadline = deadline
+                if let deadline { scheduleTCPTimer(deadline, key) }
+            }
             tcpConnections[key] = entry
         }
         let socket = entry.socket
@@ -236,18 +243,35 @@ extension NetworkStack {
 
     /// Timers of every connection due by `now`.
     func pollTCP(now: NIODeadline) {
-        for key in tcpConnections.keys {
-            guard let due = tcpConnections[key]?.connection.nextDeadline, due <= now else { continue }
+        var due: [TCPKey] = []
+        while let top = tcpTimers.top, top.deadline <= now {
+            tcpTimers.popTop()
+            guard var entry = tcpConnections[top.key], entry.scheduledDeadline == top.deadline else { continue }
+            entry.scheduledDeadline = nil
+            tcpConnections[top.key] = entry
+            due.append(top.key)
+        }
+        for key in due {
             _ = withConnection(key, now: now, fromApplication: false) { $0.poll(now: now) }
         }
     }
 
+    /// The earliest deadline of any connection; stale heap entries on top are dropped on the way.
     var tcpNextDeadline: NIODeadline? {
-        var earliest: NIODeadline?
-        for entry in tcpConnections.values {
-            if let d = entry.connection.nextDeadline, earliest == nil || d < earliest! { earliest = d }
+        while let top = tcpTimers.top {
+            if let entry = tcpConnections[top.key], entry.scheduledDeadline == top.deadline { return top.deadline }
+            tcpTimers.popTop()
         }
-        return earliest
+        return nil
+    }
+
+    func scheduleTCPTimer(_ deadline: NIODeadline, _ key: TCPKey) {
+        tcpTimers.push(deadline, key)
+        // Stale entries (superseded deadlines) are dropped when they reach the top; when they pile
+        // up beyond the live ones, start over from the live deadlines.
+        if tcpTimers.count > 2 * tcpConnections.count + 1024 {
+            tcpTimers.rebuild(tcpConnections.compactMap { key, entry in entry.scheduledDeadline.map { ($0, key) } })
+        }
     }
 
     /// Connections open now.
