@@ -57,6 +57,14 @@ final class Daemon {
         throw NamespaceError(message: "vpnkit run did not attach to tap0")
     }
 
+    /// A test that failed before `stop` leaves no daemon behind.
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
     /// Sends `signal` and waits for the exit; returns the status and what it printed to stderr.
     func stop(signal: Int32 = SIGTERM) -> (status: Int32, stderr: String) {
         kill(process.processIdentifier, signal)
