@@ -20,8 +20,8 @@ public struct DNSResolver: Sendable {
     /// transaction id always exists.
     public static let pendingQueriesCap = 60000
 
-    /// The configuration the resolver was made with.
-    public let configuration: DNSResolverConfiguration
+    /// The configuration the resolver was made with (upstreams as last replaced).
+    public private(set) var configuration: DNSResolverConfiguration
     /// What the resolver has done so far.
     public private(set) var counters = DNSResolverCounters()
     /// Keys of `configuration.staticRecords` that are not valid names, ignored.
@@ -220,6 +220,13 @@ public struct DNSResolver: Sendable {
             actions.append(forwardAction(next))
         }
         return actions
+    }
+
+    /// Replaces the upstreams (the host's resolv.conf changed). Pending queries keep their tries:
+    /// answers to tries already sent no longer match and are dropped, and each next try goes to the
+    /// new list (with none left, the query is answered SERVFAIL when its try times out).
+    public mutating func replaceUpstreams(_ upstreams: [DNSUpstream]) {
+        configuration.upstreams = upstreams
     }
 
     /// Forgets the pending queries of `client` (its TCP connection closed, say); their answers will

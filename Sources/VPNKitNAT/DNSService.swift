@@ -43,7 +43,6 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
     var nextClientID: UInt64 = 1
     var resolvConfStamp: String?
     var lastResolvConfCheck: NIODeadline = .uptimeNanoseconds(0)
-    private var previousCounters = DNSResolverCounters()
 
     struct TCPClient {
         var socket: TCPSocket
@@ -54,10 +53,23 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         self.driver = driver
         self.configuration = configuration
         self.logger = logger
-        self.resolver = DNSResolver(configuration: configuration.resolver)
+        var resolverConfiguration = configuration.resolver
+        resolverConfiguration.staticRecords = configuration.records
+        if let path = configuration.hostsPath, let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            // Loopback entries (localhost) mean the host itself, not something the guest can reach.
+            resolverConfiguration.addHosts(parseHostsFile(text).filter { !$0.address.isLoopback })
+        }
+        resolverConfiguration.upstreams = configuration.upstreams
+        var stamp: String?
+        if configuration.upstreams.isEmpty, configuration.followResolvConf {
+            let text = Self.readResolvConf(configuration)
+            resolverConfiguration.upstreams = Self.upstreams(fromResolvConf: text, configuration)
+            stamp = text
+        }
+        self.resolver = DNSResolver(configuration: resolverConfiguration)
+        self.resolvConfStamp = stamp
         let stack = driver.stack
         let gateway = stack.configuration.gateway
-        resolver = DNSResolver(configuration: makeResolverConfiguration())
         udpSocket = try stack.bindUDP(port: 53, address: gateway) { [weak self] message in
             self?.udpQuery(message)
         }
@@ -68,47 +80,30 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         openUpstreamSocket(on: driver.eventLoop)
     }
 
-    /// Counters of the resolver (summed over re-configurations).
-    public var counters: DNSResolverCounters {
-        var c = resolver.counters
-        c.queries &+= previousCounters.queries
-        c.answeredLocally &+= previousCounters.answeredLocally
-        c.forwarded &+= previousCounters.forwarded
-        c.timeouts &+= previousCounters.timeouts
-        c.servfail &+= previousCounters.servfail
-        c.upstreamAnswers &+= previousCounters.upstreamAnswers
-        c.malformed &+= previousCounters.malformed
-        c.truncated &+= previousCounters.truncated
-        return c
+    /// Counters of the resolver.
+    public var counters: DNSResolverCounters { resolver.counters }
+
+    static func readResolvConf(_ configuration: DNSServiceConfiguration) -> String {
+        (try? String(contentsOfFile: configuration.resolvConfPath, encoding: .utf8)) ?? ""
     }
 
-    func makeResolverConfiguration() -> DNSResolverConfiguration {
-        var c = configuration.resolver
-        c.staticRecords = configuration.records
-        if let path = configuration.hostsPath, let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            // Loopback entries (localhost) mean the host itself, not something the guest can reach.
-            c.addHosts(parseHostsFile(text).filter { !$0.address.isLoopback })
-        }
-        c.upstreams = configuration.upstreams
-        if c.upstreams.isEmpty, configuration.followResolvConf {
-            let text = (try? String(contentsOfFile: configuration.resolvConfPath, encoding: .utf8)) ?? ""
-            c.upstreams = parseResolvConf(text).map { DNSUpstream(address: $0.address, port: configuration.resolvConfPort) }
-            resolvConfStamp = text
-        }
-        return c
+    static func upstreams(fromResolvConf text: String, _ configuration: DNSServiceConfiguration) -> [DNSUpstream] {
+        parseResolvConf(text).map { DNSUpstream(address: $0.address, port: configuration.resolvConfPort) }
     }
 
-    /// Re-reads resolv.conf (at most every 5 s, when a query comes) and re-configures on change.
+    /// Re-reads resolv.conf (at most every `resolvConfCheckInterval`, when a query comes) and
+    /// replaces the upstreams when it changed.
     func refreshUpstreams(now: NIODeadline) {
         guard configuration.upstreams.isEmpty, configuration.followResolvConf,
             now - lastResolvConfCheck >= configuration.resolvConfCheckInterval
         else { return }
         lastResolvConfCheck = now
-        let text = (try? String(contentsOfFile: configuration.resolvConfPath, encoding: .utf8)) ?? ""
+        let text = Self.readResolvConf(configuration)
         guard text != resolvConfStamp else { return }
-        logger.info("\(configuration.resolvConfPath) changed: upstreams now \(parseResolvConf(text).map(\.description))")
-        previousCounters = counters
-        resolver = DNSResolver(configuration: makeResolverConfiguration())
+        resolvConfStamp = text
+        let upstreams = Self.upstreams(fromResolvConf: text, configuration)
+        logger.info("\(configuration.resolvConfPath) changed: upstreams now \(upstreams.map(\.description))")
+        resolver.replaceUpstreams(upstreams)
     }
 
     // MARK: - Guest side
@@ -205,8 +200,8 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
     }
 
     func upstreamResponse(_ data: ByteBuffer, from address: SocketAddress) {
-        guard case .v4(let v4) = address, let port = address.port else { return }
-        let upstream = DNSUpstream(address: IPv4Address(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr)), port: UInt16(port))
+        guard let source = IPv4Address(address), let port = address.port else { return }
+        let upstream = DNSUpstream(address: source, port: UInt16(port))
         let now = NIODeadline.now()
         perform(resolver.handleUpstreamResponse(data, from: upstream, now: now), now: now)
         driver?.flush()
@@ -294,18 +289,3 @@ final class UpstreamTCPHandler: ChannelInboundHandler {
     }
 }
 
-extension DNSResolverCounters {
-    /// Every counter by snake_case name (stats output).
-    public var dictionary: [String: UInt64] {
-        var out: [String: UInt64] = [:]
-        for child in Mirror(reflecting: self).children {
-            guard let label = child.label, let value = child.value as? UInt64 else { continue }
-            var name = ""
-            for character in label {
-                if character.isUppercase { name += "_" + character.lowercased() } else { name.append(character) }
-            }
-            out[name] = value
-        }
-        return out
-    }
-}

@@ -57,7 +57,7 @@ extension NAT {
                     try channel.pipeline.syncOperations.addHandler(HostUDPHandler(flow: boundFlow.value))
                 }
             }
-            .withBoundSocket(descriptor: fd)
+            .withBoundSocket(fd)
             .assumeIsolated()
             .whenComplete { result in
                 switch result {

@@ -164,10 +164,6 @@ extension NAT: PacketForwarder {
 extension IPv4Address {
     static let loopback = IPv4Address(rawValue: 0x7F00_0001)
 
-    var socketAddress: SocketAddress? {
-        try? SocketAddress(ipAddress: description, port: 0)
-    }
-
     init?(_ address: SocketAddress) {
         guard case .v4(let v4) = address else { return nil }
         self.init(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr))

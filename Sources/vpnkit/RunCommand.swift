@@ -141,16 +141,11 @@ struct RunCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
-        if !command.isEmpty {
-            guard tap == nil, socket == nil, netns == nil else { throw ValidationError("a command (after --) runs in a namespace of its own: leave out --tap, --netns and --socket") }
-        } else {
-            switch (tap, socket) {
-            case (nil, nil): throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --")
-            default: break
-            }
+        if !command.isEmpty, tap != nil || socket != nil || netns != nil {
+            throw ValidationError("a command (after --) runs in a namespace of its own: leave out --tap, --netns and --socket")
         }
         switch (tap, socket) {
-        case (nil, nil): break
+        case (nil, nil): if command.isEmpty { throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --") }
         case (.some, .some): throw ValidationError("--tap and --socket cannot be used together")
         case (nil, .some): if `protocol` == nil { throw ValidationError("--socket needs --protocol qemu|dgram|vmnet") }
         case (.some, nil): if `protocol` != nil { throw ValidationError("--protocol goes with --socket, not --tap") }
@@ -457,41 +452,37 @@ struct RunCommand: AsyncParsableCommand {
             // qemu listens (-netdev stream,server=on); we connect, and reconnect once a second after
             // it goes away, so a restarted VM is served again.
             let stackMAC = configuration.macAddress
-            let guestLeft: (Set<MACAddress>) -> Void = { departures.left($0) }
             return try await loop.flatSubmit {
                 let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC)
                 let connector = QemuConnector(path: socket, mtu: mtu, link: link, loop: loop, logger: logger)
                 link.listener = connector
                 link.onPortDetached = { _, error, macs in
                     logger.info("qemu on \(socket) went away\(error.map { ": \($0)" } ?? ""); reconnecting")
-                    guestLeft(macs)
+                    departures.left(macs)
                     connector.scheduleConnect()
                 }
-                return connector.connectFirst().map { NIOLoopBound<any FrameTransport>(link, eventLoop: loop) }
+                return connector.connectFirst().assumeIsolated().map { NIOLoopBound<any FrameTransport>(link, eventLoop: loop) }.nonisolated()
             }.get()
         case .qemu, .vmnet:
             // We listen; every connection becomes a port of a switch in front of the stack, so any
             // number of guests can be attached, one after another or at once.
             let stackMAC = configuration.macAddress
-            let guestLeft: (Set<MACAddress>) -> Void = { departures.left($0) }
             return try await loop.flatSubmit {
                 let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC)
                 link.onPortDetached = { port, error, macs in
                     logger.info("guest \(port.guestAddress.map { "\($0) " } ?? "")disconnected\(error.map { ": \($0)" } ?? "")")
-                    guestLeft(macs)
+                    departures.left(macs)
                 }
                 let attach: (any FrameTransport) -> Void = { connection in
                     logger.info("guest connected on \(socket)\(connection.guestAddress.map { " (MAC \($0))" } ?? "")")
                     link.attach(connection)
                 }
-                let listening: EventLoopFuture<Void>
+                let listening: EventLoopFuture<AnyObject>
                 if kind == .qemu {
-                    listening = QemuStreamListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { listener in
-                        link.listener = listener.value
-                    }
+                    listening = QemuStreamListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { $0.value }
                 } else {
-                    listening = VmnetListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { listener in
-                        let listener = listener.value
+                    listening = VmnetListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { bound in
+                        let listener = bound.value
                         if let registry {
                             listener.admit = { uuid, preferred in
                                 let result = registry.admit(uuid, preferred: preferred, now: .now())
@@ -500,10 +491,13 @@ struct RunCommand: AsyncParsableCommand {
                             }
                         }
                         listener.onHandshakeFailure = { error in logger.notice("vmnet handshake failed: \(error)") }
-                        link.listener = listener
+                        return listener
                     }
                 }
-                return listening.map { NIOLoopBound<any FrameTransport>(link, eventLoop: loop) }
+                return listening.assumeIsolated().map { listener in
+                    link.listener = listener
+                    return NIOLoopBound<any FrameTransport>(link, eventLoop: loop)
+                }.nonisolated()
             }.get()
         }
     }

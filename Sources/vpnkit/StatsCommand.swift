@@ -69,10 +69,7 @@ struct StatsCommand: AsyncParsableCommand {
         for (name, value) in s.stack.sorted(by: { $0.key < $1.key }) where value != 0 { row(name, value) }
         if let nat = s.nat {
             lines.append("\nNAT")
-            for child in Mirror(reflecting: nat).children {
-                guard let label = child.label, let value = child.value as? UInt64, value != 0 else { continue }
-                row(snakeCase(label), value)
-            }
+            for counter in namedCounters(nat) where counter.value != 0 { row(counter.name, counter.value) }
         }
         if let dns = s.dns {
             lines.append("\nDNS")

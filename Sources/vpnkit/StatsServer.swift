@@ -34,7 +34,7 @@ struct StatsSnapshot: Codable {
         self.stack = stack
         let nat = driver.nat
         self.nat = nat?.counters
-        self.dns = driver.dns.map { $0.counters.dictionary }
+        self.dns = driver.dns.map { Dictionary(uniqueKeysWithValues: namedCounters($0.counters).map { ($0.name, $0.value) }) }
         if let dhcp = driver.dhcp {
             let leases = dhcp.leases(now: now)
             let c = dhcp.counters
@@ -66,11 +66,7 @@ struct StatsSnapshot: Codable {
         }
         for (name, value) in stack.sorted(by: { $0.key < $1.key }) { metric("stack_\(name)_total", value) }
         if let nat {
-            let mirror = Mirror(reflecting: nat)
-            for child in mirror.children {
-                guard let label = child.label, let value = child.value as? UInt64 else { continue }
-                metric("nat_\(snakeCase(label))_total", value)
-            }
+            for counter in namedCounters(nat) { metric("nat_\(counter.name)_total", counter.value) }
         }
         for (name, value) in (dns ?? [:]).sorted(by: { $0.key < $1.key }) { metric("dns_\(name)_total", value) }
         if let dhcp {
@@ -80,6 +76,14 @@ struct StatsSnapshot: Codable {
         metric("tcp_flows_open", UInt64(flows.tcpOpen), type: "gauge")
         metric("udp_flows_open", UInt64(flows.udpOpen), type: "gauge")
         return out
+    }
+}
+
+/// The `UInt64` fields of a counters struct, by snake_case name, in declaration order.
+func namedCounters(_ counters: Any) -> [(name: String, value: UInt64)] {
+    Mirror(reflecting: counters).children.compactMap { child in
+        guard let label = child.label, let value = child.value as? UInt64 else { return nil }
+        return (snakeCase(label), value)
     }
 }
 

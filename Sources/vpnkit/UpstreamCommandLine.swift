@@ -125,7 +125,7 @@ enum UpstreamCommandLine {
         }
         for warning in translated.warnings { FileHandle.standardError.write(Data("vpnkit: warning: \(warning)\n".utf8)) }
         do {
-            var command = try RunCommand.parse(Array(translated.run.dropFirst()))
+            let command = try RunCommand.parse(Array(translated.run.dropFirst()))
             try await command.run()
         } catch {
             RunCommand.exit(withError: error)
