@@ -17,6 +17,7 @@ public struct ARPCacheConfiguration: Sendable, Hashable {
     /// Packets held across all unresolved addresses.
     public var maximumPendingTotal = 256
 
+    /// Creates a configuration with the default limits and timers shown on each property.
     public init() {}
 }
 
@@ -33,6 +34,7 @@ public enum ARPCacheAction: Sendable {
 /// The ARP cache as a state machine: lookups, learning, and the queue of packets waiting for an
 /// address, driven by calls carrying the current time. It does no I/O; it returns actions.
 public struct ARPCache: Sendable {
+    /// The limits and timers the cache was created with.
     public let configuration: ARPCacheConfiguration
 
     enum Entry: Sendable {
@@ -49,6 +51,7 @@ public struct ARPCache: Sendable {
     /// Resolved entries evicted to make room.
     public private(set) var evictions: UInt64 = 0
 
+    /// Creates an empty cache.
     public init(configuration: ARPCacheConfiguration = ARPCacheConfiguration()) {
         self.configuration = configuration
     }

@@ -3,21 +3,33 @@ public import VPNKitBase
 
 /// ARP operation codes (RFC 826).
 public struct ARPOperation: RawRepresentable, Sendable, Hashable {
+    /// The operation code as on the wire.
     public var rawValue: UInt16
+    /// Wraps any operation code; codes other than 1 and 2 are kept, not rejected.
     @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// A request (1): "who has the target protocol address?"
     public static let request = ARPOperation(rawValue: 1)
+    /// A reply (2): the sender addresses answer an earlier request.
     public static let reply = ARPOperation(rawValue: 2)
 }
 
 /// A validated view of an Ethernet/IPv4 ARP packet (hardware type 1, protocol 0x0800, lengths 6 and 4).
 /// Other hardware or protocol kinds are rejected at construction: the stack speaks only this one.
 public struct ARPPacket: Sendable {
+    /// The packet's bytes, from the hardware type field; at least ``ARPPacket/length`` bytes long.
     public let bytes: ByteView
+    /// The length in bytes of an Ethernet/IPv4 ARP packet.
     public static let length = 28
 
+    /// Validates the readable bytes of `buffer` as a packet and throws the same errors as the `ByteView`
+    /// initializer.
     @inlinable
     public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
 
+    /// Validates `bytes` as an Ethernet/IPv4 ARP packet; afterwards no accessor can trap.
+    ///
+    /// - Throws: `WireError.unsupported` for a hardware type other than 1, a protocol type other than 0x0800,
+    ///   or address lengths other than 6 and 4; `WireError.truncated` when fewer than 28 bytes are present.
     @inlinable
     public init(_ bytes: ByteView) throws(WireError) {
         let available = bytes.count
@@ -34,21 +46,33 @@ public struct ARPPacket: Sendable {
         self.bytes = bytes
     }
 
+    /// Whether this is a request or a reply.
     @inlinable public var operation: ARPOperation { ARPOperation(rawValue: bytes.loadU16(at: 6)) }
+    /// The MAC address of the sender.
     @inlinable public var senderHardwareAddress: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 8)) }
+    /// The IPv4 address of the sender.
     @inlinable public var senderProtocolAddress: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 14)) }
+    /// The MAC address of the target; usually all zeros in a request, where it is unknown.
     @inlinable public var targetHardwareAddress: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 18)) }
+    /// The IPv4 address being asked about (request) or answered to (reply).
     @inlinable public var targetProtocolAddress: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 24)) }
 }
 
 /// The value form of an Ethernet/IPv4 ARP packet.
 public struct ARPHeader: Sendable, Hashable {
+    /// Whether this is a request or a reply.
     public var operation: ARPOperation
+    /// The MAC address of the sender.
     public var senderHardwareAddress: MACAddress
+    /// The IPv4 address of the sender.
     public var senderProtocolAddress: IPv4Address
+    /// The MAC address of the target; `MACAddress.zero` in a request.
     public var targetHardwareAddress: MACAddress
+    /// The IPv4 address being asked about (request) or answered to (reply).
     public var targetProtocolAddress: IPv4Address
 
+    /// Creates a packet from its variable fields; the fixed Ethernet/IPv4 type and length fields are written
+    /// by `prepend(to:)`.
     public init(
         operation: ARPOperation, senderHardwareAddress: MACAddress, senderProtocolAddress: IPv4Address,
         targetHardwareAddress: MACAddress, targetProtocolAddress: IPv4Address
@@ -60,6 +84,7 @@ public struct ARPHeader: Sendable, Hashable {
         self.targetProtocolAddress = targetProtocolAddress
     }
 
+    /// Copies the fields of a validated packet.
     public init(parsing packet: ARPPacket) {
         self.init(
             operation: packet.operation, senderHardwareAddress: packet.senderHardwareAddress,

@@ -3,8 +3,11 @@ public import NIOCore
 /// Room to leave in front of a payload so every lower-layer header can be written in place:
 /// Ethernet with an 802.1Q tag (18) + IPv4 with maximal options (60) + TCP with maximal options (60).
 public enum Headroom {
+    /// Bytes for an Ethernet header with one 802.1Q VLAN tag (14 + 4).
     public static let ethernet = 18
+    /// Bytes for the largest IPv4 header (20 bytes plus 40 bytes of options).
     public static let ipv4 = 60
+    /// Bytes for the largest transport header (a TCP header with 40 bytes of options).
     public static let transport = 60
     /// Enough for any header stack this project emits.
     public static let maximum = ethernet + ipv4 + transport

@@ -74,18 +74,21 @@ public struct ByteView: @unchecked Sendable {
         owner.getSlice(at: owner.readerIndex &+ start, length: count) ?? ByteBuffer()
     }
 
+    /// The byte at `offset`, or 0 when `offset` is outside the view.
     @inlinable
     public func loadU8(at offset: Int) -> UInt8 {
         guard offset >= 0, offset < count, let base else { return 0 }
         return base.load(fromByteOffset: offset, as: UInt8.self)
     }
 
+    /// The big-endian 16-bit value at `offset`, or 0 when any of its two bytes is outside the view.
     @inlinable
     public func loadU16(at offset: Int) -> UInt16 {
         guard offset >= 0, offset <= count &- 2, let base else { return 0 }
         return UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
+    /// The big-endian 32-bit value at `offset`, or 0 when any of its four bytes is outside the view.
     @inlinable
     public func loadU32(at offset: Int) -> UInt32 {
         guard offset >= 0, offset <= count &- 4, let base else { return 0 }
@@ -136,24 +139,29 @@ public struct HeaderWriter: ~Copyable {
     /// The number of bytes from the header's start to the end of the buffer (header + payload).
     @inlinable public var count: Int { bytes.count }
 
+    /// Stores `value` at `offset`; does nothing when `offset` is outside the buffer.
     @inlinable
     public func storeU8(_ value: UInt8, at offset: Int) {
         guard offset >= 0, offset < bytes.count else { return }
         bytes.storeBytes(of: value, toByteOffset: offset, as: UInt8.self)
     }
 
+    /// Stores `value` big-endian at `offset`; does nothing unless both bytes fit in the buffer.
     @inlinable
     public func storeU16(_ value: UInt16, at offset: Int) {
         guard offset >= 0, offset <= bytes.count &- 2 else { return }
         bytes.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self)
     }
 
+    /// Stores `value` big-endian at `offset`; does nothing unless all four bytes fit in the buffer.
     @inlinable
     public func storeU32(_ value: UInt32, at offset: Int) {
         guard offset >= 0, offset <= bytes.count &- 4 else { return }
         bytes.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt32.self)
     }
 
+    /// Stores the low 48 bits of `value` big-endian at `offset` (a MAC address); does nothing unless all six
+    /// bytes fit.
     @inlinable
     public func storeU48(_ value: UInt64, at offset: Int) {
         guard offset >= 0, offset <= bytes.count &- 6 else { return }

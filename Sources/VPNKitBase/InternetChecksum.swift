@@ -15,6 +15,7 @@ public struct InternetChecksum: Sendable, Hashable {
     /// Whether an odd number of bytes has been added so far.
     @usableFromInline internal var odd = false
 
+    /// Creates an empty sum, ready for the first piece.
     public init() {}
 
     /// The checksum to write into a header: the complement of the sum.

@@ -14,6 +14,7 @@ public enum WireError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Any other malformation, described.
     case malformed(String)
 
+    /// A one-line, human-readable explanation naming the field and the values involved.
     public var description: String {
         switch self {
         case .truncated(let needed, let available):

@@ -4,35 +4,45 @@ public import VPNKitIPv4
 
 /// What a DHCP client needs to know about itself.
 public struct DHCPClientConfiguration: Sendable, Hashable {
+    /// The client's MAC address, sent in `chaddr`. Replies for another address are ignored.
     public var hardwareAddress: MACAddress
     /// Option 61; nil sends none (the server then keys on the MAC).
     public var clientIdentifier: [UInt8]?
-    /// Option 12.
+    /// Option 12, sent in DISCOVER and REQUEST (not in DECLINE or RELEASE); nil sends none.
     public var hostName: String?
     /// A previous lease's address: start in INIT-REBOOT and ask for it again.
     public var previousAddress: IPv4Address?
-    /// Option 55.
+    /// Option 55, sent in DISCOVER and REQUEST. The default asks for everything ``DHCPClientLease`` holds.
     public var parameterRequestList: [DHCPOptionCode] = [
         .subnetMask, .router, .domainNameServer, .hostName, .domainName, .interfaceMTU, .broadcastAddress, .leaseTime,
         .renewalTime, .rebindingTime, .domainSearch, .classlessStaticRoute,
     ]
-    /// First retransmission timeout; doubled on each retry up to `maximumRetransmit` (RFC 2131 §4.1),
-    /// each randomized by ±1 s.
+    /// The first retransmission timeout; default 4 s. It doubles on each retry up to `maximumRetransmit`
+    /// (RFC 2131 §4.1), with ±1 s of random jitter and never under 1 s.
     public var initialRetransmit: TimeAmount = .seconds(4)
+    /// The ceiling of the doubling retransmission timeout; default 64 s.
     public var maximumRetransmit: TimeAmount = .seconds(64)
-    /// REQUESTs in REQUESTING or INIT-REBOOT before starting over.
+    /// REQUESTs sent in REQUESTING or INIT-REBOOT without an answer before the client starts over with a
+    /// DISCOVER; default 4.
     public var maximumRequestAttempts = 4
-    /// Probe the offered address with ARP before using it (RFC 5227).
+    /// Whether to probe an acknowledged address with ARP before taking it (RFC 5227); default true.
+    /// INIT-REBOOT does not probe.
     public var probeAddress = true
+    /// ARP probes sent for an address before taking it; default 3.
     public var probeCount = 3
+    /// The time between two ARP probes; default 1 s.
     public var probeInterval: TimeAmount = .seconds(1)
-    /// Wait after the last probe before taking the address (ANNOUNCE_WAIT).
+    /// How long to wait after the last probe before taking the address (ANNOUNCE_WAIT); default 2 s. A
+    /// conflict seen meanwhile still declines it.
     public var probeWait: TimeAmount = .seconds(2)
-    /// Wait after a DECLINE before starting over (RFC 2131 §3.1: at least 10 s).
+    /// The wait after a DECLINE before starting over; default 10 s, the minimum RFC 2131 §3.1 asks for.
     public var declineBackoff: TimeAmount = .seconds(10)
-    /// Seed of the retransmission jitter.
+    /// Seed of the pseudo-random transaction IDs and retransmission jitter; by default derived from
+    /// `hardwareAddress`, so clients on one link do not retransmit in step.
     public var seed: UInt64
 
+    /// Creates a configuration for `hardwareAddress`, with the defaults given on each property and a seed
+    /// derived from the address.
     public init(hardwareAddress: MACAddress) {
         self.hardwareAddress = hardwareAddress
         self.seed = hardwareAddress.rawValue | 1
@@ -41,23 +51,42 @@ public struct DHCPClientConfiguration: Sendable, Hashable {
 
 /// A lease as the client sees it.
 public struct DHCPClientLease: Sendable, Hashable {
+    /// The address assigned to the client (`yiaddr`).
     public var address: IPv4Address
+    /// The address's subnet, from option 1 (a /24 when the server sent no mask).
     public var subnet: IPv4Subnet
+    /// Routers from option 3, in the server's order; empty when none was sent.
     public var routers: [IPv4Address]
+    /// DNS servers from option 6; empty when none was sent.
     public var dnsServers: [IPv4Address]
+    /// The domain name from option 15, if sent.
     public var domainName: String?
+    /// The DNS search list from option 119; empty when absent or malformed.
     public var searchDomains: [String]
+    /// The interface MTU from option 26, in bytes, if sent.
     public var mtu: Int?
+    /// The server that granted the lease: option 54, or `siaddr` when the option is missing. Renewals are
+    /// sent to it.
     public var serverIdentifier: IPv4Address
+    /// The lease duration from option 51; one hour when the server sent none.
     public var leaseTime: TimeAmount
+    /// T1, counted from `acquired`: when the client starts renewing with its server. Option 58, or half
+    /// the lease; never longer than the lease.
     public var renewalTime: TimeAmount
+    /// T2, counted from `acquired`: when the client starts asking any server. Option 59, or 7/8 of the
+    /// lease; kept between T1 and the lease time.
     public var rebindingTime: TimeAmount
+    /// Routes from option 121; empty when absent or malformed. When present, ``DHCPClientService`` takes
+    /// the default route from their /0 entry and ignores `routers` (RFC 3442).
     public var classlessStaticRoutes: [ClasslessStaticRoute]
     /// When the lease (or its last renewal) was acknowledged.
     public var acquired: NIODeadline
 
+    /// When RENEWING begins: `acquired` plus `renewalTime`.
     public var renewAt: NIODeadline { acquired + renewalTime }
+    /// When REBINDING begins: `acquired` plus `rebindingTime`.
     public var rebindAt: NIODeadline { acquired + rebindingTime }
+    /// When the lease ends and the address must no longer be used: `acquired` plus `leaseTime`.
     public var expiresAt: NIODeadline { acquired + leaseTime }
 }
 
@@ -79,17 +108,29 @@ public enum DHCPClientAction: Sendable {
 /// The RFC 2131 client as a state machine: messages, ARP sightings and the time go in; messages to
 /// send, probes and (un)binding come out.
 public struct DHCPClient: Sendable {
+    /// The client's RFC 2131 state. The raw values are the RFC's names, for logs.
     public enum State: String, Sendable {
+        /// `stopped`: not started, or released. `initial`: waiting out `declineBackoff` before starting
+        /// over. `selecting`: DISCOVER sent, waiting for an offer. `requesting`: REQUEST sent for the
+        /// offer. `probing`: acknowledged, checking with ARP that nobody else uses the address.
         case stopped, initial = "INIT", selecting = "SELECTING", requesting = "REQUESTING", probing = "PROBING"
+        /// `bound`: using the lease. `renewing`: past T1, REQUEST sent to the lease's server.
+        /// `rebinding`: past T2, REQUEST broadcast to any server. `rebooting`: INIT-REBOOT, asking to
+        /// keep `previousAddress`.
         case bound = "BOUND", renewing = "RENEWING", rebinding = "REBINDING", rebooting = "INIT-REBOOT"
     }
 
+    /// The configuration the client was created with.
     public let configuration: DHCPClientConfiguration
+    /// The current state; `stopped` until `start(now:)`.
     public private(set) var state: State = .stopped
+    /// The lease in use while BOUND, RENEWING or REBINDING; nil otherwise.
     public private(set) var lease: DHCPClientLease?
-    /// Messages sent so far (retransmissions included), and NAKs and declines, for tests and logs.
+    /// Messages sent so far, retransmissions, DECLINEs and RELEASEs included.
     public private(set) var transmissions = 0
+    /// NAKs received in answer to a REQUEST; each one sends the client back to a DISCOVER.
     public private(set) var naks = 0
+    /// DECLINEs sent because an ARP probe found the offered address in use.
     public private(set) var declines = 0
 
     private var random: SplitMix64
@@ -103,6 +144,7 @@ public struct DHCPClient: Sendable {
     private var probesSent = 0
     private var started: NIODeadline = .uptimeNanoseconds(0)
 
+    /// Creates a stopped client. Nothing is sent until `start(now:)`.
     public init(configuration: DHCPClientConfiguration) {
         self.configuration = configuration
         self.random = SplitMix64(seed: configuration.seed)
@@ -119,7 +161,8 @@ public struct DHCPClient: Sendable {
         return restart(now: now)
     }
 
-    /// When `poll` next has work.
+    /// When `poll(now:)` next has work: a retransmission, a probe, the end of a wait, or T1, T2 or
+    /// expiry. Nil when stopped.
     public var nextDeadline: NIODeadline? {
         var times = [retransmitAt, waitUntil].compactMap { $0 }
         if let lease, [.bound, .renewing, .rebinding].contains(state) {
@@ -130,6 +173,9 @@ public struct DHCPClient: Sendable {
 
     // MARK: - Timers
 
+    /// Runs the timers due at `now`: retransmissions (starting over after `maximumRequestAttempts`),
+    /// probes, the end of a wait, and the T1, T2 and expiry transitions. Call it at or after
+    /// `nextDeadline`; an early call returns nothing.
     public mutating func poll(now: NIODeadline) -> [DHCPClientAction] {
         var actions: [DHCPClientAction] = []
         if let until = waitUntil, now >= until {
@@ -180,7 +226,8 @@ public struct DHCPClient: Sendable {
 
     // MARK: - Messages
 
-    /// A message from a server (port 67 → 68).
+    /// Feeds a message from a server (port 67 to 68). Replies to another transaction or hardware address,
+    /// and messages unexpected in the current state, are ignored: the result is empty.
     public mutating func receive(_ message: DHCPMessage, now: NIODeadline) -> [DHCPClientAction] {
         guard message.op == DHCPMessage.bootReply, message.transactionID == xid,
             message.clientHardwareAddress == configuration.hardwareAddress, let options = try? message.allOptions(),

@@ -6,8 +6,12 @@ public import VPNKitStack
 
 /// A change of the client's lease.
 public enum DHCPClientEvent: Sendable {
+    /// The stack now uses the lease's address: a first bind, a new address, or changed parameters.
     case bound(DHCPClientLease)
+    /// The lease was extended with the same parameters.
     case renewed(DHCPClientLease)
+    /// The address was removed from the stack: the lease expired, a NAK, the server moved the lease, or a
+    /// release. `reason` says which.
     case lost(IPv4Address, reason: String)
 }
 
@@ -17,14 +21,21 @@ public enum DHCPClientEvent: Sendable {
 /// thread driving the stack. `events` yields every change for Swift concurrency; `onEvent` sees them
 /// synchronously.
 public final class DHCPClientService: StackTimerClient {
+    /// The client state machine, for its state, lease and counters.
     public private(set) var client: DHCPClient
     private weak var stack: NetworkStack?
     private var socket: UDPSocket?
+    /// Called synchronously on the stack's thread for every event, before it is yielded to `events`.
     public var onEvent: ((DHCPClientEvent) -> Void)?
     /// Every lease change, in order (the newest 16 are kept for a slow reader).
     public let events: AsyncStream<DHCPClientEvent>
     private let continuation: AsyncStream<DHCPClientEvent>.Continuation
 
+    /// Binds UDP port 68 on `stack`, takes over the stack's `arpObserver`, and registers with the stack's
+    /// timers. Nothing is sent before `start(now:)`.
+    ///
+    /// Throws `StackError.addressInUse` when port 68 is already bound. The stack holds the service
+    /// weakly: keep a reference while it should run.
     public init(stack: NetworkStack, configuration: DHCPClientConfiguration) throws(StackError) {
         self.stack = stack
         self.client = DHCPClient(configuration: configuration)
@@ -44,16 +55,24 @@ public final class DHCPClientService: StackTimerClient {
         stack.registerTimerClient(self)
     }
 
+    /// The current lease; nil unless BOUND, RENEWING or REBINDING.
     public var lease: DHCPClientLease? { client.lease }
+    /// The client's current state.
     public var state: DHCPClient.State { client.state }
 
+    /// Starts acquiring an address: sends a DISCOVER, or a REQUEST for `previousAddress` when the
+    /// configuration names one.
     public func start(now: NIODeadline) { perform(client.start(now: now), now: now) }
 
-    /// Releases the lease and stops.
+    /// Sends a RELEASE for the lease (when there is one), removes the address from the stack, and stops
+    /// the client. `start(now:)` begins again.
     public func release(now: NIODeadline) { perform(client.release(now: now), now: now) }
 
+    /// When the client next needs `poll(now:)`; read by the stack's timer.
     public var nextDeadline: NIODeadline? { client.nextDeadline }
 
+    /// Runs the client's due timers and performs what they produce (sends, probes, configuration
+    /// changes). Called by the stack's timer.
     public func poll(now: NIODeadline) { perform(client.poll(now: now), now: now) }
 
     private func perform(_ actions: [DHCPClientAction], now: NIODeadline) {
@@ -88,6 +107,8 @@ public final class DHCPClientService: StackTimerClient {
         continuation.yield(event)
     }
 
+    /// Unbinds port 68, clears the stack's `arpObserver` and finishes `events`. The lease is not released
+    /// (call `release(now:)` first for that) and the address stays configured.
     public func close() {
         socket?.close()
         socket = nil

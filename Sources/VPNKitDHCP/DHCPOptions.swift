@@ -2,8 +2,12 @@ public import VPNKitBase
 
 /// One option instance as it appears on the wire (code 0 is a pad byte with no data).
 public struct DHCPOption: Sendable, Hashable {
+    /// The option code.
     public var code: DHCPOptionCode
+    /// The value bytes, without code and length. Keep it to 255 bytes: the length is encoded in one byte.
+    /// `DHCPOptions.set(_:_:)` splits longer values into several instances.
     public var data: [UInt8]
+    /// Creates one option instance; `data` is not checked.
     public init(code: DHCPOptionCode, data: [UInt8]) {
         self.code = code
         self.data = data
@@ -17,6 +21,7 @@ public struct DHCPOptions: Sendable, Hashable {
     /// The instances in wire order (pads included, END excluded).
     public var instances: [DHCPOption]
 
+    /// Creates an options list from instances in wire order (empty by default).
     public init(_ instances: [DHCPOption] = []) { self.instances = instances }
 
     /// The concatenated value of `code`, or nil when absent.
@@ -117,52 +122,52 @@ extension DHCPOptions {
          UInt8(truncatingIfNeeded: value >> 8), UInt8(truncatingIfNeeded: value)]
     }
 
-    /// Option 53.
+    /// Option 53; nil when absent or not exactly one byte. Setting nil removes it.
     public var messageType: DHCPMessageType? {
         get { self[.messageType].flatMap { $0.count == 1 ? DHCPMessageType(rawValue: $0[0]) : nil } }
         set { set(.messageType, newValue.map { [$0.rawValue] }) }
     }
-    /// Option 1.
+    /// Option 1; nil when absent or not 4 bytes. Setting nil removes it.
     public var subnetMask: IPv4Address? {
         get { address(.subnetMask) }
         set { set(.subnetMask, newValue?.octets) }
     }
-    /// Option 3.
+    /// Option 3; nil when absent, empty or not a multiple of 4 bytes. Setting nil removes it.
     public var routers: [IPv4Address]? {
         get { addresses(.router) }
         set { set(.router, newValue.map { $0.flatMap(\.octets) }) }
     }
-    /// Option 6.
+    /// Option 6; nil when absent, empty or not a multiple of 4 bytes. Setting nil removes it.
     public var domainNameServers: [IPv4Address]? {
         get { addresses(.domainNameServer) }
         set { set(.domainNameServer, newValue.map { $0.flatMap(\.octets) }) }
     }
-    /// Option 12.
+    /// Option 12, decoded as UTF-8 (invalid bytes are replaced); nil when absent.
     public var hostName: String? {
         get { text(.hostName) }
         set { set(.hostName, newValue.map { Array($0.utf8) }) }
     }
-    /// Option 15.
+    /// Option 15, decoded as UTF-8 (invalid bytes are replaced); nil when absent.
     public var domainName: String? {
         get { text(.domainName) }
         set { set(.domainName, newValue.map { Array($0.utf8) }) }
     }
-    /// Option 26.
+    /// Option 26, in bytes; nil when absent or not 2 bytes.
     public var interfaceMTU: UInt16? {
         get { u16(.interfaceMTU) }
         set { set(.interfaceMTU, newValue.map { [UInt8($0 >> 8), UInt8($0 & 0xFF)] }) }
     }
-    /// Option 28.
+    /// Option 28; nil when absent or not 4 bytes.
     public var broadcastAddress: IPv4Address? {
         get { address(.broadcastAddress) }
         set { set(.broadcastAddress, newValue?.octets) }
     }
-    /// Option 50.
+    /// Option 50; nil when absent or not 4 bytes.
     public var requestedIPAddress: IPv4Address? {
         get { address(.requestedIPAddress) }
         set { set(.requestedIPAddress, newValue?.octets) }
     }
-    /// Option 51, in seconds.
+    /// Option 51, in seconds (0xFFFFFFFF means infinite in RFC 2132); nil when absent or not 4 bytes.
     public var leaseTime: UInt32? {
         get { u32(.leaseTime) }
         set { set(.leaseTime, newValue.map(Self.bytes)) }
@@ -172,32 +177,32 @@ extension DHCPOptions {
         get { self[.overload].flatMap { $0.count == 1 ? $0[0] : nil } }
         set { set(.overload, newValue.map { [$0] }) }
     }
-    /// Option 54.
+    /// Option 54; nil when absent or not 4 bytes.
     public var serverIdentifier: IPv4Address? {
         get { address(.serverIdentifier) }
         set { set(.serverIdentifier, newValue?.octets) }
     }
-    /// Option 55.
+    /// Option 55: the requested codes in the client's order; nil when absent.
     public var parameterRequestList: [DHCPOptionCode]? {
         get { self[.parameterRequestList].map { $0.map { DHCPOptionCode(rawValue: $0) } } }
         set { set(.parameterRequestList, newValue.map { $0.map(\.rawValue) }) }
     }
-    /// Option 56.
+    /// Option 56, decoded as UTF-8 (invalid bytes are replaced); nil when absent.
     public var message: String? {
         get { text(.message) }
         set { set(.message, newValue.map { Array($0.utf8) }) }
     }
-    /// Option 57.
+    /// Option 57, in bytes; nil when absent or not 2 bytes.
     public var maximumMessageSize: UInt16? {
         get { u16(.maximumMessageSize) }
         set { set(.maximumMessageSize, newValue.map { [UInt8($0 >> 8), UInt8($0 & 0xFF)] }) }
     }
-    /// Option 58 (T1), in seconds.
+    /// Option 58 (T1), in seconds; nil when absent or not 4 bytes.
     public var renewalTime: UInt32? {
         get { u32(.renewalTime) }
         set { set(.renewalTime, newValue.map(Self.bytes)) }
     }
-    /// Option 59 (T2), in seconds.
+    /// Option 59 (T2), in seconds; nil when absent or not 4 bytes.
     public var rebindingTime: UInt32? {
         get { u32(.rebindingTime) }
         set { set(.rebindingTime, newValue.map(Self.bytes)) }
@@ -240,7 +245,7 @@ extension DHCPOptions {
         }
         return routes
     }
-    /// Sets option 121.
+    /// Sets option 121, or removes it when `routes` is nil. Prefix lengths outside 0…32 are clamped.
     public mutating func setClasslessStaticRoutes(_ routes: [ClasslessStaticRoute]?) {
         guard let routes else { return set(.classlessStaticRoute, nil) }
         var bytes: [UInt8] = []

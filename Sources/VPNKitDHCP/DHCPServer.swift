@@ -7,31 +7,38 @@ public import VPNKitIPv4
 public struct DHCPServerConfiguration: Sendable, Hashable {
     /// The server's own address (the gateway): server identifier, router and DNS server by default.
     public var serverAddress: IPv4Address
+    /// The guest subnet. It gives the subnet mask and broadcast address sent to clients, and bounds the
+    /// pool and the addresses accepted in REQUEST and INFORM.
     public var subnet: IPv4Subnet
-    /// The addresses handed out: `poolStart`…`poolEnd`, minus `excluded`.
+    /// The first address handed out. The pool is `poolStart`…`poolEnd` within `subnet`, minus `excluded`,
+    /// the network and the broadcast address.
     public var poolStart: IPv4Address
+    /// The last address handed out; default: the one just below the subnet's broadcast address.
     public var poolEnd: IPv4Address
     /// Never handed out (the gateway, the host alias…).
     public var excluded: Set<IPv4Address>
+    /// Option 3, sent in every OFFER and ACK unless empty; default: `serverAddress`.
     public var routers: [IPv4Address]
+    /// Option 6, sent unless empty or not asked for; default: `serverAddress`.
     public var dnsServers: [IPv4Address]
     /// Option 15, and the first entry of the domain search list (option 119).
     public var domainName: String?
-    /// Further search domains (option 119, after `domainName`).
+    /// Further search domains (option 119, after `domainName`); default none.
     public var searchDomains: [String] = []
-    /// Option 26; nil leaves it out.
+    /// Option 26, the guests' interface MTU in bytes; default nil, which leaves it out.
     public var mtu: UInt16?
-    /// Option 121, sent when not empty.
+    /// Option 121, sent when not empty; default empty.
     public var classlessStaticRoutes: [ClasslessStaticRoute] = []
     /// Lease duration. The default, two hours, renews (T1) after one hour: long enough that a guest
     /// survives a daemon restart without noticing, short enough that addresses of departed guests
     /// come back the same day.
     public var leaseTime: TimeAmount = .seconds(7200)
-    /// How long an offered address stays reserved for the client it was offered to.
+    /// How long an offered address stays reserved for the client it was offered to; default 60 s.
     public var offerHoldTime: TimeAmount = .seconds(60)
-    /// How long an address a client declined (RFC 2131 DECLINE: in use by someone else) is not offered.
+    /// How long an address a client declined (in use by someone else) is not offered; default 600 s.
     public var declineHoldTime: TimeAmount = .seconds(600)
-    /// Fixed addresses by MAC (`--dhcp-reserve MAC=IP`); they need not lie in the pool.
+    /// Fixed addresses by MAC (`--dhcp-reserve MAC=IP`); default none. They need not lie in the pool, and
+    /// no other client gets them.
     public var reservations: [MACAddress: IPv4Address] = [:]
 
     /// A pool of the subnet's addresses from `firstLease` (default: the third) to the last before
@@ -46,13 +53,15 @@ public struct DHCPServerConfiguration: Sendable, Hashable {
         self.dnsServers = [serverAddress]
     }
 
-    /// Renewal (T1) and rebinding (T2) times: 1/2 and 7/8 of the lease (RFC 2131 §4.4.5).
+    /// The renewal time (T1) sent to clients: half of `leaseTime` (RFC 2131 §4.4.5).
     public var renewalTime: TimeAmount { .nanoseconds(leaseTime.nanoseconds / 2) }
+    /// The rebinding time (T2) sent to clients: 7/8 of `leaseTime` (RFC 2131 §4.4.5).
     public var rebindingTime: TimeAmount { .nanoseconds(leaseTime.nanoseconds / 8 * 7) }
 }
 
 /// One address given to one client.
 public struct DHCPLease: Sendable, Hashable {
+    /// Where a lease stands.
     public enum State: String, Sendable, Hashable {
         /// Offered, waiting for the client's REQUEST.
         case offered
@@ -61,24 +70,38 @@ public struct DHCPLease: Sendable, Hashable {
         /// Released by the client (or expired); remembered so the client gets it back first.
         case free
     }
-    /// Option 61 when the client sent one, otherwise the hardware type and address.
+    /// The key of the lease: option 61 when the client sent one (at most 255 bytes), otherwise the
+    /// hardware type byte followed by the MAC address.
     public var clientIdentifier: [UInt8]
+    /// The client's MAC address, from the message that created or renewed the lease.
     public var hardwareAddress: MACAddress
+    /// The address held, or last held when the lease is free.
     public var address: IPv4Address
+    /// Offered, bound or free. `DHCPServer.leases(now:)` reports an expired offer or lease as free.
     public var state: State
+    /// When an offer lapses or a bound lease ends; for a released lease, when it was released.
     public var expires: NIODeadline
+    /// The host name the client sent (option 12), kept across renewals that leave it out.
     public var hostName: String?
 }
 
 /// Counters of the server.
 public struct DHCPServerCounters: Sendable, Hashable {
+    /// DISCOVER messages received.
     public var discovers: UInt64 = 0
+    /// OFFERs sent.
     public var offers: UInt64 = 0
+    /// REQUEST messages received, whatever came of them (ACK, NAK, or ignored).
     public var requests: UInt64 = 0
+    /// ACKs that granted or extended a lease. ACKs answering an INFORM are not counted.
     public var acks: UInt64 = 0
+    /// NAKs sent in answer to a REQUEST.
     public var naks: UInt64 = 0
+    /// DECLINE messages received, including those that matched no lease.
     public var declines: UInt64 = 0
+    /// RELEASE messages received, including those that matched no lease.
     public var releases: UInt64 = 0
+    /// INFORM messages received, whether answered or not.
     public var informs: UInt64 = 0
     /// DISCOVERs left unanswered because no address was free.
     public var poolExhausted: UInt64 = 0
@@ -89,14 +112,17 @@ public struct DHCPServerCounters: Sendable, Hashable {
     public var ignored: UInt64 = 0
     /// Optional options left out to respect the client's maximum message size.
     public var optionsTrimmed: UInt64 = 0
+    /// Creates counters that are all zero.
     public init() {}
 }
 
 /// A reply and where it goes (RFC 2131 §4.1).
 public struct DHCPServerReply: Sendable {
+    /// The reply, sent from the server's address and port 67, already padded to the 300-byte minimum.
     public var message: DHCPMessage
     /// The IP destination: the client's address, its new address, a relay, or 255.255.255.255.
     public var destination: IPv4Address
+    /// 68 when the reply goes to the client, 67 when it goes to a relay agent.
     public var destinationPort: UInt16
     /// When set, send to this MAC without ARP (the client cannot answer ARP for an address it does
     /// not have yet).
@@ -108,7 +134,9 @@ public struct DHCPServerReply: Sendable {
 /// (or a reservation), so a flood of DISCOVERs from new MACs can take only free addresses, never
 /// a bound lease.
 public struct DHCPServer: Sendable {
+    /// The configuration, including reservations added by `reserve(_:for:)`.
     public private(set) var configuration: DHCPServerConfiguration
+    /// What the server has received and sent so far.
     public private(set) var counters = DHCPServerCounters()
     /// By client identifier.
     private var leasesByClient: [[UInt8]: DHCPLease] = [:]
@@ -119,6 +147,7 @@ public struct DHCPServer: Sendable {
     /// Address → the client of its lease entry, whatever its state (O(1) "who had this address").
     private var clientByAddress: [IPv4Address: [UInt8]] = [:]
 
+    /// Creates a server with an empty lease table.
     public init(configuration: DHCPServerConfiguration) {
         self.configuration = configuration
     }

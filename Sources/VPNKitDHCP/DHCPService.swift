@@ -3,28 +3,38 @@ public import VPNKitBase
 import VPNKitIPv4
 public import VPNKitStack
 
-/// The DHCP server attached to a stack: it binds UDP port 67 on the gateway and answers clients on
-/// the link. Confined to the thread driving the stack.
+/// The DHCP server attached to a stack: it binds UDP port 67 (on every address of the stack, broadcasts
+/// included) and answers clients on the link. Confined to the thread driving the stack.
 public final class DHCPService {
+    /// The server state machine, for its configuration, leases and counters.
     public private(set) var server: DHCPServer
     private weak var stack: NetworkStack?
     private var socket: UDPSocket?
 
+    /// Binds UDP port 67 on every address of `stack` and answers from then on. Datagrams are accepted
+    /// from ports 67 (relays) and 68 (clients).
+    ///
+    /// Throws `StackError.addressInUse` when port 67 is already bound. The socket holds the service
+    /// weakly: keep a reference while it should answer.
     public init(stack: NetworkStack, configuration: DHCPServerConfiguration) throws(StackError) {
         self.stack = stack
         self.server = DHCPServer(configuration: configuration)
         self.socket = try stack.bindUDP(port: BOOTP.serverPort) { [weak self] message in self?.received(message) }
     }
 
+    /// The server's counters. A datagram that is not a DHCP message, comes from a port other than 67 or
+    /// 68, or is longer than `maximumMessageSize` counts as `malformed`.
     public var counters: DHCPServerCounters { server.counters }
 
     /// Reserves `address` for `mac` from now on.
     public func reserve(_ address: IPv4Address, for mac: MACAddress) { server.reserve(address, for: mac) }
 
-    /// The largest DHCP message accepted.
+    /// The longest DHCP message accepted, in bytes (1500); a longer datagram is dropped unparsed and
+    /// counted as malformed.
     public static let maximumMessageSize = 1500
 
-    /// The leases, for listing.
+    /// The server's leases sorted by address, with expired ones shown as free; see
+    /// `DHCPServer.leases(now:)`.
     public func leases(now: NIODeadline) -> [DHCPLease] { server.leases(now: now) }
 
     private func received(_ message: UDPMessage) {
@@ -46,6 +56,7 @@ public final class DHCPService {
             port: reply.destinationPort, linkDestination: reply.linkDestination, now: message.receivedAt)
     }
 
+    /// Unbinds port 67: the service answers nothing more. Leases are kept in `server`.
     public func close() {
         socket?.close()
         socket = nil

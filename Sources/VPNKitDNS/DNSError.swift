@@ -30,6 +30,7 @@ public enum DNSError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The TCP framer would hold more than its limit of unframed bytes.
     case framerOverflow(buffered: Int, limit: Int)
 
+    /// A one-line explanation that includes the offsets, lengths or limits involved.
     public var description: String {
         switch self {
         case .truncated(let offset, let needed, let available):

@@ -99,6 +99,7 @@ public struct DNSName: Sendable, Hashable, CustomStringConvertible {
         }.joined(separator: ".")
     }
 
+    /// Compares names label by label, ignoring ASCII case (RFC 4343), so `Example.COM` equals `example.com`.
     public static func == (lhs: DNSName, rhs: DNSName) -> Bool {
         guard lhs.labels.count == rhs.labels.count else { return false }
         for (left, right) in zip(lhs.labels, rhs.labels) {
@@ -108,6 +109,7 @@ public struct DNSName: Sendable, Hashable, CustomStringConvertible {
         return true
     }
 
+    /// Hashes the ASCII-lowercased labels, consistent with the case-insensitive `==`.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(labels.count)
         for label in labels {

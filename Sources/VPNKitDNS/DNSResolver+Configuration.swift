@@ -14,6 +14,7 @@ public struct DNSUpstream: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
+    /// The server as `address:port`, such as `192.168.65.1:53`.
     public var description: String { "\(address):\(port)" }
 }
 
@@ -34,6 +35,7 @@ public struct DNSClient: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
+    /// The client as `#id address:port`, such as `#3 192.168.65.2:51234`.
     public var description: String { "#\(id) \(address):\(port)" }
 }
 

@@ -28,6 +28,8 @@ public struct DNSRecordType: RawRepresentable, Sendable, Hashable, CustomStringC
     /// QTYPE `*`: all records.
     public static let any = DNSRecordType(rawValue: 255)
 
+    /// The mnemonic for a named type (`A`, `AAAA`, `OPT`…), otherwise `TYPE` and the number (RFC 3597), such
+    /// as `TYPE65`.
     public var description: String {
         switch rawValue {
         case 1: return "A"
@@ -63,6 +65,8 @@ public struct DNSClass: RawRepresentable, Sendable, Hashable, CustomStringConver
     /// QCLASS `*`.
     public static let any = DNSClass(rawValue: 255)
 
+    /// The mnemonic for a named class (`IN`, `CH`, `HS`, `ANY`), otherwise `CLASS` and the number, such as
+    /// `CLASS254`.
     public var description: String {
         switch rawValue {
         case 1: return "IN"
@@ -113,6 +117,7 @@ public struct DNSResponseCode: RawRepresentable, Sendable, Hashable, CustomStrin
     /// REFUSED: the server will not answer.
     public static let refused = DNSResponseCode(rawValue: 5)
 
+    /// The mnemonic for a named code (`NOERROR`, `NXDOMAIN`…), otherwise `RCODE` and the number.
     public var description: String {
         switch rawValue {
         case 0: return "NOERROR"

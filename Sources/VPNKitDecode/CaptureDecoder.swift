@@ -2,6 +2,7 @@ public import VPNKitPcap
 
 /// Decodes a whole capture file frame by frame.
 public struct CaptureDecoder {
+    /// The underlying reader, for the file's link type and, after the last frame, `readError`.
     public let reader: PcapReader
     private let decoder: FrameDecoder
     private var number = 0

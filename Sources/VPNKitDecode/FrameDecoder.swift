@@ -10,45 +10,75 @@ public import VPNKitDHCP
 /// What one frame decodes to, layer by layer. A layer that fails to parse sets `error` (prefixed with
 /// the layer's name) and nothing above it is present. A fragment carries nothing above IPv4.
 public struct DecodedFrame: Sendable {
+    /// The frame's position as given to `FrameDecoder.decode(_:number:)`; `CaptureDecoder` counts from 1.
     public var number: Int
+    /// The number of captured bytes in the frame.
     public var length: Int
+    /// The Ethernet header; nil for raw-IP captures or when the frame is too short for one.
     public var ethernet: EthernetHeader?
+    /// The ARP packet, for frames with EtherType ARP that parsed.
     public var arp: ARPHeader?
+    /// The IPv4 header, for IPv4 frames (or raw-IP captures) that parsed.
     public var ipv4: IPv4Summary?
+    /// The ICMP header, for unfragmented ICMP packets that parsed.
     public var icmp: ICMPSummary?
+    /// The UDP header, for unfragmented UDP datagrams that parsed.
     public var udp: UDPSummary?
+    /// The TCP header with its options, for unfragmented TCP segments that parsed.
     public var tcp: TCPSummary?
+    /// The DHCP (or BOOTP) message, for UDP datagrams between ports 67 and 68 (or 67 and 67) that parsed.
     public var dhcp: DHCPMessage?
+    /// Why decoding stopped, as `layer: reason` (the layer is `link`, `eth`, `arp`, `ipv4`, `icmp`, `udp`,
+    /// `tcp` or `dhcp`); nil when every layer present parsed.
     public var error: String?
 
+    /// The decoded IPv4 header with facts the value form does not keep.
     public struct IPv4Summary: Sendable {
+        /// The header fields, options included.
         public var header: IPv4Header
+        /// The header length in bytes as received (IHL × 4).
         public var headerLength: Int
+        /// Whether the header checksum verified.
         public var checksumValid: Bool
     }
+    /// The decoded ICMP header and whether its checksum verified.
     public struct ICMPSummary: Sendable {
+        /// The type, code and rest-of-header word.
         public var header: ICMPv4Header
+        /// Whether the checksum over the whole ICMP message verified.
         public var checksumValid: Bool
     }
+    /// The decoded UDP header with its length and checksum result.
     public struct UDPSummary: Sendable {
+        /// The ports, and whether the datagram carried a checksum.
         public var header: UDPHeader
+        /// The UDP length field in bytes (header and data).
         public var length: Int
+        /// Whether the checksum verified against the IPv4 pseudo-header; true when the datagram carried none.
         public var checksumValid: Bool
     }
+    /// The decoded TCP header with its payload length and checksum result.
     public struct TCPSummary: Sendable {
+        /// The header fields with the options parsed.
         public var header: TCPHeader
+        /// The number of data bytes after the TCP header.
         public var payloadLength: Int
+        /// Whether the checksum verified against the IPv4 pseudo-header.
         public var checksumValid: Bool
     }
 }
 
 /// Decodes frames with the project's own parsers. Never traps, whatever the bytes.
 public struct FrameDecoder: Sendable {
+    /// The LINKTYPE_ value that says how each frame starts: 1 for Ethernet, 101 or 228 for raw IPv4.
     public var linkType: Int32
 
     /// `linkType` is a LINKTYPE_ value: 1 (Ethernet), 101 or 228 (raw IPv4); others yield an error.
     public init(linkType: Int32 = 1) { self.linkType = linkType }
 
+    /// Decodes the readable bytes of `buffer` as one frame, layer by layer, stopping at the first layer that
+    /// fails to parse. `number` is copied into the result. IPv6 packets in a LINKTYPE_RAW capture are left
+    /// undecoded, without an error.
     public func decode(_ buffer: ByteBuffer, number: Int) -> DecodedFrame {
         let data = ByteView(buffer)
         var frame = DecodedFrame(number: number, length: data.count)

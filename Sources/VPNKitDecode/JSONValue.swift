@@ -1,12 +1,19 @@
 /// A minimal JSON value with ordered object keys, so output follows the documented key order.
 public indirect enum JSONValue: Sendable, Hashable {
+    /// A whole number, written without a fraction or exponent.
     case int(Int64)
+    /// `true` or `false`.
     case bool(Bool)
+    /// A string, written with JSON escapes for quotes, backslashes and control characters.
     case string(String)
+    /// An ordered list of values.
     case array([JSONValue])
+    /// An object whose members are written in the order given (keys are not deduplicated).
     case object([(String, JSONValue)])
 
+    /// Two values are equal when their serialized text is identical, so object member order matters.
     public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool { lhs.serialized == rhs.serialized }
+    /// Hashes the serialized text, consistent with `==`.
     public func hash(into hasher: inout Hasher) { hasher.combine(serialized) }
 
     /// Compact JSON text.
@@ -16,6 +23,7 @@ public indirect enum JSONValue: Sendable, Hashable {
         return out
     }
 
+    /// Appends the compact JSON text of this value to `out` (no whitespace, no trailing newline).
     public func write(to out: inout String) {
         switch self {
         case .int(let v): out += String(v)

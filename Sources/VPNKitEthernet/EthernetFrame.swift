@@ -11,8 +11,13 @@ public struct EthernetFrame: Sendable {
     /// 14, or 18 when an 802.1Q tag is present.
     public let headerLength: Int
 
+    /// The length in bytes of an untagged header: two addresses and the EtherType.
     public static let minimumHeaderLength = 14
 
+    /// Validates `bytes` as a frame.
+    ///
+    /// - Throws: `WireError.truncated` when fewer than 14 bytes are present, or fewer than 18 when the
+    ///   EtherType announces an 802.1Q tag.
     @inlinable
     public init(_ bytes: ByteView) throws(WireError) {
         let available = bytes.count
@@ -33,7 +38,9 @@ public struct EthernetFrame: Sendable {
     /// The whole frame as a buffer slice.
     @inlinable public var buffer: ByteBuffer { bytes.buffer }
 
+    /// The destination MAC address (bytes 0–5).
     @inlinable public var destination: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 0)) }
+    /// The source MAC address (bytes 6–11).
     @inlinable public var source: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 6)) }
     /// The EtherType of the payload (the inner one when tagged).
     @inlinable public var etherType: EtherType { EtherType(rawValue: bytes.loadU16(at: headerLength - 2)) }
@@ -47,11 +54,16 @@ public struct EthernetFrame: Sendable {
 
 /// The value form of an Ethernet II header.
 public struct EthernetHeader: Sendable, Hashable {
+    /// The MAC address the frame is sent to.
     public var destination: MACAddress
+    /// The MAC address of the sender.
     public var source: MACAddress
+    /// The type of the payload; when `vlan` is set this is the inner type, written after the tag.
     public var etherType: EtherType
+    /// The 802.1Q tag to write, or nil for an untagged frame.
     public var vlan: VLANTag?
 
+    /// Creates a header; it is untagged unless `vlan` is given.
     public init(destination: MACAddress, source: MACAddress, etherType: EtherType, vlan: VLANTag? = nil) {
         self.destination = destination
         self.source = source
@@ -59,10 +71,12 @@ public struct EthernetHeader: Sendable, Hashable {
         self.vlan = vlan
     }
 
+    /// Copies the fields of a validated frame, including its VLAN tag.
     public init(parsing frame: EthernetFrame) {
         self.init(destination: frame.destination, source: frame.source, etherType: frame.etherType, vlan: frame.vlan)
     }
 
+    /// The number of bytes `prepend(to:)` writes: 14, or 18 with a VLAN tag.
     public var headerLength: Int { vlan == nil ? 14 : 18 }
 
     /// Writes the header in front of `buffer`'s readable bytes (in place when it has headroom).

@@ -3,11 +3,17 @@ public import VPNKitBase
 
 /// IP protocol numbers.
 public struct IPProtocol: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The protocol number as carried in the IPv4 header.
     public var rawValue: UInt8
+    /// Wraps any protocol number; numbers without a named constant are kept, not rejected.
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// ICMP, 1.
     public static let icmp = IPProtocol(rawValue: 1)
+    /// TCP, 6.
     public static let tcp = IPProtocol(rawValue: 6)
+    /// UDP, 17.
     public static let udp = IPProtocol(rawValue: 17)
+    /// `ICMP`, `TCP` or `UDP` for the named protocols, otherwise `proto` and the number, such as `proto 47`.
     public var description: String {
         switch self {
         case .icmp: return "ICMP"
@@ -31,9 +37,16 @@ public struct IPv4Packet: Sendable {
     /// The total-length field.
     public let totalLength: Int
 
+    /// Validates the readable bytes of `buffer` as a packet and throws the same errors as the `ByteView`
+    /// initializer.
     @inlinable
     public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
 
+    /// Validates `bytes` as an IPv4 packet; afterwards no accessor can trap.
+    ///
+    /// - Throws: `WireError.truncated` for fewer than 20 bytes, `WireError.unsupported` for a version other
+    ///   than 4, `WireError.lengthTooSmall` for a header length below 20 or a total length below the header
+    ///   length, and `WireError.lengthExceedsBuffer` when either length runs past the bytes given.
     @inlinable
     public init(_ bytes: ByteView) throws(WireError) {
         let available = bytes.count
@@ -57,12 +70,17 @@ public struct IPv4Packet: Sendable {
         self.totalLength = totalLength
     }
 
+    /// Always 4: construction rejects any other version.
     @inlinable public var version: UInt8 { 4 }
     /// The DS field's upper six bits.
     @inlinable public var dscp: UInt8 { bytes.loadU8(at: 1) >> 2 }
+    /// The Explicit Congestion Notification bits, the low two bits of the DS field (0…3).
     @inlinable public var ecn: UInt8 { bytes.loadU8(at: 1) & 3 }
+    /// The identification field, shared by all fragments of one datagram.
     @inlinable public var identification: UInt16 { bytes.loadU16(at: 4) }
+    /// The Don't Fragment (DF) flag.
     @inlinable public var dontFragment: Bool { bytes.loadU8(at: 6) & 0x40 != 0 }
+    /// The More Fragments (MF) flag: set on every fragment but the last.
     @inlinable public var moreFragments: Bool { bytes.loadU8(at: 6) & 0x20 != 0 }
     /// The reserved ("evil") bit.
     @inlinable public var reservedFlag: Bool { bytes.loadU8(at: 6) & 0x80 != 0 }
@@ -70,16 +88,22 @@ public struct IPv4Packet: Sendable {
     @inlinable public var fragmentOffset: Int { Int(bytes.loadU16(at: 6) & 0x1FFF) * 8 }
     /// True when this is a fragment (MF set or a non-zero offset).
     @inlinable public var isFragment: Bool { bytes.loadU16(at: 6) & 0x3FFF != 0 }
+    /// The remaining hop count (TTL).
     @inlinable public var timeToLive: UInt8 { bytes.loadU8(at: 8) }
+    /// The protocol of the payload.
     @inlinable public var `protocol`: IPProtocol { IPProtocol(rawValue: bytes.loadU8(at: 9)) }
+    /// The header checksum field as received; see `isHeaderChecksumValid`.
     @inlinable public var headerChecksum: UInt16 { bytes.loadU16(at: 10) }
+    /// The source address.
     @inlinable public var source: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 12)) }
+    /// The destination address.
     @inlinable public var destination: IPv4Address { IPv4Address(rawValue: bytes.loadU32(at: 16)) }
 
     /// The options bytes (between the fixed header and the payload), possibly empty.
     @inlinable public var options: ByteView { bytes.view(from: 20, length: headerLength - 20) }
     /// The payload, up to the total length.
     @inlinable public var payload: ByteView { bytes.view(from: headerLength, length: totalLength - headerLength) }
+    /// The payload length in bytes: the total length minus the header length.
     @inlinable public var payloadLength: Int { totalLength - headerLength }
 
     /// Whether the header checksum verifies.
@@ -97,12 +121,16 @@ public struct IPv4Packet: Sendable {
 
 /// The part of the IPv4 header that TCP and UDP checksums cover.
 public struct IPv4PseudoHeader: Sendable, Hashable {
+    /// The source address of the IPv4 packet.
     public var source: IPv4Address
+    /// The destination address of the IPv4 packet.
     public var destination: IPv4Address
+    /// The transport protocol, added to the sum as a zero-padded 16-bit word.
     public var `protocol`: IPProtocol
     /// The transport length (header + payload).
     public var length: Int
 
+    /// Creates a pseudo-header; `length` is the transport header plus payload in bytes.
     @inlinable
     public init(source: IPv4Address, destination: IPv4Address, protocol: IPProtocol, length: Int) {
         self.source = source
@@ -131,23 +159,34 @@ public struct IPv4PseudoHeader: Sendable, Hashable {
 
 /// The value form of an IPv4 header.
 public struct IPv4Header: Sendable, Hashable {
+    /// The Differentiated Services code point (0…63); 0 by default.
     public var dscp: UInt8 = 0
+    /// The Explicit Congestion Notification bits (0…3; only the low two bits are written); 0 by default.
     public var ecn: UInt8 = 0
     /// The total length; `prepend(to:)` sets it from the payload.
     public var totalLength: Int = 20
+    /// The identification field that ties fragments of one datagram together; 0 by default.
     public var identification: UInt16 = 0
+    /// The reserved flag bit (must be zero on the wire; kept so a parsed header can be rewritten unchanged).
     public var reservedFlag = false
+    /// The Don't Fragment (DF) flag; false by default.
     public var dontFragment = false
+    /// The More Fragments (MF) flag; set on every fragment but the last.
     public var moreFragments = false
     /// In bytes; must be a multiple of 8.
     public var fragmentOffset: Int = 0
+    /// The hop limit (TTL); 64 by default.
     public var timeToLive: UInt8 = 64
+    /// The protocol of the payload.
     public var `protocol`: IPProtocol
+    /// The source address.
     public var source: IPv4Address
+    /// The destination address.
     public var destination: IPv4Address
     /// Raw option bytes; padded with zeros to a multiple of four on emit. At most 40 bytes.
     public var options: [UInt8] = []
 
+    /// Creates an unfragmented header with no options, DSCP/ECN of 0 and the given addressing fields.
     public init(
         source: IPv4Address, destination: IPv4Address, protocol: IPProtocol, timeToLive: UInt8 = 64,
         identification: UInt16 = 0, dontFragment: Bool = false
@@ -160,6 +199,8 @@ public struct IPv4Header: Sendable, Hashable {
         self.dontFragment = dontFragment
     }
 
+    /// Copies every field of a validated packet, options included (the checksum is recomputed by
+    /// `prepend(to:)`).
     public init(parsing packet: IPv4Packet) {
         self.init(
             source: packet.source, destination: packet.destination, protocol: packet.protocol,
@@ -173,6 +214,8 @@ public struct IPv4Header: Sendable, Hashable {
         self.options = packet.options.array
     }
 
+    /// The length in bytes `prepend(to:)` writes: 20 plus the options rounded up to a multiple of four,
+    /// capped at 60.
     public var headerLength: Int { 20 + min(40, (options.count + 3) & ~3) }
 
     /// The pseudo-header for a transport payload of `length` bytes.

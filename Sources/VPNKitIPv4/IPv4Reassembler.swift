@@ -15,6 +15,7 @@ public struct ReassemblyConfiguration: Sendable, Hashable {
     /// A datagram incomplete after this long is dropped.
     public var timeout: TimeAmount = .seconds(30)
 
+    /// Creates a configuration with the default limits shown on each property.
     public init() {}
 }
 
@@ -37,6 +38,7 @@ public enum ReassemblyDrop: String, Sendable, CaseIterable {
 /// Reassembles IPv4 fragments. Keyed by (source, destination, protocol, identification). A state
 /// machine: fragments and the time go in, a complete datagram or drop reasons come out.
 public struct IPv4Reassembler: Sendable {
+    /// The limits the reassembler was created with.
     public let configuration: ReassemblyConfiguration
 
     struct Key: Hashable, Sendable {
@@ -66,6 +68,7 @@ public struct IPv4Reassembler: Sendable {
     private var datagrams: [Key: Datagram] = [:]
     private var heldBytes = 0
 
+    /// Creates a reassembler holding no fragments.
     public init(configuration: ReassemblyConfiguration = ReassemblyConfiguration()) {
         self.configuration = configuration
     }
@@ -75,6 +78,7 @@ public struct IPv4Reassembler: Sendable {
     /// Payload bytes held.
     public var bytesHeld: Int { heldBytes }
 
+    /// The outcome of adding one fragment with `add(_:now:)`.
     public enum Result: Sendable {
         /// More fragments are needed.
         case incomplete
@@ -196,6 +200,7 @@ public struct IPv4Reassembler: Sendable {
         return expired
     }
 
+    /// When the oldest datagram in progress times out, so `poll(now:)` has work; nil when nothing is held.
     public var nextDeadline: NIODeadline? {
         datagrams.values.map { $0.started + configuration.timeout }.min()
     }

@@ -3,11 +3,14 @@ public import NIOCore
 /// A token bucket (for rate-limiting ICMP errors and similar): `rate` tokens per second, at most
 /// `burst` saved up.
 public struct TokenBucket: Sendable {
+    /// Tokens added per second (never negative).
     public let rate: Double
+    /// The most tokens that can be saved up (at least 1).
     public let burst: Double
     private var tokens: Double
     private var last: NIODeadline?
 
+    /// Creates a full bucket; a negative `rate` is treated as 0 and a `burst` below 1 as 1.
     public init(rate: Double, burst: Double) {
         self.rate = max(0, rate)
         self.burst = max(1, burst)

@@ -8,29 +8,35 @@ public import VPNKitStack
 
 /// Settings of the gateway's DNS service.
 public struct DNSServiceConfiguration: Sendable {
-    /// Names answered by the gateway itself (gateway.internal, host.internal, --host-record).
+    /// Names answered by the gateway itself (gateway.internal, host.internal, --host-record); default none.
     public var records: [String: IPv4Address] = [:]
-    /// Upstream servers; empty: the nameservers of `resolvConfPath`.
+    /// Upstream servers, tried in order; default empty, which means the nameservers of `resolvConfPath`.
     public var upstreams: [DNSUpstream] = []
-    /// Take the upstreams from `resolvConfPath` (re-read when it changes) when `upstreams` is empty.
+    /// Whether to take the upstreams from `resolvConfPath` (re-read when it changes) when `upstreams` is
+    /// empty; default true. When false and `upstreams` is empty, nothing is forwarded.
     public var followResolvConf = true
+    /// The resolv.conf whose nameservers are the upstreams; default /etc/resolv.conf. A missing file
+    /// gives no upstreams.
     public var resolvConfPath = "/etc/resolv.conf"
     /// The port of resolv.conf's nameservers (53; the file has no syntax for another).
     public var resolvConfPort: UInt16 = 53
-    /// How often (at most, when queries come) resolv.conf is checked for changes.
+    /// How often, at most, resolv.conf is checked for changes; default 5 s. Checks happen only when
+    /// queries arrive.
     public var resolvConfCheckInterval: TimeAmount = .seconds(5)
-    /// Answer the names of this hosts file too (after `records`).
+    /// A hosts file whose names are answered too, after `records` (loopback entries are skipped); default
+    /// /etc/hosts, nil for none. Read once, at start.
     public var hostsPath: String? = "/etc/hosts"
     /// The resolver's own settings (timeouts, attempts, pending bound); records and upstreams are
     /// filled in from the fields above.
     public var resolver = DNSResolverConfiguration()
 
+    /// Creates the default configuration: no records, upstreams from /etc/resolv.conf, names from /etc/hosts.
     public init() {}
 }
 
 /// DNS on the gateway, UDP and TCP port 53: built-in names, the hosts file, then forwarding to the
-/// upstreams through host sockets. It listens on the gateway address of the guest link only, so it
-/// answers nobody but the guest.
+/// upstreams through host sockets. UDP is bound on the gateway address and TCP listens on every address
+/// the stack owns; both exist only on the guest link, so it answers nobody but the guest.
 public final class DNSService: StackTimerClient, StackDriverAttachment {
     let configuration: DNSServiceConfiguration
     weak var driver: StackDriver?
@@ -49,6 +55,12 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         var framer = DNSTCPFramer()
     }
 
+    /// Binds UDP port 53 on the gateway address and listens on TCP port 53, registers with the stack's
+    /// timers, and opens the upstream UDP socket. Reads the hosts file and resolv.conf now. Call on the
+    /// driver's event loop.
+    ///
+    /// Throws `StackError.addressInUse` when port 53 is taken. The service does not attach itself: add it
+    /// to the driver's `attachments` so that it closes when the driver stops.
     public init(driver: StackDriver, configuration: DNSServiceConfiguration, logger: Logger = Logger(label: "vpnkit.dns")) throws(StackError) {
         self.driver = driver
         self.configuration = configuration
@@ -231,14 +243,19 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
 
     // MARK: - Timers
 
+    /// When the resolver next has a query to retry or give up on.
     public var nextDeadline: NIODeadline? { resolver.nextDeadline }
 
+    /// Retries the upstream queries that timed out by `now`, or answers SERVFAIL to those out of attempts.
     public func poll(now: NIODeadline) {
         perform(resolver.poll(now: now), now: now)
     }
 
+    /// Closes the service when its driver stops.
     public func driverDidStop() { close() }
 
+    /// Unbinds UDP port 53, stops listening on TCP port 53, closes the upstream socket and aborts the
+    /// guest's TCP connections. Upstream TCP queries under way are not cancelled.
     public func close() {
         udpSocket?.close()
         driver?.stack.stopListeningTCP(port: 53)

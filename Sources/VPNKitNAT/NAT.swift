@@ -11,11 +11,13 @@ public import VPNKitStack
 /// become ordinary host sockets opened with SwiftNIO on the stack's own event loop. Attach it to a
 /// running `StackDriver`; it lives as long as the driver. Confined to the driver's event loop.
 public final class NAT {
+    /// The configuration given at creation.
     public let configuration: NATConfiguration
     let driver: StackDriver
     let logger: Logger
     var stack: NetworkStack { driver.stack }
     var eventLoop: any EventLoop { driver.eventLoop }
+    /// What the NAT has done so far, updated on the driver's event loop.
     public internal(set) var counters = NATCounters()
     var tcpFlows: [TCPConnectionRequest: TCPFlow] = [:]
     var udpFlows: [UDPFlowKey: UDPFlow] = [:]
@@ -110,12 +112,14 @@ public final class NAT {
         return hostSource
     }
 
-    /// Open flows, for stats.
+    /// The open TCP and UDP flows, for stats; `now` sets their ages.
     public func flows(now: NIODeadline = .now()) -> [NATFlowSnapshot] {
         tcpFlows.values.map { $0.snapshot(now: now) } + udpFlows.values.map { $0.snapshot(now: now) }
     }
 
+    /// TCP flows in the table now, connecting or open, published-port connections included.
     public var openTCPFlows: Int { tcpFlows.count }
+    /// UDP flows with a host socket now.
     public var openUDPFlows: Int { udpFlows.count }
 
     func sweep(now: NIODeadline) {
@@ -127,6 +131,7 @@ public final class NAT {
 }
 
 extension NAT: StackDriverAttachment {
+    /// Closes the NAT when its driver stops.
     public func driverDidStop() { close() }
 }
 
@@ -136,6 +141,8 @@ final class WeakNAT {
 }
 
 extension NAT: PacketForwarder {
+    /// Whether the NAT takes traffic to `destination`: the host alias, and any address that is not the
+    /// stack's own, loopback, multicast, or on the guest's subnet.
     public func forwards(_ destination: IPv4Address) -> Bool {
         if destination == configuration.hostAlias { return true }
         if stack.owns(destination) { return false }
@@ -144,14 +151,20 @@ extension NAT: PacketForwarder {
         return !stack.configuration.subnet.contains(destination)
     }
 
+    /// A guest SYN to a forwarded address: the NAT connects a host socket and completes or refuses the
+    /// guest's connection when the connect succeeds or fails.
     public func tcpConnectionRequested(_ request: TCPConnectionRequest, now: NIODeadline) {
         openTCP(request, now: now)
     }
 
+    /// A guest datagram to a forwarded address: sent from the host socket of its guest address and port,
+    /// opened on first use.
     public func udpDatagramReceived(_ message: UDPMessage, now: NIODeadline) {
         forwardUDP(message, now: now)
     }
 
+    /// A guest ping to a forwarded address: sent from the host ICMP socket, or dropped and counted when
+    /// `startICMP()` has not opened one.
     public func icmpEchoRequested(_ request: ICMPEchoRequest, now: NIODeadline) {
         guard let icmp else {
             counters.icmpEchoDropped &+= 1

@@ -3,78 +3,132 @@ public import VPNKitBase
 
 /// How the NAT carries guest flows to host sockets. Defaults follow vpnkit.
 public struct NATConfiguration: Sendable {
-    /// The guest-side address that stands for the host's loopback (127.0.0.1); nil: none.
+    /// The guest-side address that stands for the host's loopback (127.0.0.1); default 192.168.65.2, nil
+    /// for none. Published ports connect into the guest from it (from the gateway when nil).
     public var hostAlias: IPv4Address? = IPv4Address("192.168.65.2")
-    /// Whether the host alias reaches the host's loopback; when false, connections to it are refused
-    /// with RST and its datagrams answered with ICMP unreachable.
+    /// Whether the host alias reaches the host's loopback; default true. When false, connections to it
+    /// are refused with RST and its datagrams answered with ICMP port unreachable.
     public var hostLoopback = true
-    /// TCP connections through the NAT at once (connecting and open); further SYNs are answered with
-    /// RST and counted.
+    /// TCP connections through the NAT at once (connecting and open, published ports included); default
+    /// 4096. Further guest SYNs are answered with RST and counted in `tcpRefusedAtLimit`.
     public var maximumConnections = 4096
-    /// How long a host connect may take before the guest's SYN is refused.
+    /// How long a host connect may take before the guest's SYN is refused with RST; default 10 s.
     public var connectTimeout: TimeAmount = .seconds(10)
-    /// UDP flows (guest address and port) at once; beyond, the least recently used one is closed.
+    /// UDP flows (guest address and port) at once; default 1024. Opening one more closes the least
+    /// recently used one.
     public var maximumUDPFlows = 1024
-    /// A UDP flow with no datagram either way for this long is closed.
+    /// A UDP flow with no datagram either way for this long is closed (checked every second); default 60
+    /// s. Published UDP ports' clients expire the same way.
     public var udpIdleTimeout: TimeAmount = .seconds(60)
-    /// Datagrams from the guest held per UDP flow while its host socket is being opened.
+    /// Guest datagrams held per UDP flow while its host socket is being opened; default 64. Further ones
+    /// are dropped and counted in `udpDropsPending`.
     public var udpPendingDatagramLimit = 64
-    /// Receive and send buffer sizes of each UDP flow's host socket (0: the system's defaults).
+    /// Receive and send buffer size, in bytes, of each UDP flow's host socket; default 1 MiB, 0 for the
+    /// system's defaults.
     public var udpSocketBufferBytes: UInt32 = 1 << 20
-    /// Bytes read from a host TCP socket in one read (bounds what waits for the guest's window).
+    /// The most bytes read from a host TCP socket at once; default 256 KiB. It bounds what waits for the
+    /// guest's window, per flow.
     public var tcpReadChunkBytes = 262_144
-    /// Guest pings to outside addresses: each waits this long for its reply.
+    /// How long a guest ping to an outside address waits for its reply before it is forgotten; default 30 s.
     public var icmpEchoTimeout: TimeAmount = .seconds(30)
-    /// Pings waiting for replies at once; beyond, requests are dropped and counted.
+    /// Pings waiting for replies at once; default 4096. Further requests are dropped and counted in
+    /// `icmpEchoDropped`.
     public var maximumICMPEchoesInFlight = 4096
 
+    /// Creates a configuration with vpnkit's defaults, given on each property.
     public init() {}
 }
 
 /// What the NAT counts.
 public struct NATCounters: Sendable, Hashable, Codable {
+    /// Host connects begun for guest SYNs.
     public var tcpConnectsStarted: UInt64 = 0
+    /// Host connects that succeeded and were handed to the guest's connection.
     public var tcpConnectsSucceeded: UInt64 = 0
+    /// Host connects the destination refused (ECONNREFUSED); the guest got RST.
     public var tcpConnectsRefused: UInt64 = 0
+    /// Host connects that failed otherwise. Network and host unreachable give the guest ICMP unreachable,
+    /// other errors RST.
     public var tcpConnectsFailed: UInt64 = 0
+    /// Host connects that took longer than `NATConfiguration.connectTimeout`; the guest got RST.
     public var tcpConnectsTimedOut: UInt64 = 0
+    /// Guest SYNs refused with RST because `maximumConnections` flows were open.
     public var tcpRefusedAtLimit: UInt64 = 0
+    /// Guest SYNs to the host alias refused with RST because `hostLoopback` is off.
     public var tcpRefusedHostLoopback: UInt64 = 0
+    /// Flows reset because the host socket failed, or closed while the guest had sent data it would never read.
     public var tcpResetsFromHost: UInt64 = 0
+    /// Flows whose guest connection ended other than by an orderly close (reset, timed out); the host
+    /// socket was reset.
     public var tcpResetsFromGuest: UInt64 = 0
+    /// Payload bytes read from guest connections and written to host sockets, published ports included.
     public var tcpBytesToHost: UInt64 = 0
+    /// Payload bytes read from host sockets and taken by guest connections, published ports included.
     public var tcpBytesToGuest: UInt64 = 0
+    /// TCP flows removed from the table, however they ended (failed connects included).
     public var tcpFlowsClosed: UInt64 = 0
+    /// UDP flows (a guest address and port) given a host socket.
     public var udpFlowsOpened: UInt64 = 0
+    /// UDP flows closed after `udpIdleTimeout` without a datagram either way.
     public var udpFlowsExpired: UInt64 = 0
+    /// UDP flows closed, least recently used first, to make room when `maximumUDPFlows` were open.
     public var udpFlowsEvicted: UInt64 = 0
+    /// Guest datagrams sent from host sockets.
     public var udpDatagramsToHost: UInt64 = 0
+    /// Datagrams received on host sockets and passed to the guest.
     public var udpDatagramsToGuest: UInt64 = 0
+    /// Payload bytes of `udpDatagramsToHost`.
     public var udpBytesToHost: UInt64 = 0
+    /// Payload bytes of `udpDatagramsToGuest`.
     public var udpBytesToGuest: UInt64 = 0
+    /// Guest datagrams dropped because `udpPendingDatagramLimit` were already waiting for the flow's host
+    /// socket to open.
     public var udpDropsPending: UInt64 = 0
+    /// Guest datagrams dropped because the host socket could not take more (its channel was not writable).
     public var udpDropsHostBusy: UInt64 = 0
+    /// Guest datagrams dropped because their flow's host socket could not be opened.
     public var udpDropsSocketError: UInt64 = 0
+    /// ICMP destination-unreachable errors reported on host sockets and relayed to the guest.
     public var udpUnreachablesToGuest: UInt64 = 0
+    /// Guest datagrams to the host alias answered with ICMP port unreachable because `hostLoopback` is off.
     public var udpRefusedHostLoopback: UInt64 = 0
+    /// Guest pings sent from the host ICMP socket.
     public var icmpEchoRequests: UInt64 = 0
+    /// Echo replies matched to a guest ping and passed to the guest.
     public var icmpEchoReplies: UInt64 = 0
+    /// Guest pings dropped: no ICMP socket is open (see `NAT.startICMP()`), or
+    /// `maximumICMPEchoesInFlight` were already waiting.
     public var icmpEchoDropped: UInt64 = 0
+    /// Forwarded pings that got no reply within `icmpEchoTimeout`.
     public var icmpEchoTimedOut: UInt64 = 0
+    /// Host connections to published TCP ports forwarded into the guest.
     public var publishedConnections: UInt64 = 0
+    /// Host connections to published TCP ports closed at once: no guest address, the connection limit
+    /// reached, or the stack refused the connect.
     public var publishedRefused: UInt64 = 0
+    /// Host datagrams to published UDP ports forwarded into the guest.
     public var publishedDatagrams: UInt64 = 0
 
+    /// Creates counters that are all zero.
     public init() {}
 }
 
 /// One flow in the NAT's table, for stats.
 public struct NATFlowSnapshot: Sendable, Hashable, Codable {
+    /// `tcp` or `udp`.
     public var `protocol`: String
+    /// The guest's end, as `address:port`.
     public var guest: String
+    /// The far end as the guest addresses it, `address:port`; `*` for UDP, whose flows take datagrams
+    /// from any remote.
     public var remote: String
+    /// TCP: the guest connection's state, or `connecting` while the host connect is under way. UDP:
+    /// `open` or `closed`.
     public var state: String
+    /// Payload bytes passed from the guest to the host socket.
     public var bytesToHost: UInt64
+    /// Payload bytes passed from the host socket to the guest.
     public var bytesToGuest: UInt64
+    /// Seconds since the flow was opened.
     public var ageSeconds: Double
 }

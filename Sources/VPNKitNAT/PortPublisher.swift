@@ -8,12 +8,18 @@ import VPNKitStack
 /// 127.0.0.1:8080 and opens a connection to the guest's port 80 through the stack, from the host
 /// alias (no helper inside the guest).
 public struct PublishedPort: Sendable, Hashable, CustomStringConvertible {
+    /// The protocol of a published port: `tcp` or `udp`, as written in the text form.
     public enum Transport: String, Sendable { case tcp, udp }
+    /// TCP or UDP.
     public var transport: Transport
+    /// The host address to listen on; default 127.0.0.1, reachable from the host only.
     public var hostAddress: IPv4Address
+    /// The host port to listen on.
     public var hostPort: UInt16
+    /// The guest port that connections and datagrams go to.
     public var guestPort: UInt16
 
+    /// Creates a published port. Unlike the text form, it accepts port 0.
     public init(transport: Transport, hostAddress: IPv4Address = IPv4Address(127, 0, 0, 1), hostPort: UInt16, guestPort: UInt16) {
         self.transport = transport
         self.hostAddress = hostAddress
@@ -35,6 +41,7 @@ public struct PublishedPort: Sendable, Hashable, CustomStringConvertible {
         self.init(transport: transport, hostAddress: host, hostPort: hostPort, guestPort: guestPort)
     }
 
+    /// The text form, such as `tcp:127.0.0.1:8080:80`, which `init(_:)` parses back.
     public var description: String { "\(transport.rawValue):\(hostAddress):\(hostPort):\(guestPort)" }
 }
 

@@ -16,8 +16,11 @@ import Glibc
 
 /// Capture link types (LINKTYPE_* values as stored in files).
 public struct PcapLinkType: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    /// The LINKTYPE_ number as stored in a capture file's header.
     public var rawValue: Int32
+    /// Wraps any LINKTYPE_ number; types without a named constant are kept.
     public init(rawValue: Int32) { self.rawValue = rawValue }
+    /// Ethernet II frames (LINKTYPE_ETHERNET, 1), the stack's own link type and the writer's default.
     public static let ethernet = PcapLinkType(rawValue: 1)
     /// Raw IP, no link header (LINKTYPE_RAW; libpcap reports it as DLT_RAW).
     public static let raw = PcapLinkType(rawValue: 101)
@@ -29,6 +32,7 @@ public struct PcapLinkType: RawRepresentable, Sendable, Hashable, CustomStringCo
     /// Maps libpcap's DLT_ value back to the file's LINKTYPE_ value.
     init(datalink: Int32) { self.rawValue = datalink == DLT_RAW ? 101 : datalink }
 
+    /// A short name such as `Ethernet` or `raw IP`, or `link type` and the number for other types.
     public var description: String {
         switch self {
         case .ethernet: return "Ethernet"
@@ -41,10 +45,16 @@ public struct PcapLinkType: RawRepresentable, Sendable, Hashable, CustomStringCo
 
 /// Errors from opening, reading or writing captures.
 public enum PcapError: Error, Sendable, CustomStringConvertible {
+    /// The file at `path` could not be opened for reading or is not a capture libpcap understands; `reason`
+    /// is libpcap's message.
     case cannotOpen(path: String, reason: String)
+    /// Reading a record failed partway through the file (for example a truncated file); `reason` is libpcap's
+    /// message.
     case readFailed(reason: String)
+    /// The capture file at `path` could not be created; `reason` says why.
     case cannotWrite(path: String, reason: String)
 
+    /// A one-line message naming the path (when there is one) and libpcap's reason.
     public var description: String {
         switch self {
         case .cannotOpen(let path, let reason): return "cannot open capture \(path): \(reason)"
@@ -56,14 +66,17 @@ public enum PcapError: Error, Sendable, CustomStringConvertible {
 
 /// One captured frame.
 public struct PcapRecord: Sendable {
-    /// Seconds and nanoseconds since the epoch.
+    /// The capture time: whole seconds since the Unix epoch (see `nanoseconds` for the fraction).
     public var seconds: Int64
+    /// The fraction of the second, in nanoseconds (0..<1_000_000_000).
     public var nanoseconds: Int32
     /// The captured bytes (may be shorter than `originalLength` when the capture was truncated).
     public var data: ByteBuffer
     /// The frame's length on the wire.
     public var originalLength: Int
 
+    /// Creates a record; `originalLength` defaults to the number of readable bytes in `data` (an untruncated
+    /// capture).
     public init(seconds: Int64, nanoseconds: Int32, data: ByteBuffer, originalLength: Int? = nil) {
         self.seconds = seconds
         self.nanoseconds = nanoseconds
@@ -78,6 +91,7 @@ public struct PcapRecord: Sendable {
 /// Reads pcap and pcapng files (any link type libpcap knows; `linkType` says which).
 public final class PcapReader: Sequence, IteratorProtocol {
     private let handle: OpaquePointer
+    /// The path the reader was opened with.
     public let path: String
     /// The file's link type.
     public let linkType: PcapLinkType
@@ -87,6 +101,9 @@ public final class PcapReader: Sequence, IteratorProtocol {
     /// Set when reading stopped because of an error (a truncated file, say) rather than at the end.
     public private(set) var readError: PcapError?
 
+    /// Opens the capture file at `path`, asking libpcap for nanosecond timestamps whatever the file stores.
+    ///
+    /// - Throws: `PcapError.cannotOpen` when the file cannot be opened or is not a pcap or pcapng file.
     public init(path: String) throws(PcapError) {
         var errbuf = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         guard
@@ -135,9 +152,15 @@ public final class PcapReader: Sequence, IteratorProtocol {
 public final class PcapWriter {
     private let dead: OpaquePointer
     private let dumper: OpaquePointer
+    /// The path of the file being written.
     public let path: String
+    /// The link type recorded in the file header; every record written should be a frame of this type.
     public let linkType: PcapLinkType
 
+    /// Creates (or truncates) the pcap file at `path` and writes its header. `snapshotLength` is the largest
+    /// record length, in bytes, announced in the header; it is not enforced on writes.
+    ///
+    /// - Throws: `PcapError.cannotWrite` when the file cannot be created.
     public init(path: String, linkType: PcapLinkType = .ethernet, snapshotLength: Int = 262_144) throws(PcapError) {
         guard
             let dead = pcap_open_dead_with_tstamp_precision(

@@ -20,17 +20,26 @@ public struct TCPConfiguration: Sendable, Hashable {
     /// Bytes received and not yet read, plus out-of-order bytes: the advertised window is exactly
     /// what is left of this.
     public var receiveBufferSize: Int = 256 * 1024
+    /// Whether to offer the timestamps option (RFC 7323) for RTT measurement and PAWS; used only when the
+    /// peer offers it too. On by default.
     public var timestamps = true
+    /// Whether to offer SACK (RFC 2018); used only when the peer offers it too. On by default.
     public var selectiveAcknowledgments = true
+    /// Whether to offer window scaling (RFC 7323) so windows above 64 KiB can be advertised; used only when
+    /// the peer offers it too. On by default.
     public var windowScaling = true
     /// RFC 6298 bounds (the RFC's minimum of 1 s is lowered to Linux's 200 ms by default).
     public var initialRTO: TimeAmount = .seconds(1)
+    /// The lower bound on the computed retransmission timeout; 200 ms by default.
     public var minimumRTO: TimeAmount = .milliseconds(200)
+    /// The upper bound on the retransmission timeout after backoff (also caps the zero-window probe
+    /// interval); 60 s by default.
     public var maximumRTO: TimeAmount = .seconds(60)
     /// Retransmissions of one segment (or SYN) before the connection is given up.
     public var maximumRetransmissions = 12
     /// Delayed ACK (every second full segment, or this timeout).
     public var delayedACK = true
+    /// The longest an ACK is delayed when `delayedACK` is on; 40 ms by default.
     public var delayedACKTimeout: TimeAmount = .milliseconds(40)
     /// Nagle's algorithm (RFC 896).
     public var nagle = false
@@ -38,10 +47,13 @@ public struct TCPConfiguration: Sendable, Hashable {
     public var timeWait: TimeAmount = .seconds(60)
     /// Initial congestion window in segments (RFC 6928).
     public var initialWindowSegments = 10
+    /// The congestion control algorithm; NewReno by default.
     public var congestionControl = TCPCongestionControl.newReno
     /// Keep-alive (RFC 1122 §4.2.3.6): after this much idleness, probe; nil turns it off.
     public var keepAliveIdle: TimeAmount? = nil
+    /// Time between unanswered keep-alive probes; 75 s by default.
     public var keepAliveInterval: TimeAmount = .seconds(75)
+    /// Unanswered keep-alive probes after which the connection is closed as timed out; 9 by default.
     public var keepAliveProbes = 9
     /// User timeout: give up when sent data stays unacknowledged this long (nil: only the
     /// retransmission limit applies).
@@ -53,6 +65,7 @@ public struct TCPConfiguration: Sendable, Hashable {
     /// Out-of-order segments kept (the bytes are bounded by the receive buffer).
     public var maximumOutOfOrderSegments = 256
 
+    /// Creates a configuration with the defaults shown on each property.
     public init() {}
 
     /// The window-scale shift announcing the receive buffer.

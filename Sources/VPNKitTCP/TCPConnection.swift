@@ -5,6 +5,13 @@ import Glibc
 public import VPNKitBase
 
 /// The states of RFC 9293 §3.3.2 (LISTEN lives in the stack's listener table).
+///
+/// The raw value is the state's name as the RFC spells it, such as `SYN-SENT`. A connection opened
+/// with `TCPConnection.connect` starts in `synSent`, one made by `TCPConnection.accept` in
+/// `synReceived`; data flows in `established`. After our close it passes through `finWait1`,
+/// `finWait2` (or `closing` when both sides close at once) and `timeWait`; after the peer's close,
+/// through `closeWait` and `lastAck`. `closed` is final: the connection has ended and `closeReason`
+/// says why.
 public enum TCPState: String, Sendable, Hashable {
     case closed = "CLOSED", synSent = "SYN-SENT", synReceived = "SYN-RECEIVED", established = "ESTABLISHED"
     case finWait1 = "FIN-WAIT-1", finWait2 = "FIN-WAIT-2", closeWait = "CLOSE-WAIT", closing = "CLOSING"
@@ -13,8 +20,11 @@ public enum TCPState: String, Sendable, Hashable {
 
 /// A segment as the connection sees it: the parsed header and the payload.
 public struct TCPIncoming: Sendable {
+    /// The parsed header, options included.
     public var header: TCPHeader
+    /// The segment's data; empty for a pure ACK or control segment.
     public var payload: ByteBuffer
+    /// Pairs a parsed header with the segment's data.
     public init(header: TCPHeader, payload: ByteBuffer) {
         self.header = header
         self.payload = payload
@@ -26,8 +36,11 @@ public struct TCPIncoming: Sendable {
 
 /// A segment to send: a header and the payload (addresses and checksum are the stack's business).
 public struct TCPOutgoing: Sendable {
+    /// The header to send; its checksum is computed when it is prepended.
     public var header: TCPHeader
+    /// The data to send; empty for a pure ACK or control segment.
     public var payload: ByteBuffer
+    /// Pairs a header with the data to send after it.
     public init(header: TCPHeader, payload: ByteBuffer) {
         self.header = header
         self.payload = payload
@@ -50,26 +63,43 @@ public enum TCPCloseReason: Sendable, Hashable {
 
 /// Counters of one connection.
 public struct TCPConnectionCounters: Sendable, Hashable {
+    /// Segments the connection has emitted, retransmissions and probes included (RSTs built by `abort()` or
+    /// for unacceptable ACKs are not counted).
     public var segmentsSent = 0
+    /// Segments passed to `receive(_:now:)`, whether accepted or not.
     public var segmentsReceived = 0
+    /// Segments sent again: after a timeout, by fast retransmit, to fill SACK holes, or a repeated SYN.
     public var retransmissions = 0
+    /// Times the retransmission timer expired.
     public var timeouts = 0
+    /// Times three duplicate ACKs started fast recovery.
     public var fastRetransmits = 0
+    /// Segments whose data had already been received or was already queued out of order.
     public var duplicateSegments = 0
+    /// In-window segments that arrived ahead of the next expected sequence number and were queued.
     public var outOfOrderSegments = 0
+    /// Challenge ACKs sent (RFC 5961) in answer to a suspicious SYN or RST.
     public var challengeACKs = 0
+    /// Segments dropped as outside the receive window or as old duplicates by PAWS.
     public var droppedUnacceptable = 0
+    /// Probes sent while the peer advertised a zero window.
     public var zeroWindowProbes = 0
 }
 
 /// One TCP connection as a state machine (RFC 9293): segments, application calls and the time go in;
 /// segments to send, data to read and state changes come out. No I/O, no clock.
 public struct TCPConnection: Sendable {
+    /// The settings the connection was opened with.
     public let configuration: TCPConfiguration
+    /// Our port.
     public let localPort: UInt16
+    /// The peer's port.
     public let remotePort: UInt16
+    /// The current RFC 9293 state; `TCPState.closed` once the connection has ended.
     public private(set) var state: TCPState
+    /// Event counts for this connection since it was opened.
     public private(set) var counters = TCPConnectionCounters()
+    /// Why the connection ended; nil while it is still open.
     public private(set) var closeReason: TCPCloseReason?
 
     // Send sequence space.
@@ -267,12 +297,17 @@ public struct TCPConnection: Sendable {
 
     // MARK: - Timers
 
+    /// The earliest time `poll(now:)` has work (retransmission, delayed ACK, zero-window probe, keep-alive,
+    /// user timeout or end of TIME-WAIT); nil when no timer runs.
     public var nextDeadline: NIODeadline? {
         var times = [retransmitAt, delayedACKAt, timeWaitUntil, persistAt, keepAliveAt].compactMap { $0 }
         if let timeout = configuration.userTimeout, let since = unacknowledgedSince { times.append(since + timeout) }
         return times.min()
     }
 
+    /// Runs the timers due at `now`: it may retransmit, send a delayed ACK, probe, or close the connection
+    /// (end of TIME-WAIT, too many retransmissions, keep-alive or user timeout). New segments are queued for
+    /// `takeOutput()`.
     public mutating func poll(now: NIODeadline) {
         if let t = timeWaitUntil, now >= t {
             timeWaitUntil = nil
@@ -323,6 +358,9 @@ public struct TCPConnection: Sendable {
 
     // MARK: - Input
 
+    /// Processes one segment from the peer (RFC 9293 §3.10.7): acknowledgments, data, FIN and RST, with the
+    /// RFC 5961 and PAWS checks. The caller has already matched it to this connection and verified its
+    /// checksum; replies are queued for `takeOutput()`.
     public mutating func receive(_ segment: TCPIncoming, now: NIODeadline) {
         counters.segmentsReceived += 1
         var segment = segment
@@ -1047,6 +1085,7 @@ public struct TCPConnection: Sendable {
 
     /// Smoothed RTT and current RTO, for diagnostics.
     public var roundTrip: (smoothed: TimeAmount?, rto: TimeAmount) { (srtt, rto) }
+    /// The congestion window in bytes, for diagnostics.
     public var congestionWindow: Int { cwnd }
 }
 

@@ -3,8 +3,11 @@ public import VPNKitBase
 
 /// A SACK block: the left edge and the right edge (one past the last byte) of a received range.
 public struct SACKBlock: Sendable, Hashable {
+    /// The sequence number of the first byte of the range.
     public var left: UInt32
+    /// The sequence number one past the last byte of the range.
     public var right: UInt32
+    /// Creates a block covering `left..<right` in sequence space.
     public init(left: UInt32, right: UInt32) {
         self.left = left
         self.right = right
@@ -14,15 +17,28 @@ public struct SACKBlock: Sendable, Hashable {
 /// One TCP option, in wire order. Unknown kinds are kept with their data so a header re-emits
 /// byte for byte.
 public enum TCPOption: Sendable, Hashable {
+    /// End of option list (kind 0); nothing after it is parsed.
     case endOfList
+    /// No-operation (kind 1), one byte of padding used to align the next option.
     case noOperation
+    /// Maximum segment size (kind 2): the largest segment payload, in bytes, the sender will accept. Sent
+    /// only in a SYN.
     case maximumSegmentSize(UInt16)
+    /// Window scale (kind 3, RFC 7323): the shift count (0…14) the sender applies to its window fields. Sent
+    /// only in a SYN.
     case windowScale(UInt8)
+    /// SACK permitted (kind 4, RFC 2018): the sender can receive SACK blocks. Sent only in a SYN.
     case sackPermitted
+    /// Selective acknowledgment (kind 5, RFC 2018): up to four ranges received above the cumulative ACK.
     case sack([SACKBlock])
+    /// Timestamps (kind 8, RFC 7323): the sender's clock and the most recent timestamp received from the
+    /// peer.
     case timestamps(value: UInt32, echoReply: UInt32)
+    /// Any other kind, with the bytes after its length byte, kept so the header can be written back
+    /// unchanged.
     case unknown(kind: UInt8, data: [UInt8])
 
+    /// The option kind number written in the option's first byte (for example 2 for MSS, 8 for timestamps).
     public var kind: UInt8 {
         switch self {
         case .endOfList: return 0
@@ -83,6 +99,8 @@ public struct TCPOptionIterator: IteratorProtocol, Sendable {
 
     @inlinable init(_ buffer: ByteView) { self.buffer = buffer }
 
+    /// The next option, or nil at the end of the area, after an End-of-List option, or at a malformed option
+    /// (then `error` is set).
     public mutating func next() -> TCPOption? {
         let count = buffer.count
         guard offset < count, error == nil else { return nil }
@@ -139,8 +157,11 @@ public struct TCPOptionIterator: IteratorProtocol, Sendable {
 
 /// The options of a segment as a sequence (see `TCPOptionIterator` for malformed input).
 public struct TCPOptionSequence: Sequence, Sendable {
+    /// The options area: the header bytes after the fixed 20.
     public let bytes: ByteView
+    /// Wraps an options area; nothing is checked until iteration.
     @inlinable public init(_ bytes: ByteView) { self.bytes = bytes }
+    /// An iterator that walks the options from the first byte.
     public func makeIterator() -> TCPOptionIterator { TCPOptionIterator(bytes) }
 
     /// All options, or the first malformation.

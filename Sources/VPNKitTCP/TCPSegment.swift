@@ -5,14 +5,23 @@ public import VPNKitIPv4
 /// A validated view of a TCP segment: the buffer is the whole IP payload (header + data).
 /// Construction checks the fixed header and the data offset (≥ 5 words, within the buffer).
 public struct TCPSegment: Sendable {
+    /// The whole segment, header and data.
     public let bytes: ByteView
     /// The header length in bytes (data offset × 4).
     public let headerLength: Int
+    /// The length in bytes of a header without options.
     public static let minimumHeaderLength = 20
 
+    /// Validates the readable bytes of `buffer` as a segment and throws the same errors as the `ByteView`
+    /// initializer.
     @inlinable
     public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
 
+    /// Validates `bytes` (the whole IP payload) as a segment; afterwards no accessor can trap. Options and
+    /// the checksum are not checked here.
+    ///
+    /// - Throws: `WireError.truncated` for fewer than 20 bytes, `WireError.lengthTooSmall` for a data offset
+    ///   below 5 words, and `WireError.lengthExceedsBuffer` for a data offset past the bytes given.
     @inlinable
     public init(_ bytes: ByteView) throws(WireError) {
         let available = bytes.count
@@ -26,16 +35,25 @@ public struct TCPSegment: Sendable {
         self.headerLength = headerLength
     }
 
+    /// The sender's port.
     @inlinable public var sourcePort: UInt16 { bytes.loadU16(at: 0) }
+    /// The receiver's port.
     @inlinable public var destinationPort: UInt16 { bytes.loadU16(at: 2) }
+    /// The sequence number of the first byte of data (or of the SYN).
     @inlinable public var sequenceNumber: SequenceNumber { SequenceNumber(bytes.loadU32(at: 4)) }
+    /// The next sequence number the sender expects; significant only when `flags` contains ACK.
     @inlinable public var acknowledgmentNumber: SequenceNumber { SequenceNumber(bytes.loadU32(at: 8)) }
+    /// The control flags.
     @inlinable public var flags: TCPFlags { TCPFlags(rawValue: bytes.loadU16(at: 12)) }
     /// The raw (unscaled) window field.
     @inlinable public var window: UInt16 { bytes.loadU16(at: 14) }
+    /// The checksum field as received; see `isChecksumValid(source:destination:)`.
     @inlinable public var checksum: UInt16 { bytes.loadU16(at: 16) }
+    /// The urgent pointer field; significant only when `flags` contains URG.
     @inlinable public var urgentPointer: UInt16 { bytes.loadU16(at: 18) }
+    /// The number of data bytes after the header.
     @inlinable public var payloadLength: Int { bytes.count - headerLength }
+    /// The data after the header, to the end of the segment.
     @inlinable public var payload: ByteView { bytes.view(from: headerLength) }
     /// The options area (header bytes past the fixed 20).
     @inlinable public var optionBytes: ByteView { bytes.view(from: 20, length: headerLength - 20) }
@@ -52,15 +70,27 @@ public struct TCPSegment: Sendable {
 
 /// The value form of a TCP header, options parsed and kept in wire order.
 public struct TCPHeader: Sendable, Hashable {
+    /// The sender's port.
     public var sourcePort: UInt16
+    /// The receiver's port.
     public var destinationPort: UInt16
+    /// The sequence number of the first byte of data (or of the SYN).
     public var sequenceNumber: SequenceNumber
+    /// The next sequence number expected from the peer; significant only with the ACK flag.
     public var acknowledgmentNumber: SequenceNumber
+    /// The control flags.
     public var flags: TCPFlags
+    /// The raw window field; the receiver multiplies it by 2^shift when window scaling was negotiated (never
+    /// in a SYN).
     public var window: UInt16
+    /// The urgent pointer; 0 by default.
     public var urgentPointer: UInt16 = 0
+    /// The options in wire order; see
+    /// `standardOptions(maximumSegmentSize:sackPermitted:timestamps:windowScale:sack:)` for an aligned
+    /// layout.
     public var options: [TCPOption] = []
 
+    /// Creates a header; the acknowledgment number defaults to 0 and the urgent pointer is 0.
     public init(
         sourcePort: UInt16, destinationPort: UInt16, sequenceNumber: SequenceNumber,
         acknowledgmentNumber: SequenceNumber = SequenceNumber(0), flags: TCPFlags, window: UInt16,
@@ -90,19 +120,24 @@ public struct TCPHeader: Sendable, Hashable {
     }
 
     // Typed accessors over the option list.
+    /// The value of the first MSS option, or nil when there is none.
     public var maximumSegmentSize: UInt16? {
         for case .maximumSegmentSize(let v) in options { return v }
         return nil
     }
+    /// The shift count of the first window-scale option, or nil when there is none.
     public var windowScale: UInt8? {
         for case .windowScale(let v) in options { return v }
         return nil
     }
+    /// Whether a SACK-permitted option is present.
     public var sackPermitted: Bool { options.contains(.sackPermitted) }
+    /// The blocks of the first SACK option, or an empty array when there is none.
     public var sackBlocks: [SACKBlock] {
         for case .sack(let blocks) in options { return blocks }
         return []
     }
+    /// The values of the first timestamps option, or nil when there is none.
     public var timestamps: (value: UInt32, echoReply: UInt32)? {
         for case .timestamps(let value, let echoReply) in options { return (value, echoReply) }
         return nil

@@ -1,21 +1,28 @@
 public import NIOCore
 public import VPNKitBase
 
-/// Wraps any event-loop transport and applies seeded faults to both directions, using the event
-/// loop's clock: what `vpnkit run --fault-*` puts on the guest link.
+/// Wraps an event-loop transport and applies seeded faults to both directions, timed by the event loop's
+/// clock: what `vpnkit run --fault-*` puts on the guest link.
+///
+/// Create it and use it on `eventLoop` (the wrapped transport's) only: delayed frames are scheduled there.
 public final class FaultInjectingTransport: FrameTransport {
+    /// The wrapped transport. This transport takes over its `onFrame`; do not set that yourself.
     public let inner: any FrameTransport
     private let eventLoop: any EventLoop
     private var outbound: FaultInjector
     private var inbound: FaultInjector
+    /// Receives the guest's frames after the `fromGuest` faults: at once, or later from a task on the
+    /// event loop when the frame is delayed.
     public var onFrame: ((ByteBuffer) -> Void)?
+    /// The wrapped transport's `onClose`: reading or setting it goes straight through.
     public var onClose: (((any Error)?) -> Void)? {
         get { inner.onClose }
         set { inner.onClose = newValue }
     }
     private var closed = false
 
-    /// `toGuest` applies to frames we send, `fromGuest` to frames we receive.
+    /// Wraps `inner`, whose frames are then delivered through this transport's `onFrame`. `toGuest`
+    /// applies to frames we send, `fromGuest` to frames we receive.
     public init(wrapping inner: any FrameTransport, on eventLoop: any EventLoop, toGuest: FaultConfiguration, fromGuest: FaultConfiguration) {
         self.inner = inner
         self.eventLoop = eventLoop
@@ -24,8 +31,12 @@ public final class FaultInjectingTransport: FrameTransport {
         inner.onFrame = { [weak self] frame in self?.received(frame) }
     }
 
+    /// The wrapped transport's MTU.
     public var mtu: Int { inner.mtu }
+    /// The wrapped transport's guest MAC address, if it knows one.
     public var guestAddress: MACAddress? { inner.guestAddress }
+    /// The wrapped transport's statistics: sent frames counted after the faults (dropped ones missing,
+    /// duplicates twice), received frames before them. `counters` tells what the faults did.
     public var statistics: TransportStatistics { inner.statistics }
     /// Faults applied so far, per direction.
     public var counters: (toGuest: FaultCounters, fromGuest: FaultCounters) { (outbound.counters, inbound.counters) }
@@ -44,6 +55,11 @@ public final class FaultInjectingTransport: FrameTransport {
         }
     }
 
+    /// Applies the `toGuest` faults and hands the result to the wrapped transport, at once or from a task
+    /// scheduled for its delivery time.
+    ///
+    /// Returns false when this transport is closed or an immediate send failed. A frame the faults drop,
+    /// or a delayed one, returns true.
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool {
         guard !closed else { return false }
@@ -62,6 +78,7 @@ public final class FaultInjectingTransport: FrameTransport {
         return sent
     }
 
+    /// Closes the wrapped transport. Delayed frames still scheduled are discarded when their time comes.
     public func close() {
         closed = true
         inner.close()

@@ -6,12 +6,16 @@ public import VPNKitBase
 /// `deliver(until:)` with a time at or after their delivery time. Nothing happens on its own, so a
 /// simulation is reproducible step by step.
 public final class InMemoryLink {
+    /// One end of the link; the frames it sends get the `aToB` faults.
     public let a: Endpoint
+    /// The other end; the frames it sends get the `bToA` faults.
     public let b: Endpoint
     /// The link's current (virtual) time: sends are stamped with it.
     public private(set) var now: NIODeadline
 
-    /// `aToB` applies to frames sent by `a`, `bToA` to frames sent by `b`.
+    /// Creates a link whose clock starts at `start`. `aToB` applies to frames sent by `a`, `bToA` to
+    /// frames sent by `b`. At most `maximumQueuedFrames` frames (default 65536) wait for each endpoint;
+    /// more are dropped and counted in the sender's `sendDrops`.
     public init(
         mtu: Int = 1500, aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(),
         start: NIODeadline = .uptimeNanoseconds(0), maximumQueuedFrames: Int = 65536
@@ -53,10 +57,15 @@ public final class InMemoryLink {
 
     /// One end of the link.
     public final class Endpoint: FrameTransport {
+        /// The MTU given to the link. It is reported, not enforced: longer frames are carried too.
         public let mtu: Int
+        /// Nil unless set, for tests that need a transport that knows its guest's MAC address.
         public var guestAddress: MACAddress?
+        /// Called from `InMemoryLink.deliver(until:)` for every frame due to this endpoint.
         public var onFrame: ((ByteBuffer) -> Void)?
+        /// Called once, with nil, when the other endpoint closes.
         public var onClose: (((any Error)?) -> Void)?
+        /// This endpoint's counters. A frame counts as received when it is delivered, not when it is queued.
         public var statistics = TransportStatistics()
         /// Faults applied to frames this endpoint sends.
         public private(set) var injector: FaultInjector
@@ -73,11 +82,18 @@ public final class InMemoryLink {
             self.maximumQueuedFrames = maximumQueuedFrames
         }
 
+        /// The other endpoint; nil once the link is gone (the link owns both endpoints, which refer to it
+        /// weakly).
         public var peer: Endpoint? {
             guard let link else { return nil }
             return link.a === self ? link.b : link.a
         }
 
+        /// Applies this endpoint's faults and queues the result for the peer, due at the link's current
+        /// time plus any delay.
+        ///
+        /// Returns false, counting a send drop, when either end is closed or the link is gone. Frames
+        /// beyond the peer's queue limit are dropped and counted too, but the call still returns true.
         @discardableResult
         public func send(_ frame: ByteBuffer) -> Bool {
             guard !closed, let link, let peer = peer, !peer.closed else {
@@ -104,6 +120,8 @@ public final class InMemoryLink {
             inbox.insert(entry, at: index)
         }
 
+        /// Closes this end: discards the frames queued for it and calls the peer's `onClose` with nil.
+        /// Idempotent.
         public func close() {
             guard !closed else { return }
             closed = true

@@ -6,8 +6,11 @@ public import VPNKitBase
 /// connection current (closing the previous one); frames sent while no guest is attached are
 /// dropped and counted.
 public final class ReplaceableTransport: FrameTransport {
+    /// The MTU reported to the stack, fixed at creation whatever the connections say.
     public let mtu: Int
+    /// The connection in use; nil while no guest is attached.
     public private(set) var current: (any FrameTransport)?
+    /// Receives the frames of whichever connection is current.
     public var onFrame: ((ByteBuffer) -> Void)?
     /// Never called: the link outlives its connections.
     public var onClose: (((any Error)?) -> Void)?
@@ -20,11 +23,14 @@ public final class ReplaceableTransport: FrameTransport {
     /// What accepts the connections (a listener), kept alive and closed with this transport.
     public var listener: AnyObject?
 
+    /// Creates a transport with no connection attached.
     public init(mtu: Int) { self.mtu = mtu }
 
+    /// The current connection's guest MAC address, if any.
     public var guestAddress: MACAddress? { current?.guestAddress }
 
-    /// Makes `transport` the current connection.
+    /// Makes `transport` the current connection, closing the previous one (without calling `onDetach` for
+    /// it). Takes over the new connection's `onFrame` and `onClose`.
     public func attach(_ transport: any FrameTransport) {
         detach()
         current = transport
@@ -49,6 +55,8 @@ public final class ReplaceableTransport: FrameTransport {
 
     private func fold(_ s: TransportStatistics) { totals.add(s) }
 
+    /// Sends through the current connection. Returns false, counted in the statistics' `sendDrops`, while
+    /// none is attached.
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool {
         guard let current else {
@@ -66,6 +74,8 @@ public final class ReplaceableTransport: FrameTransport {
         return s
     }
 
+    /// Closes the current connection and the listener (a ``QemuStreamListener`` or ``VmnetListener``) and
+    /// forgets the listener.
     public func close() {
         detach()
         (listener as? QemuStreamListener)?.close()

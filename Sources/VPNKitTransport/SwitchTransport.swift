@@ -8,17 +8,23 @@ public import VPNKitBase
 /// also to another port when addressed to a MAC learned there (guest to guest). A port that goes
 /// away takes only its own MACs with it. Confined to one thread, like every transport.
 public final class SwitchTransport: FrameTransport {
+    /// The MTU reported to the stack.
     public let mtu: Int
     /// The stack's own MAC: frames for it never go to a port.
     public let stackAddress: MACAddress
     /// MACs learned at most, across all ports (a guest cannot grow the table without bound).
     public let maximumAddresses: Int
+    /// Receives the frames from the ports that are for the stack: addressed to `stackAddress`, to a
+    /// multicast or broadcast address, or to a MAC not learned on another port. Frames too short for an
+    /// Ethernet header are passed on too.
     public var onFrame: ((ByteBuffer) -> Void)?
     /// Never called: the switch outlives its ports.
     public var onClose: (((any Error)?) -> Void)?
-    /// Called after a port attached, and after one detached (with its error, nil for an orderly end).
+    /// Called after a port is attached, with its transport.
     public var onPortAttached: ((any FrameTransport) -> Void)?
-    /// The MACs that were learned on the port are passed along (to clean up what belonged to them).
+    /// Called after a port's connection ended by itself, with its transport, its error (nil for an
+    /// orderly end) and the MACs learned on it, to clean up what belonged to them. Not called for the
+    /// ports `close()` closes.
     public var onPortDetached: ((any FrameTransport, (any Error)?, Set<MACAddress>) -> Void)?
     /// What accepts the connections (a listener), kept alive and closed with the switch.
     public var listener: AnyObject?
@@ -39,6 +45,8 @@ public final class SwitchTransport: FrameTransport {
     /// Ports attached so far.
     public private(set) var attachments = 0
 
+    /// Creates a switch with no ports. `maximumAddresses` (default 1024) bounds the MAC table; once it is
+    /// full, new source MACs are not learned and frames to them are flooded.
     public init(mtu: Int, stackAddress: MACAddress, maximumAddresses: Int = 1024) {
         self.mtu = mtu
         self.stackAddress = stackAddress
@@ -50,9 +58,11 @@ public final class SwitchTransport: FrameTransport {
         ports.count == 1 ? ports.values.first?.transport.guestAddress : nil
     }
 
+    /// The number of ports attached now.
     public var portCount: Int { ports.count }
 
-    /// Adds a port.
+    /// Adds a port and takes over its `onFrame` and `onClose`. A MAC address the transport already knows is
+    /// learned at once, taken over from any older port. After `close()`, the transport is closed instead.
     public func attach(_ transport: any FrameTransport) {
         guard !closed else {
             transport.close()
@@ -112,7 +122,9 @@ public final class SwitchTransport: FrameTransport {
         }
     }
 
-    /// A frame from the stack: to the port owning its destination, or flooded.
+    /// A frame from the stack: sent to the port that owns its destination MAC, or flooded to every port
+    /// when the destination is multicast or unknown. Returns false, counted in `dropsWithoutPorts`, when
+    /// no port is attached; a flood returns true when any port took the frame.
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool {
         guard !closed, !ports.isEmpty else {
@@ -129,6 +141,7 @@ public final class SwitchTransport: FrameTransport {
         return sent
     }
 
+    /// Totals over every port, past and present, with `dropsWithoutPorts` added to `sendDrops`.
     public var statistics: TransportStatistics {
         var s = totals
         for port in ports.values { s.add(port.transport.statistics) }
@@ -156,6 +169,7 @@ public final class SwitchTransport: FrameTransport {
 
 /// Something that feeds a switch with ports (a connector that reconnects), closed with it.
 public protocol SwitchListener: AnyObject {
+    /// Stops producing ports and releases what it holds; called once when the switch closes.
     func close()
 }
 

@@ -19,13 +19,23 @@ public import VPNKitBase
 import Glibc
 #endif
 
+/// A Linux TAP device as a ``FrameTransport``: one read(2) or write(2) per frame, on the event loop that
+/// owns the device's descriptor.
+///
+/// Create it with `open(namespace:device:mtu:on:)` and use it on that event loop only.
 public final class TAPTransport: FrameTransport {
+    /// The MTU given to `open`; frames are read into buffers of MTU + 18 bytes.
     public let mtu: Int
     /// The device name the kernel reports (as asked, or assigned when a pattern like "tap%d" was given).
     public let deviceName: String
+    /// Always nil: a TAP device does not tell the guest's MAC address.
     public var guestAddress: MACAddress? { nil }
+    /// Called on the event loop for every frame read from the device.
     public var onFrame: ((ByteBuffer) -> Void)?
+    /// Called once, with nil, when the device's channel closes other than through `close()`.
     public var onClose: (((any Error)?) -> Void)?
+    /// The device's counters. `sendDrops` counts every failed write (see `writeWouldBlock` and
+    /// `writeErrors`); `receiveErrors` counts failed reads.
     public private(set) var statistics = TransportStatistics()
     /// Writes that failed with EAGAIN (the guest's queue was full).
     public private(set) var writeWouldBlock: UInt64 = 0
@@ -138,6 +148,8 @@ public final class TAPTransport: FrameTransport {
         callback?(error)
     }
 
+    /// Closes the device's descriptor through its channel, without calling `onClose`; later sends drop.
+    /// Idempotent.
     public func close() {
         guard !closed else { return }
         closed = true

@@ -9,11 +9,19 @@ public struct UDPDatagram: Sendable {
     public let bytes: ByteView
     /// The length field (header + data).
     public let length: Int
+    /// The length in bytes of the UDP header.
     public static let headerLength = 8
 
+    /// Validates the readable bytes of `buffer` as a datagram and throws the same errors as the `ByteView`
+    /// initializer.
     @inlinable
     public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
 
+    /// Validates `bytes` (the IP payload) as a datagram; afterwards no accessor can trap. The checksum is not
+    /// verified here: ask `isChecksumValid(_:)`.
+    ///
+    /// - Throws: `WireError.truncated` for fewer than 8 bytes, `WireError.lengthTooSmall` for a length field
+    ///   below 8, and `WireError.lengthExceedsBuffer` for a length field larger than the bytes given.
     @inlinable
     public init(_ bytes: ByteView) throws(WireError) {
         let available = bytes.count
@@ -25,9 +33,13 @@ public struct UDPDatagram: Sendable {
         self.length = length
     }
 
+    /// The sender's port.
     @inlinable public var sourcePort: UInt16 { bytes.loadU16(at: 0) }
+    /// The receiver's port.
     @inlinable public var destinationPort: UInt16 { bytes.loadU16(at: 2) }
+    /// The checksum field as received; 0 means the sender computed none.
     @inlinable public var checksum: UInt16 { bytes.loadU16(at: 6) }
+    /// The data after the 8-byte header, up to the length field (any trailing bytes are excluded).
     @inlinable public var payload: ByteView { bytes.view(from: 8, length: length - 8) }
 
     /// Whether the checksum verifies against `pseudoHeader` (a zero checksum means "none" and is valid).
@@ -45,17 +57,22 @@ public struct UDPDatagram: Sendable {
 
 /// The value form of a UDP header.
 public struct UDPHeader: Sendable, Hashable {
+    /// The sender's port.
     public var sourcePort: UInt16
+    /// The receiver's port.
     public var destinationPort: UInt16
     /// Whether to compute a checksum; false sends zero ("no checksum", allowed over IPv4).
     public var checksumEnabled: Bool
 
+    /// Creates a header; the checksum is computed unless `checksumEnabled` is false.
     public init(sourcePort: UInt16, destinationPort: UInt16, checksumEnabled: Bool = true) {
         self.sourcePort = sourcePort
         self.destinationPort = destinationPort
         self.checksumEnabled = checksumEnabled
     }
 
+    /// Copies the ports of a validated datagram; `checksumEnabled` is true when the datagram carried a
+    /// checksum.
     public init(parsing datagram: UDPDatagram) {
         self.init(
             sourcePort: datagram.sourcePort, destinationPort: datagram.destinationPort,

@@ -31,18 +31,25 @@ import Glibc
 /// channel (`onClose` with `SocketAddressError.unsupported`). qemu and vfkit always bind their end;
 /// keep the socket's directory closed to other users.
 public final class DatagramFrameTransport: FrameTransport {
+    /// The MTU given to `bind`; the datagram framing does not carry one.
     public let mtu: Int
     /// Our socket's path.
     public let path: String
+    /// Always nil: the datagram framing does not carry the guest's MAC address.
     public var guestAddress: MACAddress? { nil }
+    /// Called on the event loop for every accepted datagram, copied into a buffer of its own size.
+    /// Setting it starts reading.
     public var onFrame: ((ByteBuffer) -> Void)? {
         get { handler.onFrame }
         set { handler.onFrame = newValue }
     }
+    /// Called once, with the last socket error (or `TransportError.closed`), when the socket fails; not
+    /// after `close()`.
     public var onClose: (((any Error)?) -> Void)? {
         get { handler.onClose }
         set { handler.onClose = newValue }
     }
+    /// This socket's counters. `framesSent` includes frames still waiting for room in the peer's queue.
     public var statistics: TransportStatistics { handler.statistics }
     /// The peer's address, once known.
     public var peer: SocketAddress? { handler.peer }
@@ -59,6 +66,11 @@ public final class DatagramFrameTransport: FrameTransport {
         self.socketFile = UnixSocketFile(boundAt: path)
     }
 
+    /// Sends one frame as one datagram to the peer, or queues it while the peer's receive queue is full.
+    ///
+    /// Returns false, counted in `sendDrops`, when the socket is closed, no peer is known yet, the frame
+    /// is longer than `SocketTransportOptions.maxFrameSize`, sendto(2) fails with an error other than
+    /// EAGAIN, or the queue would pass `maxPendingBytes`.
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool { handler.send(frame) }
 

@@ -16,16 +16,18 @@ public import NIOCore
 
 /// Limits shared by the socket transports.
 public struct SocketTransportOptions: Sendable, Hashable {
-    /// The longest frame taken from the peer; a longer one is a framing error (counted in
-    /// `receiveErrors`; a stream connection is closed because it is out of sync). Also the longest
-    /// frame `send` takes. The vmnet transport caps it at 65535 (its length field has 16 bits).
+    /// The longest frame, in bytes, taken from the peer; default 65550. A longer one is a framing error
+    /// (counted in `receiveErrors`; a stream connection is closed because it is out of sync). Also the
+    /// longest frame `send` takes. The vmnet transport caps it at 65535 (its length field has 16 bits).
     public var maxFrameSize: Int
-    /// Bytes that may wait to be written while the peer does not read; beyond them `send` drops
+    /// Bytes that may wait to be written while the peer does not read; default 4 MiB. Beyond them `send` drops
     /// (counted in `sendDrops`). At most about this much plus one output batch plus one frame is held.
     public var maxPendingBytes: Int
-    /// vmnet: the time a client has to complete its handshake before the connection is closed.
+    /// vmnet only: the time a client has to complete its handshake before the connection is closed; default 10 s.
     public var handshakeTimeout: TimeAmount
 
+    /// Creates the limits: 65550-byte frames, 4 MiB of pending output and a 10-second handshake by
+    /// default. Traps when `maxFrameSize` is negative or `maxPendingBytes` is not positive.
     public init(maxFrameSize: Int = 65550, maxPendingBytes: Int = 4 << 20, handshakeTimeout: TimeAmount = .seconds(10)) {
         precondition(maxFrameSize >= 0 && maxPendingBytes > 0, "limits must be positive")
         self.maxFrameSize = maxFrameSize

@@ -13,16 +13,21 @@ public import VPNKitBase
 /// over `SocketTransportOptions.maxFrameSize`, or an end inside a frame, gives
 /// `onClose(TransportError.framing)`; a socket error gives `onClose(error)`.
 public final class QemuStreamTransport: FrameTransport {
+    /// The MTU given at creation; the qemu framing does not carry one.
     public let mtu: Int
+    /// Always nil: the qemu stream framing does not carry the guest's MAC address.
     public var guestAddress: MACAddress? { nil }
+    /// Called on the event loop for every frame received. Setting it starts reading.
     public var onFrame: ((ByteBuffer) -> Void)? {
         get { handler.onFrame }
         set { handler.onFrame = newValue }
     }
+    /// Called once when the connection ends by itself (see the type's description); not after `close()`.
     public var onClose: (((any Error)?) -> Void)? {
         get { handler.onClose }
         set { handler.onClose = newValue }
     }
+    /// This connection's counters.
     public var statistics: TransportStatistics { handler.statistics }
 
     let handler: FramedStreamHandler
@@ -36,9 +41,14 @@ public final class QemuStreamTransport: FrameTransport {
         FramedStreamHandler(prefix: .uint32BigEndian, maxReceiveFrame: options.maxFrameSize, maxSendFrame: options.maxFrameSize)
     }
 
+    /// Queues one frame behind its 4-byte length; small frames are batched and flushed once per
+    /// event-loop turn. Returns false, counted in `sendDrops`, when the connection is closed, the frame
+    /// is longer than `SocketTransportOptions.maxFrameSize`, or the pending output is over
+    /// `maxPendingBytes`.
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool { handler.send(frame) }
 
+    /// Flushes queued frames and closes the connection, without calling `onClose`. Idempotent.
     public func close() { handler.close() }
 
     /// Connects to the unix stream socket at `path` (where qemu listens with server=on). The

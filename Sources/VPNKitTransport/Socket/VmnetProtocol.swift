@@ -41,14 +41,17 @@ public enum Vmnet {
 
 /// The first message each side sends: 49 bytes.
 public struct VmnetInitMessage: Sendable, Hashable {
+    /// Length of an init message on the wire: 49 bytes.
     public static let size = 5 + 4 + 40
 
-    /// 5 bytes.
+    /// The 5-byte magic; `Vmnet.magic` (`VMN3T`) in a message we accept. `read(from:)` does not check it.
     public var magic: [UInt8]
+    /// The protocol version, little-endian on the wire; we accept only `Vmnet.version` (22).
     public var version: UInt32
     /// 40 bytes: the sender's build identifier (a git commit hash in vpnkit and hyperkit).
     public var commit: [UInt8]
 
+    /// Creates an init message; traps unless `magic` has 5 bytes and `commit` 40.
     public init(magic: [UInt8] = Vmnet.magic, version: UInt32 = Vmnet.version, commit: [UInt8]) {
         precondition(magic.count == 5 && commit.count == 40, "a vmnet init message has a 5-byte magic and a 40-byte commit")
         self.magic = magic
@@ -74,6 +77,7 @@ public struct VmnetInitMessage: Sendable, Hashable {
         return VmnetInitMessage(magic: magic, version: version, commit: commit)
     }
 
+    /// Appends the 49-byte encoding to `buffer`.
     public func write(to buffer: inout ByteBuffer) {
         buffer.writeBytes(magic)
         buffer.writeInteger(version, endianness: .little)
@@ -86,6 +90,7 @@ public struct VmnetUUID: Sendable, Hashable, CustomStringConvertible {
     /// The 16 bytes, in text order.
     public let bytes: [UInt8]
 
+    /// Wraps 16 raw bytes; nil for any other count.
     public init?(bytes: [UInt8]) {
         guard bytes.count == 16 else { return nil }
         self.bytes = bytes
@@ -171,17 +176,24 @@ public enum VmnetCommand: Sendable, Hashable {
     /// 0 for TCP and 1 for UDP). vpnkit's server refuses it; so do we.
     case bindIPv4(address: IPv4Address, port: UInt16, isTCP: Bool)
 
+    /// Length of a command on the wire: 41 bytes, whatever its type.
     public static let size = 1 + 36 + 4
 
+    /// The type byte of the `ethernet` command (1).
     public static let ethernetType: UInt8 = 1
+    /// The type byte of the `bindIPv4` command (6).
     public static let bindIPv4Type: UInt8 = 6
+    /// The type byte of the `preferredIPv4` command (8).
     public static let preferredIPv4Type: UInt8 = 8
 
     /// Why a command could not be parsed.
     public enum ParseError: Error, Sendable, Hashable, CustomStringConvertible {
+        /// The type byte (given) is none of 1, 6 and 8.
         case unknownType(UInt8)
+        /// The 36-byte UUID field (given) is neither all zeros nor UUID text.
         case invalidUUID([UInt8])
 
+        /// A short explanation; the server sends it to the client in its disconnect response.
         public var description: String {
             switch self {
             case .unknownType(let type): return "unknown command \(type)"
@@ -232,8 +244,10 @@ public enum VmnetResponse: Sendable, Hashable {
     /// Type 2: refused; the reason is at most 255 bytes of UTF-8 (longer is cut).
     case disconnect(reason: String)
 
+    /// Length of a response on the wire: 258 bytes.
     public static let size = 1 + 1 + 256
 
+    /// Appends the response to `buffer`, padded with zeros to 258 bytes.
     public func write(to buffer: inout ByteBuffer) {
         let start = buffer.writerIndex
         switch self {

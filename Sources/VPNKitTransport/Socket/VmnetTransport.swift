@@ -28,6 +28,7 @@ public struct VmnetClient: Sendable, Hashable {
 /// `SocketTransportOptions.maxFrameSize`, or an end inside a frame, gives
 /// `onClose(TransportError.framing)`; a socket error gives `onClose(error)`.
 public final class VmnetTransport: FrameTransport {
+    /// The MTU announced to the client in the handshake.
     public let mtu: Int
     /// The largest frame either side may send, as announced in the handshake (MTU + 50, at most 65535).
     public let maxPacketSize: Int
@@ -35,15 +36,19 @@ public final class VmnetTransport: FrameTransport {
     public let client: VmnetClient
     /// The client's MAC address (the one we gave it).
     public var guestAddress: MACAddress? { client.macAddress }
+    /// The client's UUID: the one it sent, or the one we picked for it.
     public var uuid: VmnetUUID { client.uuid }
+    /// Called on the event loop for every frame received. Setting it starts reading.
     public var onFrame: ((ByteBuffer) -> Void)? {
         get { handler.onFrame }
         set { handler.onFrame = newValue }
     }
+    /// Called once when the connection ends by itself (see the type's description); not after `close()`.
     public var onClose: (((any Error)?) -> Void)? {
         get { handler.onClose }
         set { handler.onClose = newValue }
     }
+    /// This connection's counters.
     public var statistics: TransportStatistics { handler.statistics }
 
     private let handler: FramedStreamHandler
@@ -55,16 +60,24 @@ public final class VmnetTransport: FrameTransport {
         self.client = client
     }
 
+    /// Queues one frame behind its 2-byte length; small frames are batched and flushed once per
+    /// event-loop turn. Returns false, counted in `sendDrops`, when the connection is closed, the frame
+    /// is longer than `maxPacketSize` (or `SocketTransportOptions.maxFrameSize`), or the pending output
+    /// is over `maxPendingBytes`.
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool { handler.send(frame) }
 
+    /// Flushes queued frames and closes the connection, without calling `onClose`. Idempotent.
     public func close() { handler.close() }
 }
 
 /// Why a vmnet client is turned away (the text goes to the client, at most 255 bytes).
 public struct VmnetRefusal: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The text sent to the client; only its first 255 bytes of UTF-8 go on the wire.
     public var reason: String
+    /// Creates a refusal with the reason sent to the client.
     public init(_ reason: String) { self.reason = reason }
+    /// The reason text.
     public var description: String { reason }
 }
 
@@ -74,7 +87,9 @@ public struct VmnetRefusal: Error, Sendable, Hashable, CustomStringConvertible {
 /// reported to `onHandshakeFailure` (with a `TransportError.handshake`) without affecting the others.
 /// Closing the listener stops accepting and removes the socket file; handed-over transports live on.
 public final class VmnetListener {
+    /// The socket file's path.
     public let path: String
+    /// The MTU announced to every client.
     public let mtu: Int
     /// The `max_packet_size` announced to clients.
     public let maxPacketSize: Int
