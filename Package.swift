@@ -14,6 +14,8 @@ let package = Package(
     name: "SwiftVPNKit",
     products: [
         .executable(name: "vpnkit", targets: ["vpnkit"]),
+        // The umbrella: `import VPNKit` for the embedding API and everything it uses.
+        .library(name: "VPNKit", targets: ["VPNKit"]),
         .library(name: "VPNKitBase", targets: ["VPNKitBase"]),
         .library(name: "VPNKitEthernet", targets: ["VPNKitEthernet"]),
         .library(name: "VPNKitARP", targets: ["VPNKitARP"]),
@@ -32,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin.git", from: "1.5.0"),
     ],
     targets: [
         .target(
@@ -112,6 +116,32 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "VPNKit",
+            dependencies: [
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitStack",
+                "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS", "VPNKitNAT", "VPNKitPcap",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
+        // Examples: small programs written against `import VPNKit` only, as a user would.
+        .executableTarget(name: "tcp-echo-server", dependencies: ["VPNKit"], path: "Examples/TCPEchoServer", swiftSettings: strict),
+        .executableTarget(name: "replay-capture", dependencies: ["VPNKit"], path: "Examples/ReplayCapture", swiftSettings: strict),
+        .executableTarget(name: "dhcp-lease", dependencies: ["VPNKit"], path: "Examples/DHCPLease", swiftSettings: strict),
+        .executableTarget(
+            name: "custom-transport",
+            dependencies: ["VPNKit", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            path: "Examples/CustomTransport", swiftSettings: strict),
+        // The public surface, used exactly as a user would (no @testable): it cannot break silently.
+        .testTarget(
+            name: "VPNKitPublicAPITests",
+            dependencies: ["VPNKit", .product(name: "MetricsTestKit", package: "swift-metrics")],
             swiftSettings: strict
         ),
         // Helpers shared by the test targets.

@@ -65,7 +65,8 @@ public final class AsyncTCPConnection: Sendable {
         }
     }
 
-    init(socket: TCPSocket, eventLoop: any EventLoop) {
+    /// Wraps `socket`; must be called on `eventLoop`, the loop of the socket's stack.
+    package init(socket: TCPSocket, eventLoop: any EventLoop) {
         let state = State(socket: socket)
         state.attach()
         self.state = NIOLoopBound(state, eventLoop: eventLoop)

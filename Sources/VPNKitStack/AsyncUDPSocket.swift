@@ -57,6 +57,13 @@ public final class AsyncUDPSocket: Sendable {
         }.get()
     }
 
+    /// Unbinds and ends `messages`; for code already on the stack's event loop.
+    package func closeOnEventLoop() {
+        eventLoop.preconditionInEventLoop()
+        socket.value.close()
+        continuation.finish()
+    }
+
     /// Unbinds and ends `messages`.
     public func close() async {
         let socket = self.socket

@@ -83,7 +83,16 @@ extension NetworkStack {
         tcpListeners[port] = accept
     }
 
+    /// Stops accepting new connections on `port`; connections already accepted go on.
     public func stopListeningTCP(port: UInt16) { tcpListeners[port] = nil }
+
+    /// Resets every TCP connection (each sends a RST and its socket's `onClosed` sees `.aborted`):
+    /// what a stack does before it goes away, so no reader or writer waits forever.
+    public func abortAllTCP(now: NIODeadline) {
+        for key in Array(tcpConnections.keys) {
+            withConnection(key, now: now) { $0.abort() }
+        }
+    }
 
     /// Opens a connection to `remote:port` from an owned address.
     public func connectTCP(to remote: IPv4Address, port: UInt16, from local: IPv4Address? = nil, localPort: UInt16? = nil, now: NIODeadline) throws(StackError) -> TCPSocket {

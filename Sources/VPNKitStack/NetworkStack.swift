@@ -59,7 +59,7 @@ public enum StackError: Error, Sendable, Hashable, CustomStringConvertible {
 /// Not thread-safe; confine it to one thread.
 public final class NetworkStack {
     public private(set) var configuration: StackConfiguration
-    var counters = StackCounters()
+    package var counters = StackCounters()
     public private(set) var arpCache: ARPCache
     public private(set) var reassembler: IPv4Reassembler
     var icmpErrors: TokenBucket
@@ -145,6 +145,12 @@ public final class NetworkStack {
                     targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
         }
     }
+
+    /// Called when a frame is queued for transmission while none were waiting: the owner should
+    /// call `takeOutput()` soon. `StackDriver` uses it so that output produced outside its own
+    /// calls (a socket written from a task, a service's reply) is sent without waiting for the next
+    /// frame or timer.
+    public var onOutput: (() -> Void)?
 
     /// Frames to transmit, in order; the caller sends each as one frame.
     public func takeOutput() -> [ByteBuffer] {
@@ -279,7 +285,9 @@ public final class NetworkStack {
 
     func transmit(_ frame: ByteBuffer) {
         counters.increment(.framesSent)
+        let first = outbox.isEmpty
         outbox.append(frame)
+        if first { onOutput?() }
     }
 
     // MARK: - IPv4 input

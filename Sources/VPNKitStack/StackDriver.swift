@@ -12,6 +12,9 @@ public final class StackDriver {
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
     private var stopped = false
+    /// Inside one of our own calls into the stack, which flush when they return.
+    private var busy = false
+    private var flushScheduled = false
     /// Called when the transport ends (nil error: orderly end).
     public var onTransportClosed: (((any Error)?) -> Void)?
     /// Objects that live as long as the driver (sockets, services attached to the stack).
@@ -30,9 +33,12 @@ public final class StackDriver {
         eventLoop.preconditionInEventLoop()
         transport.onFrame = { [weak self] frame in
             guard let self else { return }
+            self.busy = true
             self.stack.receive(frame, now: .now())
+            self.busy = false
             self.flush()
         }
+        stack.onOutput = { [weak self] in self?.outputQueued() }
         transport.onClose = { [weak self] error in
             guard let self else { return }
             self.stop()
@@ -45,8 +51,25 @@ public final class StackDriver {
     /// Runs `body` against the stack (to send a datagram, say), then transmits what it produced.
     public func perform<T>(_ body: (NetworkStack, NIODeadline) throws -> T) rethrows -> T {
         eventLoop.preconditionInEventLoop()
-        defer { flush() }
+        let wasBusy = busy
+        busy = true
+        defer {
+            busy = wasBusy
+            flush()
+        }
         return try body(stack, .now())
+    }
+
+    /// Output appeared outside our own calls (a socket used from a task, a service's timer): send
+    /// it on the next turn of the loop, once for everything queued until then.
+    private func outputQueued() {
+        guard !busy, !flushScheduled, !stopped else { return }
+        flushScheduled = true
+        eventLoop.assumeIsolated().execute { [weak self] in
+            guard let self else { return }
+            self.flushScheduled = false
+            self.flush()
+        }
     }
 
     /// Sends every frame the stack has produced and re-arms the timer for its next deadline.
@@ -74,7 +97,9 @@ public final class StackDriver {
             guard let self, !self.stopped else { return }
             self.timerDeadline = nil
             self.timer = nil
+            self.busy = true
             self.stack.poll(now: .now())
+            self.busy = false
             self.flush()
         }
     }
@@ -91,6 +116,7 @@ public final class StackDriver {
         timer?.cancel()
         timer = nil
         transport.onFrame = nil
+        stack.onOutput = nil
         transport.close()
         let attached = attachments
         attachments.removeAll()

@@ -1,0 +1,136 @@
+import CoreMetrics
+public import NIOCore
+import VPNKitDHCP
+import VPNKitNAT
+import VPNKitStack
+import VPNKitTransport
+
+extension UserspaceStack {
+    /// Reports the stack's counters through swift-metrics every `interval`, and once more at
+    /// shutdown, so whatever backend the application bootstrapped (Prometheus, StatsD, …) sees them
+    /// without glue.
+    ///
+    /// Each counter of ``UserspaceStackSnapshot`` becomes a swift-metrics `Counter` named
+    /// `PREFIX_NAME` (for example `vpnkit_frames_received`, `vpnkit_ipv4_bad_checksum`,
+    /// `vpnkit_link_frames_sent`, `vpnkit_nat_tcp_connects_started`, `vpnkit_dhcp_acks`,
+    /// `vpnkit_dns_queries`), incremented by how much it grew since the last report. Gauges carry
+    /// what goes up and down: `PREFIX_tcp_connections`, `PREFIX_nat_tcp_flows`, `PREFIX_nat_udp_flows`
+    /// and `PREFIX_dhcp_leases`. Every metric carries `dimensions`.
+    ///
+    /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` when metrics are already exported.
+    public func exportMetrics(every interval: TimeAmount = .seconds(5), labelPrefix: String = "vpnkit", dimensions: [(String, String)] = [])
+        async throws
+    {
+        let driver = self.driver
+        let stateBox = self.state
+        try await onLoop { _, state in
+            guard state.metrics == nil else { throw UserspaceStackError.alreadyAttached("metrics export") }
+            let exporter = StackMetricsExporter(prefix: labelPrefix, dimensions: dimensions)
+            state.metrics = exporter
+            exporter.report(driver: driver.value, state: state)
+            let bound = NIOLoopBound(exporter, eventLoop: driver.eventLoop)
+            exporter.task = driver.value.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                bound.value.report(driver: driver.value, state: stateBox.value)
+            }
+        }
+    }
+
+    /// Reports the counters to swift-metrics now, without waiting for the next interval.
+    /// - Throws: ``UserspaceStackError/notAttached(_:)`` when ``exportMetrics(every:labelPrefix:dimensions:)``
+    ///   was not called.
+    public func reportMetrics() async throws {
+        try await onLoop { driver, state in
+            guard let exporter = state.metrics else { throw UserspaceStackError.notAttached("metrics export") }
+            exporter.report(driver: driver, state: state)
+        }
+    }
+}
+
+/// Turns the stack's cumulative counters into swift-metrics increments. Confined to the event loop.
+final class StackMetricsExporter {
+    let prefix: String
+    let dimensions: [(String, String)]
+    var task: RepeatedTask?
+    private var reported: [String: UInt64] = [:]
+    private var counters: [String: CoreMetrics.Counter] = [:]
+    private var gauges: [String: Gauge] = [:]
+    private var stopped = false
+
+    init(prefix: String, dimensions: [(String, String)]) {
+        self.prefix = prefix
+        self.dimensions = dimensions
+    }
+
+    func stop() {
+        task?.cancel()
+        task = nil
+        stopped = true
+    }
+
+    func report(driver: StackDriver, state: UserspaceStack.State) {
+        guard !stopped else { return }
+        let now = NIODeadline.now()
+        for (name, value) in driver.stack.statistics.all { count(name, value) }
+        let link = driver.transport.statistics
+        count("link_frames_received", link.framesReceived)
+        count("link_bytes_received", link.bytesReceived)
+        count("link_frames_sent", link.framesSent)
+        count("link_bytes_sent", link.bytesSent)
+        count("link_send_drops", link.sendDrops)
+        count("link_receive_errors", link.receiveErrors)
+        gauge("tcp_connections", driver.stack.tcpConnectionCount)
+        if let nat = state.nat {
+            for (name, value) in fields(of: nat.counters) { count("nat_" + name, value) }
+            gauge("nat_tcp_flows", nat.openTCPFlows)
+            gauge("nat_udp_flows", nat.openUDPFlows)
+        }
+        if let dhcp = state.dhcpServer {
+            for (name, value) in fields(of: dhcp.counters) { count("dhcp_" + name, value) }
+            gauge("dhcp_leases", dhcp.leases(now: now).count)
+        }
+        if let dns = state.dns {
+            for (name, value) in fields(of: dns.counters) { count("dns_" + name, value) }
+        }
+    }
+
+    private func count(_ name: String, _ value: UInt64) {
+        let previous = reported[name] ?? 0
+        guard value > previous else { return }
+        reported[name] = value
+        let counter: CoreMetrics.Counter
+        if let existing = counters[name] {
+            counter = existing
+        } else {
+            counter = CoreMetrics.Counter(label: "\(prefix)_\(name)", dimensions: dimensions)
+            counters[name] = counter
+        }
+        counter.increment(by: Int64(clamping: value - previous))
+    }
+
+    private func gauge(_ name: String, _ value: Int) {
+        let gauge: Gauge
+        if let existing = gauges[name] {
+            gauge = existing
+        } else {
+            gauge = Gauge(label: "\(prefix)_\(name)", dimensions: dimensions)
+            gauges[name] = gauge
+        }
+        gauge.record(value)
+    }
+
+    /// The `UInt64` fields of a counters struct, named in snake_case.
+    private func fields(of counters: Any) -> [(String, UInt64)] {
+        Mirror(reflecting: counters).children.compactMap { child in
+            guard let label = child.label, let value = child.value as? UInt64 else { return nil }
+            var name = ""
+            for character in label {
+                if character.isUppercase {
+                    name += "_" + character.lowercased()
+                } else {
+                    name.append(character)
+                }
+            }
+            return (name, value)
+        }
+    }
+}

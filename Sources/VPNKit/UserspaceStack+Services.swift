@@ -1,0 +1,234 @@
+public import Logging
+public import NIOCore
+public import VPNKitBase
+public import VPNKitDHCP
+public import VPNKitDNS
+public import VPNKitIPv4
+public import VPNKitNAT
+public import VPNKitStack
+public import VPNKitTransport
+
+extension UserspaceStack {
+    // MARK: DHCP client
+
+    /// Runs a DHCP client on the link and waits for its first lease: the stack takes the leased
+    /// address, subnet and default router, and keeps renewing the lease until shutdown (if it is
+    /// lost the address is removed again). Start the stack with
+    /// ``StackConfiguration/unconfigured(macAddress:mtu:)`` for a host that has no address yet.
+    ///
+    /// - Parameters:
+    ///   - hostName: sent to the server as option 12 (nil: none).
+    ///   - configuration: the client's settings; the default uses the stack's MAC address.
+    ///   - timeout: how long to wait for the first lease.
+    /// - Throws: ``UserspaceStackError/dhcpTimedOut(after:)`` when no lease came in time (the client
+    ///   is stopped); ``UserspaceStackError/alreadyAttached(_:)`` on a second call.
+    public func configureWithDHCP(
+        hostName: String? = nil, configuration: DHCPClientConfiguration? = nil, timeout: TimeAmount = .seconds(30)
+    ) async throws -> DHCPClientLease {
+        let loop = eventLoop
+        let mac = self.configuration.macAddress
+        let logger = self.logger
+        let future: EventLoopFuture<DHCPClientLease> = try await onLoop { driver, state in
+            guard state.dhcpClient == nil else { throw UserspaceStackError.alreadyAttached("a DHCP client") }
+            var settings = configuration ?? DHCPClientConfiguration(hardwareAddress: mac)
+            if let hostName { settings.hostName = hostName }
+            let service = try DHCPClientService(stack: driver.stack, configuration: settings)
+            state.dhcpClient = service
+            let promise = loop.makePromise(of: DHCPClientLease.self)
+            var waiting = true
+            service.onEvent = { event in
+                switch event {
+                case .bound(let lease):
+                    logger.info("DHCP lease bound", metadata: ["address": "\(lease.address)", "subnet": "\(lease.subnet)"])
+                    if waiting {
+                        waiting = false
+                        promise.succeed(lease)
+                    }
+                case .renewed(let lease):
+                    logger.debug("DHCP lease renewed", metadata: ["address": "\(lease.address)"])
+                case .lost(let address, let reason):
+                    logger.notice("DHCP lease lost", metadata: ["address": "\(address)", "reason": "\(reason)"])
+                }
+            }
+            let timer = loop.assumeIsolated().scheduleTask(in: timeout) {
+                guard waiting else { return }
+                waiting = false
+                service.close()
+                if state.dhcpClient === service { state.dhcpClient = nil }
+                promise.fail(UserspaceStackError.dhcpTimedOut(after: timeout))
+            }
+            promise.futureResult.whenComplete { _ in timer.cancel() }
+            service.start(now: .now())
+            return promise.futureResult
+        }
+        return try await future.get()
+    }
+
+    /// The DHCP client's current lease (nil without a client, or while it has none).
+    public func dhcpLease() async -> DHCPClientLease? {
+        try? await onLoop { _, state in state.dhcpClient?.lease }
+    }
+
+    // MARK: DHCP server
+
+    /// Serves DHCP on the link (UDP port 67 of the stack's addresses): leases from the configured
+    /// pool, offered to any client that asks. The configuration's server address must be one the
+    /// stack owns.
+    /// - Throws: ``StackError/addressInUse(_:_:)`` when port 67 is taken;
+    ///   ``UserspaceStackError/alreadyAttached(_:)`` on a second call.
+    public func serveDHCP(_ configuration: DHCPServerConfiguration) async throws {
+        try await onLoop { driver, state in
+            guard state.dhcpServer == nil else { throw UserspaceStackError.alreadyAttached("a DHCP server") }
+            state.dhcpServer = try DHCPService(stack: driver.stack, configuration: configuration)
+        }
+    }
+
+    /// A DHCP server configuration for this stack's subnet: the stack's first address as server,
+    /// router and DNS server, the pool from the third address of the subnet to its last, and the
+    /// link MTU.
+    public var defaultDHCPServerConfiguration: DHCPServerConfiguration {
+        var c = DHCPServerConfiguration(
+            serverAddress: configuration.gateway, subnet: configuration.subnet, firstLease: configuration.subnet.address(at: 3))
+        c.routers = [configuration.gateway]
+        c.dnsServers = [configuration.gateway]
+        c.mtu = UInt16(clamping: configuration.mtu)
+        return c
+    }
+
+    // MARK: NAT
+
+    /// Attaches the NAT: the guest's TCP, UDP and ping to addresses off the link (and to the host
+    /// alias) are carried over host sockets on this event loop, and, unless `dns` is nil, a DNS
+    /// service answers on the stack's first address (UDP and TCP port 53).
+    ///
+    /// - Returns: a description of how outside ping works ("raw socket", "ping socket"), or nil
+    ///   when neither kind of ICMP socket could be opened (ping to outside addresses is then off).
+    /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` on a second call; ``StackError`` when
+    ///   port 53 is taken.
+    @discardableResult
+    public func attachNAT(_ configuration: NATConfiguration = NATConfiguration(), dns: DNSServiceConfiguration? = DNSServiceConfiguration()) async throws
+        -> String?
+    {
+        let logger = self.logger
+        let icmp: EventLoopFuture<String?> = try await onLoop { driver, state in
+            guard state.nat == nil else { throw UserspaceStackError.alreadyAttached("a NAT") }
+            var natLogger = logger
+            natLogger[metadataKey: "component"] = "nat"
+            if let dns {
+                var dnsLogger = logger
+                dnsLogger[metadataKey: "component"] = "dns"
+                let service = try DNSService(driver: driver, configuration: dns, logger: dnsLogger)
+                driver.attachments.append(service)
+                state.dns = service
+            }
+            let nat = NAT(driver: driver, configuration: configuration, logger: natLogger)
+            state.nat = nat
+            return nat.startICMP()
+        }
+        return try await icmp.get()
+    }
+
+    /// Forwards a host port into the guest at `guestAddress` through the NAT (which must be
+    /// attached): each host connection or datagram is opened into the guest from the host alias.
+    /// - Throws: the bind error when the host port cannot be bound;
+    ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
+    public func publish(_ port: PublishedPort, to guestAddress: IPv4Address) async throws {
+        let future: EventLoopFuture<Void> = try await onLoop { _, state in
+            guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
+            return nat.publish(port) { guestAddress }
+        }
+        try await future.get()
+    }
+
+    // MARK: Capture
+
+    /// Starts copying every frame in both directions to a pcap file at `path` (created or
+    /// truncated; Ethernet link type, wall-clock timestamps). A capture already running is stopped
+    /// first. Capturing costs nothing while it is off.
+    /// - Throws: ``PcapError`` when the file cannot be opened.
+    public func startCapture(toFile path: String) async throws {
+        try await onLoop { _, state in
+            state.capture.sink = try PcapFileSink(path: path)
+        }
+    }
+
+    /// Starts keeping the most recent frames in memory (at most `maximumFrames` and `maximumBytes`);
+    /// ``stopCapture()`` returns them. For tests, and for a look at the last moments before a failure.
+    public func startCapture(maximumFrames: Int = 1024, maximumBytes: Int = 4 << 20) async throws {
+        try await onLoop { _, state in
+            state.capture.sink = CaptureRing(maximumFrames: maximumFrames, maximumBytes: maximumBytes)
+        }
+    }
+
+    /// Stops capturing. A file capture is flushed and closed; an in-memory capture's frames are
+    /// returned, oldest first (empty for a file capture or when none was running).
+    @discardableResult
+    public func stopCapture() async -> [ByteBuffer] {
+        (try? await onLoop { _, state -> [ByteBuffer] in
+            let frames = (state.capture.sink as? CaptureRing)?.contents.map(\.frame) ?? []
+            state.capture.sink = nil
+            return frames
+        }) ?? []
+    }
+
+    // MARK: Snapshots
+
+    /// Counters and tables of the stack and every attached service, taken at one instant on the
+    /// event loop.
+    public func snapshot() async throws -> UserspaceStackSnapshot {
+        try await onLoop { driver, state in
+            let now = NIODeadline.now()
+            return UserspaceStackSnapshot(
+                addresses: driver.stack.configuration.addresses,
+                subnet: driver.stack.configuration.subnet,
+                counters: driver.stack.statistics,
+                link: driver.transport.statistics,
+                tcpConnections: driver.stack.tcpConnectionCount,
+                framesCaptured: state.capture.framesCaptured,
+                dhcpLease: state.dhcpClient?.lease,
+                dhcpServer: state.dhcpServer.map { .init(counters: $0.counters, leases: $0.leases(now: now)) },
+                nat: state.nat.map { .init(counters: $0.counters, flows: $0.flows(now: now)) },
+                dns: state.dns?.counters)
+        }
+    }
+}
+
+/// Everything a ``UserspaceStack`` counts, at one instant (from ``UserspaceStack/snapshot()``).
+public struct UserspaceStackSnapshot: Sendable {
+    /// The addresses the stack owns now (the gateway, or the DHCP client's lease, first).
+    public var addresses: [IPv4Address]
+    /// The subnet of the link as the stack sees it now.
+    public var subnet: IPv4Subnet
+    /// Every counter of the stack's layers, including one per drop reason.
+    public var counters: StackCounters
+    /// Frames and bytes that crossed the link, and its drops.
+    public var link: TransportStatistics
+    /// TCP connections the stack holds (in any state but CLOSED).
+    public var tcpConnections: Int
+    /// Frames copied to a capture since the stack started.
+    public var framesCaptured: UInt64
+    /// The DHCP client's lease, when a client is attached and bound.
+    public var dhcpLease: DHCPClientLease?
+    /// The DHCP server's counters and leases, when a server is attached.
+    public var dhcpServer: DHCPServerSnapshot?
+    /// The NAT's counters and flow table, when the NAT is attached.
+    public var nat: NATSnapshot?
+    /// The DNS service's counters, when the NAT was attached with DNS.
+    public var dns: DNSResolverCounters?
+
+    /// A DHCP server's state.
+    public struct DHCPServerSnapshot: Sendable {
+        /// Messages by kind, and refusals.
+        public var counters: DHCPServerCounters
+        /// Every lease the server remembers (offered, bound, declined or expired).
+        public var leases: [DHCPLease]
+    }
+
+    /// The NAT's state.
+    public struct NATSnapshot: Sendable {
+        /// Connections, datagrams, bytes and refusals.
+        public var counters: NATCounters
+        /// One entry per open TCP connection, UDP flow and ping in flight.
+        public var flows: [NATFlowSnapshot]
+    }
+}

@@ -1,0 +1,201 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+import VPNKitBase
+public import VPNKitDHCP
+public import VPNKitNAT
+public import VPNKitStack
+public import VPNKitTransport
+
+/// A TCP/IP stack running on a SwiftNIO event loop over a link: the embedding API.
+///
+/// `UserspaceStack` is `Sendable`; every method may be called from any task or thread and hops to
+/// the stack's event loop. Underneath sit the event-loop types — ``StackDriver`` and the state
+/// machine ``NetworkStack`` — which ``withDriver(_:)`` hands to code that wants to work on the loop
+/// directly.
+///
+/// ```swift
+/// let stack = try await UserspaceStack.start(
+///     configuration: StackConfiguration(subnet: IPv4Subnet("10.0.0.0/24")!),
+///     link: .tap(device: "tap0", namespace: "guest"))
+/// let listener = try await stack.listenTCP(port: 7)
+/// for await connection in listener {
+///     Task { while let bytes = try await connection.read() { try await connection.write(bytes) } }
+/// }
+/// ```
+///
+/// Services attach to a running stack: ``configureWithDHCP(hostName:timeout:)`` (a DHCP client),
+/// ``serveDHCP(_:)`` (a DHCP server), ``attachNAT(_:dns:)`` (host sockets for the guest's traffic),
+/// ``startCapture(toFile:)`` and ``exportMetrics(every:labelPrefix:dimensions:)``. ``shutdown()``
+/// stops all of them, closes the link and, when the stack made its own event loop, stops that too.
+public final class UserspaceStack: Sendable {
+    /// The loop every part of this stack runs on.
+    public let eventLoop: any EventLoop
+    /// The configuration the stack started with (a DHCP client changes the live addresses; see
+    /// ``snapshot()``).
+    public let configuration: StackConfiguration
+    let driver: NIOLoopBound<StackDriver>
+    let state: NIOLoopBound<State>
+    let logger: Logger
+    private let ownedGroup: MultiThreadedEventLoopGroup?
+    private let ended: EventLoopPromise<LinkEnd>
+
+    /// How the link ended, as ``waitUntilLinkEnds()`` reports it.
+    public enum LinkEnd: Sendable {
+        /// ``UserspaceStack/shutdown()`` was called.
+        case shutDown
+        /// The other side closed the link in an orderly way (a VM exited, a replay finished).
+        case closedByPeer
+        /// The link failed; the text says how.
+        case failed(String)
+    }
+
+    /// State that lives on the event loop next to the driver.
+    final class State {
+        let capture: CaptureSwitch
+        var dhcpClient: DHCPClientService?
+        var dhcpServer: DHCPService?
+        var nat: NAT?
+        var dns: DNSService?
+        var metrics: StackMetricsExporter?
+        var listeners: [UInt16: AsyncStream<AsyncTCPConnection>.Continuation] = [:]
+        var udpSockets: [Weak<AsyncUDPSocket>] = []
+        var isShutDown = false
+        init(capture: CaptureSwitch) { self.capture = capture }
+    }
+
+    private init(
+        eventLoop: any EventLoop, configuration: StackConfiguration, driver: NIOLoopBound<StackDriver>, state: NIOLoopBound<State>,
+        logger: Logger, ownedGroup: MultiThreadedEventLoopGroup?, ended: EventLoopPromise<LinkEnd>
+    ) {
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        self.driver = driver
+        self.state = state
+        self.logger = logger
+        self.ownedGroup = ownedGroup
+        self.ended = ended
+    }
+
+    /// Opens `link` and starts a stack on it: the stack announces itself (gratuitous ARP) and
+    /// answers ARP, ping and whatever services are attached later.
+    ///
+    /// - Parameters:
+    ///   - configuration: addresses, MTU and limits (the MTU is taken from the link when it differs).
+    ///   - link: the transport to run over.
+    ///   - eventLoop: the loop to run on; nil uses the link's own loop if it has one, else the stack
+    ///     makes a one-thread loop of its own and stops it on ``shutdown()``.
+    ///   - logger: where the stack's services log (labels `vpnkit.stack`, `vpnkit.nat`, `vpnkit.dns`
+    ///     by default).
+    /// - Throws: the link's error when it cannot be opened (``TransportError`` for the built-in ones).
+    public static func start(
+        configuration: StackConfiguration = StackConfiguration(), link: Link, on eventLoop: (any EventLoop)? = nil,
+        logger: Logger = Logger(label: "vpnkit.stack")
+    ) async throws -> UserspaceStack {
+        var ownedGroup: MultiThreadedEventLoopGroup?
+        let loop: any EventLoop
+        if let given = eventLoop ?? link.eventLoop {
+            loop = given
+        } else {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            ownedGroup = group
+            loop = group.next()
+        }
+        if let required = link.eventLoop, required !== loop {
+            try? await ownedGroup?.shutdownGracefully()
+            throw UserspaceStackError.wrongEventLoop
+        }
+        let ended = loop.makePromise(of: LinkEnd.self)
+        do {
+            let transport = try await link.open(loop).get()
+            let (driver, state, effective) = try await loop.submit {
+                var configuration = configuration
+                let inner = transport.value
+                configuration.mtu = inner.mtu
+                let capture = CaptureSwitch(wrapping: inner)
+                let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: capture, eventLoop: loop)
+                let state = State(capture: capture)
+                driver.onTransportClosed = { error in
+                    ended.succeed(error.map { .failed(String(describing: $0)) } ?? .closedByPeer)
+                }
+                driver.start()
+                return (NIOLoopBound(driver, eventLoop: loop), NIOLoopBound(state, eventLoop: loop), configuration)
+            }.get()
+            return UserspaceStack(
+                eventLoop: loop, configuration: effective, driver: driver, state: state, logger: logger, ownedGroup: ownedGroup, ended: ended)
+        } catch {
+            ended.succeed(.failed(String(describing: error)))
+            try? await ownedGroup?.shutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Runs `body` on the event loop with the driver (and through it the ``NetworkStack``), then
+    /// transmits whatever the stack produced. For work the async API does not cover.
+    public func withDriver<T: Sendable>(_ body: @escaping @Sendable (StackDriver) throws -> T) async throws -> T {
+        let driver = self.driver
+        let state = self.state
+        return try await eventLoop.submit {
+            guard !state.value.isShutDown else { throw UserspaceStackError.shutDown }
+            let d = driver.value
+            defer { d.flush() }
+            return try body(d)
+        }.get()
+    }
+
+    /// Waits until the link ends: the peer closed it, it failed, or ``shutdown()`` was called.
+    public func waitUntilLinkEnds() async -> LinkEnd {
+        (try? await ended.futureResult.get()) ?? .shutDown
+    }
+
+    /// Stops every attached service (a final metrics report, the NAT's host sockets, the DHCP
+    /// client — without releasing its lease — and server), flushes a capture, closes the link, and
+    /// stops the event loop when the stack made it. Safe to call more than once.
+    public func shutdown() async {
+        let driver = self.driver
+        let state = self.state
+        let ended = self.ended
+        try? await eventLoop.submit {
+            let s = state.value
+            guard !s.isShutDown else { return }
+            s.isShutDown = true
+            if let metrics = s.metrics {
+                metrics.report(driver: driver.value, state: s)
+                metrics.stop()
+            }
+            s.metrics = nil
+            s.dhcpClient?.close()
+            s.dhcpClient = nil
+            s.dhcpServer?.close()
+            s.dhcpServer = nil
+            s.dns?.close()
+            s.dns = nil
+            s.nat?.close()
+            s.nat = nil
+            for listener in s.listeners.values { listener.finish() }
+            s.listeners.removeAll()
+            for socket in s.udpSockets { socket.value?.closeOnEventLoop() }
+            s.udpSockets.removeAll()
+            driver.value.stack.abortAllTCP(now: .now())
+            driver.value.flush()
+            s.capture.sink = nil
+            driver.value.onTransportClosed = nil
+            driver.value.stop()
+            ended.succeed(.shutDown)
+        }.get()
+        try? await ownedGroup?.shutdownGracefully()
+    }
+
+    /// Runs `body` on the loop with the live state; fails with ``UserspaceStackError/shutDown``
+    /// after ``shutdown()``.
+    func onLoop<T: Sendable>(_ body: @escaping @Sendable (StackDriver, State) throws -> T) async throws -> T {
+        let driver = self.driver
+        let state = self.state
+        return try await eventLoop.submit {
+            guard !state.value.isShutDown else { throw UserspaceStackError.shutDown }
+            let d = driver.value
+            defer { d.flush() }
+            return try body(d, state.value)
+        }.get()
+    }
+}

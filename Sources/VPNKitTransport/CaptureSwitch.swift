@@ -1,0 +1,65 @@
+public import NIOCore
+public import VPNKitBase
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Wraps a transport so that capturing can be switched on and off while frames flow: with no sink
+/// it passes frames straight through (one optional check per frame); with one, every frame in both
+/// directions is copied to it, stamped with the wall clock. Confined to the transport's thread.
+public final class CaptureSwitch: FrameTransport {
+    /// The transport being wrapped.
+    public let inner: any FrameTransport
+    /// Where frames go now; nil while capturing is off. Setting a new sink flushes and drops the old one.
+    public var sink: (any CaptureSink)? {
+        didSet { (oldValue as? PcapFileSink)?.flush() }
+    }
+    /// Frames copied to a sink since this switch was made.
+    public private(set) var framesCaptured: UInt64 = 0
+    /// Called for every frame from the guest (after it was captured).
+    public var onFrame: ((ByteBuffer) -> Void)?
+    /// The wrapped transport's end-of-link callback.
+    public var onClose: (((any Error)?) -> Void)? {
+        get { inner.onClose }
+        set { inner.onClose = newValue }
+    }
+
+    /// Wraps `inner`, capturing to `sink` from the start when one is given.
+    public init(wrapping inner: any FrameTransport, sink: (any CaptureSink)? = nil) {
+        self.inner = inner
+        self.sink = sink
+        inner.onFrame = { [weak self] frame in
+            guard let self else { return }
+            if let sink = self.sink { self.capture(frame, into: sink) }
+            self.onFrame?(frame)
+        }
+    }
+
+    /// The wrapped transport's MTU.
+    public var mtu: Int { inner.mtu }
+    /// The wrapped transport's guest MAC address, if it knows one.
+    public var guestAddress: MACAddress? { inner.guestAddress }
+    /// The wrapped transport's counters.
+    public var statistics: TransportStatistics { inner.statistics }
+
+    /// Captures `frame` when a sink is set, then sends it on the wrapped transport.
+    @discardableResult
+    public func send(_ frame: ByteBuffer) -> Bool {
+        if let sink { capture(frame, into: sink) }
+        return inner.send(frame)
+    }
+
+    /// Flushes a file sink and closes the wrapped transport.
+    public func close() {
+        (sink as? PcapFileSink)?.flush()
+        inner.close()
+    }
+
+    private func capture(_ frame: ByteBuffer, into sink: any CaptureSink) {
+        framesCaptured &+= 1
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        sink.capture(frame, at: .now(), wallClockNanoseconds: Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec))
+    }
+}
