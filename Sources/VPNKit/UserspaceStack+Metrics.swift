@@ -1,4 +1,4 @@
-import CoreMetrics
+public import CoreMetrics
 public import NIOCore
 import VPNKitDHCP
 import VPNKitNAT
@@ -17,15 +17,18 @@ extension UserspaceStack {
     /// what goes up and down: `PREFIX_tcp_connections`, `PREFIX_nat_tcp_flows`, `PREFIX_nat_udp_flows`
     /// and `PREFIX_dhcp_leases`. Every metric carries `dimensions`.
     ///
+    /// - Parameter factory: the backend to report to; nil uses the one bootstrapped in
+    ///   `MetricsSystem` (the usual choice; pass one to keep several stacks' metrics apart, or in tests).
     /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` when metrics are already exported.
-    public func exportMetrics(every interval: TimeAmount = .seconds(5), labelPrefix: String = "vpnkit", dimensions: [(String, String)] = [])
-        async throws
-    {
+    public func exportMetrics(
+        every interval: TimeAmount = .seconds(5), labelPrefix: String = "vpnkit", dimensions: [(String, String)] = [],
+        factory: (any MetricsFactory)? = nil
+    ) async throws {
         let driver = self.driver
         let stateBox = self.state
         try await onLoop { _, state in
             guard state.metrics == nil else { throw UserspaceStackError.alreadyAttached("metrics export") }
-            let exporter = StackMetricsExporter(prefix: labelPrefix, dimensions: dimensions)
+            let exporter = StackMetricsExporter(prefix: labelPrefix, dimensions: dimensions, factory: factory ?? MetricsSystem.factory)
             state.metrics = exporter
             exporter.report(driver: driver.value, state: state)
             let bound = NIOLoopBound(exporter, eventLoop: driver.eventLoop)
@@ -36,7 +39,7 @@ extension UserspaceStack {
     }
 
     /// Reports the counters to swift-metrics now, without waiting for the next interval.
-    /// - Throws: ``UserspaceStackError/notAttached(_:)`` when ``exportMetrics(every:labelPrefix:dimensions:)``
+    /// - Throws: ``UserspaceStackError/notAttached(_:)`` when ``exportMetrics(every:labelPrefix:dimensions:factory:)``
     ///   was not called.
     public func reportMetrics() async throws {
         try await onLoop { driver, state in
@@ -50,15 +53,17 @@ extension UserspaceStack {
 final class StackMetricsExporter {
     let prefix: String
     let dimensions: [(String, String)]
+    let factory: any MetricsFactory
     var task: RepeatedTask?
     private var reported: [String: UInt64] = [:]
     private var counters: [String: CoreMetrics.Counter] = [:]
     private var gauges: [String: Gauge] = [:]
     private var stopped = false
 
-    init(prefix: String, dimensions: [(String, String)]) {
+    init(prefix: String, dimensions: [(String, String)], factory: any MetricsFactory) {
         self.prefix = prefix
         self.dimensions = dimensions
+        self.factory = factory
     }
 
     func stop() {
@@ -94,17 +99,19 @@ final class StackMetricsExporter {
     }
 
     private func count(_ name: String, _ value: UInt64) {
-        let previous = reported[name] ?? 0
-        guard value > previous else { return }
+        // Every counter is registered at its first report, zero or not, so a backend lists it.
+        let previous = reported[name]
+        if let previous, value <= previous { return }
         reported[name] = value
         let counter: CoreMetrics.Counter
         if let existing = counters[name] {
             counter = existing
         } else {
-            counter = CoreMetrics.Counter(label: "\(prefix)_\(name)", dimensions: dimensions)
+            counter = CoreMetrics.Counter(label: "\(prefix)_\(name)", dimensions: dimensions, factory: factory)
             counters[name] = counter
         }
-        counter.increment(by: Int64(clamping: value - previous))
+        let growth = value - (previous ?? 0)
+        if growth > 0 { counter.increment(by: Int64(clamping: growth)) }
     }
 
     private func gauge(_ name: String, _ value: Int) {
@@ -112,7 +119,7 @@ final class StackMetricsExporter {
         if let existing = gauges[name] {
             gauge = existing
         } else {
-            gauge = Gauge(label: "\(prefix)_\(name)", dimensions: dimensions)
+            gauge = Gauge(label: "\(prefix)_\(name)", dimensions: dimensions, factory: factory)
             gauges[name] = gauge
         }
         gauge.record(value)

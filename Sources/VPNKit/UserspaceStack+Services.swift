@@ -99,7 +99,8 @@ extension UserspaceStack {
 
     /// Attaches the NAT: the guest's TCP, UDP and ping to addresses off the link (and to the host
     /// alias) are carried over host sockets on this event loop, and, unless `dns` is nil, a DNS
-    /// service answers on the stack's first address (UDP and TCP port 53).
+    /// service answers on the stack's first address (UDP and TCP port 53). A host alias inside the
+    /// stack's subnet becomes one of the stack's addresses, so the guest can resolve it with ARP.
     ///
     /// - Returns: a description of how outside ping works ("raw socket", "ping socket"), or nil
     ///   when neither kind of ICMP socket could be opened (ping to outside addresses is then off).
@@ -120,6 +121,9 @@ extension UserspaceStack {
                 let service = try DNSService(driver: driver, configuration: dns, logger: dnsLogger)
                 driver.attachments.append(service)
                 state.dns = service
+            }
+            if let alias = configuration.hostAlias, alias != .any, driver.stack.configuration.subnet.contains(alias) {
+                driver.stack.addAddress(alias)
             }
             let nat = NAT(driver: driver, configuration: configuration, logger: natLogger)
             state.nat = nat

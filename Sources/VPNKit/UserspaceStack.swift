@@ -1,6 +1,7 @@
 public import Logging
 public import NIOCore
 import NIOPosix
+import Synchronization
 import VPNKitBase
 public import VPNKitDHCP
 public import VPNKitNAT
@@ -26,7 +27,7 @@ public import VPNKitTransport
 ///
 /// Services attach to a running stack: ``configureWithDHCP(hostName:timeout:)`` (a DHCP client),
 /// ``serveDHCP(_:)`` (a DHCP server), ``attachNAT(_:dns:)`` (host sockets for the guest's traffic),
-/// ``startCapture(toFile:)`` and ``exportMetrics(every:labelPrefix:dimensions:)``. ``shutdown()``
+/// ``startCapture(toFile:)`` and ``exportMetrics(every:labelPrefix:dimensions:factory:)``. ``shutdown()``
 /// stops all of them, closes the link and, when the stack made its own event loop, stops that too.
 public final class UserspaceStack: Sendable {
     /// The loop every part of this stack runs on.
@@ -38,10 +39,11 @@ public final class UserspaceStack: Sendable {
     let state: NIOLoopBound<State>
     let logger: Logger
     private let ownedGroup: MultiThreadedEventLoopGroup?
-    private let ended: EventLoopPromise<LinkEnd>
+    /// Set once shutdown finished, readable from any thread (the loop may be gone by then).
+    private let shutDownComplete = Mutex(false)
 
     /// How the link ended, as ``waitUntilLinkEnds()`` reports it.
-    public enum LinkEnd: Sendable {
+    public enum LinkEnd: Sendable, Hashable {
         /// ``UserspaceStack/shutdown()`` was called.
         case shutDown
         /// The other side closed the link in an orderly way (a VM exited, a replay finished).
@@ -61,12 +63,23 @@ public final class UserspaceStack: Sendable {
         var listeners: [UInt16: AsyncStream<AsyncTCPConnection>.Continuation] = [:]
         var udpSockets: [Weak<AsyncUDPSocket>] = []
         var isShutDown = false
+        /// How the link ended, once it has.
+        var linkEnd: LinkEnd?
+        var linkEndWaiters: [CheckedContinuation<LinkEnd, Never>] = []
         init(capture: CaptureSwitch) { self.capture = capture }
+
+        func linkEnded(_ end: LinkEnd) {
+            guard linkEnd == nil else { return }
+            linkEnd = end
+            let waiters = linkEndWaiters
+            linkEndWaiters.removeAll()
+            for waiter in waiters { waiter.resume(returning: end) }
+        }
     }
 
     private init(
         eventLoop: any EventLoop, configuration: StackConfiguration, driver: NIOLoopBound<StackDriver>, state: NIOLoopBound<State>,
-        logger: Logger, ownedGroup: MultiThreadedEventLoopGroup?, ended: EventLoopPromise<LinkEnd>
+        logger: Logger, ownedGroup: MultiThreadedEventLoopGroup?
     ) {
         self.eventLoop = eventLoop
         self.configuration = configuration
@@ -74,7 +87,6 @@ public final class UserspaceStack: Sendable {
         self.state = state
         self.logger = logger
         self.ownedGroup = ownedGroup
-        self.ended = ended
     }
 
     /// Opens `link` and starts a stack on it: the stack announces itself (gratuitous ARP) and
@@ -105,7 +117,6 @@ public final class UserspaceStack: Sendable {
             try? await ownedGroup?.shutdownGracefully()
             throw UserspaceStackError.wrongEventLoop
         }
-        let ended = loop.makePromise(of: LinkEnd.self)
         do {
             let transport = try await link.open(loop).get()
             let (driver, state, effective) = try await loop.submit {
@@ -115,16 +126,15 @@ public final class UserspaceStack: Sendable {
                 let capture = CaptureSwitch(wrapping: inner)
                 let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: capture, eventLoop: loop)
                 let state = State(capture: capture)
-                driver.onTransportClosed = { error in
-                    ended.succeed(error.map { .failed(String(describing: $0)) } ?? .closedByPeer)
+                driver.onTransportClosed = { [unowned state] error in
+                    state.linkEnded(error.map { .failed(String(describing: $0)) } ?? .closedByPeer)
                 }
                 driver.start()
                 return (NIOLoopBound(driver, eventLoop: loop), NIOLoopBound(state, eventLoop: loop), configuration)
             }.get()
             return UserspaceStack(
-                eventLoop: loop, configuration: effective, driver: driver, state: state, logger: logger, ownedGroup: ownedGroup, ended: ended)
+                eventLoop: loop, configuration: effective, driver: driver, state: state, logger: logger, ownedGroup: ownedGroup)
         } catch {
-            ended.succeed(.failed(String(describing: error)))
             try? await ownedGroup?.shutdownGracefully()
             throw error
         }
@@ -145,7 +155,16 @@ public final class UserspaceStack: Sendable {
 
     /// Waits until the link ends: the peer closed it, it failed, or ``shutdown()`` was called.
     public func waitUntilLinkEnds() async -> LinkEnd {
-        (try? await ended.futureResult.get()) ?? .shutDown
+        if shutDownComplete.withLock({ $0 }) { return .shutDown }
+        let state = self.state
+        let loop = eventLoop
+        return await withCheckedContinuation { continuation in
+            loop.execute {
+                let s = state.value
+                if let end = s.linkEnd { return continuation.resume(returning: end) }
+                s.linkEndWaiters.append(continuation)
+            }
+        }
     }
 
     /// Stops every attached service (a final metrics report, the NAT's host sockets, the DHCP
@@ -154,7 +173,6 @@ public final class UserspaceStack: Sendable {
     public func shutdown() async {
         let driver = self.driver
         let state = self.state
-        let ended = self.ended
         try? await eventLoop.submit {
             let s = state.value
             guard !s.isShutDown else { return }
@@ -181,8 +199,9 @@ public final class UserspaceStack: Sendable {
             s.capture.sink = nil
             driver.value.onTransportClosed = nil
             driver.value.stop()
-            ended.succeed(.shutDown)
+            s.linkEnded(.shutDown)
         }.get()
+        shutDownComplete.withLock { $0 = true }
         try? await ownedGroup?.shutdownGracefully()
     }
 

@@ -16,7 +16,9 @@ public enum AsyncTCPError: Error, Sendable, Hashable {
 public final class AsyncTCPConnection: Sendable {
     private let state: NIOLoopBound<State>
     private let eventLoop: any EventLoop
+    /// The peer's IPv4 address.
     public let remoteAddress: IPv4Address
+    /// The peer's TCP port.
     public let remotePort: UInt16
 
     final class State {
@@ -75,7 +77,10 @@ public final class AsyncTCPConnection: Sendable {
         self.remotePort = socket.remotePort
     }
 
-    /// The next received bytes, or nil once the peer has closed its side and everything was read.
+    /// The next received bytes (everything buffered, waiting until something arrives), or nil once
+    /// the peer has closed its side and everything was read. Throws
+    /// `AsyncTCPError.connectionClosed` when the connection ended otherwise (reset, timed out,
+    /// aborted), and `AsyncTCPError.concurrentOperation` when another read is already waiting.
     public func read() async throws -> ByteBuffer? {
         let state = self.state
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
@@ -88,7 +93,10 @@ public final class AsyncTCPConnection: Sendable {
         }
     }
 
-    /// Writes all of `data`, waiting while the send buffer is full.
+    /// Writes all of `data`, waiting while the send buffer is full; returns once the last byte is in
+    /// the send buffer, not when the peer has acknowledged it. Throws
+    /// `AsyncTCPError.connectionClosed` when the connection has ended or ends meanwhile, and
+    /// `AsyncTCPError.concurrentOperation` when another write is already waiting.
     public func write(_ data: ByteBuffer) async throws {
         let state = self.state
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -117,7 +125,8 @@ public final class AsyncTCPConnection: Sendable {
 
 extension StackDriver {
     /// Listens on `port`; accepted connections arrive on the returned sequence. At most `backlog`
-    /// accepted connections wait to be taken; beyond that a new one is reset and counted.
+    /// accepted connections wait to be taken; beyond that a new one is reset and counted in
+    /// `tcpListenOverflows`. Throws `StackError.addressInUse` when the port already has a listener.
     public static func listen(port: UInt16, backlog: Int = 128, on driver: NIOLoopBound<StackDriver>) async throws -> AsyncStream<AsyncTCPConnection> {
         let loop = driver.eventLoop
         return try await loop.submit {
@@ -134,7 +143,9 @@ extension StackDriver {
         }.get()
     }
 
-    /// Opens a connection and waits for the handshake.
+    /// Opens a connection from the gateway address and an ephemeral port, and waits for the
+    /// handshake. Throws a `StackError` when the connection cannot be created (no address yet, too
+    /// many connections), or `AsyncTCPError.connectionClosed` when it is refused or times out.
     public static func connect(to address: IPv4Address, port: UInt16, on driver: NIOLoopBound<StackDriver>) async throws -> AsyncTCPConnection {
         let loop = driver.eventLoop
         return try await loop.flatSubmit { () -> EventLoopFuture<AsyncTCPConnection> in

@@ -6,7 +6,9 @@ public import VPNKitBase
 /// `bufferLimit` unread datagrams are kept (by default the stack's `udpSocketQueueLimit`); when a
 /// reader falls behind, the oldest unread datagram is dropped and counted in `udpSocketQueueFull`.
 public final class AsyncUDPSocket: Sendable {
+    /// The local UDP port.
     public let port: UInt16
+    /// The local address bound, or nil for every owned address and broadcasts.
     public let address: IPv4Address?
     /// Datagrams received, in order; ends when the socket closes.
     public let messages: AsyncStream<UDPMessage>
@@ -14,7 +16,9 @@ public final class AsyncUDPSocket: Sendable {
     private let socket: NIOLoopBound<UDPSocket>
     private let continuation: AsyncStream<UDPMessage>.Continuation
 
-    /// Binds on the driver's event loop (call from anywhere).
+    /// Binds on the driver's event loop (call from anywhere). `bufferLimit` replaces the stack's
+    /// `udpSocketQueueLimit` for this socket (at least 1). Throws `StackError.addressInUse` or
+    /// `StackError.addressNotOwned`, as `NetworkStack.bindUDP` does.
     public static func bind(
         port: UInt16, address: IPv4Address? = nil, bufferLimit: Int? = nil, on driver: NIOLoopBound<StackDriver>
     ) async throws -> AsyncUDPSocket {
@@ -46,7 +50,9 @@ public final class AsyncUDPSocket: Sendable {
         self.eventLoop = eventLoop
     }
 
-    /// Sends `payload` to `destination:port`.
+    /// Sends `payload` to `destination:port` from the socket's address (the gateway when bound to
+    /// every address), on the stack's event loop. Throws the `StackError` of `UDPSocket.send`; does
+    /// nothing once the socket is closed.
     public func send(_ payload: ByteBuffer, to destination: IPv4Address, port destinationPort: UInt16) async throws {
         let socket = self.socket
         let driver = self.driver

@@ -12,13 +12,17 @@ public final class DiagnosticServices {
     private var pending: [ObjectIdentifier: ByteBuffer] = [:]
     private var sockets: [ObjectIdentifier: TCPSocket] = [:]
     private var udp: [UDPSocket] = []
-    /// Bytes taken by the discard service, and by echo.
+    /// Bytes the discard service has taken, over TCP and UDP.
     public private(set) var discarded: UInt64 = 0
+    /// Bytes the echo service has written back on TCP connections (UDP echoes are not counted).
     public private(set) var echoed: UInt64 = 0
 
     private let clock: () -> NIODeadline
 
-    /// `now` is the clock for the sockets' calls (a simulation passes its virtual one).
+    /// Starts both services on `stack`: a TCP listener and a UDP socket on `echoPort` and on
+    /// `discardPort`, for every owned address; they stop when this object is released. `now` is the
+    /// clock for the sockets' calls (a simulation passes its virtual one). Throws
+    /// `StackError.addressInUse` when one of the ports is taken.
     public init(stack: NetworkStack, echoPort: UInt16 = 7, discardPort: UInt16 = 9, now: @escaping () -> NIODeadline = { .now() }) throws(StackError) {
         self.stack = stack
         self.clock = now

@@ -8,11 +8,17 @@ import VPNKitUDP
 /// The stack holds the guest's SYN (absorbing retransmissions of it) until the forwarder accepts or
 /// refuses the request.
 public struct TCPConnectionRequest: Hashable, Sendable, CustomStringConvertible {
+    /// The guest's address, the SYN's source.
     public let guestAddress: IPv4Address
+    /// The guest's TCP port.
     public let guestPort: UInt16
+    /// The forwarded address the guest is connecting to.
     public let destination: IPv4Address
+    /// The TCP port the guest is connecting to.
     public let destinationPort: UInt16
 
+    /// Creates a request from its two endpoints; the stack finds the held SYN by these four values,
+    /// so a request rebuilt from them can be accepted or refused.
     public init(guestAddress: IPv4Address, guestPort: UInt16, destination: IPv4Address, destinationPort: UInt16) {
         self.guestAddress = guestAddress
         self.guestPort = guestPort
@@ -22,6 +28,7 @@ public struct TCPConnectionRequest: Hashable, Sendable, CustomStringConvertible 
 
     var key: TCPKey { TCPKey(localAddress: destination, localPort: destinationPort, remoteAddress: guestAddress, remotePort: guestPort) }
 
+    /// `guest:port → destination:port`, for logs.
     public var description: String { "\(guestAddress):\(guestPort) → \(destination):\(destinationPort)" }
 }
 
@@ -35,12 +42,17 @@ public enum TCPRefusal: Sendable, Hashable {
 
 /// A guest's ICMP echo request to an address the stack forwards.
 public struct ICMPEchoRequest: Sendable {
+    /// The guest that sent the request.
     public var guestAddress: IPv4Address
+    /// The forwarded address being pinged.
     public var destination: IPv4Address
+    /// The echo identifier, to be returned in the reply.
     public var identifier: UInt16
+    /// The echo sequence number, to be returned in the reply.
     public var sequenceNumber: UInt16
     /// The echo data, a slice of the frame it arrived in.
     public var payload: ByteBuffer
+    /// The IP time-to-live the request arrived with.
     public var timeToLive: UInt8
 }
 
@@ -95,8 +107,10 @@ extension NetworkStack {
     /// Requests waiting for the forwarder's answer.
     public var pendingTCPConnectionRequestCount: Int { pendingTCPRequests.count }
 
-    /// Answers the guest's held SYN with a SYN-ACK: the connection is the returned socket (nil when
-    /// the request is no longer pending). `onConnected` fires when the guest completes the handshake.
+    /// Answers the guest's held SYN with a SYN-ACK: the connection is the returned socket. Returns nil
+    /// when the request is no longer pending, or when a connection with the same addresses and ports
+    /// already exists (the request is then dropped unanswered). `onConnected` fires when the guest
+    /// completes the handshake.
     public func acceptTCPConnectionRequest(_ request: TCPConnectionRequest, now: NIODeadline) -> TCPSocket? {
         let key = request.key
         guard let pending = pendingTCPRequests.removeValue(forKey: key), tcpConnections[key] == nil else { return nil }
@@ -109,7 +123,8 @@ extension NetworkStack {
         return tcpConnections[key] == nil ? nil : socket
     }
 
-    /// Turns the guest's held SYN down, with a RST or an ICMP unreachable.
+    /// Turns the guest's held SYN down, with a RST or an ICMP unreachable (the latter subject to the
+    /// ICMP error rate limit). Does nothing when the request is no longer pending.
     public func refuseTCPConnectionRequest(_ request: TCPConnectionRequest, with refusal: TCPRefusal, now: NIODeadline) {
         let key = request.key
         guard let pending = pendingTCPRequests.removeValue(forKey: key) else { return }
@@ -136,6 +151,7 @@ extension NetworkStack {
     }
 
     /// Sends a UDP datagram to the guest from any address (a forwarded reply); fragmented to the MTU.
+    /// Throws `StackError.datagramTooLarge` when the payload exceeds 65,507 bytes.
     public func sendForwardedUDP(
         _ payload: ByteBuffer, from source: IPv4Address, port sourcePort: UInt16, to destination: IPv4Address,
         port destinationPort: UInt16, now: NIODeadline

@@ -12,9 +12,14 @@ struct TCPKey: Hashable {
 
 /// A TCP connection on the stack, for the application. Callbacks run on the thread driving the stack.
 public final class TCPSocket {
+    /// The stack's address on this connection (for a forwarded connection, the address the guest
+    /// connected to).
     public let localAddress: IPv4Address
+    /// The stack's TCP port on this connection.
     public let localPort: UInt16
+    /// The peer's address.
     public let remoteAddress: IPv4Address
+    /// The peer's TCP port.
     public let remotePort: UInt16
     weak var stack: NetworkStack?
     /// Data arrived (call `read`), or the peer closed its side (`isReadClosed`).
@@ -36,21 +41,30 @@ public final class TCPSocket {
 
     var key: TCPKey { TCPKey(localAddress: localAddress, localPort: localPort, remoteAddress: remoteAddress, remotePort: remotePort) }
 
+    /// The connection's TCP state; `.closed` once it has ended and the stack has let it go.
     public var state: TCPState { stack?.tcpConnections[key]?.connection.state ?? .closed }
+    /// The connection's counters, or nil once it has ended.
     public var counters: TCPConnectionCounters? { stack?.tcpConnections[key]?.connection.counters }
+    /// Whether the peer has closed its side and everything before its FIN has been read; true once
+    /// the connection has ended.
     public var isReadClosed: Bool { stack?.tcpConnections[key]?.connection.isReadClosed ?? true }
     /// Received bytes waiting for `read`.
     public var bytesToRead: Int { stack?.tcpConnections[key]?.connection.bytesToRead ?? 0 }
+    /// How many bytes `write` would take now: the room left in the send buffer (data may be queued
+    /// during the handshake), or 0 once our side is closed or the connection has ended.
     public var writableBytes: Int { stack?.tcpConnections[key]?.connection.writableBytes ?? 0 }
+    /// Bytes written and not yet acknowledged by the peer (0 once the connection has ended).
     public var unacknowledgedBytes: Int { stack?.tcpConnections[key]?.connection.unacknowledgedBytes ?? 0 }
 
-    /// Queues data; returns how many bytes were taken (the send buffer is bounded).
+    /// Queues data; returns how many bytes were taken (the send buffer is bounded; 0 once the
+    /// connection has ended). Write the rest after `onWritable` fires.
     @discardableResult
     public func write(_ data: ByteBuffer, now: NIODeadline) -> Int {
         stack?.withConnection(key, now: now) { $0.write(data, now: now) } ?? 0
     }
 
-    /// Takes received data (up to `maximum` bytes).
+    /// Takes received data (up to `maximum` bytes), opening the receive window; nil when nothing is
+    /// waiting or the connection has ended.
     public func read(maximum: Int = .max, now: NIODeadline) -> ByteBuffer? {
         stack?.withConnection(key, now: now) { $0.read(maximum: maximum, now: now) } ?? nil
     }
@@ -77,7 +91,8 @@ struct TCPEntry {
 
 extension NetworkStack {
     /// Listens on `port` (of every owned address); `accept` receives each new connection once the
-    /// handshake completes.
+    /// handshake completes. Half-open connections per port are limited by `tcpSYNBacklog`. Throws
+    /// `StackError.addressInUse` when `port` already has a listener.
     public func listenTCP(port: UInt16, accept: @escaping (TCPSocket) -> Void) throws(StackError) {
         guard tcpListeners[port] == nil else { throw .addressInUse(nil, port) }
         tcpListeners[port] = accept
@@ -94,7 +109,12 @@ extension NetworkStack {
         }
     }
 
-    /// Opens a connection to `remote:port` from an owned address.
+    /// Opens a connection to `remote:port` from `local` (by default the gateway address) and
+    /// `localPort` (by default an ephemeral port in 32768–60999). The SYN is queued at once; the
+    /// socket's `onConnected` fires when the handshake completes, `onClosed` if it fails. Throws
+    /// `addressNotOwned` for a source the stack does not own, `tooManyConnections` at
+    /// `maximumTCPConnections`, and `addressInUse` when the local port already has a connection to
+    /// `remote:port`.
     public func connectTCP(to remote: IPv4Address, port: UInt16, from local: IPv4Address? = nil, localPort: UInt16? = nil, now: NIODeadline) throws(StackError) -> TCPSocket {
         let source = local ?? configuration.gateway
         guard owns(source) else { throw .addressNotOwned(source) }
@@ -283,7 +303,8 @@ extension NetworkStack {
         }
     }
 
-    /// Connections open now.
+    /// TCP connections the stack holds now, half-open ones included (forwarded requests still
+    /// waiting for the forwarder are not).
     public var tcpConnectionCount: Int { tcpConnections.count }
 }
 

@@ -15,9 +15,12 @@ struct UDPSocketEntry {
 
 /// A bound UDP port on the stack. Closing it (or releasing the last reference to it) unbinds.
 public final class UDPSocket {
+    /// The address bound, or nil for every owned address and broadcasts.
     public let address: IPv4Address?
+    /// The UDP port bound.
     public let port: UInt16
     private weak var stack: NetworkStack?
+    /// Whether `close()` has been called: the socket receives nothing more, and its sends do nothing.
     public private(set) var isClosed = false
 
     init(stack: NetworkStack, address: IPv4Address?, port: UInt16) {
@@ -27,12 +30,15 @@ public final class UDPSocket {
     }
 
     /// Sends `payload` from this socket to `destination:port` (from `source`, which must be owned;
-    /// by default the socket's address or the gateway).
+    /// by default the socket's address or the gateway). Throws as `NetworkStack.sendUDP` does; does
+    /// nothing once the socket is closed or its stack is gone.
     public func send(_ payload: ByteBuffer, to destination: IPv4Address, port destinationPort: UInt16, from source: IPv4Address? = nil, now: NIODeadline) throws(StackError) {
         guard let stack, !isClosed else { return }
         try stack.sendUDP(payload, from: source ?? address ?? stack.configuration.gateway, port: port, to: destination, port: destinationPort, now: now)
     }
 
+    /// Unbinds the port, so that it can be bound again and datagrams to it are treated as to any
+    /// unbound port. Later calls do nothing.
     public func close() {
         guard !isClosed else { return }
         isClosed = true
@@ -46,7 +52,10 @@ public final class UDPSocket {
 
 extension NetworkStack {
     /// Binds `port` on `address` (an owned address, or nil for all of them and broadcasts). Each
-    /// datagram is handed to `handler` synchronously, on the thread driving the stack.
+    /// datagram is handed to `handler` synchronously, on the thread driving the stack. Throws
+    /// `StackError.addressNotOwned` for an address the stack does not own, and
+    /// `StackError.addressInUse` when the port is bound on that address or on every address (or, for
+    /// a bind on every address, on any one).
     public func bindUDP(port: UInt16, address: IPv4Address? = nil, handler: @escaping (UDPMessage) -> Void) throws(StackError) -> UDPSocket {
         if let address, !owns(address) { throw .addressNotOwned(address) }
         let key = UDPSocketKey(address: address, port: port)
@@ -59,7 +68,9 @@ extension NetworkStack {
 
     /// Sends a UDP datagram from an owned address (or from 0.0.0.0, as a DHCP client must). With
     /// `linkDestination` the frame goes to that MAC without ARP (a DHCP server answering a client that
-    /// has no address yet).
+    /// has no address yet). Throws `StackError.addressNotOwned`, `StackError.datagramTooLarge` (over
+    /// 65,507 bytes), or `StackError.noRoute` when the destination is off the subnet and there is no
+    /// default router.
     public func sendUDP(
         _ payload: ByteBuffer, from source: IPv4Address, port sourcePort: UInt16, to destination: IPv4Address,
         port destinationPort: UInt16, linkDestination: MACAddress? = nil, now: NIODeadline

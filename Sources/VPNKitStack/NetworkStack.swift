@@ -8,9 +8,14 @@ import VPNKitTCP
 
 /// A received UDP datagram, as handed to a socket.
 public struct UDPMessage: Sendable {
+    /// The sender's IPv4 address.
     public var source: IPv4Address
+    /// The sender's UDP port.
     public var sourcePort: UInt16
+    /// The address the datagram was sent to: an owned address, a broadcast address, or an address
+    /// the stack forwards.
     public var destination: IPv4Address
+    /// The UDP port the datagram was sent to.
     public var destinationPort: UInt16
     /// The data, a slice of the frame it arrived in (or of the reassembled datagram).
     public var payload: ByteBuffer
@@ -19,6 +24,8 @@ public struct UDPMessage: Sendable {
     /// The MAC address of the frame's sender.
     public var linkSource: MACAddress
 
+    /// Creates a message from its addresses and ports, its payload, its arrival time and the MAC
+    /// address of the frame that carried it.
     public init(
         source: IPv4Address, sourcePort: UInt16, destination: IPv4Address, destinationPort: UInt16, payload: ByteBuffer,
         receivedAt: NIODeadline, linkSource: MACAddress
@@ -35,12 +42,21 @@ public struct UDPMessage: Sendable {
 
 /// Errors from the stack's socket API.
 public enum StackError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The port is taken: a UDP port already bound on that address (nil: on every address) or by an
+    /// overlapping wildcard bind, a TCP port that already has a listener (address nil), or, when
+    /// connecting, a local port already used toward the same remote address and port.
     case addressInUse(IPv4Address?, UInt16)
+    /// A socket was bound to, or a datagram or connection sent from, an address the stack does not own.
     case addressNotOwned(IPv4Address)
+    /// A UDP destination is off the stack's subnet and no default router is configured.
     case noRoute(IPv4Address)
+    /// A UDP payload of this many bytes does not fit in one IPv4 datagram (at most 65,507 bytes:
+    /// 65,535 less the IPv4 and UDP headers).
     case datagramTooLarge(Int)
+    /// An outgoing TCP connection was refused because `maximumTCPConnections` are already open.
     case tooManyConnections
 
+    /// A one-line explanation of the error, naming the address, port or size involved.
     public var description: String {
         switch self {
         case .addressInUse(let address, let port): return "UDP port \(port) on \(address.map(\.description) ?? "all addresses") is already bound"
@@ -52,15 +68,21 @@ public enum StackError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The stack's core: Ethernet, ARP, IPv4 (with reassembly and fragmentation), ICMPv4 and UDP, for
-/// one link. A state machine: frames and the time go in (`receive`, `poll`), frames to transmit come
-/// out (`takeOutput`), and `nextDeadline` says when `poll` has work. No I/O, no clock, no threads:
+/// The stack's core: Ethernet, ARP, IPv4 (with reassembly and fragmentation), ICMPv4, UDP and TCP,
+/// for one link; traffic to addresses it forwards goes to its `forwarder`. A state machine: frames
+/// and the time go in (`receive`, `poll`), frames to transmit come out (`takeOutput`), and
+/// `nextDeadline` says when `poll` has work. No I/O, no clock, no threads:
 /// the same object runs under a virtual clock in simulations and under an event loop in the daemon.
 /// Not thread-safe; confine it to one thread.
 public final class NetworkStack {
+    /// The configuration in force: the one given to `init`, with the addresses, subnet and default
+    /// router as changed since by `configure` and `unconfigure`.
     public private(set) var configuration: StackConfiguration
     package var counters = StackCounters()
+    /// The ARP table, with the datagrams held while their next hop is resolved (read-only, for
+    /// inspection).
     public private(set) var arpCache: ARPCache
+    /// The IPv4 datagrams being reassembled from fragments (read-only, for inspection).
     public private(set) var reassembler: IPv4Reassembler
     var icmpErrors: TokenBucket
     private var outbox: [ByteBuffer] = []
@@ -80,6 +102,8 @@ public final class NetworkStack {
     var nextEphemeralPort: UInt16 = 32768
     private var timerClients: [WeakTimerClient] = []
 
+    /// Creates a stack with `configuration` (by default 192.168.65.0/24 with the gateway at .1). It
+    /// sends nothing until it is started or asked to.
     public init(configuration: StackConfiguration = StackConfiguration()) {
         self.configuration = configuration
         self.arpCache = ARPCache(configuration: configuration.arp)
@@ -88,6 +112,7 @@ public final class NetworkStack {
         self.owned = Set(configuration.addresses)
     }
 
+    /// The stack's own MAC address: unicast frames to any other address are dropped.
     public var macAddress: MACAddress { configuration.macAddress }
 
     /// Every counter; ARP queue drops are read from the cache.
@@ -107,6 +132,19 @@ public final class NetworkStack {
         owned.insert(address)
         configuration.subnet = subnet
         configuration.defaultRouter = router
+        emitARP(
+            ARPHeader(
+                operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: address,
+                targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
+    }
+
+    /// Answers for one more address on the current subnet (ARP and ping, and TCP/UDP for sockets
+    /// bound to it), announced with a gratuitous ARP: the NAT's host alias, say. Does nothing when the
+    /// address is already owned.
+    public func addAddress(_ address: IPv4Address) {
+        guard !owned.contains(address) else { return }
+        configuration.addresses.append(address)
+        owned.insert(address)
         emitARP(
             ARPHeader(
                 operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: address,
@@ -133,7 +171,8 @@ public final class NetworkStack {
                 targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
     }
 
-    /// Starts the stack: announces every owned address with a gratuitous ARP (if configured).
+    /// Starts the stack: announces every owned address with a gratuitous ARP (if configured). Later
+    /// calls do nothing.
     public func start(now: NIODeadline) {
         guard !started else { return }
         started = true
@@ -161,15 +200,15 @@ public final class NetworkStack {
     /// Whether frames are waiting in `takeOutput()`.
     public var hasOutput: Bool { !outbox.isEmpty }
 
-    /// When `poll(now:)` next has work (ARP retries and expiry, reassembly timeouts, the timers of
-    /// services attached to the stack), if ever.
+    /// When `poll(now:)` next has work (ARP retries and expiry, reassembly timeouts, TCP timers, the
+    /// timers of services attached to the stack), if ever.
     public var nextDeadline: NIODeadline? {
         var times = [arpCache.nextDeadline, reassembler.nextDeadline, tcpNextDeadline].compactMap { $0 }
         for client in timerClients { if let t = client.value?.nextDeadline { times.append(t) } }
         return times.min()
     }
 
-    /// Runs the timers due at `now`.
+    /// Runs the timers due at `now`; frames they produce wait in `takeOutput()`.
     public func poll(now: NIODeadline) {
         for action in arpCache.poll(now: now) { handle(action, now: now) }
         counters.increment(.ipv4ReassemblyTimeout, by: UInt64(reassembler.poll(now: now)))
@@ -188,7 +227,9 @@ public final class NetworkStack {
 
     // MARK: - Input
 
-    /// Handles one frame from the link.
+    /// Handles one frame from the link at stack time `now`: any replies are queued for `takeOutput()`,
+    /// and the forwarder and socket handlers are called before it returns. A frame that is malformed
+    /// or not for the stack is dropped and counted.
     public func receive(_ buffer: ByteBuffer, now: NIODeadline) {
         counters.increment(.framesReceived)
         let frame: EthernetFrame
@@ -374,9 +415,12 @@ public final class NetworkStack {
     }
 
     /// Sends an IPv4 datagram (a buffer whose readable bytes are the whole datagram, ideally with
-    /// headroom for the Ethernet header) to its destination on the link: resolves the next hop with
-    /// ARP (holding the datagram whole meanwhile), fragments it when it exceeds the MTU and DF is
-    /// clear, and answers "fragmentation needed" to its source when DF is set.
+    /// headroom for the Ethernet header) to its destination on the link: straight to
+    /// `linkDestination` when given, otherwise to the next hop (the destination on the subnet, else
+    /// the default router) resolved with ARP, holding the datagram whole meanwhile. It is fragmented
+    /// when it exceeds the MTU and DF is clear; with DF set it is dropped, and "fragmentation needed"
+    /// goes back to its source unless that is one of the stack's addresses. A datagram that does not
+    /// parse, or has no route, is dropped and counted.
     public func sendIPv4(_ datagram: consuming ByteBuffer, linkDestination: MACAddress? = nil, now: NIODeadline) {
         // What routing needs is read from a view that ends before the datagram moves on: a live view
         // shares the storage, and the Ethernet header written later would then copy the whole
@@ -456,7 +500,11 @@ public final class NetworkStack {
 
 /// A service with timers of its own, driven through the stack's `nextDeadline` and `poll`.
 public protocol StackTimerClient: AnyObject {
+    /// When the service next needs `poll(now:)`; nil when no timer is pending. Read every time the
+    /// stack computes its own `nextDeadline`, so it should be cheap.
     var nextDeadline: NIODeadline? { get }
+    /// Runs the service's work due at `now`; the stack calls it from its own `poll(now:)` once
+    /// `nextDeadline` has passed, on the stack's thread.
     func poll(now: NIODeadline)
 }
 

@@ -13,18 +13,26 @@ public struct StackConfiguration: Sendable {
     public var subnet: IPv4Subnet
     /// The addresses the stack owns (answers ARP and ping for): the gateway first.
     public var addresses: [IPv4Address]
-    /// The link MTU (largest IP datagram per frame).
+    /// The link MTU in bytes (largest IP datagram per frame); larger datagrams are fragmented or,
+    /// with DF set, refused.
     public var mtu: Int
+    /// Limits and timers of the ARP cache: table size, datagrams held per unresolved address,
+    /// retries and entry lifetime.
     public var arp = ARPCacheConfiguration()
+    /// Limits of IPv4 reassembly: datagrams, fragments and bytes in progress, and the timeout.
     public var reassembly = ReassemblyConfiguration()
-    /// ICMP errors (port unreachable, fragmentation needed) per second, and the burst allowed.
+    /// ICMP errors sent per second on average (port unreachable, fragmentation needed, unreachables
+    /// for forwarded traffic); errors beyond the rate are dropped and counted as rate-limited.
     public var icmpErrorsPerSecond: Double = 100
+    /// ICMP errors that may go out back to back before the rate applies (the token bucket's depth,
+    /// at least 1).
     public var icmpErrorBurst: Double = 50
     /// Datagrams queued per UDP socket for a reader that is behind (non-async sockets deliver at once).
     public var udpSocketQueueLimit = 256
     /// Settings of new TCP connections (the MSS is capped to the MTU − 40).
     public var tcp = TCPConfiguration()
-    /// TCP connections at once; SYNs beyond are dropped and counted.
+    /// TCP connections at once. Incoming SYNs beyond it (held forwarded requests count too) are
+    /// dropped and counted in `tcpConnectionsRefused`; `connectTCP` throws `tooManyConnections`.
     public var maximumTCPConnections = 4096
     /// Half-open (SYN-RECEIVED) connections per listening port; further SYNs are dropped and counted.
     public var tcpSYNBacklog = 256

@@ -1,28 +1,88 @@
 /// Every event the stack counts: frames and datagrams handled, and every reason for a drop.
 public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
+    /// `framesReceived`: each frame handed to `receive`; `framesSent`: each frame the stack queued
+    /// for transmission; `transmitDrops`: queued frames the transport refused (counted by `StackDriver`).
     case framesReceived, framesSent, transmitDrops
     // Ethernet
+    /// Frames dropped at the Ethernet layer: `ethernetMalformed`, too short to parse;
+    /// `ethernetNotForUs`, addressed to another MAC (neither ours nor broadcast, multicast included);
+    /// `ethernetUnsupportedType`, VLAN-tagged or of an EtherType other than ARP and IPv4.
     case ethernetMalformed, ethernetNotForUs, ethernetUnsupportedType
     // ARP
+    /// `arpMalformed`: ARP packets that do not parse or whose operation is neither request nor reply;
+    /// `arpRequestsAnswered`: requests for an owned address, answered; `arpRequestsIgnored`: requests
+    /// for any other address; `arpRepliesReceived`: replies received; `arpRequestsSent`: requests sent
+    /// to resolve a next hop, and probes (gratuitous announcements are not counted).
     case arpMalformed, arpRequestsAnswered, arpRequestsIgnored, arpRepliesReceived, arpRequestsSent
+    /// `arpResolutionFailed`: addresses given up on after the last retry; `arpQueueFull`: datagrams
+    /// refused because a hold queue was full or the table held only pending entries (read from the
+    /// ARP cache when `statistics` is taken); `arpHeldPacketsDropped`: datagrams that were held for a
+    /// resolution that failed.
     case arpResolutionFailed, arpQueueFull, arpHeldPacketsDropped
     // IPv4
+    /// `ipv4Received`: IPv4 packets in frames for the stack; `ipv4Malformed`: packets that do not
+    /// parse (received, reassembled, or given to `sendIPv4`); `ipv4BadChecksum`: headers with a bad
+    /// checksum; `ipv4NotForUs`: packets to an address the stack neither owns nor forwards and that is
+    /// not a broadcast, or unicast packets sent as link-layer broadcasts; `ipv4BadSource`: packets from
+    /// an impossible source (multicast, broadcast, loopback, the subnet's network address, or one of
+    /// ours); `ipv4NoRoute`: outgoing datagrams off the subnet with no usable default router.
     case ipv4Received, ipv4Malformed, ipv4BadChecksum, ipv4NotForUs, ipv4BadSource, ipv4NoRoute
+    /// `ipv4FragmentsReceived`: fragments for the stack or for forwarded addresses; `ipv4Reassembled`:
+    /// datagrams completed from fragments; `ipv4ReassemblyOverlap`: fragments overlapping one already
+    /// held (the whole datagram is dropped); `ipv4ReassemblyOversized`: fragments running past the
+    /// largest possible datagram.
     case ipv4FragmentsReceived, ipv4Reassembled, ipv4ReassemblyOverlap, ipv4ReassemblyOversized
+    /// `ipv4ReassemblyMalformed`: fragments with impossible lengths (a non-final one not a multiple of
+    /// 8 bytes, or lengths that contradict each other); `ipv4ReassemblyLimit`: fragments refused at a
+    /// reassembly limit (datagrams, fragments or bytes in progress); `ipv4ReassemblyDuplicate`: repeated
+    /// fragments, ignored; `ipv4ReassemblyTimeout`: datagrams dropped incomplete when the timeout ran out.
     case ipv4ReassemblyMalformed, ipv4ReassemblyLimit, ipv4ReassemblyDuplicate, ipv4ReassemblyTimeout
+    /// `ipv4FragmentsSent`: fragments sent, one per piece of each datagram split to the MTU;
+    /// `ipv4FragmentationNeeded`: outgoing datagrams dropped for exceeding the MTU with DF set;
+    /// `ipv4UnknownProtocol`: datagrams for the stack of a protocol other than ICMP, UDP and TCP.
     case ipv4FragmentsSent, ipv4FragmentationNeeded, ipv4UnknownProtocol
     // ICMP
+    /// `icmpMalformed`: ICMP messages that do not parse; `icmpBadChecksum`: messages with a bad
+    /// checksum; `icmpEchoRequestsReceived`: echo requests to owned, broadcast or forwarded addresses;
+    /// `icmpEchoRepliesSent`: echo replies sent, the stack's own and forwarded ones;
+    /// `icmpOtherReceived`: ICMP messages other than echo requests, which are ignored.
     case icmpMalformed, icmpBadChecksum, icmpEchoRequestsReceived, icmpEchoRepliesSent, icmpOtherReceived
+    /// `icmpErrorsSent`: ICMP errors sent (port unreachable, fragmentation needed, unreachables for
+    /// forwarded traffic); `icmpErrorsRateLimited`: errors not sent because the rate limit was used up;
+    /// `icmpErrorsSuppressed`: errors the rules forbid (about a broadcast or multicast, a non-initial
+    /// fragment, an invalid source, or another ICMP error).
     case icmpErrorsSent, icmpErrorsRateLimited, icmpErrorsSuppressed
     // UDP
+    /// `udpMalformed`: UDP datagrams that do not parse; `udpBadChecksum`: datagrams with a bad
+    /// checksum; `udpDelivered`: datagrams handed to a socket's handler; `udpPortUnreachable`:
+    /// datagrams for a port no socket binds (answered with port unreachable unless broadcast);
+    /// `udpSocketQueueFull`: datagrams an async socket dropped because its reader fell behind;
+    /// `udpSent`: datagrams sent, forwarded ones included.
     case udpMalformed, udpBadChecksum, udpDelivered, udpPortUnreachable, udpSocketQueueFull, udpSent
     // TCP
+    /// `tcpSegmentsReceived`: TCP segments that parsed with a valid checksum; `tcpSegmentsSent`: every
+    /// segment sent, resets included; `tcpMalformed`: segments that do not parse or came to a broadcast
+    /// address; `tcpBadChecksum`: segments with a bad checksum; `tcpResetsSent`: RSTs the stack sent
+    /// for segments to closed ports and for refused forwarded requests (not those of connections that
+    /// abort); `tcpConnectionsOpened`: connections created, outgoing, accepted or forwarded.
     case tcpSegmentsReceived, tcpSegmentsSent, tcpMalformed, tcpBadChecksum, tcpResetsSent, tcpConnectionsOpened
+    /// `tcpConnectionsClosed`: connections that reached CLOSED and were removed;
+    /// `tcpConnectionsRefused`: SYNs dropped at the connection limit or a port's SYN backlog;
+    /// `tcpListenOverflows`: accepted connections reset because the listener's queue of connections
+    /// waiting to be taken was full.
     case tcpConnectionsClosed, tcpConnectionsRefused, tcpListenOverflows
     // Forwarding (the NAT)
+    /// `forwardedTCPRequests`: guest SYNs handed to the forwarder as connection requests;
+    /// `forwardedTCPDuplicateSYNs`: retransmitted SYNs for a request still pending, absorbed;
+    /// `forwardedTCPRefused`: requests the forwarder refused; `forwardedUDPDatagrams` and
+    /// `forwardedICMPEchoRequests`: guest datagrams and echo requests handed to the forwarder.
     case forwardedTCPRequests, forwardedTCPDuplicateSYNs, forwardedTCPRefused, forwardedUDPDatagrams, forwardedICMPEchoRequests
+    /// Packets to a forwarded address dropped because their source is not on the stack's subnet
+    /// (a spoofed sender whose replies would go nowhere).
     case forwardedBadSource
 
+    /// The counter's name in snake case (`ipv4_bad_checksum`, `forwarded_tcp_requests`), as the
+    /// statistics outputs print it.
     public var description: String {
         // camelCase → snake_case for output.
         var out = ""
@@ -60,13 +120,16 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
 public struct StackCounters: Sendable, Hashable {
     private var values = [UInt64](repeating: 0, count: StackCounter.allCases.count)
 
+    /// Creates a set of counters, all zero.
     public init() {}
 
+    /// The value of `counter`. Setting it replaces the value.
     public subscript(counter: StackCounter) -> UInt64 {
         get { values[counter.rawValue] }
         set { values[counter.rawValue] = newValue }
     }
 
+    /// Adds `amount` to `counter`, wrapping around to zero on overflow instead of trapping.
     public mutating func increment(_ counter: StackCounter, by amount: UInt64 = 1) {
         self[counter] &+= amount
     }

@@ -6,8 +6,13 @@ public import VPNKitTransport
 /// into the stack with the loop's clock, frames out of the stack go to the transport one by one, and
 /// the stack's next deadline is kept as one scheduled task. Confined to its event loop.
 public final class StackDriver {
+    /// The stack being driven. Use it only on `eventLoop`, through `perform(_:)` when the call
+    /// produces frames, so that they are sent at once.
     public let stack: NetworkStack
+    /// The link the stack's frames travel over; once started, the driver owns its `onFrame` and
+    /// `onClose`.
     public let transport: any FrameTransport
+    /// The loop the driver, the stack, its sockets and the transport's callbacks all run on.
     public let eventLoop: any EventLoop
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
@@ -17,10 +22,12 @@ public final class StackDriver {
     private var flushScheduled = false
     /// Called when the transport ends (nil error: orderly end).
     public var onTransportClosed: (((any Error)?) -> Void)?
-    /// Objects that live as long as the driver (sockets, services attached to the stack).
+    /// Objects that live as long as the driver (sockets, services attached to the stack); released
+    /// by `stop()`.
     public var attachments: [AnyObject] = []
 
-    /// Must be called on `eventLoop`.
+    /// Creates a driver for `stack` over `transport`; nothing happens until `start()`. Must be called
+    /// on `eventLoop`.
     public init(stack: NetworkStack, transport: any FrameTransport, eventLoop: any EventLoop) {
         eventLoop.preconditionInEventLoop()
         self.stack = stack
@@ -28,7 +35,8 @@ public final class StackDriver {
         self.eventLoop = eventLoop
     }
 
-    /// Starts receiving, announces the stack (gratuitous ARP) and arms the timers.
+    /// Starts receiving, announces the stack (gratuitous ARP, if configured) and arms the timers.
+    /// Call it once, on `eventLoop`.
     public func start() {
         eventLoop.preconditionInEventLoop()
         transport.onFrame = { [weak self] frame in
@@ -48,7 +56,8 @@ public final class StackDriver {
         flush()
     }
 
-    /// Runs `body` against the stack (to send a datagram, say), then transmits what it produced.
+    /// Runs `body` against the stack with the loop's current time (to send a datagram, say), then
+    /// transmits what it produced, even when `body` throws. Must be called on `eventLoop`.
     public func perform<T>(_ body: (NetworkStack, NIODeadline) throws -> T) rethrows -> T {
         eventLoop.preconditionInEventLoop()
         let wasBusy = busy
@@ -72,7 +81,8 @@ public final class StackDriver {
         }
     }
 
-    /// Sends every frame the stack has produced and re-arms the timer for its next deadline.
+    /// Sends every frame the stack has produced and re-arms the timer for its next deadline. Frames
+    /// the transport refuses are counted in `transmitDrops`; after `stop()` it does nothing.
     public func flush() {
         guard !stopped else { return }
         if stack.hasOutput {
@@ -109,7 +119,9 @@ public final class StackDriver {
         transport.onFrame = nil
     }
 
-    /// Stops the timers and closes the transport.
+    /// Stops the timers, detaches from the stack and closes the transport, then releases
+    /// `attachments`, telling those that are a ``StackDriverAttachment``. Later calls do nothing;
+    /// `onTransportClosed` is not called for a stop you asked for.
     public func stop() {
         guard !stopped else { return }
         stopped = true
@@ -126,5 +138,7 @@ public final class StackDriver {
 
 /// An attachment that holds resources of its own (host sockets, timers): told when the driver stops.
 public protocol StackDriverAttachment: AnyObject {
+    /// Called once, on the driver's event loop, when the driver stops: close host sockets and cancel
+    /// timers here.
     func driverDidStop()
 }

@@ -37,17 +37,23 @@ public protocol FrameTransport: AnyObject {
 
 /// Counters every transport keeps.
 public struct TransportStatistics: Sendable, Hashable, CustomStringConvertible {
+    /// Frames received from the guest and passed to `onFrame`.
     public var framesReceived: UInt64 = 0
+    /// Bytes of the frames received (Ethernet header included, no FCS).
     public var bytesReceived: UInt64 = 0
+    /// Frames `send` accepted for transmission.
     public var framesSent: UInt64 = 0
+    /// Bytes of the frames sent.
     public var bytesSent: UInt64 = 0
     /// Frames `send` could not transmit (link full or down).
     public var sendDrops: UInt64 = 0
     /// Frames received that violated the link's framing (too long, bad length prefix…).
     public var receiveErrors: UInt64 = 0
 
+    /// Creates counters, all zero.
     public init() {}
 
+    /// Counts one received frame of `bytes` bytes.
     public mutating func countReceived(_ bytes: Int) {
         framesReceived &+= 1
         bytesReceived &+= UInt64(bytes)
@@ -62,11 +68,13 @@ public struct TransportStatistics: Sendable, Hashable, CustomStringConvertible {
         receiveErrors &+= other.receiveErrors
     }
 
+    /// Counts one sent frame of `bytes` bytes.
     public mutating func countSent(_ bytes: Int) {
         framesSent &+= 1
         bytesSent &+= UInt64(bytes)
     }
 
+    /// A one-line summary: frames and bytes each way, send drops and receive errors.
     public var description: String {
         "rx \(framesReceived) frames/\(bytesReceived) B, tx \(framesSent) frames/\(bytesSent) B, tx drops \(sendDrops), rx errors \(receiveErrors)"
     }
@@ -74,11 +82,18 @@ public struct TransportStatistics: Sendable, Hashable, CustomStringConvertible {
 
 /// Why a transport could not be opened or failed.
 public enum TransportError: Error, Sendable, CustomStringConvertible {
+    /// A system call failed: what was attempted, and the `errno` it set.
     case systemCall(String, errno: Int32)
+    /// The peer broke the link's framing (a frame longer than allowed, a stream that ended inside a
+    /// frame); the text says how.
     case framing(String)
+    /// The opening exchange with the peer failed (wrong magic or version, a timeout, the peer gone);
+    /// the text says why.
     case handshake(String)
+    /// The transport is closed, or its socket stopped without a more specific error.
     case closed
 
+    /// A one-line message; for a failed system call, with `strerror`'s text and the number.
     public var description: String {
         switch self {
         case .systemCall(let call, let errno): return "\(call) failed: \(String(cString: strerror(errno))) (errno \(errno))"
