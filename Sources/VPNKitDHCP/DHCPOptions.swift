@@ -71,7 +71,7 @@ public struct DHCPOptions: Sendable, Hashable {
 
     /// Parses an options area. Returns the instances, whether an END option was found, and the bytes
     /// after it. Throws when an option's length runs past the area.
-    public static func parse(_ bytes: ArraySlice<UInt8>) throws(WireError) -> (options: DHCPOptions, sawEnd: Bool, trailer: [UInt8]) {
+    package static func parse(_ bytes: ArraySlice<UInt8>) throws(WireError) -> (options: DHCPOptions, sawEnd: Bool, trailer: [UInt8]) {
         var instances: [DHCPOption] = []
         var index = bytes.startIndex
         while index < bytes.endIndex {

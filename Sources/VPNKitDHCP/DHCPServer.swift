@@ -169,7 +169,7 @@ public struct DHCPServer: Sendable {
 
     /// Whether an unexpired lease (offered or bound) holds `address` for a client whose MAC is not
     /// `mac`.
-    public func isHeld(_ address: IPv4Address, byOtherThan mac: MACAddress, now: NIODeadline) -> Bool {
+    package func isHeld(_ address: IPv4Address, byOtherThan mac: MACAddress, now: NIODeadline) -> Bool {
         guard let holder = holders[address], let lease = leasesByClient[holder] else { return false }
         return lease.state != .free && lease.expires > now && lease.hardwareAddress != mac
     }

@@ -168,7 +168,7 @@ public final class SwitchTransport: FrameTransport {
 }
 
 /// Something that feeds a switch with ports (a connector that reconnects), closed with it.
-public protocol SwitchListener: AnyObject {
+package protocol SwitchListener: AnyObject {
     /// Stops producing ports and releases what it holds; called once when the switch closes.
     func close()
 }

@@ -120,12 +120,30 @@ final class StatsServer: Sendable {
             }
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
             .get()
+        // Owner only: the counters and the flow table say who the guest talks to. (Until this
+        // chmod the umask applies; the usual 022 already keeps others from connecting.)
+        guard chmod(path, 0o600) == 0 else {
+            let error = errno
+            channel.close(promise: nil)
+            throw StatsServerError.permissions(path, errno: error)
+        }
         return StatsServer(channel: channel, path: path)
     }
 
     func close() {
         channel.close(promise: nil)
         unlink(path)
+    }
+}
+
+/// Why the stats socket could not be served.
+enum StatsServerError: Error, CustomStringConvertible {
+    case permissions(String, errno: Int32)
+
+    var description: String {
+        switch self {
+        case .permissions(let path, let errno): return "cannot restrict \(path) to its owner: \(String(cString: strerror(errno)))"
+        }
     }
 }
 

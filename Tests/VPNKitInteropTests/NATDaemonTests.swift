@@ -222,6 +222,9 @@ struct NATDaemonTests {
         try holder.run()
         defer { holder.terminate() }
         usleep(1_500_000)
+        // Secure default: only the daemon's owner may open the socket.
+        let mode = try FileManager.default.attributesOfItem(atPath: socketPath)[.posixPermissions] as? Int
+        #expect(mode == 0o600, "stats socket mode \(String(mode ?? -1, radix: 8))")
         let table = try run(vpnkitBinary(), ["stats", socketPath], timeout: 20)
         #expect(table.status == 0, "\(table.error)")
         #expect(table.output.contains("tcp open") && table.output.contains("192.168.65.2:\(host.tcp)"), "\(table.output)")

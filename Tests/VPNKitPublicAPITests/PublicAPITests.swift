@@ -22,7 +22,7 @@ func pattern(_ count: Int, seed: UInt8 = 7) -> ByteBuffer {
     return ByteBuffer(bytes: bytes)
 }
 
-@Suite("The public API (import VPNKit only)", .timeLimit(.minutes(1)))
+@Suite("The public API (import VPNKit only)", .timeLimit(.minutes(10)))
 struct PublicAPITests {
     @Test("DHCP client and server: the host's lease configures its stack; the server lists it")
     func dhcp() async throws {

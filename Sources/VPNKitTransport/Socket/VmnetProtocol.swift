@@ -28,7 +28,7 @@ public import NIOCore
 public import VPNKitBase
 
 /// Constants of the vmnet protocol.
-public enum Vmnet {
+package enum Vmnet {
     /// The magic that opens an init message (protocol version 1 and later).
     public static let magic: [UInt8] = Array("VMN3T".utf8)
     /// The magic of protocol version 0, which we do not speak.
@@ -40,7 +40,7 @@ public enum Vmnet {
 }
 
 /// The first message each side sends: 49 bytes.
-public struct VmnetInitMessage: Sendable, Hashable {
+package struct VmnetInitMessage: Sendable, Hashable {
     /// Length of an init message on the wire: 49 bytes.
     public static let size = 5 + 4 + 40
 
@@ -166,7 +166,7 @@ public struct VmnetUUID: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// The command a client sends after the init exchange: always 41 bytes on the wire.
-public enum VmnetCommand: Sendable, Hashable {
+package enum VmnetCommand: Sendable, Hashable {
     /// Type 1: connect an Ethernet interface. `uuid` nil: the client sent 36 zero bytes and asks the
     /// server to pick one.
     case ethernet(uuid: VmnetUUID?)
@@ -238,7 +238,7 @@ public enum VmnetCommand: Sendable, Hashable {
 }
 
 /// The server's answer to the command: always 258 bytes on the wire.
-public enum VmnetResponse: Sendable, Hashable {
+package enum VmnetResponse: Sendable, Hashable {
     /// Type 1: the interface is connected.
     case vif(mtu: UInt16, maxPacketSize: UInt16, macAddress: MACAddress)
     /// Type 2: refused; the reason is at most 255 bytes of UTF-8 (longer is cut).
