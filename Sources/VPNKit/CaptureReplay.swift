@@ -28,10 +28,10 @@ public struct CaptureReplay {
     ///   - path: a pcap file with Ethernet frames.
     ///   - stack: the stack to drive; configure it with the replaced host's MAC and address (and
     ///     usually `gratuitousARPOnStart = false`, since the real host sent none).
-    ///   - standingInFor: the MAC address of the host the stack replaces.
+    ///   - mac: the MAC address of the host the stack replaces.
     ///   - include: which frames of the other hosts to replay; a frame left out is skipped together
     ///     with the real host's answers to it.
-    /// - Throws: ``PcapError`` when the file cannot be read.
+    /// - Throws: `PcapError` when the file cannot be read.
     public static func run(
         capture path: String, against stack: NetworkStack, standingInFor mac: MACAddress, include: (ByteBuffer) -> Bool = { _ in true }
     ) throws(PcapError) -> Result {

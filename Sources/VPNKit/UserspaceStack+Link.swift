@@ -3,7 +3,7 @@ import NIOPosix
 public import VPNKitTransport
 
 extension UserspaceStack {
-    /// How a stack reaches its peer: a recipe that opens a ``FrameTransport`` on the stack's event
+    /// How a stack reaches its peer: a recipe that opens a `FrameTransport` on the stack's event
     /// loop. Built-in recipes cover a TAP device and an in-process pair; ``custom(_:)`` takes any
     /// transport you write (see the "Writing a transport" article).
     public struct Link: Sendable {
@@ -35,7 +35,7 @@ extension UserspaceStack {
             }
         }
 
-        /// Two links joined to each other in memory (an ``EventLoopLink``): start one stack on each
+        /// Two links joined to each other in memory (an `EventLoopLink`): start one stack on each
         /// and they share an Ethernet segment. Both stacks run on `eventLoop` (nil: a loop of SwiftNIO's
         /// shared singleton group).
         public static func connectedPair(mtu: Int = 1500, on eventLoop: (any EventLoop)? = nil) -> (Link, Link) {

@@ -17,8 +17,12 @@ extension UserspaceStack {
     /// what goes up and down: `PREFIX_tcp_connections`, `PREFIX_nat_tcp_flows`, `PREFIX_nat_udp_flows`
     /// and `PREFIX_dhcp_leases`. Every metric carries `dimensions`.
     ///
-    /// - Parameter factory: the backend to report to; nil uses the one bootstrapped in
-    ///   `MetricsSystem` (the usual choice; pass one to keep several stacks' metrics apart, or in tests).
+    /// - Parameters:
+    ///   - interval: how often to report; the first report is made at once.
+    ///   - labelPrefix: the start of every metric's label.
+    ///   - dimensions: dimensions attached to every metric (`[("stack", "guest-1")]`, say).
+    ///   - factory: the backend to report to; nil uses the one bootstrapped in `MetricsSystem` (the
+    ///     usual choice; pass one to keep several stacks' metrics apart, or in tests).
     /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` when metrics are already exported.
     public func exportMetrics(
         every interval: TimeAmount = .seconds(5), labelPrefix: String = "vpnkit", dimensions: [(String, String)] = [],

@@ -14,7 +14,7 @@ extension UserspaceStack {
     /// Runs a DHCP client on the link and waits for its first lease: the stack takes the leased
     /// address, subnet and default router, and keeps renewing the lease until shutdown (if it is
     /// lost the address is removed again). Start the stack with
-    /// ``StackConfiguration/unconfigured(macAddress:mtu:)`` for a host that has no address yet.
+    /// `StackConfiguration.unconfigured(macAddress:mtu:)` for a host that has no address yet.
     ///
     /// - Parameters:
     ///   - hostName: sent to the server as option 12 (nil: none).
@@ -74,7 +74,7 @@ extension UserspaceStack {
     /// Serves DHCP on the link (UDP port 67 of the stack's addresses): leases from the configured
     /// pool, offered to any client that asks. The configuration's server address must be one the
     /// stack owns.
-    /// - Throws: ``StackError/addressInUse(_:_:)`` when port 67 is taken;
+    /// - Throws: `StackError.addressInUse(_:_:)` when port 67 is taken;
     ///   ``UserspaceStackError/alreadyAttached(_:)`` on a second call.
     public func serveDHCP(_ configuration: DHCPServerConfiguration) async throws {
         try await onLoop { driver, state in
@@ -104,7 +104,7 @@ extension UserspaceStack {
     ///
     /// - Returns: a description of how outside ping works ("raw socket", "ping socket"), or nil
     ///   when neither kind of ICMP socket could be opened (ping to outside addresses is then off).
-    /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` on a second call; ``StackError`` when
+    /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` on a second call; `StackError` when
     ///   port 53 is taken.
     @discardableResult
     public func attachNAT(_ configuration: NATConfiguration = NATConfiguration(), dns: DNSServiceConfiguration? = DNSServiceConfiguration()) async throws
@@ -149,7 +149,7 @@ extension UserspaceStack {
     /// Starts copying every frame in both directions to a pcap file at `path` (created or
     /// truncated; Ethernet link type, wall-clock timestamps). A capture already running is stopped
     /// first. Capturing costs nothing while it is off.
-    /// - Throws: ``PcapError`` when the file cannot be opened.
+    /// - Throws: `PcapError` when the file cannot be opened.
     public func startCapture(toFile path: String) async throws {
         try await onLoop { _, state in
             state.capture.sink = try PcapFileSink(path: path)

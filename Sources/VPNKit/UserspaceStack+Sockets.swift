@@ -5,7 +5,7 @@ public import VPNKitStack
 /// The connections accepted on one listening TCP port, as an `AsyncSequence`.
 ///
 /// At most `backlog` accepted connections wait to be taken from the sequence; a connection beyond
-/// that is reset and counted in ``StackCounter/tcpListenOverflows``. The sequence ends when the
+/// that is reset and counted in `StackCounter.tcpListenOverflows`. The sequence ends when the
 /// listener is closed or the stack shuts down.
 public struct TCPListener: AsyncSequence, Sendable {
     /// Accepted connections, each after its handshake completed.
@@ -32,7 +32,7 @@ public struct TCPListener: AsyncSequence, Sendable {
 
 extension UserspaceStack {
     /// Listens for TCP connections on `port` of every address the stack owns.
-    /// - Throws: ``StackError/addressInUse(_:_:)`` when something already listens there;
+    /// - Throws: `StackError.addressInUse(_:_:)` when something already listens there;
     ///   ``UserspaceStackError/shutDown`` after shutdown.
     public func listenTCP(port: UInt16, backlog: Int = 128) async throws -> TCPListener {
         let (stream, continuation) = AsyncStream.makeStream(of: AsyncTCPConnection.self, bufferingPolicy: .bufferingOldest(max(1, backlog)))
@@ -51,8 +51,8 @@ extension UserspaceStack {
     }
 
     /// Opens a TCP connection to `address:port` and waits for the handshake.
-    /// - Throws: ``AsyncTCPError/connectionClosed(_:)`` with `.refused` when the peer answers with
-    ///   a reset, `.timedOut` when the SYN retransmissions run out; ``StackError`` when no source
+    /// - Throws: `AsyncTCPError.connectionClosed(_:)` with `.refused` when the peer answers with
+    ///   a reset, `.timedOut` when the SYN retransmissions run out; `StackError` when no source
     ///   address is configured or the connection limit is reached.
     public func connectTCP(to address: IPv4Address, port: UInt16) async throws -> AsyncTCPConnection {
         _ = try await onLoop { _, _ in true }
@@ -61,7 +61,7 @@ extension UserspaceStack {
 
     /// Binds a UDP socket on `port` (of `address` only, or of every owned address when nil).
     /// Received datagrams arrive on the socket's `messages`; a reader that falls more than
-    /// `bufferLimit` datagrams behind loses the oldest (counted in ``StackCounter/udpSocketQueueFull``).
+    /// `bufferLimit` datagrams behind loses the oldest (counted in `StackCounter.udpSocketQueueFull`).
     /// The socket is closed when the stack shuts down.
     public func bindUDP(port: UInt16, address: IPv4Address? = nil, bufferLimit: Int? = nil) async throws -> AsyncUDPSocket {
         _ = try await onLoop { _, _ in true }

@@ -11,8 +11,8 @@ public import VPNKitTransport
 /// A TCP/IP stack running on a SwiftNIO event loop over a link: the embedding API.
 ///
 /// `UserspaceStack` is `Sendable`; every method may be called from any task or thread and hops to
-/// the stack's event loop. Underneath sit the event-loop types — ``StackDriver`` and the state
-/// machine ``NetworkStack`` — which ``withDriver(_:)`` hands to code that wants to work on the loop
+/// the stack's event loop. Underneath sit the event-loop types — `StackDriver` and the state
+/// machine `NetworkStack` — which ``withDriver(_:)`` hands to code that wants to work on the loop
 /// directly.
 ///
 /// ```swift
@@ -25,7 +25,7 @@ public import VPNKitTransport
 /// }
 /// ```
 ///
-/// Services attach to a running stack: ``configureWithDHCP(hostName:timeout:)`` (a DHCP client),
+/// Services attach to a running stack: ``configureWithDHCP(hostName:configuration:timeout:)`` (a DHCP client),
 /// ``serveDHCP(_:)`` (a DHCP server), ``attachNAT(_:dns:)`` (host sockets for the guest's traffic),
 /// ``startCapture(toFile:)`` and ``exportMetrics(every:labelPrefix:dimensions:factory:)``. ``shutdown()``
 /// stops all of them, closes the link and, when the stack made its own event loop, stops that too.
@@ -99,7 +99,7 @@ public final class UserspaceStack: Sendable {
     ///     makes a one-thread loop of its own and stops it on ``shutdown()``.
     ///   - logger: where the stack's services log (labels `vpnkit.stack`, `vpnkit.nat`, `vpnkit.dns`
     ///     by default).
-    /// - Throws: the link's error when it cannot be opened (``TransportError`` for the built-in ones).
+    /// - Throws: the link's error when it cannot be opened (`TransportError` for the built-in ones).
     public static func start(
         configuration: StackConfiguration = StackConfiguration(), link: Link, on eventLoop: (any EventLoop)? = nil,
         logger: Logger = Logger(label: "vpnkit.stack")
@@ -140,7 +140,7 @@ public final class UserspaceStack: Sendable {
         }
     }
 
-    /// Runs `body` on the event loop with the driver (and through it the ``NetworkStack``), then
+    /// Runs `body` on the event loop with the driver (and through it the `NetworkStack`), then
     /// transmits whatever the stack produced. For work the async API does not cover.
     public func withDriver<T: Sendable>(_ body: @escaping @Sendable (StackDriver) throws -> T) async throws -> T {
         let driver = self.driver

@@ -16,6 +16,7 @@ public enum UserspaceStackError: Error, Sendable, Hashable, CustomStringConverti
     /// ``UserspaceStack/Link/connectedPair(mtu:on:)`` must share their loop).
     case wrongEventLoop
 
+    /// A one-line explanation for logs and error messages.
     public var description: String {
         switch self {
         case .shutDown: return "the stack has shut down"
