@@ -144,6 +144,19 @@ let package = Package(
             dependencies: ["VPNKit", .product(name: "MetricsTestKit", package: "swift-metrics")],
             swiftSettings: strict
         ),
+        // Fuzzing: one entry point per parser and one for the whole stack (scripts/fuzz.sh builds
+        // them with libFuzzer; built normally, vpnkit-fuzz replays inputs such as crash regressions).
+        .target(
+            name: "VPNKitFuzzTargets",
+            dependencies: [
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitStack",
+                "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Fuzz/VPNKitFuzzTargets", swiftSettings: strict),
+        .executableTarget(name: "vpnkit-fuzz", dependencies: ["VPNKitFuzzTargets"], path: "Fuzz/vpnkit-fuzz", swiftSettings: strict),
+        .testTarget(name: "VPNKitFuzzTests", dependencies: ["VPNKitFuzzTargets", "VPNKitPcap", "VPNKitEthernet", "VPNKitIPv4", "VPNKitBase"], swiftSettings: strict),
         // Helpers shared by the test targets.
         .target(name: "VPNKitTestSupport", path: "Tests/VPNKitTestSupport", swiftSettings: strict),
         .testTarget(

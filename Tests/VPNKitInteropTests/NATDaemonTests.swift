@@ -89,11 +89,16 @@ struct NATDaemonTests {
         #expect(try daemon.guest("udpclosed", "192.168.65.2", "9") == "ok udp refused")
     }
 
-    @Test("--no-host-loopback refuses the host alias; --max-connections 5 refuses the sixth")
+    @Test("--no-host-loopback refuses the host alias (TCP and UDP; ping is the stack's own); --max-connections 5 refuses the sixth")
     func limits() throws {
         let host = try HostServers()
         let closed = try natDaemon("noloop", ["--no-host-loopback"])
         #expect(try closed.guest("refused", "192.168.65.2", "\(host.tcp)").hasPrefix("ok refused"))
+        // The host's UDP echo is there, but the guest must not reach it.
+        #expect(try closed.guest("udpclosed", "192.168.65.2", "\(host.udp)").hasPrefix("ok udp refused"))
+        // The alias answers ping itself (the stack owns it); nothing goes to the host's loopback.
+        let ping = try closed.namespace.exec(["ping", "-c", "1", "-W", "2", "192.168.65.2"], timeout: 10)
+        #expect(ping.status == 0)
         _ = closed.stop()
         let limited = try natDaemon("maxconn", ["--max-connections", "5"])
         defer { _ = limited.stop() }

@@ -230,6 +230,17 @@ struct PublicAPITests {
         #expect(stack.statistics[.icmpEchoRepliesSent] == 7)
     }
 
+    @Test("Secure defaults: published ports bind 127.0.0.1 unless told; limits are finite")
+    func secureDefaults() {
+        #expect(PublishedPort("tcp:8080:80")?.hostAddress == IPv4Address("127.0.0.1"))
+        #expect(PublishedPort("udp:5353:53")?.hostAddress == IPv4Address("127.0.0.1"))
+        #expect(PublishedPort("tcp:0.0.0.0:8080:80")?.hostAddress == IPv4Address("0.0.0.0"))
+        let nat = NATConfiguration()
+        #expect(nat.maximumConnections == 4096 && nat.maximumUDPFlows == 1024 && nat.maximumICMPEchoesInFlight == 4096)
+        let stack = StackConfiguration()
+        #expect(stack.maximumTCPConnections == 4096 && stack.tcpSYNBacklog == 256 && stack.reassembly.maximumTotalBytes == 4 << 20)
+    }
+
     @Test("A custom transport: any FrameTransport works as a link")
     func customTransport() async throws {
         // A transport that loops frames back to an observer: the smallest transport there is.

@@ -41,7 +41,7 @@ public struct SocketTransportOptions: Sendable, Hashable {
 }
 
 /// How a stream framing encodes a frame's length.
-enum LengthPrefix {
+package enum LengthPrefix {
     /// qemu `-netdev stream`: 4 bytes, big-endian (../shared/notes/qemu-vm.md).
     case uint32BigEndian
     /// vmnet: 2 bytes, little-endian (moby/vpnkit src/hostnet/vmnet.ml, module Packet).
@@ -81,23 +81,23 @@ enum LengthPrefix {
 }
 
 /// What a handshake that runs before frames flow decided after the bytes it was given.
-enum PreambleStep {
+package enum PreambleStep {
     case needMore
     case done
     case failed(TransportError)
 }
 
 /// A handshake run on a stream before frames flow (the vmnet negotiation).
-protocol StreamPreamble: AnyObject {
+package protocol StreamPreamble: AnyObject {
     /// Consumes handshake bytes from `input`, leaving any bytes that follow the handshake, and
     /// appends the replies to send to `reply`.
     func consume(_ input: inout ByteBuffer, reply: inout ByteBuffer) -> PreambleStep
 }
 
 /// The channel handler behind the stream transports. Lives on its channel's event loop only.
-final class FramedStreamHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+package final class FramedStreamHandler: ChannelInboundHandler {
+    package typealias InboundIn = ByteBuffer
+    package typealias OutboundOut = ByteBuffer
 
     /// Frames at least this long are written as their own buffer instead of being copied.
     static let zeroCopyThreshold = 16 << 10
@@ -121,15 +121,15 @@ final class FramedStreamHandler: ChannelInboundHandler {
     let maxSendFrame: Int
     private(set) var statistics = TransportStatistics()
 
-    var onFrame: ((ByteBuffer) -> Void)? {
+    package var onFrame: ((ByteBuffer) -> Void)? {
         didSet { if onFrame != nil { scheduleDelivery() } }
     }
-    var onClose: (((any Error)?) -> Void)?
+    package var onClose: (((any Error)?) -> Void)?
     /// Called once when frames can flow (channel active, handshake done): where the transport is
     /// handed to its user.
     var onReady: (() -> Void)?
     /// Called instead of `onReady`/`onClose` when the connection ends before it was ready.
-    var onPreambleFailure: ((any Error) -> Void)?
+    package var onPreambleFailure: ((any Error) -> Void)?
 
     private var preamble: (any StreamPreamble)?
     private let preambleTimeout: TimeAmount
@@ -151,7 +151,7 @@ final class FramedStreamHandler: ChannelInboundHandler {
     /// The peer closed while frames were still waiting for `onFrame`.
     private var peerEnded = false
 
-    init(prefix: LengthPrefix, maxReceiveFrame: Int, maxSendFrame: Int, preamble: (any StreamPreamble)? = nil,
+    package init(prefix: LengthPrefix, maxReceiveFrame: Int, maxSendFrame: Int, preamble: (any StreamPreamble)? = nil,
          preambleTimeout: TimeAmount = .seconds(10)) {
         self.prefix = prefix
         self.maxReceiveFrame = min(maxReceiveFrame, prefix.largestLength)
@@ -162,22 +162,22 @@ final class FramedStreamHandler: ChannelInboundHandler {
 
     // MARK: NIO events
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.eventLoop = context.eventLoop
         if context.channel.isActive { activate() }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    package func channelActive(context: ChannelHandlerContext) {
         activate()
         context.fireChannelActive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         switch state {
         case .preamble, .open: break
@@ -194,7 +194,7 @@ final class FramedStreamHandler: ChannelInboundHandler {
         if state == .open, onFrame != nil { deliverFrames() }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         switch state {
         case .closed:
             break
@@ -208,7 +208,7 @@ final class FramedStreamHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         fail(error)
     }
 

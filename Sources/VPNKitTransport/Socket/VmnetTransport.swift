@@ -156,7 +156,7 @@ public final class VmnetListener {
 
 /// The server's half of the vmnet negotiation (vmnet.ml `server_negotiate`), fed bytes as they
 /// arrive in any pieces.
-final class VmnetServerHandshake: StreamPreamble {
+package final class VmnetServerHandshake: StreamPreamble {
     private enum Phase { case initMessage, command, done }
 
     let mtu: Int
@@ -167,13 +167,13 @@ final class VmnetServerHandshake: StreamPreamble {
     /// Set once the handshake succeeded.
     private(set) var client: VmnetClient?
 
-    init(mtu: Int, maxPacketSize: Int, admit: @escaping (VmnetUUID, IPv4Address?) -> Result<MACAddress, VmnetRefusal>) {
+    package init(mtu: Int, maxPacketSize: Int, admit: @escaping (VmnetUUID, IPv4Address?) -> Result<MACAddress, VmnetRefusal>) {
         self.mtu = mtu
         self.maxPacketSize = maxPacketSize
         self.admit = admit
     }
 
-    func consume(_ input: inout ByteBuffer, reply: inout ByteBuffer) -> PreambleStep {
+    package func consume(_ input: inout ByteBuffer, reply: inout ByteBuffer) -> PreambleStep {
         if phase == .initMessage {
             // Refuse a wrong magic as soon as the bytes in show it.
             let available = min(5, input.readableBytes)

@@ -1,0 +1,140 @@
+import NIOCore
+import VPNKitBase
+import VPNKitDHCP
+import VPNKitEthernet
+import VPNKitIPv4
+import VPNKitStack
+import VPNKitTCP
+
+/// The whole stack as a hostile guest sees it: a gateway with a DHCP server, a TCP listener that
+/// echoes, a UDP echo socket and a forwarder standing in for the NAT's host side (it accepts or
+/// refuses TCP, echoes UDP and answers pings, all in memory). The input is a sequence of frames, each
+/// preceded by one byte that advances the clock and two bytes of length; whatever the stack sends
+/// is parsed back, and every invariant that must hold after each frame is checked.
+enum StackFuzzer {
+    static let gatewayMAC = MACAddress(rawValue: 0x5A94_EFE4_0CEE)
+    static let subnet = IPv4Subnet("192.168.65.0/24")!
+
+    static func run(_ input: ByteBuffer) {
+        var configuration = StackConfiguration(
+            macAddress: gatewayMAC, subnet: subnet, gateway: IPv4Address(192, 168, 65, 1),
+            additionalAddresses: [IPv4Address(192, 168, 65, 2)])
+        configuration.maximumTCPConnections = 64
+        configuration.tcpSYNBacklog = 16
+        configuration.reassembly.maximumDatagrams = 8
+        configuration.reassembly.maximumTotalBytes = 256 << 10
+        configuration.tcpSecret = 1
+        let stack = NetworkStack(configuration: configuration)
+        var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let forwarder = FakeHostSide(stack: stack)
+        stack.forwarder = forwarder
+        var dhcpServer = DHCPServerConfiguration(serverAddress: IPv4Address(192, 168, 65, 1), subnet: subnet, firstLease: IPv4Address(192, 168, 65, 3))
+        dhcpServer.poolEnd = IPv4Address(192, 168, 65, 10)
+        let dhcp = try? DHCPService(stack: stack, configuration: dhcpServer)
+        var sockets: [TCPSocket] = []
+        try? stack.listenTCP(port: 7) { socket in
+            sockets.append(socket)
+            socket.onReadable = { [unowned socket] in
+                while let data = socket.read(now: now) { _ = socket.write(data, now: now) }
+                if socket.isReadClosed { socket.close(now: now) }
+            }
+        }
+        let udp = try? stack.bindUDP(port: 7) { message in
+            try? stack.sendUDP(message.payload, from: message.destination, port: 7, to: message.source, port: message.sourcePort, now: message.receivedAt)
+        }
+        stack.start(now: now)
+        drain(stack)
+
+        var rest = input
+        while let tick = rest.readInteger(as: UInt8.self), let length = rest.readInteger(as: UInt16.self) {
+            // Time moves by 0–255 ms, and a tick of 255 jumps a minute (timers, expiry, reassembly).
+            now = now + (tick == 255 ? .seconds(61) : .milliseconds(Int64(tick)))
+            let frame = rest.readSlice(length: min(Int(length), rest.readableBytes))!
+            stack.receive(frame, now: now)
+            forwarder.now = now
+            forwarder.flushPending()
+            stack.poll(now: now)
+            drain(stack)
+            check(stack)
+        }
+        // Let every timer run out: nothing may be left that never ends.
+        for _ in 0..<20 {
+            now = now + .seconds(120)
+            forwarder.now = now
+            stack.poll(now: now)
+            drain(stack)
+        }
+        check(stack)
+        consume((dhcp, udp, sockets.count))
+    }
+
+    /// Everything the stack sends must be a well-formed frame from the gateway's MAC.
+    static func drain(_ stack: NetworkStack) {
+        for frame in stack.takeOutput() {
+            guard let ethernet = try? EthernetFrame(frame) else { fatalError("the stack sent a frame that does not parse") }
+            precondition(ethernet.source == gatewayMAC, "the stack sent a frame from another MAC")
+            if ethernet.etherType == .ipv4 {
+                guard let ip = try? IPv4Packet(ethernet.payload) else { fatalError("the stack sent an IPv4 packet that does not parse") }
+                precondition(ip.isHeaderChecksumValid, "the stack sent an IPv4 header with a bad checksum")
+            }
+        }
+    }
+
+    /// Bounds that hold whatever the guest sent.
+    static func check(_ stack: NetworkStack) {
+        precondition(stack.tcpConnectionCount <= stack.configuration.maximumTCPConnections, "TCP connections beyond the limit")
+        precondition(stack.reassembler.count <= stack.configuration.reassembly.maximumDatagrams, "reassembly beyond its limit")
+        precondition(stack.arpCache.count <= stack.configuration.arp.maximumEntries, "ARP cache beyond its limit")
+    }
+}
+
+/// The NAT's host side, in memory: TCP to even ports is accepted and echoed, to odd ports refused;
+/// UDP is echoed back from the destination; pings are answered.
+final class FakeHostSide: PacketForwarder {
+    unowned let stack: NetworkStack
+    var now = NIODeadline.uptimeNanoseconds(0)
+    private var pending: [TCPConnectionRequest] = []
+    private var accepted: [TCPSocket] = []
+
+    init(stack: NetworkStack) { self.stack = stack }
+
+    func forwards(_ destination: IPv4Address) -> Bool {
+        destination == IPv4Address(192, 168, 65, 2) || !StackFuzzer.subnet.contains(destination)
+    }
+
+    func tcpConnectionRequested(_ request: TCPConnectionRequest, now: NIODeadline) {
+        // Answered on the next frame, as a host connect would be: retransmitted SYNs meet a held request.
+        if pending.count < 32 { pending.append(request) }
+    }
+
+    func flushPending() {
+        let requests = pending
+        pending.removeAll()
+        for request in requests {
+            if request.destinationPort % 2 == 0 {
+                guard let socket = stack.acceptTCPConnectionRequest(request, now: now) else { continue }
+                socket.onReadable = { [unowned socket, unowned self] in
+                    while let data = socket.read(now: self.now) { _ = socket.write(data, now: self.now) }
+                    if socket.isReadClosed { socket.close(now: self.now) }
+                }
+                if accepted.count < 64 { accepted.append(socket) }
+            } else {
+                stack.refuseTCPConnectionRequest(request, with: request.destinationPort % 4 == 1 ? .reset : .unreachable(code: 1), now: now)
+            }
+        }
+    }
+
+    func udpDatagramReceived(_ message: UDPMessage, now: NIODeadline) {
+        if message.destinationPort % 2 == 0 {
+            try? stack.sendForwardedUDP(message.payload, from: message.destination, port: message.destinationPort, to: message.source, port: message.sourcePort, now: now)
+        } else {
+            stack.sendForwardedUDPUnreachable(code: 3, guest: message.source, guestPort: message.sourcePort, remote: message.destination, remotePort: message.destinationPort, now: now)
+        }
+    }
+
+    func icmpEchoRequested(_ request: ICMPEchoRequest, now: NIODeadline) {
+        stack.sendForwardedEchoReply(
+            from: request.destination, to: request.guestAddress, identifier: request.identifier, sequenceNumber: request.sequenceNumber,
+            payload: request.payload, now: now)
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+import Testing
+import VPNKitTestSupport
+
+/// The daemon's resources, read from /proc.
+struct ProcessResources {
+    let pid: Int32
+    var openFiles: Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count }
+    /// Resident set size in KiB.
+    var rssKiB: Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+    /// Waits until at most `limit` files are open; returns the count seen last.
+    func waitForOpenFiles(atMost limit: Int, seconds: Double) -> Int {
+        let deadline = Date().addingTimeInterval(seconds)
+        var count = openFiles
+        while count > limit, Date() < deadline {
+            usleep(200_000)
+            count = openFiles
+        }
+        return count
+    }
+}
+
+/// The largest resident size the (debug) daemon may reach under any one attack: a bound on what a
+/// guest can make the host spend.
+let hostileRSSBoundKiB = 256 * 1024
+
+/// A connection from the guest to the host made before an attack, checked after it.
+final class HeldConnection {
+    let process = Process()
+    let input = Pipe()
+    let output = Pipe()
+
+    init(namespace: String, port: Int) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", namespace, "python3", "-c", hostileGuestScript, "hold", "192.168.65.2", String(port)]
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        guard readLine() == "ready" else { throw NamespaceError(message: "the held connection did not start") }
+    }
+
+    private func readLine() -> String {
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while read(output.fileHandleForReading.fileDescriptor, &byte, 1) == 1, byte != 10 { line.append(byte) }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    /// Sends and receives once more over the connection; true when the echo came back intact.
+    func stillWorks() -> Bool {
+        input.fileHandleForWriting.write(Data("go\n".utf8))
+        let line = readLine()
+        process.waitUntilExit()
+        return line == "ok hold"
+    }
+
+    deinit { if process.isRunning { process.terminate() } }
+}
+
+/// An acceptor on the host's loopback that takes connections and closes them at once.
+final class HostAcceptor {
+    let process = Process()
+    let port: Int
+
+    init() throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", """
+            import socket
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0)); s.listen(4096); print(s.getsockname()[1], flush=True)
+            while True:
+                c, _ = s.accept(); c.close()
+            """]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while read(output.fileHandleForReading.fileDescriptor, &byte, 1) == 1, byte != 10 { line.append(byte) }
+        port = Int(String(decoding: line, as: UTF8.self)) ?? 0
+    }
+
+    deinit { process.terminate() }
+}
+
+@Suite("a hostile guest cannot crash the daemon, leak or starve others", .serialized, .enabled(if: canRunNAT, natSkipReason))
+struct HostileGuestTests {
+    /// Starts a daemon with a guest that took a lease, a held connection to the host, and the
+    /// baseline of open files; runs `attack`; then checks the held connection, the files and memory.
+    func withAttack(
+        _ label: String, extraArguments: [String] = [], settle: Double = 30, _ attack: (Daemon, ProcessResources) throws -> Void
+    ) throws {
+        let host = try HostServers()
+        let daemon = try natDaemon(label, extraArguments)
+        defer { _ = daemon.stop() }
+        let resources = ProcessResources(pid: daemon.process.processIdentifier)
+        _ = try daemon.namespace.exec(["ping", "-c", "1", "-W", "2", "192.168.65.1"], timeout: 10)  // the gateway's MAC in the ARP table
+        let held = try HeldConnection(namespace: daemon.namespace.name, port: host.tcp)
+        usleep(300_000)
+        let baseline = resources.openFiles
+        let rssBefore = resources.rssKiB
+        try attack(daemon, resources)
+        let peak = resources.rssKiB
+        let after = resources.waitForOpenFiles(atMost: baseline, seconds: settle)
+        print("\(label): open files \(baseline) before, \(after) after; RSS \(rssBefore) KiB before, \(peak) KiB after the attack")
+        #expect(daemon.process.isRunning, "the daemon died")
+        #expect(held.stillWorks(), "the connection made before the attack no longer works")
+        #expect(after <= baseline, "open files did not return to the baseline (\(baseline)): \(after)")
+        #expect(peak < hostileRSSBoundKiB, "RSS \(peak) KiB exceeds the bound")
+    }
+
+    func attack(_ daemon: Daemon, _ arguments: String..., timeout: Double = 300) throws -> String {
+        let result = try daemon.namespace.exec(["python3", "-c", hostileGuestScript] + arguments, timeout: timeout)
+        let line = result.output.split(separator: "\n").first { $0.hasPrefix("ok ") }.map(String.init)
+        guard let line else { throw NamespaceError(message: "\(arguments.first!) failed (\(result.status)): \(result.output) \(result.error)") }
+        print(line)
+        return line
+    }
+
+    @Test("100,000 SYNs with random ports and sequence numbers at the gateway, and 100,000 at the host alias")
+    func synFlood() throws {
+        let acceptor = try HostAcceptor()
+        try withAttack("synflood") { daemon, resources in
+            _ = try attack(daemon, "synflood", "192.168.65.1", "80", "100000")
+            _ = try attack(daemon, "synflood", "192.168.65.2", String(acceptor.port), "100000")
+        }
+    }
+
+    @Test("a connect scan of all 65,535 ports of the host alias, 1,000 in flight")
+    func connectScan() throws {
+        try withAttack("scan") { daemon, _ in
+            let line = try attack(daemon, "scan", "192.168.65.2", "1000", timeout: 600)
+            // Most of the host's loopback ports are closed: each must come back refused, not hang.
+            let refused = Int(line.split(separator: " ")[5]) ?? 0
+            #expect(refused > 60_000, "\(line)")
+        }
+    }
+
+    @Test("UDP from 10,000 source ports: flows capped at --max-udp-flows and expired")
+    func udpFlood() throws {
+        let host = try HostServers()
+        try withAttack("udpflood", extraArguments: ["--max-udp-flows", "256", "--udp-idle-timeout", "3"]) { daemon, resources in
+            let before = resources.openFiles
+            _ = try attack(daemon, "udpflood", "192.168.65.2", String(host.udp), "10000")
+            // While the flows live: never more host sockets than the cap.
+            #expect(resources.openFiles <= before + 256 + 8)
+        }
+    }
+
+    @Test("DHCP starvation: DISCOVER and REQUEST from 10,000 MAC addresses")
+    func dhcpStarvation() throws {
+        let stats = FileManager.default.temporaryDirectory.appendingPathComponent("vk-starve-\(getpid()).sock").path
+        try withAttack("dhcpstarve", extraArguments: ["--stats", stats]) { daemon, _ in
+            _ = try attack(daemon, "dhcpstarve", "10000")
+            let json = try run(vpnkitBinary(), ["stats", stats, "--json"], timeout: 20)
+            let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+            let leases = (object?["dhcp"] as? [String: Any])?["leases"] as? Int ?? -1
+            // The pool (.3–.254) bounds the leases, however many clients ask.
+            #expect(leases >= 1 && leases <= 252, "leases: \(leases)")
+        }
+    }
+
+    @Test("50,000 malformed frames of 16 kinds, and 10,000 spoofed from outside addresses: dropped and counted")
+    func malformedAndSpoofed() throws {
+        let stats = FileManager.default.temporaryDirectory.appendingPathComponent("vk-malformed-\(getpid()).sock").path
+        try withAttack("malformed", extraArguments: ["--stats", stats]) { daemon, _ in
+            _ = try attack(daemon, "malformed", "50000", "11")
+            _ = try attack(daemon, "spoof", "10000")
+            usleep(500_000)
+            let json = try run(vpnkitBinary(), ["stats", stats, "--json"], timeout: 20)
+            let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+            let counters = object?["stack"] as? [String: Any] ?? [:]
+            func count(_ name: String) -> Int { counters[name] as? Int ?? 0 }
+            #expect(count("ipv4_bad_checksum") > 0 && count("ipv4_malformed") > 0 && count("arp_malformed") > 0, "\(counters)")
+            #expect(count("ipv4_bad_source") + count("forwarded_bad_source") >= 6_000, "spoofed frames not dropped: \(counters)")
+        }
+    }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Fuzzes every parser and the whole stack with libFuzzer (AddressSanitizer on).
+#
+#   scripts/fuzz.sh                      60 s per target
+#   scripts/fuzz.sh --seconds 600 tcp    10 min on one target
+#   scripts/fuzz.sh --smoke              5 s per target (CI)
+#
+# Seeds are cut from Fixtures/ and ../shared/fixtures/tcpdump. A crash leaves its input in
+# .build-fuzz/crashes/TARGET-*; copy it to Fuzz/Regressions/TARGET/ so `swift test` replays it for
+# good. Prints executions per target and exits non-zero on any crash.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=60
+configuration=release
+targets=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) seconds=5; configuration=debug ;;  # a debug build compiles faster; speed hardly matters for 5 s
+        --seconds) seconds="$2"; shift ;;
+        *) targets+=("$1") ;;
+    esac
+    shift
+done
+[ ${#targets[@]} -gt 0 ] || targets=(ethernet arp ipv4 icmp udp tcp dhcp dns qemu vmnet stack)
+
+scratch=.build-fuzz
+echo "== building vpnkit-fuzz with libFuzzer and AddressSanitizer ($configuration, $scratch)"
+swift build -c "$configuration" --scratch-path "$scratch" --product vpnkit-fuzz \
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DFUZZING >/dev/null
+fuzzer="$scratch/$configuration/vpnkit-fuzz"
+
+echo "== seeds"
+swift build --product vpnkit-fuzz >/dev/null
+replayer="$(swift build --show-bin-path)/vpnkit-fuzz"
+rm -rf "$scratch/seeds"
+shopt -s nullglob
+"$replayer" --seeds "$scratch/seeds" Fixtures/*.pcap ../shared/fixtures/tcpdump/*.pcap ../shared/fixtures/tcpdump/*.pcapng
+mkdir -p "$scratch/crashes"
+
+status=0
+printf '%-10s %14s %10s %8s\n' target executions exec/s result
+for target in "${targets[@]}"; do
+    corpus="$scratch/corpus/$target"
+    mkdir -p "$corpus" "$scratch/seeds/$target"
+    log="$scratch/$target.log"
+    if VPNKIT_FUZZ_TARGET="$target" ASAN_OPTIONS=detect_leaks=1 "$fuzzer" "$corpus" "$scratch/seeds/$target" \
+        -max_total_time="$seconds" -max_len=70000 -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+        -artifact_prefix="$scratch/crashes/$target-" >"$log" 2>&1; then
+        result=ok
+    else
+        result=CRASH
+        status=1
+    fi
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+    rate=$(grep -o 'exec/s: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+    printf '%-10s %14s %10s %8s\n' "$target" "$runs" "$rate" "$result"
+    if [ "$result" = CRASH ]; then grep -m5 -E 'ERROR|Fatal error|panic|deadly' "$log" || true; fi
+done
+[ $status = 0 ] || echo "crash inputs: $(ls $scratch/crashes)"
+exit $status
