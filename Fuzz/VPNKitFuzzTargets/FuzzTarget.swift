@@ -157,9 +157,11 @@ func fuzzStreamFraming(_ buffer: ByteBuffer, vmnet: Bool) {
             let piece = input.readSlice(length: min(step, input.readableBytes))!
             try channel.writeInbound(piece)
         }
-        _ = try? channel.finish()
-    } catch {
-        _ = try? channel.finish()
-    }
+    } catch {}
+    // Close (whether or not the handler already did), let the handshake timer fire and the pipeline
+    // tear down: what a real event loop does, so nothing is left holding the handler.
+    _ = try? channel.finish(acceptAlreadyClosed: true)
+    channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+    channel.embeddedEventLoop.run()
     consume(frames)
 }

@@ -27,7 +27,7 @@ public struct NATConfiguration: Sendable {
     /// system's defaults.
     public var udpSocketBufferBytes: UInt32 = 1 << 20
     /// The most bytes read from a host TCP socket at once; default 256 KiB. It bounds what waits for the
-    /// guest's window, per flow.
+    /// guest's window, per flow. Reads start at 16 KiB and grow toward this while a flow is busy.
     public var tcpReadChunkBytes = 262_144
     /// How long a guest ping to an outside address waits for its reply before it is forgotten; default 30 s.
     public var icmpEchoTimeout: TimeAmount = .seconds(30)
