@@ -89,16 +89,16 @@ final class StackMetricsExporter {
         count("link_receive_errors", link.receiveErrors)
         gauge("tcp_connections", driver.stack.tcpConnectionCount)
         if let nat = state.nat {
-            for (name, value) in fields(of: nat.counters) { count("nat_" + name, value) }
+            for (name, value) in CounterNames.fields(of: nat.counters) { count("nat_" + name, value) }
             gauge("nat_tcp_flows", nat.openTCPFlows)
             gauge("nat_udp_flows", nat.openUDPFlows)
         }
         if let dhcp = state.dhcpServer {
-            for (name, value) in fields(of: dhcp.counters) { count("dhcp_" + name, value) }
+            for (name, value) in CounterNames.fields(of: dhcp.counters) { count("dhcp_" + name, value) }
             gauge("dhcp_leases", dhcp.leases(now: now).count)
         }
         if let dns = state.dns {
-            for (name, value) in fields(of: dns.counters) { count("dns_" + name, value) }
+            for (name, value) in CounterNames.fields(of: dns.counters) { count("dns_" + name, value) }
         }
     }
 
@@ -127,21 +127,5 @@ final class StackMetricsExporter {
             gauges[name] = gauge
         }
         gauge.record(value)
-    }
-
-    /// The `UInt64` fields of a counters struct, named in snake_case.
-    private func fields(of counters: Any) -> [(String, UInt64)] {
-        Mirror(reflecting: counters).children.compactMap { child in
-            guard let label = child.label, let value = child.value as? UInt64 else { return nil }
-            var name = ""
-            for character in label {
-                if character.isUppercase {
-                    name += "_" + character.lowercased()
-                } else {
-                    name.append(character)
-                }
-            }
-            return (name, value)
-        }
     }
 }

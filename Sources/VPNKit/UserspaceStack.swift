@@ -143,14 +143,7 @@ public final class UserspaceStack: Sendable {
     /// Runs `body` on the event loop with the driver (and through it the `NetworkStack`), then
     /// transmits whatever the stack produced. For work the async API does not cover.
     public func withDriver<T: Sendable>(_ body: @escaping @Sendable (StackDriver) throws -> T) async throws -> T {
-        let driver = self.driver
-        let state = self.state
-        return try await eventLoop.submit {
-            guard !state.value.isShutDown else { throw UserspaceStackError.shutDown }
-            let d = driver.value
-            defer { d.flush() }
-            return try body(d)
-        }.get()
+        try await onLoop { driver, _ in try body(driver) }
     }
 
     /// Waits until the link ends: the peer closed it, it failed, or ``shutdown()`` was called.

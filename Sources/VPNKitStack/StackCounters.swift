@@ -144,3 +144,28 @@ public struct StackCounters: Sendable, Hashable {
         StackCounter.allCases.map { ($0.description, values[$0.rawValue]) }
     }
 }
+
+/// Names for counters in output (stats JSON, Prometheus, metrics labels).
+package enum CounterNames {
+    /// `camelCase` → `snake_case`.
+    package static func snakeCase(_ name: String) -> String {
+        var out = ""
+        for character in name {
+            if character.isUppercase {
+                out += "_" + character.lowercased()
+            } else {
+                out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// The `UInt64` fields of a counters struct (`NATCounters`, `DHCPServerCounters`, …), named in
+    /// snake_case, in declaration order.
+    package static func fields(of counters: Any) -> [(name: String, value: UInt64)] {
+        Mirror(reflecting: counters).children.compactMap { child in
+            guard let label = child.label, let value = child.value as? UInt64 else { return nil }
+            return (snakeCase(label), value)
+        }
+    }
+}

@@ -80,24 +80,7 @@ struct StatsSnapshot: Codable {
 }
 
 /// The `UInt64` fields of a counters struct, by snake_case name, in declaration order.
-func namedCounters(_ counters: Any) -> [(name: String, value: UInt64)] {
-    Mirror(reflecting: counters).children.compactMap { child in
-        guard let label = child.label, let value = child.value as? UInt64 else { return nil }
-        return (snakeCase(label), value)
-    }
-}
-
-func snakeCase(_ name: String) -> String {
-    var out = ""
-    for character in name {
-        if character.isUppercase {
-            out += "_" + character.lowercased()
-        } else {
-            out.append(character)
-        }
-    }
-    return out
-}
+func namedCounters(_ counters: Any) -> [(name: String, value: UInt64)] { CounterNames.fields(of: counters) }
 
 /// Serves `StatsSnapshot` on a unix socket: a client sends one line — `json` (or nothing but a
 /// newline), `prometheus`, or an HTTP `GET /metrics` / `GET /` — and gets the answer, then EOF.
