@@ -161,8 +161,10 @@ public final class UserspaceStack: Sendable {
     }
 
     /// Stops every attached service (a final metrics report, the NAT's host sockets, the DHCP
-    /// client — without releasing its lease — and server), flushes a capture, closes the link, and
-    /// stops the event loop when the stack made it. Safe to call more than once.
+    /// client — without releasing its lease — and server), resets open TCP connections, flushes a
+    /// capture, closes the link, and stops the event loop when the stack made it. Safe to call more
+    /// than once. The resets are sent once, best effort: a peer whose MAC address must first be
+    /// resolved again (its ARP entry expired) does not get one before the link closes.
     public func shutdown() async {
         let driver = self.driver
         let state = self.state

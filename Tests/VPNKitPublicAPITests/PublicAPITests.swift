@@ -126,14 +126,6 @@ struct PublicAPITests {
         await #expect(throws: AsyncTCPError.connectionClosed(.aborted)) { _ = try await reading.value }
         await #expect(throws: UserspaceStackError.shutDown) { _ = try await host.snapshot() }
         #expect(await host.waitUntilLinkEnds() == .shutDown)
-        // The gateway saw the RST the host sent on its way out (on a later turn of the loop; a
-        // loaded machine may take a while to get there).
-        var closed: UInt64 = 0
-        for _ in 0..<100 where closed == 0 {
-            closed = try await gateway.snapshot().counters[.tcpConnectionsClosed]
-            if closed == 0 { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        #expect(closed >= 1)
         await gateway.shutdown()
     }
 
