@@ -21,6 +21,8 @@ final class FaultyHostServer: Sendable {
 
     let port: UInt16
     private let listener: Int32
+    /// Set by `stop()`: a server that holds its connection lets go.
+    private let stopped = Atomic(false)
     /// What the server read (closeWriteOnly), complete once the client closed.
     let received = Mutex<[UInt8]>([])
     let finished = Mutex(false)
@@ -57,8 +59,8 @@ final class FaultyHostServer: Sendable {
             setsockopt(client, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
             close(client)
         case .stopReading:
-            // Hold the connection, unread, for a while.
-            usleep(5_000_000)
+            // Hold the connection, unread, until the test is done (two minutes at most).
+            for _ in 0..<1200 where !stopped.load(ordering: .relaxed) { usleep(100_000) }
             close(client)
         case .closeWriteOnly:
             _ = "bye".withCString { write(client, $0, 3) }
@@ -75,6 +77,7 @@ final class FaultyHostServer: Sendable {
     }
 
     func stop() {
+        stopped.store(true, ordering: .relaxed)
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
     }
