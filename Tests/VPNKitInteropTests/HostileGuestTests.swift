@@ -135,7 +135,11 @@ struct HostileGuestTests {
         }
     }
 
-    @Test("a connect scan of all 65,535 ports of the host alias, 1,000 in flight")
+    /// Heavy: about 50 s alone, many minutes beside the rest of the suite on two cores (where the
+    /// scanner's own 15 s timeouts then fire). Run with VPNKIT_HEAVY_TESTS=1.
+    @Test(
+        "a connect scan of all 65,535 ports of the host alias, 1,000 in flight",
+        .enabled(if: ProcessInfo.processInfo.environment["VPNKIT_HEAVY_TESTS"] == "1", "heavy: set VPNKIT_HEAVY_TESTS=1"))
     func connectScan() throws {
         try withAttack("scan") { daemon, _ in
             let line = try attack(daemon, "scan", "192.168.65.2", "1000", timeout: 600)
