@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 int vpnkit_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
@@ -53,4 +54,19 @@ int vpnkit_open_tap(const char *netns_path, const char *name, int vnet_hdr, char
     }
     if (fd < 0) { errno = err; return -1; }
     return fd;
+}
+
+int vpnkit_tap_set_offload(int fd, unsigned int flags) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags);
+}
+
+long vpnkit_tap_write_vnet(int fd, const void *header, unsigned long header_length, const void *frame, unsigned long frame_length) {
+    struct iovec iov[2];
+    iov[0].iov_base = (void *)header;
+    iov[0].iov_len = header_length;
+    iov[1].iov_base = (void *)frame;
+    iov[1].iov_len = frame_length;
+    ssize_t n;
+    do { n = writev(fd, iov, 2); } while (n < 0 && errno == EINTR);
+    return n;
 }

@@ -27,9 +27,13 @@ extension UserspaceStack {
         /// The TAP device `device` — opened, or created when missing — in the network namespace
         /// `namespace` (a name under /var/run/netns, or a path; nil: our own namespace). Needs
         /// CAP_NET_ADMIN. Set the device's MTU to `mtu` on the guest side; bring it up there.
-        public static func tap(device: String, namespace: String? = nil, mtu: Int = 1500) -> Link {
+        ///
+        /// With `offloads` (the default) the device carries a virtio-net header: the guest's kernel
+        /// hands over TCP segments of up to 64 KiB with checksums left partial, and takes them from
+        /// the stack, whatever the MTU (see `TAPTransport.open`).
+        public static func tap(device: String, namespace: String? = nil, mtu: Int = 1500, offloads: Bool = true) -> Link {
             Link(eventLoop: nil) { loop in
-                TAPTransport.open(namespace: namespace, device: device, mtu: mtu, on: loop).map { tap in
+                TAPTransport.open(namespace: namespace, device: device, mtu: mtu, offloads: offloads, on: loop).map { tap in
                     NIOLoopBound(tap.value as any FrameTransport, eventLoop: loop)
                 }
             }

@@ -54,6 +54,15 @@ extension ByteBuffer {
         return copy
     }
 
+    /// These bytes in a buffer of their own when they are a small part of a large storage (a short
+    /// segment read into a 64 KiB frame buffer), otherwise unchanged. Data held for a reader is held
+    /// through this, so what a peer's tiny segments pin is their size, not their frames' (a window of
+    /// 1-byte segments would otherwise hold one frame buffer each).
+    public func compactedIfSparse() -> ByteBuffer {
+        guard self.storageCapacity > 4096, self.readableBytes * 4 < self.storageCapacity else { return self }
+        return self.compacted()
+    }
+
     /// The readable bytes as an array (tests and diagnostics; not for the hot path).
     public var readableByteArray: [UInt8] { self.getBytes(at: self.readerIndex, length: self.readableBytes) ?? [] }
 }

@@ -135,3 +135,17 @@ public struct InternetChecksum: Sendable, Hashable {
         return updated(c, old: UInt16(truncatingIfNeeded: old), new: UInt16(truncatingIfNeeded: new))
     }
 }
+
+extension ByteBuffer {
+    /// Finishes a partial transport checksum (see `FrameOffload`): the field `offset` bytes after
+    /// `start` (both relative to the reader index) holds the pseudo-header's sum; the ones'-complement
+    /// sum from `start` to the end, field included, is complemented into it. Does nothing when the
+    /// field lies outside the readable bytes.
+    public mutating func completePartialChecksum(start: Int, offset: Int) {
+        let field = start + offset
+        guard start >= 0, offset >= 0, field + 2 <= self.readableBytes else { return }
+        var c = InternetChecksum()
+        c.add(self, offset: start, length: self.readableBytes - start)
+        self.setInteger(c.value, at: self.readerIndex + field)
+    }
+}

@@ -143,6 +143,10 @@ extension NetworkStack {
     var tcpConfiguration: TCPConfiguration {
         var c = configuration.tcp
         c.maximumSegmentSize = min(c.maximumSegmentSize ?? .max, configuration.mtu - 40)
+        if linkOffloads.contains(.tcpSegmentation), c.segmentationOffloadBytes == nil {
+            // The largest IPv4 datagram (65,535) less a 20-byte IP header and 60 bytes of TCP header.
+            c.segmentationOffloadBytes = 65_535 - 20 - 60
+        }
         return c
     }
 
@@ -168,9 +172,17 @@ extension NetworkStack {
 
     /// Sends what a connection produced and tells its socket what changed.
     func finish(_ key: TCPKey, now: NIODeadline, fromApplication: Bool = false) {
+        guard tcpConnections[key] != nil else { return }
+        // Taken in place, so each payload (cut from the send queue into a buffer of its own, with
+        // headroom) is referenced once and its headers go in front of it without a copy.
+        var segments = tcpConnections[key]!.connection.takeOutput()
+        for index in segments.indices {
+            let header = segments[index].header
+            var payload = ByteBuffer()
+            swap(&payload, &segments[index].payload)
+            transmitTCP(header: header, payload: payload, segmentSize: segments[index].segmentSize, key: key, now: now)
+        }
         guard var entry = tcpConnections[key] else { return }
-        let segments = entry.connection.takeOutput()
-        for segment in segments { transmitTCP(segment, key: key, now: now) }
         let connection = entry.connection
         let becameEstablished = !entry.wasEstablished && connection.state != .synSent && connection.state != .synReceived && connection.state != .closed
         if becameEstablished { entry.wasEstablished = true }
@@ -201,15 +213,26 @@ extension NetworkStack {
         if connection.state == .closed { socket.onClosed?(connection.closeReason ?? .closed) }
     }
 
-    private func transmitTCP(_ segment: TCPOutgoing, key: TCPKey, now: NIODeadline) {
-        // The payload is a slice of the send queue, which keeps it for retransmission: its storage is
-        // shared, so writing headers into its headroom would copy the whole storage (the entire
-        // chunk the application wrote, once per segment). One copy of just this segment instead.
-        var buffer = ByteBuffer.withHeadroom(capacity: segment.payload.readableBytes)
-        buffer.writeImmutableBuffer(segment.payload)
-        segment.header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress)
+    /// Sends one segment. `payload` is the segment's own buffer (the send queue's bytes were copied
+    /// into it once, with headroom), so the headers are written in front of it in place.
+    /// With `linkOffloads`, the checksum is left partial for the link, and a segment larger than the
+    /// MSS (`segmentSize` nonzero) goes out whole, for the link to cut.
+    private func transmitTCP(header: TCPHeader, payload: consuming ByteBuffer, segmentSize: Int = 0, key: TCPKey, now: NIODeadline) {
+        var buffer = payload
+        let partial = linkOffloads.contains(.partialChecksum)
+        header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial)
         counters.increment(.tcpSegmentsSent)
-        sendIPv4(payload: consume buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, now: now)
+        var offload = FrameOffload.none
+        if partial {
+            // Ethernet (14) + IPv4 without options (20): where the TCP header starts in the frame.
+            offload.checksumStart = 34
+            offload.checksumOffset = 16
+            if segmentSize > 0, linkOffloads.contains(.tcpSegmentation) {
+                offload.segmentSize = UInt16(clamping: segmentSize)
+                offload.headerLength = UInt16(34 + header.headerLength)
+            }
+        }
+        sendIPv4(payload: consume buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, offload: offload, now: now)
     }
 
     func receiveTCP(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {
@@ -222,7 +245,7 @@ extension NetworkStack {
             counters.increment(.tcpMalformed)
             return
         }
-        guard segment.isChecksumValid(source: packet.source, destination: packet.destination) else {
+        guard receivingTrustedChecksum || segment.isChecksumValid(source: packet.source, destination: packet.destination) else {
             counters.increment(.tcpBadChecksum)
             return
         }
@@ -267,7 +290,7 @@ extension NetworkStack {
             reset = TCPHeader(sourcePort: header.destinationPort, destinationPort: header.sourcePort, sequenceNumber: SequenceNumber(0), acknowledgmentNumber: header.sequenceNumber + incoming.lengthInSequenceSpace, flags: [.rst, .ack], window: 0)
         }
         reset.options = []
-        transmitTCP(TCPOutgoing(header: reset, payload: ByteBuffer()), key: key, now: now)
+        transmitTCP(header: reset, payload: ByteBuffer(), key: key, now: now)
     }
 
     /// Timers of every connection due by `now`.

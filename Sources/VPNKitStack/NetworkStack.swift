@@ -85,7 +85,14 @@ public final class NetworkStack {
     /// The IPv4 datagrams being reassembled from fragments (read-only, for inspection).
     public private(set) var reassembler: IPv4Reassembler
     var icmpErrors: TokenBucket
-    private var outbox: [ByteBuffer] = []
+    private var outbox: [OutgoingFrame] = []
+    /// Set while a frame whose transport checksum the link vouches for is being handled.
+    var receivingTrustedChecksum = false
+    /// Offloads the link takes for frames we send (see `FrameOffload`). Set by whoever attaches the
+    /// link (`StackDriver` asks its transport), before connections open: with `.tcpSegmentation`,
+    /// TCP sends segments of up to 64 KiB whatever the MTU, with partial checksums, and the link cuts
+    /// them to the MSS. Empty by default: every frame fits the MTU and carries complete checksums.
+    public var linkOffloads: LinkOffloads = []
     private var nextIdentification: UInt16 = 1
     private var started = false
     private var owned: Set<IPv4Address>
@@ -193,8 +200,15 @@ public final class NetworkStack {
 
     /// Frames to transmit, in order; the caller sends each as one frame.
     public func takeOutput() -> [ByteBuffer] {
-        defer { outbox.removeAll(keepingCapacity: true) }
-        return outbox
+        takeOutgoingFrames().map(\.frame)
+    }
+
+    /// Frames to transmit, in order, each with the offloads it asks of the link (always `.none`
+    /// unless `linkOffloads` allows some).
+    public func takeOutgoingFrames() -> [OutgoingFrame] {
+        var frames: [OutgoingFrame] = []
+        swap(&frames, &outbox)
+        return frames
     }
 
     /// Whether frames are waiting in `takeOutput()`.
@@ -231,6 +245,15 @@ public final class NetworkStack {
     /// and the forwarder and socket handlers are called before it returns. A frame that is malformed
     /// or not for the stack is dropped and counted.
     public func receive(_ buffer: ByteBuffer, now: NIODeadline) {
+        receive(buffer, offload: .none, now: now)
+    }
+
+    /// Like `receive(_:now:)`, for a frame that came with offload metadata: with
+    /// `checksumTrusted` its TCP or UDP checksum is not verified (the guest's kernel left it partial
+    /// for the link to fill in, which on a local link nobody does).
+    public func receive(_ buffer: ByteBuffer, offload: FrameOffload, now: NIODeadline) {
+        receivingTrustedChecksum = offload.checksumTrusted
+        defer { receivingTrustedChecksum = false }
         counters.increment(.framesReceived)
         let frame: EthernetFrame
         do { frame = try EthernetFrame(buffer) } catch {
@@ -324,10 +347,10 @@ public final class NetworkStack {
         }
     }
 
-    func transmit(_ frame: ByteBuffer) {
+    func transmit(_ frame: ByteBuffer, offload: FrameOffload = .none) {
         counters.increment(.framesSent)
         let first = outbox.isEmpty
-        outbox.append(frame)
+        outbox.append(OutgoingFrame(frame: frame, offload: offload))
         if first { onOutput?() }
     }
 
@@ -422,6 +445,13 @@ public final class NetworkStack {
     /// goes back to its source unless that is one of the stack's addresses. A datagram that does not
     /// parse, or has no route, is dropped and counted.
     public func sendIPv4(_ datagram: consuming ByteBuffer, linkDestination: MACAddress? = nil, now: NIODeadline) {
+        sendIPv4(datagram, offload: .none, linkDestination: linkDestination, now: now)
+    }
+
+    /// `sendIPv4(_:linkDestination:now:)` for a datagram with offloads (a TCP segment larger than the
+    /// MTU, a partial checksum), which only `linkOffloads` allows. Offsets in `offload` count from the
+    /// start of the Ethernet frame.
+    func sendIPv4(_ datagram: consuming ByteBuffer, offload: FrameOffload, linkDestination: MACAddress? = nil, now: NIODeadline) {
         // What routing needs is read from a view that ends before the datagram moves on: a live view
         // shares the storage, and the Ethernet header written later would then copy the whole
         // datagram.
@@ -431,7 +461,7 @@ public final class NetworkStack {
                 counters.increment(.ipv4Malformed)
                 return
             }
-            if packet.totalLength > configuration.mtu && packet.dontFragment {
+            if packet.totalLength > configuration.mtu && packet.dontFragment && offload.segmentSize == 0 {
                 counters.increment(.ipv4FragmentationNeeded)
                 if !owns(packet.source) {
                     sendICMPError(
@@ -443,11 +473,11 @@ public final class NetworkStack {
             destination = packet.destination
         }
         if let linkDestination {
-            transmitIPv4(datagram, to: linkDestination)
+            transmitIPv4(datagram, to: linkDestination, offload: offload)
             return
         }
         if destination == .broadcast || destination == configuration.subnet.broadcast {
-            transmitIPv4(datagram, to: .broadcast)
+            transmitIPv4(datagram, to: .broadcast, offload: offload)
             return
         }
         var nextHop = destination
@@ -461,16 +491,26 @@ public final class NetworkStack {
         // Sent at once when resolved (the datagram moves straight on); otherwise held (or refused and
         // counted) by the cache.
         if let mac = arpCache.lookup(nextHop, now: now) {
-            transmitIPv4(datagram, to: mac)
+            transmitIPv4(datagram, to: mac, offload: offload)
             return
+        }
+        // A held datagram leaves later as an ordinary one: its checksum is finished here (and one
+        // larger than the MTU is fragmented when it goes).
+        if offload.hasPartialChecksum {
+            datagram.completePartialChecksum(start: Int(offload.checksumStart) - 14, offset: Int(offload.checksumOffset))
         }
         for action in arpCache.resolve(nextHop, holding: datagram, now: now) { handle(action, now: now) }
     }
 
     /// Frames a datagram for `mac`, fragmenting it to the MTU first when needed. The datagram is
     /// consumed: the Ethernet header goes into its headroom without copying it.
-    func transmitIPv4(_ datagram: consuming ByteBuffer, to mac: MACAddress) {
+    func transmitIPv4(_ datagram: consuming ByteBuffer, to mac: MACAddress, offload: FrameOffload = .none) {
         let ethernet = EthernetHeader(destination: mac, source: macAddress, etherType: .ipv4)
+        if offload != .none {
+            ethernet.prepend(to: &datagram)
+            transmit(datagram, offload: offload)
+            return
+        }
         if datagram.readableBytes > configuration.mtu, let packet = try? IPv4Packet(copy datagram), packet.totalLength > configuration.mtu {
             let pieces = fragment(packet, mtu: configuration.mtu)
             counters.increment(.ipv4FragmentsSent, by: UInt64(pieces.count))
@@ -487,14 +527,14 @@ public final class NetworkStack {
     /// Builds and sends a datagram from a transport payload that already has its transport header.
     func sendIPv4(
         payload: consuming ByteBuffer, protocol proto: IPProtocol, from source: IPv4Address, to destination: IPv4Address,
-        dontFragment: Bool, dscp: UInt8 = 0, linkDestination: MACAddress? = nil, now: NIODeadline
+        dontFragment: Bool, dscp: UInt8 = 0, linkDestination: MACAddress? = nil, offload: FrameOffload = .none, now: NIODeadline
     ) {
         var header = IPv4Header(source: source, destination: destination, protocol: proto, timeToLive: 64)
         header.identification = makeIdentification()
         header.dontFragment = dontFragment
         header.dscp = dscp
         header.prepend(to: &payload)
-        sendIPv4(consume payload, linkDestination: linkDestination, now: now)
+        sendIPv4(consume payload, offload: offload, linkDestination: linkDestination, now: now)
     }
 }
 

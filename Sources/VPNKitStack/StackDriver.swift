@@ -12,6 +12,9 @@ public final class StackDriver {
     /// The link the stack's frames travel over; once started, the driver owns its `onFrame` and
     /// `onClose`.
     public let transport: any FrameTransport
+    /// The transport, when it offers offloads (a TAP device with a virtio-net header): frames then
+    /// travel with their `FrameOffload` both ways.
+    private let offloading: (any OffloadingFrameTransport)?
     /// The loop the driver, the stack, its sockets and the transport's callbacks all run on.
     public let eventLoop: any EventLoop
     private var timer: Scheduled<Void>?
@@ -33,18 +36,34 @@ public final class StackDriver {
         self.stack = stack
         self.transport = transport
         self.eventLoop = eventLoop
+        if let offloading = transport as? any OffloadingFrameTransport, !offloading.offloads.isEmpty {
+            self.offloading = offloading
+            stack.linkOffloads = offloading.offloads
+        } else {
+            self.offloading = nil
+        }
     }
 
     /// Starts receiving, announces the stack (gratuitous ARP, if configured) and arms the timers.
     /// Call it once, on `eventLoop`.
     public func start() {
         eventLoop.preconditionInEventLoop()
-        transport.onFrame = { [weak self] frame in
-            guard let self else { return }
-            self.busy = true
-            self.stack.receive(frame, now: .now())
-            self.busy = false
-            self.flush()
+        if let offloading {
+            offloading.onOffloadedFrame = { [weak self] frame, offload in
+                guard let self else { return }
+                self.busy = true
+                self.stack.receive(frame, offload: offload, now: .now())
+                self.busy = false
+                self.flush()
+            }
+        } else {
+            transport.onFrame = { [weak self] frame in
+                guard let self else { return }
+                self.busy = true
+                self.stack.receive(frame, now: .now())
+                self.busy = false
+                self.flush()
+            }
         }
         stack.onOutput = { [weak self] in self?.outputQueued() }
         transport.onClose = { [weak self] error in
@@ -86,8 +105,14 @@ public final class StackDriver {
     public func flush() {
         guard !stopped else { return }
         if stack.hasOutput {
-            for frame in stack.takeOutput() where !transport.send(frame) {
-                stack.counters.increment(.transmitDrops)
+            if let offloading {
+                for outgoing in stack.takeOutgoingFrames() where !offloading.send(outgoing.frame, offload: outgoing.offload) {
+                    stack.counters.increment(.transmitDrops)
+                }
+            } else {
+                for outgoing in stack.takeOutgoingFrames() where !transport.send(outgoing.frame) {
+                    stack.counters.increment(.transmitDrops)
+                }
             }
         }
         armTimer()
@@ -117,6 +142,7 @@ public final class StackDriver {
     deinit {
         timer?.cancel()
         transport.onFrame = nil
+        offloading?.onOffloadedFrame = nil
     }
 
     /// Stops the timers, detaches from the stack and closes the transport, then releases
@@ -128,6 +154,7 @@ public final class StackDriver {
         timer?.cancel()
         timer = nil
         transport.onFrame = nil
+        offloading?.onOffloadedFrame = nil
         stack.onOutput = nil
         transport.close()
         let attached = attachments

@@ -64,6 +64,11 @@ public struct TCPConfiguration: Sendable, Hashable {
     public var limitedTransmit = true
     /// Out-of-order segments kept (the bytes are bounded by the receive buffer).
     public var maximumOutOfOrderSegments = 256
+    /// TCP segmentation offload: when set, new data goes out in segments of up to this many payload
+    /// bytes (a whole number of MSS-sized pieces), which the link cuts into MSS-sized segments; each
+    /// such segment's `TCPOutgoing.segmentSize` says the size to cut. Congestion control and
+    /// retransmission still count in MSS. Nil (the default) keeps every segment within the MSS.
+    public var segmentationOffloadBytes: Int? = nil
 
     /// Creates a configuration with the defaults shown on each property.
     public init() {}

@@ -40,10 +40,14 @@ public struct TCPOutgoing: Sendable {
     public var header: TCPHeader
     /// The data to send; empty for a pure ACK or control segment.
     public var payload: ByteBuffer
+    /// With segmentation offload: the payload bytes per segment the link should cut this one into
+    /// (the MSS in effect); 0 when the payload fits one segment.
+    public var segmentSize: Int
     /// Pairs a header with the data to send after it.
-    public init(header: TCPHeader, payload: ByteBuffer) {
+    public init(header: TCPHeader, payload: ByteBuffer, segmentSize: Int = 0) {
         self.header = header
         self.payload = payload
+        self.segmentSize = segmentSize
     }
 }
 
@@ -674,7 +678,9 @@ public struct TCPConnection: Sendable {
                     deliver(rest)
                 }
             }
-            unackedSegments += 1
+            // A segment larger than the MSS (the link merged or never cut it) counts as the segments it
+            // stands for: every second full-sized segment's worth is acknowledged at once.
+            unackedSegments += max(1, data.readableBytes / max(1, effectiveMSS))
             if !outOfOrder.isEmpty || !configuration.delayedACK || unackedSegments >= 2 || data.readableBytes < effectiveMSS {
                 ackNow = true
             } else if delayedACKAt == nil {
@@ -689,6 +695,7 @@ public struct TCPConnection: Sendable {
     }
 
     private mutating func deliver(_ data: ByteBuffer) {
+        let data = data.compactedIfSparse()
         readable.append(data)
         readableBytes += data.readableBytes
         rcvNxt = rcvNxt + data.readableBytes
@@ -703,7 +710,7 @@ public struct TCPConnection: Sendable {
             counters.duplicateSegments += 1
             return
         }
-        outOfOrder.insert((seq, data), at: index)
+        outOfOrder.insert((seq, data.compactedIfSparse()), at: index)
         outOfOrderBytes += data.readableBytes
     }
 
@@ -715,6 +722,14 @@ public struct TCPConnection: Sendable {
         var options = useTimestamps ? 12 : 0
         if useSACK, !outOfOrder.isEmpty { options += 4 + 8 * min(sackBlockCount, useTimestamps ? 3 : 4) }
         return max(1, min(peerMSS, configuration.effectiveMaximumSegmentSize) - options)
+    }
+
+    /// The most payload one new segment may carry: the MSS, or with segmentation offload as many
+    /// whole MSS as fit the offload size.
+    private var sendSegmentLimit: Int {
+        let mss = effectiveMSS
+        guard let offload = configuration.segmentationOffloadBytes, offload > mss else { return mss }
+        return offload - offload % mss
     }
 
     /// Distinct SACK blocks the out-of-order queue makes.
@@ -768,13 +783,17 @@ public struct TCPConnection: Sendable {
                 // Sender-side silly window avoidance (RFC 1122 §4.2.3.4): send a full segment, or all
                 // that is queued, or at least half the largest window the peer offered, or anything
                 // at all when nothing is in flight (no timer would otherwise restart us).
-                let full = min(unsent, effectiveMSS)
-                let size = min(full, usable)
-                guard size > 0 else { return }
+                let full = min(unsent, sendSegmentLimit)
+                let room = min(full, usable)
+                guard room > 0 else { return }
                 let inFlight = sndNxt != sndUna
-                guard size == full || size >= maximumSendWindow / 2 || !inFlight else { return }
+                guard room >= min(unsent, effectiveMSS) || room >= maximumSendWindow / 2 || !inFlight else { return }
                 // Nagle: hold a small segment while data is in flight.
-                if configuration.nagle, size < effectiveMSS, inFlight { return }
+                if configuration.nagle, room < effectiveMSS, inFlight { return }
+                // With segmentation offload, a large segment is cut on whole MSS boundaries, so only
+                // the last piece may be short (a window-limited size is rounded down to whole MSS).
+                let mss = effectiveMSS
+                let size = room > mss && room < full ? room - room % mss : room
                 let payload = sendQueue.bytes(from: offset, count: size)
                 var flags: TCPFlags = [.ack]
                 let last = offset + size == sendQueue.count
@@ -819,7 +838,8 @@ public struct TCPConnection: Sendable {
             options += [.noOperation, .noOperation, .sack(sackBlocks(limit: useTimestamps ? 3 : 4))]
         }
         header.options = options
-        output.append(TCPOutgoing(header: header, payload: payload))
+        let mss = effectiveMSS
+        output.append(TCPOutgoing(header: header, payload: payload, segmentSize: payload.readableBytes > mss ? mss : 0))
         counters.segmentsSent += 1
         // Whatever path sent it (first transmission, retransmission with a different segment size,
         // probe), sndMax covers every sequence number that has left.

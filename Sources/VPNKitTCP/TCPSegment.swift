@@ -169,6 +169,13 @@ public struct TCPHeader: Sendable, Hashable {
     /// Writes the header in front of `buffer`'s readable bytes (the payload) and computes the checksum
     /// with the pseudo-header of `source` and `destination`. Options beyond 40 bytes are not written.
     public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address) {
+        prepend(to: &buffer, source: source, destination: destination, partialChecksum: false)
+    }
+
+    /// Like `prepend(to:source:destination:)`; with `partialChecksum` the checksum field gets only
+    /// the pseudo-header's folded sum (not complemented) and the data is not summed at all: the
+    /// link finishes it (a virtio-net header's NEEDS_CSUM, see `FrameOffload`).
+    public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address, partialChecksum: Bool) {
         let headerLength = self.headerLength
         let segmentLength = headerLength + buffer.readableBytes
         buffer.withHeaderWriter(length: headerLength) { header in
@@ -187,8 +194,12 @@ public struct TCPHeader: Sendable, Hashable {
             }
             var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: segmentLength)
                 .checksum
-            header.add(to: &c)
-            header.storeU16(c.value, at: 16)
+            if partialChecksum {
+                header.storeU16(c.sum, at: 16)
+            } else {
+                header.add(to: &c)
+                header.storeU16(c.value, at: 16)
+            }
         }
     }
 }

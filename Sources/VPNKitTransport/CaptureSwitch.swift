@@ -8,7 +8,11 @@ import Glibc
 /// Wraps a transport so that capturing can be switched on and off while frames flow: with no sink
 /// it passes frames straight through (one optional check per frame); with one, every frame in both
 /// directions is copied to it, stamped with the wall clock. Confined to the transport's thread.
-public final class CaptureSwitch: FrameTransport {
+///
+/// Over a transport with offloads (a TAP device with a virtio-net header) it offers the same
+/// offloads; captured frames are then as they crossed the device: TCP segments up to 64 KiB and
+/// checksums left partial, as tcpdump shows them on an interface with offloads.
+public final class CaptureSwitch: OffloadingFrameTransport {
     /// The transport being wrapped.
     public let inner: any FrameTransport
     /// Where frames go now; nil while capturing is off. Setting a new sink flushes and drops the old one.
@@ -19,6 +23,25 @@ public final class CaptureSwitch: FrameTransport {
     public private(set) var framesCaptured: UInt64 = 0
     /// Called for every frame from the guest (after it was captured).
     public var onFrame: ((ByteBuffer) -> Void)?
+    /// The wrapped transport's offloads (none unless it is an `OffloadingFrameTransport`).
+    public var offloads: LinkOffloads { offloadingInner?.offloads ?? [] }
+    /// With an offloading inner transport: called for every frame from the guest, with its metadata,
+    /// instead of `onFrame` (after it was captured).
+    public var onOffloadedFrame: ((ByteBuffer, FrameOffload) -> Void)? {
+        didSet {
+            guard let offloadingInner else { return }
+            if onOffloadedFrame == nil {
+                offloadingInner.onOffloadedFrame = nil
+            } else {
+                offloadingInner.onOffloadedFrame = { [weak self] frame, offload in
+                    guard let self else { return }
+                    if let sink = self.sink { self.capture(frame, into: sink) }
+                    self.onOffloadedFrame?(frame, offload)
+                }
+            }
+        }
+    }
+    private var offloadingInner: (any OffloadingFrameTransport)? { inner as? any OffloadingFrameTransport }
     /// The wrapped transport's end-of-link callback.
     public var onClose: (((any Error)?) -> Void)? {
         get { inner.onClose }
@@ -47,6 +70,15 @@ public final class CaptureSwitch: FrameTransport {
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool {
         if let sink { capture(frame, into: sink) }
+        return inner.send(frame)
+    }
+
+    /// Captures `frame` when a sink is set, then sends it with its offloads on the wrapped transport
+    /// (as `send(_:)` when that has no offloads).
+    @discardableResult
+    public func send(_ frame: ByteBuffer, offload: FrameOffload) -> Bool {
+        if let sink { capture(frame, into: sink) }
+        if let offloadingInner { return offloadingInner.send(frame, offload: offload) }
         return inner.send(frame)
     }
 

@@ -35,6 +35,23 @@ public protocol FrameTransport: AnyObject {
     func close()
 }
 
+/// A transport whose link takes offloads (see `FrameOffload`): a TAP device opened with a virtio-net
+/// header. `StackDriver` uses these members instead of `onFrame` and `send(_:)` when `offloads` is
+/// not empty, and lets the stack send TCP segments up to 64 KiB with partial checksums.
+///
+/// Contract, on top of `FrameTransport`'s: while `onOffloadedFrame` is set, frames go there (with
+/// what the guest's kernel said of them) and not to `onFrame`. Frames delivered to `onFrame`, and
+/// frames sent with `send(_:)`, are ordinary: complete checksums, at most MTU-sized (the transport
+/// finishes partial checksums of received frames itself).
+public protocol OffloadingFrameTransport: FrameTransport {
+    /// The offloads the link accepts for frames sent to it; empty when they are switched off.
+    var offloads: LinkOffloads { get }
+    /// Called for every frame from the guest, with its offload metadata, instead of `onFrame`.
+    var onOffloadedFrame: ((ByteBuffer, FrameOffload) -> Void)? { get set }
+    /// Sends one frame with the offloads it asks for (only ones `offloads` contains).
+    @discardableResult func send(_ frame: ByteBuffer, offload: FrameOffload) -> Bool
+}
+
 /// Counters every transport keeps.
 public struct TransportStatistics: Sendable, Hashable, CustomStringConvertible {
     /// Frames received from the guest and passed to `onFrame`.

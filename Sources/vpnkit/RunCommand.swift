@@ -50,6 +50,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The link MTU (68…65520).")
     var mtu: Int = 1500
 
+    @Flag(name: .customLong("no-offloads"), help: "TAP devices: no virtio-net header, so no checksum or TCP segmentation offload (by default the guest hands over TCP segments of up to 64 KiB whatever the MTU, and takes them). Offloads are also off while --pcap or fault flags wrap the link.")
+    var noOffloads = false
+
     @Option(help: "The guest subnet.")
     var subnet: String = "192.168.65.0/24"
 
@@ -258,6 +261,7 @@ struct RunCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "vpnkit")
+        MallocTuning.apply(logger: logger)
         let configuration = try makeConfiguration()
         let dhcp = noDHCP ? nil : try makeDHCPConfiguration(configuration)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -434,11 +438,11 @@ struct RunCommand: AsyncParsableCommand {
         departures: GuestDepartures
     ) async throws -> NIOLoopBound<any FrameTransport> {
         if let namespace {
-            let bound = try await TAPTransport.open(namespace: namespace.path, device: namespace.device, mtu: mtu, on: loop).get()
+            let bound = try await TAPTransport.open(namespace: namespace.path, device: namespace.device, mtu: mtu, offloads: !noOffloads, on: loop).get()
             return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
         }
         if let tap {
-            let bound = try await TAPTransport.open(namespace: netns, device: tap, mtu: mtu, on: loop).get()
+            let bound = try await TAPTransport.open(namespace: netns, device: tap, mtu: mtu, offloads: !noOffloads, on: loop).get()
             return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
         }
         guard let socket, let kind = `protocol` else { throw ValidationError("--socket needs --protocol") }

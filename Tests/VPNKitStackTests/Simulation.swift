@@ -24,6 +24,14 @@ final class Simulation {
     let gateway: NetworkStack
     let guest: NetworkStack
     private(set) var now = t0
+    /// Frames the gateway sent with a partial checksum (finished here, as the guest's kernel would).
+    private(set) var partialChecksumFrames = 0
+    /// Offloaded TCP segments larger than the MTU, and the largest frame among them.
+    private(set) var segmentedFrames = 0
+    private(set) var largestFrame = 0
+    /// Offloaded segments whose payload was not a whole number of `segmentSize` pieces (only the
+    /// last piece of a send may be short, so any such segment must be the last of what was queued).
+    private(set) var segmentationViolations: [String] = []
 
     init(aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(), gatewayConfiguration: StackConfiguration? = nil, mtu: Int = 1500, congestionControl: TCPCongestionControl = .newReno) {
         link = InMemoryLink(mtu: mtu, aToB: aToB, bToA: bToA, start: t0)
@@ -41,7 +49,24 @@ final class Simulation {
 
     /// Moves output of both stacks onto the link.
     func flush() {
-        for frame in gateway.takeOutput() { link.a.send(frame) }
+        for outgoing in gateway.takeOutgoingFrames() {
+            var frame = outgoing.frame
+            largestFrame = max(largestFrame, frame.readableBytes)
+            let offload = outgoing.offload
+            if offload.hasPartialChecksum {
+                partialChecksumFrames += 1
+                frame.completePartialChecksum(start: Int(offload.checksumStart), offset: Int(offload.checksumOffset))
+            }
+            if offload.segmentSize > 0 {
+                segmentedFrames += 1
+                let payload = frame.readableBytes - Int(offload.headerLength)
+                let size = Int(offload.segmentSize)
+                if payload <= size || frame.readableBytes - 14 > 65_535 {
+                    segmentationViolations.append("payload \(payload), segment size \(size), frame \(frame.readableBytes)")
+                }
+            }
+            link.a.send(frame)
+        }
         for frame in guest.takeOutput() { link.b.send(frame) }
     }
 

@@ -12,10 +12,10 @@ struct Script {
     var ourISS: SequenceNumber
 
     /// A connection in ESTABLISHED (passive open), with timestamps, SACK and window scale negotiated.
-    init(options: Bool = true) {
+    init(options: Bool = true, configuration: TCPConfiguration = TCPConfiguration()) {
         var syn = TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5000), flags: .syn, window: 64240)
         if options { syn.options = TCPHeader.standardOptions(maximumSegmentSize: 1460, sackPermitted: true, timestamps: (100, 0), windowScale: 7) }
-        connection = TCPConnection.accept(TCPIncoming(header: syn, payload: ByteBuffer()), localPort: 80, iss: SequenceNumber(900), configuration: TCPConfiguration(), now: now)
+        connection = TCPConnection.accept(TCPIncoming(header: syn, payload: ByteBuffer()), localPort: 80, iss: SequenceNumber(900), configuration: configuration, now: now)
         let synack = connection.takeOutput()
         ourISS = synack[0].header.sequenceNumber
         peerNext = peerISS + 1

@@ -9,6 +9,19 @@
 /// failing step to `*step` ("open netns", "setns", "open /dev/net/tun", "TUNSETIFF", "setns back").
 int vpnkit_open_tap(const char *netns_path, const char *name, int vnet_hdr, char name_out[16], const char **step);
 
+/// TUNSETOFFLOAD: the offloads (TUN_F_CSUM 0x01, TUN_F_TSO4 0x02, ...) the reader of a TAP opened
+/// with IFF_VNET_HDR accepts; the guest's interface then hands it unfinished checksums and TCP
+/// segments up to 64 KiB. Returns 0, or -1 with errno set.
+int vpnkit_tap_set_offload(int fd, unsigned int flags);
+
+/// One frame to a TAP opened with IFF_VNET_HDR: the virtio-net header and the frame in one writev(2)
+/// (one write is one frame). Retries EINTR; returns the bytes written, or -1 with errno set.
+long vpnkit_tap_write_vnet(int fd, const void *header, unsigned long header_length, const void *frame, unsigned long frame_length);
+
+/// glibc's mallopt(3): M_MMAP_THRESHOLD and M_TRIM_THRESHOLD, in bytes. Returns 1 when both were
+/// accepted, 0 otherwise.
+int vpnkit_tune_malloc(int mmap_threshold, int trim_threshold);
+
 /// setns(2) for a network namespace fd.
 int vpnkit_setns_net(int fd);
 
