@@ -29,6 +29,7 @@ let package = Package(
                 .product(name: "VPNKitUDP", package: project),
                 .product(name: "VPNKitStack", package: project),
                 .product(name: "VPNKitTransport", package: project),
+                .product(name: "VPNKit", package: project),
             ],
             path: "WireBenchmarks",
             swiftSettings: [.swiftLanguageMode(.v6)],

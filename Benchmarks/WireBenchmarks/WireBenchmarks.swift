@@ -48,6 +48,7 @@ let benchmarks: @Sendable () -> Void = {
         maxDuration: smoke ? .milliseconds(50) : .seconds(2), maxIterations: smoke ? 3 : 1_000)
 
     stackBenchmarks()
+    natBenchmarks()
     tcpBenchmarks()
 
     // Parse: validate the three views and read the fields a forwarding decision needs.
