@@ -12,8 +12,12 @@ namespace and process this script starts is removed by name or pid when it ends.
 with ratios to slirp4netns and writes JSON. Needs root, iperf3, slirp4netns and pasta (Debian:
 iperf3 slirp4netns passt) and a release build of vpnkit (built when missing).
 
-Usage: Benchmarks/compare.py [--seconds N] [--connections N] [--round-trips N] [--json PATH]
-                             [--only ours,slirp4netns,pasta,veth]
+Each measurement is repeated --runs times (default 3), each time through a fresh provider and
+namespace; the table shows the median, the JSON every run. `ours` is the daemon as it runs by
+default (TAP offloads on); `ours-plain` is the same with --no-offloads.
+
+Usage: Benchmarks/compare.py [--seconds N] [--connections N] [--round-trips N] [--runs N] [--json PATH]
+                             [--only ours,ours-plain,slirp4netns,pasta,veth]
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -116,12 +120,13 @@ class Peer:
 
     def start(self, vpnkit):
         ns, mtu = self.ns, self.mtu
-        if self.name == "ours":
+        if self.name in ("ours", "ours-plain"):
             sh("ip", "-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
             sh("ip", "-n", ns, "link", "set", "tap0", "mtu", str(mtu), "up")
             sh("ip", "-n", ns, "addr", "add", "192.168.65.3/24", "dev", "tap0")
             sh("ip", "-n", ns, "route", "add", "default", "via", "192.168.65.1")
-            self.process = spawn(vpnkit, "run", "--netns", ns, "--tap", "tap0", "--mtu", str(mtu), "--log-level", "warning")
+            extra = ["--no-offloads"] if self.name == "ours-plain" else []
+            self.process = spawn(vpnkit, "run", "--netns", ns, "--tap", "tap0", "--mtu", str(mtu), "--log-level", "warning", *extra)
             self.host = "192.168.65.2"
             wait_carrier(ns, "tap0")
         elif self.name == "slirp4netns":
@@ -203,7 +208,8 @@ def main():
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--round-trips", type=int, default=1000)
     parser.add_argument("--json", default=f"/tmp/vpnkit-compare-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    parser.add_argument("--only", default="ours,slirp4netns,pasta,veth")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="ours,ours-plain,slirp4netns,pasta,veth")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("compare.py: needs root (network namespaces)")
@@ -212,7 +218,7 @@ def main():
         if shutil.which(tool) is None:
             raise SystemExit(f"compare.py: {tool} is missing (Debian: apt-get install iperf3 slirp4netns passt)")
     vpnkit = os.path.join(ROOT, ".build/release/vpnkit")
-    if "ours" in peers:
+    if "ours" in peers or "ours-plain" in peers:
         subprocess.run(["swift", "build", "-c", "release", "--product", "vpnkit"], cwd=ROOT, check=True, capture_output=True)
 
     # Host-side servers on 127.0.0.1 (the veth pair gets its own, in its server namespace).
@@ -221,10 +227,11 @@ def main():
     tcp_port, udp_port = echo_servers("127.0.0.1")
     time.sleep(0.5)
 
-    report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": args.seconds, "peers": {}}
+    report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": args.seconds, "runs": args.runs,
+              "machine": machine(), "versions": versions(), "peers": {}}
     try:
-        for mtu in (1500, 65520):
-            for name in peers:
+        for mtu, run, name in [(m, r, n) for m in (1500, 65520) for r in range(args.runs) for n in peers]:
+            if True:
                 peer = Peer(name, mtu)
                 peer.start(vpnkit)
                 servers = (iperf_port, tcp_port, udp_port)
@@ -242,15 +249,27 @@ def main():
                     os.unlink(f"/tmp/vkcmp-{PID}-{mtu}.ports")
                     time.sleep(0.3)
                     servers = (port, t, u)
-                print(f"== {name} at MTU {mtu} …", file=sys.stderr, flush=True)
+                print(f"== {name} at MTU {mtu}, run {run + 1} of {args.runs} …", file=sys.stderr, flush=True)
                 try:
                     results, cpu = measure(peer, servers, args.seconds, args.connections, args.round_trips)
                 except Exception as error:  # one peer failing does not spoil the others
                     results, cpu = {"error": str(error)}, {}
-                entry = report["peers"].setdefault(name, {})
-                entry[str(mtu)] = {"results": results, "cpu_seconds": cpu}
+                    print(f"   {name} failed: {error}", file=sys.stderr, flush=True)
+                entry = report["peers"].setdefault(name, {}).setdefault(str(mtu), {"runs": []})
+                entry["runs"].append({"results": results, "cpu_seconds": cpu})
+                entry["results"] = medians([r["results"] for r in entry["runs"]])
+                entry["cpu_seconds"] = medians([r["cpu_seconds"] for r in entry["runs"]])
                 if peer.process and peer.process.poll() is None:
                     peer.process.send_signal(signal.SIGTERM)
+                    try:
+                        peer.process.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        peer.process.kill()
+                subprocess.run(["ip", "netns", "del", peer.ns], capture_output=True)
+                if peer.ns in namespaces: namespaces.remove(peer.ns)
+                if peer.server_ns:
+                    subprocess.run(["ip", "netns", "del", peer.server_ns], capture_output=True)
+                    if peer.server_ns in namespaces: namespaces.remove(peer.server_ns)
     finally:
         cleanup()
 
@@ -258,6 +277,30 @@ def main():
         json.dump(report, f, indent=2)
     print_table(report, peers)
     print(f"\nJSON: {args.json}")
+
+
+def medians(runs):
+    """The per-metric median over runs (metrics a run lacks, as after an error, are left out)."""
+    keys = {k for r in runs for k, v in r.items() if isinstance(v, (int, float))}
+    return {k: statistics.median([r[k] for r in runs if isinstance(r.get(k), (int, float))]) for k in sorted(keys)}
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": os.uname().release,
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+
+
+def versions():
+    def first_line(*cmd):
+        try:
+            r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=10)
+            return (r.stdout or r.stderr).strip().splitlines()[0]
+        except Exception:
+            return None
+    commit = first_line("git", "-C", ROOT, "rev-parse", "--short", "HEAD")
+    return {"vpnkit": commit, "slirp4netns": first_line("slirp4netns", "--version"), "pasta": first_line("pasta", "--version"),
+            "iperf3": first_line("iperf3", "--version"), "swift": first_line("swift", "--version")}
 
 
 def print_table(report, peers):
@@ -278,12 +321,14 @@ def print_table(report, peers):
             ratio = f" ({value / base:.2f}×)" if base and p != "slirp4netns" else ""
             line += f"{value:.2f}{ratio}".rjust(22)
         print(line)
+    seconds = report.get("seconds") or 1
     for mtu, key, label in rows[:4]:
-        line = ("  CPU s, " + label).ljust(width)
+        line = ("  CPU cores, " + label.split(" Gbit")[0] + " @" + mtu).ljust(width)
         for p in peers:
             cpu = report["peers"].get(p, {}).get(mtu, {}).get("cpu_seconds", {}).get(key)
-            line += (f"{cpu:.2f}" if cpu is not None else "-").rjust(22)
+            line += (f"{cpu / seconds:.2f}" if cpu is not None else "-").rjust(22)
         print(line)
+    print(f"\n(median of {report.get('runs', 1)} runs; CPU cores = CPU seconds of the provider's process over the {seconds} s of iperf3)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ packages=(
     dnsmasq-base  # kernel interop tests: a real DHCP server for our client
     tshark        # DHCP replay test: Wireshark's decoder checks the server's replies
     curl          # NAT tests and the demo: HTTP from the guest to the host
-    iperf3        # throughput through the NAT (scripts/nat-throughput.sh)
+    iperf3        # throughput through the NAT (scripts/nat-throughput.sh, Benchmarks/compare.py)
+    slirp4netns   # Benchmarks/compare.py: the peer we measure against
+    passt         # Benchmarks/compare.py: pasta, the other peer
     qemu-system-x86   # real VM guests (qemu 7.2: -netdev stream and dgram)
     linux-image-amd64 # the VM guest's kernel and virtio modules
     cpio              # packing the VM guest's initramfs
