@@ -60,13 +60,19 @@ int vpnkit_tap_set_offload(int fd, unsigned int flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags);
 }
 
-long vpnkit_tap_write_vnet(int fd, const void *header, unsigned long header_length, const void *frame, unsigned long frame_length) {
-    struct iovec iov[2];
-    iov[0].iov_base = (void *)header;
-    iov[0].iov_len = header_length;
-    iov[1].iov_base = (void *)frame;
-    iov[1].iov_len = frame_length;
+long vpnkit_tap_writev3(int fd, const void *a, unsigned long a_length, const void *b, unsigned long b_length,
+                        const void *c, unsigned long c_length) {
+    struct iovec iov[3];
+    int count = 0;
+    const void *parts[3] = {a, b, c};
+    unsigned long lengths[3] = {a_length, b_length, c_length};
+    for (int i = 0; i < 3; i++) {
+        if (lengths[i] == 0) continue;
+        iov[count].iov_base = (void *)parts[i];
+        iov[count].iov_len = lengths[i];
+        count++;
+    }
     ssize_t n;
-    do { n = writev(fd, iov, 2); } while (n < 0 && errno == EINTR);
+    do { n = writev(fd, iov, count); } while (n < 0 && errno == EINTR);
     return n;
 }

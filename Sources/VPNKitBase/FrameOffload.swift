@@ -52,6 +52,9 @@ public struct LinkOffloads: OptionSet, Sendable, Hashable {
     /// TCP/IPv4 segments up to 64 KiB, whatever the MTU, cut by the link (`FrameOffload.segmentSize`);
     /// always together with `partialChecksum`.
     public static let tcpSegmentation = LinkOffloads(rawValue: 2)
+    /// A frame may be handed over as its headers plus a separate payload buffer
+    /// (`OutgoingFrame.payload`), written with one gathering write: the payload is never copied.
+    public static let gather = LinkOffloads(rawValue: 4)
 }
 
 /// One frame waiting to be sent, with what the link should do for it.
@@ -60,10 +63,22 @@ public struct OutgoingFrame: Sendable {
     public var frame: ByteBuffer
     /// Offloads asked of the link (`.none` for an ordinary frame).
     public var offload: FrameOffload
+    /// With `LinkOffloads.gather`: the rest of the frame, sent after `frame` in the same write
+    /// (the TCP data, a slice of the send buffer); nil when `frame` is the whole frame.
+    public var payload: ByteBuffer?
 
-    /// Pairs a frame with its offloads.
-    public init(frame: ByteBuffer, offload: FrameOffload = .none) {
+    /// Pairs a frame with its offloads (and, gathered, its payload).
+    public init(frame: ByteBuffer, offload: FrameOffload = .none, payload: ByteBuffer? = nil) {
         self.frame = frame
         self.offload = offload
+        self.payload = payload
+    }
+
+    /// The whole frame in one buffer (copying the payload behind the headers when it is separate).
+    public var joined: ByteBuffer {
+        guard let payload else { return frame }
+        var whole = frame
+        whole.writeImmutableBuffer(payload)
+        return whole
     }
 }

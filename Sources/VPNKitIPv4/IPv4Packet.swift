@@ -226,8 +226,14 @@ public struct IPv4Header: Sendable, Hashable {
     /// Writes the header in front of `buffer`'s readable bytes (the payload), setting the total length
     /// from them and computing the header checksum.
     public func prepend(to buffer: inout ByteBuffer) {
+        prepend(to: &buffer, trailingLength: 0)
+    }
+
+    /// Like `prepend(to:)` for a datagram whose last `trailingLength` bytes travel in a buffer of
+    /// their own (a payload sent without copying it behind the headers): the total length counts them.
+    public func prepend(to buffer: inout ByteBuffer, trailingLength: Int) {
         let headerLength = self.headerLength
-        let total = headerLength + buffer.readableBytes
+        let total = headerLength + buffer.readableBytes + trailingLength
         buffer.withHeaderWriter(length: headerLength) { header in
             header.storeU8(0x40 | UInt8(headerLength / 4), at: 0)
             header.storeU8(dscp << 2 | (ecn & 3), at: 1)

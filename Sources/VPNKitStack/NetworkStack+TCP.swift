@@ -1,6 +1,7 @@
 public import NIOCore
 public import VPNKitBase
 import VPNKitIPv4
+import VPNKitEthernet
 public import VPNKitTCP
 
 struct TCPKey: Hashable {
@@ -215,13 +216,27 @@ extension NetworkStack {
 
     /// Sends one segment. `payload` is the segment's own buffer (the send queue's bytes were copied
     /// into it once, with headroom), so the headers are written in front of it in place.
-    /// With `linkOffloads`, the checksum is left partial for the link, and a segment larger than the
-    /// MSS (`segmentSize` nonzero) goes out whole, for the link to cut.
+    /// With `linkOffloads`, the checksum is left partial for the link, a segment larger than the
+    /// MSS (`segmentSize` nonzero) goes out whole, for the link to cut, and on a link that gathers the
+    /// data (a slice of the send buffer) is never copied: the headers go in a small buffer of their own.
     private func transmitTCP(header: TCPHeader, payload: consuming ByteBuffer, segmentSize: Int = 0, key: TCPKey, now: NIODeadline) {
-        var buffer = payload
         let partial = linkOffloads.contains(.partialChecksum)
-        header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial)
         counters.increment(.tcpSegmentsSent)
+        if linkOffloads.contains(.gather), payload.readableBytes >= 512 {
+            var head = ByteBuffer.withHeadroom(capacity: 0)
+            header.prepend(to: &head, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial, trailing: payload)
+            sendGatheredTCP(head: head, payload: payload, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), key: key, now: now)
+            return
+        }
+        // Otherwise the headers go in front of the data: in place when the data has a buffer of its own
+        // with headroom; a slice of the send buffer is copied once, with headroom, first.
+        var buffer = payload
+        header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial)
+        sendIPv4(payload: consume buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), now: now)
+    }
+
+    /// The offloads a TCP segment asks of the link.
+    private func tcpOffload(_ header: TCPHeader, partial: Bool, segmentSize: Int) -> FrameOffload {
         var offload = FrameOffload.none
         if partial {
             // Ethernet (14) + IPv4 without options (20): where the TCP header starts in the frame.
@@ -232,7 +247,25 @@ extension NetworkStack {
                 offload.headerLength = UInt16(34 + header.headerLength)
             }
         }
-        sendIPv4(payload: consume buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, offload: offload, now: now)
+        return offload
+    }
+
+    /// A TCP segment as headers plus its data in a separate buffer: straight to the link when the next
+    /// hop is resolved; otherwise (or when it would need fragmenting) joined and sent the usual way.
+    private func sendGatheredTCP(head: consuming ByteBuffer, payload: ByteBuffer, offload: FrameOffload, key: TCPKey, now: NIODeadline) {
+        var head = head
+        var ip = IPv4Header(source: key.localAddress, destination: key.remoteAddress, protocol: .tcp, timeToLive: 64)
+        ip.identification = makeIdentification()
+        ip.dontFragment = true
+        ip.prepend(to: &head, trailingLength: payload.readableBytes)
+        let fits = head.readableBytes + payload.readableBytes <= configuration.mtu || offload.segmentSize > 0
+        if fits, let nextHop = nextHop(for: key.remoteAddress), let mac = arpCache.lookup(nextHop, now: now) {
+            EthernetHeader(destination: mac, source: macAddress, etherType: .ipv4).prepend(to: &head)
+            transmit(head, offload: offload, payload: payload)
+            return
+        }
+        head.writeImmutableBuffer(payload)
+        sendIPv4(head, offload: offload, now: now)
     }
 
     func receiveTCP(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {

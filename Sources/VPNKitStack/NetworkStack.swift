@@ -200,7 +200,7 @@ public final class NetworkStack {
 
     /// Frames to transmit, in order; the caller sends each as one frame.
     public func takeOutput() -> [ByteBuffer] {
-        takeOutgoingFrames().map(\.frame)
+        takeOutgoingFrames().map(\.joined)
     }
 
     /// Frames to transmit, in order, each with the offloads it asks of the link (always `.none`
@@ -347,10 +347,10 @@ public final class NetworkStack {
         }
     }
 
-    func transmit(_ frame: ByteBuffer, offload: FrameOffload = .none) {
+    func transmit(_ frame: ByteBuffer, offload: FrameOffload = .none, payload: ByteBuffer? = nil) {
         counters.increment(.framesSent)
         let first = outbox.isEmpty
-        outbox.append(OutgoingFrame(frame: frame, offload: offload))
+        outbox.append(OutgoingFrame(frame: frame, offload: offload, payload: payload))
         if first { onOutput?() }
     }
 
@@ -480,13 +480,9 @@ public final class NetworkStack {
             transmitIPv4(datagram, to: .broadcast, offload: offload)
             return
         }
-        var nextHop = destination
-        if !configuration.subnet.contains(destination) || configuration.addresses.isEmpty {
-            guard let router = configuration.defaultRouter, configuration.subnet.contains(router) else {
-                counters.increment(.ipv4NoRoute)
-                return
-            }
-            nextHop = router
+        guard let nextHop = nextHop(for: destination) else {
+            counters.increment(.ipv4NoRoute)
+            return
         }
         // Sent at once when resolved (the datagram moves straight on); otherwise held (or refused and
         // counted) by the cache.
@@ -500,6 +496,14 @@ public final class NetworkStack {
             datagram.completePartialChecksum(start: Int(offload.checksumStart) - 14, offset: Int(offload.checksumOffset))
         }
         for action in arpCache.resolve(nextHop, holding: datagram, now: now) { handle(action, now: now) }
+    }
+
+    /// The address to resolve for `destination`: itself on the subnet, otherwise the default router;
+    /// nil when there is no route.
+    func nextHop(for destination: IPv4Address) -> IPv4Address? {
+        guard !configuration.subnet.contains(destination) || configuration.addresses.isEmpty else { return destination }
+        guard let router = configuration.defaultRouter, configuration.subnet.contains(router) else { return nil }
+        return router
     }
 
     /// Frames a datagram for `mac`, fragmenting it to the MTU first when needed. The datagram is

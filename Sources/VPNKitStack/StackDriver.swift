@@ -106,11 +106,11 @@ public final class StackDriver {
         guard !stopped else { return }
         if stack.hasOutput {
             if let offloading {
-                for outgoing in stack.takeOutgoingFrames() where !offloading.send(outgoing.frame, offload: outgoing.offload) {
+                for outgoing in stack.takeOutgoingFrames() where !offloading.send(outgoing.frame, payload: outgoing.payload, offload: outgoing.offload) {
                     stack.counters.increment(.transmitDrops)
                 }
             } else {
-                for outgoing in stack.takeOutgoingFrames() where !transport.send(outgoing.frame) {
+                for outgoing in stack.takeOutgoingFrames() where !transport.send(outgoing.joined) {
                     stack.counters.increment(.transmitDrops)
                 }
             }

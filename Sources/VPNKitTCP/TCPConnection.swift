@@ -793,7 +793,11 @@ public struct TCPConnection: Sendable {
                 // With segmentation offload, a large segment is cut on whole MSS boundaries, so only
                 // the last piece may be short (a window-limited size is rounded down to whole MSS).
                 let mss = effectiveMSS
-                let size = room > mss && room < full ? room - room % mss : room
+                var size = room > mss && room < full ? room - room % mss : room
+                // A segment that would span two of the application's writes ends at the first one's
+                // end instead, so it is a slice, never a copy (unless that would leave a sliver).
+                let contiguous = sendQueue.contiguousBytes(from: offset)
+                if contiguous < size && contiguous >= 512 { size = contiguous }
                 let payload = sendQueue.bytes(from: offset, count: size)
                 var flags: TCPFlags = [.ack]
                 let last = offset + size == sendQueue.count
@@ -1120,8 +1124,9 @@ extension TCPState {
     var canReceive: Bool { self == .established || self == .finWait1 || self == .finWait2 || self == .synReceived }
 }
 
-/// The bytes of the send buffer from sndUna on, as a list of slices; segments are cut from it with
-/// one copy each.
+/// The bytes of the send buffer from sndUna on, as a list of slices. A segment that lies within one
+/// of them is a slice of it (no copy: a link that gathers sends it as is, any other copies it once
+/// when the headers go in front); one that spans two is copied into a buffer of its own.
 struct SendQueue: Sendable {
     private var chunks: [ByteBuffer] = []
     private(set) var count = 0
@@ -1145,10 +1150,30 @@ struct SendQueue: Sendable {
         }
     }
 
-    /// `count` bytes from `offset`, in one buffer with headroom for the headers.
-    func bytes(from offset: Int, count n: Int) -> ByteBuffer {
-        var out = ByteBuffer.withHeadroom(capacity: n)
+    /// How many bytes from `offset` lie in one chunk (0 past the end).
+    func contiguousBytes(from offset: Int) -> Int {
         var skip = offset
+        for chunk in chunks {
+            if skip < chunk.readableBytes { return chunk.readableBytes - skip }
+            skip -= chunk.readableBytes
+        }
+        return 0
+    }
+
+    /// `count` bytes from `offset`: a slice of the chunk that holds them, or a copy with headroom for
+    /// the headers when they span chunks.
+    func bytes(from offset: Int, count n: Int) -> ByteBuffer {
+        var skip = offset
+        for chunk in chunks {
+            if skip >= chunk.readableBytes {
+                skip -= chunk.readableBytes
+                continue
+            }
+            if chunk.readableBytes - skip >= n { return chunk.getSlice(at: chunk.readerIndex + skip, length: n)! }
+            break
+        }
+        var out = ByteBuffer.withHeadroom(capacity: n)
+        skip = offset
         var need = n
         for chunk in chunks where need > 0 {
             if skip >= chunk.readableBytes {

@@ -176,8 +176,14 @@ public struct TCPHeader: Sendable, Hashable {
     /// the pseudo-header's folded sum (not complemented) and the data is not summed at all: the
     /// link finishes it (a virtio-net header's NEEDS_CSUM, see `FrameOffload`).
     public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address, partialChecksum: Bool) {
+        prepend(to: &buffer, source: source, destination: destination, partialChecksum: partialChecksum, trailing: nil)
+    }
+
+    /// Like `prepend(to:source:destination:partialChecksum:)` for a segment whose data (`trailing`)
+    /// travels in a buffer of its own, after `buffer`: the checksum covers it (unless partial).
+    public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address, partialChecksum: Bool, trailing: ByteBuffer?) {
         let headerLength = self.headerLength
-        let segmentLength = headerLength + buffer.readableBytes
+        let segmentLength = headerLength + buffer.readableBytes + (trailing?.readableBytes ?? 0)
         buffer.withHeaderWriter(length: headerLength) { header in
             header.storeU16(sourcePort, at: 0)
             header.storeU16(destinationPort, at: 2)
@@ -198,6 +204,7 @@ public struct TCPHeader: Sendable, Hashable {
                 header.storeU16(c.sum, at: 16)
             } else {
                 header.add(to: &c)
+                if let trailing { c.add(trailing) }
                 header.storeU16(c.value, at: 16)
             }
         }

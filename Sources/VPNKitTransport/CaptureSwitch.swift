@@ -73,13 +73,14 @@ public final class CaptureSwitch: OffloadingFrameTransport {
         return inner.send(frame)
     }
 
-    /// Captures `frame` when a sink is set, then sends it with its offloads on the wrapped transport
-    /// (as `send(_:)` when that has no offloads).
+    /// Captures the frame when a sink is set, then sends it with its offloads on the wrapped
+    /// transport (joined, as `send(_:)`, when that has no offloads).
     @discardableResult
-    public func send(_ frame: ByteBuffer, offload: FrameOffload) -> Bool {
-        if let sink { capture(frame, into: sink) }
-        if let offloadingInner { return offloadingInner.send(frame, offload: offload) }
-        return inner.send(frame)
+    public func send(_ frame: ByteBuffer, payload: ByteBuffer?, offload: FrameOffload) -> Bool {
+        let outgoing = OutgoingFrame(frame: frame, offload: offload, payload: payload)
+        if let sink { capture(outgoing.joined, into: sink) }
+        if let offloadingInner { return offloadingInner.send(frame, payload: payload, offload: offload) }
+        return inner.send(outgoing.joined)
     }
 
     /// Flushes a file sink and closes the wrapped transport.

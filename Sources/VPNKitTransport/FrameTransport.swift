@@ -48,8 +48,16 @@ public protocol OffloadingFrameTransport: FrameTransport {
     var offloads: LinkOffloads { get }
     /// Called for every frame from the guest, with its offload metadata, instead of `onFrame`.
     var onOffloadedFrame: ((ByteBuffer, FrameOffload) -> Void)? { get set }
-    /// Sends one frame with the offloads it asks for (only ones `offloads` contains).
-    @discardableResult func send(_ frame: ByteBuffer, offload: FrameOffload) -> Bool
+    /// Sends one frame with the offloads it asks for (only ones `offloads` contains): `frame`, then
+    /// `payload` when given (only with `.gather`), as one frame.
+    @discardableResult func send(_ frame: ByteBuffer, payload: ByteBuffer?, offload: FrameOffload) -> Bool
+}
+
+extension OffloadingFrameTransport {
+    /// Sends one whole frame with the offloads it asks for.
+    @discardableResult public func send(_ frame: ByteBuffer, offload: FrameOffload) -> Bool {
+        send(frame, payload: nil, offload: offload)
+    }
 }
 
 /// Counters every transport keeps.

@@ -38,11 +38,15 @@ public final class TAPTransport: OffloadingFrameTransport {
     public var onFrame: ((ByteBuffer) -> Void)?
     /// With offloads on: called instead of `onFrame` when set, with what the virtio-net header said.
     public var onOffloadedFrame: ((ByteBuffer, FrameOffload) -> Void)?
-    /// What the device takes: partial checksums and TCP segmentation when it was opened with
-    /// offloads, nothing otherwise.
+    /// What the device takes: frames gathered from two buffers always; partial checksums and TCP
+    /// segmentation when it was opened with offloads.
     public let offloads: LinkOffloads
     /// Received frames whose partial checksum was finished here (delivered through `onFrame`).
     public private(set) var checksumsCompleted: UInt64 = 0
+    /// Frames received that were longer than the MTU allows (TCP segments the guest did not cut).
+    public private(set) var oversizedFramesReceived: UInt64 = 0
+    /// Frames sent for the guest's kernel to cut into MSS-sized segments.
+    public private(set) var segmentationOffloadFramesSent: UInt64 = 0
     /// Called once, with nil, when the device's channel closes other than through `close()`.
     public var onClose: (((any Error)?) -> Void)?
     /// The device's counters. `sendDrops` counts every failed write (see `writeWouldBlock` and
@@ -109,10 +113,10 @@ public final class TAPTransport: OffloadingFrameTransport {
             return eventLoop.makeFailedFuture(TransportError.systemCall("\(what) (\(device) in \(path ?? "own namespace"))", errno: err))
         }
         let deviceName = nameOut.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        var granted: LinkOffloads = []
+        var granted: LinkOffloads = [.gather]
         if offloads {
             // TUN_F_CSUM | TUN_F_TSO4. Without them the header still travels, with nothing offloaded.
-            if vpnkit_tap_set_offload(fd, 0x01 | 0x02) == 0 { granted = [.partialChecksum, .tcpSegmentation] }
+            if vpnkit_tap_set_offload(fd, 0x01 | 0x02) == 0 { granted.formUnion([.partialChecksum, .tcpSegmentation]) }
         }
         let capacity = readCapacity(mtu: mtu, offloads: offloads)
         let grantedOffloads = granted
@@ -164,7 +168,7 @@ public final class TAPTransport: OffloadingFrameTransport {
     private func deliver(_ frame: ByteBuffer) {
         guard vnetHeader else {
             statistics.countReceived(frame.readableBytes)
-            onFrame?(frame)
+            if let onOffloadedFrame { onOffloadedFrame(frame, .none) } else { onFrame?(frame) }
             return
         }
         guard frame.readableBytes >= Self.vnetHeaderLength + 14 else {
@@ -182,6 +186,7 @@ public final class TAPTransport: OffloadingFrameTransport {
         var frame = frame
         frame.moveReaderIndex(forwardBy: Self.vnetHeaderLength)
         statistics.countReceived(frame.readableBytes)
+        if frame.readableBytes > mtu + 18 { oversizedFramesReceived &+= 1 }
         // VIRTIO_NET_HDR_F_NEEDS_CSUM = 1, VIRTIO_NET_HDR_F_DATA_VALID = 2.
         let partial = flags & 1 != 0
         if let onOffloadedFrame {
@@ -198,39 +203,36 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// One write(2) per frame. EAGAIN and EIO are counted drops, never the end of the link.
     @discardableResult
     public func send(_ frame: ByteBuffer) -> Bool {
-        send(frame, offload: .none)
+        send(frame, payload: nil, offload: .none)
     }
 
-    /// One writev(2) per frame: the virtio-net header asking for `offload`, then the frame. Without
-    /// offloads (the device was opened without them) `offload` must be `.none`, and this is `send(_:)`.
+    /// One writev(2) per frame: the virtio-net header asking for `offload` (with offloads on), the
+    /// frame, then `payload` when given. Without offloads `offload` must be `.none`.
     @discardableResult
-    public func send(_ frame: ByteBuffer, offload: FrameOffload) -> Bool {
+    public func send(_ frame: ByteBuffer, payload: ByteBuffer?, offload: FrameOffload) -> Bool {
         guard !closed else {
             statistics.sendDrops &+= 1
             return false
         }
         var failure: Int32 = 0
-        let written: Int
-        if vnetHeader {
-            var header = VirtioNetHeader(offload)
-            written = frame.withUnsafeReadableBytes { raw -> Int in
-                withUnsafeBytes(of: &header) { head -> Int in
-                    let n = vpnkit_tap_write_vnet(fd, head.baseAddress, UInt(Self.vnetHeaderLength), raw.baseAddress, UInt(raw.count))
+        var header = VirtioNetHeader(offload)
+        let headerLength = vnetHeader ? Self.vnetHeaderLength : 0
+        let total = frame.readableBytes + (payload?.readableBytes ?? 0)
+        let fd = self.fd
+        let written = frame.withUnsafeReadableBytes { raw -> Int in
+            withUnsafeBytes(of: &header) { head -> Int in
+                let write = { (second: UnsafeRawBufferPointer?) -> Int in
+                    let n = vpnkit_tap_writev3(
+                        fd, head.baseAddress, UInt(headerLength), raw.baseAddress, UInt(raw.count), second?.baseAddress, UInt(second?.count ?? 0))
                     if n < 0 { failure = errno; return -1 }
-                    return n - Self.vnetHeaderLength
+                    return n - headerLength
                 }
-            }
-        } else {
-            written = frame.withUnsafeReadableBytes { raw -> Int in
-                while true {
-                    let n = write(fd, raw.baseAddress, raw.count)
-                    if n < 0 && errno == EINTR { continue }
-                    if n < 0 { failure = errno }
-                    return n
-                }
+                guard let payload else { return write(nil) }
+                return payload.withUnsafeReadableBytes { write($0) }
             }
         }
-        if written == frame.readableBytes {
+        if written == total {
+            if offload.segmentSize > 0 { segmentationOffloadFramesSent &+= 1 }
             statistics.countSent(written)
             return true
         }

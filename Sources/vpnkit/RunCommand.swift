@@ -50,6 +50,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The link MTU (68…65520).")
     var mtu: Int = 1500
 
+    @Option(name: .customLong("tcp-buffer"), help: "Bytes of send buffer and of receive buffer (the advertised window) per guest TCP connection (16384…16777216). 1 MiB keeps 64 KiB segments flowing; the worst case a guest can make the daemon hold is about this × 2 + 768 KiB per connection, times --max-connections (see SECURITY.md).")
+    var tcpBuffer: Int = 1 << 20
+
     @Flag(name: .customLong("no-offloads"), help: "TAP devices: no virtio-net header, so no checksum or TCP segmentation offload (by default the guest hands over TCP segments of up to 64 KiB whatever the MTU, and takes them). Offloads are also off while --pcap or fault flags wrap the link.")
     var noOffloads = false
 
@@ -179,6 +182,7 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("--publish wants tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, got \(entry)")
         }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard (16384...16 << 20).contains(tcpBuffer) else { throw ValidationError("--tcp-buffer must be between 16384 and 16777216") }
         guard maxUDPFlows >= 1 else { throw ValidationError("--max-udp-flows must be at least 1") }
         guard udpIdleTimeout >= 1 else { throw ValidationError("--udp-idle-timeout must be at least 1 second") }
         for name in [domain].compactMap({ $0 }) + search {
@@ -228,7 +232,8 @@ struct RunCommand: AsyncParsableCommand {
         guard alias != gatewayAddress else { throw ValidationError("--host-alias and --gateway must differ") }
         var c = StackConfiguration(subnet: net, gateway: gatewayAddress, additionalAddresses: alias.map { [$0] } ?? [], mtu: mtu)
         c.maximumTCPConnections = max(c.maximumTCPConnections, maxConnections + 256)
-        c.tcp.sendBufferSize = 1 << 20
+        c.tcp.sendBufferSize = tcpBuffer
+        c.tcp.receiveBufferSize = tcpBuffer
         return c
     }
 

@@ -29,7 +29,7 @@ struct OffloadTests {
         #expect(sim.guest.linkOffloads.isEmpty)
     }
 
-    @Test("TCPConnection: offload segments are whole multiples of the MSS up to the limit, carry segmentSize, and only the tail is short")
+    @Test("TCPConnection: offload segments are whole multiples of the MSS up to the limit and carry segmentSize; a short one ends where a write ended")
     func connectionSegments() {
         var configuration = TCPConfiguration()
         configuration.segmentationOffloadBytes = 65_455
@@ -38,10 +38,12 @@ struct OffloadTests {
         let total = 300_000
         var sent: [TCPOutgoing] = []
         var data = pattern(total)
+        var writeEnds: Set<Int> = []
         while written < total || s.connection.unacknowledgedBytes > 0 {
             let n = s.connection.write(data, now: s.now)
             data.moveReaderIndex(forwardBy: n)
             written += n
+            writeEnds.insert(written)
             let out = s.out()
             sent += out
             guard let last = out.last(where: { $0.payload.readableBytes > 0 }) else { break }
@@ -52,15 +54,17 @@ struct OffloadTests {
         let withData = sent.filter { $0.payload.readableBytes > 0 }
         #expect(withData.reduce(0) { $0 + $1.payload.readableBytes } == total)
         #expect(withData.contains { $0.payload.readableBytes > 10 * mss }, "\(withData.map { $0.payload.readableBytes })")
+        var end = 0
         for (index, segment) in withData.enumerated() {
             let size = segment.payload.readableBytes
+            end += size
             #expect(size <= 65_455)
             if size > mss {
                 #expect(segment.segmentSize == mss)
-                if index != withData.count - 1 { #expect(size % mss == 0, "segment \(index): \(size)") }
             } else {
                 #expect(segment.segmentSize == 0)
             }
+            if size % mss != 0 { #expect(writeEnds.contains(end), "segment \(index): \(size) bytes ending at \(end)") }
         }
     }
 

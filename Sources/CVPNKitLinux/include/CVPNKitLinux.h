@@ -14,9 +14,11 @@ int vpnkit_open_tap(const char *netns_path, const char *name, int vnet_hdr, char
 /// segments up to 64 KiB. Returns 0, or -1 with errno set.
 int vpnkit_tap_set_offload(int fd, unsigned int flags);
 
-/// One frame to a TAP opened with IFF_VNET_HDR: the virtio-net header and the frame in one writev(2)
-/// (one write is one frame). Retries EINTR; returns the bytes written, or -1 with errno set.
-long vpnkit_tap_write_vnet(int fd, const void *header, unsigned long header_length, const void *frame, unsigned long frame_length);
+/// One frame to a TAP, gathered from up to three pieces (a virtio-net header, the headers, the
+/// payload; empty pieces are skipped) in one writev(2): one write is one frame. Retries EINTR; returns
+/// the bytes written, or -1 with errno set.
+long vpnkit_tap_writev3(int fd, const void *a, unsigned long a_length, const void *b, unsigned long b_length,
+                        const void *c, unsigned long c_length);
 
 /// glibc's mallopt(3): M_MMAP_THRESHOLD and M_TRIM_THRESHOLD, in bytes. Returns 1 when both were
 /// accepted, 0 otherwise.
