@@ -23,6 +23,12 @@ public final class TCPSocket {
     /// The peer's TCP port.
     public let remotePort: UInt16
     weak var stack: NetworkStack?
+    /// The stack's entry for this connection while it is in the table (read without a lookup).
+    weak var entry: TCPEntry?
+    private var live: TCPEntry? {
+        guard let entry, !entry.removed else { return nil }
+        return entry
+    }
     /// Data arrived (call `read`), or the peer closed its side (`isReadClosed`).
     public var onReadable: (() -> Void)?
     /// The handshake completed.
@@ -43,19 +49,19 @@ public final class TCPSocket {
     var key: TCPKey { TCPKey(localAddress: localAddress, localPort: localPort, remoteAddress: remoteAddress, remotePort: remotePort) }
 
     /// The connection's TCP state; `.closed` once it has ended and the stack has let it go.
-    public var state: TCPState { stack?.tcpConnections[key]?.connection.state ?? .closed }
+    public var state: TCPState { live?.connection.state ?? .closed }
     /// The connection's counters, or nil once it has ended.
-    public var counters: TCPConnectionCounters? { stack?.tcpConnections[key]?.connection.counters }
+    public var counters: TCPConnectionCounters? { live?.connection.counters }
     /// Whether the peer has closed its side and everything before its FIN has been read; true once
     /// the connection has ended.
-    public var isReadClosed: Bool { stack?.tcpConnections[key]?.connection.isReadClosed ?? true }
+    public var isReadClosed: Bool { live?.connection.isReadClosed ?? true }
     /// Received bytes waiting for `read`.
-    public var bytesToRead: Int { stack?.tcpConnections[key]?.connection.bytesToRead ?? 0 }
+    public var bytesToRead: Int { live?.connection.bytesToRead ?? 0 }
     /// How many bytes `write` would take now: the room left in the send buffer (data may be queued
     /// during the handshake), or 0 once our side is closed or the connection has ended.
-    public var writableBytes: Int { stack?.tcpConnections[key]?.connection.writableBytes ?? 0 }
+    public var writableBytes: Int { live?.connection.writableBytes ?? 0 }
     /// Bytes written and not yet acknowledged by the peer (0 once the connection has ended).
-    public var unacknowledgedBytes: Int { stack?.tcpConnections[key]?.connection.unacknowledgedBytes ?? 0 }
+    public var unacknowledgedBytes: Int { live?.connection.unacknowledgedBytes ?? 0 }
 
     /// Queues data; returns how many bytes were taken (the send buffer is bounded; 0 once the
     /// connection has ended). Write the rest after `onWritable` fires.
@@ -81,13 +87,23 @@ public final class TCPSocket {
     }
 }
 
-struct TCPEntry {
+/// A connection and its socket, held by reference so that the per-segment path finds and changes it
+/// in place (a struct in the dictionary was copied, all its buffers retained, on every access).
+final class TCPEntry {
     var connection: TCPConnection
-    var socket: TCPSocket
+    let socket: TCPSocket
     var wasEstablished = false
     var wasFull = false
+    /// The connection has ended and left the stack's table.
+    var removed = false
     /// The deadline this connection has in the timer heap (nil: none there).
     var scheduledDeadline: NIODeadline?
+
+    init(connection: TCPConnection, socket: TCPSocket) {
+        self.connection = connection
+        self.socket = socket
+        socket.entry = self
+    }
 }
 
 extension NetworkStack {
@@ -165,53 +181,60 @@ extension NetworkStack {
     /// the socket's owner, who is already running, so readable/writable callbacks are not fired again
     /// (that would recurse once per chunk read); the network side fires them.
     func withConnection<T>(_ key: TCPKey, now: NIODeadline, fromApplication: Bool = true, _ body: (inout TCPConnection) -> T) -> T? {
-        guard tcpConnections[key] != nil else { return nil }
-        let result = body(&tcpConnections[key]!.connection)
-        finish(key, now: now, fromApplication: fromApplication)
+        guard let entry = tcpConnections[key] else { return nil }
+        let result = body(&entry.connection)
+        finish(key, entry: entry, now: now, fromApplication: fromApplication)
         return result
     }
 
     /// Sends what a connection produced and tells its socket what changed.
     func finish(_ key: TCPKey, now: NIODeadline, fromApplication: Bool = false) {
-        guard tcpConnections[key] != nil else { return }
-        // Taken in place, so each payload (cut from the send queue into a buffer of its own, with
-        // headroom) is referenced once and its headers go in front of it without a copy.
-        var segments = tcpConnections[key]!.connection.takeOutput()
+        guard let entry = tcpConnections[key] else { return }
+        finish(key, entry: entry, now: now, fromApplication: fromApplication)
+    }
+
+    func finish(_ key: TCPKey, entry: TCPEntry, now: NIODeadline, fromApplication: Bool = false) {
+        guard !entry.removed else { return }
+        // Taken in place, so each payload that has a buffer of its own is referenced once and its
+        // headers can go in front of it without a copy.
+        var segments = entry.connection.takeOutput()
         for index in segments.indices {
             let header = segments[index].header
             var payload = ByteBuffer()
             swap(&payload, &segments[index].payload)
             transmitTCP(header: header, payload: payload, segmentSize: segments[index].segmentSize, key: key, now: now)
         }
-        guard var entry = tcpConnections[key] else { return }
-        let connection = entry.connection
-        let becameEstablished = !entry.wasEstablished && connection.state != .synSent && connection.state != .synReceived && connection.state != .closed
+        guard !entry.removed else { return }
+        let state = entry.connection.state
+        let becameEstablished = !entry.wasEstablished && state != .synSent && state != .synReceived && state != .closed
         if becameEstablished { entry.wasEstablished = true }
-        let full = connection.writableBytes == 0
+        let full = entry.connection.writableBytes == 0
         let writable = entry.wasFull && !full
         entry.wasFull = full
-        if connection.state == .closed {
+        if state == .closed {
+            entry.removed = true
             tcpConnections[key] = nil
             pendingAccepts[key] = nil
             counters.increment(.tcpConnectionsClosed)
         } else {
-            let deadline = connection.nextDeadline
+            let deadline = entry.connection.nextDeadline
             if deadline != entry.scheduledDeadline {
                 entry.scheduledDeadline = deadline
                 if let deadline { scheduleTCPTimer(deadline, key) }
             }
-            tcpConnections[key] = entry
         }
         let socket = entry.socket
+        let readable = entry.connection.bytesToRead > 0 || entry.connection.isReadClosed && state != .closed
+        let closeReason = entry.connection.closeReason
         if becameEstablished {
             if let accept = pendingAccepts.removeValue(forKey: key) { accept(socket) }
             socket.onConnected?()
         }
         if !fromApplication {
-            if connection.bytesToRead > 0 || connection.isReadClosed && connection.state != .closed { socket.onReadable?() }
+            if readable { socket.onReadable?() }
             if writable { socket.onWritable?() }
         }
-        if connection.state == .closed { socket.onClosed?(connection.closeReason ?? .closed) }
+        if state == .closed { socket.onClosed?(closeReason ?? .closed) }
     }
 
     /// Sends one segment. `payload` is the segment's own buffer (the send queue's bytes were copied
@@ -331,9 +354,8 @@ extension NetworkStack {
         var due: [TCPKey] = []
         while let top = tcpTimers.top, top.deadline <= now {
             tcpTimers.popTop()
-            guard var entry = tcpConnections[top.key], entry.scheduledDeadline == top.deadline else { continue }
+            guard let entry = tcpConnections[top.key], entry.scheduledDeadline == top.deadline else { continue }
             entry.scheduledDeadline = nil
-            tcpConnections[top.key] = entry
             due.append(top.key)
         }
         for key in due {

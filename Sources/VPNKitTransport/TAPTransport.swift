@@ -71,7 +71,8 @@ public final class TAPTransport: OffloadingFrameTransport {
     static let drainLimit = 64
     /// The virtio-net header's length (struct virtio_net_hdr, without num_buffers).
     static let vnetHeaderLength = 10
-    /// Frames up to this long are copied out of the read buffer (cheaper than a fresh large buffer).
+    /// Frames up to this long are copied out of a large read buffer (cheaper than a fresh large
+    /// buffer); with buffers of at most four times this, every frame keeps its read buffer.
     static let copyOutLimit = 2048
 
     init(fd: Int32, channel: any Channel, mtu: Int, deviceName: String, readCapacity: Int, vnetHeader: Bool, offloads: LinkOffloads) {
@@ -153,7 +154,7 @@ public final class TAPTransport: OffloadingFrameTransport {
                 spare = buffer
                 break
             }
-            if count <= Self.copyOutLimit {
+            if count <= Self.copyOutLimit && readCapacity > 4 * Self.copyOutLimit {
                 var small = channel.allocator.buffer(capacity: count)
                 small.writeImmutableBuffer(buffer)
                 spare = buffer
