@@ -51,6 +51,18 @@ final class NATRig: @unchecked Sendable {
     }
 }
 
+/// A socket of `type` bound to 127.0.0.1 on a port the kernel picks, and that port.
+func bindLoopback(type: __socket_type) -> (Int32, UInt16) {
+    let fd = socket(AF_INET, Int32(type.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return (fd, UInt16(bigEndian: address.sin_port))
+}
+
 /// A TCP server on 127.0.0.1 with blocking sockets on a thread of its own: it reads and counts
 /// everything (discard), or writes without end (source), for one connection.
 final class LoopbackServer: @unchecked Sendable {
@@ -61,16 +73,10 @@ final class LoopbackServer: @unchecked Sendable {
     var count: Int { received.withLockedValue { $0 } }
 
     init(source: Bool) throws {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        self.listener = listener
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        let (listener, port) = bindLoopback(type: SOCK_STREAM)
         _ = listen(listener, 4)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
-        port = UInt16(bigEndian: address.sin_port)
+        self.listener = listener
+        self.port = port
         let received = self.received
         let stopped = self.stopped
         Thread.detachNewThread {
@@ -99,15 +105,9 @@ final class LoopbackUDPEcho: @unchecked Sendable {
     private let fd: Int32
 
     init() {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let (fd, port) = bindLoopback(type: SOCK_DGRAM)
         self.fd = fd
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        port = UInt16(bigEndian: address.sin_port)
+        self.port = port
         Thread.detachNewThread {
             var buffer = [UInt8](repeating: 0, count: 2048)
             var peer = sockaddr_storage()

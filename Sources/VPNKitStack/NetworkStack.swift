@@ -217,9 +217,16 @@ public final class NetworkStack {
     /// When `poll(now:)` next has work (ARP retries and expiry, reassembly timeouts, TCP timers, the
     /// timers of services attached to the stack), if ever.
     public var nextDeadline: NIODeadline? {
-        var times = [arpCache.nextDeadline, reassembler.nextDeadline, tcpNextDeadline].compactMap { $0 }
-        for client in timerClients { if let t = client.value?.nextDeadline { times.append(t) } }
-        return times.min()
+        // Read on every flush: no array, no allocation.
+        var earliest = arpCache.nextDeadline
+        func consider(_ time: NIODeadline?) {
+            guard let time else { return }
+            if earliest.map({ time < $0 }) ?? true { earliest = time }
+        }
+        consider(reassembler.nextDeadline)
+        consider(tcpNextDeadline)
+        for client in timerClients { consider(client.value?.nextDeadline) }
+        return earliest
     }
 
     /// Runs the timers due at `now`; frames they produce wait in `takeOutput()`.
