@@ -197,12 +197,10 @@ extension NetworkStack {
         guard !entry.removed else { return }
         // Taken in place, so each payload that has a buffer of its own is referenced once and its
         // headers can go in front of it without a copy.
-        var segments = entry.connection.takeOutput()
-        for index in segments.indices {
-            let header = segments[index].header
+        entry.connection.drainOutput { segment in
             var payload = ByteBuffer()
-            swap(&payload, &segments[index].payload)
-            transmitTCP(header: header, payload: payload, segmentSize: segments[index].segmentSize, key: key, now: now)
+            swap(&payload, &segment.payload)
+            transmitTCP(header: segment.header, payload: payload, segmentSize: segment.segmentSize, key: key, now: now)
         }
         guard !entry.removed else { return }
         let state = entry.connection.state
@@ -306,7 +304,7 @@ extension NetworkStack {
             return
         }
         let header: TCPHeader
-        do { header = try TCPHeader(parsing: segment) } catch {
+        do { header = try TCPHeader(parsing: segment, optionsInto: &tcpOptionScratch) } catch {
             counters.increment(.tcpMalformed)
             return
         }

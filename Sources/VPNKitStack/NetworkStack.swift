@@ -100,6 +100,8 @@ public final class NetworkStack {
     public var arpObserver: ((ARPHeader, NIODeadline) -> Void)?
     var udpSockets: [UDPSocketKey: UDPSocketEntry] = [:]
     var tcpConnections: [TCPKey: TCPEntry] = [:]
+    /// Where received TCP options are parsed (its storage reused from segment to segment).
+    var tcpOptionScratch: [TCPOption] = []
     var tcpListeners: [UInt16: (TCPSocket) -> Void] = [:]
     var pendingAccepts: [TCPKey: (TCPSocket) -> Void] = [:]
     var pendingTCPRequests: [TCPKey: PendingTCPRequest] = [:]
@@ -209,6 +211,18 @@ public final class NetworkStack {
         var frames: [OutgoingFrame] = []
         swap(&frames, &outbox)
         return frames
+    }
+
+    /// Hands every frame waiting to be sent to `body`, in order, then empties the queue keeping its
+    /// storage (no array per flush). Frames queued while it runs are handed over in the same call.
+    public func drainOutgoingFrames(_ body: (OutgoingFrame) -> Void) {
+        var index = 0
+        while index < outbox.count {
+            let frame = outbox[index]
+            index += 1
+            body(frame)
+        }
+        outbox.removeAll(keepingCapacity: true)
     }
 
     /// Whether frames are waiting in `takeOutput()`.

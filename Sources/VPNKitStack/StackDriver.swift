@@ -105,15 +105,18 @@ public final class StackDriver {
     public func flush() {
         guard !stopped else { return }
         if stack.hasOutput {
+            var drops: UInt64 = 0
             if let offloading {
-                for outgoing in stack.takeOutgoingFrames() where !offloading.send(outgoing.frame, payload: outgoing.payload, offload: outgoing.offload) {
-                    stack.counters.increment(.transmitDrops)
+                stack.drainOutgoingFrames { outgoing in
+                    if !offloading.send(outgoing.frame, payload: outgoing.payload, offload: outgoing.offload) { drops += 1 }
                 }
             } else {
-                for outgoing in stack.takeOutgoingFrames() where !transport.send(outgoing.joined) {
-                    stack.counters.increment(.transmitDrops)
+                let transport = self.transport
+                stack.drainOutgoingFrames { outgoing in
+                    if !transport.send(outgoing.joined) { drops += 1 }
                 }
             }
+            if drops > 0 { stack.counters.increment(.transmitDrops, by: drops) }
         }
         armTimer()
     }

@@ -185,6 +185,8 @@ public struct TCPConnection: Sendable {
     private var highRetransmitted: SequenceNumber?
 
     private var output: [TCPOutgoing] = []
+    /// The options of the last segment with timestamps only, reused (see `emit`).
+    private var timestampOptions: [TCPOption] = []
 
     /// Active open: the connection starts in SYN-SENT; `takeOutput()` holds the SYN.
     public static func connect(localPort: UInt16, remotePort: UInt16, iss: SequenceNumber, configuration: TCPConfiguration, now: NIODeadline) -> TCPConnection {
@@ -221,9 +223,20 @@ public struct TCPConnection: Sendable {
     // MARK: - Application interface
 
     /// Segments to transmit, in order.
+    /// Hands each queued segment to `body` in order (which may take its payload), then empties the
+    /// queue keeping its storage: the per-segment path allocates no array.
+    public mutating func drainOutput(_ body: (inout TCPOutgoing) -> Void) {
+        guard !output.isEmpty else { return }
+        for index in output.indices { body(&output[index]) }
+        output.removeAll(keepingCapacity: true)
+    }
+
     public mutating func takeOutput() -> [TCPOutgoing] {
-        defer { output.removeAll(keepingCapacity: true) }
-        return output
+        // Nothing to hand over is the common case (a read, a write that only queued): no allocation.
+        guard !output.isEmpty else { return [] }
+        var taken: [TCPOutgoing] = []
+        swap(&taken, &output)
+        return taken
     }
 
     /// Bytes waiting to be read.
@@ -304,9 +317,18 @@ public struct TCPConnection: Sendable {
     /// The earliest time `poll(now:)` has work (retransmission, delayed ACK, zero-window probe, keep-alive,
     /// user timeout or end of TIME-WAIT); nil when no timer runs.
     public var nextDeadline: NIODeadline? {
-        var times = [retransmitAt, delayedACKAt, timeWaitUntil, persistAt, keepAliveAt].compactMap { $0 }
-        if let timeout = configuration.userTimeout, let since = unacknowledgedSince { times.append(since + timeout) }
-        return times.min()
+        // Asked after every segment: no array.
+        var earliest = retransmitAt
+        func consider(_ time: NIODeadline?) {
+            guard let time else { return }
+            if earliest.map({ time < $0 }) ?? true { earliest = time }
+        }
+        consider(delayedACKAt)
+        consider(timeWaitUntil)
+        consider(persistAt)
+        consider(keepAliveAt)
+        if let timeout = configuration.userTimeout, let since = unacknowledgedSince { consider(since + timeout) }
+        return earliest
     }
 
     /// Runs the timers due at `now`: it may retransmit, send a delayed ACK, probe, or close the connection
@@ -834,14 +856,18 @@ public struct TCPConnection: Sendable {
         header.window = UInt16(scaled)
         let edge = rcvNxt + (scaled << Int(receiveScale))
         if advertisedRightEdge.map({ $0 < edge }) ?? true { advertisedRightEdge = edge }
-        var options: [TCPOption] = []
-        if useTimestamps {
-            options += [.noOperation, .noOperation, .timestamps(value: timestamp(now), echoReply: tsRecent)]
-        }
         if useSACK, !outOfOrder.isEmpty {
+            var options: [TCPOption] = []
+            if useTimestamps { options += [.noOperation, .noOperation, .timestamps(value: timestamp(now), echoReply: tsRecent)] }
             options += [.noOperation, .noOperation, .sack(sackBlocks(limit: useTimestamps ? 3 : 4))]
+            header.options = options
+        } else if useTimestamps {
+            // The common case: NOP NOP timestamps, in an array kept for the next segment (written in
+            // place once the last header that shared it has been sent).
+            let stamps = TCPOption.timestamps(value: timestamp(now), echoReply: tsRecent)
+            if timestampOptions.count == 3 { timestampOptions[2] = stamps } else { timestampOptions = [.noOperation, .noOperation, stamps] }
+            header.options = timestampOptions
         }
-        header.options = options
         let mss = effectiveMSS
         output.append(TCPOutgoing(header: header, payload: payload, segmentSize: payload.readableBytes > mss ? mss : 0))
         counters.segmentsSent += 1

@@ -166,10 +166,17 @@ public struct TCPOptionSequence: Sequence, Sendable {
 
     /// All options, or the first malformation.
     public func parsed() throws(WireError) -> [TCPOption] {
-        var iterator = makeIterator()
         var options: [TCPOption] = []
+        try parse(into: &options)
+        return options
+    }
+
+    /// All options, into `options` (emptied first, its storage kept: a caller that parses every
+    /// segment into the same array allocates only when the last header parsed into it is still held).
+    public func parse(into options: inout [TCPOption]) throws(WireError) {
+        options.removeAll(keepingCapacity: true)
+        var iterator = makeIterator()
         while let option = iterator.next() { options.append(option) }
         if let error = iterator.error { throw error }
-        return options
     }
 }

@@ -114,6 +114,17 @@ public struct TCPHeader: Sendable, Hashable {
         self.urgentPointer = segment.urgentPointer
     }
 
+    /// Like `init(parsing:)`, parsing the options into `scratch` and sharing its storage: a stack
+    /// that keeps one scratch array allocates none per segment once the previous header is gone.
+    public init(parsing segment: TCPSegment, optionsInto scratch: inout [TCPOption]) throws(WireError) {
+        try segment.options.parse(into: &scratch)
+        self.init(
+            sourcePort: segment.sourcePort, destinationPort: segment.destinationPort,
+            sequenceNumber: segment.sequenceNumber, acknowledgmentNumber: segment.acknowledgmentNumber,
+            flags: segment.flags, window: segment.window, options: scratch)
+        self.urgentPointer = segment.urgentPointer
+    }
+
     /// Header length: 20 + options padded to a multiple of four (at most 60).
     public var headerLength: Int {
         20 + min(40, (options.reduce(0) { $0 + $1.encodedLength } + 3) & ~3)
