@@ -36,19 +36,22 @@ extension NAT {
         let boundFlow = NIOLoopBound(flow, eventLoop: eventLoop)
         let chunk = configuration.tcpReadChunkBytes
         ClientBootstrap(group: eventLoop)
-            .channelOption(.autoRead, value: false)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.socketOption(.so_keepalive), value: 1)
-            .channelOption(.maxMessagesPerRead, value: 1)
-            .channelOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
-            // Start small and let bulk flows grow to `chunk`: the receive buffer lives as long as the
-            // channel, so an initial 256 KiB would cost every idle flow that much (a SYN flood at
-            // the host alias once took 250 KiB per open flow).
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: min(16_384, chunk), maximum: chunk))
             .connectTimeout(configuration.connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Options set synchronously here, not as bootstrap options (each of those is a
+                    // chain of futures per connection: a fifth of the cost of a short connection).
+                    guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+                    try options.setOption(.autoRead, value: false)
+                    try options.setOption(.allowRemoteHalfClosure, value: true)
+                    try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+                    try options.setOption(.socketOption(.so_keepalive), value: 1)
+                    try options.setOption(.maxMessagesPerRead, value: 1)
+                    try options.setOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
+                    // Start small and let bulk flows grow to `chunk`: the receive buffer lives as long
+                    // as the channel, so an initial 256 KiB would cost every idle flow that much (a SYN
+                    // flood at the host alias once took 250 KiB per open flow).
+                    try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: min(16_384, chunk), maximum: chunk))
                     try channel.pipeline.syncOperations.addHandler(HostTCPHandler(flow: boundFlow.value))
                 }
             }

@@ -184,7 +184,12 @@ extension IPv4Address {
 }
 
 extension SocketAddress {
+    /// Built from the binary address (once per datagram sent: no text formatted or parsed).
     static func v4(_ address: VPNKitBase.IPv4Address, port: UInt16) -> SocketAddress? {
-        try? SocketAddress(ipAddress: address.description, port: Int(port))
+        var raw = sockaddr_in()
+        raw.sin_family = sa_family_t(AF_INET)
+        raw.sin_port = port.bigEndian
+        raw.sin_addr.s_addr = address.rawValue.bigEndian
+        return SocketAddress(raw, host: "")
     }
 }

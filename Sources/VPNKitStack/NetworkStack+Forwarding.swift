@@ -92,6 +92,7 @@ extension NetworkStack {
             counters.increment(.forwardedTCPDuplicateSYNs)
             return true
         }
+        if tcpConnections.count + pendingTCPRequests.count >= configuration.maximumTCPConnections { recycleOneTimeWait() }
         guard tcpConnections.count + pendingTCPRequests.count < configuration.maximumTCPConnections else {
             counters.increment(.tcpConnectionsRefused)
             return true

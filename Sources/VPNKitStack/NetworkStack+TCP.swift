@@ -135,6 +135,7 @@ extension NetworkStack {
     public func connectTCP(to remote: IPv4Address, port: UInt16, from local: IPv4Address? = nil, localPort: UInt16? = nil, now: NIODeadline) throws(StackError) -> TCPSocket {
         let source = local ?? configuration.gateway
         guard owns(source) else { throw .addressNotOwned(source) }
+        if tcpConnections.count >= configuration.maximumTCPConnections { recycleOneTimeWait() }
         guard tcpConnections.count < configuration.maximumTCPConnections else { throw .tooManyConnections }
         var port0 = localPort ?? 0
         if port0 == 0 {
@@ -311,18 +312,26 @@ extension NetworkStack {
         counters.increment(.tcpSegmentsReceived)
         let incoming = TCPIncoming(header: header, payload: segment.payload.buffer)
         let key = TCPKey(localAddress: packet.destination, localPort: header.destinationPort, remoteAddress: packet.source, remotePort: header.sourcePort)
-        if tcpConnections[key] != nil {
-            _ = withConnection(key, now: now, fromApplication: false) { $0.receive(incoming, now: now) }
-            return
+        let flags = header.flags
+        let isSYN = flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst)
+        if let entry = tcpConnections[key] {
+            // RFC 1122 §4.2.2.13: a SYN above everything the old connection received may reopen its
+            // addresses and ports while it sits in TIME-WAIT (a guest reusing an ephemeral port
+            // within a minute, as a busy client does): the old connection gives way.
+            if isSYN, entry.connection.state == .timeWait, entry.connection.receiveNext < header.sequenceNumber {
+                recycleTimeWait(key, entry)
+            } else {
+                _ = withConnection(key, now: now, fromApplication: false) { $0.receive(incoming, now: now) }
+                return
+            }
         }
         // No connection: a SYN to a forwarded address goes to the forwarder; one to a listening port
         // opens a connection.
-        let flags = header.flags
-        let isSYN = flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst)
         if isSYN, forwardTCPSYN(incoming, key: key, now: now) { return }
         if isSYN, owns(packet.destination), let accept = tcpListeners[header.destinationPort] {
             // The SYN queue: half-open connections per port are bounded (a SYN flood cannot fill the table).
             let halfOpen = pendingAccepts.keys.reduce(0) { $0 + ($1.localPort == header.destinationPort ? 1 : 0) }
+            if tcpConnections.count >= configuration.maximumTCPConnections { recycleOneTimeWait() }
             guard tcpConnections.count < configuration.maximumTCPConnections, halfOpen < configuration.tcpSYNBacklog else {
                 counters.increment(.tcpConnectionsRefused)
                 return
@@ -345,6 +354,24 @@ extension NetworkStack {
         }
         reset.options = []
         transmitTCP(header: reset, payload: ByteBuffer(), key: key, now: now)
+    }
+
+    /// Drops a connection in TIME-WAIT (it has nothing left to send or receive; its socket sees
+    /// `.closed`).
+    func recycleTimeWait(_ key: TCPKey, _ entry: TCPEntry) {
+        entry.removed = true
+        tcpConnections[key] = nil
+        pendingAccepts[key] = nil
+        counters.increment(.tcpConnectionsClosed)
+        counters.increment(.tcpTimeWaitRecycled)
+        entry.socket.onClosed?(.closed)
+    }
+
+    /// At the connection limit: makes room by dropping one connection in TIME-WAIT, if there is one
+    /// (as Linux does past tcp_max_tw_buckets). A scan, but only when the table is full.
+    func recycleOneTimeWait() {
+        guard let (key, entry) = tcpConnections.first(where: { $0.value.connection.state == .timeWait }) else { return }
+        recycleTimeWait(key, entry)
     }
 
     /// Timers of every connection due by `now`.

@@ -69,8 +69,9 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// `tcpConnectionsClosed`: connections that reached CLOSED and were removed;
     /// `tcpConnectionsRefused`: SYNs dropped at the connection limit or a port's SYN backlog;
     /// `tcpListenOverflows`: accepted connections reset because the listener's queue of connections
-    /// waiting to be taken was full.
-    case tcpConnectionsClosed, tcpConnectionsRefused, tcpListenOverflows
+    /// waiting to be taken was full; `tcpTimeWaitRecycled`: connections in TIME-WAIT that gave way to
+    /// a new connection (a new SYN for the same addresses and ports, or a full table).
+    case tcpConnectionsClosed, tcpConnectionsRefused, tcpListenOverflows, tcpTimeWaitRecycled
     // Forwarding (the NAT)
     /// `forwardedTCPRequests`: guest SYNs handed to the forwarder as connection requests;
     /// `forwardedTCPDuplicateSYNs`: retransmitted SYNs for a request still pending, absorbed;
@@ -110,7 +111,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "icmpErrorsSent", "icmpErrorsRateLimited", "icmpErrorsSuppressed",
         "udpMalformed", "udpBadChecksum", "udpDelivered", "udpPortUnreachable", "udpSocketQueueFull", "udpSent",
         "tcpSegmentsReceived", "tcpSegmentsSent", "tcpMalformed", "tcpBadChecksum", "tcpResetsSent", "tcpConnectionsOpened",
-        "tcpConnectionsClosed", "tcpConnectionsRefused", "tcpListenOverflows",
+        "tcpConnectionsClosed", "tcpConnectionsRefused", "tcpListenOverflows", "tcpTimeWaitRecycled",
         "forwardedTcpRequests", "forwardedTcpDuplicateSyns", "forwardedTcpRefused", "forwardedUdpDatagrams", "forwardedIcmpEchoRequests",
         "forwardedBadSource",
     ]

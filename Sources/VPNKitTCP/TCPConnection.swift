@@ -241,6 +241,8 @@ public struct TCPConnection: Sendable {
 
     /// Bytes waiting to be read.
     public var bytesToRead: Int { readableBytes }
+    /// The next sequence number expected from the peer.
+    public var receiveNext: SequenceNumber { rcvNxt }
     /// Whether the peer has closed its side and everything before its FIN has been read.
     public var isReadClosed: Bool { finReceived && readableBytes == 0 }
     /// Room left in the send buffer.
