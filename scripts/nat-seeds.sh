@@ -3,13 +3,19 @@
 # reorder, 1 % duplication and 1 % corruption (both directions, the seed fixing the sequence) runs a
 # guest that downloads and uploads MIB MiB through the NAT to a server on the host's 127.0.0.1, each
 # checked by SHA-256. Root. Usage: scripts/nat-seeds.sh [SEEDS] [MIB]   (default 50 seeds, 64 MiB)
+# VPNKIT=/path/to/vpnkit skips the build and uses that binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds="${1:-50}"
 mib="${2:-64}"
 bytes=$((mib << 20))
-swift build -c release --product vpnkit >/dev/null
-vpnkit=.build/release/vpnkit
+# VPNKIT=/path/to/vpnkit uses that binary instead of building one.
+if [ -n "${VPNKIT:-}" ]; then
+    vpnkit="$VPNKIT"
+else
+    swift build -c release --product vpnkit >/dev/null
+    vpnkit=.build/release/vpnkit
+fi
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 

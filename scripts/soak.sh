@@ -3,12 +3,18 @@
 # (default 60) with traffic on a sample of them every second, then closed. Reports the daemon's
 # open files and resident memory before, while held and after, and the memory per connection.
 # Root. Usage: scripts/soak.sh [CONNS] [SECONDS]
+# VPNKIT=/path/to/vpnkit skips the build and uses that binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns="${1:-10000}"
 hold="${2:-60}"
-swift build -c release --product vpnkit >/dev/null
-vpnkit=.build/release/vpnkit
+# VPNKIT=/path/to/vpnkit uses that binary instead of building one.
+if [ -n "${VPNKIT:-}" ]; then
+    vpnkit="$VPNKIT"
+else
+    swift build -c release --product vpnkit >/dev/null
+    vpnkit=.build/release/vpnkit
+fi
 work=$(mktemp -d)
 chmod 755 "$work"
 trap 'kill $server $daemon 2>/dev/null || true; rm -rf "$work"' EXIT
