@@ -15,10 +15,14 @@ else
     swift build -c release --product vpnkit >/dev/null
     vpnkit=.build/release/vpnkit
 fi
-# The guest, the daemon and the host server each hold one socket per connection (the default 1,024
-# or even 20,000 is too few for 10,000 connections plus their listeners and pipes).
-want_files=$((conns * 2 + 4096))
-if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want_files" ]; then ulimit -Hn "$want_files"; fi
+# The guest, the daemon and the host server each hold one socket per connection (the usual default
+# of 1,024 is far too few): raise the soft open-files limit to CONNS + 1,024, and the hard one too if
+# it is lower (which needs CAP_SYS_RESOURCE).
+want_files=$((conns + 1024))
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt "$want_files" ]; then
+    ulimit -Hn "$want_files" 2>/dev/null || { echo "the hard open-files limit is $hard; $conns connections need $want_files"; exit 1; }
+fi
 if [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -lt "$want_files" ]; then ulimit -Sn "$want_files"; fi
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -122,5 +126,8 @@ echo "resident memory: $base_rss KiB before, $held_rss KiB held, $after_rss KiB 
 echo "memory per connection (held − before) / $conns: $(( (held_rss - base_rss) * 1024 / conns )) bytes"
 if [ -s "$work/daemon.err" ]; then echo "the daemon's stderr:"; cat "$work/daemon.err"; fi
 [ "$status" = 0 ] || { echo "vpnkit run exited with status $status"; exit 1; }
-[ "$held_fds" -ge "$((base_fds + conns))" ] || { echo "fewer open files held than connections"; exit 1; }
+# The baseline can include a few files the daemon closes soon after (29 before, 26 after, 10,026 held
+# with 10,000 connections): count the held connections' files from the lower of the two.
+floor=$(( base_fds < after_fds ? base_fds : after_fds ))
+[ "$held_fds" -ge "$((floor + conns))" ] || { echo "$((held_fds - floor)) open files held for $conns connections"; exit 1; }
 [ "$after_fds" -le "$base_fds" ] || { echo "$((after_fds - base_fds)) open files did not come back"; exit 1; }
