@@ -40,9 +40,13 @@ print(l.getsockname()[1], flush=True)
 while True:
     for key, _ in sel.select():
         if key.fileobj is l:
-            try:
-                c, _ = l.accept(); c.setblocking(False); sel.register(c, selectors.EVENT_READ)
-            except BlockingIOError: pass
+            # Drain the accept queue: one accept per wake-up let it overflow (somaxconn 4096) while
+            # thousands of connections arrived at once, and an overflow drops the handshake's last
+            # ACK, so a connection the daemon holds as open waits for retransmissions here.
+            while True:
+                try: c, _ = l.accept()
+                except BlockingIOError: break
+                c.setblocking(False); sel.register(c, selectors.EVENT_READ)
         else:
             c = key.fileobj
             try: d = c.recv(65536)
