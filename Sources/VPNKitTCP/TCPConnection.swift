@@ -222,7 +222,6 @@ public struct TCPConnection: Sendable {
 
     // MARK: - Application interface
 
-    /// Segments to transmit, in order.
     /// Hands each queued segment to `body` in order (which may take its payload), then empties the
     /// queue keeping its storage: the per-segment path allocates no array.
     public mutating func drainOutput(_ body: (inout TCPOutgoing) -> Void) {
@@ -231,6 +230,7 @@ public struct TCPConnection: Sendable {
         output.removeAll(keepingCapacity: true)
     }
 
+    /// Segments to transmit, in order.
     public mutating func takeOutput() -> [TCPOutgoing] {
         // Nothing to hand over is the common case (a read, a write that only queued): no allocation.
         guard !output.isEmpty else { return [] }
