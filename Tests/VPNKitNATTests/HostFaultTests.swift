@@ -59,8 +59,10 @@ final class FaultyHostServer: Sendable {
             setsockopt(client, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
             close(client)
         case .stopReading:
-            // Hold the connection, unread, until the test is done (two minutes at most).
-            for _ in 0..<1200 where !stopped.load(ordering: .relaxed) { usleep(100_000) }
+            // Hold the connection, unread, until the test is done (ten minutes at most: a starved CI
+            // machine once took 290 s over this test, and a server that let go after two minutes
+            // handed the guest an EOF instead of silence).
+            for _ in 0..<6000 where !stopped.load(ordering: .relaxed) { usleep(100_000) }
             close(client)
         case .closeWriteOnly:
             _ = "bye".withCString { write(client, $0, 3) }
