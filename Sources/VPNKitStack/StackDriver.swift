@@ -49,21 +49,9 @@ public final class StackDriver {
     public func start() {
         eventLoop.preconditionInEventLoop()
         if let offloading {
-            offloading.onOffloadedFrame = { [weak self] frame, offload in
-                guard let self else { return }
-                self.busy = true
-                self.stack.receive(frame, offload: offload, now: .now())
-                self.busy = false
-                self.flush()
-            }
+            offloading.onOffloadedFrame = { [weak self] frame, offload in self?.receive(frame, offload: offload) }
         } else {
-            transport.onFrame = { [weak self] frame in
-                guard let self else { return }
-                self.busy = true
-                self.stack.receive(frame, now: .now())
-                self.busy = false
-                self.flush()
-            }
+            transport.onFrame = { [weak self] frame in self?.receive(frame, offload: .none) }
         }
         stack.onOutput = { [weak self] in self?.outputQueued() }
         transport.onClose = { [weak self] error in
@@ -72,6 +60,14 @@ public final class StackDriver {
             self.onTransportClosed?(error)
         }
         stack.start(now: .now())
+        flush()
+    }
+
+    /// One frame from the link into the stack, then out with whatever it produced.
+    private func receive(_ frame: ByteBuffer, offload: FrameOffload) {
+        busy = true
+        stack.receive(frame, offload: offload, now: .now())
+        busy = false
         flush()
     }
 

@@ -41,7 +41,8 @@ public final class CaptureSwitch: OffloadingFrameTransport {
             }
         }
     }
-    private var offloadingInner: (any OffloadingFrameTransport)? { inner as? any OffloadingFrameTransport }
+    /// `inner` when it takes offloads, found once (not cast again on every frame sent).
+    private let offloadingInner: (any OffloadingFrameTransport)?
     /// The wrapped transport's end-of-link callback.
     public var onClose: (((any Error)?) -> Void)? {
         get { inner.onClose }
@@ -51,6 +52,7 @@ public final class CaptureSwitch: OffloadingFrameTransport {
     /// Wraps `inner`, capturing to `sink` from the start when one is given.
     public init(wrapping inner: any FrameTransport, sink: (any CaptureSink)? = nil) {
         self.inner = inner
+        self.offloadingInner = inner as? any OffloadingFrameTransport
         self.sink = sink
         inner.onFrame = { [weak self] frame in
             guard let self else { return }
@@ -77,10 +79,14 @@ public final class CaptureSwitch: OffloadingFrameTransport {
     /// transport (joined, as `send(_:)`, when that has no offloads).
     @discardableResult
     public func send(_ frame: ByteBuffer, payload: ByteBuffer?, offload: FrameOffload) -> Bool {
-        let outgoing = OutgoingFrame(frame: frame, offload: offload, payload: payload)
-        if let sink { capture(outgoing.joined, into: sink) }
-        if let offloadingInner { return offloadingInner.send(frame, payload: payload, offload: offload) }
-        return inner.send(outgoing.joined)
+        if let offloadingInner {
+            if let sink { capture(OutgoingFrame(frame: frame, payload: payload).joined, into: sink) }
+            return offloadingInner.send(frame, payload: payload, offload: offload)
+        }
+        // Joined once, for the capture and the wrapped transport alike.
+        let whole = OutgoingFrame(frame: frame, payload: payload).joined
+        if let sink { capture(whole, into: sink) }
+        return inner.send(whole)
     }
 
     /// Flushes a file sink and closes the wrapped transport.
