@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh                      60 s per target
 #   scripts/fuzz.sh --seconds 600 tcp    10 min on one target
 #   scripts/fuzz.sh --smoke              5 s per target (CI)
+#   scripts/fuzz.sh --runs 10000000 dns  until 10 million executions (no time limit)
 #
 # Seeds are cut from Fixtures/ and ../shared/fixtures/tcpdump. A crash leaves its input in
 # .build-fuzz/crashes/TARGET-*; copy it to Fuzz/Regressions/TARGET/ so `swift test` replays it for
@@ -12,12 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=60
+runs=-1
 configuration=release
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) seconds=5; configuration=debug ;;  # a debug build compiles faster; speed hardly matters for 5 s
         --seconds) seconds="$2"; shift ;;
+        --runs) runs="$2"; seconds=0; shift ;;
         *) targets+=("$1") ;;
     esac
     shift
@@ -38,6 +41,22 @@ shopt -s nullglob
 "$replayer" --seeds "$scratch/seeds" Fixtures/*.pcap ../shared/fixtures/tcpdump/*.pcap ../shared/fixtures/tcpdump/*.pcapng
 mkdir -p "$scratch/crashes"
 
+# The longest input worth trying, per target: well past the largest thing each parser accepts, so
+# the executions go to inputs that can reach new code, not to megabytes the first check rejects.
+#   dhcp: a DHCP message in one Ethernet frame; dns: EDNS's largest UDP answer;
+#   qemu, vmnet: several maximum frames with their prefixes (and vmnet's handshake);
+#   stack: about ten maximum frames each way (the stack drops anything above the MTU);
+#   the rest: a 64 KiB IP datagram and its Ethernet header.
+max_len() {
+    case "$1" in
+        dhcp) echo 2048 ;;
+        dns) echo 4096 ;;
+        qemu | vmnet) echo 8192 ;;
+        stack) echo 16384 ;;
+        *) echo 70000 ;;
+    esac
+}
+
 status=0
 printf '%-10s %14s %10s %8s\n' target executions exec/s result
 for target in "${targets[@]}"; do
@@ -45,7 +64,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$corpus" "$scratch/seeds/$target"
     log="$scratch/$target.log"
     if VPNKIT_FUZZ_TARGET="$target" ASAN_OPTIONS=detect_leaks=1 "$fuzzer" "$corpus" "$scratch/seeds/$target" \
-        -max_total_time="$seconds" -max_len=70000 -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+        -max_total_time="$seconds" -runs="$runs" -max_len="$(max_len "$target")" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$scratch/crashes/$target-" >"$log" 2>&1; then
         result=ok
     else

@@ -74,10 +74,15 @@ public struct TCPConnectionCounters: Sendable, Hashable {
     public var segmentsReceived = 0
     /// Segments sent again: after a timeout, by fast retransmit, to fill SACK holes, or a repeated SYN.
     public var retransmissions = 0
+    /// Tail loss probes sent (RFC 8985 §7): a segment sent a few round trips after the last ACK so
+    /// the peer's answer shows a loss at the tail, instead of waiting for the retransmission timer.
+    public var lossProbes = 0
     /// Times the retransmission timer expired.
     public var timeouts = 0
     /// Times three duplicate ACKs started fast recovery.
     public var fastRetransmits = 0
+    /// Retransmissions taken as lost during recovery (no ACK for two round trips) and sent again.
+    public var lostRetransmissions = 0
     /// Segments whose data had already been received or was already queued out of order.
     public var duplicateSegments = 0
     /// In-window segments that arrived ahead of the next expected sequence number and were queued.
@@ -167,6 +172,9 @@ public struct TCPConnection: Sendable {
     private var challengeWindowStart: NIODeadline?
     private var challengesInWindow = 0
     private var limitedTransmitAllowance = 0
+    /// When a loss probe goes out (RFC 8985 §7), and how many went out that no ACK has answered.
+    private var lossProbeAt: NIODeadline?
+    private var lossProbesUnanswered = 0
 
     // CUBIC state (RFC 9438), in bytes and seconds.
     private var cubicWMax: Double = 0
@@ -326,6 +334,7 @@ public struct TCPConnection: Sendable {
             if earliest.map({ time < $0 }) ?? true { earliest = time }
         }
         consider(delayedACKAt)
+        consider(lossProbeAt)
         consider(timeWaitUntil)
         consider(persistAt)
         consider(keepAliveAt)
@@ -347,7 +356,11 @@ public struct TCPConnection: Sendable {
             ackNow = true
         }
         if let t = retransmitAt, now >= t {
+            lossProbeAt = nil
             retransmitTimeout(now: now)
+        } else if let t = lossProbeAt, now >= t {
+            lossProbeAt = nil
+            sendLossProbe(now: now)
         }
         if let t = persistAt, now >= t {
             persistAt = nil
@@ -425,7 +438,8 @@ public struct TCPConnection: Sendable {
 
         // Acceptability (RFC 9293 §3.10.7.4).
         let length = segment.length
-        let window = receiveWindow
+        // What was offered, not what is free now: the advertised edge never moves left.
+        let window = max(0, receiveWindowRightEdge - rcvNxt)
         let seq = h.sequenceNumber
         let acceptable: Bool
         switch (length, window) {
@@ -442,7 +456,7 @@ public struct TCPConnection: Sendable {
                 counters.droppedUnacceptable += 1
                 ackNow = true
                 // An ACK inside the unacceptable segment may still carry a window opening (zero window).
-                if length == 0 || window == 0 { processACK(h, now: now) }
+                if length == 0 || window == 0 { processACK(h, carriesData: segment.payload.readableBytes > 0, now: now) }
                 flush(now: now)
             }
             return
@@ -479,7 +493,7 @@ public struct TCPConnection: Sendable {
         }
         if let ts = h.timestamps, useTimestamps, !(seq > rcvNxt) { tsRecent = ts.value }
 
-        processACK(h, now: now)
+        processACK(h, carriesData: segment.payload.readableBytes > 0, now: now)
         if state == .closed { return }
 
         // Data.
@@ -561,7 +575,7 @@ public struct TCPConnection: Sendable {
 
     private var finAcknowledged: Bool { finSent && sndUna == sndMax }
 
-    private mutating func processACK(_ h: TCPHeader, now: NIODeadline) {
+    private mutating func processACK(_ h: TCPHeader, carriesData: Bool, now: NIODeadline) {
         let ack = h.acknowledgmentNumber
         if sndMax < ack {
             // ACK for something not yet sent (RFC 9293): ACK back and drop.
@@ -569,13 +583,33 @@ public struct TCPConnection: Sendable {
             return
         }
         let window = Int(h.window) << Int(sendScale)
-        if useSACK { updateScoreboard(h.sackBlocks, ack: ack) }
+        var newlySACKed = false
+        if useSACK {
+            let blocks = h.sackBlocks
+            if !blocks.isEmpty || !sacked.isEmpty {
+                // New data SACKed: what the merged ranges cover above the new ACK grew.
+                let before = sacked.reduce(0) { $0 + max(0, $1.right - ($1.left < ack ? ack : $1.left)) }
+                updateScoreboard(blocks, ack: ack)
+                newlySACKed = sackedBytes > before
+                // The timed segment SACKed: a round trip measured while the cumulative ACK is held
+                // at a hole (timestamps cannot give one then: the peer echoes the segment before it).
+                if newlySACKed, let sample = rttSample, sacked.contains(where: { !(sample.seq < $0.left) && sample.seq < $0.right }) {
+                    updateRTT(now - sample.sent)
+                    rttSample = nil
+                }
+            }
+        }
+        let acknowledgedNew = sndUna < ack
         if sndUna < ack {
             let acked = ack - sndUna
             var dataAcked = acked
+            // Karn's rule for a repeated SYN: its ACK, even its echoed timestamp, may answer either
+            // copy (the peer echoes the last one it took in order), so the handshake gives no sample.
+            var timed = true
             if !synAcknowledged {
                 synAcknowledged = true
                 dataAcked -= 1
+                timed = backoff == 0 && counters.retransmissions == 0
             }
             if finSent && ack == sndMax { dataAcked -= 1 }
             sendQueue.removeFirst(max(0, min(dataAcked, sendQueue.count)))
@@ -585,7 +619,9 @@ public struct TCPConnection: Sendable {
             limitedTransmitAllowance = 0
             unacknowledgedSince = sndUna == sndMax ? nil : now
             // RTT: timestamps (RFC 7323) or the one timed segment (Karn: never a retransmitted one).
-            if useTimestamps, let ts = h.timestamps, ts.echoReply != 0 {
+            if !timed {
+                rttSample = nil
+            } else if useTimestamps, let ts = h.timestamps, ts.echoReply != 0 {
                 let sent = Int64(ts.echoReply)
                 let nowMS = Int64(truncatingIfNeeded: UInt32(truncatingIfNeeded: now.uptimeNanoseconds / 1_000_000))
                 let delta = (nowMS - sent) & 0xFFFF_FFFF
@@ -628,10 +664,14 @@ public struct TCPConnection: Sendable {
                 default: break
                 }
             }
-        } else if ack == sndUna, sndUna != sndMax, window == sndWnd, h.flags == .ack || h.flags == [.ack, .psh] {
-            // A duplicate ACK (RFC 5681 §2).
+        } else if ack == sndUna, sndUna != sndMax, h.flags == .ack || h.flags == [.ack, .psh],
+                  useSACK ? newlySACKed : window == sndWnd && !carriesData {
+            // A duplicate ACK (RFC 5681 §2: no data, same window). With SACK, one that SACKs new
+            // data (RFC 6675 §2), whether or not the window moved; one that says nothing new (a
+            // duplicate segment arriving, as after a spurious retransmission) does not count.
             duplicateACKs += 1
-            if duplicateACKs == 3, recover == nil {
+            // Loss: three duplicates, or three segments' worth SACKed above the hole (RFC 6675 IsLost).
+            if duplicateACKs >= 3 || sackedBytes >= 3 * effectiveMSS, recover == nil {
                 counters.fastRetransmits += 1
                 ssthresh = reducedWindow(now: now)
                 recover = sndMax
@@ -650,9 +690,12 @@ public struct TCPConnection: Sendable {
                 cwnd += effectiveMSS
             } else if duplicateACKs < 3, recover == nil, configuration.limitedTransmit {
                 // RFC 3042: each of the first two duplicate ACKs lets one new segment out.
-                limitedTransmitAllowance = duplicateACKs * effectiveMSS
+                // One new full segment per duplicate ACK, in flight staying within cwnd + 2 MSS.
+                let mss = effectiveMSS
+                limitedTransmitAllowance = max(0, min(cwnd + 2 * mss, (sndNxt - sndUna) + mss) - cwnd)
             }
         }
+        if newlySACKed || acknowledgedNew { lossProbesUnanswered = 0 }
         // Window update (RFC 9293 §3.10.7.4).
         if sndWl1 < h.sequenceNumber || (sndWl1 == h.sequenceNumber && !(ack < sndWl2)) {
             let wasClosed = sndWnd == 0
@@ -789,11 +832,76 @@ public struct TCPConnection: Sendable {
         if ackNow {
             emit(flags: .ack, seq: sndNxt, payload: ByteBuffer(), now: now)
         }
+        armLossProbe(now: now)
+    }
+
+    /// Schedules a loss probe (RFC 8985 §7.2) two round trips out while data is in flight and no
+    /// ACK brings news, doubling for each probe left unanswered (at most three), and only while it
+    /// comes before the retransmission timer. A single segment in flight outside recovery waits for
+    /// the peer's delayed ACK too.
+    private mutating func armLossProbe(now: NIODeadline) {
+        guard useSACK, backoff == 0, lossProbesUnanswered < 3, sndUna != sndMax, sndNxt == sndMax,
+              state == .established || state == .closeWait, let srtt, let retransmitAt
+        else {
+            lossProbeAt = nil
+            return
+        }
+        if let at = lossProbeAt, now < at, lossProbesUnanswered > 0 { return }
+        var timeout = max(srtt * 2, .milliseconds(2)) * Int64(1 << lossProbesUnanswered)
+        if recover == nil, sndMax - sndUna <= effectiveMSS { timeout = timeout + .milliseconds(200) }
+        let at = now + timeout
+        lossProbeAt = at < retransmitAt ? at : nil
+    }
+
+    /// The probe. In recovery, the first hole's retransmission is taken as lost and goes again.
+    /// Otherwise, if the peer has SACKed data above a hole, the hole is lost (nothing came to fill it
+    /// in two round trips) and recovery starts; else one new segment if the window allows, or the
+    /// last segment again, so that the ACK it draws shows what is missing.
+    private mutating func sendLossProbe(now: NIODeadline) {
+        guard state.isSynchronized, sndUna != sndMax, sndNxt == sndMax else { return }
+        counters.lossProbes += 1
+        lossProbesUnanswered += 1
+        if recover != nil {
+            let end = sacked.first.map { $0.left - sndUna } ?? sendQueue.count
+            let size = min(effectiveMSS, end, sendQueue.count)
+            guard size > 0 else { return }
+            emit(flags: .ack, seq: sndUna, payload: sendQueue.bytes(from: 0, count: size), now: now)
+            counters.retransmissions += 1
+            counters.lostRetransmissions += 1
+            forgetRTTSample(ifIn: sndUna, size)
+            return
+        }
+        if useSACK, !sacked.isEmpty {
+            counters.fastRetransmits += 1
+            ssthresh = reducedWindow(now: now)
+            recover = sndMax
+            cwnd = ssthresh
+            highRetransmitted = nil
+            fillHoles(now: now)
+            return
+        }
+        let offset = sndNxt - sndUna
+        let unsent = sendQueue.count - offset
+        let room = sndWnd - offset
+        if unsent > 0, room > 0 {
+            let size = min(effectiveMSS, unsent, room)
+            emit(flags: offset + size == sendQueue.count ? [.ack, .psh] : .ack, seq: sndNxt, payload: sendQueue.bytes(from: offset, count: size), now: now)
+            sndNxt = sndNxt + size
+            if sndMax < sndNxt { sndMax = sndNxt }
+        } else if !finSent, sendQueue.count > 0 {
+            let size = min(effectiveMSS, sendQueue.count)
+            let start = sendQueue.count - size
+            emit(flags: [.ack, .psh], seq: sndUna + start, payload: sendQueue.bytes(from: start, count: size), now: now)
+            counters.retransmissions += 1
+            forgetRTTSample(ifIn: sndUna + start, size)
+        }
     }
 
     private mutating func sendData(now: NIODeadline) {
         guard state.isSynchronized || state == .closeWait || state == .lastAck || state == .finWait1 || state == .closing else { return }
         while true {
+            // Resending after a timeout: what the peer SACKed is skipped.
+            if sndNxt < sndMax { for range in sacked where !(sndNxt < range.left) && sndNxt < range.right { sndNxt = range.right } }
             let offset = sndNxt - sndUna
             let unsent = sendQueue.count - offset
             let window = min(sndWnd, cwnd + limitedTransmitAllowance)
@@ -822,6 +930,7 @@ public struct TCPConnection: Sendable {
                 // end instead, so it is a slice, never a copy (unless that would leave a sliver).
                 let contiguous = sendQueue.contiguousBytes(from: offset)
                 if contiguous < size && contiguous >= 512 { size = contiguous }
+                if sndNxt < sndMax, let next = sacked.first(where: { sndNxt < $0.left }), next.left - sndNxt < size { size = next.left - sndNxt }
                 let payload = sendQueue.bytes(from: offset, count: size)
                 var flags: TCPFlags = [.ack]
                 let last = offset + size == sendQueue.count
@@ -853,7 +962,10 @@ public struct TCPConnection: Sendable {
 
     private mutating func emit(flags: TCPFlags, seq: SequenceNumber, payload: ByteBuffer, now: NIODeadline) {
         var header = TCPHeader(sourcePort: localPort, destinationPort: remotePort, sequenceNumber: seq, acknowledgmentNumber: rcvNxt, flags: flags, window: 0)
-        let window = receiveWindow
+        // The window never shrinks (RFC 9293 §3.8.6.2.2): out-of-order data fills the buffer, but
+        // the edge already offered stays, so duplicate ACKs carry the same window and count as such.
+        // Everything accepted still fits the buffer: the edge was set from free space.
+        let window = max(receiveWindow, advertisedRightEdge.map { max(0, $0 - rcvNxt) } ?? 0)
         let scaled = min(65535, window >> Int(receiveScale))
         header.window = UInt16(scaled)
         let edge = rcvNxt + (scaled << Int(receiveScale))
@@ -956,7 +1068,9 @@ public struct TCPConnection: Sendable {
             ssthresh = reducedWindow(now: now)
             cwnd = effectiveMSS
             recover = nil
-            sacked.removeAll()
+            // What the peer SACKed is not sent again after a first timeout (RFC 6675 §5.1 allows
+            // keeping it); a second timeout in a row forgets it, in case the peer reneged.
+            if backoff > 1 { sacked.removeAll() }
             highRetransmitted = nil
             duplicateACKs = 0
             sndNxt = sndUna
@@ -996,6 +1110,12 @@ public struct TCPConnection: Sendable {
         return min(configuration.maximumRTO, base * Int64(1 << min(persistBackoff, 8)))
     }
 
+    /// Karn's rule for the one timed segment: a retransmission of it makes its ACK ambiguous. Other
+    /// segments' retransmissions leave it timed.
+    private mutating func forgetRTTSample(ifIn start: SequenceNumber, _ count: Int) {
+        if let sample = rttSample, !(sample.seq < start), sample.seq < start + count { rttSample = nil }
+    }
+
     /// SACK-based recovery applies when SACK was negotiated and the peer has reported holes.
     private var sackRecovery: Bool { useSACK && !sacked.isEmpty }
 
@@ -1006,7 +1126,7 @@ public struct TCPConnection: Sendable {
     private var pipe: Int { max(0, (sndMax - sndUna) - sackedBytes) }
 
     /// Merges the peer's SACK blocks (those inside (ack, sndMax]) into the scoreboard and drops what
-    /// the cumulative ACK now covers. At most 32 ranges are kept.
+    /// the cumulative ACK now covers. At most 64 ranges are kept.
     private mutating func updateScoreboard(_ blocks: [SACKBlock], ack: SequenceNumber) {
         for block in blocks {
             var left = SequenceNumber(block.left)
@@ -1027,7 +1147,9 @@ public struct TCPConnection: Sendable {
                 merged.append((left, range.right))
             }
         }
-        sacked = Array(merged.suffix(32))
+        // The lowest ranges are the ones recovery works on; a range left out only makes the pipe
+        // estimate larger (more cautious) until the peer reports it again.
+        sacked = Array(merged.prefix(64))
     }
 
     /// RFC 6675 §5 NextSeg: retransmit unSACKed holes below the highest SACKed byte, in order,
@@ -1045,7 +1167,7 @@ public struct TCPConnection: Sendable {
                     guard size > 0 else { break }
                     emit(flags: .ack, seq: next, payload: sendQueue.bytes(from: next - sndUna, count: size), now: now)
                     counters.retransmissions += 1
-                    rttSample = nil
+                    forgetRTTSample(ifIn: next, size)
                     next = next + size
                     budget -= size
                     highRetransmitted = next

@@ -241,17 +241,30 @@ struct TCPTimerTests {
         #expect(c.state == .established)
     }
 
-    @Test("limited transmit: the first two duplicate ACKs each release one new segment")
-    func limitedTransmit() {
-        var configuration = TCPConfiguration()
-        configuration.initialWindowSegments = 2
-        var (c, now, iss) = script { $0.initialWindowSegments = 2 }
-        _ = configuration
+    @Test("limited transmit: the first two duplicate ACKs each release one new segment (with SACK, ACKs that SACK new data)", arguments: [false, true])
+    func limitedTransmit(sack: Bool) {
+        var (c, now, iss) = script {
+            $0.initialWindowSegments = 2
+            $0.selectiveAcknowledgments = sack
+        }
         c.write(ByteBuffer(repeating: 1, count: 10 * 1460), now: now)
         #expect(c.takeOutput().count == 2)
-        for _ in 0..<2 {
-            c.receive(TCPIncoming(header: TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5001), acknowledgmentNumber: iss + 1, flags: .ack, window: 502), payload: ByteBuffer()), now: now)
+        // The first segment is lost; the second, then each new one, draws a duplicate ACK.
+        func duplicateACK(sackedSegments: Int) -> TCPIncoming {
+            var ack = TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(5001), acknowledgmentNumber: iss + 1, flags: .ack, window: 502)
+            if sack {
+                ack.options = TCPHeader.standardOptions(sack: [SACKBlock(left: (iss + 1 + 1460).rawValue, right: (iss + 1 + 1460 * (1 + sackedSegments)).rawValue)])
+            }
+            return TCPIncoming(header: ack, payload: ByteBuffer())
+        }
+        for i in 1...2 {
+            c.receive(duplicateACK(sackedSegments: i), now: now)
             #expect(c.takeOutput().filter { $0.payload.readableBytes > 0 }.count == 1)
+        }
+        if sack {
+            // The same SACK again says nothing new: not a duplicate ACK, nothing is released.
+            c.receive(duplicateACK(sackedSegments: 2), now: now)
+            #expect(c.takeOutput().filter { $0.payload.readableBytes > 0 }.isEmpty)
         }
         now = now + .milliseconds(1)
     }
