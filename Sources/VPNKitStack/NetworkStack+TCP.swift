@@ -98,6 +98,11 @@ final class TCPEntry {
     var removed = false
     /// The deadline this connection has in the timer heap (nil: none there).
     var scheduledDeadline: NIODeadline?
+    /// The connection's loss-recovery counters as last added to the stack's.
+    var reportedRetransmissions = 0
+    var reportedTimeouts = 0
+    var reportedFastRetransmits = 0
+    var reportedLossProbes = 0
 
     init(connection: TCPConnection, socket: TCPSocket) {
         self.connection = connection
@@ -194,6 +199,20 @@ extension NetworkStack {
         finish(key, entry: entry, now: now, fromApplication: fromApplication)
     }
 
+    /// Adds what the connection's loss-recovery counters gained since last time to the stack's.
+    /// Every timeout and fast retransmit also retransmits, so a change in retransmissions or probes
+    /// is what calls this (two comparisons per segment; the counting itself happens rarely).
+    private func reportRecovery(_ c: TCPConnectionCounters, entry: TCPEntry) {
+        counters.increment(.tcpRetransmissions, by: UInt64(max(0, c.retransmissions - entry.reportedRetransmissions)))
+        counters.increment(.tcpRetransmissionTimeouts, by: UInt64(max(0, c.timeouts - entry.reportedTimeouts)))
+        counters.increment(.tcpFastRetransmits, by: UInt64(max(0, c.fastRetransmits - entry.reportedFastRetransmits)))
+        counters.increment(.tcpLossProbes, by: UInt64(max(0, c.lossProbes - entry.reportedLossProbes)))
+        entry.reportedRetransmissions = c.retransmissions
+        entry.reportedTimeouts = c.timeouts
+        entry.reportedFastRetransmits = c.fastRetransmits
+        entry.reportedLossProbes = c.lossProbes
+    }
+
     func finish(_ key: TCPKey, entry: TCPEntry, now: NIODeadline, fromApplication: Bool = false) {
         guard !entry.removed else { return }
         // Taken in place, so each payload that has a buffer of its own is referenced once and its
@@ -204,6 +223,10 @@ extension NetworkStack {
             transmitTCP(header: segment.header, payload: payload, segmentSize: segment.segmentSize, key: key, now: now)
         }
         guard !entry.removed else { return }
+        let recovery = entry.connection.counters
+        if recovery.retransmissions != entry.reportedRetransmissions || recovery.lossProbes != entry.reportedLossProbes {
+            reportRecovery(recovery, entry: entry)
+        }
         let state = entry.connection.state
         let becameEstablished = !entry.wasEstablished && state != .synSent && state != .synReceived && state != .closed
         if becameEstablished { entry.wasEstablished = true }

@@ -72,6 +72,11 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// waiting to be taken was full; `tcpTimeWaitRecycled`: connections in TIME-WAIT that gave way to
     /// a new connection (a new SYN for the same addresses and ports, or a full table).
     case tcpConnectionsClosed, tcpConnectionsRefused, tcpListenOverflows, tcpTimeWaitRecycled
+    /// Loss recovery, summed over connections as it happens: `tcpRetransmissions`: segments sent
+    /// again (SYNs included); `tcpRetransmissionTimeouts`: retransmission timers that expired;
+    /// `tcpFastRetransmits`: recoveries started by duplicate ACKs, SACK or a loss probe;
+    /// `tcpLossProbes`: loss probes sent (RFC 8985). On a healthy link timeouts stay near zero.
+    case tcpRetransmissions, tcpRetransmissionTimeouts, tcpFastRetransmits, tcpLossProbes
     // Forwarding (the NAT)
     /// `forwardedTCPRequests`: guest SYNs handed to the forwarder as connection requests;
     /// `forwardedTCPDuplicateSYNs`: retransmitted SYNs for a request still pending, absorbed;
@@ -112,6 +117,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "udpMalformed", "udpBadChecksum", "udpDelivered", "udpPortUnreachable", "udpSocketQueueFull", "udpSent",
         "tcpSegmentsReceived", "tcpSegmentsSent", "tcpMalformed", "tcpBadChecksum", "tcpResetsSent", "tcpConnectionsOpened",
         "tcpConnectionsClosed", "tcpConnectionsRefused", "tcpListenOverflows", "tcpTimeWaitRecycled",
+        "tcpRetransmissions", "tcpRetransmissionTimeouts", "tcpFastRetransmits", "tcpLossProbes",
         "forwardedTcpRequests", "forwardedTcpDuplicateSyns", "forwardedTcpRefused", "forwardedUdpDatagrams", "forwardedIcmpEchoRequests",
         "forwardedBadSource",
     ]

@@ -111,6 +111,15 @@ struct TCPDaemonTests {
         let (status, stderr) = daemon.stop()
         #expect(status == 0)
         #expect(stderr.contains("faults to guest: passed"))
-        print("TCP through a faulty link: \(echo.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+        // Our side's loss recovery (the echo back to the guest is our sender): losses are repaired by
+        // fast retransmit, SACK and loss probes; the 200 ms retransmission timer is the exception.
+        func counter(_ name: String) -> Int {
+            guard let range = stderr.range(of: " \(name)=") ?? stderr.range(of: "\(name)=") else { return 0 }
+            return Int(stderr[range.upperBound...].prefix { $0.isNumber }) ?? 0
+        }
+        let retransmissions = counter("tcp_retransmissions"), timeouts = counter("tcp_retransmission_timeouts")
+        #expect(retransmissions > 20, "\(stderr)")
+        #expect(timeouts * 5 <= retransmissions, "\(timeouts) timeouts for \(retransmissions) retransmissions: \(stderr)")
+        print("TCP through a faulty link: \(echo.output.trimmingCharacters(in: .whitespacesAndNewlines)); our side: \(retransmissions) retransmissions, \(timeouts) timeouts, \(counter("tcp_fast_retransmits")) fast retransmits, \(counter("tcp_loss_probes")) loss probes")
     }
 }

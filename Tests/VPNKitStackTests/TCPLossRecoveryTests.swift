@@ -15,6 +15,7 @@ struct TCPLossRecoveryTests {
         var complete: Bool
         var virtualTime: TimeAmount
         var sender: TCPConnectionCounters?
+        var stack: StackCounters
     }
 
     func download(seed: UInt64, size: Int) throws -> Outcome {
@@ -40,7 +41,7 @@ struct TCPLossRecoveryTests {
             sim.run(for: .milliseconds(10))
             if ProcessInfo.processInfo.environment["LOSS_TRACE"] != nil, let s = server { print("t=\((sim.now - start).nanoseconds / 1_000_000) got=\(client.received.readableBytes) \(sim.gateway.debugTCP()) \(s.counters.map { "to=\($0.timeouts) tlp=\($0.lossProbes)" } ?? "")") }
         }
-        return Outcome(complete: client.received == expected, virtualTime: sim.now - start, sender: server?.counters)
+        return Outcome(complete: client.received == expected, virtualTime: sim.now - start, sender: server?.counters, stack: sim.gateway.statistics)
     }
 
     @Test("losses are repaired within round trips, not by the retransmission timer", arguments: [UInt64(1), 2, 3, 4])
@@ -54,6 +55,11 @@ struct TCPLossRecoveryTests {
         #expect(c.retransmissions >= 50, "seed \(seed): the faults should have cost retransmissions")
         #expect(c.timeouts <= 1, "seed \(seed): \(c.timeouts) retransmission timeouts")
         #expect(c.lossProbes > 0)
+        // The stack's counters sum its connections' (the gateway has only this one).
+        #expect(outcome.stack[.tcpRetransmissions] == UInt64(c.retransmissions))
+        #expect(outcome.stack[.tcpRetransmissionTimeouts] == UInt64(c.timeouts))
+        #expect(outcome.stack[.tcpFastRetransmits] == UInt64(c.fastRetransmits))
+        #expect(outcome.stack[.tcpLossProbes] == UInt64(c.lossProbes))
         #expect(outcome.virtualTime < .seconds(2), "seed \(seed): \(outcome.virtualTime.nanoseconds / 1_000_000) ms")
     }
 }
