@@ -62,6 +62,10 @@ public struct TCPConfiguration: Sendable, Hashable {
     public var challengeACKsPerSecond = 10
     /// Limited transmit (RFC 3042): a new segment on each of the first two duplicate ACKs.
     public var limitedTransmit = true
+    /// Loss probes (RFC 8985 §7) when SACK is in use: two round trips (at least 2 ms) without news
+    /// from the peer, a probe goes out instead of waiting for the retransmission timer. On by
+    /// default; see ``TCPConnectionCounters/lossProbes``.
+    public var lossProbes = true
     /// Out-of-order segments kept (the bytes are bounded by the receive buffer).
     public var maximumOutOfOrderSegments = 256
     /// TCP segmentation offload: when set, new data goes out in segments of up to this many payload

@@ -74,12 +74,15 @@ public struct TCPConnectionCounters: Sendable, Hashable {
     public var segmentsReceived = 0
     /// Segments sent again: after a timeout, by fast retransmit, to fill SACK holes, or a repeated SYN.
     public var retransmissions = 0
-    /// Tail loss probes sent (RFC 8985 §7): a segment sent a few round trips after the last ACK so
-    /// the peer's answer shows a loss at the tail, instead of waiting for the retransmission timer.
+    /// Loss probes (RFC 8985 §7): two round trips without an ACK that brings news, the connection
+    /// acts instead of waiting for the retransmission timer. It sends one segment (new data, or the
+    /// last one again) whose ACK shows what is missing, starts recovery for a hole the peer's SACKs
+    /// already show, or in recovery sends the first hole again.
     public var lossProbes = 0
     /// Times the retransmission timer expired.
     public var timeouts = 0
-    /// Times three duplicate ACKs started fast recovery.
+    /// Times fast recovery started: three duplicate ACKs, three segments' worth SACKed above a hole,
+    /// or a loss probe that found a hole the peer's SACKs show.
     public var fastRetransmits = 0
     /// Retransmissions taken as lost during recovery (no ACK for two round trips) and sent again.
     public var lostRetransmissions = 0
@@ -324,8 +327,8 @@ public struct TCPConnection: Sendable {
 
     // MARK: - Timers
 
-    /// The earliest time `poll(now:)` has work (retransmission, delayed ACK, zero-window probe, keep-alive,
-    /// user timeout or end of TIME-WAIT); nil when no timer runs.
+    /// The earliest time `poll(now:)` has work (retransmission, loss probe, delayed ACK, zero-window
+    /// probe, keep-alive, user timeout or end of TIME-WAIT); nil when no timer runs.
     public var nextDeadline: NIODeadline? {
         // Asked after every segment: no array.
         var earliest = retransmitAt
@@ -840,7 +843,7 @@ public struct TCPConnection: Sendable {
     /// comes before the retransmission timer. A single segment in flight outside recovery waits for
     /// the peer's delayed ACK too.
     private mutating func armLossProbe(now: NIODeadline) {
-        guard useSACK, backoff == 0, lossProbesUnanswered < 3, sndUna != sndMax, sndNxt == sndMax,
+        guard useSACK, configuration.lossProbes, backoff == 0, lossProbesUnanswered < 3, sndUna != sndMax, sndNxt == sndMax,
               state == .established || state == .closeWait, let srtt, let retransmitAt
         else {
             lossProbeAt = nil
@@ -1235,6 +1238,7 @@ public struct TCPConnection: Sendable {
 
     private mutating func enterTimeWait(now: NIODeadline) {
         retransmitAt = nil
+        lossProbeAt = nil
         persistAt = nil
         keepAliveAt = nil
         unacknowledgedSince = nil
@@ -1245,6 +1249,7 @@ public struct TCPConnection: Sendable {
         state = .closed
         if closeReason == nil { closeReason = reason }
         retransmitAt = nil
+        lossProbeAt = nil
         delayedACKAt = nil
         persistAt = nil
         timeWaitUntil = nil

@@ -18,12 +18,14 @@ struct TCPLossRecoveryTests {
         var stack: StackCounters
     }
 
-    func download(seed: UInt64, size: Int) throws -> Outcome {
+    func download(seed: UInt64, size: Int, lossProbes: Bool = true) throws -> Outcome {
         var faults = FaultConfiguration(drop: 0.05, duplicate: 0.01, reorder: 0.05, corrupt: 0.01, seed: seed)
         faults.delay = .microseconds(50)
         var back = faults
         back.seed = seed &+ 1000
-        let sim = Simulation(aToB: faults, bToA: back)
+        var gateway = StackConfiguration()
+        gateway.tcp.lossProbes = lossProbes
+        let sim = Simulation(aToB: faults, bToA: back, gatewayConfiguration: gateway)
         var left = pattern(size, seed: seed)
         let expected = left
         var server: TCPSocket?
@@ -61,5 +63,17 @@ struct TCPLossRecoveryTests {
         #expect(outcome.stack[.tcpFastRetransmits] == UInt64(c.fastRetransmits))
         #expect(outcome.stack[.tcpLossProbes] == UInt64(c.lossProbes))
         #expect(outcome.virtualTime < .seconds(2), "seed \(seed): \(outcome.virtualTime.nanoseconds / 1_000_000) ms")
+    }
+
+    @Test("with loss probes turned off, losses at the tail of a flight wait for the retransmission timer")
+    func withoutLossProbes() throws {
+        let with = try download(seed: 1, size: 1 << 20)
+        let without = try download(seed: 1, size: 1 << 20, lossProbes: false)
+        let on = try #require(with.sender), off = try #require(without.sender)
+        print("1 MiB, seed 1: probes on \(with.virtualTime.nanoseconds / 1_000_000) ms, \(on.timeouts) timeouts; off \(without.virtualTime.nanoseconds / 1_000_000) ms, \(off.timeouts) timeouts")
+        #expect(with.complete && without.complete)
+        #expect(off.lossProbes == 0)
+        #expect(off.timeouts >= on.timeouts + 5, "probes on: \(on.timeouts) timeouts, off: \(off.timeouts)")
+        #expect(without.virtualTime > with.virtualTime)
     }
 }
