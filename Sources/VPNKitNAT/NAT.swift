@@ -82,6 +82,8 @@ public final class NAT {
     /// Host sockets written to during this event-loop turn: flushed once after the turn's frames
     /// are all handled, so a burst of guest segments becomes one write(2), not one per segment.
     private var channelsToFlush: [ObjectIdentifier: any Channel] = [:]
+    /// The set being flushed: the two swap, so neither is copied (no allocation per turn).
+    private var channelsFlushing: [ObjectIdentifier: any Channel] = [:]
 
     func flushSoon(_ channel: any Channel) {
         if channelsToFlush.isEmpty {
@@ -92,9 +94,9 @@ public final class NAT {
     }
 
     private func flushChannels() {
-        let channels = channelsToFlush
-        channelsToFlush.removeAll(keepingCapacity: true)
-        for channel in channels.values { channel.flush() }
+        swap(&channelsToFlush, &channelsFlushing)
+        for channel in channelsFlushing.values { channel.flush() }
+        channelsFlushing.removeAll(keepingCapacity: true)
     }
 
     /// The host address a guest destination maps to: the host alias becomes 127.0.0.1.

@@ -268,14 +268,14 @@ extension NetworkStack {
         let partial = linkOffloads.contains(.partialChecksum)
         counters.increment(.tcpSegmentsSent)
         if linkOffloads.contains(.gather), payload.readableBytes >= 512 {
-            var head = ByteBuffer.withHeadroom(capacity: 0)
+            var head = headerBuffer()
             header.prepend(to: &head, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial, trailing: payload)
-            sendGatheredTCP(head: head, payload: payload, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), key: key, now: now)
+            sendGatheredTCP(head: consume head, payload: payload, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), key: key, now: now)
             return
         }
         // Otherwise the headers go in front of the data: in place when the data has a buffer of its own
         // with headroom; a slice of the send buffer is copied once, with headroom, first.
-        var buffer = payload
+        var buffer = payload.readableBytes == 0 ? headerBuffer() : payload
         header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial)
         sendIPv4(payload: consume buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), now: now)
     }

@@ -86,6 +86,14 @@ public final class NetworkStack {
     public private(set) var reassembler: IPv4Reassembler
     var icmpErrors: TokenBucket
     private var outbox: [OutgoingFrame] = []
+    /// Buffers of header-only frames (ACKs, the heads of gathered segments) the link has taken,
+    /// written into again for the next such frame instead of a new allocation. One the link still
+    /// holds is not written over: ByteBuffer copies on write, so clearing it gives fresh storage,
+    /// which is what a new buffer costs anyway. At most `headerBufferLimit`.
+    private var headerBuffers: [ByteBuffer] = []
+    private static let headerBufferLimit = 512
+    /// The largest buffer kept for reuse as a header-only frame's.
+    private static let headerBufferCapacity = 512
     /// Set while a frame whose transport checksum the link vouches for is being handled.
     var receivingTrustedChecksum = false
     /// Offloads the link takes for frames we send (see `FrameOffload`). Set by whoever attaches the
@@ -221,8 +229,22 @@ public final class NetworkStack {
             let frame = outbox[index]
             index += 1
             body(frame)
+            let capacity = frame.frame.capacity
+            if capacity >= Headroom.maximum, capacity <= Self.headerBufferCapacity, headerBuffers.count < Self.headerBufferLimit {
+                headerBuffers.append(frame.frame)
+            }
         }
         outbox.removeAll(keepingCapacity: true)
+    }
+
+    /// An empty buffer with `Headroom.maximum` in front, for a frame that is only headers: a
+    /// recycled one when there is one.
+    func headerBuffer() -> ByteBuffer {
+        guard var buffer = headerBuffers.popLast() else { return .withHeadroom(capacity: 0) }
+        buffer.clear()
+        buffer.moveWriterIndex(to: Headroom.maximum)
+        buffer.moveReaderIndex(to: Headroom.maximum)
+        return buffer
     }
 
     /// Whether frames are waiting in `takeOutput()`.

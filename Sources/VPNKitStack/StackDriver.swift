@@ -23,6 +23,8 @@ public final class StackDriver {
     /// Inside one of our own calls into the stack, which flush when they return.
     private var busy = false
     private var flushScheduled = false
+    /// The task `outputQueued` schedules, made once (not a closure allocated per burst of output).
+    private var scheduledFlush: (() -> Void)?
     /// Called when the transport ends (nil error: orderly end).
     public var onTransportClosed: (((any Error)?) -> Void)?
     /// Objects that live as long as the driver (sockets, services attached to the stack); released
@@ -89,11 +91,14 @@ public final class StackDriver {
     private func outputQueued() {
         guard !busy, !flushScheduled, !stopped else { return }
         flushScheduled = true
-        eventLoop.assumeIsolated().execute { [weak self] in
-            guard let self else { return }
-            self.flushScheduled = false
-            self.flush()
+        if scheduledFlush == nil {
+            scheduledFlush = { [weak self] in
+                guard let self else { return }
+                self.flushScheduled = false
+                self.flush()
+            }
         }
+        eventLoop.assumeIsolated().execute(scheduledFlush!)
     }
 
     /// Sends every frame the stack has produced and re-arms the timer for its next deadline. Frames

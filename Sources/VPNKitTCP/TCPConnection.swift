@@ -981,8 +981,13 @@ public struct TCPConnection: Sendable {
         } else if useTimestamps {
             // The common case: NOP NOP timestamps, in an array kept for the next segment (written in
             // place once the last header that shared it has been sent).
+            // Segments of one burst carry the same stamps, so they share one array untouched.
             let stamps = TCPOption.timestamps(value: timestamp(now), echoReply: tsRecent)
-            if timestampOptions.count == 3 { timestampOptions[2] = stamps } else { timestampOptions = [.noOperation, .noOperation, stamps] }
+            if timestampOptions.count != 3 {
+                timestampOptions = [.noOperation, .noOperation, stamps]
+            } else if timestampOptions[2] != stamps {
+                timestampOptions[2] = stamps
+            }
             header.options = timestampOptions
         }
         let mss = effectiveMSS

@@ -66,6 +66,10 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// so the large buffer a frame of up to 64 KiB needs is allocated again only when a large frame
     /// was handed on.
     private var spare: ByteBuffer?
+    /// Read buffers already handed on, to read into again once the stack let them go (about 2 MiB
+    /// of them, at most 128); and the buffers short frames were copied into (128 of 2 KiB).
+    private var recycled: BufferRing
+    private var recycledShort = BufferRing(limit: 128)
     private var closed = false
     /// Extra non-blocking reads per wakeup before returning to the loop.
     static let drainLimit = 64
@@ -76,6 +80,7 @@ public final class TAPTransport: OffloadingFrameTransport {
     static let copyOutLimit = 2048
 
     init(fd: Int32, channel: any Channel, mtu: Int, deviceName: String, readCapacity: Int, vnetHeader: Bool, offloads: LinkOffloads) {
+        self.recycled = BufferRing(limit: max(2, min(128, (2 << 20) / max(1, readCapacity))))
         self.fd = fd
         self.channel = channel
         self.mtu = mtu
@@ -139,7 +144,7 @@ public final class TAPTransport: OffloadingFrameTransport {
         deliver(frame)
         var drained = 0
         while drained < Self.drainLimit, !closed {
-            var buffer = spare.take() ?? channel.allocator.buffer(capacity: readCapacity)
+            var buffer = spare.take() ?? recycled.take() ?? channel.allocator.buffer(capacity: readCapacity)
             buffer.clear()
             var failure: Int32 = 0
             let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: readCapacity) { raw -> Int in
@@ -155,12 +160,15 @@ public final class TAPTransport: OffloadingFrameTransport {
                 break
             }
             if count <= Self.copyOutLimit && readCapacity > 4 * Self.copyOutLimit {
-                var small = channel.allocator.buffer(capacity: count)
+                var small = recycledShort.take() ?? channel.allocator.buffer(capacity: Self.copyOutLimit)
+                small.clear()
                 small.writeImmutableBuffer(buffer)
                 spare = buffer
                 deliver(small)
+                recycledShort.put(small)
             } else {
                 deliver(buffer)
+                recycled.put(buffer)
             }
             drained += 1
         }
@@ -245,6 +253,9 @@ public final class TAPTransport: OffloadingFrameTransport {
     fileprivate func channelClosed(_ error: (any Error)?) {
         guard !closed else { return }
         closed = true
+        recycled.removeAll()
+        recycledShort.removeAll()
+        spare = nil
         let callback = onClose
         onClose = nil
         callback?(error)
@@ -255,6 +266,9 @@ public final class TAPTransport: OffloadingFrameTransport {
     public func close() {
         guard !closed else { return }
         closed = true
+        recycled.removeAll()
+        recycledShort.removeAll()
+        spare = nil
         onClose = nil
         channel.close(promise: nil)
     }
@@ -303,5 +317,38 @@ struct VirtioNetHeader {
             gsoSize = offload.segmentSize.littleEndian
             headerLength = offload.headerLength.littleEndian
         }
+    }
+}
+
+/// Buffers handed on, kept to be written into again: `take()` gives the oldest once the ring is
+/// full (by then its reader has usually let it go), nil before. A buffer still referenced
+/// elsewhere is never written over: ByteBuffer copies on write, so clearing it gives fresh storage,
+/// which is what a new buffer would have cost anyway.
+struct BufferRing {
+    private var buffers: [ByteBuffer] = []
+    private var cursor = 0
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    mutating func take() -> ByteBuffer? {
+        guard buffers.count == limit else { return nil }
+        var buffer = ByteBuffer()
+        swap(&buffer, &buffers[cursor])
+        return buffer.capacity > 0 ? buffer : nil
+    }
+
+    mutating func put(_ buffer: ByteBuffer) {
+        if buffers.count < limit {
+            buffers.append(buffer)
+        } else {
+            buffers[cursor] = buffer
+            cursor = (cursor + 1) % limit
+        }
+    }
+
+    mutating func removeAll() {
+        buffers.removeAll()
+        cursor = 0
     }
 }
