@@ -37,6 +37,18 @@ def netns(name):
     return name
 
 
+def delete_netns(name):
+    """Removes a namespace this script made; tries again while the provider is still letting go of
+    it (slirp4netns holds its path open for a moment after SIGTERM), and forgets the name only once
+    it is gone, so cleanup() tries again at the end."""
+    for _ in range(50):
+        if subprocess.run(["ip", "netns", "del", name], capture_output=True).returncode == 0 \
+                or not os.path.exists(f"/var/run/netns/{name}"):
+            if name in namespaces: namespaces.remove(name)
+            return
+        time.sleep(0.1)
+
+
 def spawn(*args, **kw):
     p = subprocess.Popen(list(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
     processes.append(p)
@@ -52,8 +64,8 @@ def cleanup():
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
             p.kill()
-    for name in namespaces:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    for name in list(namespaces):
+        delete_netns(name)
 
 
 def cpu_seconds(pid):
@@ -265,11 +277,9 @@ def main():
                         peer.process.wait(timeout=5)
                     except subprocess.TimeoutExpired:
                         peer.process.kill()
-                subprocess.run(["ip", "netns", "del", peer.ns], capture_output=True)
-                if peer.ns in namespaces: namespaces.remove(peer.ns)
+                delete_netns(peer.ns)
                 if peer.server_ns:
-                    subprocess.run(["ip", "netns", "del", peer.server_ns], capture_output=True)
-                    if peer.server_ns in namespaces: namespaces.remove(peer.server_ns)
+                    delete_netns(peer.server_ns)
     finally:
         cleanup()
 
