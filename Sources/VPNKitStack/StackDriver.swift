@@ -24,7 +24,11 @@ public final class StackDriver {
     private var busy = false
     private var flushScheduled = false
     /// The task `outputQueued` schedules, made once (not a closure allocated per burst of output).
-    private var scheduledFlush: (() -> Void)?
+    private lazy var scheduledFlush: () -> Void = { [weak self] in
+        guard let self else { return }
+        self.flushScheduled = false
+        self.flush()
+    }
     /// Called when the transport ends (nil error: orderly end).
     public var onTransportClosed: (((any Error)?) -> Void)?
     /// Objects that live as long as the driver (sockets, services attached to the stack); released
@@ -91,14 +95,7 @@ public final class StackDriver {
     private func outputQueued() {
         guard !busy, !flushScheduled, !stopped else { return }
         flushScheduled = true
-        if scheduledFlush == nil {
-            scheduledFlush = { [weak self] in
-                guard let self else { return }
-                self.flushScheduled = false
-                self.flush()
-            }
-        }
-        eventLoop.assumeIsolated().execute(scheduledFlush!)
+        eventLoop.assumeIsolated().execute(scheduledFlush)
     }
 
     /// Sends every frame the stack has produced and re-arms the timer for its next deadline. Frames

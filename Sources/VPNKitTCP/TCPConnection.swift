@@ -591,7 +591,7 @@ public struct TCPConnection: Sendable {
             let blocks = h.sackBlocks
             if !blocks.isEmpty || !sacked.isEmpty {
                 // New data SACKed: what the merged ranges cover above the new ACK grew.
-                let before = sacked.reduce(0) { $0 + max(0, $1.right - ($1.left < ack ? ack : $1.left)) }
+                let before = sackedBytes(above: ack)
                 updateScoreboard(blocks, ack: ack)
                 newlySACKed = sackedBytes > before
                 // The timed segment SACKed: a round trip measured while the cumulative ACK is held
@@ -675,18 +675,7 @@ public struct TCPConnection: Sendable {
             duplicateACKs += 1
             // Loss: three duplicates, or three segments' worth SACKed above the hole (RFC 6675 IsLost).
             if duplicateACKs >= 3 || sackedBytes >= 3 * effectiveMSS, recover == nil {
-                counters.fastRetransmits += 1
-                ssthresh = reducedWindow(now: now)
-                recover = sndMax
-                if sackRecovery {
-                    // RFC 6675 §5: no inflation; the pipe estimate governs what is sent.
-                    cwnd = ssthresh
-                    highRetransmitted = nil
-                    fillHoles(now: now)
-                } else {
-                    cwnd = ssthresh + 3 * effectiveMSS
-                    retransmitFirst(now: now)
-                }
+                enterFastRecovery(now: now)
             } else if recover != nil, sackRecovery {
                 fillHoles(now: now)
             } else if duplicateACKs > 3, recover != nil {
@@ -874,13 +863,8 @@ public struct TCPConnection: Sendable {
             forgetRTTSample(ifIn: sndUna, size)
             return
         }
-        if useSACK, !sacked.isEmpty {
-            counters.fastRetransmits += 1
-            ssthresh = reducedWindow(now: now)
-            recover = sndMax
-            cwnd = ssthresh
-            highRetransmitted = nil
-            fillHoles(now: now)
+        if sackRecovery {
+            enterFastRecovery(now: now)
             return
         }
         let offset = sndNxt - sndUna
@@ -897,6 +881,23 @@ public struct TCPConnection: Sendable {
             emit(flags: [.ack, .psh], seq: sndUna + start, payload: sendQueue.bytes(from: start, count: size), now: now)
             counters.retransmissions += 1
             forgetRTTSample(ifIn: sndUna + start, size)
+        }
+    }
+
+    /// Starts fast recovery for a loss (RFC 5681, RFC 6675): the window is reduced once for it; with
+    /// SACK holes known they are filled as the pipe allows (no inflation), otherwise the first
+    /// segment goes again with the window inflated by the three duplicates.
+    private mutating func enterFastRecovery(now: NIODeadline) {
+        counters.fastRetransmits += 1
+        ssthresh = reducedWindow(now: now)
+        recover = sndMax
+        if sackRecovery {
+            cwnd = ssthresh
+            highRetransmitted = nil
+            fillHoles(now: now)
+        } else {
+            cwnd = ssthresh + 3 * effectiveMSS
+            retransmitFirst(now: now)
         }
     }
 
@@ -979,9 +980,9 @@ public struct TCPConnection: Sendable {
             options += [.noOperation, .noOperation, .sack(sackBlocks(limit: useTimestamps ? 3 : 4))]
             header.options = options
         } else if useTimestamps {
-            // The common case: NOP NOP timestamps, in an array kept for the next segment (written in
-            // place once the last header that shared it has been sent).
-            // Segments of one burst carry the same stamps, so they share one array untouched.
+            // The common case: NOP NOP timestamps, in an array kept for the next segment. Segments of
+            // one burst carry the same stamps and share it untouched; new stamps are written in place
+            // once the last header that shared it has been sent.
             let stamps = TCPOption.timestamps(value: timestamp(now), echoReply: tsRecent)
             if timestampOptions.count != 3 {
                 timestampOptions = [.noOperation, .noOperation, stamps]
@@ -1128,7 +1129,12 @@ public struct TCPConnection: Sendable {
     private var sackRecovery: Bool { useSACK && !sacked.isEmpty }
 
     /// Bytes SACKed above sndUna.
-    private var sackedBytes: Int { sacked.reduce(0) { $0 + ($1.right - $1.left) } }
+    private var sackedBytes: Int { sackedBytes(above: sndUna) }
+
+    /// Bytes the scoreboard covers above `ack`.
+    private func sackedBytes(above ack: SequenceNumber) -> Int {
+        sacked.reduce(0) { $0 + max(0, $1.right - ($1.left < ack ? ack : $1.left)) }
+    }
 
     /// RFC 6675 "pipe", approximated: what is outstanding and not SACKed.
     private var pipe: Int { max(0, (sndMax - sndUna) - sackedBytes) }

@@ -15,12 +15,7 @@ struct OffloadTests {
         // The gateway sends in large writes, as the NAT does with what it reads from a host socket
         // (an echo of the guest's MSS-sized segments would be cut at each write's end instead).
         let data = pattern(4 << 20)
-        var left = data
-        try sim.gateway.listenTCP(port: 5001) { socket in
-            let push = { [unowned socket] in left.moveReaderIndex(forwardBy: socket.write(left, now: sim.now)) }
-            socket.onWritable = push
-            push()
-        }
+        try sim.serve(data, port: 5001)
         let client = try EchoClient(stack: sim.guest, to: gatewayIP, port: 5001, data: ByteBuffer(), clock: { sim.now })
         sim.run(for: .seconds(30))
         #expect(client.received == data)

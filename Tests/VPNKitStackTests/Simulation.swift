@@ -90,6 +90,18 @@ final class Simulation {
             now = next
         }
     }
+
+    /// The gateway listens on `port` and writes `data` to the first connection, in writes as large
+    /// as its send buffer takes (what the NAT does with a host read); `accepted` gets the socket.
+    func serve(_ data: ByteBuffer, port: UInt16, accepted: @escaping (TCPSocket) -> Void = { _ in }) throws {
+        var left = data
+        try gateway.listenTCP(port: port) { [unowned self] socket in
+            accepted(socket)
+            let push = { [unowned socket] in left.moveReaderIndex(forwardBy: socket.write(left, now: self.now)) }
+            socket.onWritable = push
+            push()
+        }
+    }
 }
 
 /// Builds frames as a guest would send them, and reads the stack's answers.

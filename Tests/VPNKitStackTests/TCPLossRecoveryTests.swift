@@ -26,15 +26,9 @@ struct TCPLossRecoveryTests {
         var gateway = StackConfiguration()
         gateway.tcp.lossProbes = lossProbes
         let sim = Simulation(aToB: faults, bToA: back, gatewayConfiguration: gateway)
-        var left = pattern(size, seed: seed)
-        let expected = left
+        let expected = pattern(size, seed: seed)
         var server: TCPSocket?
-        try sim.gateway.listenTCP(port: 5001) { socket in
-            server = socket
-            let push = { [unowned socket] in left.moveReaderIndex(forwardBy: socket.write(left, now: sim.now)) }
-            socket.onWritable = push
-            push()
-        }
+        try sim.serve(expected, port: 5001) { server = $0 }
         let client = try EchoClient(stack: sim.guest, to: gatewayIP, port: 5001, data: ByteBuffer(), clock: { sim.now })
         // The clock starts once connected: a lost SYN costs its own (1 s) timer, which is not recovery.
         while !client.connected, sim.now - t0 < .seconds(60) { sim.run(for: .milliseconds(1)) }
