@@ -138,7 +138,7 @@ struct NATDaemonTests {
             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
             def echo():
                 d, a = u.recvfrom(65535); u.sendto(d.upper(), a)
-            threading.Thread(target=echo, daemon=True).start()
+            echoer = threading.Thread(target=echo, daemon=True); echoer.start()
             l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("0.0.0.0", 80)); l.listen()
             print("listening", flush=True)
             c, a = l.accept()
@@ -157,6 +157,9 @@ struct NATDaemonTests {
                 n += len(d)
             c.close()
             print(f"second {n}", flush=True)
+            # The client's datagram comes after it closes this connection: exiting now could kill
+            # the echo thread before it answers.
+            echoer.join(30)
             """#
         let guestServer = Process()
         guestServer.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
