@@ -71,9 +71,9 @@ for target in "${targets[@]}"; do
         result=CRASH
         status=1
     fi
-    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+    executed=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
     rate=$(grep -o 'exec/s: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
-    printf '%-10s %14s %10s %8s\n' "$target" "$runs" "$rate" "$result"
+    printf '%-10s %14s %10s %8s\n' "$target" "$executed" "$rate" "$result"
     if [ "$result" = CRASH ]; then grep -m5 -E 'ERROR|Fatal error|panic|deadly' "$log" || true; fi
 done
 [ $status = 0 ] || echo "crash inputs: $(ls $scratch/crashes)"
