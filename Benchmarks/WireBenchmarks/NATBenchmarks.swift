@@ -70,7 +70,25 @@ final class LoopbackServer: @unchecked Sendable {
     private let listener: Int32
     private let received = NIOLockedValueBox(0)
     private let stopped = NIOLockedValueBox(false)
+    private let waiter = NIOLockedValueBox<(count: Int, promise: EventLoopPromise<Void>)?>(nil)
     var count: Int { received.withLockedValue { $0 } }
+
+    /// Succeeds once the server has read `target` bytes in all (a discard server).
+    func waitForCount(_ target: Int, on loop: any EventLoop) -> EventLoopFuture<Void> {
+        let promise = loop.makePromise(of: Void.self)
+        waiter.withLockedValue { $0 = (target, promise) }
+        checkWaiter(count)
+        return promise.futureResult
+    }
+
+    private func checkWaiter(_ count: Int) {
+        let due = waiter.withLockedValue { waiting -> EventLoopPromise<Void>? in
+            guard let current = waiting, count >= current.count else { return nil }
+            waiting = nil
+            return current.promise
+        }
+        due?.succeed()
+    }
 
     init(source: Bool) throws {
         let (listener, port) = bindLoopback(type: SOCK_STREAM)
@@ -79,14 +97,14 @@ final class LoopbackServer: @unchecked Sendable {
         self.port = port
         let received = self.received
         let stopped = self.stopped
-        Thread.detachNewThread {
+        Thread.detachNewThread { [self] in
             let fd = accept(listener, nil, nil)
             guard fd >= 0 else { return }
             var buffer = [UInt8](repeating: 0x5A, count: 1 << 16)
             while !stopped.withLockedValue({ $0 }) {
                 let n = buffer.withUnsafeMutableBytes { source ? write(fd, $0.baseAddress, $0.count) : read(fd, $0.baseAddress, $0.count) }
                 if n <= 0 { break }
-                if !source { received.withLockedValue { $0 += n } }
+                if !source { self.checkWaiter(received.withLockedValue { $0 += n; return $0 }) }
             }
             close(fd)
         }

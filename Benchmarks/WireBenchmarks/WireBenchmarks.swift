@@ -49,6 +49,7 @@ let benchmarks: @Sendable () -> Void = {
 
     stackBenchmarks()
     natBenchmarks()
+    gatewayBenchmarks()
     tcpBenchmarks()
 
     // Parse: validate the three views and read the fields a forwarding decision needs.
