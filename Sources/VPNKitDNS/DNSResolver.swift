@@ -86,7 +86,7 @@ public struct DNSResolver: Sendable {
     public var pendingCount: Int { pending.count }
 
     /// When `poll(now:)` next has work to do; nil when nothing is pending.
-    public var nextDeadline: NIODeadline? { pending.values.lazy.map(\.deadline).min() }
+    public var nextDeadline: NIODeadline? { pending.isEmpty ? nil : pending.values.lazy.map(\.deadline).min() }
 
     private var totalAttempts: Int { max(1, configuration.attemptsPerUpstream) * configuration.upstreams.count }
     private var pendingLimit: Int { min(max(0, configuration.maximumPendingQueries), Self.pendingQueriesCap) }

@@ -202,7 +202,10 @@ public struct IPv4Reassembler: Sendable {
 
     /// When the oldest datagram in progress times out, so `poll(now:)` has work; nil when nothing is held.
     public var nextDeadline: NIODeadline? {
-        datagrams.values.map { $0.started + configuration.timeout }.min()
+        // Read on every flush: no array.
+        var earliest: NIODeadline?
+        for datagram in datagrams.values where earliest.map({ datagram.started < $0 }) ?? true { earliest = datagram.started }
+        return earliest.map { $0 + configuration.timeout }
     }
 
     private mutating func discard(_ key: Key) {

@@ -41,7 +41,12 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
     let configuration: DNSServiceConfiguration
     weak var driver: StackDriver?
     let logger: Logger
-    var resolver: DNSResolver
+    var resolver: DNSResolver {
+        // The stack asks for `nextDeadline` on every flush; the resolver's answer only changes when
+        // the resolver does.
+        didSet { resolverDeadline = resolver.nextDeadline }
+    }
+    private var resolverDeadline: NIODeadline?
     var udpSocket: UDPSocket?
     var upstreamChannel: (any Channel)?
     var pendingUpstreamSends: [(ByteBuffer, DNSUpstream)] = []
@@ -244,7 +249,7 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
     // MARK: - Timers
 
     /// When the resolver next has a query to retry or give up on.
-    public var nextDeadline: NIODeadline? { resolver.nextDeadline }
+    public var nextDeadline: NIODeadline? { resolverDeadline }
 
     /// Retries the upstream queries that timed out by `now`, or answers SERVFAIL to those out of attempts.
     public func poll(now: NIODeadline) {

@@ -50,7 +50,7 @@ extension NAT {
         logger.debug("udp open \(key.guestAddress):\(key.guestPort)")
         let boundFlow = NIOLoopBound(flow, eventLoop: eventLoop)
         DatagramBootstrap(group: eventLoop)
-            .channelOption(.maxMessagesPerRead, value: 16)
+            .channelOption(.maxMessagesPerRead, value: UInt(HostUDPHandler.burst))
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65536))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -204,15 +204,52 @@ final class UDPFlow {
 final class HostUDPHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     let flow: UDPFlow
+    /// How many datagrams one wakeup reads (NIO reads until EAGAIN or this many).
+    static let burst = 16
+    private var readLimit = HostUDPHandler.burst
+    private var readsThisWakeup = 0
+    /// Wakeups in a row that read a single datagram, with `readLimit` at `burst`.
+    private var singleReads = 0
+    /// Wakeups since `readLimit` went down to one.
+    private var wakeupsAtOne = 0
 
     init(flow: UDPFlow) { self.flow = flow }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        readsThisWakeup += 1
         flow.received(unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        adaptReadLimit(context)
+        readsThisWakeup = 0
         flow.nat?.flush()
+    }
+
+    /// A flow of requests and answers reads one datagram per wakeup, and the read that follows it
+    /// finds nothing (EAGAIN): after four such wakeups in a row the limit drops to one datagram, so
+    /// that empty read is skipped, and every eighth wakeup reads up to `burst` again to see whether
+    /// datagrams now queue. Datagrams are never left behind: the socket stays readable and the loop
+    /// comes back to it at once.
+    private func adaptReadLimit(_ context: ChannelHandlerContext) {
+        var limit = readLimit
+        if readLimit == 1 {
+            wakeupsAtOne += 1
+            if wakeupsAtOne % 8 == 0 { limit = Self.burst }
+        } else if readsThisWakeup == 1 {
+            singleReads += 1
+            // Straight back down after a probe that found one; four in a row otherwise.
+            if singleReads >= 4 || wakeupsAtOne > 0 { limit = 1 }
+        } else {
+            singleReads = 0
+            wakeupsAtOne = 0
+        }
+        guard limit != readLimit else { return }
+        if limit == 1 {
+            singleReads = 0
+        }
+        readLimit = limit
+        try? context.channel.syncOptions?.setOption(.maxMessagesPerRead, value: UInt(limit))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

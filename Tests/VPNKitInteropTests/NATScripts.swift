@@ -160,6 +160,24 @@ elif mode == "udp":
         assert len(d) == max(sizes[seq], 4) and a == (host, port), f"datagram {seq}: {len(d)} bytes from {a}"
         got += 1; inflight -= 1; bytes_ += len(d)
     print(f"ok udp {got} datagrams {bytes_} bytes echoed")
+elif mode == "udpphases":
+    # One flow through both read modes of the host socket and the TAP: request-answer (one datagram
+    # per wakeup; the readers stop trying the empty read after it), then 32 in flight (datagrams
+    # queue; the readers must take them all), and again. A datagram left unread stalls the phase.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    s.settimeout(5)
+    seq = 0
+    for window, count in [(1, 40), (32, 1000), (1, 40), (32, 1000), (1, 40)]:
+        sent = got = 0
+        while got < count:
+            while sent < count and sent - got < window:
+                s.sendto(struct.pack(">I", seq + sent) + b"p" * 60, (host, port)); sent += 1
+            d, a = s.recvfrom(65535)
+            assert struct.unpack(">I", d[:4])[0] == seq + got and a == (host, port), f"phase of {window}: datagram {got}"
+            got += 1
+        seq += count
+    print(f"ok udpphases {seq}")
 elif mode == "udpbig":
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
     data = random.Random(5).randbytes(arg)
