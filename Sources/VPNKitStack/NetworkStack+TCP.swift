@@ -54,14 +54,14 @@ public final class TCPSocket {
     public var counters: TCPConnectionCounters? { live?.connection.counters }
     /// Whether the peer has closed its side and everything before its FIN has been read; true once
     /// the connection has ended.
-    public var isReadClosed: Bool { live?.connection.isReadClosed ?? true }
+    public var isReadClosed: Bool { live?.connection.status().isReadClosed ?? true }
     /// Received bytes waiting for `read`.
-    public var bytesToRead: Int { live?.connection.bytesToRead ?? 0 }
+    public var bytesToRead: Int { live?.connection.status().bytesToRead ?? 0 }
     /// How many bytes `write` would take now: the room left in the send buffer (data may be queued
     /// during the handshake), or 0 once our side is closed or the connection has ended.
-    public var writableBytes: Int { live?.connection.writableBytes ?? 0 }
+    public var writableBytes: Int { live?.connection.status().writableBytes ?? 0 }
     /// Bytes written and not yet acknowledged by the peer (0 once the connection has ended).
-    public var unacknowledgedBytes: Int { live?.connection.unacknowledgedBytes ?? 0 }
+    public var unacknowledgedBytes: Int { live?.connection.status().unacknowledgedBytes ?? 0 }
 
     /// Queues data; returns how many bytes were taken (the send buffer is bounded; 0 once the
     /// connection has ended). Write the rest after `onWritable` fires.
@@ -227,10 +227,12 @@ extension NetworkStack {
         if recovery.retransmissions != entry.reportedRetransmissions || recovery.lossProbes != entry.reportedLossProbes {
             reportRecovery(recovery, entry: entry)
         }
-        let state = entry.connection.state
+        // One call: each getter on the connection would copy it (see `TCPConnection.status()`).
+        let status = entry.connection.status()
+        let state = status.state
         let becameEstablished = !entry.wasEstablished && state != .synSent && state != .synReceived && state != .closed
         if becameEstablished { entry.wasEstablished = true }
-        let full = entry.connection.writableBytes == 0
+        let full = status.writableBytes == 0
         let writable = entry.wasFull && !full
         entry.wasFull = full
         if state == .closed {
@@ -239,14 +241,14 @@ extension NetworkStack {
             pendingAccepts[key] = nil
             counters.increment(.tcpConnectionsClosed)
         } else {
-            let deadline = entry.connection.nextDeadline
+            let deadline = status.nextDeadline
             if deadline != entry.scheduledDeadline {
                 entry.scheduledDeadline = deadline
                 if let deadline { scheduleTCPTimer(deadline, key) }
             }
         }
         let socket = entry.socket
-        let readable = entry.connection.bytesToRead > 0 || entry.connection.isReadClosed && state != .closed
+        let readable = status.bytesToRead > 0 || status.isReadClosed && state != .closed
         let closeReason = entry.connection.closeReason
         if becameEstablished {
             if let accept = pendingAccepts.removeValue(forKey: key) { accept(socket) }

@@ -250,6 +250,15 @@ public struct TCPConnection: Sendable {
         return taken
     }
 
+    /// What a stack checks after every segment, in one call. `mutating` only so that a connection
+    /// kept in a class is read in place: each getter called on such a connection copies the whole
+    /// struct first (retaining every buffer in it), and this is asked after every segment.
+    public mutating func status() -> TCPConnectionStatus {
+        TCPConnectionStatus(
+            state: state, bytesToRead: readableBytes, isReadClosed: isReadClosed, writableBytes: writableBytes,
+            unacknowledgedBytes: sendQueue.count, nextDeadline: nextDeadline)
+    }
+
     /// Bytes waiting to be read.
     public var bytesToRead: Int { readableBytes }
     /// The next sequence number expected from the peer.
@@ -1353,4 +1362,20 @@ struct SendQueue: Sendable {
         }
         return out
     }
+}
+
+/// A connection's state and its buffers' fill, read in one call (`TCPConnection.status()`).
+public struct TCPConnectionStatus: Sendable, Hashable {
+    /// The TCP state.
+    public var state: TCPState
+    /// Bytes waiting to be read.
+    public var bytesToRead: Int
+    /// Whether the peer has closed its side and everything before its FIN has been read.
+    public var isReadClosed: Bool
+    /// Room left in the send buffer (0 once our side is closed).
+    public var writableBytes: Int
+    /// Bytes queued and not yet acknowledged.
+    public var unacknowledgedBytes: Int
+    /// When a timer of the connection next runs; nil when none does.
+    public var nextDeadline: NIODeadline?
 }
