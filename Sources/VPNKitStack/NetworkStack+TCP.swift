@@ -98,11 +98,8 @@ final class TCPEntry {
     var removed = false
     /// The deadline this connection has in the timer heap (nil: none there).
     var scheduledDeadline: NIODeadline?
-    /// The connection's loss-recovery counters as last added to the stack's.
-    var reportedRetransmissions = 0
-    var reportedTimeouts = 0
-    var reportedFastRetransmits = 0
-    var reportedLossProbes = 0
+    /// The connection's counters as last added to the stack's (loss recovery only).
+    var reported = TCPConnectionCounters()
 
     init(connection: TCPConnection, socket: TCPSocket) {
         self.connection = connection
@@ -203,14 +200,12 @@ extension NetworkStack {
     /// Every timeout and fast retransmit also retransmits, so a change in retransmissions or probes
     /// is what calls this (two comparisons per segment; the counting itself happens rarely).
     private func reportRecovery(_ c: TCPConnectionCounters, entry: TCPEntry) {
-        counters.increment(.tcpRetransmissions, by: UInt64(max(0, c.retransmissions - entry.reportedRetransmissions)))
-        counters.increment(.tcpRetransmissionTimeouts, by: UInt64(max(0, c.timeouts - entry.reportedTimeouts)))
-        counters.increment(.tcpFastRetransmits, by: UInt64(max(0, c.fastRetransmits - entry.reportedFastRetransmits)))
-        counters.increment(.tcpLossProbes, by: UInt64(max(0, c.lossProbes - entry.reportedLossProbes)))
-        entry.reportedRetransmissions = c.retransmissions
-        entry.reportedTimeouts = c.timeouts
-        entry.reportedFastRetransmits = c.fastRetransmits
-        entry.reportedLossProbes = c.lossProbes
+        let before = entry.reported
+        counters.increment(.tcpRetransmissions, by: UInt64(max(0, c.retransmissions - before.retransmissions)))
+        counters.increment(.tcpRetransmissionTimeouts, by: UInt64(max(0, c.timeouts - before.timeouts)))
+        counters.increment(.tcpFastRetransmits, by: UInt64(max(0, c.fastRetransmits - before.fastRetransmits)))
+        counters.increment(.tcpLossProbes, by: UInt64(max(0, c.lossProbes - before.lossProbes)))
+        entry.reported = c
     }
 
     func finish(_ key: TCPKey, entry: TCPEntry, now: NIODeadline, fromApplication: Bool = false) {
@@ -224,7 +219,7 @@ extension NetworkStack {
         }
         guard !entry.removed else { return }
         let recovery = entry.connection.counters
-        if recovery.retransmissions != entry.reportedRetransmissions || recovery.lossProbes != entry.reportedLossProbes {
+        if recovery.retransmissions != entry.reported.retransmissions || recovery.lossProbes != entry.reported.lossProbes {
             reportRecovery(recovery, entry: entry)
         }
         // One call: each getter on the connection would copy it (see `TCPConnection.status()`).

@@ -96,6 +96,9 @@ public struct TCPConnectionCounters: Sendable, Hashable {
     public var droppedUnacceptable = 0
     /// Probes sent while the peer advertised a zero window.
     public var zeroWindowProbes = 0
+
+    /// All zero (the counters of a connection that has done nothing yet).
+    public init() {}
 }
 
 /// One TCP connection as a state machine (RFC 9293): segments, application calls and the time go in;
