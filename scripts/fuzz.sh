@@ -5,6 +5,9 @@
 #   scripts/fuzz.sh --seconds 600 tcp    10 min on one target
 #   scripts/fuzz.sh --smoke              5 s per target (CI)
 #   scripts/fuzz.sh --runs 10000000 dns  until 10 million executions (no time limit)
+#   scripts/fuzz.sh --timeout 60 ...     seconds one input may take before it counts as a hang
+#                                        (10 by default, 60 with --runs: libFuzzer measures wall
+#                                        time, so a long run beside other work needs room)
 #
 # Seeds are cut from Fixtures/ and ../shared/fixtures/tcpdump. A crash leaves its input in
 # .build-fuzz/crashes/TARGET-*; copy it to Fuzz/Regressions/TARGET/ so `swift test` replays it for
@@ -14,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 seconds=60
 runs=-1
+timeout=
 configuration=release
 targets=()
 while [ $# -gt 0 ]; do
@@ -21,10 +25,12 @@ while [ $# -gt 0 ]; do
         --smoke) seconds=5; configuration=debug ;;  # a debug build compiles faster; speed hardly matters for 5 s
         --seconds) seconds="$2"; shift ;;
         --runs) runs="$2"; seconds=0; shift ;;
+        --timeout) timeout="$2"; shift ;;
         *) targets+=("$1") ;;
     esac
     shift
 done
+[ -n "$timeout" ] || { [ "$runs" = -1 ] && timeout=10 || timeout=60; }
 [ ${#targets[@]} -gt 0 ] || targets=(ethernet arp ipv4 icmp udp tcp dhcp dns qemu vmnet stack)
 
 scratch=.build-fuzz
@@ -64,7 +70,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$corpus" "$scratch/seeds/$target"
     log="$scratch/$target.log"
     if VPNKIT_FUZZ_TARGET="$target" ASAN_OPTIONS=detect_leaks=1 "$fuzzer" "$corpus" "$scratch/seeds/$target" \
-        -max_total_time="$seconds" -runs="$runs" -max_len="$(max_len "$target")" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+        -max_total_time="$seconds" -runs="$runs" -max_len="$(max_len "$target")" -rss_limit_mb=4096 -timeout="$timeout" -print_final_stats=1 \
         -artifact_prefix="$scratch/crashes/$target-" >"$log" 2>&1; then
         result=ok
     else
