@@ -206,12 +206,12 @@ final class HostUDPHandler: ChannelInboundHandler {
     let flow: UDPFlow
     /// How many datagrams one wakeup reads (NIO reads until EAGAIN or this many).
     static let burst = 16
-    private var readLimit = HostUDPHandler.burst
+    /// Whether the next wakeup reads up to `burst` datagrams or just one: a flow of requests and
+    /// answers reads one per wakeup, and the read after it only finds EAGAIN (see `ReadBatching`).
+    private var batching = ReadBatching()
+    /// Whether the channel's limit is `burst` (else one).
+    private var readingBurst = true
     private var readsThisWakeup = 0
-    /// Wakeups in a row that read a single datagram, with `readLimit` at `burst`.
-    private var singleReads = 0
-    /// Wakeups since `readLimit` went down to one.
-    private var wakeupsAtOne = 0
 
     init(flow: UDPFlow) { self.flow = flow }
 
@@ -226,30 +226,14 @@ final class HostUDPHandler: ChannelInboundHandler {
         flow.nat?.flush()
     }
 
-    /// A flow of requests and answers reads one datagram per wakeup, and the read that follows it
-    /// finds nothing (EAGAIN): after four such wakeups in a row the limit drops to one datagram, so
-    /// that empty read is skipped, and every eighth wakeup reads up to `burst` again to see whether
-    /// datagrams now queue. Datagrams are never left behind: the socket stays readable and the loop
-    /// comes back to it at once.
+    /// Tells the policy what a batched wakeup found, and sets the next wakeup's read limit.
     private func adaptReadLimit(_ context: ChannelHandlerContext) {
-        var limit = readLimit
-        if readLimit == 1 {
-            wakeupsAtOne += 1
-            if wakeupsAtOne % 8 == 0 { limit = Self.burst }
-        } else if readsThisWakeup == 1 {
-            singleReads += 1
-            // Straight back down after a probe that found one; four in a row otherwise.
-            if singleReads >= 4 || wakeupsAtOne > 0 { limit = 1 }
-        } else {
-            singleReads = 0
-            wakeupsAtOne = 0
-        }
-        guard limit != readLimit else { return }
-        if limit == 1 {
-            singleReads = 0
-        }
-        readLimit = limit
-        try? context.channel.syncOptions?.setOption(.maxMessagesPerRead, value: UInt(limit))
+        if readingBurst { batching.record(foundMore: readsThisWakeup > 1) }
+        // The policy is asked here for the next wakeup: NIO applies the limit when it reads.
+        let burstNext = batching.shouldReadPastFirst()
+        guard burstNext != readingBurst else { return }
+        readingBurst = burstNext
+        try? context.channel.syncOptions?.setOption(.maxMessagesPerRead, value: UInt(burstNext ? Self.burst : 1))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -73,14 +73,9 @@ public final class TAPTransport: OffloadingFrameTransport {
     private var closed = false
     /// Extra non-blocking reads per wakeup before returning to the loop.
     static let drainLimit = 64
-    /// Wakeups in a row whose drain found no frame. A request and its answer (a ping, a DNS query,
-    /// a short connection) leave nothing behind their frame, so once `idleDrainsBeforeSkipping`
-    /// drains in a row were empty only every `drainProbeInterval`-th wakeup drains: the rest skip the
-    /// empty read(2). Frames that arrive meanwhile are not lost (the descriptor stays readable, and
-    /// the loop reads it again at once); the first drain that finds one switches draining back on.
-    private var emptyDrains = 0
-    static let idleDrainsBeforeSkipping = 4
-    static let drainProbeInterval = 8
+    /// Whether a wakeup drains the fd past the frame NIO read: not for request-and-answer traffic,
+    /// whose drains find nothing (see `ReadBatching`).
+    private var batching = ReadBatching()
     /// The virtio-net header's length (struct virtio_net_hdr, without num_buffers).
     static let vnetHeaderLength = 10
     /// Frames up to this long are copied out of a large read buffer (cheaper than a fresh large
@@ -150,10 +145,7 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// One frame from NIO's read, then drain the fd without going back to the loop.
     fileprivate func channelRead(_ frame: ByteBuffer) {
         deliver(frame)
-        if emptyDrains >= Self.idleDrainsBeforeSkipping {
-            emptyDrains = emptyDrains < 1 << 30 ? emptyDrains + 1 : Self.idleDrainsBeforeSkipping
-            if emptyDrains % Self.drainProbeInterval != 0 { return }
-        }
+        guard batching.shouldReadPastFirst() else { return }
         var drained = 0
         while drained < Self.drainLimit, !closed {
             var buffer = spare.take() ?? recycled.take() ?? channel.allocator.buffer(capacity: readCapacity)
@@ -184,11 +176,7 @@ public final class TAPTransport: OffloadingFrameTransport {
             }
             drained += 1
         }
-        if drained > 0 {
-            emptyDrains = 0
-        } else if emptyDrains < Self.idleDrainsBeforeSkipping {
-            emptyDrains += 1
-        }
+        batching.record(foundMore: drained > 0)
     }
 
     private func deliver(_ frame: ByteBuffer) {
