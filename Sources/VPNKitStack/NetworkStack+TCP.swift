@@ -236,7 +236,7 @@ extension NetworkStack {
             pendingAccepts[key] = nil
             counters.increment(.tcpConnectionsClosed)
         } else {
-            let deadline = status.nextDeadline
+            let deadline = entry.connection.nextDeadline
             if deadline != entry.scheduledDeadline {
                 entry.scheduledDeadline = deadline
                 if let deadline { scheduleTCPTimer(deadline, key) }

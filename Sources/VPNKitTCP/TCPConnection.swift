@@ -259,7 +259,7 @@ public struct TCPConnection: Sendable {
     public mutating func status() -> TCPConnectionStatus {
         TCPConnectionStatus(
             state: state, bytesToRead: readableBytes, isReadClosed: isReadClosed, writableBytes: writableBytes,
-            unacknowledgedBytes: sendQueue.count, nextDeadline: nextDeadline)
+            unacknowledgedBytes: sendQueue.count)
     }
 
     /// Bytes waiting to be read.
@@ -342,19 +342,22 @@ public struct TCPConnection: Sendable {
     /// The earliest time `poll(now:)` has work (retransmission, loss probe, delayed ACK, zero-window
     /// probe, keep-alive, user timeout or end of TIME-WAIT); nil when no timer runs.
     public var nextDeadline: NIODeadline? {
-        // Asked after every segment: no array.
-        var earliest = retransmitAt
-        func consider(_ time: NIODeadline?) {
-            guard let time else { return }
-            if earliest.map({ time < $0 }) ?? true { earliest = time }
+        // `mutating` for the reason `status()` is: a stack asks this after every segment, of a
+        // connection kept in a class. No array either.
+        mutating get {
+            var earliest = retransmitAt
+            func consider(_ time: NIODeadline?) {
+                guard let time else { return }
+                if earliest.map({ time < $0 }) ?? true { earliest = time }
+            }
+            consider(delayedACKAt)
+            consider(lossProbeAt)
+            consider(timeWaitUntil)
+            consider(persistAt)
+            consider(keepAliveAt)
+            if let timeout = configuration.userTimeout, let since = unacknowledgedSince { consider(since + timeout) }
+            return earliest
         }
-        consider(delayedACKAt)
-        consider(lossProbeAt)
-        consider(timeWaitUntil)
-        consider(persistAt)
-        consider(keepAliveAt)
-        if let timeout = configuration.userTimeout, let since = unacknowledgedSince { consider(since + timeout) }
-        return earliest
     }
 
     /// Runs the timers due at `now`: it may retransmit, send a delayed ACK, probe, or close the connection
@@ -1379,6 +1382,4 @@ public struct TCPConnectionStatus: Sendable, Hashable {
     public var writableBytes: Int
     /// Bytes queued and not yet acknowledged.
     public var unacknowledgedBytes: Int
-    /// When a timer of the connection next runs; nil when none does.
-    public var nextDeadline: NIODeadline?
 }
