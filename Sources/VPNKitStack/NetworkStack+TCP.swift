@@ -100,6 +100,8 @@ final class TCPEntry {
     var scheduledDeadline: NIODeadline?
     /// The connection's counters as last added to the stack's (loss recovery only).
     var reported = TCPConnectionCounters()
+    /// The connection holds an ACK and is listed in the stack's `entriesHoldingACK`.
+    var holdingACK = false
 
     init(connection: TCPConnection, socket: TCPSocket) {
         self.connection = connection
@@ -109,6 +111,25 @@ final class TCPEntry {
 }
 
 extension NetworkStack {
+    /// ACKs are held by at least one connection: call `sendHeldACKs(now:)` once the frames of the
+    /// current read from the link are all handed over.
+    public var hasHeldACKs: Bool { !entriesHoldingACK.isEmpty }
+
+    /// Sends the one cumulative ACK each connection held while `holdsACKs` was on (see
+    /// `TCPConnection.receive(_:now:holdingACK:)`).
+    public func sendHeldACKs(now: NIODeadline) {
+        var index = 0
+        while index < entriesHoldingACK.count {
+            let (key, entry) = entriesHoldingACK[index]
+            index += 1
+            entry.holdingACK = false
+            guard !entry.removed else { continue }
+            entry.connection.sendHeldACK(now: now)
+            finish(key, entry: entry, now: now)
+        }
+        entriesHoldingACK.removeAll(keepingCapacity: true)
+    }
+
     /// Listens on `port` (of every owned address); `accept` receives each new connection once the
     /// handshake completes. Half-open connections per port are limited by `tcpSYNBacklog`. Throws
     /// `StackError.addressInUse` when `port` already has a listener.
@@ -225,6 +246,10 @@ extension NetworkStack {
         // One call: each getter on the connection would copy it (see `TCPConnection.status()`).
         let status = entry.connection.status()
         let state = status.state
+        if status.hasHeldACK, !entry.holdingACK {
+            entry.holdingACK = true
+            entriesHoldingACK.append((key, entry))
+        }
         let becameEstablished = !entry.wasEstablished && state != .synSent && state != .synReceived && state != .closed
         if becameEstablished { entry.wasEstablished = true }
         let full = status.writableBytes == 0
@@ -341,7 +366,8 @@ extension NetworkStack {
             if isSYN, entry.connection.state == .timeWait, entry.connection.receiveNext < header.sequenceNumber {
                 recycleTimeWait(key, entry)
             } else {
-                _ = withConnection(key, now: now, fromApplication: false) { $0.receive(incoming, now: now) }
+                let hold = holdsACKs
+                _ = withConnection(key, now: now, fromApplication: false) { $0.receive(incoming, now: now, holdingACK: hold) }
                 return
             }
         }

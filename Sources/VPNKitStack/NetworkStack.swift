@@ -108,6 +108,14 @@ public final class NetworkStack {
     public var arpObserver: ((ARPHeader, NIODeadline) -> Void)?
     var udpSockets: [UDPSocketKey: UDPSocketEntry] = [:]
     var tcpConnections: [TCPKey: TCPEntry] = [:]
+    /// Whether TCP connections hold the pure ACK they owe for data received in order until
+    /// `sendHeldACKs(now:)`, so that a burst of segments read from the link at once draws one ACK
+    /// per connection (see `TCPConnection.receive(_:now:holdingACK:)`). Off by default. Whoever
+    /// turns it on must call `sendHeldACKs(now:)` whenever `hasHeldACKs` is true after the frames
+    /// of one read are handed over; `StackDriver` does so at the end of each event-loop turn.
+    public var holdsACKs = false
+    /// Connections holding an ACK, in the order they began to.
+    var entriesHoldingACK: [(TCPKey, TCPEntry)] = []
     /// Where received TCP options are parsed (its storage reused from segment to segment).
     var tcpOptionScratch: [TCPOption] = []
     var tcpListeners: [UInt16: (TCPSocket) -> Void] = [:]

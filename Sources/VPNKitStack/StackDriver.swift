@@ -29,6 +29,13 @@ public final class StackDriver {
         self.flushScheduled = false
         self.flush()
     }
+    private var heldACKsScheduled = false
+    /// The task that sends the ACKs connections held over one turn of the loop, made once.
+    private lazy var scheduledHeldACKs: () -> Void = { [weak self] in
+        guard let self else { return }
+        self.heldACKsScheduled = false
+        self.sendHeldACKs()
+    }
     /// Called when the transport ends (nil error: orderly end).
     public var onTransportClosed: (((any Error)?) -> Void)?
     /// Objects that live as long as the driver (sockets, services attached to the stack); released
@@ -42,6 +49,9 @@ public final class StackDriver {
         self.stack = stack
         self.transport = transport
         self.eventLoop = eventLoop
+        // Every frame one turn of the loop reads (a TAP drain, a socket read of many frames) is
+        // handed over before the turn's tasks run: one ACK per connection for all of them.
+        stack.holdsACKs = true
         if let offloading = transport as? any OffloadingFrameTransport, !offloading.offloads.isEmpty {
             self.offloading = offloading
             stack.linkOffloads = offloading.offloads
@@ -73,6 +83,19 @@ public final class StackDriver {
     private func receive(_ frame: ByteBuffer, offload: FrameOffload) {
         busy = true
         stack.receive(frame, offload: offload, now: .now())
+        busy = false
+        if stack.hasHeldACKs, !heldACKsScheduled {
+            heldACKsScheduled = true
+            eventLoop.assumeIsolated().execute(scheduledHeldACKs)
+        }
+        flush()
+    }
+
+    /// Sends the ACKs held while this turn's frames came in.
+    private func sendHeldACKs() {
+        guard !stopped else { return }
+        busy = true
+        stack.sendHeldACKs(now: .now())
         busy = false
         flush()
     }

@@ -168,6 +168,8 @@ public struct TCPConnection: Sendable {
     private var delayedACKAt: NIODeadline?
     private var unackedSegments = 0
     private var ackNow = false
+    /// `ackNow` was left for `sendHeldACK(now:)` (see `receive(_:now:holdingACK:)`).
+    private var ackHeld = false
     private var timeWaitUntil: NIODeadline?
     private var persistAt: NIODeadline?
     private var persistBackoff = 0
@@ -259,7 +261,7 @@ public struct TCPConnection: Sendable {
     public mutating func status() -> TCPConnectionStatus {
         TCPConnectionStatus(
             state: state, bytesToRead: readableBytes, isReadClosed: isReadClosed, writableBytes: writableBytes,
-            unacknowledgedBytes: sendQueue.count)
+            unacknowledgedBytes: sendQueue.count, hasHeldACK: ackHeld)
     }
 
     /// Bytes waiting to be read.
@@ -421,6 +423,17 @@ public struct TCPConnection: Sendable {
     /// RFC 5961 and PAWS checks. The caller has already matched it to this connection and verified its
     /// checksum; replies are queued for `takeOutput()`.
     public mutating func receive(_ segment: TCPIncoming, now: NIODeadline) {
+        receive(segment, now: now, holdingACK: false)
+    }
+
+    /// Processes one segment like `receive(_:now:)`, except that a pure ACK it owes for data that
+    /// arrived in order (or for a FIN) is held, not queued, when `holdingACK` is true: the stack sends
+    /// it with `sendHeldACK(now:)` once it has handed over every frame of one read from the link.
+    /// A burst of segments then draws one cumulative ACK, as with the kernel's receive offload,
+    /// rather than one per two segments, each of which costs the peer a wakeup. An ACK that carries
+    /// news of missing data (a duplicate ACK, SACK blocks) is never held. Check
+    /// `status().hasHeldACK` after the call.
+    public mutating func receive(_ segment: TCPIncoming, now: NIODeadline, holdingACK: Bool) {
         counters.segmentsReceived += 1
         var segment = segment
         switch state {
@@ -534,7 +547,15 @@ public struct TCPConnection: Sendable {
                 if state == .timeWait { enterTimeWait(now: now) }
             }
         }
-        flush(now: now)
+        flush(now: now, holdingACK: holdingACK && outOfOrder.isEmpty)
+    }
+
+    /// Sends the ACK `receive(_:now:holdingACK:)` held, unless a segment sent since carried it.
+    public mutating func sendHeldACK(now: NIODeadline) {
+        guard ackHeld else { return }
+        ackHeld = false
+        guard state != .closed else { return }
+        emit(flags: .ack, seq: sndNxt, payload: ByteBuffer(), now: now)
     }
 
     private mutating func receiveInSynSent(_ segment: TCPIncoming, now: NIODeadline) {
@@ -833,11 +854,15 @@ public struct TCPConnection: Sendable {
         return advertised
     }
 
-    private mutating func flush(now: NIODeadline) {
+    private mutating func flush(now: NIODeadline, holdingACK: Bool = false) {
         guard state != .closed else { return }
         sendData(now: now)
         if ackNow {
-            emit(flags: .ack, seq: sndNxt, payload: ByteBuffer(), now: now)
+            if holdingACK {
+                ackHeld = true
+            } else {
+                emit(flags: .ack, seq: sndNxt, payload: ByteBuffer(), now: now)
+            }
         }
         armLossProbe(now: now)
     }
@@ -1015,6 +1040,7 @@ public struct TCPConnection: Sendable {
         if sndMax < end { sndMax = end }
         if unacknowledgedSince == nil, sndUna != sndMax { unacknowledgedSince = now }
         ackNow = false
+        ackHeld = false
         delayedACKAt = nil
         unackedSegments = 0
     }
@@ -1382,4 +1408,6 @@ public struct TCPConnectionStatus: Sendable, Hashable {
     public var writableBytes: Int
     /// Bytes queued and not yet acknowledged.
     public var unacknowledgedBytes: Int
+    /// An ACK is held for `TCPConnection.sendHeldACK(now:)`.
+    public var hasHeldACK: Bool
 }

@@ -33,7 +33,9 @@ final class Simulation {
     /// last piece of a send may be short, so any such segment must be the last of what was queued).
     private(set) var segmentationViolations: [String] = []
 
-    init(aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(), gatewayConfiguration: StackConfiguration? = nil, mtu: Int = 1500, congestionControl: TCPCongestionControl = .newReno) {
+    /// With `holdACKs`, the gateway holds its ACKs as under `StackDriver`: every frame delivered at
+    /// one virtual instant is one read burst, answered by one ACK per connection.
+    init(aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(), gatewayConfiguration: StackConfiguration? = nil, mtu: Int = 1500, congestionControl: TCPCongestionControl = .newReno, holdACKs: Bool = false) {
         link = InMemoryLink(mtu: mtu, aToB: aToB, bToA: bToA, start: t0)
         var g = gatewayConfiguration ?? StackConfiguration(mtu: mtu)
         g.gratuitousARPOnStart = false
@@ -43,6 +45,7 @@ final class Simulation {
         c.gratuitousARPOnStart = false
         c.tcp.congestionControl = congestionControl
         guest = NetworkStack(configuration: c)
+        gateway.holdsACKs = holdACKs
         link.a.onFrame = { [unowned self] frame in self.gateway.receive(frame, now: self.now) }
         link.b.onFrame = { [unowned self] frame in self.guest.receive(frame, now: self.now) }
     }
@@ -76,6 +79,7 @@ final class Simulation {
         while true {
             flush()
             link.deliver(until: now)
+            if gateway.hasHeldACKs { gateway.sendHeldACKs(now: now) }
             for stack in [gateway, guest] where (stack.nextDeadline.map { $0 <= now } ?? false) { stack.poll(now: now) }
             flush()
             if gateway.hasOutput || guest.hasOutput { continue }

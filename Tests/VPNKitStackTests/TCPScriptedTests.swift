@@ -22,10 +22,10 @@ struct Script {
         send(flags: .ack)
     }
 
-    mutating func send(flags: TCPFlags, seq: SequenceNumber? = nil, ack: SequenceNumber? = nil, data: [UInt8] = [], window: UInt16 = 502, tsval: UInt32? = nil) {
+    mutating func send(flags: TCPFlags, seq: SequenceNumber? = nil, ack: SequenceNumber? = nil, data: [UInt8] = [], window: UInt16 = 502, tsval: UInt32? = nil, holdingACK: Bool = false) {
         var h = TCPHeader(sourcePort: 40000, destinationPort: 80, sequenceNumber: seq ?? peerNext, acknowledgmentNumber: ack ?? (ourISS + 1), flags: flags, window: window)
         h.options = [.noOperation, .noOperation, .timestamps(value: tsval ?? UInt32(truncatingIfNeeded: now.uptimeNanoseconds / 1_000_000), echoReply: 0)]
-        connection.receive(TCPIncoming(header: h, payload: ByteBuffer(bytes: data)), now: now)
+        connection.receive(TCPIncoming(header: h, payload: ByteBuffer(bytes: data)), now: now, holdingACK: holdingACK)
         if seq == nil { peerNext = peerNext + data.count + (flags.contains(.fin) ? 1 : 0) }
     }
 
@@ -48,6 +48,46 @@ struct TCPScriptedTests {
         let ack = s.out().last!.header
         #expect(ack.timestamps != nil)
         #expect(ack.acknowledgmentNumber == s.peerNext)
+    }
+
+    @Test("held ACK: a burst in order draws one cumulative ACK when asked; a gap is acknowledged at once; data sent carries it")
+    func heldACK() {
+        var s = Script()
+        let segment = [UInt8](repeating: 7, count: 1448)
+        for _ in 0..<10 { s.send(flags: .ack, data: segment, holdingACK: true) }
+        #expect(s.out().isEmpty)
+        #expect(s.connection.status().hasHeldACK)
+        s.connection.sendHeldACK(now: s.now)
+        let acks = s.out()
+        #expect(acks.count == 1)
+        #expect(acks.first?.header.acknowledgmentNumber == s.peerNext)
+        #expect(acks.first?.payload.readableBytes == 0)
+        #expect(!s.connection.status().hasHeldACK)
+        s.connection.sendHeldACK(now: s.now)
+        #expect(s.out().isEmpty)
+
+        // A segment past a gap: the duplicate ACK with its SACK block goes at once.
+        let expected = s.peerNext
+        s.send(flags: .ack, seq: s.peerNext + 1448, data: segment, holdingACK: true)
+        let dup = s.out()
+        #expect(dup.count == 1)
+        #expect(dup.first?.header.acknowledgmentNumber == expected)
+        #expect(!s.connection.status().hasHeldACK)
+        // The gap filled, and one more: in order again, so their ACK (which leaves no hole) may be held.
+        s.send(flags: .ack, data: segment, holdingACK: true)
+        s.peerNext = s.peerNext + 1448
+        s.send(flags: .ack, data: segment, holdingACK: true)
+        #expect(s.out().isEmpty)
+        #expect(s.connection.status().hasHeldACK)
+
+        // Data written before the ACK is sent carries it: nothing is left to send separately.
+        _ = s.connection.write(ByteBuffer(bytes: [1, 2, 3]), now: s.now)
+        let data = s.out()
+        #expect(data.count == 1)
+        #expect(data.first?.header.acknowledgmentNumber == s.peerNext)
+        #expect(!s.connection.status().hasHeldACK)
+        s.connection.sendHeldACK(now: s.now)
+        #expect(s.out().isEmpty)
     }
 
     @Test("RFC 5961: an in-window RST that is not exact draws a challenge ACK; an exact one resets")

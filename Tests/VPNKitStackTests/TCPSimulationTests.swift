@@ -74,6 +74,29 @@ struct TCPSimulationTests {
         #expect(sim.gateway.tcpConnectionCount == 0 && sim.guest.tcpConnectionCount == 0)
     }
 
+    @Test("ACKs held per read burst: 1 MiB guest to gateway arrives whole with under half the ACKs")
+    func heldACKs() throws {
+        func transfer(holdACKs: Bool) throws -> (received: ByteBuffer, acks: UInt64) {
+            let sim = Simulation(holdACKs: holdACKs)
+            var received = ByteBuffer()
+            try sim.gateway.listenTCP(port: 5001) { socket in
+                socket.onReadable = { [unowned socket] in
+                    while var chunk = socket.read(now: sim.now) { received.writeBuffer(&chunk) }
+                }
+            }
+            let client = try EchoClient(stack: sim.guest, to: gatewayIP, port: 5001, data: pattern(1 << 20), clock: { sim.now })
+            withExtendedLifetime(client) { sim.run(for: .seconds(10)) }
+            // The data flows one way: what the gateway sends is its handshake and its ACKs.
+            return (received, sim.gateway.statistics[.tcpSegmentsSent])
+        }
+        let plain = try transfer(holdACKs: false)
+        let held = try transfer(holdACKs: true)
+        #expect(plain.received == pattern(1 << 20))
+        #expect(held.received == pattern(1 << 20))
+        print("1 MiB guest to gateway: \(plain.acks) segments from the gateway, \(held.acks) with ACKs held")
+        #expect(held.acks * 2 < plain.acks)
+    }
+
     @Test("loss, reordering and duplication: every byte arrives once, in order", arguments: [UInt64(1), 2, 3])
     func faults(seed: UInt64) throws {
         let faults = FaultConfiguration(drop: 0.03, duplicate: 0.02, reorder: 0.05, seed: seed)
@@ -132,11 +155,11 @@ struct TCPSimulationTests {
 }
 
 /// Both directions at once: each side sends `size` bytes to the other's sink and receives the other's.
-func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false, congestionControl: TCPCongestionControl = .newReno) throws -> (Bool, String) {
+func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false, congestionControl: TCPCongestionControl = .newReno, holdACKs: Bool = false) throws -> (Bool, String) {
     let faults = FaultConfiguration(drop: 0.05, duplicate: 0.01, reorder: 0.05, corrupt: 0.01, seed: seed)
     var back = faults
     back.seed = seed &+ 1000
-    let sim = Simulation(aToB: faults, bToA: back, congestionControl: congestionControl)
+    let sim = Simulation(aToB: faults, bToA: back, congestionControl: congestionControl, holdACKs: holdACKs)
     let up = pattern(size, seed: seed)
     let down = pattern(size, seed: seed &+ 7)
     var serverReceived = ByteBuffer()
@@ -180,6 +203,16 @@ struct TCPManySeedsTests {
             if !ok { failures.append(line) }
         }
         print("50 seeds, \(congestionControl), \(seedSweepBytes) bytes each way: \(50 - failures.count) byte-exact")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+    }
+
+    @Test("ACKs held per read burst (as StackDriver runs the stack): 10 seeds under the same faults, byte-exact", arguments: TCPCongestionControl.allCases)
+    func heldACKSeeds(congestionControl: TCPCongestionControl) throws {
+        var failures: [String] = []
+        for seed in UInt64(1)...10 {
+            let (ok, line) = try bidirectional(seed: seed, size: seedSweepBytes, congestionControl: congestionControl, holdACKs: true)
+            if !ok { failures.append(line) }
+        }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
     }
 
