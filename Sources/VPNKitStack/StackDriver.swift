@@ -84,10 +84,6 @@ public final class StackDriver {
         busy = true
         stack.receive(frame, offload: offload, now: .now())
         busy = false
-        if stack.hasHeldACKs, !heldACKsScheduled {
-            heldACKsScheduled = true
-            eventLoop.assumeIsolated().execute(scheduledHeldACKs)
-        }
         flush()
     }
 
@@ -125,6 +121,12 @@ public final class StackDriver {
     /// the transport refuses are counted in `transmitDrops`; after `stop()` it does nothing.
     public func flush() {
         guard !stopped else { return }
+        if stack.hasHeldACKs, !heldACKsScheduled {
+            // Whatever handed the stack frames (our `receive`, a caller's `perform`): their ACKs go
+            // once this turn of the loop has handed over everything it read.
+            heldACKsScheduled = true
+            eventLoop.assumeIsolated().execute(scheduledHeldACKs)
+        }
         if stack.hasOutput {
             var drops: UInt64 = 0
             if let offloading {
