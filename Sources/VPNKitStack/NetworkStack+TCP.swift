@@ -67,23 +67,33 @@ public final class TCPSocket {
     /// connection has ended). Write the rest after `onWritable` fires.
     @discardableResult
     public func write(_ data: ByteBuffer, now: NIODeadline) -> Int {
-        stack?.withConnection(key, now: now) { $0.write(data, now: now) } ?? 0
+        withLiveConnection(now: now) { $0.write(data, now: now) } ?? 0
     }
 
     /// Takes received data (up to `maximum` bytes), opening the receive window; nil when nothing is
     /// waiting or the connection has ended.
     public func read(maximum: Int = .max, now: NIODeadline) -> ByteBuffer? {
-        stack?.withConnection(key, now: now) { $0.read(maximum: maximum, now: now) } ?? nil
+        withLiveConnection(now: now) { $0.read(maximum: maximum, now: now) } ?? nil
     }
 
     /// Closes our side (FIN after queued data).
     public func close(now: NIODeadline) {
-        stack?.withConnection(key, now: now) { $0.close(now: now) }
+        withLiveConnection(now: now) { $0.close(now: now) }
     }
 
     /// Resets the connection.
     public func abort(now: NIODeadline) {
-        stack?.withConnection(key, now: now) { $0.abort() }
+        withLiveConnection(now: now) { $0.abort() }
+    }
+
+    /// Runs `body` on the connection in place, then sends what it produced and tells this socket
+    /// what changed; nil once the connection has ended. The entry is the table's (an entry leaves
+    /// the table only marked `removed`), so no lookup by key is needed.
+    private func withLiveConnection<T>(now: NIODeadline, _ body: (inout TCPConnection) -> T) -> T? {
+        guard let stack, let entry = live else { return nil }
+        let result = body(&entry.connection)
+        stack.finish(key, entry: entry, now: now, fromApplication: true)
+        return result
     }
 }
 
@@ -366,8 +376,8 @@ extension NetworkStack {
             if isSYN, entry.connection.state == .timeWait, entry.connection.receiveNext < header.sequenceNumber {
                 recycleTimeWait(key, entry)
             } else {
-                let hold = holdsACKs
-                _ = withConnection(key, now: now, fromApplication: false) { $0.receive(incoming, now: now, holdingACK: hold) }
+                entry.connection.receive(incoming, now: now, holdingACK: holdsACKs)
+                finish(key, entry: entry, now: now)
                 return
             }
         }

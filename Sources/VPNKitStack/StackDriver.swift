@@ -23,18 +23,19 @@ public final class StackDriver {
     /// Inside one of our own calls into the stack, which flush when they return.
     private var busy = false
     private var flushScheduled = false
-    /// The task `outputQueued` schedules, made once (not a closure allocated per burst of output).
+    /// The task that ends a turn of the loop in which frames came in or output appeared: the ACKs
+    /// connections held go out (one per connection for every frame the turn read), then everything
+    /// queued. Made once, not a closure allocated per turn.
     private lazy var scheduledFlush: () -> Void = { [weak self] in
         guard let self else { return }
         self.flushScheduled = false
+        guard !self.stopped else { return }
+        if self.stack.hasHeldACKs {
+            self.busy = true
+            self.stack.sendHeldACKs(now: .now())
+            self.busy = false
+        }
         self.flush()
-    }
-    private var heldACKsScheduled = false
-    /// The task that sends the ACKs connections held over one turn of the loop, made once.
-    private lazy var scheduledHeldACKs: () -> Void = { [weak self] in
-        guard let self else { return }
-        self.heldACKsScheduled = false
-        self.sendHeldACKs()
     }
     /// Called when the transport ends (nil error: orderly end).
     public var onTransportClosed: (((any Error)?) -> Void)?
@@ -50,7 +51,8 @@ public final class StackDriver {
         self.transport = transport
         self.eventLoop = eventLoop
         // Every frame one turn of the loop reads (a TAP drain, a socket read of many frames) is
-        // handed over before the turn's tasks run: one ACK per connection for all of them.
+        // handed over before the turn's tasks run, `scheduledFlush` among them: one ACK per
+        // connection for all of them.
         stack.holdsACKs = true
         if let offloading = transport as? any OffloadingFrameTransport, !offloading.offloads.isEmpty {
             self.offloading = offloading
@@ -79,21 +81,14 @@ public final class StackDriver {
         flush()
     }
 
-    /// One frame from the link into the stack, then out with whatever it produced.
+    /// One frame from the link into the stack. What it produced goes out once the turn of the loop
+    /// has handed over every frame it read: per turn, not per frame, the transport is written and
+    /// the timer re-armed.
     private func receive(_ frame: ByteBuffer, offload: FrameOffload) {
         busy = true
         stack.receive(frame, offload: offload, now: .now())
         busy = false
-        flush()
-    }
-
-    /// Sends the ACKs held while this turn's frames came in.
-    private func sendHeldACKs() {
-        guard !stopped else { return }
-        busy = true
-        stack.sendHeldACKs(now: .now())
-        busy = false
-        flush()
+        scheduleFlush()
     }
 
     /// Runs `body` against the stack with the loop's current time (to send a datagram, say), then
@@ -112,7 +107,12 @@ public final class StackDriver {
     /// Output appeared outside our own calls (a socket used from a task, a service's timer): send
     /// it on the next turn of the loop, once for everything queued until then.
     private func outputQueued() {
-        guard !busy, !flushScheduled, !stopped else { return }
+        guard !busy else { return }
+        scheduleFlush()
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled, !stopped else { return }
         flushScheduled = true
         eventLoop.assumeIsolated().execute(scheduledFlush)
     }
@@ -121,12 +121,8 @@ public final class StackDriver {
     /// the transport refuses are counted in `transmitDrops`; after `stop()` it does nothing.
     public func flush() {
         guard !stopped else { return }
-        if stack.hasHeldACKs, !heldACKsScheduled {
-            // Whatever handed the stack frames (our `receive`, a caller's `perform`): their ACKs go
-            // once this turn of the loop has handed over everything it read.
-            heldACKsScheduled = true
-            eventLoop.assumeIsolated().execute(scheduledHeldACKs)
-        }
+        // Frames handed over through `perform`: their held ACKs go at the end of this turn.
+        if stack.hasHeldACKs { scheduleFlush() }
         if stack.hasOutput {
             var drops: UInt64 = 0
             if let offloading {
