@@ -9,6 +9,12 @@ struct TCPKey: Hashable {
     var localPort: UInt16
     var remoteAddress: IPv4Address
     var remotePort: UInt16
+
+    /// Looked up for every segment: the four fields go to the hasher as two words, not four.
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(UInt64(localAddress.rawValue) << 32 | UInt64(remoteAddress.rawValue))
+        hasher.combine(UInt32(localPort) << 16 | UInt32(remotePort))
+    }
 }
 
 /// A TCP connection on the stack, for the application. Callbacks run on the thread driving the stack.
