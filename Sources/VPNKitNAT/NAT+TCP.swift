@@ -86,6 +86,8 @@ final class TCPFlow {
     /// Host data the guest connection has not taken yet (at most one read's worth).
     var pendingToGuest: ByteBuffer?
     var readInFlight = false
+    /// Listed in the NAT's flows to pump at the end of this turn.
+    var pumpScheduled = false
     var hostInputClosed = false
     var guestFINSent = false
     var hostOutputClosed = false
@@ -151,7 +153,7 @@ final class TCPFlow {
     func attach(_ socket: TCPSocket) {
         self.socket = socket
         socket.onConnected = { [weak self] in self?.pumpHostToGuest(now: .now()) }
-        socket.onReadable = { [weak self] in self?.pumpGuestToHost(now: .now()) }
+        socket.onReadable = { [weak self] in self?.guestReadable() }
         socket.onWritable = { [weak self] in self?.pumpHostToGuest(now: .now()) }
         socket.onClosed = { [weak self] reason in self?.guestClosed(reason) }
     }
@@ -162,6 +164,13 @@ final class TCPFlow {
         case .synSent, .synReceived, .closed: return false
         default: return true
         }
+    }
+
+    /// Data (or the guest's FIN) arrived: pumped once this turn's frames are all handed over.
+    func guestReadable() {
+        guard !pumpScheduled, !finished, let nat else { return }
+        pumpScheduled = true
+        nat.pumpSoon(self)
     }
 
     /// Guest → host: read from the guest connection while the host socket takes more.
@@ -179,12 +188,21 @@ final class TCPFlow {
             return
         }
         var wrote = 0
-        while channel.isWritable, let data = socket.read(maximum: 65536, now: now), data.readableBytes > 0 {
-            bytesToHost &+= UInt64(data.readableBytes)
-            nat?.counters.tcpBytesToHost &+= UInt64(data.readableBytes)
-            channel.write(data, promise: nil)
-            wrote += data.readableBytes
+        // The pieces as they arrived (slices of the frames read from the link), each written as it
+        // is: the host write gathers them. The scratch list is taken, not borrowed, because a write
+        // can call back into this function (writability).
+        var chunks: [ByteBuffer] = []
+        if let nat { swap(&chunks, &nat.chunkScratch) }
+        while channel.isWritable {
+            let taken = socket.readChunks(maximum: 65536, now: now, into: &chunks)
+            guard taken > 0 else { break }
+            for chunk in chunks { channel.write(chunk, promise: nil) }
+            chunks.removeAll(keepingCapacity: true)
+            wrote += taken
         }
+        if let nat { swap(&chunks, &nat.chunkScratch) }
+        bytesToHost &+= UInt64(wrote)
+        nat?.counters.tcpBytesToHost &+= UInt64(wrote)
         // Small writes (a burst of MTU-sized segments) are flushed once per event-loop turn; a
         // large one at once.
         if wrote >= 16384 {

@@ -99,6 +99,34 @@ public final class NAT {
         channelsFlushing.removeAll(keepingCapacity: true)
     }
 
+    /// TCP flows whose guest connection became readable during this turn of the loop: each is
+    /// pumped once, after the turn's frames are all handed over, so a burst of segments reaches the
+    /// host socket in one pass (one read from the stack, one window update) rather than one per
+    /// segment. The two lists swap, as the channel sets do.
+    private var flowsToPump: [TCPFlow] = []
+    private var flowsPumping: [TCPFlow] = []
+    /// Received pieces on their way to a host socket; its storage is reused from pass to pass.
+    var chunkScratch: [ByteBuffer] = []
+
+    func pumpSoon(_ flow: TCPFlow) {
+        if flowsToPump.isEmpty {
+            let boundSelf = NIOLoopBound(self, eventLoop: eventLoop)
+            eventLoop.execute { boundSelf.value.pumpFlows() }
+        }
+        flowsToPump.append(flow)
+    }
+
+    private func pumpFlows() {
+        swap(&flowsToPump, &flowsPumping)
+        let now = NIODeadline.now()
+        for flow in flowsPumping {
+            flow.pumpScheduled = false
+            flow.pumpGuestToHost(now: now)
+        }
+        flowsPumping.removeAll(keepingCapacity: true)
+        flush()
+    }
+
     /// The host address a guest destination maps to: the host alias becomes 127.0.0.1.
     func hostAddress(for destination: IPv4Address) -> IPv4Address? {
         if destination == configuration.hostAlias { return configuration.hostLoopback ? .loopback : nil }

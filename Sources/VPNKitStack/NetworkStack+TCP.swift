@@ -82,6 +82,15 @@ public final class TCPSocket {
         withLiveConnection(now: now) { $0.read(maximum: maximum, now: now) } ?? nil
     }
 
+    /// Appends up to `maximum` received bytes to `chunks` in the pieces they arrived in, without
+    /// joining them (no copy), and opens the receive window once for all of them; returns the bytes
+    /// taken (0 when nothing is waiting or the connection has ended). For taking a burst of
+    /// segments at once: `read` joins pieces into one buffer by copying.
+    @discardableResult
+    public func readChunks(maximum: Int = .max, now: NIODeadline, into chunks: inout [ByteBuffer]) -> Int {
+        withLiveConnection(now: now) { $0.readChunks(maximum: maximum, now: now, into: &chunks) } ?? 0
+    }
+
     /// Closes our side (FIN after queued data).
     public func close(now: NIODeadline) {
         withLiveConnection(now: now) { $0.close(now: now) }

@@ -289,15 +289,45 @@ public struct TCPConnection: Sendable {
             var chunk = readable.removeFirst()
             result.writeBuffer(&chunk)
         }
+        taken(result.readableBytes, now: now)
+        return result
+    }
+
+    /// Appends up to `maximum` received bytes to `chunks`, in order, in the pieces they arrived in:
+    /// no piece is copied to join it to the next (as `read` does), so a burst of segments is taken
+    /// in one call without a copy. Reading opens the window. Returns the bytes taken.
+    @discardableResult
+    public mutating func readChunks(maximum: Int = .max, now: NIODeadline, into chunks: inout [ByteBuffer]) -> Int {
+        var total = 0
+        var whole = 0
+        for index in readable.indices {
+            let room = maximum - total
+            guard room > 0 else { break }
+            if readable[index].readableBytes <= room {
+                total += readable[index].readableBytes
+                chunks.append(readable[index])
+                whole += 1
+            } else {
+                total += room
+                chunks.append(readable[index].readSlice(length: room)!)
+                break
+            }
+        }
+        readable.removeFirst(whole)
+        if total > 0 { taken(total, now: now) }
+        return total
+    }
+
+    /// `count` received bytes were handed to the application: the window opens, and when it grew by
+    /// two segments or half the buffer the peer hears of it at once (SWS avoidance, RFC 1122).
+    private mutating func taken(_ count: Int, now: NIODeadline) {
         let before = receiveWindow
-        readableBytes -= result.readableBytes
-        // A window update when the window grew by two segments or half the buffer (SWS avoidance, RFC 1122).
+        readableBytes -= count
         let after = receiveWindow
         if state.canReceive, after - before >= min(2 * configuration.effectiveMaximumSegmentSize, configuration.receiveBufferSize / 2) || (before < configuration.effectiveMaximumSegmentSize && after >= configuration.effectiveMaximumSegmentSize) {
             ackNow = true
             flush(now: now)
         }
-        return result
     }
 
     /// Queues bytes to send; returns how many were accepted (the send buffer is bounded).

@@ -90,6 +90,24 @@ struct TCPScriptedTests {
         #expect(s.out().isEmpty)
     }
 
+    @Test("readChunks: the pieces as they arrived, in order, cut at the maximum, none joined; the rest stays for the next read")
+    func readChunks() {
+        var s = Script()
+        let pieces: [[UInt8]] = [Array(repeating: 1, count: 1000), Array(repeating: 2, count: 700), Array(repeating: 3, count: 300)]
+        for piece in pieces { s.send(flags: [.ack, .psh], data: piece) }
+        var chunks: [ByteBuffer] = []
+        #expect(s.connection.readChunks(maximum: 1500, now: s.now, into: &chunks) == 1500)
+        #expect(chunks.map(\.readableBytes) == [1000, 500])
+        #expect(chunks[0].readableBytesView.allSatisfy { $0 == 1 } && chunks[1].readableBytesView.allSatisfy { $0 == 2 })
+        #expect(s.connection.bytesToRead == 500)
+        chunks.removeAll()
+        #expect(s.connection.readChunks(now: s.now, into: &chunks) == 500)
+        #expect(chunks.map(\.readableBytes) == [200, 300])
+        #expect(chunks[0].readableBytesView.allSatisfy { $0 == 2 } && chunks[1].readableBytesView.allSatisfy { $0 == 3 })
+        #expect(s.connection.readChunks(now: s.now, into: &chunks) == 0)
+        #expect(chunks.count == 2)
+    }
+
     @Test("RFC 5961: an in-window RST that is not exact draws a challenge ACK; an exact one resets")
     func rst() {
         var s = Script()
