@@ -203,13 +203,8 @@ final class TCPFlow {
         if let nat { swap(&chunks, &nat.chunkScratch) }
         bytesToHost &+= UInt64(wrote)
         nat?.counters.tcpBytesToHost &+= UInt64(wrote)
-        // Small writes (a burst of MTU-sized segments) are flushed once per event-loop turn; a
-        // large one at once.
-        if wrote >= 16384 {
-            channel.flush()
-        } else if wrote > 0 {
-            nat?.flushSoon(channel)
-        }
+        // Pumped once per turn of the loop (`guestReadable`): a burst of segments is one write(2).
+        if wrote > 0 { channel.flush() }
         if socket.isReadClosed, !hostOutputClosed {
             // The guest sent FIN and everything before it has been handed to the host socket.
             hostOutputClosed = true

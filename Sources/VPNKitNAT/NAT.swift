@@ -79,30 +79,10 @@ public final class NAT {
     /// Sends what the stack produced and re-arms its timers (after work begun by a host socket).
     func flush() { driver.flush() }
 
-    /// Host sockets written to during this event-loop turn: flushed once after the turn's frames
-    /// are all handled, so a burst of guest segments becomes one write(2), not one per segment.
-    private var channelsToFlush: [ObjectIdentifier: any Channel] = [:]
-    /// The set being flushed: the two swap, so neither is copied (no allocation per turn).
-    private var channelsFlushing: [ObjectIdentifier: any Channel] = [:]
-
-    func flushSoon(_ channel: any Channel) {
-        if channelsToFlush.isEmpty {
-            let boundSelf = NIOLoopBound(self, eventLoop: eventLoop)
-            eventLoop.execute { boundSelf.value.flushChannels() }
-        }
-        channelsToFlush[ObjectIdentifier(channel)] = channel
-    }
-
-    private func flushChannels() {
-        swap(&channelsToFlush, &channelsFlushing)
-        for channel in channelsFlushing.values { channel.flush() }
-        channelsFlushing.removeAll(keepingCapacity: true)
-    }
-
     /// TCP flows whose guest connection became readable during this turn of the loop: each is
     /// pumped once, after the turn's frames are all handed over, so a burst of segments reaches the
     /// host socket in one pass (one read from the stack, one window update) rather than one per
-    /// segment. The two lists swap, as the channel sets do.
+    /// segment. The two lists swap, so neither is copied (no allocation per turn).
     private var flowsToPump: [TCPFlow] = []
     private var flowsPumping: [TCPFlow] = []
     /// Received pieces on their way to a host socket; its storage is reused from pass to pass.
