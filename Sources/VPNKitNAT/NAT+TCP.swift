@@ -200,7 +200,9 @@ final class TCPFlow {
             chunks.removeAll(keepingCapacity: true)
             wrote += taken
         }
-        if let nat { swap(&chunks, &nat.chunkScratch) }
+        // Kept for the next pass, unless a guest's tiny segments grew it past what bulk data needs
+        // (64 KiB in MTU-sized pieces is about 45): memory stays bounded.
+        if let nat, chunks.capacity <= 1024 { swap(&chunks, &nat.chunkScratch) }
         bytesToHost &+= UInt64(wrote)
         nat?.counters.tcpBytesToHost &+= UInt64(wrote)
         // Pumped once per turn of the loop (`guestReadable`): a burst of segments is one write(2).

@@ -20,7 +20,8 @@ public final class StackDriver {
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
     private var stopped = false
-    /// Inside one of our own calls into the stack, which flush when they return.
+    /// Inside one of our own calls into the stack, which flush (or schedule the turn's flush) when
+    /// they return.
     private var busy = false
     private var flushScheduled = false
     /// The task that ends a turn of the loop in which frames came in or output appeared: the ACKs
