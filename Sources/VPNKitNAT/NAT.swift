@@ -88,11 +88,11 @@ public final class NAT {
     /// Received pieces on their way to a host socket; its storage is reused from pass to pass.
     var chunkScratch: [ByteBuffer] = []
 
+    /// The task `pumpSoon` schedules, made once (as `StackDriver`'s flush is), not per turn.
+    private lazy var scheduledPump: () -> Void = { [weak self] in self?.pumpFlows() }
+
     func pumpSoon(_ flow: TCPFlow) {
-        if flowsToPump.isEmpty {
-            let boundSelf = NIOLoopBound(self, eventLoop: eventLoop)
-            eventLoop.execute { boundSelf.value.pumpFlows() }
-        }
+        if flowsToPump.isEmpty { eventLoop.assumeIsolated().execute(scheduledPump) }
         flowsToPump.append(flow)
     }
 

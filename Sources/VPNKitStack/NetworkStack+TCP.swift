@@ -101,14 +101,12 @@ public final class TCPSocket {
         withLiveConnection(now: now) { $0.abort() }
     }
 
-    /// Runs `body` on the connection in place, then sends what it produced and tells this socket
-    /// what changed; nil once the connection has ended. The entry is the table's (an entry leaves
-    /// the table only marked `removed`), so no lookup by key is needed.
+    /// `NetworkStack.withConnection` on this socket's entry; nil once the connection has ended. The
+    /// entry is the table's (an entry leaves the table only marked `removed`), so no lookup by key
+    /// is needed.
     private func withLiveConnection<T>(now: NIODeadline, _ body: (inout TCPConnection) -> T) -> T? {
         guard let stack, let entry = live else { return nil }
-        let result = body(&entry.connection)
-        stack.finish(key, entry: entry, now: now, fromApplication: true)
-        return result
+        return stack.withConnection(key, entry: entry, now: now, body)
     }
 }
 
@@ -231,6 +229,11 @@ extension NetworkStack {
     /// (that would recurse once per chunk read); the network side fires them.
     func withConnection<T>(_ key: TCPKey, now: NIODeadline, fromApplication: Bool = true, _ body: (inout TCPConnection) -> T) -> T? {
         guard let entry = tcpConnections[key] else { return nil }
+        return withConnection(key, entry: entry, now: now, fromApplication: fromApplication, body)
+    }
+
+    /// The same, for an entry already in hand (a socket's, or one just looked up): no lookup.
+    func withConnection<T>(_ key: TCPKey, entry: TCPEntry, now: NIODeadline, fromApplication: Bool = true, _ body: (inout TCPConnection) -> T) -> T {
         let result = body(&entry.connection)
         finish(key, entry: entry, now: now, fromApplication: fromApplication)
         return result
@@ -391,8 +394,8 @@ extension NetworkStack {
             if isSYN, entry.connection.state == .timeWait, entry.connection.receiveNext < header.sequenceNumber {
                 recycleTimeWait(key, entry)
             } else {
-                entry.connection.receive(incoming, now: now, holdingACK: holdsACKs)
-                finish(key, entry: entry, now: now)
+                let hold = holdsACKs
+                withConnection(key, entry: entry, now: now, fromApplication: false) { $0.receive(incoming, now: now, holdingACK: hold) }
                 return
             }
         }
