@@ -11,6 +11,10 @@ import VPNKitTCP
 /// refuses TCP, echoes UDP and answers pings, all in memory). The input is a sequence of frames, each
 /// preceded by one byte that advances the clock and two bytes of length; whatever the stack sends
 /// is parsed back, and every invariant that must hold after each frame is checked.
+///
+/// The stack holds ACKs as `StackDriver` makes it: frames whose clock byte is 0 arrive in the same
+/// loop turn, and the held ACKs go out when the clock next moves (and at the end), as the driver's
+/// per-turn flush sends them.
 enum StackFuzzer {
     static let gatewayMAC = MACAddress(rawValue: 0x5A94_EFE4_0CEE)
     static let subnet = IPv4Subnet("192.168.65.0/24")!
@@ -25,6 +29,7 @@ enum StackFuzzer {
         configuration.reassembly.maximumTotalBytes = 256 << 10
         configuration.tcpSecret = 1
         let stack = NetworkStack(configuration: configuration)
+        stack.holdsACKs = true
         var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
         let forwarder = FakeHostSide(stack: stack)
         stack.forwarder = forwarder
@@ -48,6 +53,7 @@ enum StackFuzzer {
         var rest = input
         while let tick = rest.readInteger(as: UInt8.self), let length = rest.readInteger(as: UInt16.self) {
             // Time moves by 0–255 ms, and a tick of 255 jumps a minute (timers, expiry, reassembly).
+            if tick != 0 { endTurn(stack, now: now) }
             now = now + (tick == 255 ? .seconds(61) : .milliseconds(Int64(tick)))
             let frame = rest.readSlice(length: min(Int(length), rest.readableBytes))!
             stack.receive(frame, now: now)
@@ -57,6 +63,7 @@ enum StackFuzzer {
             drain(stack)
             check(stack)
         }
+        endTurn(stack, now: now)
         // Let every timer run out: nothing may be left that never ends.
         for _ in 0..<20 {
             now = now + .seconds(120)
@@ -66,6 +73,13 @@ enum StackFuzzer {
         }
         check(stack)
         consume((dhcp, udp, sockets.count))
+    }
+
+    /// The end of a loop turn: the held ACKs go out, and none may stay held.
+    static func endTurn(_ stack: NetworkStack, now: NIODeadline) {
+        if stack.hasHeldACKs { stack.sendHeldACKs(now: now) }
+        precondition(!stack.hasHeldACKs, "an ACK still held after sendHeldACKs")
+        drain(stack)
     }
 
     /// Everything the stack sends must be a well-formed frame from the gateway's MAC.
