@@ -14,10 +14,13 @@ iperf3 slirp4netns passt) and a release build of vpnkit (built when missing).
 
 Each measurement is repeated --runs times (default 3), each time through a fresh provider and
 namespace; the table shows the median, the JSON every run. `ours` is the daemon as it runs by
-default (TAP offloads on); `ours-plain` is the same with --no-offloads.
+default (TAP offloads on); `ours-plain` is the same with --no-offloads. Both set receive packet
+steering (RPS) on their TAP by default, so the guest kernel's receive work runs off the daemon's
+thread; --rps-everywhere gives slirp4netns's and pasta's devices the same mask, to tell what that
+setting is worth from what the stack is.
 
 Usage: Benchmarks/compare.py [--seconds N] [--connections N] [--round-trips N] [--runs N] [--json PATH]
-                             [--only ours,ours-plain,slirp4netns,pasta,veth]
+                             [--only ours,ours-plain,slirp4netns,pasta,veth] [--rps-everywhere]
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -170,6 +173,19 @@ class Peer:
         return cpu_seconds(self.process.pid) if self.process else None
 
 
+def cpu_mask():
+    """Every CPU this process may use, in the kernel's bitmap format (hex words of 32, commas)."""
+    digits = format(sum(1 << c for c in os.sched_getaffinity(0)), "x")
+    digits = digits.rjust((len(digits) + 7) // 8 * 8, "0")
+    return ",".join(digits[i:i + 8] for i in range(0, len(digits), 8))
+
+
+def spread_receive(ns):
+    """RPS on every receive queue of every device but lo in `ns`: what the daemon does to its TAP."""
+    sh("ip", "netns", "exec", ns, "sh", "-c",
+       f"for f in /sys/class/net/*/queues/rx-*/rps_cpus; do case $f in */lo/*) ;; *) echo {cpu_mask()} > $f ;; esac; done")
+
+
 def wait_carrier(ns, dev):
     for _ in range(200):
         if "NO-CARRIER" not in sh("ip", "-n", ns, "link", "show", dev).stdout: return
@@ -222,6 +238,8 @@ def main():
     parser.add_argument("--json", default=f"/tmp/vpnkit-compare-{time.strftime('%Y%m%d-%H%M%S')}.json")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="ours,ours-plain,slirp4netns,pasta,veth")
+    parser.add_argument("--rps-everywhere", action="store_true",
+                        help="also set RPS on slirp4netns's and pasta's devices, as the daemon sets it on its own")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("compare.py: needs root (network namespaces)")
@@ -240,12 +258,14 @@ def main():
     time.sleep(0.5)
 
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": args.seconds, "runs": args.runs,
-              "machine": machine(), "versions": versions(), "peers": {}}
+              "machine": machine(), "versions": versions(), "rps_everywhere": args.rps_everywhere, "peers": {}}
     try:
         for mtu, run, name in [(m, r, n) for m in (1500, 65520) for r in range(args.runs) for n in peers]:
             if True:
                 peer = Peer(name, mtu)
                 peer.start(vpnkit)
+                if args.rps_everywhere and name in ("slirp4netns", "pasta"):
+                    spread_receive(peer.ns)
                 servers = (iperf_port, tcp_port, udp_port)
                 if peer.server_ns:
                     port = iperf_port + 1
@@ -339,6 +359,8 @@ def print_table(report, peers):
             line += (f"{cpu / seconds:.2f}" if cpu is not None else "-").rjust(22)
         print(line)
     print(f"\n(median of {report.get('runs', 1)} runs; CPU cores = CPU seconds of the provider's process over the {seconds} s of iperf3)")
+    if report.get("rps_everywhere"):
+        print("(--rps-everywhere: slirp4netns's and pasta's devices had the same RPS mask as ours)")
 
 
 if __name__ == "__main__":

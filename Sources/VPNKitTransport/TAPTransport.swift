@@ -22,6 +22,35 @@ public import VPNKitBase
 import Glibc
 #endif
 
+/// Receive packet steering (RPS) on a TAP device: where the guest's kernel processes the frames we
+/// write.
+///
+/// Without it, a write(2) to a TAP runs the guest's whole receive path (IP, TCP, ACKs, waking the
+/// reader) inside the call, on our thread: in a bulk transfer to a network namespace that is about
+/// half of our thread's time. With an RPS mask the kernel queues each frame for the CPU its flow hashes
+/// to and returns; that CPU does the work, as it would for a NIC. It matters where the guest is a
+/// network namespace on this host; a VM's frames travel another way.
+public enum ReceiveSteering: Sendable, Equatable, CustomStringConvertible {
+    /// `open` was asked not to touch the device's RPS setting.
+    case notRequested
+    /// rps_cpus was set on every receive queue, to a mask of `cpus` CPUs.
+    case spread(cpus: Int)
+    /// Only one CPU is available: there is nothing to spread over, so nothing was set.
+    case singleCPU
+    /// Setting rps_cpus failed (without CAP_SYS_ADMIN, say): the device works as before.
+    case failed(String)
+
+    /// For logs: "spread over 2 CPUs", "failed: ...".
+    public var description: String {
+        switch self {
+        case .notRequested: "not requested"
+        case .spread(let cpus): "spread over \(cpus) CPUs"
+        case .singleCPU: "one CPU, nothing to spread"
+        case .failed(let reason): "failed: \(reason)"
+        }
+    }
+}
+
 /// A Linux TAP device as a ``FrameTransport``: one read(2) or write(2) per frame, on the event loop that
 /// owns the device's descriptor.
 ///
@@ -56,6 +85,8 @@ public final class TAPTransport: OffloadingFrameTransport {
     public private(set) var writeWouldBlock: UInt64 = 0
     /// Writes that failed with another errno (EIO while the guest's link is down, say).
     public private(set) var writeErrors: UInt64 = 0
+    /// Whether `open` spread the guest's receive processing over the CPUs, and if not, why.
+    public fileprivate(set) var receiveSteering = ReceiveSteering.notRequested
 
     private let fd: Int32
     private let channel: any Channel
@@ -109,8 +140,15 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// checksum and TCP segmentation offload (TUN_F_CSUM | TUN_F_TSO4): it hands over TCP segments of
     /// up to 64 KiB whatever the MTU, and takes them from us, which cuts the per-frame work of a bulk
     /// transfer at MTU 1500 by up to 40 times. `offloads` reports what was switched on.
+    ///
+    /// With `receiveSteering`, the device's receive queues get an RPS mask of every CPU we may run
+    /// on (see ``ReceiveSteering``): the guest's kernel then processes the frames we write on the CPU
+    /// their flow hashes to, not inside our write(2). The setting stays on the device after the
+    /// transport closes. It needs CAP_SYS_ADMIN; where it fails the device works as before and
+    /// `receiveSteering` says why.
     public static func open(
-        namespace: String?, device: String, mtu: Int = 1500, offloads: Bool = false, on eventLoop: any EventLoop
+        namespace: String?, device: String, mtu: Int = 1500, offloads: Bool = false, receiveSteering: Bool = false,
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<NIOLoopBound<TAPTransport>> {
         let path = namespace.map { $0.contains("/") ? $0 : "/var/run/netns/" + $0 }
         var nameOut = [CChar](repeating: 0, count: 16)
@@ -127,8 +165,23 @@ public final class TAPTransport: OffloadingFrameTransport {
             // TUN_F_CSUM | TUN_F_TSO4. Without them the header still travels, with nothing offloaded.
             if vpnkit_tap_set_offload(fd, 0x01 | 0x02) == 0 { granted.formUnion([.partialChecksum, .tcpSegmentation]) }
         }
+        var steering = ReceiveSteering.notRequested
+        if receiveSteering {
+            var failedStep: UnsafePointer<CChar>?
+            let cpus = vpnkit_tap_spread_receive(path, deviceName, &failedStep)
+            if cpus > 0 {
+                steering = .spread(cpus: Int(cpus))
+            } else if cpus == 0 {
+                steering = .singleCPU
+            } else {
+                let err = errno
+                let what = failedStep.map { String(cString: $0) } ?? "rps_cpus"
+                steering = .failed(TransportError.systemCall("\(what) (\(deviceName))", errno: err).description)
+            }
+        }
         let capacity = readCapacity(mtu: mtu, offloads: offloads)
         let grantedOffloads = granted
+        let grantedSteering = steering
         return NIOPipeBootstrap(group: eventLoop)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: capacity))
             .channelOption(.autoRead, value: true)
@@ -137,6 +190,7 @@ public final class TAPTransport: OffloadingFrameTransport {
                 let transport = TAPTransport(
                     fd: fd, channel: channel, mtu: mtu, deviceName: deviceName, readCapacity: capacity, vnetHeader: offloads,
                     offloads: grantedOffloads)
+                transport.receiveSteering = grantedSteering
                 try channel.pipeline.syncOperations.addHandler(TAPReadHandler(transport: transport))
                 return NIOLoopBound(transport, eventLoop: eventLoop)
             }

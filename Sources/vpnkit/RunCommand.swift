@@ -56,6 +56,9 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(name: .customLong("no-offloads"), help: "TAP devices: no virtio-net header, so no checksum or TCP segmentation offload (by default the guest hands over TCP segments of up to 64 KiB whatever the MTU, and takes them). Offloads are also off while --pcap or fault flags wrap the link.")
     var noOffloads = false
 
+    @Flag(name: .customLong("no-receive-steering"), help: "TAP devices: leave the device's RPS setting alone. By default every receive queue gets a mask of all the CPUs the daemon may use, so the guest's kernel handles the frames we write on another CPU instead of inside our write(2); the setting stays on the device.")
+    var noReceiveSteering = false
+
     @Option(help: "The guest subnet.")
     var subnet: String = "192.168.65.0/24"
 
@@ -438,17 +441,31 @@ struct RunCommand: AsyncParsableCommand {
         return "\(`protocol`?.rawValue ?? "?") socket \(socket ?? "?")"
     }
 
+    /// Receive steering is a speed-up, not a requirement: a failure is worth a notice, not an exit.
+    static func logSteering(_ tap: TAPTransport) {
+        let logger = Logger(label: "vpnkit")
+        switch tap.receiveSteering {
+        case .failed: logger.notice("receive steering on \(tap.deviceName) \(tap.receiveSteering); the guest's receive work stays in our thread")
+        case .notRequested: break
+        default: logger.info("receive steering on \(tap.deviceName): \(tap.receiveSteering)")
+        }
+    }
+
     func openTransport(
         on loop: any EventLoop, namespace: GuestNamespace?, configuration: StackConfiguration, registry: VmnetRegistry?,
         departures: GuestDepartures
     ) async throws -> NIOLoopBound<any FrameTransport> {
         if let namespace {
-            let bound = try await TAPTransport.open(namespace: namespace.path, device: namespace.device, mtu: mtu, offloads: !noOffloads, on: loop).get()
-            return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
+            let bound = try await TAPTransport.open(
+                namespace: namespace.path, device: namespace.device, mtu: mtu, offloads: !noOffloads, receiveSteering: !noReceiveSteering, on: loop
+            ).get()
+            return try await loop.submit { Self.logSteering(bound.value); return NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
         }
         if let tap {
-            let bound = try await TAPTransport.open(namespace: netns, device: tap, mtu: mtu, offloads: !noOffloads, on: loop).get()
-            return try await loop.submit { NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
+            let bound = try await TAPTransport.open(
+                namespace: netns, device: tap, mtu: mtu, offloads: !noOffloads, receiveSteering: !noReceiveSteering, on: loop
+            ).get()
+            return try await loop.submit { Self.logSteering(bound.value); return NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
         }
         guard let socket, let kind = `protocol` else { throw ValidationError("--socket needs --protocol") }
         let mtu = self.mtu

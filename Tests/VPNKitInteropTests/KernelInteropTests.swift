@@ -15,10 +15,14 @@ final class InProcessGuestLink {
     let driver: NIOLoopBound<StackDriver>
     var loop: any EventLoop { driver.eventLoop }
 
-    init(label: String, mtu: Int = 1500, udpEchoPort: UInt16? = 7, offloads: Bool = false, diagnostics: Bool = false) throws {
+    init(
+        label: String, mtu: Int = 1500, udpEchoPort: UInt16? = 7, offloads: Bool = false, receiveSteering: Bool = false, diagnostics: Bool = false
+    ) throws {
         namespace = try TestNamespace(label)
         let loop = group.next()
-        let transport = try TAPTransport.open(namespace: namespace.name, device: "tap0", mtu: mtu, offloads: offloads, on: loop).wait()
+        let transport = try TAPTransport.open(
+            namespace: namespace.name, device: "tap0", mtu: mtu, offloads: offloads, receiveSteering: receiveSteering, on: loop
+        ).wait()
         try namespace.ip("link", "set", "tap0", "mtu", "\(mtu)")
         try namespace.ip("addr", "add", "192.168.65.3/24", "dev", "tap0")
         try namespace.ip("link", "set", "tap0", "up")
@@ -58,6 +62,29 @@ final class InProcessGuestLink {
         try? loop.submit { driver.value.stop() }.wait()
         try? group.syncShutdownGracefully()
     }
+}
+
+/// The CPUs this process may run on, as the kernel prints a CPU bitmap (hex words, commas), with the
+/// commas and leading zeros taken out so two bitmaps compare as strings; and how many there are.
+func allowedCPUs() throws -> (mask: String, count: Int) {
+    let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+    let line = status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed:") } ?? ""
+    let mask = normalizedCPUMask(String(line.dropFirst("Cpus_allowed:".count)))
+    let count = mask.reduce(0) { $0 + (Int(String($1), radix: 16)?.nonzeroBitCount ?? 0) }
+    return (mask, count)
+}
+
+/// A CPU bitmap without commas, whitespace or leading zeros ("0" when empty).
+func normalizedCPUMask(_ text: String) -> String {
+    let digits = text.filter { $0.isHexDigit }.drop { $0 == "0" }
+    return digits.isEmpty ? "0" : String(digits)
+}
+
+/// The rps_cpus mask of tap0's first receive queue, as the namespace's own sysfs shows it.
+func tapRPSMask(_ namespace: TestNamespace) throws -> String {
+    let result = try namespace.exec(["cat", "/sys/class/net/tap0/queues/rx-0/rps_cpus"])
+    guard result.status == 0 else { throw NamespaceError(message: "cat rps_cpus: \(result.error)") }
+    return normalizedCPUMask(result.output)
 }
 
 func pingSummary(_ output: String) -> (transmitted: Int, received: Int)? {
@@ -117,6 +144,37 @@ struct KernelInteropTests {
         let changed = try loop.submit { zip(held.frames, held.copies).filter { Array($0.0.readableBytesView) != $0.1 }.count }.wait()
         #expect(changed == 0, "\(changed) held frames changed after later reads")
         try loop.submit { tap.value.onFrame = nil }.wait()
+    }
+
+    @Test("receive steering: the TAP's rps_cpus gets every CPU we may use, our own mounts are untouched, and the link works; without it the device is left alone")
+    func receiveSteering() throws {
+        let (mask, cpus) = try allowedCPUs()
+        // Other tests add namespaces (nsfs mounts) meanwhile: compare our sysfs mounts only.
+        func sysfsMounts() throws -> [Substring] {
+            try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n").filter { $0.contains(" - sysfs ") }
+        }
+        let mountsBefore = try sysfsMounts()
+        let link = try InProcessGuestLink(label: "rps", receiveSteering: true)
+        defer { link.shutdown() }
+        let driver = link.driver
+        let steering = try link.loop.submit { (driver.value.transport as! TAPTransport).receiveSteering }.wait()
+        if cpus >= 2 {
+            #expect(steering == .spread(cpus: cpus))
+            #expect(try tapRPSMask(link.namespace) == mask)
+        } else {
+            #expect(steering == .singleCPU)
+            #expect(try tapRPSMask(link.namespace) == "0")
+        }
+        // The sysfs mount was made in a thread's own mount namespace, which ended with the thread.
+        #expect(try sysfsMounts() == mountsBefore)
+        let ping = try link.namespace.exec(["ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.65.1"], timeout: 30)
+        #expect(pingSummary(ping.output)?.received == 3, "\(ping.output) \(ping.error)")
+
+        let plain = try InProcessGuestLink(label: "norps")
+        defer { plain.shutdown() }
+        let plainDriver = plain.driver
+        #expect(try plain.loop.submit { (plainDriver.value.transport as! TAPTransport).receiveSteering }.wait() == .notRequested)
+        #expect(try tapRPSMask(plain.namespace) == "0")
     }
 
     @Test("ping the gateway: default size, 4000 and 30000 bytes (fragments both ways); the kernel's ARP entry is REACHABLE")

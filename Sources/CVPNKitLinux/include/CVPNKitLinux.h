@@ -14,6 +14,15 @@ int vpnkit_open_tap(const char *netns_path, const char *name, int vnet_hdr, char
 /// segments up to 64 KiB. Returns 0, or -1 with errno set.
 int vpnkit_tap_set_offload(int fd, unsigned int flags);
 
+/// Receive packet steering: writes a mask of every CPU this thread may run on to the rps_cpus file of
+/// each receive queue of `device`, inside the network namespace at `netns_path` (NULL: our own). The
+/// kernel then does the guest's receive processing of the frames we write (IP, TCP, waking the reader)
+/// on the CPU the flow hashes to, queued there, instead of inside our write(2). Done from a short-lived
+/// thread with its own mount namespace and sysfs (needs CAP_SYS_ADMIN); nothing else in the process
+/// changes namespace. Returns the number of CPUs in the mask, 0 when there is only one (nothing set),
+/// or -1 with errno set and the failing step in `*step`.
+int vpnkit_tap_spread_receive(const char *netns_path, const char *device, const char **step);
+
 /// One frame to a TAP, gathered from up to three pieces (a virtio-net header, the headers, the
 /// payload; empty pieces are skipped) in one writev(2): one write is one frame. Retries EINTR; returns
 /// the bytes written, or -1 with errno set.
