@@ -14,13 +14,12 @@ iperf3 slirp4netns passt) and a release build of vpnkit (built when missing).
 
 Each measurement is repeated --runs times (default 3), each time through a fresh provider and
 namespace; the table shows the median, the JSON every run. `ours` is the daemon as it runs by
-default (TAP offloads on); `ours-plain` is the same with --no-offloads. Both set receive packet
-steering (RPS) on their TAP by default, so the guest kernel's receive work runs off the daemon's
-thread; --rps-everywhere gives slirp4netns's and pasta's devices the same mask, to tell what that
-setting is worth from what the stack is.
+default (TAP offloads on); `ours-plain` is the same with --no-offloads. With --rps every provider's
+guest device gets an RPS mask of all CPUs (ours through --receive-steering, the others' written to
+sysfs), so the guest kernel's receive work runs off the provider's thread.
 
 Usage: Benchmarks/compare.py [--seconds N] [--connections N] [--round-trips N] [--runs N] [--json PATH]
-                             [--only ours,ours-plain,slirp4netns,pasta,veth] [--rps-everywhere]
+                             [--only ours,ours-plain,slirp4netns,pasta,veth] [--rps]
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -133,14 +132,14 @@ class Peer:
         self.host = None        # how the guest names the host's loopback
         self.server_ns = None   # veth: the servers run in this namespace instead of the host
 
-    def start(self, vpnkit):
+    def start(self, vpnkit, rps=False):
         ns, mtu = self.ns, self.mtu
         if self.name in ("ours", "ours-plain"):
             sh("ip", "-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
             sh("ip", "-n", ns, "link", "set", "tap0", "mtu", str(mtu), "up")
             sh("ip", "-n", ns, "addr", "add", "192.168.65.3/24", "dev", "tap0")
             sh("ip", "-n", ns, "route", "add", "default", "via", "192.168.65.1")
-            extra = ["--no-offloads"] if self.name == "ours-plain" else []
+            extra = (["--no-offloads"] if self.name == "ours-plain" else []) + (["--receive-steering"] if rps else [])
             self.process = spawn(vpnkit, "run", "--netns", ns, "--tap", "tap0", "--mtu", str(mtu), "--log-level", "warning", *extra)
             self.host = "192.168.65.2"
             wait_carrier(ns, "tap0")
@@ -181,7 +180,7 @@ def cpu_mask():
 
 
 def spread_receive(ns):
-    """RPS on every receive queue of every device but lo in `ns`: what the daemon does to its TAP."""
+    """RPS on every receive queue of every device but lo in `ns`: what --receive-steering does to ours."""
     sh("ip", "netns", "exec", ns, "sh", "-c",
        f"for f in /sys/class/net/*/queues/rx-*/rps_cpus; do case $f in */lo/*) ;; *) echo {cpu_mask()} > $f ;; esac; done")
 
@@ -238,8 +237,8 @@ def main():
     parser.add_argument("--json", default=f"/tmp/vpnkit-compare-{time.strftime('%Y%m%d-%H%M%S')}.json")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="ours,ours-plain,slirp4netns,pasta,veth")
-    parser.add_argument("--rps-everywhere", action="store_true",
-                        help="also set RPS on slirp4netns's and pasta's devices, as the daemon sets it on its own")
+    parser.add_argument("--rps", action="store_true",
+                        help="RPS on every provider's guest device (ours: --receive-steering)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("compare.py: needs root (network namespaces)")
@@ -258,13 +257,13 @@ def main():
     time.sleep(0.5)
 
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": args.seconds, "runs": args.runs,
-              "machine": machine(), "versions": versions(), "rps_everywhere": args.rps_everywhere, "peers": {}}
+              "machine": machine(), "versions": versions(), "rps": args.rps, "peers": {}}
     try:
         for mtu, run, name in [(m, r, n) for m in (1500, 65520) for r in range(args.runs) for n in peers]:
             if True:
                 peer = Peer(name, mtu)
-                peer.start(vpnkit)
-                if args.rps_everywhere and name in ("slirp4netns", "pasta"):
+                peer.start(vpnkit, rps=args.rps)
+                if args.rps and name in ("slirp4netns", "pasta"):
                     spread_receive(peer.ns)
                 servers = (iperf_port, tcp_port, udp_port)
                 if peer.server_ns:
@@ -359,8 +358,8 @@ def print_table(report, peers):
             line += (f"{cpu / seconds:.2f}" if cpu is not None else "-").rjust(22)
         print(line)
     print(f"\n(median of {report.get('runs', 1)} runs; CPU cores = CPU seconds of the provider's process over the {seconds} s of iperf3)")
-    if report.get("rps_everywhere"):
-        print("(--rps-everywhere: slirp4netns's and pasta's devices had the same RPS mask as ours)")
+    if report.get("rps"):
+        print("(--rps: every provider's guest device had an RPS mask of all CPUs)")
 
 
 if __name__ == "__main__":

@@ -32,11 +32,11 @@ extension UserspaceStack {
         /// hands over TCP segments of up to 64 KiB with checksums left partial, and takes them from
         /// the stack, whatever the MTU (see `TAPTransport.open`).
         ///
-        /// With `receiveSteering` (the default) the device's receive queues get an RPS mask of every
-        /// CPU we may run on, so the guest's kernel processes what the stack sends on another CPU
-        /// instead of inside the stack's write (see `ReceiveSteering`); where that is not permitted
+        /// With `receiveSteering` the device's receive queues get an RPS mask of every CPU we may run
+        /// on, so the guest's kernel processes what the stack sends on another CPU instead of inside
+        /// the stack's write (see `ReceiveSteering`, and when that pays); where it is not permitted
         /// the device works as before.
-        public static func tap(device: String, namespace: String? = nil, mtu: Int = 1500, offloads: Bool = true, receiveSteering: Bool = true) -> Link {
+        public static func tap(device: String, namespace: String? = nil, mtu: Int = 1500, offloads: Bool = true, receiveSteering: Bool = false) -> Link {
             Link(eventLoop: nil) { loop in
                 TAPTransport.open(namespace: namespace, device: device, mtu: mtu, offloads: offloads, receiveSteering: receiveSteering, on: loop).map { tap in
                     NIOLoopBound(tap.value as any FrameTransport, eventLoop: loop)

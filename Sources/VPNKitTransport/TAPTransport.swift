@@ -30,6 +30,11 @@ import Glibc
 /// half of our thread's time. With an RPS mask the kernel queues each frame for the CPU its flow hashes
 /// to and returns; that CPU does the work, as it would for a NIC. It matters where the guest is a
 /// network namespace on this host; a VM's frames travel another way.
+///
+/// It pays only where a CPU is to spare for that work. On two otherwise idle cores shared with both
+/// ends of a bulk transfer, the cross-CPU hand-off per frame cost about a third of host→guest
+/// throughput without offloads; on the same two cores with a low-priority job busy on one of them,
+/// it raised it by about a quarter (BENCHMARKS.md). Hence it is asked for, not assumed.
 public enum ReceiveSteering: Sendable, Equatable, CustomStringConvertible {
     /// `open` was asked not to touch the device's RPS setting.
     case notRequested

@@ -56,8 +56,8 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(name: .customLong("no-offloads"), help: "TAP devices: no virtio-net header, so no checksum or TCP segmentation offload (by default the guest hands over TCP segments of up to 64 KiB whatever the MTU, and takes them). Offloads are also off while --pcap or fault flags wrap the link.")
     var noOffloads = false
 
-    @Flag(name: .customLong("no-receive-steering"), help: "TAP devices: leave the device's RPS setting alone. By default every receive queue gets a mask of all the CPUs the daemon may use, so the guest's kernel handles the frames we write on another CPU instead of inside our write(2); the setting stays on the device.")
-    var noReceiveSteering = false
+    @Flag(name: .customLong("receive-steering"), help: "TAP devices: set an RPS mask of every CPU the daemon may use on each receive queue, so the guest's kernel handles the frames we write on another CPU instead of inside our write(2). It pays where CPUs are to spare; on two cores it cost about a third of host→guest throughput without offloads (BENCHMARKS.md). The mask stays on the device.")
+    var receiveSteering = false
 
     @Option(help: "The guest subnet.")
     var subnet: String = "192.168.65.0/24"
@@ -457,13 +457,13 @@ struct RunCommand: AsyncParsableCommand {
     ) async throws -> NIOLoopBound<any FrameTransport> {
         if let namespace {
             let bound = try await TAPTransport.open(
-                namespace: namespace.path, device: namespace.device, mtu: mtu, offloads: !noOffloads, receiveSteering: !noReceiveSteering, on: loop
+                namespace: namespace.path, device: namespace.device, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering, on: loop
             ).get()
             return try await loop.submit { Self.logSteering(bound.value); return NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
         }
         if let tap {
             let bound = try await TAPTransport.open(
-                namespace: netns, device: tap, mtu: mtu, offloads: !noOffloads, receiveSteering: !noReceiveSteering, on: loop
+                namespace: netns, device: tap, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering, on: loop
             ).get()
             return try await loop.submit { Self.logSteering(bound.value); return NIOLoopBound<any FrameTransport>(bound.value, eventLoop: loop) }.get()
         }

@@ -83,8 +83,8 @@ struct DaemonTests {
     func daemon() throws {
         let capture = FileManager.default.temporaryDirectory.appendingPathComponent("vpnkit-run-\(getpid()).pcap").path
         defer { try? FileManager.default.removeItem(atPath: capture) }
-        let daemon = try Daemon(label: "run", arguments: ["--pcap", capture, "--udp-echo", "7"])
-        // By default the daemon spreads the guest's receive work over every CPU it may use.
+        let daemon = try Daemon(label: "run", arguments: ["--pcap", capture, "--udp-echo", "7", "--receive-steering"])
+        // Asked to, the daemon spreads the guest's receive work over every CPU it may use.
         let (cpuMask, cpus) = try allowedCPUs()
         #expect(try tapRPSMask(daemon.namespace) == (cpus >= 2 ? cpuMask : "0"))
         let ping = try daemon.namespace.exec(["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "4000", "192.168.65.1"], timeout: 30)
@@ -116,8 +116,8 @@ struct DaemonTests {
 
     @Test("SIGINT stops it too; bad arguments fail with a message")
     func signalsAndArguments() throws {
-        let daemon = try Daemon(label: "sigint", arguments: ["--no-receive-steering"])
-        #expect(try tapRPSMask(daemon.namespace) == "0", "--no-receive-steering leaves the device alone")
+        let daemon = try Daemon(label: "sigint", arguments: [])
+        #expect(try tapRPSMask(daemon.namespace) == "0", "without --receive-steering the device is left alone")
         let (status, stderr) = daemon.stop(signal: SIGINT)
         #expect(status == 0)
         #expect(stderr.contains("stopping: SIGINT"))
