@@ -44,7 +44,7 @@ extension NAT {
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
                     try options.setOption(.autoRead, value: false)
                     try options.setOption(.allowRemoteHalfClosure, value: true)
-                    try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+                    try options.setOption(.tcpOption(.tcp_nodelay), value: 1)  // IPPROTO_TCP: at SOL_SOCKET, 1 is SO_DEBUG (root only)
                     try options.setOption(.socketOption(.so_keepalive), value: 1)
                     try options.setOption(.maxMessagesPerRead, value: 1)
                     try options.setOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))

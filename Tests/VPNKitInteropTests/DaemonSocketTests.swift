@@ -70,6 +70,89 @@ while True:
         print("echo-reply", f[42:].endswith(payload)); break
 """#
 
+/// A python guest on the daemon's qemu socket, doing TCP by hand: a connection through the NAT to an
+/// echo server it runs on the host's 127.0.0.1 (prints "echo hello", or "rst" when the NAT refused),
+/// then a connection to a published port from the host, which must reach it as a SYN to port 80
+/// (prints "publish syn").
+let natSocketClient = #"""
+import socket, struct, sys, threading
+
+path = sys.argv[1]
+mac = bytes.fromhex("020000000042")
+me = bytes([192, 168, 65, 3]); gw = bytes([192, 168, 65, 1]); host = bytes([192, 168, 65, 2])
+
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+port = server.getsockname()[1]
+def echo():
+    c, _ = server.accept()
+    c.sendall(c.recv(100))
+    c.close()
+threading.Thread(target=echo, daemon=True).start()
+
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+
+def tcp(flags, seq, ack, data=b"", options=b""):
+    offset = (20 + len(options)) // 4
+    h = struct.pack("!HHIIBBHHH", 40000, port, seq, ack, offset << 4, flags, 65535, 0, 0) + options
+    c = csum(me + host + struct.pack("!BBH", 0, 6, len(h) + len(data)) + h + data)
+    h = h[:16] + struct.pack("!H", c) + h[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(h) + len(data), 1, 0x4000, 64, 6, 0, me, host)
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    return ip + h + data
+
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+s.settimeout(5)
+buf = b""
+def read(n):
+    global buf
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk: raise SystemExit("EOF")
+        buf += chunk
+    out, buf = buf[:n], buf[n:]
+    return out
+send = lambda f: s.sendall(struct.pack("!I", len(f)) + f)
+recv = lambda: read(struct.unpack("!I", read(4))[0])
+
+send(b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + me + b"\0" * 6 + gw)
+while True:
+    f = recv()
+    if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02": gwmac = f[22:28]; break
+eth = gwmac + mac + b"\x08\x00"
+
+def segment():
+    while True:
+        f = recv()
+        if f[12:14] == b"\x08\x00" and f[23] == 6 and f[26:30] == host:
+            t = f[34:]
+            off = (t[12] >> 4) * 4
+            seq, ack = struct.unpack("!II", t[4:12])
+            total = struct.unpack("!H", f[16:18])[0]
+            return t[13], seq, ack, f[34 + off:14 + total]
+
+send(eth + tcp(0x02, 1000, 0, options=struct.pack("!BBH", 2, 4, 1460)))
+flags, seq, ack, _ = segment()
+if flags & 0x04: print("rst"); sys.exit(0)
+assert flags & 0x12 == 0x12, hex(flags)
+send(eth + tcp(0x18, 1001, seq + 1, b"hello"))
+while True:
+    flags, _, _, data = segment()
+    if data: print("echo", data.decode()); break
+    if flags & 0x04: print("rst after handshake"); break
+# A published port: a host client's connection must reach the guest as a SYN to port 80.
+client = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=5)
+while True:
+    f = recv()
+    if f[12:14] == b"\x08\x00" and f[23] == 6 and f[30:34] == me:
+        t = f[34:]
+        if struct.unpack("!H", t[2:4])[0] == 80 and t[13] & 0x02: print("publish syn"); break
+"""#
+
 @Suite("vpnkit run on a VM's unix socket")
 struct DaemonSocketTests {
     @Test("qemu stream, datagram and vmnet framings: ARP and ping through the daemon", arguments: ["qemu", "dgram", "vmnet"])
@@ -99,4 +182,60 @@ struct DaemonSocketTests {
         #expect(process.terminationStatus == 0, "\(log)")
         #expect(log.contains("icmp_echo_replies_sent=1"), "\(log)")
     }
+
+    @Test("as an unprivileged user (nobody): NAT TCP to the host's loopback and a published port work")
+    func unprivileged() throws {
+        // The options set on host sockets must be ones any user may set (SO_DEBUG, say, is not).
+        var prefix: [String] = []
+        if geteuid() == 0 {
+            guard let setpriv = which("setpriv") else {
+                Issue.record("setpriv (util-linux) is missing: cannot drop to nobody")
+                return
+            }
+            prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-sock-\(getpid())-nobody")
+        try? FileManager.default.removeItem(at: directory)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o777])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("link").path
+        let publishPort = try freeTCPPort()
+        // A copy nobody can reach: the build directory may sit under a home only root may enter.
+        let binary = directory.appendingPathComponent("vpnkit").path
+        try FileManager.default.copyItem(atPath: vpnkitBinary(), toPath: binary)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: binary)
+        let process = Process()
+        let command = prefix + [binary, "run", "--socket", path, "--protocol", "qemu", "--no-dhcp", "--publish", "tcp:127.0.0.1:\(publishPort):80"]
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        let stderr = Pipe()
+        process.standardError = stderr
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+        let client = try run("/usr/bin/env", ["python3", "-c", natSocketClient, path, "\(publishPort)"], timeout: 30)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        let log = String(decoding: readAll(stderr.fileHandleForReading), as: UTF8.self)
+        #expect(client.output.contains("echo hello"), "\(client.output) \(client.error) \(log)")
+        #expect(client.output.contains("publish syn"), "\(client.output) \(client.error) \(log)")
+        #expect(log.contains("tcp_connects=1 ok=1"), "\(log)")
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+func freeTCPPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw NamespaceError(message: "socket: \(errno)") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw NamespaceError(message: "bind: \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
 }
