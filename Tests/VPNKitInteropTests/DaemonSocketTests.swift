@@ -72,7 +72,7 @@ while True:
 
 /// A python guest on the daemon's qemu socket, doing TCP by hand: a connection through the NAT to an
 /// echo server it runs on the host's 127.0.0.1 (prints "echo hello", or "rst" when the NAT refused),
-/// then a connection to a published port from the host, which must reach it as a SYN to port 80
+/// a UDP datagram to a UDP echo there ("udp howdy"), then a connection to a published port from the host, which must reach it as a SYN to port 80
 /// (prints "publish syn").
 let natSocketClient = #"""
 import socket, struct, sys, threading
@@ -144,6 +144,20 @@ while True:
     flags, _, _, data = segment()
     if data: print("echo", data.decode()); break
     if flags & 0x04: print("rst after handshake"); break
+# UDP through the NAT to an echo socket on the host's 127.0.0.1.
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("127.0.0.1", 0))
+def udp_echo():
+    d, a = udp.recvfrom(2048); udp.sendto(d, a)
+threading.Thread(target=udp_echo, daemon=True).start()
+body = struct.pack("!HHHH", 40001, udp.getsockname()[1], 8 + 5, 0) + b"howdy"
+body = body[:6] + struct.pack("!H", csum(me + host + struct.pack("!BBH", 0, 17, len(body)) + body) or 0xffff) + body[8:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 2, 0, 64, 17, 0, me, host)
+send(eth + ip[:10] + struct.pack("!H", csum(ip)) + ip[12:] + body)
+while True:
+    f = recv()
+    if f[12:14] == b"\x08\x00" and f[23] == 17 and f[26:30] == host:
+        print("udp", f[42:].decode()); break
+
 # A published port: a host client's connection must reach the guest as a SYN to port 80.
 client = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=5)
 while True:
@@ -183,7 +197,7 @@ struct DaemonSocketTests {
         #expect(log.contains("icmp_echo_replies_sent=1"), "\(log)")
     }
 
-    @Test("as an unprivileged user (nobody): NAT TCP to the host's loopback and a published port work")
+    @Test("as an unprivileged user (nobody): NAT TCP and UDP to the host's loopback and a published port work")
     func unprivileged() throws {
         // The options set on host sockets must be ones any user may set (SO_DEBUG, say, is not).
         var prefix: [String] = []
@@ -219,6 +233,7 @@ struct DaemonSocketTests {
         process.waitUntilExit()
         let log = String(decoding: readAll(stderr.fileHandleForReading), as: UTF8.self)
         #expect(client.output.contains("echo hello"), "\(client.output) \(client.error) \(log)")
+        #expect(client.output.contains("udp howdy"), "\(client.output) \(client.error) \(log)")
         #expect(client.output.contains("publish syn"), "\(client.output) \(client.error) \(log)")
         #expect(log.contains("tcp_connects=1 ok=1"), "\(log)")
     }
