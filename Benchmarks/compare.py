@@ -14,8 +14,8 @@ iperf3 slirp4netns passt) and a release build of vpnkit (built when missing).
 
 Each measurement is repeated --runs times (default 3), each time through a fresh provider and
 namespace; the table shows the median, the JSON every run. `ours` is the daemon as it runs by
-default (TAP offloads on); `ours-plain` is the same with --no-offloads. With --rps every provider's
-guest device gets an RPS mask of all CPUs (ours through --receive-steering, the others' written to
+default (TAP offloads on); `ours-plain` is the same with --no-offloads. With --rps every TAP provider's
+guest device gets an RPS mask of all CPUs (not the veth pair, the kernel's reference) (ours through --receive-steering, the others' written to
 sysfs), so the guest kernel's receive work runs off the provider's thread.
 
 Usage: Benchmarks/compare.py [--seconds N] [--connections N] [--round-trips N] [--runs N] [--json PATH]
@@ -182,7 +182,7 @@ def cpu_mask():
 def spread_receive(ns):
     """RPS on every receive queue of every device but lo in `ns`: what --receive-steering does to ours."""
     sh("ip", "netns", "exec", ns, "sh", "-c",
-       f"for f in /sys/class/net/*/queues/rx-*/rps_cpus; do case $f in */lo/*) ;; *) echo {cpu_mask()} > $f ;; esac; done")
+       f"for f in /sys/class/net/*/queues/rx-*/rps_cpus; do case $f in */lo/*) ;; *) echo {cpu_mask()} > $f || exit 1 ;; esac; done")
 
 
 def wait_carrier(ns, dev):
@@ -238,7 +238,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="ours,ours-plain,slirp4netns,pasta,veth")
     parser.add_argument("--rps", action="store_true",
-                        help="RPS on every provider's guest device (ours: --receive-steering)")
+                        help="RPS on every TAP provider's guest device (ours: --receive-steering)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("compare.py: needs root (network namespaces)")
@@ -359,7 +359,7 @@ def print_table(report, peers):
         print(line)
     print(f"\n(median of {report.get('runs', 1)} runs; CPU cores = CPU seconds of the provider's process over the {seconds} s of iperf3)")
     if report.get("rps"):
-        print("(--rps: every provider's guest device had an RPS mask of all CPUs)")
+        print("(--rps: every TAP provider's guest device had an RPS mask of all CPUs)")
 
 
 if __name__ == "__main__":

@@ -155,7 +155,9 @@ int vpnkit_tap_spread_receive(const char *netns_path, const char *device, const 
     for (int word = highest / 32; word >= 0; word--) {
         unsigned int bits = 0;
         for (int bit = 0; bit < 32; bit++) if (CPU_ISSET(word * 32 + bit, &allowed)) bits |= 1u << bit;
-        at += (size_t)snprintf(job.mask + at, sizeof(job.mask) - at, word > 0 ? "%08x," : "%08x", bits);
+        int n = snprintf(job.mask + at, sizeof(job.mask) - at, word > 0 ? "%08x," : "%08x", bits);
+        if (n < 0 || (size_t)n >= sizeof(job.mask) - at) { *step = "cpu mask"; errno = EOVERFLOW; return -1; }
+        at += (size_t)n;
     }
     pthread_t thread;
     int rc = pthread_create(&thread, NULL, vpnkit_rps_thread, &job);

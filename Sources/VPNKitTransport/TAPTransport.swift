@@ -42,7 +42,7 @@ public enum ReceiveSteering: Sendable, Equatable, CustomStringConvertible {
     case spread(cpus: Int)
     /// Only one CPU is available: there is nothing to spread over, so nothing was set.
     case singleCPU
-    /// Setting rps_cpus failed (without CAP_SYS_ADMIN, say): the device works as before.
+    /// Setting rps_cpus failed (without CAP_SYS_ADMIN and CAP_NET_ADMIN, say): the device works as before.
     case failed(String)
 
     /// For logs: "spread over 2 CPUs", "failed: ...".
@@ -149,7 +149,7 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// With `receiveSteering`, the device's receive queues get an RPS mask of every CPU we may run
     /// on (see ``ReceiveSteering``): the guest's kernel then processes the frames we write on the CPU
     /// their flow hashes to, not inside our write(2). The setting stays on the device after the
-    /// transport closes. It needs CAP_SYS_ADMIN; where it fails the device works as before and
+    /// transport closes. It needs CAP_SYS_ADMIN (to enter the namespace and mount its sysfs) and CAP_NET_ADMIN in the initial user namespace (to write rps_cpus); where it fails the device works as before and
     /// `receiveSteering` says why.
     public static func open(
         namespace: String?, device: String, mtu: Int = 1500, offloads: Bool = false, receiveSteering: Bool = false,

@@ -159,6 +159,7 @@ struct RunCommand: AsyncParsableCommand {
         case (nil, .some): if `protocol` == nil { throw ValidationError("--socket needs --protocol qemu|dgram|vmnet") }
         case (.some, nil): if `protocol` != nil { throw ValidationError("--protocol goes with --socket, not --tap") }
         }
+        if receiveSteering && socket != nil { throw ValidationError("--receive-steering applies to TAP devices (--tap, or a command after --), not to --socket") }
         if connect && `protocol` != .qemu { throw ValidationError("--connect goes with --protocol qemu (a VM listening with server=on)") }
         guard (68...65520).contains(mtu) else { throw ValidationError("--mtu must be within 68…65520") }
         guard let net = IPv4Subnet(subnet) else { throw ValidationError("--subnet must look like 192.168.65.0/24") }

@@ -18,7 +18,7 @@ int vpnkit_tap_set_offload(int fd, unsigned int flags);
 /// each receive queue of `device`, inside the network namespace at `netns_path` (NULL: our own). The
 /// kernel then does the guest's receive processing of the frames we write (IP, TCP, waking the reader)
 /// on the CPU the flow hashes to, queued there, instead of inside our write(2). Done from a short-lived
-/// thread with its own mount namespace and sysfs (needs CAP_SYS_ADMIN); nothing else in the process
+/// thread with its own mount namespace and sysfs (needs CAP_SYS_ADMIN, and CAP_NET_ADMIN in the initial user namespace); nothing else in the process
 /// changes namespace. Returns the number of CPUs in the mask, 0 when there is only one (nothing set),
 /// or -1 with errno set and the failing step in `*step`.
 int vpnkit_tap_spread_receive(const char *netns_path, const char *device, const char **step);
