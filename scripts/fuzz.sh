@@ -5,6 +5,10 @@
 #   scripts/fuzz.sh --seconds 600 tcp    10 min on one target
 #   scripts/fuzz.sh --smoke              5 s per target (CI)
 #   scripts/fuzz.sh --runs 10000000 dns  until 10 million executions (no time limit)
+#   scripts/fuzz.sh --jobs 2 --runs 10000000 stack
+#                                        libFuzzer's fork mode: 2 worker processes share one corpus,
+#                                        and the executions are counted over all of them (a crash,
+#                                        hang, leak or out-of-memory in any worker still fails the run)
 #   scripts/fuzz.sh --timeout 60 ...     seconds one input may take before it counts as a hang
 #                                        (10 by default, 60 with --runs: libFuzzer measures wall
 #                                        time, so a long run beside other work needs room)
@@ -18,6 +22,7 @@ cd "$(dirname "$0")/.."
 seconds=60
 runs=-1
 timeout=
+jobs=0
 configuration=release
 targets=()
 while [ $# -gt 0 ]; do
@@ -26,6 +31,7 @@ while [ $# -gt 0 ]; do
         --seconds) seconds="$2"; shift ;;
         --runs) runs="$2"; seconds=0; shift ;;
         --timeout) timeout="$2"; shift ;;
+        --jobs) jobs="$2"; shift ;;
         *) targets+=("$1") ;;
     esac
     shift
@@ -69,7 +75,10 @@ for target in "${targets[@]}"; do
     corpus="$scratch/corpus/$target"
     mkdir -p "$corpus" "$scratch/seeds/$target"
     log="$scratch/$target.log"
-    if VPNKIT_FUZZ_TARGET="$target" ASAN_OPTIONS=detect_leaks=1 "$fuzzer" "$corpus" "$scratch/seeds/$target" \
+    fork=()
+    # Fork mode ignores crashes, hangs and out-of-memory by default: not here.
+    [ "$jobs" -gt 0 ] && fork=(-fork="$jobs" -ignore_crashes=0 -ignore_timeouts=0 -ignore_ooms=0)
+    if VPNKIT_FUZZ_TARGET="$target" ASAN_OPTIONS=detect_leaks=1 "$fuzzer" "$corpus" "$scratch/seeds/$target" "${fork[@]}" \
         -max_total_time="$seconds" -runs="$runs" -max_len="$(max_len "$target")" -rss_limit_mb=4096 -timeout="$timeout" -print_final_stats=1 \
         -artifact_prefix="$scratch/crashes/$target-" >"$log" 2>&1; then
         result=ok
@@ -77,7 +86,16 @@ for target in "${targets[@]}"; do
         result=CRASH
         status=1
     fi
-    executed=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+    if [ "$jobs" -gt 0 ]; then
+        # Fork mode counts over every worker: "fuzzed for N iterations" at the end, "#N: ..." before.
+        executed=$(grep -o 'fuzzed for [0-9]* iterations' "$log" | tail -1 | tr -dc 0-9 || true)
+        [ -n "$executed" ] || executed=$(grep -o '^#[0-9]*:' "$log" | tail -1 | tr -dc 0-9 || true)
+        [ -n "$executed" ] || executed=0
+        last=$(grep -o 'oom/timeout/crash: [0-9/]*' "$log" | tail -1 || true)
+        if [ -n "$last" ] && [ "$last" != "oom/timeout/crash: 0/0/0" ]; then result=CRASH; status=1; fi
+    else
+        executed=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+    fi
     rate=$(grep -o 'exec/s: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
     printf '%-10s %14s %10s %8s\n' "$target" "$executed" "$rate" "$result"
     if [ "$result" = CRASH ]; then grep -m5 -E 'ERROR|Fatal error|panic|deadly' "$log" || true; fi
