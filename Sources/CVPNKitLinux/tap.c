@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -165,4 +166,21 @@ int vpnkit_tap_spread_receive(const char *netns_path, const char *device, const 
     pthread_join(thread, NULL);
     if (job.result < 0) { *step = job.step; errno = job.error; return -1; }
     return cpus;
+}
+
+int vpnkit_raise_open_files(unsigned long needed, unsigned long *soft, unsigned long *hard) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+    *soft = (unsigned long)limit.rlim_cur;
+    *hard = (unsigned long)limit.rlim_max;
+    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed) {
+        rlim_t wanted = needed;
+        if (limit.rlim_max != RLIM_INFINITY && wanted > limit.rlim_max) wanted = limit.rlim_max;
+        if (wanted > limit.rlim_cur) {
+            limit.rlim_cur = wanted;
+            if (setrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+            *soft = (unsigned long)wanted;
+        }
+    }
+    return 0;
 }

@@ -271,6 +271,9 @@ struct RunCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "vpnkit")
         MallocTuning.apply(logger: logger)
+        OpenFileLimit.apply(
+            needed: OpenFileLimit.needed(maxConnections: maxConnections, maxUDPFlows: maxUDPFlows, published: publish.count),
+            maxConnections: maxConnections, maxUDPFlows: maxUDPFlows, logger: logger)
         let configuration = try makeConfiguration()
         let dhcp = noDHCP ? nil : try makeDHCPConfiguration(configuration)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

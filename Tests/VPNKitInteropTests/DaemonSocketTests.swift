@@ -242,6 +242,51 @@ struct DaemonSocketTests {
     }
 }
 
+@Suite("vpnkit run: the open-file limit", .enabled(if: which("prlimit") != nil, "skipped: needs prlimit (util-linux)"))
+struct OpenFileLimitTests {
+    /// Starts the daemon on a qemu socket under `prlimit --nofile=SOFT:HARD`; returns its soft and hard
+    /// open-file limits as /proc shows them once it listens, and what it logged.
+    func limits(soft: Int, hard: Int, arguments: [String]) throws -> (soft: Int, hard: Int, log: String) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-nofile-\(getpid())-\(soft)-\(hard)")
+        try? FileManager.default.removeItem(at: directory)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("link").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: which("prlimit")!)
+        process.arguments = ["--nofile=\(soft):\(hard)", vpnkitBinary(), "run", "--socket", path, "--protocol", "qemu"] + arguments
+        let stderr = Pipe()
+        process.standardError = stderr
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+        // prlimit execs the daemon: same pid.
+        let table = try String(contentsOfFile: "/proc/\(process.processIdentifier)/limits", encoding: .utf8)
+        let line = table.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
+        let numbers = line.split(separator: " ").compactMap { Int($0) }
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        let log = String(decoding: readAll(stderr.fileHandleForReading), as: UTF8.self)
+        return (numbers.first ?? -1, numbers.dropFirst().first ?? -1, log)
+    }
+
+    @Test("a low soft limit is raised to what --max-connections and --max-udp-flows need (plus 128)")
+    func raised() throws {
+        let (soft, hard, log) = try limits(soft: 256, hard: 8192, arguments: ["--max-connections", "2000", "--max-udp-flows", "500"])
+        #expect(soft == 2000 + 500 + 128, "\(log)")
+        #expect(hard == 8192)
+        #expect(log.contains("open-file limit raised from 256 to 2628"), "\(log)")
+    }
+
+    @Test("a hard limit below the need: raised as far as it goes, and the log says what to change")
+    func hardLimitTooLow() throws {
+        let (soft, hard, log) = try limits(soft: 256, hard: 1000, arguments: [])
+        #expect(soft == 1000 && hard == 1000)
+        #expect(log.contains("the open-file limit is 1000 (hard 1000): --max-connections 4096 and --max-udp-flows 1024 need about 5248"), "\(log)")
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 func freeTCPPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

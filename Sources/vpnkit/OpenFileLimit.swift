@@ -1,0 +1,40 @@
+import CVPNKitLinux
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every NAT connection and every UDP flow holds a host socket, so `--max-connections 4096` and
+/// `--max-udp-flows 1024` need about 5,200 descriptors. Many systems start a process with a soft limit
+/// of 1,024, and then the daemon would refuse connections long before its own limits, with "Too many
+/// open files" (vpnkit's old trouble). At start the daemon raises its soft limit to what its limits
+/// need, as far as the hard limit allows, and says so; when the hard limit is too low it says what to
+/// change. Child processes (a command after `--`) inherit the raised soft limit.
+enum OpenFileLimit {
+    /// Descriptors beyond the flows: the link, the event loop, listeners, the stats socket, DNS
+    /// upstream connections, a capture file.
+    static let reserve = 128
+
+    /// What `--max-connections`, `--max-udp-flows` and the published ports need.
+    static func needed(maxConnections: Int, maxUDPFlows: Int, published: Int) -> Int {
+        maxConnections + maxUDPFlows + published + reserve
+    }
+
+    static func apply(needed: Int, maxConnections: Int, maxUDPFlows: Int, logger: Logger) {
+        var soft: UInt = 0
+        var hard: UInt = 0
+        var before: UInt = 0
+        var unused: UInt = 0
+        guard vpnkit_raise_open_files(0, &before, &unused) == 0, vpnkit_raise_open_files(UInt(needed), &soft, &hard) == 0 else {
+            logger.notice("cannot read or raise the open-file limit: errno \(errno)")
+            return
+        }
+        if soft < UInt(needed) {
+            logger.notice(
+                "the open-file limit is \(soft) (hard \(hard)): --max-connections \(maxConnections) and --max-udp-flows \(maxUDPFlows) need about \(needed); connections past the limit will be refused. Raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower those limits")
+        } else if soft > before {
+            logger.info("open-file limit raised from \(before) to \(soft) for --max-connections \(maxConnections) and --max-udp-flows \(maxUDPFlows)")
+        }
+    }
+}
