@@ -64,6 +64,11 @@ final class PortPublisher {
     var udpClients: [SocketAddress: (socket: UDPSocket, lastActivity: NIODeadline)] = [:]
     var nextUDPPort: UInt16 = 49152
     let eventLoop: any EventLoop
+    /// TCP: listening stopped for a while after accept(2) ran out of descriptors (see `outOfDescriptors`).
+    private var relisten: Scheduled<Void>?
+    private var closed = false
+    /// How long a TCP listener stays closed after accept(2) ran out of descriptors.
+    static let relistenDelay = TimeAmount.seconds(1)
 
     init(nat: NAT, port: PublishedPort, guestAddress: @escaping () -> IPv4Address?) {
         self.nat = nat
@@ -100,7 +105,11 @@ final class PortPublisher {
                 }
                 .bind(host: host, port: hostPort)
                 .assumeIsolated()
-                .map { channel in boundSelf.value.channel = channel }
+                .flatMapThrowing { channel in
+                    boundSelf.value.channel = channel
+                    // After the accept handler, where its failures arrive.
+                    try channel.pipeline.syncOperations.addHandler(AcceptFailureHandler(publisher: boundSelf.value))
+                }
                 .nonisolated()
         case .udp:
             return DatagramBootstrap(group: loop)
@@ -114,6 +123,45 @@ final class PortPublisher {
                 .assumeIsolated()
                 .map { channel in boundSelf.value.channel = channel }
                 .nonisolated()
+        }
+    }
+
+    /// accept(2) failed. Out of descriptors, the connection stays in the listen queue and the socket
+    /// stays readable, and SwiftNIO would retry accept at once, forever, at 100 % CPU (its accept
+    /// back-off never engages: a failed accept leaves the read pending). So the listener is closed,
+    /// which refuses what waits in its queue, and opened again a second later. Other failures are
+    /// logged and counted.
+    func acceptFailed(_ error: any Error) {
+        guard let nat else { return }
+        nat.counters.publishedRefused &+= 1
+        guard let io = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(io.errnoCode) else {
+            nat.logger.notice("published \(port): accepting a connection failed: \(error)")
+            return
+        }
+        guard relisten == nil, !closed else { return }
+        nat.logger.notice("published \(port): out of descriptors (\(error)): not listening for a second; waiting connections are refused")
+        channel?.close(promise: nil)
+        channel = nil
+        scheduleRelisten()
+    }
+
+    private func scheduleRelisten() {
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        relisten = eventLoop.assumeIsolated().scheduleTask(in: Self.relistenDelay) {
+            let publisher = bound.value
+            publisher.relisten = nil
+            guard !publisher.closed else { return }
+            publisher.start().assumeIsolated().whenComplete { result in
+                let publisher = bound.value
+                switch result {
+                case .success:
+                    if publisher.closed { publisher.channel?.close(promise: nil) }
+                case .failure(let error):
+                    guard !publisher.closed else { return }
+                    publisher.nat?.logger.notice("published \(publisher.port): cannot listen again: \(error); retrying in a second")
+                    publisher.scheduleRelisten()
+                }
+            }
         }
     }
 
@@ -178,6 +226,9 @@ final class PortPublisher {
     }
 
     func close() {
+        closed = true
+        relisten?.cancel()
+        relisten = nil
         channel?.close(promise: nil)
         for entry in udpClients.values { entry.socket.close() }
         udpClients.removeAll()
@@ -196,5 +247,17 @@ final class PublishedUDPHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         publisher.nat?.flush()
+    }
+}
+
+/// Sits after the server channel's accept handler: what arrives here is an accept that failed.
+private final class AcceptFailureHandler: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+    private unowned let publisher: PortPublisher
+
+    init(publisher: PortPublisher) { self.publisher = publisher }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        publisher.acceptFailed(error)
     }
 }

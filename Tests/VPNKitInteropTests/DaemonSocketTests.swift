@@ -242,6 +242,56 @@ struct DaemonSocketTests {
     }
 }
 
+/// Finds the smallest open-file limit the daemon starts under with a published port (its last
+/// descriptor is then the listener, so every accept fails with EMFILE), connects to the port, and
+/// prints the daemon's CPU ticks over the next 2 s, whether the waiting connection was refused, and
+/// how many "out of descriptors" notices it logged.
+let acceptExhaustionScript = #"""
+import os, socket, subprocess, sys, tempfile, time
+vpnkit, prlimit = sys.argv[1], sys.argv[2]
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+def ticks(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+with tempfile.TemporaryDirectory() as d:
+    # The smallest descriptor limit the daemon starts under: its last descriptor is the listener,
+    # so every accept fails with EMFILE.
+    for n in range(10, 64):
+        port = free_port()
+        log = open(os.path.join(d, f"log{n}"), "w+")
+        p = subprocess.Popen([prlimit, f"--nofile={n}:{n}", vpnkit, "run", "--socket", os.path.join(d, f"s{n}"), "--protocol", "qemu",
+                              "--publish", f"tcp:127.0.0.1:{port}:80"], stderr=log)
+        client = None
+        for _ in range(100):
+            if p.poll() is not None: break
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=1); break
+            except OSError:
+                time.sleep(0.05)
+        if client is None:
+            if p.poll() is None: p.kill()
+            p.wait(); continue
+        t0 = ticks(p.pid); time.sleep(2); t1 = ticks(p.pid)
+        client.settimeout(2)
+        try:
+            refused = client.recv(1) == b""
+        except OSError:
+            refused = True
+        p.terminate(); p.wait()
+        log.seek(0); text = log.read()
+        print("limit", n)
+        print("cpu_ticks", t1 - t0)
+        print("refused", refused)
+        print("notices", text.count("out of descriptors"))
+        break
+    else:
+        print("no limit worked")
+"""#
+
 @Suite("vpnkit run: the open-file limit", .enabled(if: which("prlimit") != nil, "skipped: needs prlimit (util-linux)"))
 struct OpenFileLimitTests {
     /// Starts the daemon on a qemu socket under `prlimit --nofile=SOFT:HARD`; returns its soft and hard
@@ -277,6 +327,20 @@ struct OpenFileLimitTests {
         #expect(soft == 2000 + 500 + 128, "\(log)")
         #expect(hard == 8192)
         #expect(log.contains("open-file limit raised from 256 to 2628"), "\(log)")
+    }
+
+    @Test("out of descriptors, a published port does not spin: the listener pauses, refuses what waits, and says so")
+    func acceptOutOfDescriptors() throws {
+        let result = try run("/usr/bin/env", ["python3", "-c", acceptExhaustionScript, vpnkitBinary(), which("prlimit")!], timeout: 120)
+        let values = Dictionary(result.output.split(separator: "\n").compactMap { line -> (String, String)? in
+            let parts = line.split(separator: " ", maxSplits: 1)
+            return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+        }, uniquingKeysWith: { $1 })
+        #expect(values["limit"] != nil, "\(result.output) \(result.error)")
+        // Spinning on accept(2) burns the whole 2 s (200 ticks); paused, it is idle.
+        #expect((Int(values["cpu_ticks"] ?? "") ?? 999) < 50, "\(result.output)")
+        #expect(values["refused"] == "True", "\(result.output)")
+        #expect((Int(values["notices"] ?? "") ?? 0) >= 1, "\(result.output)")
     }
 
     @Test("a hard limit below the need: raised as far as it goes, and the log says what to change")
