@@ -91,7 +91,7 @@ let package = Package(
         .target(
             name: "VPNKitNAT",
             dependencies: [
-                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitDNS", "CVPNKitLinux",
+                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitTransport", "VPNKitDNS", "CVPNKitLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -168,9 +168,10 @@ int vpnkit_tap_spread_receive(const char *netns_path, const char *device, const 
     return cpus;
 }
 
-int vpnkit_raise_open_files(unsigned long needed, unsigned long *soft, unsigned long *hard) {
+int vpnkit_raise_open_files(unsigned long needed, unsigned long *before, unsigned long *soft, unsigned long *hard) {
     struct rlimit limit;
     if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+    *before = (unsigned long)limit.rlim_cur;
     *soft = (unsigned long)limit.rlim_cur;
     *hard = (unsigned long)limit.rlim_max;
     if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed) {

@@ -41,10 +41,10 @@ extension NAT {
                 channel.eventLoop.makeCompletedFuture {
                     // Options set synchronously here, not as bootstrap options (each of those is a
                     // chain of futures per connection: a fifth of the cost of a short connection).
+                    // TCP_NODELAY is not among them: ClientBootstrap sets it by default.
                     guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
                     try options.setOption(.autoRead, value: false)
                     try options.setOption(.allowRemoteHalfClosure, value: true)
-                    try options.setOption(.tcpOption(.tcp_nodelay), value: 1)  // IPPROTO_TCP: at SOL_SOCKET, 1 is SO_DEBUG (root only)
                     try options.setOption(.socketOption(.so_keepalive), value: 1)
                     try options.setOption(.maxMessagesPerRead, value: 1)
                     try options.setOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))

@@ -3,6 +3,7 @@ import Logging
 import NIOPosix
 public import VPNKitBase
 import VPNKitStack
+import VPNKitTransport
 
 /// A host port forwarded into the guest: `tcp:127.0.0.1:8080:80` listens on the host's
 /// 127.0.0.1:8080 and opens a connection to the guest's port 80 through the stack, from the host
@@ -64,8 +65,8 @@ final class PortPublisher {
     var udpClients: [SocketAddress: (socket: UDPSocket, lastActivity: NIODeadline)] = [:]
     var nextUDPPort: UInt16 = 49152
     let eventLoop: any EventLoop
-    /// TCP: listening stopped for a while after accept(2) ran out of descriptors (see `outOfDescriptors`).
-    private var relisten: Scheduled<Void>?
+    /// TCP: the listener, which pauses when accept(2) runs out of descriptors.
+    private var listener: PausingListener?
     private var closed = false
     /// How long a TCP listener stays closed after accept(2) ran out of descriptors.
     static let relistenDelay = TimeAmount.seconds(1)
@@ -86,31 +87,28 @@ final class PortPublisher {
         switch port.transport {
         case .tcp:
             let chunk = nat.configuration.tcpReadChunkBytes
-            return ServerBootstrap(group: loop)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.autoRead, value: false)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-                .childChannelOption(.maxMessagesPerRead, value: 1)
-                .childChannelOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
-                .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: chunk, maximum: chunk))
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        guard let flow = boundSelf.value.accepted(channel) else {
-                            channel.close(promise: nil)
-                            return
+            let listener = PausingListener(on: loop, pause: Self.relistenDelay, bind: {
+                ServerBootstrap(group: loop)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(.autoRead, value: false)
+                    .childChannelOption(.allowRemoteHalfClosure, value: true)
+                    .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                    .childChannelOption(.maxMessagesPerRead, value: 1)
+                    .childChannelOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
+                    .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: chunk, maximum: chunk))
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            guard let flow = boundSelf.value.accepted(channel) else {
+                                channel.close(promise: nil)
+                                return
+                            }
+                            try channel.pipeline.syncOperations.addHandler(HostTCPHandler(flow: flow))
                         }
-                        try channel.pipeline.syncOperations.addHandler(HostTCPHandler(flow: flow))
                     }
-                }
-                .bind(host: host, port: hostPort)
-                .assumeIsolated()
-                .flatMapThrowing { channel in
-                    boundSelf.value.channel = channel
-                    // After the accept handler, where its failures arrive.
-                    try channel.pipeline.syncOperations.addHandler(AcceptFailureHandler(publisher: boundSelf.value))
-                }
-                .nonisolated()
+                    .bind(host: host, port: hostPort)
+            }, report: { event in boundSelf.value.listenerEvent(event) })
+            self.listener = listener
+            return listener.start()
         case .udp:
             return DatagramBootstrap(group: loop)
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -126,42 +124,21 @@ final class PortPublisher {
         }
     }
 
-    /// accept(2) failed. Out of descriptors, the connection stays in the listen queue and the socket
-    /// stays readable, and SwiftNIO would retry accept at once, forever, at 100 % CPU (its accept
-    /// back-off never engages: a failed accept leaves the read pending). So the listener is closed,
-    /// which refuses what waits in its queue, and opened again a second later. Other failures are
-    /// logged and counted.
-    func acceptFailed(_ error: any Error) {
+    /// What the TCP listener reports: a failed accept, and the pauses when accept(2) ran out of
+    /// descriptors (see `PausingListener`), each counted as a refused connection.
+    func listenerEvent(_ event: PausingListener.Event) {
         guard let nat else { return }
-        nat.counters.publishedRefused &+= 1
-        guard let io = error as? IOError, [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(io.errnoCode) else {
+        switch event {
+        case .acceptFailed(let error):
+            nat.counters.publishedRefused &+= 1
             nat.logger.notice("published \(port): accepting a connection failed: \(error)")
-            return
-        }
-        guard relisten == nil, !closed else { return }
-        nat.logger.notice("published \(port): out of descriptors (\(error)): not listening for a second; waiting connections are refused")
-        channel?.close(promise: nil)
-        channel = nil
-        scheduleRelisten()
-    }
-
-    private func scheduleRelisten() {
-        let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        relisten = eventLoop.assumeIsolated().scheduleTask(in: Self.relistenDelay) {
-            let publisher = bound.value
-            publisher.relisten = nil
-            guard !publisher.closed else { return }
-            publisher.start().assumeIsolated().whenComplete { result in
-                let publisher = bound.value
-                switch result {
-                case .success:
-                    if publisher.closed { publisher.channel?.close(promise: nil) }
-                case .failure(let error):
-                    guard !publisher.closed else { return }
-                    publisher.nat?.logger.notice("published \(publisher.port): cannot listen again: \(error); retrying in a second")
-                    publisher.scheduleRelisten()
-                }
-            }
+        case .paused(let error):
+            nat.counters.publishedRefused &+= 1
+            nat.logger.notice("published \(port): out of descriptors (\(error)): not listening for a second; waiting connections are refused")
+        case .resumed:
+            nat.logger.info("published \(port): listening again")
+        case .resumeFailed(let error):
+            nat.logger.notice("published \(port): cannot listen again: \(error); retrying every second")
         }
     }
 
@@ -227,8 +204,8 @@ final class PortPublisher {
 
     func close() {
         closed = true
-        relisten?.cancel()
-        relisten = nil
+        listener?.close()
+        listener = nil
         channel?.close(promise: nil)
         for entry in udpClients.values { entry.socket.close() }
         udpClients.removeAll()
@@ -247,17 +224,5 @@ final class PublishedUDPHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         publisher.nat?.flush()
-    }
-}
-
-/// Sits after the server channel's accept handler: what arrives here is an accept that failed.
-private final class AcceptFailureHandler: ChannelInboundHandler {
-    typealias InboundIn = any Channel
-    private unowned let publisher: PortPublisher
-
-    init(publisher: PortPublisher) { self.publisher = publisher }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        publisher.acceptFailed(error)
     }
 }

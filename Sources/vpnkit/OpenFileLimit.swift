@@ -21,20 +21,40 @@ enum OpenFileLimit {
         maxConnections + maxUDPFlows + published + reserve
     }
 
-    static func apply(needed: Int, maxConnections: Int, maxUDPFlows: Int, logger: Logger) {
+    /// Below this the daemon does not start: its event loop, link, resolver and listeners alone need
+    /// a few dozen descriptors (under about 13 SwiftNIO's event loop setup traps instead of failing),
+    /// and it could not hold a single connection.
+    static let minimum = 64
+
+    /// Raises the soft limit towards `needed`. Throws when even the raised limit is below `minimum`.
+    static func apply(needed: Int, maxConnections: Int, maxUDPFlows: Int, logger: Logger) throws {
         var soft: UInt = 0
         var hard: UInt = 0
         var before: UInt = 0
-        var unused: UInt = 0
-        guard vpnkit_raise_open_files(0, &before, &unused) == 0, vpnkit_raise_open_files(UInt(needed), &soft, &hard) == 0 else {
+        guard vpnkit_raise_open_files(UInt(max(needed, minimum)), &before, &soft, &hard) == 0 else {
             logger.notice("cannot read or raise the open-file limit: errno \(errno)")
             return
+        }
+        if soft < UInt(minimum) {
+            throw OpenFileLimitError.belowMinimum(soft: soft, hard: hard)
         }
         if soft < UInt(needed) {
             logger.notice(
                 "the open-file limit is \(soft) (hard \(hard)): --max-connections \(maxConnections) and --max-udp-flows \(maxUDPFlows) need about \(needed); connections past the limit will be refused. Raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower those limits")
         } else if soft > before {
             logger.info("open-file limit raised from \(before) to \(soft) for --max-connections \(maxConnections) and --max-udp-flows \(maxUDPFlows)")
+        }
+    }
+}
+
+/// The open-file limit is too low for the daemon to start.
+enum OpenFileLimitError: Error, CustomStringConvertible {
+    case belowMinimum(soft: UInt, hard: UInt)
+
+    var description: String {
+        switch self {
+        case .belowMinimum(let soft, let hard):
+            return "the open-file limit is \(soft) (hard \(hard)); vpnkit needs at least \(OpenFileLimit.minimum). Raise it (ulimit -n, LimitNOFILE=)"
         }
     }
 }

@@ -271,9 +271,14 @@ struct RunCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "vpnkit")
         MallocTuning.apply(logger: logger)
-        OpenFileLimit.apply(
-            needed: OpenFileLimit.needed(maxConnections: maxConnections, maxUDPFlows: maxUDPFlows, published: publish.count),
-            maxConnections: maxConnections, maxUDPFlows: maxUDPFlows, logger: logger)
+        do {
+            try OpenFileLimit.apply(
+                needed: OpenFileLimit.needed(maxConnections: maxConnections, maxUDPFlows: maxUDPFlows, published: publish.count),
+                maxConnections: maxConnections, maxUDPFlows: maxUDPFlows, logger: logger)
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode(1)
+        }
         let configuration = try makeConfiguration()
         let dhcp = noDHCP ? nil : try makeDHCPConfiguration(configuration)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -386,7 +391,7 @@ struct RunCommand: AsyncParsableCommand {
         var statsServer: StatsServer?
         if let stats {
             do {
-                statsServer = try await StatsServer.start(path: stats, driver: driver, on: loop)
+                statsServer = try await StatsServer.start(path: stats, driver: driver, on: loop, logger: logger)
             } catch {
                 logger.error("cannot serve stats on \(stats): \(error)")
             }
@@ -509,7 +514,10 @@ struct RunCommand: AsyncParsableCommand {
                 }
                 let listening: EventLoopFuture<AnyObject>
                 if kind == .qemu {
-                    listening = QemuStreamListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { $0.value }
+                    listening = QemuStreamListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { bound in
+                        bound.value.onListenerEvent = { event in logListenerEvent(event, listener: socket, logger: logger) }
+                        return bound.value
+                    }
                 } else {
                     listening = VmnetListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { bound in
                         let listener = bound.value
@@ -521,6 +529,7 @@ struct RunCommand: AsyncParsableCommand {
                             }
                         }
                         listener.onHandshakeFailure = { error in logger.notice("vmnet handshake failed: \(error)") }
+                        listener.onListenerEvent = { event in logListenerEvent(event, listener: socket, logger: logger) }
                         return listener
                     }
                 }

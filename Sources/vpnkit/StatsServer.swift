@@ -1,8 +1,10 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import VPNKitNAT
 import VPNKitStack
+import VPNKitTransport
 
 /// What `--stats` serves: every counter, and the flow table.
 struct StatsSnapshot: Codable {
@@ -84,38 +86,51 @@ func namedCounters(_ counters: Any) -> [(name: String, value: UInt64)] { Counter
 
 /// Serves `StatsSnapshot` on a unix socket: a client sends one line — `json` (or nothing but a
 /// newline), `prometheus`, or an HTTP `GET /metrics` / `GET /` — and gets the answer, then EOF.
+/// Out of descriptors, the listener pauses for a second instead of spinning (`PausingListener`).
 final class StatsServer: Sendable {
-    let channel: any Channel
+    let listener: NIOLoopBound<PausingListener>
     let path: String
 
-    init(channel: any Channel, path: String) {
-        self.channel = channel
+    init(listener: NIOLoopBound<PausingListener>, path: String) {
+        self.listener = listener
         self.path = path
     }
 
-    static func start(path: String, driver: NIOLoopBound<StackDriver>, on loop: any EventLoop) async throws -> StatsServer {
-        unlink(path)
-        let channel = try await ServerBootstrap(group: loop)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(StatsHandler(driver: driver))
-                }
-            }
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
-            .get()
-        // Owner only: the counters and the flow table say who the guest talks to. (Until this
-        // chmod the umask applies; the usual 022 already keeps others from connecting.)
-        guard chmod(path, 0o600) == 0 else {
-            let error = errno
-            channel.close(promise: nil)
-            throw StatsServerError.permissions(path, errno: error)
-        }
-        return StatsServer(channel: channel, path: path)
+    static func start(path: String, driver: NIOLoopBound<StackDriver>, on loop: any EventLoop, logger: Logger) async throws -> StatsServer {
+        let listener = try await loop.submit {
+            NIOLoopBound(PausingListener(on: loop, bind: {
+                // A stale socket file at `path` is replaced; any other kind of file makes this fail.
+                ServerBootstrap(group: loop)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(StatsHandler(driver: driver))
+                        }
+                    }
+                    .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+                    .flatMapThrowing { channel in
+                        // Owner only: the counters and the flow table say who the guest talks to.
+                        // (Until this chmod the umask applies; the usual 022 already keeps others
+                        // from connecting.)
+                        guard chmod(path, 0o600) == 0 else {
+                            let error = errno
+                            channel.close(promise: nil)
+                            throw StatsServerError.permissions(path, errno: error)
+                        }
+                        return channel
+                    }
+            }, report: { event in logListenerEvent(event, listener: "the stats socket \(path)", logger: logger) }), eventLoop: loop)
+        }.get()
+        try await loop.flatSubmit { listener.value.start() }.get()
+        return StatsServer(listener: listener, path: path)
     }
 
     func close() {
-        channel.close(promise: nil)
-        unlink(path)
+        let listener = self.listener
+        let path = self.path
+        listener.eventLoop.execute {
+            listener.value.close()
+            unlink(path)
+        }
     }
 }
 
@@ -168,5 +183,19 @@ final class StatsHandler: ChannelInboundHandler {
             body = snapshot.json() + "\n"
         }
         context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: body))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+}
+
+/// Logs what a pausing listener reports (the guest's socket, the stats socket).
+func logListenerEvent(_ event: PausingListener.Event, listener: String, logger: Logger) {
+    switch event {
+    case .acceptFailed(let error):
+        logger.notice("\(listener): accepting a connection failed: \(error)")
+    case .paused(let error):
+        logger.notice("\(listener): out of descriptors (\(error)): not listening for a second; waiting connections are refused")
+    case .resumed:
+        logger.info("\(listener): listening again")
+    case .resumeFailed(let error):
+        logger.notice("\(listener): cannot listen again: \(error); retrying every second")
     }
 }

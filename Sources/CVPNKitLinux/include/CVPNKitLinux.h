@@ -34,9 +34,9 @@ long vpnkit_tap_writev3(int fd, const void *a, unsigned long a_length, const voi
 int vpnkit_tune_malloc(int mmap_threshold, int trim_threshold);
 
 /// RLIMIT_NOFILE: raises the soft limit to `needed` when it is lower, as far as the hard limit allows.
-/// Writes the limits in force afterwards to `soft` and `hard` (RLIM_INFINITY as is). Returns 0, or
-/// -1 with errno set.
-int vpnkit_raise_open_files(unsigned long needed, unsigned long *soft, unsigned long *hard);
+/// Writes the soft limit from before to `before` and the limits in force afterwards to `soft` and
+/// `hard` (RLIM_INFINITY as is). Returns 0, or -1 with errno set.
+int vpnkit_raise_open_files(unsigned long needed, unsigned long *before, unsigned long *soft, unsigned long *hard);
 
 /// setns(2) for a network namespace fd.
 int vpnkit_setns_net(int fd);

@@ -102,6 +102,13 @@ public final class QemuStreamListener {
         .map { server in NIOLoopBound(QemuStreamListener(server: server.value), eventLoop: eventLoop) }
     }
 
+    /// Hears when the listener ran out of descriptors and paused (see `PausingListener`), and
+    /// accepts that failed. Called on the event loop.
+    public var onListenerEvent: ((PausingListener.Event) -> Void)? {
+        get { server.report }
+        set { server.report = newValue }
+    }
+
     /// Stops accepting and removes the socket file. Idempotent.
     public func close() { server.close() }
 }

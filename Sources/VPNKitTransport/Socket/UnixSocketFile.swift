@@ -25,20 +25,35 @@ struct UnixSocketFile {
         self.inode = UInt64(info.st_ino)
     }
 
+    /// Whether the file at `path` is still the one we bound.
+    var isStillBound: Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode
+    }
+
+    /// Whether some other file is at `path` now (not ours, and not nothing).
+    var isReplaced: Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && !(UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode)
+    }
+
     /// Removes the file if it is still the one we bound.
     func remove() {
-        var info = stat()
-        guard lstat(path, &info) == 0, UInt64(info.st_dev) == device, UInt64(info.st_ino) == inode else { return }
+        guard isStillBound else { return }
         unlink(path)
     }
 }
 
 /// A listening unix stream socket on one event loop. Each accepted channel, already on that loop and
-/// with autoRead off, is passed to `initializeChild`, which adds the transport's handler.
+/// with autoRead off, is passed to `initializeChild`, which adds the transport's handler. Out of
+/// descriptors it pauses for a second instead of spinning (`PausingListener`), and binds its path
+/// again only while the socket file there is still the one it bound.
 final class UnixStreamServer {
     let path: String
-    private var channel: (any Channel)?
+    private var listener: PausingListener?
     private var socketFile: UnixSocketFile?
+    /// Hears the listener's pauses and failed accepts.
+    var report: ((PausingListener.Event) -> Void)?
 
     private init(path: String) {
         self.path = path
@@ -53,28 +68,47 @@ final class UnixStreamServer {
         eventLoop.preconditionInEventLoop()
         let server = NIOLoopBound(UnixStreamServer(path: path), eventLoop: eventLoop)
         let initializer = NIOLoopBound(initializeChild, eventLoop: eventLoop)
-        return ServerBootstrap(group: eventLoop)
-            .serverChannelOption(.backlog, value: 128)
-            .childChannelOption(.autoRead, value: false)
-            .childChannelOption(.writeBufferWaterMark, value: options.writeBufferWaterMark)
-            .childChannelInitializer { channel in
-                // Children of a server bound to one event loop live on that loop, so the bound values
-                // are reachable here.
-                channel.eventLoop.makeCompletedFuture { try initializer.value(channel) }
+        let listener = PausingListener(on: eventLoop, bind: {
+            // After a pause, the path is bound again only over our own socket file (or none): if
+            // somebody else's file is there now, it stays.
+            if let file = server.value.socketFile, file.isReplaced {
+                return eventLoop.makeFailedFuture(UnixSocketFileError.replaced(path))
             }
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
-            .map { channel in
-                server.value.channel = channel
-                server.value.socketFile = UnixSocketFile(boundAt: path)
-                return server
-            }
+            return ServerBootstrap(group: eventLoop)
+                .serverChannelOption(.backlog, value: 128)
+                .childChannelOption(.autoRead, value: false)
+                .childChannelOption(.writeBufferWaterMark, value: options.writeBufferWaterMark)
+                .childChannelInitializer { channel in
+                    // Children of a server bound to one event loop live on that loop, so the bound
+                    // values are reachable here.
+                    channel.eventLoop.makeCompletedFuture { try initializer.value(channel) }
+                }
+                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+                .map { channel in
+                    server.value.socketFile = UnixSocketFile(boundAt: path)
+                    return channel
+                }
+        }, report: { event in server.value.report?(event) })
+        server.value.listener = listener
+        return listener.start().map { server }
     }
 
     /// Stops accepting and removes the socket file. Accepted connections are not affected.
     func close() {
-        channel?.close(promise: nil)
-        channel = nil
+        listener?.close()
+        listener = nil
         socketFile?.remove()
         socketFile = nil
+    }
+}
+
+/// Why a unix listener could not bind its path again.
+enum UnixSocketFileError: Error, CustomStringConvertible {
+    case replaced(String)
+
+    var description: String {
+        switch self {
+        case .replaced(let path): return "\(path) is no longer the socket file this listener bound"
+        }
     }
 }

@@ -101,6 +101,10 @@ public final class VmnetListener {
     /// `VmnetUUID.derivedMACAddress`.
     public var admit: (VmnetUUID, IPv4Address?) -> Result<MACAddress, VmnetRefusal> = { uuid, _ in .success(uuid.derivedMACAddress) }
 
+    /// Hears when the listener ran out of descriptors and paused (see `PausingListener`), and
+    /// accepts that failed. Called on the event loop.
+    public var onListenerEvent: ((PausingListener.Event) -> Void)?
+
     private var server: UnixStreamServer?
 
     private init(path: String, mtu: Int) {
@@ -124,6 +128,7 @@ public final class VmnetListener {
             try listener.accept(channel, options: options, onConnection: onConnection)
         }
         .map { server in
+            server.value.report = { event in bound.value.onListenerEvent?(event) }
             bound.value.server = server.value
             return bound
         }
