@@ -34,6 +34,7 @@ public final class PausingListener {
     /// Makes the listening server channel.
     public typealias Bind = () -> EventLoopFuture<any Channel>
 
+    /// The loop the listener runs on; use it from there only.
     public let eventLoop: any EventLoop
     /// How long the listener stays closed after accept(2) ran out of descriptors.
     public let pause: TimeAmount
