@@ -67,7 +67,6 @@ final class PortPublisher {
     let eventLoop: any EventLoop
     /// TCP: the listener, which pauses when accept(2) runs out of descriptors.
     private var listener: PausingListener?
-    private var closed = false
     /// How long a TCP listener stays closed after accept(2) ran out of descriptors.
     static let relistenDelay = TimeAmount.seconds(1)
 
@@ -203,7 +202,6 @@ final class PortPublisher {
     }
 
     func close() {
-        closed = true
         listener?.close()
         listener = nil
         channel?.close(promise: nil)
