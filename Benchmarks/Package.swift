@@ -21,6 +21,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "VPNKitBase", package: project),
                 .product(name: "VPNKitEthernet", package: project),
                 .product(name: "VPNKitIPv4", package: project),

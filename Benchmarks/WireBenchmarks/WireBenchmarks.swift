@@ -51,6 +51,7 @@ let benchmarks: @Sendable () -> Void = {
     natBenchmarks()
     gatewayBenchmarks()
     tcpBenchmarks()
+    connectionBenchmarks()
 
     // Parse: validate the three views and read the fields a forwarding decision needs.
     Benchmark("Parse Ethernet+IPv4+TCP views (frames)") { benchmark in
