@@ -104,6 +104,9 @@ final class UDPFlow {
     var closed = false
     var bytesToHost: UInt64 = 0
     var bytesToGuest: UInt64 = 0
+    /// The last destination and its socket address, reused while the guest keeps sending there (a
+    /// flow of requests and answers does): making a `SocketAddress` allocates.
+    private var lastRemote: (address: IPv4Address, port: UInt16, socket: SocketAddress)?
 
     init(nat: NAT, key: UDPFlowKey, fd: CInt, now: NIODeadline) {
         self.nat = nat
@@ -114,7 +117,7 @@ final class UDPFlow {
     }
 
     func send(_ payload: ByteBuffer, to address: IPv4Address, port: UInt16) {
-        guard let nat, !closed, let remote = SocketAddress.v4(address, port: port) else { return }
+        guard let nat, !closed, let remote = remoteAddress(address, port: port) else { return }
         guard let channel else {
             if pending.count < nat.configuration.udpPendingDatagramLimit {
                 pending.append((payload, remote))
@@ -131,6 +134,13 @@ final class UDPFlow {
         nat.counters.udpBytesToHost &+= UInt64(payload.readableBytes)
         bytesToHost &+= UInt64(payload.readableBytes)
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: payload), promise: nil)
+    }
+
+    private func remoteAddress(_ address: IPv4Address, port: UInt16) -> SocketAddress? {
+        if let last = lastRemote, last.address == address, last.port == port { return last.socket }
+        guard let socket = SocketAddress.v4(address, port: port) else { return nil }
+        lastRemote = (address, port, socket)
+        return socket
     }
 
     func opened(_ channel: any Channel) {

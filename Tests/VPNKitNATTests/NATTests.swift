@@ -227,6 +227,44 @@ struct NATTests {
         try await world.shutdown()
     }
 
+    @Test("one UDP flow, several destinations in turn: each datagram reaches its own, each reply comes back from it")
+    func udpFlowDestinations() async throws {
+        let world = try await NATWorld { _ in }
+        var echoes: [any Channel] = []
+        for _ in 0..<2 {
+            echoes.append(try await DatagramBootstrap(group: world.group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEchoHandler()) }
+                }
+                .bind(host: "127.0.0.1", port: 0).get())
+        }
+        let ports = echoes.map { UInt16($0.localAddress!.port!) }
+        let guest = world.guest
+        let box = try await world.loop.submit { NIOLoopBound(Box(), eventLoop: world.loop) }.get()
+        // One guest socket (one NAT flow); the flow remembers the last destination's address, so
+        // sending to A, B, A, A, B must not send any of them to the wrong one.
+        let order = [0, 1, 0, 0, 1]
+        try await world.loop.submit {
+            let socket = try guest.value.stack.bindUDP(port: 40010) { message in box.value.replies.append(message.sourcePort) }
+            box.value.sockets.append(socket)
+        }.get()
+        for (i, which) in order.enumerated() {
+            try await world.loop.submit {
+                try box.value.sockets[0].send(ByteBuffer(string: "d\(i)"), to: hostAlias, port: ports[which], now: .now())
+                guest.value.flush()
+            }.get()
+            var got: [UInt16] = []
+            for _ in 0..<300 where got.count <= i {
+                try await Task.sleep(for: .milliseconds(10))
+                got = try await world.loop.submit { box.value.replies }.get()
+            }
+            #expect(got.count == i + 1 && got.last == ports[which], "datagram \(i): replies from \(got), expected \(ports[which])")
+        }
+        #expect(try await world.nat { $0.openUDPFlows } == 1)
+        for echo in echoes { try await echo.close() }
+        try await world.shutdown()
+    }
+
     @Test("every stack counter has a name")
     func counterNames() {
         let names = StackCounter.allCases.map(\.description)
