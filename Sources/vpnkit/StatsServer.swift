@@ -148,11 +148,27 @@ enum StatsServerError: Error, CustomStringConvertible {
 final class StatsHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+    /// A client that has not sent its request line by then is disconnected, so that silent clients
+    /// cannot hold descriptors (which the NAT's host sockets need) for ever.
+    static let requestTimeout = TimeAmount.seconds(5)
     let driver: NIOLoopBound<StackDriver>
     var request = ""
     var answered = false
+    private var deadline: Scheduled<Void>?
 
     init(driver: NIOLoopBound<StackDriver>) { self.driver = driver }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: Self.requestTimeout) {
+            bound.value.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
@@ -165,6 +181,8 @@ final class StatsHandler: ChannelInboundHandler {
             request.contains("\n")
         else { return }
         answered = true
+        deadline?.cancel()
+        deadline = nil
         let snapshot = StatsSnapshot(driver: driver.value, now: .now())
         let command = line.trimmingCharacters(in: .whitespacesAndNewlines)
         var body: String

@@ -173,6 +173,50 @@ let asNobody: [String]? = {
 
 @Suite("vpnkit run on a VM's unix socket")
 struct DaemonSocketTests {
+    @Test("the stats socket: a client that asks gets its answer; a silent one is disconnected after 5 s")
+    func statsRequestTimeout() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-stats-\(getpid())")
+        try? FileManager.default.removeItem(at: directory)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("link").path
+        let stats = directory.appendingPathComponent("stats").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: vpnkitBinary())
+        process.arguments = ["run", "--socket", path, "--protocol", "qemu", "--stats", stats]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(10)
+        while !FileManager.default.fileExists(atPath: stats) && Date() < deadline { usleep(20_000) }
+        let script = #"""
+import json, socket, sys, time
+path = sys.argv[1]
+silent = socket.socket(socket.AF_UNIX); silent.connect(path); silent.settimeout(20)
+t0 = time.monotonic()
+asking = socket.socket(socket.AF_UNIX); asking.connect(path); asking.settimeout(5)
+asking.sendall(b"json\n")
+answer = b""
+while True:
+    chunk = asking.recv(65536)
+    if not chunk: break
+    answer += chunk
+print("answer", "stack" in json.loads(answer))
+try:
+    print("silent_eof", silent.recv(1) == b"")
+except OSError as e:
+    print("silent_error", e)
+print("silent_after", round(time.monotonic() - t0, 1))
+"""#
+        let client = try run("/usr/bin/env", ["python3", "-c", script, stats], timeout: 40)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(client.output.contains("answer True"), "\(client.output) \(client.error)")
+        #expect(client.output.contains("silent_eof True"), "\(client.output) \(client.error)")
+        let after = client.output.split(separator: "\n").first { $0.hasPrefix("silent_after ") }.flatMap { Double($0.dropFirst(13)) } ?? -1
+        #expect(after >= 4 && after < 15, "\(client.output)")
+    }
+
     @Test("qemu stream, datagram and vmnet framings: ARP and ping through the daemon", arguments: ["qemu", "dgram", "vmnet"])
     func socket(kind: String) throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-sock-\(getpid())-\(kind)")
