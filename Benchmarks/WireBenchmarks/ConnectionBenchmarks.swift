@@ -67,4 +67,32 @@ let connectionBenchmarks: @Sendable () -> Void = {
         acceptor.stop()
         try await group.shutdownGracefully()
     }
+
+    // The same work with plain system calls (socket, connect, close; loopback completes the
+    // handshake inside connect), for the difference SwiftNIO's machinery makes.
+    Benchmark(
+        "Plain sockets: connect + close to 127.0.0.1 (connections)",
+        configuration: .init(metrics: metrics + [.cpuUser, .cpuSystem], scalingFactor: .kilo)
+    ) { benchmark in
+        let acceptor = LoopbackAcceptor()
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = acceptor.port.bigEndian
+        func once() {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var one: Int32 = 1
+            _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            _ = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            close(fd)
+        }
+        for _ in 0..<100 { once() }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { once() }
+        benchmark.stopMeasurement()
+        acceptor.stop()
+    }
 }
