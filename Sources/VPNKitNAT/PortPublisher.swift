@@ -128,16 +128,13 @@ final class PortPublisher {
     func listenerEvent(_ event: PausingListener.Event) {
         guard let nat else { return }
         switch event {
-        case .acceptFailed(let error):
-            nat.counters.publishedRefused &+= 1
-            nat.logger.notice("published \(port): accepting a connection failed: \(error)")
-        case .paused(let error):
-            nat.counters.publishedRefused &+= 1
-            nat.logger.notice("published \(port): out of descriptors (\(error)): not listening for a second; waiting connections are refused")
         case .resumed:
-            nat.logger.info("published \(port): listening again")
-        case .resumeFailed(let error):
-            nat.logger.notice("published \(port): cannot listen again: \(error); retrying every second")
+            nat.logger.info("published \(port): \(event)")
+        case .resumeFailed:
+            nat.logger.notice("published \(port): \(event)")
+        case .acceptFailed, .paused:
+            nat.counters.publishedRefused &+= 1
+            nat.logger.notice("published \(port): \(event)")
         }
     }
 

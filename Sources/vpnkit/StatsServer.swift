@@ -206,14 +206,9 @@ final class StatsHandler: ChannelInboundHandler {
 
 /// Logs what a pausing listener reports (the guest's socket, the stats socket).
 func logListenerEvent(_ event: PausingListener.Event, listener: String, logger: Logger) {
-    switch event {
-    case .acceptFailed(let error):
-        logger.notice("\(listener): accepting a connection failed: \(error)")
-    case .paused(let error):
-        logger.notice("\(listener): out of descriptors (\(error)): not listening for a second; waiting connections are refused")
-    case .resumed:
-        logger.info("\(listener): listening again")
-    case .resumeFailed(let error):
-        logger.notice("\(listener): cannot listen again: \(error); retrying every second")
+    if case .resumed = event {
+        logger.info("\(listener): \(event)")
+    } else {
+        logger.notice("\(listener): \(event)")
     }
 }

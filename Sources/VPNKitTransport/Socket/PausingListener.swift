@@ -118,6 +118,18 @@ public final class PausingListener {
     }
 }
 
+extension PausingListener.Event: CustomStringConvertible {
+    /// What happened, for a log line after the listener's name.
+    public var description: String {
+        switch self {
+        case .acceptFailed(let error): return "accepting a connection failed: \(error)"
+        case .paused(let error): return "out of descriptors (\(error)): paused listening; waiting connections are refused"
+        case .resumed: return "listening again"
+        case .resumeFailed(let error): return "cannot listen again: \(error); retrying after each pause"
+        }
+    }
+}
+
 /// Sits after the server channel's accept handler: what arrives here is an accept that failed.
 private final class AcceptFailureHandler: ChannelInboundHandler {
     typealias InboundIn = any Channel
