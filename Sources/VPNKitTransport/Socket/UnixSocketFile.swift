@@ -25,16 +25,20 @@ struct UnixSocketFile {
         self.inode = UInt64(info.st_ino)
     }
 
-    /// Whether the file at `path` is still the one we bound.
-    var isStillBound: Bool {
+    /// What is at `path` now: nothing, the file we bound, or another.
+    private var current: (exists: Bool, ours: Bool) {
         var info = stat()
-        return lstat(path, &info) == 0 && UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode
+        guard lstat(path, &info) == 0 else { return (false, false) }
+        return (true, UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode)
     }
+
+    /// Whether the file at `path` is still the one we bound.
+    var isStillBound: Bool { current.ours }
 
     /// Whether some other file is at `path` now (not ours, and not nothing).
     var isReplaced: Bool {
-        var info = stat()
-        return lstat(path, &info) == 0 && !(UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode)
+        let now = current
+        return now.exists && !now.ours
     }
 
     /// Removes the file if it is still the one we bound.
