@@ -18,9 +18,7 @@ struct DHCPClientInteropTests {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { try? group.syncShutdownGracefully() }
         let loop = group.next()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-dnsmasq-\(getpid())")
-        try? FileManager.default.removeItem(at: directory)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try freshDirectory("vk-dnsmasq-\(getpid())")
         defer { try? FileManager.default.removeItem(at: directory) }
 
         // Our stack is the host on the far side of tap0; the namespace's kernel runs dnsmasq on it.

@@ -41,9 +41,7 @@ func environment(_ file: URL) -> [String: String] {
 struct DHCPInteropTests {
     @Test("udhcpc gets .3, router, DNS, domain and search, MTU 9000 and the lease; it renews; a second MAC gets .4; the MTU works")
     func udhcpc() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-dhcp-\(getpid())")
-        try? FileManager.default.removeItem(at: directory)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try freshDirectory("vk-dhcp-\(getpid())")
         defer { try? FileManager.default.removeItem(at: directory) }
         let script = try udhcpcScript(in: directory)
 

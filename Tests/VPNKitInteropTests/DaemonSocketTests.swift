@@ -175,9 +175,7 @@ let asNobody: [String]? = {
 struct DaemonSocketTests {
     @Test("the stats socket: a client that asks gets its answer; a silent one is disconnected after 5 s")
     func statsRequestTimeout() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-stats-\(getpid())")
-        try? FileManager.default.removeItem(at: directory)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try freshDirectory("vk-stats-\(getpid())")
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("link").path
         let stats = directory.appendingPathComponent("stats").path
@@ -187,8 +185,7 @@ struct DaemonSocketTests {
         process.standardError = FileHandle.nullDevice
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: stats) && Date() < deadline { usleep(20_000) }
+        waitForFile(stats)
         let script = #"""
 import json, socket, sys, time
 path = sys.argv[1]
@@ -219,9 +216,7 @@ print("silent_after", round(time.monotonic() - t0, 1))
 
     @Test("qemu stream, datagram and vmnet framings: ARP and ping through the daemon", arguments: ["qemu", "dgram", "vmnet"])
     func socket(kind: String) throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-sock-\(getpid())-\(kind)")
-        try? FileManager.default.removeItem(at: directory)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try freshDirectory("vk-sock-\(getpid())-\(kind)")
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("link").path
         let process = Process()
@@ -231,8 +226,7 @@ print("silent_after", round(time.monotonic() - t0, 1))
         process.standardError = stderr
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+        waitForFile(path)
         let client = try run("/usr/bin/env", ["python3", "-c", socketClient, path, kind], timeout: 20)
         #expect(client.status == 0, "\(client.output) \(client.error)")
         #expect(client.output.contains("arp-reply 5a94efe40cee"), "\(client.output) \(client.error)")
@@ -252,9 +246,7 @@ print("silent_after", round(time.monotonic() - t0, 1))
     func unprivileged() throws {
         // The options set on host sockets must be ones any user may set (SO_DEBUG, say, is not).
         let prefix = asNobody ?? []
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-sock-\(getpid())-nobody")
-        try? FileManager.default.removeItem(at: directory)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let directory = try freshDirectory("vk-sock-\(getpid())-nobody", attributes: [.posixPermissions: 0o700])
         if !prefix.isEmpty { try FileManager.default.setAttributes([.ownerAccountID: 65534, .groupOwnerAccountID: 65534], ofItemAtPath: directory.path) }
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("link").path
@@ -267,8 +259,7 @@ print("silent_after", round(time.monotonic() - t0, 1))
         process.standardError = stderr
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+        waitForFile(path)
         let client = try run("/usr/bin/env", ["python3", "-c", natSocketClient, path, "\(publishPort)"], timeout: 30)
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
@@ -359,9 +350,7 @@ struct OpenFileLimitTests {
     /// Starts the daemon on a qemu socket under `prlimit --nofile=SOFT:HARD`; returns its soft and hard
     /// open-file limits as /proc shows them once it listens, and what it logged.
     func limits(soft: Int, hard: Int, arguments: [String]) throws -> (soft: Int, hard: Int, log: String) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vk-nofile-\(getpid())-\(soft)-\(hard)")
-        try? FileManager.default.removeItem(at: directory)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try freshDirectory("vk-nofile-\(getpid())-\(soft)-\(hard)")
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("link").path
         let process = Process()
@@ -371,8 +360,7 @@ struct OpenFileLimitTests {
         process.standardError = stderr
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+        waitForFile(path)
         // prlimit execs the daemon: same pid.
         let table = try String(contentsOfFile: "/proc/\(process.processIdentifier)/limits", encoding: .utf8)
         let line = table.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""

@@ -115,3 +115,18 @@ func which(_ program: String) -> String? {
     }
     return nil
 }
+
+/// An empty directory of the test's own in the temporary directory (whatever an earlier run left
+/// there is removed first); the caller removes it when done.
+func freshDirectory(_ name: String, attributes: [FileAttributeKey: Any]? = nil) throws -> URL {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(name)
+    try? FileManager.default.removeItem(at: directory)
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: attributes)
+    return directory
+}
+
+/// Waits up to `timeout` seconds for a file to appear at `path` (a socket the daemon binds).
+func waitForFile(_ path: String, timeout: TimeInterval = 10) {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+}
