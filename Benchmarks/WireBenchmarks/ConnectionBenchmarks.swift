@@ -2,6 +2,7 @@ import Benchmark
 import Foundation
 import NIOCore
 import NIOPosix
+import VPNKit
 
 /// A TCP server on 127.0.0.1 with a blocking socket on a thread of its own that accepts and closes
 /// every connection (plain C calls, no allocation), so that what a benchmark counts is the client's.
@@ -34,14 +35,8 @@ func connectAndClose(_ count: Int, to address: SocketAddress, on loop: any Event
     guard count > 0 else { return loop.makeSucceededVoidFuture() }
     return ClientBootstrap(group: loop)
         .channelInitializer { channel in
-            // The options the NAT sets on each host socket (NAT+TCP.swift), synchronously as it does.
-            channel.eventLoop.makeCompletedFuture {
-                guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
-                try options.setOption(.autoRead, value: false)
-                try options.setOption(.allowRemoteHalfClosure, value: true)
-                try options.setOption(.socketOption(.so_keepalive), value: 1)
-                try options.setOption(.maxMessagesPerRead, value: 1)
-            }
+            // What the NAT sets on each host socket, as it does.
+            channel.eventLoop.makeCompletedFuture { try NATConfiguration().configureHostTCPChannel(channel) }
         }
         .connect(to: address)
         .flatMap { channel in channel.close() }
