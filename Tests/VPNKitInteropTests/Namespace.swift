@@ -125,8 +125,9 @@ func freshDirectory(_ name: String, attributes: [FileAttributeKey: Any]? = nil) 
     return directory
 }
 
-/// Waits up to `timeout` seconds for a file to appear at `path` (a socket the daemon binds).
-func waitForFile(_ path: String, timeout: TimeInterval = 10) {
+/// Waits up to `timeout` seconds for a file to appear at `path` (a socket the daemon binds), and no
+/// longer than `process` runs, when given.
+func waitForFile(_ path: String, timeout: TimeInterval = 10, while process: Process? = nil) {
     let deadline = Date().addingTimeInterval(timeout)
-    while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+    while !FileManager.default.fileExists(atPath: path) && Date() < deadline && process?.isRunning != false { usleep(20_000) }
 }

@@ -103,8 +103,7 @@ final class SocketDaemon {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         guard let path else { return }
-        let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: path) && Date() < deadline && process.isRunning { usleep(20_000) }
+        waitForFile(path, timeout: 20, while: process)
     }
 
     func stop() -> String {
@@ -154,8 +153,7 @@ struct QemuVMTests {
         let path = socketPath("qemu-server")
         try? FileManager.default.removeItem(atPath: path)
         let vm = try QemuVM(netdev: "stream,id=n0,server=on,addr.type=unix,addr.path=\(path)", append: "vkport=\(host.http)")
-        let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: path) && Date() < deadline { usleep(20_000) }
+        waitForFile(path, timeout: 20)
         let daemon = try SocketDaemon(["--socket", path, "--protocol", "qemu", "--connect"], waitFor: nil)
         vm.finish()
         checkGuest(vm, httpReply: "hello from the host")

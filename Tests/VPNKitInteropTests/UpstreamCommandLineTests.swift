@@ -95,8 +95,7 @@ struct UpstreamCommandLineTests {
             daemon.terminate()
             daemon.waitUntilExit()
         }
-        let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: path) && Date() < deadline && daemon.isRunning { usleep(20_000) }
+        waitForFile(path, timeout: 20, while: daemon)
         let result = try run("/usr/bin/env", ["python3", "-c", vmnetClientScript, path, "sequence"], timeout: 60)
         let line = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(line.hasPrefix("ok "), "\(result.output) \(result.error)")
