@@ -320,6 +320,17 @@ final class TCPFlow {
         nat?.tcpFlowEnded(self)
     }
 
+    /// A published port's connection that the guest did not answer within `connectTimeout`: the
+    /// host client gets RST and the guest connection is dropped (no SYN again).
+    func guestConnectTimedOut(now: NIODeadline, port: PublishedPort) {
+        guard !finished, let nat else { return }
+        nat.counters.publishedTimedOut &+= 1
+        nat.logger.notice("published \(port): \(request.guestAddress):\(request.guestPort) did not answer within \(nat.configuration.connectTimeout); the host connection is reset")
+        // Finished first, so the guest connection's close is not counted as a reset from the guest.
+        finish(now: now, resetHost: true)
+        socket?.abort(now: now)
+    }
+
     /// Resets both sides (the NAT is shutting down).
     func abort(now: NIODeadline) {
         socket?.abort(now: now)

@@ -135,7 +135,7 @@ public final class NAT {
     func sweep(now: NIODeadline) {
         expireUDP(now: now)
         icmp?.expire(now: now)
-        for publisher in publishers { publisher.expire(now: now, idle: configuration.udpIdleTimeout) }
+        for publisher in publishers { publisher.sweep(now: now, configuration: configuration) }
         flush()
     }
 }

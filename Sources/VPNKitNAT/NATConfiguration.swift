@@ -12,7 +12,9 @@ public struct NATConfiguration: Sendable {
     /// TCP connections through the NAT at once (connecting and open, published ports included); default
     /// 4096. Further guest SYNs are answered with RST and counted in `tcpRefusedAtLimit`.
     public var maximumConnections = 4096
-    /// How long a host connect may take before the guest's SYN is refused with RST; default 10 s.
+    /// How long a connection may take to open; default 10 s. A host connect for a guest SYN: then the
+    /// guest gets RST. A guest that does not answer a published port's connection: then the host
+    /// client gets RST (checked every second).
     public var connectTimeout: TimeAmount = .seconds(10)
     /// UDP flows (guest address and port) at once; default 1024. Opening one more closes the least
     /// recently used one.
@@ -106,6 +108,9 @@ public struct NATCounters: Sendable, Hashable, Codable {
     /// Host connections to published TCP ports closed at once: no guest address, the connection limit
     /// reached, or the stack refused the connect.
     public var publishedRefused: UInt64 = 0
+    /// Host connections to published TCP ports reset because the guest did not answer within
+    /// `NATConfiguration.connectTimeout`.
+    public var publishedTimedOut: UInt64 = 0
     /// Host datagrams to published UDP ports forwarded into the guest.
     public var publishedDatagrams: UInt64 = 0
 

@@ -67,6 +67,9 @@ final class PortPublisher {
     let eventLoop: any EventLoop
     /// TCP: the listener, which pauses when accept(2) runs out of descriptors.
     private var listener: PausingListener?
+    /// TCP: host connections whose guest side had not answered when last looked at, oldest first
+    /// (at most `maximumConnections`: each is a flow in the NAT's table).
+    private var connecting: [TCPFlow] = []
     /// How long a TCP listener stays closed after accept(2) ran out of descriptors.
     static let relistenDelay = TimeAmount.seconds(1)
 
@@ -85,18 +88,17 @@ final class PortPublisher {
         let hostPort = Int(port.hostPort)
         switch port.transport {
         case .tcp:
-            let chunk = nat.configuration.tcpReadChunkBytes
+            let configuration = nat.configuration
             let listener = PausingListener(on: loop, pause: Self.relistenDelay, bind: {
                 ServerBootstrap(group: loop)
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .childChannelOption(.autoRead, value: false)
-                    .childChannelOption(.allowRemoteHalfClosure, value: true)
-                    .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-                    .childChannelOption(.maxMessagesPerRead, value: 1)
-                    .childChannelOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
-                    .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: chunk, maximum: chunk))
                     .childChannelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
+                            // The same settings as the NAT's own host sockets (keepalive, a receive
+                            // buffer that starts small), and TCP_NODELAY, which ServerBootstrap sets
+                            // on the listener only.
+                            try configuration.configureHostTCPChannel(channel)
+                            try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
                             guard let flow = boundSelf.value.accepted(channel) else {
                                 channel.close(promise: nil)
                                 return
@@ -157,6 +159,7 @@ final class PortPublisher {
         flow.channel = channel
         flow.attach(socket)
         nat.tcpFlows[request] = flow
+        connecting.append(flow)
         nat.counters.publishedConnections &+= 1
         nat.logger.debug("published \(port): host connection → \(guest):\(port.guestPort)")
         nat.flush()
@@ -191,10 +194,21 @@ final class PortPublisher {
         try? entry.socket.send(envelope.data, to: guest, port: port.guestPort, now: now)
     }
 
-    func expire(now: NIODeadline, idle: TimeAmount) {
-        for (client, entry) in udpClients where now - entry.lastActivity >= idle {
+    /// Once a second: forgets idle UDP clients, and resets host connections the guest has not
+    /// answered within `connectTimeout` (without this the host client would wait through every SYN
+    /// retransmission, minutes, even after it gave up itself: its close is not read until the guest
+    /// side is open).
+    func sweep(now: NIODeadline, configuration: NATConfiguration) {
+        for (client, entry) in udpClients where now - entry.lastActivity >= configuration.udpIdleTimeout {
             entry.socket.close()
             udpClients[client] = nil
+        }
+        guard !connecting.isEmpty else { return }
+        connecting.removeAll { flow in
+            if flow.finished || flow.guestEstablished { return true }
+            guard now - flow.opened >= configuration.connectTimeout else { return false }
+            flow.guestConnectTimedOut(now: now, port: port)
+            return true
         }
     }
 
@@ -204,6 +218,7 @@ final class PortPublisher {
         channel?.close(promise: nil)
         for entry in udpClients.values { entry.socket.close() }
         udpClients.removeAll()
+        connecting.removeAll()
     }
 }
 
