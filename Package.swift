@@ -210,7 +210,7 @@ let package = Package(
             name: "VPNKitNATTests",
             dependencies: [
                 "VPNKitNAT", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitTCP", "VPNKitIPv4", "VPNKitDNS",
-                "VPNKitEthernet", "VPNKitUDP",
+                "VPNKitEthernet", "VPNKitUDP", "VPNKitTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

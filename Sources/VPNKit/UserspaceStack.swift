@@ -3,10 +3,10 @@ public import NIOCore
 import NIOPosix
 import Synchronization
 import VPNKitBase
-public import VPNKitDHCP
-public import VPNKitNAT
+import VPNKitDHCP
+import VPNKitNAT
 public import VPNKitStack
-public import VPNKitTransport
+import VPNKitTransport
 
 /// A TCP/IP stack running on a SwiftNIO event loop over a link: the embedding API.
 ///

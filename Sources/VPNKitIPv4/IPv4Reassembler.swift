@@ -1,5 +1,5 @@
 public import NIOCore
-public import VPNKitBase
+import VPNKitBase
 
 /// Limits of IPv4 reassembly (RFC 791 / RFC 815). Defaults follow Linux where it has one.
 public struct ReassemblyConfiguration: Sendable, Hashable {

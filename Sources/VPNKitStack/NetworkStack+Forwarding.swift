@@ -1,6 +1,6 @@
 public import NIOCore
 public import VPNKitBase
-public import VPNKitIPv4
+import VPNKitIPv4
 import VPNKitTCP
 import VPNKitUDP
 

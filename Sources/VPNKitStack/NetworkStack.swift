@@ -1,9 +1,9 @@
 public import NIOCore
 public import VPNKitARP
 public import VPNKitBase
-public import VPNKitEthernet
+import VPNKitEthernet
 public import VPNKitIPv4
-public import VPNKitUDP
+import VPNKitUDP
 import VPNKitTCP
 
 /// A received UDP datagram, as handed to a socket.

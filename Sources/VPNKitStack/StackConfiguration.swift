@@ -1,4 +1,4 @@
-public import NIOCore
+import NIOCore
 public import VPNKitARP
 public import VPNKitBase
 public import VPNKitIPv4

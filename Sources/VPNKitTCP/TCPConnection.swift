@@ -2,7 +2,7 @@ public import NIOCore
 #if canImport(Glibc)
 import Glibc
 #endif
-public import VPNKitBase
+import VPNKitBase
 
 /// The states of RFC 9293 §3.3.2 (LISTEN lives in the stack's listener table).
 ///

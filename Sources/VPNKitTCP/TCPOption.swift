@@ -1,4 +1,4 @@
-public import NIOCore
+import NIOCore
 public import VPNKitBase
 
 /// A SACK block: the left edge and the right edge (one past the last byte) of a received range.

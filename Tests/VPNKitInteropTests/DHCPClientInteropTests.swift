@@ -51,9 +51,10 @@ struct DHCPClientInteropTests {
             service.onEvent = { event in if case .bound(let lease) = event { bound.succeed(lease) } }
             driver.perform { _, now in service.start(now: now) }
             let timeout = loop.scheduleTask(in: .seconds(20)) { bound.fail(NamespaceError(message: "no lease from dnsmasq")) }
+            let boundDriver = NIOLoopBound(driver, eventLoop: loop)
             return bound.futureResult.always { _ in timeout.cancel() }.map { lease in
                 // Keep the driver alive for the rest of the test.
-                keepAlive.value = NIOLoopBound(driver, eventLoop: loop)
+                keepAlive.value = boundDriver
                 return lease
             }
         }.flatMap { $0 }.wait()

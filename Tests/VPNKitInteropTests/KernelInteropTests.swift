@@ -6,6 +6,7 @@ import VPNKitBase
 import VPNKitIPv4
 import VPNKitStack
 import VPNKitTransport
+import VPNKitTestSupport
 
 /// The stack in this process on a TAP device inside a fresh namespace, the namespace's kernel at
 /// 192.168.65.3/24 opposite it.
@@ -158,7 +159,7 @@ struct KernelInteropTests {
         let (mask, cpus) = try allowedCPUs()
         // Other tests add namespaces (nsfs mounts) meanwhile: compare our sysfs mounts only.
         func sysfsMounts() throws -> [Substring] {
-            try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n").filter { $0.contains(" - sysfs ") }
+            (readProcFile("/proc/self/mountinfo") ?? "").split(separator: "\n").filter { $0.contains(" - sysfs ") }
         }
         let mountsBefore = try sysfsMounts()
         let link = try InProcessGuestLink(label: "rps", receiveSteering: true)

@@ -86,10 +86,11 @@ struct TCPInteropTests {
             state = state &* 6364136223846793005 &+ 1442695040888963407
             payload.writeInteger(state)
         }
+        let sending = payload
         try link.loop.submit {
             let d = driver.value
             let socket = try d.stack.connectTCP(to: IPv4Address(192, 168, 65, 3), port: 8000, now: .now())
-            var toSend = payload
+            var toSend = sending
             var answer = ByteBuffer()
             let push = { [unowned socket] in
                 toSend.moveReaderIndex(forwardBy: socket.write(toSend, now: .now()))
@@ -114,7 +115,7 @@ struct TCPInteropTests {
 /// SHA-256 of a buffer, by the system's sha256sum (no crypto dependency for one test).
 func sha256Hex(_ buffer: ByteBuffer) -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-sha-\(getpid())").path
-    FileManager.default.createFile(atPath: path, contents: Data(buffer.readableBytesView))
+    guard FileManager.default.createFile(atPath: path, contents: Data(buffer.readableBytesView)) else { return "" }
     defer { try? FileManager.default.removeItem(atPath: path) }
     let result = try? run("/usr/bin/sha256sum", [path], timeout: 30)
     return String(result?.output.split(separator: " ").first ?? "")

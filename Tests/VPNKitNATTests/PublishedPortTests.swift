@@ -6,6 +6,7 @@ import VPNKitBase
 import VPNKitNAT
 import VPNKitStack
 import VPNKitTCP
+import VPNKitTestSupport
 
 /// A blocking TCP client on 127.0.0.1, for the host side of a published port.
 final class BlockingClient {
@@ -58,8 +59,17 @@ final class BlockingClient {
         _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
     }
 
-    /// What one read returns: bytes, end of stream (empty), or the errno it failed with.
-    func receive() -> Result<[UInt8], POSIXError> {
+    /// What one read returns: bytes, end of stream (empty), or the errno it failed with. The read
+    /// runs on a thread of its own, so while it waits it does not hold one of the few threads every
+    /// test's async work shares.
+    func receiveWaiting() async -> Result<[UInt8], POSIXError> {
+        let fd = self.fd
+        return await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: Self.receive(fd)) }.start()
+        }
+    }
+
+    private static func receive(_ fd: Int32) -> Result<[UInt8], POSIXError> {
         var bytes = [UInt8](repeating: 0, count: 4096)
         let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
         guard count >= 0 else { return .failure(POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)) }
@@ -71,7 +81,7 @@ final class BlockingClient {
 /// 127.0.0.1:`remote`, from /proc/net/tcp: 0 none, 1 retransmission, 2 keepalive (for an idle
 /// established socket, armed only with SO_KEEPALIVE), 4 zero-window probe. Nil when not found.
 func kernelTimer(local: UInt16, remote: UInt16) -> Int? {
-    guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+    guard let table = readProcFile("/proc/net/tcp") else { return nil }
     let wanted = (String(format: "0100007F:%04X", local), String(format: "0100007F:%04X", remote))
     for line in table.split(separator: "\n").dropFirst() {
         let fields = line.split(separator: " ")
@@ -107,7 +117,7 @@ struct PublishedPortTests {
         let request = try await connection.read()
         #expect(request.map { String(buffer: $0) } == "hello")
         try await connection.write(ByteBuffer(string: "world"))
-        #expect(try client.receive().get() == Array("world".utf8))
+        #expect(try await client.receiveWaiting().get() == Array("world".utf8))
         // The daemon's accepted socket, once nothing is in flight: SO_KEEPALIVE arms the keepalive
         // timer (2); without it the column stays 0.
         var timer: Int?
@@ -130,7 +140,7 @@ struct PublishedPortTests {
         try await world.publish(hostPort: port, to: IPv4Address(192, 168, 65, 9), guestPort: 80)
         let client = try BlockingClient(port: port, timeout: 8)
         let started = ContinuousClock.now
-        let outcome = client.receive()
+        let outcome = await client.receiveWaiting()
         let waited = ContinuousClock.now - started
         // Before the timeout it waited for the stack's SYN retransmissions: minutes.
         #expect(outcome.failureCode == .ECONNRESET, "\(outcome) after \(waited)")
@@ -157,7 +167,7 @@ struct PublishedPortTests {
         client.send("late")
         #expect(try await connection.read().map { String(buffer: $0) } == "late")
         try await connection.write(ByteBuffer(string: "still here"))
-        #expect(try client.receive().get() == Array("still here".utf8))
+        #expect(try await client.receiveWaiting().get() == Array("still here".utf8))
         #expect(try await world.nat { $0.counters.publishedTimedOut } == 0)
         await connection.abort()
         try await world.shutdown()

@@ -20,3 +20,12 @@ public func readAll(_ handle: FileHandle) -> Data {
         }
     }
 }
+
+/// A whole file as text, read with read(2) to its end; nil when it cannot be opened. For /proc
+/// files: Foundation's `String(contentsOfFile:)` trusts their size (0) and returns only the first
+/// 4 KiB, so a busy machine's /proc/net/tcp loses all but its first 27 sockets.
+public func readProcFile(_ path: String) -> String? {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? handle.close() }
+    return String(decoding: readAll(handle), as: UTF8.self)
+}
