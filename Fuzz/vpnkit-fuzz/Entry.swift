@@ -71,8 +71,12 @@ struct Replay {
                 let folder = directory + "/" + target.rawValue
                 try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
                 for (index, seed) in seeds.enumerated() {
-                    FileManager.default.createFile(atPath: "\(folder)/\(name)-\(index)", contents: Data(seed))
-                    written += 1
+                    let path = "\(folder)/\(name)-\(index)"
+                    if FileManager.default.createFile(atPath: path, contents: Data(seed)) {
+                        written += 1
+                    } else {
+                        FileHandle.standardError.write(Data("cannot write \(path)\n".utf8))
+                    }
                 }
             }
         }
