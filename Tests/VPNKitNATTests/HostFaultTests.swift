@@ -7,6 +7,7 @@ import VPNKitBase
 import VPNKitNAT
 import VPNKitStack
 import VPNKitTCP
+import VPNKitTestSupport
 
 /// A misbehaving server on 127.0.0.1, on a thread of its own, for one connection.
 final class FaultyHostServer: Sendable {
@@ -30,14 +31,8 @@ final class FaultyHostServer: Sendable {
     init(_ behaviour: Behaviour) throws {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.listener = listener
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
-        guard bound == 0, listen(listener, 4) == 0 else { throw POSIXError(.EADDRINUSE) }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
-        port = UInt16(bigEndian: address.sin_port)
+        port = try bindLoopback(listener)
+        guard listen(listener, 4) == 0 else { throw POSIXError(.EADDRINUSE) }
         let thread = Thread { [self] in self.serve(behaviour) }
         thread.start()
     }

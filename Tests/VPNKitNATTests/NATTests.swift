@@ -59,7 +59,12 @@ struct NATWorld {
 
     func nat<T: Sendable>(_ body: @escaping @Sendable (NAT) -> T) async throws -> T {
         let gateway = self.gateway
-        return try await loop.submit { body(gateway.value.attachments.compactMap { $0 as? NAT }.first!) }.get()
+        return try await loop.submit { body(Self.nat(of: gateway)) }.get()
+    }
+
+    /// The NAT attached to the daemon's side; call on the loop.
+    static func nat(of gateway: NIOLoopBound<StackDriver>) -> NAT {
+        gateway.value.attachments.compactMap { $0 as? NAT }.first!
     }
 
     func shutdown() async throws {
@@ -393,8 +398,7 @@ struct NATInputTests {
             IPv4Header(source: spoofed, destination: hostAlias, protocol: .udp).prepend(to: &frame)
             EthernetHeader(destination: stack.macAddress, source: MACAddress(rawValue: 0x0250_0000_0003), etherType: .ipv4).prepend(to: &frame)
             stack.receive(frame, now: .now())
-            let nat = gateway.value.attachments.compactMap { $0 as? NAT }.first!
-            return (stack.statistics[.forwardedBadSource], nat.openUDPFlows)
+            return (stack.statistics[.forwardedBadSource], NATWorld.nat(of: gateway).openUDPFlows)
         }.get()
         #expect(dropped == 1)
         #expect(flows == 0)

@@ -17,7 +17,7 @@ final class BlockingClient {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var limit = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        var address = Self.loopback(port: port)
+        var address = loopbackAddress(port: port)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
@@ -29,31 +29,7 @@ final class BlockingClient {
 
     deinit { close(fd) }
 
-    static func loopback(port: UInt16) -> sockaddr_in {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = port.bigEndian
-        return address
-    }
-
-    /// A port on 127.0.0.1 that was free a moment ago.
-    static func freePort() -> UInt16 {
-        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(probe) }
-        var address = loopback(port: 0)
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &length) } }
-        return UInt16(bigEndian: address.sin_port)
-    }
-
-    var localPort: UInt16 {
-        var address = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return UInt16(bigEndian: address.sin_port)
-    }
+    var localPort: UInt16 { VPNKitTestSupport.localPort(of: fd) }
 
     func send(_ text: String) {
         _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
@@ -106,8 +82,7 @@ extension NATWorld {
     func publish(hostPort: UInt16, to guest: IPv4Address, guestPort: UInt16) async throws {
         let gateway = self.gateway
         try await loop.flatSubmit {
-            let nat = gateway.value.attachments.compactMap { $0 as? NAT }.first!
-            return nat.publish(PublishedPort(transport: .tcp, hostAddress: IPv4Address(127, 0, 0, 1), hostPort: hostPort, guestPort: guestPort)) { guest }
+            Self.nat(of: gateway).publish(PublishedPort(transport: .tcp, hostAddress: IPv4Address(127, 0, 0, 1), hostPort: hostPort, guestPort: guestPort)) { guest }
         }.get()
     }
 }
@@ -118,7 +93,7 @@ struct PublishedPortTests {
     func hostSocketSettings() async throws {
         let world = try await NATWorld()
         let connections = try await StackDriver.listen(port: 80, on: world.guest)
-        let port = BlockingClient.freePort()
+        let port = try freeTCPPort()
         try await world.publish(hostPort: port, to: guestIP, guestPort: 80)
         let client = try BlockingClient(port: port, timeout: 10)
         client.send("hello")
@@ -145,7 +120,7 @@ struct PublishedPortTests {
     @Test("a guest that never answers: the host client is reset after connectTimeout, counted, and the flow is gone")
     func guestDoesNotAnswer() async throws {
         let world = try await NATWorld { $0.connectTimeout = .seconds(1) }
-        let port = BlockingClient.freePort()
+        let port = try freeTCPPort()
         // Nobody has this address on the link: ARP goes unanswered, the SYN is never sent.
         try await world.publish(hostPort: port, to: IPv4Address(192, 168, 65, 9), guestPort: 80)
         let client = try BlockingClient(port: port, timeout: 8)
@@ -167,7 +142,7 @@ struct PublishedPortTests {
     func answeredInTimeStaysOpen() async throws {
         let world = try await NATWorld { $0.connectTimeout = .seconds(2) }
         let connections = try await StackDriver.listen(port: 80, on: world.guest)
-        let port = BlockingClient.freePort()
+        let port = try freeTCPPort()
         try await world.publish(hostPort: port, to: guestIP, guestPort: 80)
         let client = try BlockingClient(port: port, timeout: 10)
         var iterator = connections.makeAsyncIterator()
