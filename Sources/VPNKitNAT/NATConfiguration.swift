@@ -144,7 +144,8 @@ extension NATConfiguration {
     /// write watermarks, and a receive buffer that starts small and grows to `tcpReadChunkBytes`.
     /// Set synchronously, not as bootstrap options (each of those is a chain of futures per
     /// connection: a fifth of the cost of a short connection). TCP_NODELAY is not among them:
-    /// `ClientBootstrap` sets it by default.
+    /// `ClientBootstrap` sets it by default, and `ServerBootstrap` on the listener, whose accepted
+    /// sockets inherit it.
     public func configureHostTCPChannel(_ channel: any Channel) throws {
         guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
         try options.setOption(.autoRead, value: false)

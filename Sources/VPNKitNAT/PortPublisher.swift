@@ -95,10 +95,9 @@ final class PortPublisher {
                     .childChannelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             // The same settings as the NAT's own host sockets (keepalive, a receive
-                            // buffer that starts small), and TCP_NODELAY, which ServerBootstrap sets
-                            // on the listener only.
+                            // buffer that starts small). TCP_NODELAY is already on: ServerBootstrap
+                            // sets it on the listener, and accepted sockets inherit it.
                             try configuration.configureHostTCPChannel(channel)
-                            try channel.syncOptions?.setOption(.tcpOption(.tcp_nodelay), value: 1)
                             guard let flow = boundSelf.value.accepted(channel) else {
                                 channel.close(promise: nil)
                                 return
@@ -203,7 +202,6 @@ final class PortPublisher {
             entry.socket.close()
             udpClients[client] = nil
         }
-        guard !connecting.isEmpty else { return }
         connecting.removeAll { flow in
             if flow.finished || flow.guestEstablished { return true }
             guard now - flow.opened >= configuration.connectTimeout else { return false }
