@@ -119,9 +119,10 @@ func fuzzDNS(_ buffer: ByteBuffer) {
         consume(try? message.encoded())
         consume(try? message.encoded(compressNames: false))
     }
-    var resolver = DNSResolver(
-        configuration: DNSResolverConfiguration(
-            staticRecords: ["host.internal": IPv4Address(192, 168, 65, 2)], upstreams: [DNSUpstream(address: IPv4Address(10, 0, 0, 53))]))
+    var configuration = DNSResolverConfiguration(
+        staticRecords: ["host.internal": IPv4Address(192, 168, 65, 2)], upstreams: [DNSUpstream(address: IPv4Address(10, 0, 0, 53))])
+    configuration.seed = 1  // repeatable: an input replays as it ran
+    var resolver = DNSResolver(configuration: configuration)
     let client = DNSClient(address: IPv4Address(192, 168, 65, 3), port: 5353)
     for action in resolver.handleQuery(buffer, from: client, overTCP: false, now: .uptimeNanoseconds(1)) {
         // Feed a forwarded query back as the upstream's answer: the response path sees fuzzed bytes too.

@@ -99,6 +99,7 @@ final class StackMetricsExporter {
         }
         if let dns = state.dns {
             for (name, value) in CounterNames.fields(of: dns.counters) { count("dns_" + name, value) }
+            for (name, value) in CounterNames.fields(of: dns.upstreamCounters) { count("dns_upstream_" + name, value) }
         }
     }
 

@@ -61,14 +61,20 @@ public struct DNSResolverConfiguration: Sendable, Hashable {
     /// before it is answered SERVFAIL (at least once).
     public var attemptsPerUpstream = 2
     /// Forwarded queries awaiting an answer at once; beyond it new ones are answered SERVFAIL.
-    /// Capped at 60000 so that a fresh transaction id can always be found.
-    public var maximumPendingQueries = 1024
+    /// Capped at 60000 so that a fresh transaction id can always be found. Each pending query
+    /// forwarded over UDP holds one host socket (a fresh source port per try).
+    public var maximumPendingQueries = 256
     /// TTL of the answers made from `staticRecords`, in seconds.
     public var staticRecordTTL: UInt32 = 60
     /// The UDP payload size advertised in the OPT record of locally made answers to EDNS clients.
     public var ednsUDPPayloadSize: UInt16 = 1232
-    /// Seed of the transaction id generator.
-    public var seed: UInt64 = 0x5DEE_CE66_D1CE_D00D
+    /// nil (the default): transaction ids come from the system's cryptographically secure
+    /// generator, so an off-path attacker cannot predict them. A seed makes them repeatable: for
+    /// tests only, never for a resolver that faces a network.
+    public var seed: UInt64? = nil
+    /// The largest query accepted, in bytes; longer ones are answered FORMERR without being
+    /// parsed. 512 holds any single question with an OPT record and padding (RFC 8467).
+    public var maximumQuerySize = 512
 
     /// A configuration with the given records and upstreams and default limits.
     public init(staticRecords: [String: IPv4Address] = [:], upstreams: [DNSUpstream] = []) {
@@ -104,8 +110,10 @@ public struct DNSResolverCounters: Sendable, Hashable {
     /// SERVFAIL answers sent (no upstream, tries used up, pending bound reached).
     public var servfail: UInt64 = 0
     /// Queries that could not be parsed or made no sense (dropped, or answered FORMERR when the
-    /// header was readable).
+    /// header was readable), a header counting other than one question among them.
     public var malformed: UInt64 = 0
+    /// Queries longer than `maximumQuerySize`, answered FORMERR unparsed.
+    public var oversized: UInt64 = 0
     /// Queries with an opcode other than QUERY, answered NOTIMP.
     public var notImplemented: UInt64 = 0
     /// Retransmissions of a query already pending (same client, id and question), dropped.

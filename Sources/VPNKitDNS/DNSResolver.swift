@@ -7,12 +7,19 @@ import VPNKitBase
 ///
 /// A query for a static name (or its reverse name) is answered authoritatively at once. Any other
 /// query is forwarded byte for byte (its OPT record included) under a fresh transaction id drawn
-/// from a seeded generator, first to `upstreams[0]`; when a try times out the next upstream is tried
+/// from the system's secure generator (a seeded one only when the configuration names a seed, for
+/// tests), first to `upstreams[0]`; when a try times out the next upstream is tried
 /// with a new id, round robin, until the attempts are used up and the client gets SERVFAIL. An
 /// upstream response is accepted only from the upstream of the current try, with that try's id and
 /// the same question; the client's id is put back before it is relayed. Answers to UDP clients
 /// longer than the client accepts (512 bytes, or its EDNS size up to 4096) are cut to the header and
 /// question with TC set.
+///
+/// A query is checked before its body is parsed: at most `maximumQuerySize` bytes, and a header
+/// that counts exactly one question, no answer or authority records and at most two additional
+/// ones (an OPT record, a signature). Every try that ends (answered, timed out, or its client
+/// forgotten) is reported through `takeEndedTries()`, so that the owner can close the socket or
+/// release the connection that carried it.
 public struct DNSResolver: Sendable {
     /// The largest EDNS payload size honoured for UDP answers to clients.
     public static let maximumUDPPayloadSize = 4096
@@ -29,7 +36,9 @@ public struct DNSResolver: Sendable {
 
     private let addresses: [DNSName: IPv4Address]
     private let reverseNames: [IPv4Address: [DNSName]]
-    private var random: SplitMix64
+    private var random: TransactionIDSource
+    /// Tries that ended since `takeEndedTries()` was last called.
+    private var endedTries: [DNSEndedTry] = []
     /// Pending forwarded queries by the transaction id of their current try.
     private var pending: [UInt16: PendingQuery] = [:]
     /// The same queries by client, id and question, to drop retransmissions.
@@ -63,7 +72,7 @@ public struct DNSResolver: Sendable {
     /// of two spellings of one name, the first in sorted order wins.
     public init(configuration: DNSResolverConfiguration) {
         self.configuration = configuration
-        self.random = SplitMix64(seed: configuration.seed)
+        self.random = configuration.seed.map { .seeded(SplitMix64(seed: $0)) } ?? .system
         var addresses: [DNSName: IPv4Address] = [:]
         var reverse: [IPv4Address: [DNSName]] = [:]
         var ignored: [String] = []
@@ -104,6 +113,15 @@ public struct DNSResolver: Sendable {
         guard let header = try? DNSHeader(parsing: view), !header.isResponse else {
             counters.malformed += 1
             return []
+        }
+        // Checked before the body is parsed: a query is small and asks one question.
+        guard bytes.readableBytes <= configuration.maximumQuerySize else {
+            counters.oversized += 1
+            return deliver(response(to: DNSMessage(header: header), code: .formatError), to: client, overTCP: overTCP)
+        }
+        guard view.loadU16(at: 4) == 1, view.loadU16(at: 6) == 0, view.loadU16(at: 8) == 0, view.loadU16(at: 10) <= 2 else {
+            counters.malformed += 1
+            return deliver(response(to: DNSMessage(header: header), code: .formatError), to: client, overTCP: overTCP)
         }
         guard header.opcode == .query else {
             counters.notImplemented += 1
@@ -179,6 +197,7 @@ public struct DNSResolver: Sendable {
             return []
         }
         remove(entry)
+        endedTries.append(DNSEndedTry(transactionID: entry.transactionID, upstream: upstream, overTCP: entry.key.overTCP, reason: .answered))
         counters.upstreamAnswers += 1
         var relayed = bytes.compacted()
         relayed.setInteger(entry.key.id, at: relayed.readerIndex)
@@ -202,6 +221,7 @@ public struct DNSResolver: Sendable {
         var actions: [DNSAction] = []
         for old in expired {
             counters.timeouts += 1
+            endedTries.append(DNSEndedTry(old, reason: .timedOut, upstreams: configuration.upstreams))
             guard old.tries < totalAttempts else {
                 remove(old)
                 counters.servfail += 1
@@ -232,13 +252,24 @@ public struct DNSResolver: Sendable {
     /// Forgets the pending queries of `client` (its TCP connection closed, say); their answers will
     /// then count as mismatched.
     public mutating func forget(client: DNSClient) {
-        for entry in pending.values where entry.key.client == client { remove(entry) }
+        for entry in pending.values where entry.key.client == client {
+            remove(entry)
+            endedTries.append(DNSEndedTry(entry, reason: .abandoned, upstreams: configuration.upstreams))
+        }
+    }
+
+    /// The tries that ended since the last call (answered, timed out, or abandoned by `forget`),
+    /// oldest first; the list is emptied.
+    public mutating func takeEndedTries() -> [DNSEndedTry] {
+        guard !endedTries.isEmpty else { return [] }
+        defer { endedTries.removeAll(keepingCapacity: true) }
+        return endedTries
     }
 
     // MARK: Helpers
 
     private mutating func freshTransactionID() -> UInt16 {
-        var id = UInt16(truncatingIfNeeded: random.next())
+        var id = random.next()
         // Fewer than 65536 ids are ever taken (see `pendingQueriesCap`), so this ends.
         while pending[id] != nil { id &+= 1 }
         return id
@@ -301,5 +332,59 @@ public struct DNSResolver: Sendable {
             bytes = shorter
         }
         return [.answer(bytes, to: client, overTCP: overTCP)]
+    }
+}
+
+/// Where transaction ids come from: the system's cryptographically secure generator (getrandom(2)
+/// on Linux), or a seeded one when a test asks for repeatable ids.
+enum TransactionIDSource: Sendable {
+    case system
+    case seeded(SplitMix64)
+
+    mutating func next() -> UInt16 {
+        switch self {
+        case .system:
+            var generator = SystemRandomNumberGenerator()
+            return UInt16.random(in: .min ... .max, using: &generator)
+        case .seeded(var generator):
+            let value = UInt16(truncatingIfNeeded: generator.next())
+            self = .seeded(generator)
+            return value
+        }
+    }
+}
+
+/// A forwarded try that is over: its socket (UDP) or its place on a connection (TCP) can go.
+public struct DNSEndedTry: Sendable, Hashable {
+    /// Why a try ended.
+    public enum Reason: Sendable, Hashable {
+        /// Its answer came and was relayed.
+        case answered
+        /// No answer in `perTryTimeout`: the next try, if any, goes out under a new id.
+        case timedOut
+        /// Its client went away (`forget(client:)`).
+        case abandoned
+    }
+
+    /// The try's transaction id (the first two bytes of the query it forwarded).
+    public var transactionID: UInt16
+    /// Where it was sent (nil when the upstream list changed since and no longer has it).
+    public var upstream: DNSUpstream?
+    /// Whether it went over TCP.
+    public var overTCP: Bool
+    /// Why it ended.
+    public var reason: Reason
+
+    /// A record of an ended try.
+    public init(transactionID: UInt16, upstream: DNSUpstream?, overTCP: Bool, reason: Reason) {
+        self.transactionID = transactionID
+        self.upstream = upstream
+        self.overTCP = overTCP
+        self.reason = reason
+    }
+
+    init(_ entry: DNSResolver.PendingQuery, reason: Reason, upstreams: [DNSUpstream]) {
+        let upstream = upstreams.indices.contains(entry.upstreamIndex) ? upstreams[entry.upstreamIndex] : nil
+        self.init(transactionID: entry.transactionID, upstream: upstream, overTCP: entry.key.overTCP, reason: reason)
     }
 }

@@ -27,8 +27,19 @@ public struct DNSServiceConfiguration: Sendable {
     /// /etc/hosts, nil for none. Read once, at start.
     public var hostsPath: String? = "/etc/hosts"
     /// The resolver's own settings (timeouts, attempts, pending bound); records and upstreams are
-    /// filled in from the fields above.
+    /// filled in from the fields above. Each pending query forwarded over UDP holds one host
+    /// socket, so `resolver.maximumPendingQueries` also bounds those.
     public var resolver = DNSResolverConfiguration()
+    /// Host TCP connections to upstreams open at once, for queries the guest sent over TCP; default
+    /// 8. One connection per upstream carries every query to it (pipelined, RFC 7766); a query that
+    /// finds the limit reached and no connection to its upstream is not sent, and its try times out.
+    public var maximumUpstreamTCPConnections = 8
+    /// How long an upstream TCP connection with nothing outstanding stays open for reuse; default 10 s.
+    public var upstreamTCPIdleTimeout: TimeAmount = .seconds(10)
+
+    /// Host descriptors the service may hold at once: a socket per pending UDP query and the TCP
+    /// connections (for the daemon's open-file budget).
+    public var maximumHostDescriptors: Int { resolver.maximumPendingQueries + maximumUpstreamTCPConnections }
 
     /// Creates the default configuration: no records, upstreams from /etc/resolv.conf, names from /etc/hosts.
     public init() {}
@@ -37,6 +48,12 @@ public struct DNSServiceConfiguration: Sendable {
 /// DNS on the gateway, UDP and TCP port 53: built-in names, the hosts file, then forwarding to the
 /// upstreams through host sockets. UDP is bound on the gateway address and TCP listens on every address
 /// the stack owns; both exist only on the guest link, so it answers nobody but the guest.
+///
+/// Forwarding resists off-path forgery as dnsmasq and unbound do: every try goes out under a
+/// transaction id from the secure generator, over UDP from a fresh socket bound to a port chosen at
+/// random, closed when the try ends; an answer counts only when it comes to that socket from the
+/// upstream's address and port with the try's id and question. Queries the guest sent over TCP go
+/// over a bounded pool of reused upstream connections (see `DNSServiceConfiguration`).
 public final class DNSService: StackTimerClient, StackDriverAttachment {
     let configuration: DNSServiceConfiguration
     weak var driver: StackDriver?
@@ -48,8 +65,13 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
     }
     private var resolverDeadline: NIODeadline?
     var udpSocket: UDPSocket?
-    var upstreamChannel: (any Channel)?
-    var pendingUpstreamSends: [(ByteBuffer, DNSUpstream)] = []
+    /// The host socket of each UDP try in flight, by its transaction id.
+    var udpTries: [UInt16: UpstreamUDPTry] = [:]
+    /// Upstream TCP connections, one per upstream at most.
+    var upstreamConnections: [DNSUpstream: UpstreamTCPConnection] = [:]
+    /// What forwarding did, beyond the resolver's own counters.
+    public internal(set) var upstreamCounters = DNSUpstreamCounters()
+    var closed = false
     var tcpClients: [UInt64: TCPClient] = [:]
     var nextClientID: UInt64 = 1
     var resolvConfStamp: String?
@@ -94,7 +116,6 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
             self?.accepted(socket)
         }
         stack.registerTimerClient(self)
-        openUpstreamSocket(on: driver.eventLoop)
     }
 
     /// Counters of the resolver.
@@ -141,6 +162,8 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
             guard let self else { return }
             self.tcpClients[id] = nil
             self.resolver.forget(client: DNSClient(id: id, address: socket.remoteAddress, port: socket.remotePort))
+            let now = NIODeadline.now()
+            for ended in self.resolver.takeEndedTries() { self.tryEnded(ended, now: now) }
         }
     }
 
@@ -177,137 +200,46 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
                 }
             case .forward(let query, let upstream, let overTCP):
                 if overTCP {
-                    forwardOverTCP(query, to: upstream)
-                } else if let channel = upstreamChannel, let address = try? SocketAddress(ipAddress: upstream.address.description, port: Int(upstream.port)) {
-                    channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: query), promise: nil)
+                    forwardOverTCP(query, to: upstream, now: now)
                 } else {
-                    pendingUpstreamSends.append((query, upstream))
+                    forwardOverUDP(query, to: upstream)
                 }
             }
         }
-    }
-
-    // MARK: - Upstream side
-
-    func openUpstreamSocket(on loop: any EventLoop) {
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        DatagramBootstrap(group: loop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamUDPHandler(service: bound.value))
-                }
-            }
-            .bind(host: "0.0.0.0", port: 0)
-            .assumeIsolated()
-            .whenComplete { result in
-                let service = bound.value
-                switch result {
-                case .success(let channel):
-                    service.upstreamChannel = channel
-                    let queued = service.pendingUpstreamSends
-                    service.pendingUpstreamSends = []
-                    for (query, upstream) in queued {
-                        guard let address = try? SocketAddress(ipAddress: upstream.address.description, port: Int(upstream.port)) else { continue }
-                        channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: query), promise: nil)
-                    }
-                case .failure(let error):
-                    service.logger.error("cannot open the DNS upstream socket: \(error)")
-                }
-            }
-    }
-
-    func upstreamResponse(_ data: ByteBuffer, from address: SocketAddress) {
-        guard let source = IPv4Address(address), let port = address.port else { return }
-        let upstream = DNSUpstream(address: source, port: UInt16(port))
-        let now = NIODeadline.now()
-        perform(resolver.handleUpstreamResponse(data, from: upstream, now: now), now: now)
-        driver?.flush()
-    }
-
-    /// A query that came over TCP goes upstream over TCP: one connection per query.
-    func forwardOverTCP(_ query: ByteBuffer, to upstream: DNSUpstream) {
-        guard let driver, let framed = try? DNSTCPFramer.frame(query) else { return }
-        let bound = NIOLoopBound(self, eventLoop: driver.eventLoop)
-        ClientBootstrap(group: driver.eventLoop)
-            .connectTimeout(.seconds(2))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamTCPHandler(service: bound.value, upstream: upstream))
-                }
-            }
-            .connect(host: upstream.address.description, port: Int(upstream.port))
-            .assumeIsolated()
-            .whenSuccess { channel in channel.writeAndFlush(framed, promise: nil) }
-    }
-
-    func upstreamTCPResponse(_ message: ByteBuffer, from upstream: DNSUpstream) {
-        let now = NIODeadline.now()
-        perform(resolver.handleUpstreamResponse(message, from: upstream, now: now), now: now)
-        driver?.flush()
+        for ended in resolver.takeEndedTries() { tryEnded(ended, now: now) }
     }
 
     // MARK: - Timers
 
-    /// When the resolver next has a query to retry or give up on.
-    public var nextDeadline: NIODeadline? { resolverDeadline }
+    /// When the resolver next has a query to retry or give up on, or an idle upstream connection
+    /// is to be closed.
+    public var nextDeadline: NIODeadline? {
+        guard let idle = idleDeadline else { return resolverDeadline }
+        guard let resolverDeadline else { return idle }
+        return min(idle, resolverDeadline)
+    }
 
-    /// Retries the upstream queries that timed out by `now`, or answers SERVFAIL to those out of attempts.
+    /// Retries the upstream queries that timed out by `now`, or answers SERVFAIL to those out of
+    /// attempts; closes upstream connections idle for `upstreamTCPIdleTimeout`.
     public func poll(now: NIODeadline) {
         perform(resolver.poll(now: now), now: now)
+        closeIdleConnections(now: now)
     }
 
     /// Closes the service when its driver stops.
     public func driverDidStop() { close() }
 
-    /// Unbinds UDP port 53, stops listening on TCP port 53, closes the upstream socket and aborts the
-    /// guest's TCP connections. Upstream TCP queries under way are not cancelled.
+    /// Unbinds UDP port 53, stops listening on TCP port 53, closes every upstream socket and
+    /// connection and aborts the guest's TCP connections.
     public func close() {
+        closed = true
         udpSocket?.close()
         driver?.stack.stopListeningTCP(port: 53)
-        upstreamChannel?.close(promise: nil)
+        for attempt in udpTries.values { attempt.close() }
+        udpTries.removeAll()
+        for connection in upstreamConnections.values { connection.close() }
+        upstreamConnections.removeAll()
         for client in tcpClients.values { client.socket.abort(now: .now()) }
         tcpClients.removeAll()
     }
 }
-
-final class UpstreamUDPHandler: ChannelInboundHandler {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let service: DNSService
-
-    init(service: DNSService) { self.service = service }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let envelope = unwrapInboundIn(data)
-        service.upstreamResponse(envelope.data, from: envelope.remoteAddress)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
-}
-
-final class UpstreamTCPHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    let service: DNSService
-    let upstream: DNSUpstream
-    var framer = DNSTCPFramer()
-
-    init(service: DNSService, upstream: DNSUpstream) {
-        self.service = service
-        self.upstream = upstream
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let messages = try? framer.messages(appending: unwrapInboundIn(data)) else {
-            context.close(promise: nil)
-            return
-        }
-        for message in messages {
-            service.upstreamTCPResponse(message, from: upstream)
-            context.close(promise: nil)
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
-}
-

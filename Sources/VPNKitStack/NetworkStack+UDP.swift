@@ -137,3 +137,13 @@ extension NetworkStack {
                 payload: udp.payload.buffer, receivedAt: now, linkSource: linkSource))
     }
 }
+
+extension NetworkStack {
+    /// Whether `packet` is an unfragmented UDP datagram from port 68 to port 67: a DHCP client's
+    /// message, the one kind whose zero header checksum is tolerated (see `ipv4ZeroChecksumAccepted`).
+    static func isDHCPClientMessage(_ packet: IPv4Packet) -> Bool {
+        guard packet.protocol == .udp, !packet.isFragment, packet.payloadLength >= 8 else { return false }
+        let udp = packet.payload
+        return udp.loadU16(at: 0) == 68 && udp.loadU16(at: 2) == 67
+    }
+}

@@ -414,9 +414,12 @@ public final class NetworkStack {
             counters.increment(.ipv4Malformed)
             return
         }
-        guard packet.isHeaderChecksumValid else {
-            counters.increment(.ipv4BadChecksum)
-            return
+        if !packet.isHeaderChecksumValid {
+            guard packet.headerChecksum == 0, Self.isDHCPClientMessage(packet) else {
+                counters.increment(.ipv4BadChecksum)
+                return
+            }
+            counters.increment(.ipv4ZeroChecksumAccepted)
         }
         let source = packet.source
         if source.isMulticast || source == .broadcast || source == configuration.subnet.broadcast || owns(source)

@@ -27,6 +27,10 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// an impossible source (multicast, broadcast, loopback, the subnet's network address, or one of
     /// ours); `ipv4NoRoute`: outgoing datagrams off the subnet with no usable default router.
     case ipv4Received, ipv4Malformed, ipv4BadChecksum, ipv4NotForUs, ipv4BadSource, ipv4NoRoute
+    /// DHCP client messages (UDP 68 → 67, unfragmented) whose IPv4 header checksum is 0, accepted:
+    /// vpnkit's Go vmnet client (rootlesskit, Docker) sends its DISCOVER so, as if the checksum
+    /// were offloaded. Any other bad header checksum is dropped as `ipv4BadChecksum`.
+    case ipv4ZeroChecksumAccepted
     /// `ipv4FragmentsReceived`: fragments for the stack or for forwarded addresses; `ipv4Reassembled`:
     /// datagrams completed from fragments; `ipv4ReassemblyOverlap`: fragments overlapping one already
     /// held (the whole datagram is dropped); `ipv4ReassemblyOversized`: fragments running past the
@@ -109,6 +113,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "arpMalformed", "arpRequestsAnswered", "arpRequestsIgnored", "arpRepliesReceived", "arpRequestsSent",
         "arpResolutionFailed", "arpQueueFull", "arpHeldPacketsDropped",
         "ipv4Received", "ipv4Malformed", "ipv4BadChecksum", "ipv4NotForUs", "ipv4BadSource", "ipv4NoRoute",
+        "ipv4ZeroChecksumAccepted",
         "ipv4FragmentsReceived", "ipv4Reassembled", "ipv4ReassemblyOverlap", "ipv4ReassemblyOversized",
         "ipv4ReassemblyMalformed", "ipv4ReassemblyLimit", "ipv4ReassemblyDuplicate", "ipv4ReassemblyTimeout",
         "ipv4FragmentsSent", "ipv4FragmentationNeeded", "ipv4UnknownProtocol",

@@ -94,6 +94,10 @@ public struct TCPConnectionCounters: Sendable, Hashable {
     public var challengeACKs = 0
     /// Segments dropped as outside the receive window or as old duplicates by PAWS.
     public var droppedUnacceptable = 0
+    /// Segments dropped whole (data and FIN) because their ACK was not acceptable (RFC 9293
+    /// §3.10.7.4, RFC 5961 §5.2): it acknowledged something never sent, or lay further below
+    /// SND.UNA than the largest window the peer ever offered (blind data injection).
+    public var droppedUnacceptableACK = 0
     /// Probes sent while the peer advertised a zero window.
     public var zeroWindowProbes = 0
 
@@ -552,10 +556,15 @@ public struct TCPConnection: Sendable {
             sndWl1 = seq
             sndWl2 = h.acknowledgmentNumber
         }
-        if let ts = h.timestamps, useTimestamps, !(seq > rcvNxt) { tsRecent = ts.value }
-
-        processACK(h, carriesData: segment.payload.readableBytes > 0, now: now)
+        // An unacceptable ACK: answered with an ACK, and nothing of the segment (its timestamp,
+        // data or FIN) is taken.
+        guard processACK(h, carriesData: segment.payload.readableBytes > 0, now: now) else {
+            counters.droppedUnacceptableACK += 1
+            flush(now: now)
+            return
+        }
         if state == .closed { return }
+        if let ts = h.timestamps, useTimestamps, !(seq > rcvNxt) { tsRecent = ts.value }
 
         // Data.
         if segment.payload.readableBytes > 0, state.canReceive {
@@ -644,12 +653,21 @@ public struct TCPConnection: Sendable {
 
     private var finAcknowledged: Bool { finSent && sndUna == sndMax }
 
-    private mutating func processACK(_ h: TCPHeader, carriesData: Bool, now: NIODeadline) {
+    /// Takes the acknowledgment, SACK blocks and window of `h`. Returns false, having changed
+    /// nothing but the ACK owed, when the ACK is not acceptable: the caller then drops the segment.
+    @discardableResult
+    private mutating func processACK(_ h: TCPHeader, carriesData: Bool, now: NIODeadline) -> Bool {
         let ack = h.acknowledgmentNumber
         if sndMax < ack {
-            // ACK for something not yet sent (RFC 9293): ACK back and drop.
+            // ACK for something not yet sent (RFC 9293 §3.10.7.4): ACK back and drop the segment.
             ackNow = true
-            return
+            return false
+        }
+        if ack < sndUna + (-maximumSendWindow) {
+            // RFC 5961 §5.2: older than any window the peer was offered, so not from the peer's
+            // view of this connection (blind data injection): a challenge ACK, and drop.
+            challengeACK(now: now)
+            return false
         }
         let window = Int(h.window) << Int(sendScale)
         var newlySACKed = false
@@ -729,7 +747,7 @@ public struct TCPConnection: Sendable {
                     enterTimeWait(now: now)
                 case .lastAck:
                     enterClosed(.closed)
-                    return
+                    return true
                 default: break
                 }
             }
@@ -773,6 +791,7 @@ public struct TCPConnection: Sendable {
             backoff = 0
             if persistAt == nil { persistAt = now + persistInterval }
         }
+        return true
     }
 
     private mutating func receiveData(seq: SequenceNumber, data: ByteBuffer, now: NIODeadline) {

@@ -1,5 +1,6 @@
 import CVPNKitLinux
 import Logging
+import VPNKitNAT
 
 #if canImport(Glibc)
 import Glibc
@@ -12,13 +13,14 @@ import Glibc
 /// need, as far as the hard limit allows, and says so; when the hard limit is too low it says what to
 /// change. Child processes (a command after `--`) inherit the raised soft limit.
 enum OpenFileLimit {
-    /// Descriptors beyond the flows: the link, the event loop, listeners, the stats socket, DNS
-    /// upstream connections, a capture file.
+    /// Descriptors beyond the flows and the DNS forwarder: the link, the event loop, listeners,
+    /// the stats socket, a capture file.
     static let reserve = 128
 
-    /// What `--max-connections`, `--max-udp-flows` and the published ports need.
-    static func needed(maxConnections: Int, maxUDPFlows: Int, published: Int) -> Int {
-        maxConnections + maxUDPFlows + published + reserve
+    /// What `--max-connections`, `--max-udp-flows`, the published ports and the DNS forwarder
+    /// (a socket per pending query, its upstream TCP connections: `DNSServiceConfiguration.maximumHostDescriptors`) need.
+    static func needed(maxConnections: Int, maxUDPFlows: Int, published: Int, dns: Int = DNSServiceConfiguration().maximumHostDescriptors) -> Int {
+        maxConnections + maxUDPFlows + published + dns + reserve
     }
 
     /// Below this the daemon does not start: its event loop, link, resolver and listeners alone need

@@ -36,7 +36,10 @@ struct StatsSnapshot: Codable {
         self.stack = stack
         let nat = driver.nat
         self.nat = nat?.counters
-        self.dns = driver.dns.map { Dictionary(uniqueKeysWithValues: namedCounters($0.counters).map { ($0.name, $0.value) }) }
+        self.dns = driver.dns.map { dns in
+            let upstream = namedCounters(dns.upstreamCounters).map { (name: "upstream_" + $0.name, value: $0.value) }
+            return Dictionary(uniqueKeysWithValues: (namedCounters(dns.counters) + upstream).map { ($0.name, $0.value) })
+        }
         if let dhcp = driver.dhcp {
             let leases = dhcp.leases(now: now)
             let c = dhcp.counters

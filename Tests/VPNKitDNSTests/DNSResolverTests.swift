@@ -126,6 +126,62 @@ struct DNSResolverTests {
         #expect(ids(seed: 2) != a)
     }
 
+    @Test("without a seed, transaction ids come from the system's secure generator: two resolvers do not repeat each other")
+    func unpredictableIDs() throws {
+        func ids() -> [UInt16] {
+            var resolver = resolver()
+            return (0..<20).compactMap { index in
+                singleForward(ask(&resolver, id: 5, "n\(index).example")).map { $0.query.getInteger(at: 0, as: UInt16.self) ?? 0 }
+            }
+        }
+        let a = ids(), b = ids()
+        #expect(a.count == 20 && b.count == 20)
+        // Equal sequences from independent 16-bit draws: a chance of 2^-320. A fixed seed always repeats.
+        #expect(a != b)
+        #expect(Set(a).count == 20)
+    }
+
+    @Test("a header counting other than one question (or any answer or authority record) is refused unparsed; so is an oversized query")
+    func headerChecks() throws {
+        var resolver = resolver()
+        // The body after the header is garbage: the counts alone decide.
+        for counts: [UInt16] in [[2, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 3], [65535, 0, 0, 0]] {
+            var bytes: [UInt8] = [0x12, 0x34, 0x01, 0x00]
+            for count in counts { bytes += [UInt8(count >> 8), UInt8(count & 0xFF)] }
+            bytes += [0xC0, 0xFF, 0xC0, 0xFF]
+            let message = try answerMessage(resolver.handleQuery(buffer(bytes), from: client, overTCP: false, now: t0))
+            #expect(message.header.id == 0x1234 && message.header.responseCode == .formatError, "\(counts)")
+            #expect(message.questions.isEmpty)
+        }
+        #expect(resolver.counters.malformed == 6 && resolver.pendingCount == 0)
+        var long = queryBytes(id: 0x55, name: "a.example", type: 1)
+        long += [UInt8](repeating: 0, count: 513 - long.count)
+        let answer = try answerMessage(resolver.handleQuery(buffer(long), from: client, overTCP: true, now: t0))
+        #expect(answer.header.responseCode == .formatError)
+        #expect(resolver.counters.oversized == 1 && resolver.counters.forwarded == 0)
+    }
+
+    @Test("every try that ends is reported once: answered, timed out (then retried under a new id), abandoned")
+    func endedTries() throws {
+        var resolver = resolver { $0.seed = 3 }
+        let forward = try #require(singleForward(ask(&resolver, id: 1, "a.example")))
+        let firstID = forward.query.getInteger(at: 0, as: UInt16.self)!
+        #expect(resolver.takeEndedTries().isEmpty)
+        // Timed out: the first try ends, the second goes to the next upstream.
+        let retry = try #require(singleForward(resolver.poll(now: t0 + .seconds(3))))
+        #expect(resolver.takeEndedTries() == [DNSEndedTry(transactionID: firstID, upstream: first, overTCP: false, reason: .timedOut)])
+        let secondID = retry.query.getInteger(at: 0, as: UInt16.self)!
+        _ = resolver.handleUpstreamResponse(try upstreamResponse(to: retry.query, answers: []), from: second, now: t0 + .seconds(3))
+        #expect(resolver.takeEndedTries() == [DNSEndedTry(transactionID: secondID, upstream: second, overTCP: false, reason: .answered)])
+        #expect(resolver.takeEndedTries().isEmpty)
+        // Abandoned: the client went away.
+        let tcp = try #require(singleForward(ask(&resolver, id: 2, "b.example", tcp: true)))
+        resolver.forget(client: client)
+        let ended = resolver.takeEndedTries()
+        #expect(ended == [DNSEndedTry(transactionID: tcp.query.getInteger(at: 0, as: UInt16.self)!, upstream: first, overTCP: true, reason: .abandoned)])
+        #expect(resolver.pendingCount == 0)
+    }
+
     @Test("responses with the wrong id, upstream, question or no QR are dropped and counted")
     func mismatches() throws {
         var resolver = resolver()

@@ -2,66 +2,104 @@ import Foundation
 import Testing
 import VPNKitTestSupport
 
-/// A vmnet client that behaves as vpnkit's Go client (go/pkg/vmnet) does: handshake, then a bare
-/// DHCP DISCOVER (xid 1, no parameter list) broadcast once a second until the first reply from port
-/// 67, whose yiaddr is its address. Modes print one line each.
+/// A vmnet client that sends what vpnkit's Go client (moby/vpnkit go/pkg/vmnet/vmnet.go, v0.5.0 as
+/// rootlesskit up to 2.3.4 pins it, and v0.6.0 = master since) sends, byte for byte and write for
+/// write, learned by reading that file:
+/// - the init message in three writes: "VMN3T", version 22 (u32 LE), a 40-byte commit of the
+///   digits 0-9 four times; the server's 49-byte init is read and not checked;
+/// - the command in three writes: type 1 (or 8 with a preferred address), the UUID as 36 lowercase
+///   characters, the address as a u32 LE of its big-endian value (octets reversed); the reply's
+///   first byte 1 is followed by MTU and max packet size (u16 LE), the MAC and 247 discarded bytes,
+///   anything else by a 1-byte length and an error text;
+/// - each frame as a u16 LE length and the frame, in two writes;
+/// - its DHCP DISCOVER: 286 bytes, broadcast, IPv4 id 0x7f61, TTL 64, **header checksum 0**, UDP
+///   68→67 with checksum 0, BOOTP flags 0x8000, xid 01 00 00 00, chaddr the MAC, the cookie, then
+///   only option 53 = DISCOVER and END (244 bytes of BOOTP, no padding), sent at once and again
+///   every second until a reply is taken, with no timeout of its own (the script gives up after 10 s);
+/// - the reply taken by both of its parsers: v0.5.0's (any destination MAC, IHL from the first IP
+///   byte, UDP 67→68, at least 243 bytes of BOOTP, bytes 240-242 = 35 01 02: option 53 = OFFER
+///   first) and master's (destination broadcast or its MAC, UDP 67→68, at least 243 bytes, op 2, xid
+///   01 00 00 00); both read yiaddr at BOOTP offset 16. Each prints its result; they must agree.
+/// Modes print one line each.
 let vmnetClientScript = #"""
-import socket, struct, sys, time
+import socket, struct, sys, time, uuid as uuidlib
 path = sys.argv[1]
 def handshake(uuid, ip=None):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(10); s.connect(path)
-    s.sendall(b"VMN3T" + struct.pack("<I", 22) + b"0" * 40)
+    for part in (b"VMN3T", struct.pack("<I", 22), b"0123456789" * 4): s.sendall(part)
     init = b""
     while len(init) < 49: init += s.recv(49 - len(init))
-    assert init[:5] == b"VMN3T", init
-    if ip is None:
-        s.sendall(b"\x01" + uuid.encode() + b"\0\0\0\0")
-    else:
-        s.sendall(b"\x08" + uuid.encode() + bytes(reversed(socket.inet_aton(ip))))
-    r = b""
-    while len(r) < 258:
-        d = s.recv(258 - len(r))
-        if not d: break
-        r += d
-    if r[0] == 1:
-        mtu, maxp = struct.unpack("<HH", r[1:5])
-        return s, r[5:11]
-    return None, r[2:2 + r[1]].decode()
+    address = b"\0\0\0\0" if ip is None else struct.pack("<I", struct.unpack("!I", socket.inet_aton(ip))[0])
+    for part in (b"\x01" if ip is None else b"\x08", uuid.encode(), address): s.sendall(part)
+    def exactly(n):
+        got = b""
+        while len(got) < n:
+            d = s.recv(n - len(got))
+            if not d: raise SystemExit("connection closed in the response")
+            got += d
+        return got
+    kind = exactly(1)[0]
+    if kind == 1:
+        mtu, maxp = struct.unpack("<HH", exactly(4)); mac = exactly(6); exactly(247)
+        return s, mac
+    n = exactly(1)[0]
+    return None, exactly(n).decode()
 def frames(s):
     buf = b""
     while True:
         while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("<H", buf[:2])[0]:
             n = struct.unpack("<H", buf[:2])[0]
             yield buf[2:2 + n]; buf = buf[2 + n:]
-        d = s.recv(65536)
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            yield None; continue
         if not d: return
         buf += d
-def checksum(b):
-    if len(b) % 2: b += b"\0"
-    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while t >> 16: t = (t & 0xffff) + (t >> 16)
-    return ~t & 0xffff
-def dhcp(s, mac):
-    bootp = struct.pack("!BBBBIHHIIII", 1, 1, 6, 0, 0, 0, 0, 0, 0, 0, 0)
-    bootp = bootp[:4] + bytes([1, 0, 0, 0]) + bootp[8:]
-    bootp += mac + b"\0" * 10 + b"\0" * 192 + bytes([99, 130, 83, 99, 53, 1, 1, 255])
+def send_frame(s, frame):
+    s.sendall(struct.pack("<H", len(frame))); s.sendall(frame)
+def discover(mac):
+    bootp = bytes([1, 1, 6, 0]) + bytes([1, 0, 0, 0]) + b"\0\0" + b"\x80\x00" + b"\0" * 16 + mac + b"\0" * 10 + b"\0" * 192
+    bootp += bytes([0x63, 0x82, 0x53, 0x63, 53, 1, 1, 255])
     udp = struct.pack("!HHHH", 68, 67, 8 + len(bootp), 0) + bootp
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, b"\0\0\0\0", b"\xff\xff\xff\xff")
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0x7f61, 0, 64, 17, 0, b"\0" * 4, b"\xff" * 4)
     frame = b"\xff" * 6 + mac + b"\x08\x00" + ip + udp
-    s.sendall(struct.pack("<H", len(frame)) + frame)
+    assert len(frame) == 286 and len(bootp) == 244
+    return frame
+def parse_v050(f):
+    if len(f) < 14: return None
+    p = f[14:]
+    if len(p) < 20: return None
+    u = p[(p[0] & 0x0f) * 4:]
+    if len(u) < 8 or struct.unpack("!HH", u[:4]) != (67, 68): return None
+    d = u[8:]
+    if len(d) < 243 or d[240:243] != b"\x35\x01\x02": return None
+    return socket.inet_ntoa(d[16:20])
+def parse_master(f, mac):
+    if len(f) < 14 or f[0:6] not in (b"\xff" * 6, mac): return None
+    p = f[14:]
+    if len(p) < 20: return None
+    u = p[(p[0] & 0x0f) * 4:]
+    if len(u) < 8 or struct.unpack("!HH", u[:4]) != (67, 68): return None
+    d = u[8:]
+    if len(d) < 243 or d[0] != 2 or d[4:8] != b"\x01\x00\x00\x00": return None
+    return socket.inet_ntoa(d[16:20])
+def dhcp(s, mac):
+    frame = discover(mac)
+    s.settimeout(0.2)
+    send_frame(s, frame)
     deadline = time.time() + 10; last = time.time()
     for f in frames(s):
-        if time.time() > deadline: raise SystemExit("no DHCP reply")
-        if time.time() - last > 1:
-            s.sendall(struct.pack("<H", len(frame)) + frame); last = time.time()
-        if f[0:6] not in (b"\xff" * 6, mac) or f[12:14] != b"\x08\x00": continue
-        ihl = (f[14] & 15) * 4
-        u = f[14 + ihl:]
-        if f[23] != 17 or struct.unpack("!HH", u[:4]) != (67, 68): continue
-        d = u[8:]
-        if d[0] != 2 or d[4:8] != bytes([1, 0, 0, 0]): continue
-        return socket.inet_ntoa(d[16:20])
+        if time.time() > deadline: raise SystemExit("no DHCP reply the Go client takes")
+        if time.time() - last >= 1:
+            send_frame(s, frame); last = time.time()
+        if f is None: continue
+        old, new = parse_v050(f), parse_master(f, mac)
+        if old is None and new is None: continue
+        s.settimeout(10)
+        if old != new: raise SystemExit("the parsers disagree: v0.5.0 %s, master %s" % (old, new))
+        return old
+    raise SystemExit("connection closed during DHCP")
 mode = sys.argv[2]
 if mode == "sequence":
     a, mac_a = handshake("11111111-2222-3333-4444-555555555555")
@@ -78,6 +116,41 @@ if mode == "sequence":
     time.sleep(0.3)
     ip_b2 = dhcp(b, mac_b)
     print(f"ok A {mac_a.hex()} {ip_a} B {mac_b.hex()} {ip_b} C refused: {reason} D {ip_d} E {ip_e} B-after-A-left {ip_b2}")
+elif mode == "rootlesskit":
+    # rootlesskit's vpnkit driver: the parent connects with a random UUID, takes an address by DHCP
+    # and keeps that connection open without ever reading it again; the child connects again with
+    # the same UUID and runs DHCP again; its tap carries the parent's MAC and the parent's address.
+    u = str(uuidlib.uuid4())
+    parent, mac_p = handshake(u)
+    ip_p = dhcp(parent, mac_p)
+    child, mac_c = handshake(u)
+    ip_c = dhcp(child, mac_c)
+    # The child's link works while the parent's connection sits unread: ping the gateway from the
+    # parent's address and MAC, many times, so that broadcasts and replies would fill the parent's
+    # socket if they still went there.
+    def ping(seq):
+        icmp = struct.pack("!BBHHH", 8, 0, 0, 0x1234, seq) + b"x" * 1000
+        t = sum(struct.unpack("!%dH" % (len(icmp) // 2), icmp)); t = (t & 0xffff) + (t >> 16); t = (t & 0xffff) + (t >> 16)
+        icmp = icmp[:2] + struct.pack("!H", ~t & 0xffff) + icmp[4:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0, socket.inet_aton(ip_p), socket.inet_aton("192.168.65.1"))
+        t = sum(struct.unpack("!10H", ip)); t = (t & 0xffff) + (t >> 16); t = (t & 0xffff) + (t >> 16)
+        ip = ip[:10] + struct.pack("!H", ~t & 0xffff) + ip[12:]
+        return ip + icmp
+    # The gateway's MAC, by ARP from the child.
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac_c + socket.inet_aton(ip_p) + b"\0" * 6 + socket.inet_aton("192.168.65.1")
+    send_frame(child, b"\xff" * 6 + mac_c + b"\x08\x06" + arp)
+    child.settimeout(5)
+    gateway = None
+    for f in frames(child):
+        if f is not None and f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x02": gateway = f[22:28]; break
+    replies = 0
+    for seq in range(300):
+        send_frame(child, gateway + mac_c + b"\x08\x00" + ping(seq))
+    deadline = time.time() + 10
+    for f in frames(child):
+        if f is not None and f[12:14] == b"\x08\x00" and f[23] == 1 and f[34] == 0: replies += 1
+        if replies == 300 or time.time() > deadline: break
+    print(f"ok parent {mac_p.hex()} {ip_p} child {mac_c.hex()} {ip_c} gateway {gateway.hex() if gateway else None} replies {replies}")
 """#
 
 @Suite("vpnkit's own command line, and vmnet semantics clients rely on", .serialized, .enabled(if: which("python3") != nil, "skipped: needs python3"))
@@ -112,6 +185,38 @@ struct UpstreamCommandLineTests {
         daemon.waitUntilExit()
         let log = String(decoding: readAll(stderr.fileHandleForReading), as: UTF8.self)
         #expect(log.contains("--listen-backlog 32 is accepted and ignored"), "\(log)")
+    }
+
+    @Test("rootlesskit's pattern: the parent's connection stays open and unread, the child connects again with the same UUID and gets the same MAC and address, and its link works")
+    func rootlesskitPattern() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-rootlesskit-\(getpid()).sock").path
+        let stats = FileManager.default.temporaryDirectory.appendingPathComponent("vk-rootlesskit-\(getpid()).stats").path
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: vpnkitBinary())
+        // `vpnkit --ethernet PATH` is this command (see `vmnetSemantics`); --stats to read the counters.
+        daemon.arguments = ["run", "--socket", path, "--protocol", "vmnet", "--mtu", "1500", "--stats", stats]
+        daemon.standardError = FileHandle.nullDevice
+        try daemon.run()
+        defer {
+            daemon.terminate()
+            daemon.waitUntilExit()
+        }
+        waitForFile(path, timeout: 20, while: daemon)
+        let result = try run("/usr/bin/env", ["python3", "-c", vmnetClientScript, path, "rootlesskit"], timeout: 60)
+        let line = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(line.hasPrefix("ok "), "\(result.output) \(result.error)")
+        let words = line.split(separator: " ").map(String.init)
+        guard words.count == 11 else { return }
+        #expect(words[2] == words[5], "the child got another MAC: \(line)")
+        #expect(words[3] == words[6] && words[3].hasPrefix("192.168.65."), "the child was offered another address: \(line)")
+        #expect(words[8] != "None", "no ARP reply on the child's connection")
+        #expect(words[10] == "300", "echo replies on the child's connection: \(line)")
+        // The Go client's DISCOVER has a zero IPv4 header checksum: taken, and counted as such.
+        let json = try run(vpnkitBinary(), ["stats", stats, "--json"], timeout: 20)
+        let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+        let stack = object?["stack"] as? [String: Any] ?? [:]
+        #expect((stack["ipv4_zero_checksum_accepted"] as? Int ?? 0) >= 2, "\(json.output)")
+        #expect((stack["ipv4_bad_checksum"] as? Int ?? -1) == 0, "\(json.output)")
     }
 
     @Test("flags for features we do not have are refused with a message, not ignored")
