@@ -291,7 +291,19 @@ public struct DHCPServer: Sendable {
         if message.relayAddress != .any {
             return DHCPServerReply(message: nak, destination: message.relayAddress, destinationPort: BOOTP.serverPort, linkDestination: nil)
         }
-        return DHCPServerReply(message: nak, destination: .broadcast, destinationPort: BOOTP.clientPort, linkDestination: .broadcast)
+        return DHCPServerReply(message: nak, destination: .broadcast, destinationPort: BOOTP.clientPort, linkDestination: Self.linkDestination(of: message))
+    }
+
+    /// Where an answer to IP broadcast goes on the link: the client's own MAC when `chaddr` holds a
+    /// unicast Ethernet address, else the link's broadcast. The IP destination stays 255.255.255.255
+    /// (RFC 2131 §4.1), which every client takes before it has an address; the link-layer unicast
+    /// keeps one guest's offers and acknowledgments from reaching the others on a shared switch,
+    /// where a client that takes any reply with its transaction id (vpnkit's Go client: every copy
+    /// uses xid 1) would otherwise take another's address.
+    static func linkDestination(of request: DHCPMessage) -> MACAddress {
+        let mac = request.clientHardwareAddress
+        guard request.hardwareType == 1, request.hardwareLength == 6, !mac.isMulticast, mac != .zero else { return .broadcast }
+        return mac
     }
 
     private mutating func decline(_ options: DHCPOptions, client: [UInt8], now: NIODeadline) {
@@ -452,7 +464,8 @@ public struct DHCPServer: Sendable {
             return DHCPServerReply(message: m, destination: request.clientAddress, destinationPort: BOOTP.clientPort, linkDestination: nil)
         }
         if request.broadcastFlag || address == .any {
-            return DHCPServerReply(message: m, destination: .broadcast, destinationPort: BOOTP.clientPort, linkDestination: .broadcast)
+            return DHCPServerReply(
+                message: m, destination: .broadcast, destinationPort: BOOTP.clientPort, linkDestination: Self.linkDestination(of: request))
         }
         return DHCPServerReply(message: m, destination: address, destinationPort: BOOTP.clientPort, linkDestination: request.clientHardwareAddress)
     }

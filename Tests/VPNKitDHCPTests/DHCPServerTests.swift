@@ -87,11 +87,12 @@ struct DHCPServerTests {
         #expect(reply.message.encodedLength >= 300)
     }
 
-    @Test("the broadcast flag makes replies broadcast; a REQUEST in SELECTING is ACKed and the lease listed")
+    @Test("the broadcast flag makes replies IP broadcast, sent on the link to the client's MAC only; a REQUEST in SELECTING is ACKed and the lease listed")
     func selecting() throws {
         let server = TestServer(serverConfiguration())
         let offer = try #require(server.handle(clientMessage(.discover, mac: mac(1), broadcast: true), now: t0))
-        #expect(offer.destination == .broadcast && offer.linkDestination == .broadcast)
+        // Link-layer unicast: other guests on a shared switch never see this client's offer.
+        #expect(offer.destination == .broadcast && offer.linkDestination == mac(1))
         let ack = try #require(server.handle(clientMessage(.request, mac: mac(1), requested: ip(3), server: gateway, broadcast: true), now: t0))
         #expect(ack.message.options.messageType == .ack)
         #expect(ack.message.yourAddress == ip(3))
@@ -135,7 +136,7 @@ struct DHCPServerTests {
         #expect(server.bind(mac(1)) == ip(3))
         let stolen = try #require(server.handle(clientMessage(.request, mac: mac(2), requested: ip(3)), now: t0))
         #expect(stolen.message.options.messageType == .nak)
-        #expect(stolen.destination == .broadcast && stolen.linkDestination == .broadcast)
+        #expect(stolen.destination == .broadcast && stolen.linkDestination == mac(2))
         #expect(stolen.message.yourAddress == .any)
         let foreign = try #require(server.handle(clientMessage(.request, mac: mac(3), requested: IPv4Address(10, 0, 0, 5)), now: t0))
         #expect(foreign.message.options.messageType == .nak)
