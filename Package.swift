@@ -156,7 +156,7 @@ let package = Package(
             ],
             path: "Fuzz/VPNKitFuzzTargets", swiftSettings: strict),
         .executableTarget(name: "vpnkit-fuzz", dependencies: ["VPNKitFuzzTargets"], path: "Fuzz/vpnkit-fuzz", swiftSettings: strict),
-        .testTarget(name: "VPNKitFuzzTests", dependencies: ["VPNKitFuzzTargets", "VPNKitPcap", "VPNKitEthernet", "VPNKitIPv4", "VPNKitBase"], swiftSettings: strict),
+        .testTarget(name: "VPNKitFuzzTests", dependencies: ["VPNKitFuzzTargets", "VPNKitPcap", "VPNKitEthernet", "VPNKitIPv4", "VPNKitBase", "VPNKitTestSupport"], swiftSettings: strict),
         // Helpers shared by the test targets.
         .target(name: "VPNKitTestSupport", path: "Tests/VPNKitTestSupport", swiftSettings: strict),
         .testTarget(

@@ -13,7 +13,7 @@
 #                                        (10 by default, 60 with --runs: libFuzzer measures wall
 #                                        time, so a long run beside other work needs room)
 #
-# Seeds are cut from Fixtures/ and ../shared/fixtures/tcpdump. A crash leaves its input in
+# Seeds are cut from Fixtures/ and, when VPNKIT_TCPDUMP_CORPUS names it, tcpdump's capture corpus. A crash leaves its input in
 # .build-fuzz/crashes/TARGET-*; copy it to Fuzz/Regressions/TARGET/ so `swift test` replays it for
 # good. Prints executions per target and exits non-zero on any crash.
 set -euo pipefail
@@ -50,7 +50,8 @@ swift build --product vpnkit-fuzz >/dev/null
 replayer="$(swift build --show-bin-path)/vpnkit-fuzz"
 rm -rf "$scratch/seeds"
 shopt -s nullglob
-"$replayer" --seeds "$scratch/seeds" Fixtures/*.pcap ../shared/fixtures/tcpdump/*.pcap ../shared/fixtures/tcpdump/*.pcapng
+corpus="${VPNKIT_TCPDUMP_CORPUS:-}"
+"$replayer" --seeds "$scratch/seeds" Fixtures/*.pcap ${corpus:+"$corpus"/*.pcap "$corpus"/*.pcapng}
 mkdir -p "$scratch/crashes"
 
 # The longest input worth trying, per target: well past the largest thing each parser accepts, so

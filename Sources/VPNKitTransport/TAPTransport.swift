@@ -10,7 +10,7 @@
 // - With offloads, the 10-byte virtio-net header is read from the front of each buffer only after
 //   checking the read returned at least header + Ethernet header bytes, and written from a local
 //   tuple whose size is passed to writev(2) with the frame's own length.
-// Facts this relies on (../shared/notes/linux-tap.md): with IFF_NO_PI one read(2) is one frame and one
+// Facts this relies on (docs/platform-facts.md): with IFF_NO_PI one read(2) is one frame and one
 // write(2) (or writev(2)) is one frame; NIO's stream write path would merge frames, so it is never used.
 
 import CVPNKitLinux

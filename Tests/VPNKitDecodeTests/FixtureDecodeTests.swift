@@ -4,12 +4,12 @@ import Testing
 import VPNKitBase
 import VPNKitDecode
 import VPNKitPcap
+import VPNKitTestSupport
 
 /// The package root, found from this file's path (Tests/VPNKitDecodeTests/…).
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
 let fixtures = packageRoot.appendingPathComponent("Fixtures")
-let tcpdumpCorpusDirectory = packageRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures/tcpdump")
 
 func fixtureCaptures() -> [String] {
     let names = (try? FileManager.default.contentsOfDirectory(atPath: fixtures.path)) ?? []
@@ -52,19 +52,18 @@ struct FixtureDecodeTests {
 @Suite("Decoding hostile captures")
 struct CorpusDecodeTests {
     @Test(
-        "every capture in ../shared/fixtures/tcpdump decodes without a trap",
-        .enabled(
-            if: FileManager.default.fileExists(atPath: tcpdumpCorpusDirectory.path),
-            "skipped: ../shared/fixtures/tcpdump is absent beside this clone"))
+        "every capture in tcpdump's corpus decodes without a trap",
+        .enabled(if: runsHere(hasTcpdumpCorpus), corpusSkipReason), .requires(hasTcpdumpCorpus, corpusSkipReason))
     func tcpdumpCorpus() throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: tcpdumpCorpusDirectory.path)
+        let corpus = try #require(tcpdumpCorpusDirectory)
+        let names = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
             .filter { $0.hasSuffix(".pcap") || $0.hasSuffix(".pcapng") }.sorted()
         #expect(names.count > 10)
         var frames = 0
         var errors = 0
         var opened = 0
         for name in names {
-            guard var decoder = try? CaptureDecoder(path: tcpdumpCorpusDirectory.appendingPathComponent(name).path) else { continue }
+            guard var decoder = try? CaptureDecoder(path: corpus.appendingPathComponent(name).path) else { continue }
             opened += 1
             while let frame = decoder.next() {
                 frames += 1

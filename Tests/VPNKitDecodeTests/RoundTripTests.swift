@@ -8,6 +8,7 @@ import VPNKitEthernet
 import VPNKitIPv4
 import VPNKitPcap
 import VPNKitTCP
+import VPNKitTestSupport
 import VPNKitUDP
 
 /// Re-emits a frame from the value forms of its headers, payloads kept as they were, writing each
@@ -84,16 +85,15 @@ struct RoundTripTests {
 struct CorpusRoundTripTests {
     @Test(
         "well-formed Ethernet frames from tcpdump's captures re-emit byte for byte",
-        .enabled(
-            if: FileManager.default.fileExists(atPath: tcpdumpCorpusDirectory.path),
-            "skipped: ../shared/fixtures/tcpdump is absent beside this clone"))
+        .enabled(if: runsHere(hasTcpdumpCorpus), corpusSkipReason), .requires(hasTcpdumpCorpus, corpusSkipReason))
     func corpus() throws {
-        let names = try FileManager.default.contentsOfDirectory(atPath: tcpdumpCorpusDirectory.path)
+        let corpus = try #require(tcpdumpCorpusDirectory)
+        let names = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
             .filter { $0.hasSuffix(".pcap") || $0.hasSuffix(".pcapng") }.sorted()
         var checked = 0
         var mismatched: [String] = []
         for name in names {
-            guard let reader = try? PcapReader(path: tcpdumpCorpusDirectory.appendingPathComponent(name).path),
+            guard let reader = try? PcapReader(path: corpus.appendingPathComponent(name).path),
                 reader.linkType == .ethernet
             else { continue }
             for (index, record) in reader.enumerated() where record.data.readableBytes == record.originalLength {

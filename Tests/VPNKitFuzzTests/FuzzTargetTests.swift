@@ -2,9 +2,9 @@ import Foundation
 import Testing
 import VPNKitBase
 import VPNKitFuzzTargets
+import VPNKitTestSupport
 
 let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-let sharedCaptures = root.deletingLastPathComponent().appendingPathComponent("shared/fixtures/tcpdump")
 
 func captures(in folder: URL) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [])
@@ -28,14 +28,12 @@ struct FuzzTargetTests {
         }
     }
 
-    @Test("Every target runs clean on tcpdump's malformed captures (skipped without ../shared)")
+    @Test(
+        "Every target runs clean on tcpdump's malformed captures",
+        .enabled(if: runsHere(hasTcpdumpCorpus), corpusSkipReason), .requires(hasTcpdumpCorpus, corpusSkipReason))
     func tcpdumpCaptures() throws {
-        let paths = captures(in: sharedCaptures)
-        try #require(!paths.isEmpty || !FileManager.default.fileExists(atPath: sharedCaptures.path), "folder present but empty")
-        guard !paths.isEmpty else {
-            print("skipped: \(sharedCaptures.path) is absent")
-            return
-        }
+        let paths = captures(in: try #require(tcpdumpCorpusDirectory))
+        try #require(!paths.isEmpty, "the corpus folder holds no captures")
         var total = 0
         for path in paths {
             for (target, seeds) in FuzzSeeds.extract(fromCapture: path) {

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+import VPNKitTestSupport
 import VPNKitBase
 import VPNKitDHCP
 import VPNKitIPv4
@@ -10,7 +11,7 @@ import VPNKitTransport
 
 let dnsmasq = which("dnsmasq")
 
-@Suite("Our DHCP client against dnsmasq", .serialized, .enabled(if: canUseNamespaces && dnsmasq != nil, "skipped: needs root, network namespaces and dnsmasq (CI installs dnsmasq-base)"))
+@Suite("Our DHCP client against dnsmasq", .serialized, .enabled(if: runsHere(canUseNamespaces && dnsmasq != nil), "skipped: needs root, network namespaces and dnsmasq (CI installs dnsmasq-base)"), .requires(canUseNamespaces && dnsmasq != nil, "skipped: needs root, network namespaces and dnsmasq (CI installs dnsmasq-base)"))
 struct DHCPClientInteropTests {
     @Test("dnsmasq in a namespace serves our client over a TAP: the lease matches its configuration, and the kernel reaches us")
     func dnsmasqServesUs() throws {

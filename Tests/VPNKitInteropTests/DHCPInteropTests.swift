@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VPNKitTestSupport
 
 let busybox = which("busybox")
 
@@ -37,7 +38,7 @@ func environment(_ file: URL) -> [String: String] {
     return result
 }
 
-@Suite("DHCP against the kernel's busybox udhcpc", .serialized, .enabled(if: canUseNamespaces && busybox != nil, "skipped: needs root, network namespaces and busybox (CI installs busybox)"))
+@Suite("DHCP against the kernel's busybox udhcpc", .serialized, .enabled(if: runsHere(canUseNamespaces && busybox != nil), "skipped: needs root, network namespaces and busybox (CI installs busybox)"), .requires(canUseNamespaces && busybox != nil, "skipped: needs root, network namespaces and busybox (CI installs busybox)"))
 struct DHCPInteropTests {
     @Test("udhcpc gets .3, router, DNS, domain and search, MTU 9000 and the lease; it renews; a second MAC gets .4; the MTU works")
     func udhcpc() throws {

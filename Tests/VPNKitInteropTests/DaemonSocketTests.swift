@@ -371,7 +371,7 @@ with tempfile.TemporaryDirectory() as d:
     print("notices", text.count("out of descriptors"))
 """#
 
-@Suite("vpnkit run: the open-file limit", .enabled(if: which("prlimit") != nil, "skipped: needs prlimit (util-linux)"))
+@Suite("vpnkit run: the open-file limit", .enabled(if: runsHere(which("prlimit") != nil), "skipped: needs prlimit (util-linux)"), .requires(which("prlimit") != nil, "skipped: needs prlimit (util-linux)"))
 struct OpenFileLimitTests {
     /// Starts the daemon on a qemu socket under `prlimit --nofile=SOFT:HARD`; returns its soft and hard
     /// open-file limits as /proc shows them once it listens, and what it logged.

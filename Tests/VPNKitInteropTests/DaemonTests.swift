@@ -77,7 +77,7 @@ final class Daemon {
     }
 }
 
-@Suite("vpnkit run against the kernel", .serialized, .enabled(if: canUseNamespaces, namespaceSkipReason))
+@Suite("vpnkit run against the kernel", .serialized, .enabled(if: runsHere(canUseNamespaces), namespaceSkipReason), .requires(canUseNamespaces, namespaceSkipReason))
 struct DaemonTests {
     @Test("answers ping, echoes UDP, writes a capture, stops cleanly on SIGTERM with its counters")
     func daemon() throws {

@@ -92,7 +92,7 @@ final class HostAcceptor {
     deinit { process.terminate() }
 }
 
-@Suite("a hostile guest cannot crash the daemon, leak or starve others", .serialized, .enabled(if: canRunNAT, natSkipReason))
+@Suite("a hostile guest cannot crash the daemon, leak or starve others", .serialized, .enabled(if: runsHere(canRunNAT), natSkipReason), .requires(canRunNAT, natSkipReason))
 struct HostileGuestTests {
     /// Starts a daemon with a guest that took a lease, a held connection to the host, and the
     /// baseline of open files; runs `attack`; then checks the held connection, the files and memory.

@@ -102,7 +102,7 @@ func pingSummary(_ output: String) -> (transmitted: Int, received: Int)? {
     return (numbers[0], numbers[1])
 }
 
-@Suite("The Linux kernel as the judge", .serialized, .enabled(if: canUseNamespaces, namespaceSkipReason))
+@Suite("The Linux kernel as the judge", .serialized, .enabled(if: runsHere(canUseNamespaces), namespaceSkipReason), .requires(canUseNamespaces, namespaceSkipReason))
 struct KernelInteropTests {
     @Test("TAP read buffers are recycled, but a frame still held keeps its bytes: thousands of datagrams held, none changed")
     func heldFramesSurviveRecycling() throws {

@@ -32,7 +32,7 @@ extension Daemon {
     }
 }
 
-@Suite("the NAT: guest flows through host sockets", .serialized, .enabled(if: canRunNAT, natSkipReason))
+@Suite("the NAT: guest flows through host sockets", .serialized, .enabled(if: runsHere(canRunNAT), natSkipReason), .requires(canRunNAT, natSkipReason))
 struct NATDaemonTests {
     @Test("HTTP to the host by name and by the host alias; DNS: built-in names, forwarding, SERVFAIL")
     func httpAndDNS() throws {

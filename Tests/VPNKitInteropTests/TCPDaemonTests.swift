@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VPNKitTestSupport
 import VPNKitDecode
 
 let bulkScript = #"""
@@ -66,7 +67,7 @@ func parseResult(_ output: String) -> (rate: Int, retransmissions: Int)? {
     return (rate, retrans)
 }
 
-@Suite("TCP through vpnkit run --diagnostic-services, against the kernel", .serialized, .enabled(if: canUseNamespaces, namespaceSkipReason))
+@Suite("TCP through vpnkit run --diagnostic-services, against the kernel", .serialized, .enabled(if: runsHere(canUseNamespaces), namespaceSkipReason), .requires(canUseNamespaces, namespaceSkipReason))
 struct TCPDaemonTests {
     @Test("64 MiB echoed with matching hashes, a discard bulk rate with 0 kernel retransmissions, 200 short connections, RST at once, options negotiated")
     func diagnostics() throws {

@@ -2,11 +2,12 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Testing
+import VPNKitTestSupport
 import VPNKitBase
 import VPNKitStack
 import VPNKitTCP
 
-@Suite("TCP against the Linux kernel", .serialized, .enabled(if: canUseNamespaces, namespaceSkipReason))
+@Suite("TCP against the Linux kernel", .serialized, .enabled(if: runsHere(canUseNamespaces), namespaceSkipReason), .requires(canUseNamespaces, namespaceSkipReason))
 struct TCPInteropTests {
     @Test("python in the namespace: 4 MiB echoed intact through our TCP; a closed port is refused; many short connections", arguments: [1500, 65520])
     func kernelClient(mtu: Int) throws {

@@ -153,7 +153,7 @@ elif mode == "rootlesskit":
     print(f"ok parent {mac_p.hex()} {ip_p} child {mac_c.hex()} {ip_c} gateway {gateway.hex() if gateway else None} replies {replies}")
 """#
 
-@Suite("vpnkit's own command line, and vmnet semantics clients rely on", .serialized, .enabled(if: which("python3") != nil, "skipped: needs python3"))
+@Suite("vpnkit's own command line, and vmnet semantics clients rely on", .serialized, .enabled(if: runsHere(which("python3") != nil), "skipped: needs python3"), .requires(which("python3") != nil, "skipped: needs python3"))
 struct UpstreamCommandLineTests {
     @Test("`vpnkit --ethernet PATH …` serves vmnet: a UUID keeps its MAC and address, preferred addresses are honoured or refused, a bare DISCOVER is answered")
     func vmnetSemantics() throws {

@@ -1,5 +1,5 @@
 // One bare Ethernet frame per datagram on a unix datagram socket: vfkit's unixgram network device
-// and qemu's `-netdev dgram` (../shared/notes/qemu-vm.md: qemu sends from its local path to ours;
+// and qemu's `-netdev dgram` (docs/platform-facts.md: qemu sends from its local path to ours;
 // we answer with sendto to its path).
 
 public import NIOCore

@@ -42,7 +42,7 @@ public struct SocketTransportOptions: Sendable, Hashable {
 
 /// How a stream framing encodes a frame's length.
 package enum LengthPrefix {
-    /// qemu `-netdev stream`: 4 bytes, big-endian (../shared/notes/qemu-vm.md).
+    /// qemu `-netdev stream`: 4 bytes, big-endian (docs/platform-facts.md).
     case uint32BigEndian
     /// vmnet: 2 bytes, little-endian (moby/vpnkit src/hostnet/vmnet.ml, module Packet).
     case uint16LittleEndian

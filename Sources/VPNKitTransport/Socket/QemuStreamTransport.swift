@@ -1,5 +1,5 @@
 // qemu's `-netdev stream` framing over a unix stream socket: every frame is preceded by its length
-// as 4 bytes, big-endian, and nothing else (../shared/notes/qemu-vm.md, seen on the wire).
+// as 4 bytes, big-endian, and nothing else (docs/platform-facts.md, seen on the wire).
 // `QemuStreamTransport.connect` is the client role (qemu runs with server=on); `QemuStreamListener`
 // is the server role (qemu runs with server=off and connects to us).
 
