@@ -54,13 +54,15 @@ extension ByteBuffer {
         return copy
     }
 
-    /// These bytes in a buffer of their own when they are a small part of a large storage (a short
-    /// segment read into a 64 KiB frame buffer), otherwise unchanged. Data held for a reader is held
-    /// through this, so what a peer's tiny segments pin is their size, not their frames' (a window of
-    /// 1-byte segments would otherwise hold one frame buffer each).
+    /// Whether these bytes use less than half of the storage they share: held as they are, they
+    /// would pin more than twice their size (a short segment read into a 2 KiB or 64 KiB frame
+    /// buffer).
+    public var isSparse: Bool { self.readableBytes * 2 < self.storageCapacity }
+
+    /// These bytes in a buffer of their own when they are sparse (see `isSparse`), otherwise
+    /// unchanged: what is held through this pins at most twice its size.
     public func compactedIfSparse() -> ByteBuffer {
-        guard self.storageCapacity > 4096, self.readableBytes * 4 < self.storageCapacity else { return self }
-        return self.compacted()
+        self.isSparse ? self.compacted() : self
     }
 
     /// The readable bytes as an array (tests and diagnostics; not for the hot path).

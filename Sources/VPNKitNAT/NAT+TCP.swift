@@ -83,6 +83,8 @@ final class TCPFlow {
     /// The host socket is closed: nothing more can be written to it.
     var hostGone = false
     var bytesToHost: UInt64 = 0
+    /// Pieces written to the host socket that the kernel has not taken yet.
+    var piecesToHost = 0
     var bytesToGuest: UInt64 = 0
     /// For published ports: the connection goes from the host into the guest.
     let inbound: Bool
@@ -154,6 +156,17 @@ final class TCPFlow {
         }
     }
 
+    /// At most this many pieces wait in the host socket's write queue; past it the guest's data
+    /// stays in its connection, whose window closes.
+    static let maximumPiecesToHost = 1024
+
+    /// `count` pieces left the host write queue: when the bound held the guest back, pump again.
+    func piecesWritten(_ count: Int) {
+        let wasFull = piecesToHost >= Self.maximumPiecesToHost
+        piecesToHost -= count
+        if wasFull, piecesToHost < Self.maximumPiecesToHost { guestReadable() }
+    }
+
     /// Data (or the guest's FIN) arrived: pumped once this turn's frames are all handed over.
     func guestReadable() {
         guard !pumpScheduled, !finished, let nat else { return }
@@ -181,10 +194,19 @@ final class TCPFlow {
         // can call back into this function (writability).
         var chunks: [ByteBuffer] = []
         if let nat { swap(&chunks, &nat.chunkScratch) }
-        while channel.isWritable {
+        // Bounded in bytes by the channel's high water mark (512 KiB) and in pieces by
+        // `maximumPiecesToHost`: a guest's tiny segments, one piece per turn of the loop, cannot
+        // queue half a million pieces toward a host that does not read.
+        while channel.isWritable, piecesToHost < Self.maximumPiecesToHost {
             let taken = socket.readChunks(maximum: 65536, now: now, into: &chunks)
             guard taken > 0 else { break }
-            for chunk in chunks { channel.write(chunk, promise: nil) }
+            let pieces = chunks.count
+            for chunk in chunks.dropLast() { channel.write(chunk, promise: nil) }
+            // The last write's promise completes once every piece of this batch left the queue.
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            channel.write(chunks[pieces - 1], promise: written)
+            piecesToHost += pieces
+            written.futureResult.assumeIsolated().whenComplete { [weak self] _ in self?.piecesWritten(pieces) }
             chunks.removeAll(keepingCapacity: true)
             wrote += taken
         }

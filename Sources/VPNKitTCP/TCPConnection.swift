@@ -150,8 +150,13 @@ public struct TCPConnection: Sendable {
     /// The right edge we last advertised; never moved left (RFC 9293 §3.8.6.2.2). Nil until the
     /// first advertisement (comparing with an arbitrary start value breaks across the 2^32 wrap).
     private var advertisedRightEdge: SequenceNumber?
+    /// Received bytes in order, not yet read: slices of the segments they came in, or, for sparse
+    /// payloads (see `deliver`), copies gathered into buffers of our own.
     private var readable: [ByteBuffer] = []
     private var readableBytes = 0
+    /// Whether the last piece of `readable` is one of our own gathering buffers, which takes the
+    /// next sparse payload.
+    private var lastPieceGathers = false
     private var outOfOrder: [(seq: SequenceNumber, data: ByteBuffer)] = []
     private var outOfOrderBytes = 0
     private var lastOutOfOrder: SequenceNumber?
@@ -293,6 +298,7 @@ public struct TCPConnection: Sendable {
             var chunk = readable.removeFirst()
             result.writeBuffer(&chunk)
         }
+        if readable.isEmpty { lastPieceGathers = false }
         taken(result.readableBytes, now: now)
         return result
     }
@@ -318,6 +324,7 @@ public struct TCPConnection: Sendable {
             }
         }
         readable.removeFirst(whole)
+        if readable.isEmpty { lastPieceGathers = false }
         if total > 0 { taken(total, now: now) }
         return total
     }
@@ -838,11 +845,28 @@ public struct TCPConnection: Sendable {
         }
     }
 
+    /// Queues in-order data for reading. A payload that fills at least half of its buffer is kept
+    /// as it is, a slice (no copy: bulk data). A sparse one is copied into the gathering buffer at the
+    /// end of the queue (a new one when there is none or it is full), so that tiny segments neither
+    /// pin a frame buffer each nor make a piece each: what the queue holds stays within about twice
+    /// its bytes, plus `pieceOverhead` per piece, whatever the segment sizes.
     private mutating func deliver(_ data: ByteBuffer) {
-        let data = data.compactedIfSparse()
-        readable.append(data)
-        readableBytes += data.readableBytes
-        rcvNxt = rcvNxt + data.readableBytes
+        let count = data.readableBytes
+        readableBytes += count
+        rcvNxt = rcvNxt + count
+        guard data.isSparse else {
+            readable.append(data)
+            lastPieceGathers = false
+            return
+        }
+        if lastPieceGathers, let last = readable.indices.last, readable[last].readableBytes + count <= Self.gatherLimit {
+            readable[last].writeImmutableBuffer(data)
+        } else {
+            var piece = ByteBufferAllocator().buffer(capacity: max(Self.gatherCapacity, count))
+            piece.writeImmutableBuffer(data)
+            readable.append(piece)
+            lastPieceGathers = true
+        }
     }
 
     private mutating func insertOutOfOrder(seq: SequenceNumber, data: ByteBuffer) {
@@ -893,9 +917,20 @@ public struct TCPConnection: Sendable {
     }
     private var flightSize: Int { sndMax - sndUna }
 
-    /// The window we can advertise: the free part of the receive buffer.
+    /// What each piece of data held (in order or out of order) is charged against the receive
+    /// buffer besides its bytes: about what the piece itself costs (its buffer's header and
+    /// allocation, its place in the queue), so that a peer's tiny segments close the window by
+    /// what they really hold.
+    static let pieceOverhead = 128
+    /// Sparse payloads are gathered into buffers of at least this size, and at most `gatherLimit`.
+    static let gatherCapacity = 256
+    static let gatherLimit = 65536
+
+    /// The window we can advertise: the free part of the receive buffer, the pieces' overhead
+    /// counted.
     private var receiveWindow: Int {
-        max(0, configuration.receiveBufferSize - readableBytes - outOfOrderBytes)
+        let pieces = (readable.count + outOfOrder.count) * Self.pieceOverhead
+        return max(0, configuration.receiveBufferSize - readableBytes - outOfOrderBytes - pieces)
     }
     private var receiveWindowRightEdge: SequenceNumber {
         let edge = rcvNxt + receiveWindow
@@ -1382,14 +1417,29 @@ extension TCPState {
 
 /// The bytes of the send buffer from sndUna on, as a list of slices. A segment that lies within one
 /// of them is a slice of it (no copy: a link that gathers sends it as is, any other copies it once
-/// when the headers go in front); one that spans two is copied into a buffer of its own.
+/// when the headers go in front); one that spans two is copied into a buffer of its own. Sparse
+/// writes (a few bytes read into a large buffer) are copied into a gathering buffer of our own, as
+/// received data is, so what the queue pins stays within about twice its bytes.
 struct SendQueue: Sendable {
     private var chunks: [ByteBuffer] = []
     private(set) var count = 0
+    private var lastChunkGathers = false
 
     mutating func append(_ data: ByteBuffer) {
-        chunks.append(data)
         count += data.readableBytes
+        guard data.isSparse else {
+            chunks.append(data)
+            lastChunkGathers = false
+            return
+        }
+        if lastChunkGathers, let last = chunks.indices.last, chunks[last].readableBytes + data.readableBytes <= TCPConnection.gatherLimit {
+            chunks[last].writeImmutableBuffer(data)
+        } else {
+            var chunk = ByteBufferAllocator().buffer(capacity: max(TCPConnection.gatherCapacity, data.readableBytes))
+            chunk.writeImmutableBuffer(data)
+            chunks.append(chunk)
+            lastChunkGathers = true
+        }
     }
 
     mutating func removeFirst(_ n: Int) {
@@ -1399,6 +1449,7 @@ struct SendQueue: Sendable {
             if chunks[0].readableBytes <= n {
                 n -= chunks[0].readableBytes
                 chunks.removeFirst()
+                if chunks.isEmpty { lastChunkGathers = false }
             } else {
                 chunks[0].moveReaderIndex(forwardBy: n)
                 n = 0
