@@ -283,6 +283,9 @@ public struct TCPConnection: Sendable {
     public var writableBytes: Int { state.canSend ? max(0, configuration.sendBufferSize - sendQueue.count) : 0 }
     /// Bytes queued and not yet acknowledged.
     public var unacknowledgedBytes: Int { sendQueue.count }
+    /// Pieces of received data held (in order and out of order), each a buffer or a slice of one:
+    /// what the per-piece overhead is charged for.
+    public var receivedPieces: Int { readable.count + outOfOrder.count }
 
     /// Takes up to `maximum` received bytes, in order; reading opens the window.
     public mutating func read(maximum: Int = .max, now: NIODeadline) -> ByteBuffer? {
