@@ -170,7 +170,7 @@ let package = Package(
         .testTarget(
             name: "VPNKitTransportTests",
             dependencies: [
-                "VPNKitTransport", "VPNKitBase", "VPNKitPcap",
+                "VPNKitTestSupport", "VPNKitTransport", "VPNKitBase", "VPNKitPcap",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -89,62 +89,35 @@ func namedCounters(_ counters: Any) -> [(name: String, value: UInt64)] { Counter
 
 /// Serves `StatsSnapshot` on a unix socket: a client sends one line — `json` (or nothing but a
 /// newline), `prometheus`, or an HTTP `GET /metrics` / `GET /` — and gets the answer, then EOF.
-/// Out of descriptors, the listener pauses for a second instead of spinning (`PausingListener`).
+/// The socket file is its owner's only (mode 0600) from the moment it appears: the counters and the
+/// flow table say who the guest talks to. The listener is the one the VM's socket uses
+/// (`UnixStreamServer`): out of descriptors it pauses for a second instead of spinning, binds again
+/// only over its own file, and on close removes the file only if it is still its own.
 final class StatsServer: Sendable {
-    let listener: NIOLoopBound<PausingListener>
+    let server: NIOLoopBound<UnixStreamServer>
     let path: String
 
-    init(listener: NIOLoopBound<PausingListener>, path: String) {
-        self.listener = listener
+    init(server: NIOLoopBound<UnixStreamServer>, path: String) {
+        self.server = server
         self.path = path
     }
 
     static func start(path: String, driver: NIOLoopBound<StackDriver>, on loop: any EventLoop, logger: Logger) async throws -> StatsServer {
-        let listener = try await loop.submit {
-            NIOLoopBound(PausingListener(on: loop, bind: {
-                // A stale socket file at `path` is replaced; any other kind of file makes this fail.
-                ServerBootstrap(group: loop)
-                    .childChannelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(StatsHandler(driver: driver))
-                        }
-                    }
-                    .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
-                    .flatMapThrowing { channel in
-                        // Owner only: the counters and the flow table say who the guest talks to.
-                        // (Until this chmod the umask applies; the usual 022 already keeps others
-                        // from connecting.)
-                        guard chmod(path, 0o600) == 0 else {
-                            let error = errno
-                            channel.close(promise: nil)
-                            throw StatsServerError.permissions(path, errno: error)
-                        }
-                        return channel
-                    }
-            }, report: { event in logListenerEvent(event, listener: "the stats socket \(path)", logger: logger) }), eventLoop: loop)
+        let server = try await loop.flatSubmit {
+            // A stale socket file at `path` is replaced; any other kind of file makes this fail.
+            UnixStreamServer.bind(path: path, options: SocketTransportOptions(socketFileMode: 0o600), childAutoRead: true, on: loop) { channel in
+                try channel.pipeline.syncOperations.addHandler(StatsHandler(driver: driver))
+            }.map { server in
+                server.value.report = { event in logListenerEvent(event, listener: "the stats socket \(path)", logger: logger) }
+                return server
+            }
         }.get()
-        try await loop.flatSubmit { listener.value.start() }.get()
-        return StatsServer(listener: listener, path: path)
+        return StatsServer(server: server, path: path)
     }
 
     func close() {
-        let listener = self.listener
-        let path = self.path
-        listener.eventLoop.execute {
-            listener.value.close()
-            unlink(path)
-        }
-    }
-}
-
-/// Why the stats socket could not be served.
-enum StatsServerError: Error, CustomStringConvertible {
-    case permissions(String, errno: Int32)
-
-    var description: String {
-        switch self {
-        case .permissions(let path, let errno): return "cannot restrict \(path) to its owner: \(String(cString: strerror(errno)))"
-        }
+        let server = self.server
+        server.eventLoop.execute { server.value.close() }
     }
 }
 

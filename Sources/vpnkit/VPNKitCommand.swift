@@ -1,10 +1,16 @@
 import ArgumentParser
 
-
+/// The root command: `decode`, `run` and `stats`. With no arguments it prints its help (exit 0);
+/// `--version` prints `version`. vpnkit's own flags (`vpnkit --ethernet …`) never reach it
+/// (`UpstreamCommandLine`).
 struct VPNKitCommand: AsyncParsableCommand {
+    /// The release this binary is.
+    static let version = "0.9.0"
+
     static let configuration = CommandConfiguration(
         commandName: "vpnkit",
         abstract: "A userspace TCP/IP stack and NAT for virtual machines and network namespaces.",
+        version: version,
         subcommands: [DecodeCommand.self, RunCommand.self, StatsCommand.self]
     )
 }

@@ -65,3 +65,26 @@ struct CommandTests {
         #expect(notCapture.stdout.isEmpty)
     }
 }
+
+@Suite("vpnkit (the root command)")
+struct RootCommandTests {
+    @Test("--version prints the version alone on stdout, exit 0")
+    func version() throws {
+        let result = try runVPNKit(["--version"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "0.9.0\n")
+        #expect(result.stderr.isEmpty, "\(result.stderr)")
+    }
+
+    @Test("no arguments: the help, listing every subcommand and --version, on stdout, exit 0")
+    func noArgumentsPrintsHelp() throws {
+        let result = try runVPNKit([])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.isEmpty, "\(result.stderr)")
+        #expect(result.stdout.contains("USAGE: vpnkit <subcommand>"), "\(result.stdout)")
+        for line in ["decode", "run", "stats", "--version"] {
+            #expect(result.stdout.contains("  \(line) "), "\(line) missing from: \(result.stdout)")
+        }
+        #expect(result.stdout == (try runVPNKit(["--help"])).stdout)
+    }
+}

@@ -214,6 +214,42 @@ print("silent_after", round(time.monotonic() - t0, 1))
         #expect(after >= 4 && after < 15, "\(client.output)")
     }
 
+    @Test("the VM's socket and the stats socket appear with mode 0600, never changed after; on exit, files that replaced them stay",
+          arguments: ["qemu", "dgram", "vmnet"])
+    func socketFiles(kind: String) throws {
+        let directory = try freshDirectory("vk-files-\(getpid())-\(kind)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("link").path
+        let stats = directory.appendingPathComponent("stats").path
+        // The daemon inherits our umask, 022: a plain bind would make 0755.
+        let watch = try DirectoryWatch(directory.path)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: vpnkitBinary())
+        process.arguments = ["run", "--socket", path, "--protocol", kind, "--no-dhcp", "--stats", stats]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        waitForFile(path, while: process)
+        waitForFile(stats, while: process)
+        for file in [path, stats] {
+            var info = stat()
+            #expect(lstat(file, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK, "\(file)")
+            #expect(info.st_mode & 0o7777 == 0o600, "\(file): mode \(String(info.st_mode & 0o7777, radix: 8))")
+        }
+        // A chmod after the bind would show as an attribute change.
+        #expect(watch.events().map(\.description).sorted() == ["link:create", "stats:create"])
+        for file in [path, stats] {
+            unlink(file)
+            #expect(FileManager.default.createFile(atPath: file, contents: Data("someone else's".utf8)))
+        }
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        for file in [path, stats] {
+            #expect(FileManager.default.contents(atPath: file).map { String(decoding: $0, as: UTF8.self) } == "someone else's", "\(file)")
+        }
+    }
+
     @Test("qemu stream, datagram and vmnet framings: ARP and ping through the daemon", arguments: ["qemu", "dgram", "vmnet"])
     func socket(kind: String) throws {
         let directory = try freshDirectory("vk-sock-\(getpid())-\(kind)")

@@ -61,4 +61,11 @@ struct vpnkit_udp_error {
 /// without IP_RECVERR data was consumed, -1 (EAGAIN) when the queue is empty.
 int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out);
 
+/// bind(2) of the unix socket `fd` to `path`, the socket file created with the permission bits
+/// `mode` (0600: the owner only) whatever the process's umask, which is left alone: the bind runs in
+/// a short-lived child that shares our memory but has a umask of its own (socketfile.c). A default
+/// ACL on the directory still applies, as to any bind. Returns 0, or -1 with errno set (bind's own,
+/// ENAMETOOLONG for a path that does not fit `sun_path`).
+int vpnkit_bind_unix(int fd, const char *path, unsigned int mode);
+
 #endif

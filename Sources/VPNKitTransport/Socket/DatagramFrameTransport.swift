@@ -59,11 +59,11 @@ public final class DatagramFrameTransport: FrameTransport {
     private let handler: DatagramFrameHandler
     private var socketFile: UnixSocketFile?
 
-    private init(handler: DatagramFrameHandler, mtu: Int, path: String) {
+    private init(handler: DatagramFrameHandler, mtu: Int, socketFile: UnixSocketFile) {
         self.handler = handler
         self.mtu = mtu
-        self.path = path
-        self.socketFile = UnixSocketFile(boundAt: path)
+        self.path = socketFile.path
+        self.socketFile = socketFile
     }
 
     /// Sends one frame as one datagram to the peer, or queues it while the peer's receive queue is full.
@@ -82,19 +82,20 @@ public final class DatagramFrameTransport: FrameTransport {
     }
 
     /// Binds a unix datagram socket at `path`, first removing a socket file already there (any other
-    /// kind of file makes the bind fail). `peer`, when given, is the only path we exchange frames
-    /// with (compared as text with the source path of what arrives); otherwise the first sender is.
-    /// The transport is bound to `eventLoop`; the future completes there. May be called from any
-    /// thread.
+    /// kind of file makes the bind fail); the file has the mode `options.socketFileMode` from the
+    /// moment it appears. `peer`, when given, is the only path we exchange frames with (compared as
+    /// text with the source path of what arrives); otherwise the first sender is. The transport is
+    /// bound to `eventLoop`; the future completes there. May be called from any thread.
     public static func bind(
         path: String, peer: String? = nil, mtu: Int = 1500, options: SocketTransportOptions = .init(),
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<NIOLoopBound<DatagramFrameTransport>> {
         let peerAddress: SocketAddress?
         let fd: Int32
+        let socketFile: UnixSocketFile
         do {
             peerAddress = try peer.map { try SocketAddress(unixDomainSocketPath: $0) }
-            fd = try UnixDatagramSocket.bind(path: path)
+            (fd, socketFile) = try UnixDatagramSocket.bind(path: path, mode: options.socketFileMode)
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
@@ -112,7 +113,12 @@ public final class DatagramFrameTransport: FrameTransport {
             .withBoundSocket(fd)
             .flatMapThrowing { channel in
                 let handler = try channel.pipeline.syncOperations.handler(type: DatagramFrameHandler.self)
-                return NIOLoopBound(DatagramFrameTransport(handler: handler, mtu: mtu, path: path), eventLoop: channel.eventLoop)
+                return NIOLoopBound(DatagramFrameTransport(handler: handler, mtu: mtu, socketFile: socketFile), eventLoop: channel.eventLoop)
+            }
+            .flatMapErrorThrowing { error in
+                // Nobody reads behind the file: it goes.
+                socketFile.remove()
+                throw error
             }
     }
 }

@@ -25,14 +25,26 @@ public struct SocketTransportOptions: Sendable, Hashable {
     public var maxPendingBytes: Int
     /// vmnet only: the time a client has to complete its handshake before the connection is closed; default 10 s.
     public var handshakeTimeout: TimeAmount
+    /// Listeners and datagram sockets: the permission bits of the socket file they create; default
+    /// 0o600, the owner only. The file appears at its path with these bits already set (it is bound
+    /// in a private directory and linked into place), whatever the umask. Connecting to the socket,
+    /// or sending to it, needs write permission, and whoever can reach the guest's socket can join
+    /// its link: 0o660 lets the file's group in too (for a VM running as another user of it).
+    public var socketFileMode: UInt32
 
-    /// Creates the limits: 65550-byte frames, 4 MiB of pending output and a 10-second handshake by
-    /// default. Traps when `maxFrameSize` is negative or `maxPendingBytes` is not positive.
-    public init(maxFrameSize: Int = 65550, maxPendingBytes: Int = 4 << 20, handshakeTimeout: TimeAmount = .seconds(10)) {
+    /// Creates the limits: 65550-byte frames, 4 MiB of pending output, a 10-second handshake and
+    /// socket files for the owner only by default. Traps when `maxFrameSize` is negative,
+    /// `maxPendingBytes` is not positive or `socketFileMode` has bits beyond 0o777.
+    public init(
+        maxFrameSize: Int = 65550, maxPendingBytes: Int = 4 << 20, handshakeTimeout: TimeAmount = .seconds(10),
+        socketFileMode: UInt32 = 0o600
+    ) {
         precondition(maxFrameSize >= 0 && maxPendingBytes > 0, "limits must be positive")
+        precondition(socketFileMode & ~0o777 == 0, "socketFileMode holds permission bits only")
         self.maxFrameSize = maxFrameSize
         self.maxPendingBytes = maxPendingBytes
         self.handshakeTimeout = handshakeTimeout
+        self.socketFileMode = socketFileMode
     }
 
     var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark {

@@ -88,7 +88,8 @@ public final class QemuStreamListener {
     }
 
     /// Binds `path`, first removing a stale socket file there (any other kind of file makes the bind
-    /// fail). Call on `eventLoop`: `onConnection` is called there.
+    /// fail); the file has the mode `options.socketFileMode` from the moment it appears. Call on
+    /// `eventLoop`: `onConnection` is called there.
     public static func bind(
         path: String, mtu: Int = 1500, options: SocketTransportOptions = .init(), on eventLoop: any EventLoop,
         onConnection: @escaping (QemuStreamTransport) -> Void

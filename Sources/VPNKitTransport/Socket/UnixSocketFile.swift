@@ -1,38 +1,40 @@
-// The socket files our listeners and datagram transports create, and the listening side shared by
-// the qemu stream and vmnet listeners. (The only C calls here are lstat(2) into a local `stat` and
-// unlink(2) of a path string.)
+// The socket files our listeners and datagram transports create (the qemu stream, vmnet and
+// datagram sockets, and the daemon's stats socket), and their identity, so that what we remove is
+// only ever the file we made.
+//
+// A socket file has its mode from the moment it exists: the bind runs with a umask of its own
+// (`vpnkit_bind_unix`, in a short-lived child that shares our memory but not our umask), so there
+// is no chmod(2) afterwards through a path somebody could have swapped, no moment in which the file
+// is open to more users than asked, and the process's umask, which SwiftNIO's threads share, is
+// never touched. The socket is bound at its real path (not in a private directory then moved),
+// because a datagram socket's name is the source address its peer sees and answers to.
+//
+// Its identity is taken with lstat(2) right after the bind (fstat(2) on a unix socket describes
+// the socket's own inode, not its file): a file that is not a socket of ours there by then fails
+// the bind. Between the two calls only someone who may write the directory could swap the file,
+// and they could remove ours anyway; keep these sockets in a directory others cannot write.
 
-import NIOCore
-import NIOPosix
+import CVPNKitLinux
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The identity (device and inode) of the socket file we bound, so that closing removes our file and
-/// never one that somebody bound at the same path after us.
-struct UnixSocketFile {
+/// A socket file we created: its path and identity (device and inode), so that closing removes our
+/// file and never one that somebody put at the same path after us.
+struct UnixSocketFile: Sendable {
     let path: String
     private let device: UInt64
     private let inode: UInt64
 
-    /// Records the socket file now at `path`; nil when there is none.
-    init?(boundAt path: String) {
-        var info = stat()
-        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else { return nil }
-        self.path = path
-        self.device = UInt64(info.st_dev)
-        self.inode = UInt64(info.st_ino)
-    }
-
-    /// What is at `path` now: nothing, the file we bound, or another.
+    /// What is at `path` now: nothing, the file we created, or another.
     private var current: (exists: Bool, ours: Bool) {
         var info = stat()
         guard lstat(path, &info) == 0 else { return (false, false) }
         return (true, UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode)
     }
 
-    /// Whether the file at `path` is still the one we bound.
+    /// Whether the file at `path` is still the one we created.
     var isStillBound: Bool { current.ours }
 
     /// Whether some other file is at `path` now (not ours, and not nothing).
@@ -41,78 +43,75 @@ struct UnixSocketFile {
         return now.exists && !now.ours
     }
 
-    /// Removes the file if it is still the one we bound.
+    /// Removes the file if it is still the one we created.
     func remove() {
         guard isStillBound else { return }
         unlink(path)
     }
-}
 
-/// A listening unix stream socket on one event loop. Each accepted channel, already on that loop and
-/// with autoRead off, is passed to `initializeChild`, which adds the transport's handler. Out of
-/// descriptors it pauses for a second instead of spinning (`PausingListener`), and binds its path
-/// again only while the socket file there is still the one it bound.
-final class UnixStreamServer {
-    let path: String
-    private var listener: PausingListener?
-    private var socketFile: UnixSocketFile?
-    /// Hears the listener's pauses and failed accepts.
-    var report: ((PausingListener.Event) -> Void)?
-
-    private init(path: String) {
-        self.path = path
-    }
-
-    /// Binds `path` (a stale socket file there is removed first; any other kind of file is left alone
-    /// and the bind fails). Call on `eventLoop`.
-    static func bind(
-        path: String, options: SocketTransportOptions, on eventLoop: any EventLoop,
-        initializeChild: @escaping (any Channel) throws -> Void
-    ) -> EventLoopFuture<NIOLoopBound<UnixStreamServer>> {
-        eventLoop.preconditionInEventLoop()
-        let server = NIOLoopBound(UnixStreamServer(path: path), eventLoop: eventLoop)
-        let initializer = NIOLoopBound(initializeChild, eventLoop: eventLoop)
-        let listener = PausingListener(on: eventLoop, bind: {
-            // After a pause, the path is bound again only over our own socket file (or none): if
-            // somebody else's file is there now, it stays.
-            if let file = server.value.socketFile, file.isReplaced {
-                return eventLoop.makeFailedFuture(UnixSocketFileError.replaced(path))
+    /// A non-blocking, close-on-exec unix socket of `type` (`SOCK_STREAM`, then listening with
+    /// `backlog`, or `SOCK_DGRAM`) bound at `path`, its file created with the permission bits `mode`.
+    /// What may be at `path` before: nothing; when `previous` is nil (a first bind), a socket file,
+    /// removed as stale; when `previous` is given (binding again), `previous` itself, removed.
+    /// Anything else stays and the call fails, as it does when the file does not come out with
+    /// exactly `mode` (a default ACL on the directory). Returns the descriptor, which the caller
+    /// owns, and the file.
+    static func bind(path: String, type: Int32, mode: UInt32, backlog: Int32 = 128, previous: UnixSocketFile?) throws -> (fd: Int32, file: UnixSocketFile) {
+        try clearTheWay(path, previous: previous)
+        let fd = socket(AF_UNIX, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw TransportError.systemCall("socket(AF_UNIX)", errno: errno) }
+        guard vpnkit_bind_unix(fd, path, mode) == 0 else {
+            let error = errno
+            close(fd)
+            throw TransportError.systemCall(error == ENAMETOOLONG ? "bind \(path) (path empty or longer than sun_path)" : "bind \(path)", errno: error)
+        }
+        var info = stat()
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK, info.st_uid == geteuid() else {
+            close(fd)
+            throw UnixSocketFileError.replaced(path)
+        }
+        let file = UnixSocketFile(path: path, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        do {
+            guard info.st_mode & 0o7777 == mode else { throw UnixSocketFileError.mode(path, got: info.st_mode & 0o7777, wanted: mode) }
+            if type == Int32(SOCK_STREAM.rawValue), listen(fd, backlog) != 0 {
+                throw TransportError.systemCall("listen \(path)", errno: errno)
             }
-            return ServerBootstrap(group: eventLoop)
-                .serverChannelOption(.backlog, value: 128)
-                .childChannelOption(.autoRead, value: false)
-                .childChannelOption(.writeBufferWaterMark, value: options.writeBufferWaterMark)
-                .childChannelInitializer { channel in
-                    // Children of a server bound to one event loop live on that loop, so the bound
-                    // values are reachable here.
-                    channel.eventLoop.makeCompletedFuture { try initializer.value(channel) }
-                }
-                .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
-                .map { channel in
-                    server.value.socketFile = UnixSocketFile(boundAt: path)
-                    return channel
-                }
-        }, report: { event in server.value.report?(event) })
-        server.value.listener = listener
-        return listener.start().map { server }
+        } catch {
+            close(fd)
+            file.remove()
+            throw error
+        }
+        return (fd, file)
     }
 
-    /// Stops accepting and removes the socket file. Accepted connections are not affected.
-    func close() {
-        listener?.close()
-        listener = nil
-        socketFile?.remove()
-        socketFile = nil
+    /// Removes what may be at `path` before our socket is bound there: a stale socket (first bind)
+    /// or our own earlier file (binding again). Anything else is left alone and makes this throw.
+    private static func clearTheWay(_ path: String, previous: UnixSocketFile?) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        if let previous {
+            guard previous.isStillBound else { throw UnixSocketFileError.replaced(path) }
+        } else {
+            guard info.st_mode & S_IFMT == S_IFSOCK else {
+                throw TransportError.systemCall("bind \(path) (a file that is not a socket is in the way)", errno: EEXIST)
+            }
+        }
+        guard unlink(path) == 0 || errno == ENOENT else { throw TransportError.systemCall("unlink \(path)", errno: errno) }
     }
 }
 
-/// Why a unix listener could not bind its path again.
+/// Why a unix socket file could not be made (or made again).
 enum UnixSocketFileError: Error, CustomStringConvertible {
+    /// Binding again after a pause: the file at the path is not the one this listener made.
     case replaced(String)
+    /// The file did not come out with the mode asked for (a default ACL on its directory).
+    case mode(String, got: UInt32, wanted: UInt32)
 
     var description: String {
         switch self {
         case .replaced(let path): return "\(path) is no longer the socket file this listener bound"
+        case .mode(let path, let got, let wanted):
+            return "\(path) came out with mode \(String(got, radix: 8)), not \(String(wanted, radix: 8)) (a default ACL on its directory?); not serving it"
         }
     }
 }

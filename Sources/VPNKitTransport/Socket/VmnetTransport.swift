@@ -114,8 +114,9 @@ public final class VmnetListener {
     }
 
     /// Binds `path`, first removing a stale socket file there (any other kind of file makes the bind
-    /// fail). `mtu` is announced to clients (with max packet size MTU + 50). Call on `eventLoop`:
-    /// `onConnection` is called there.
+    /// fail); the file has the mode `options.socketFileMode` from the moment it appears. `mtu` is
+    /// announced to clients (with max packet size MTU + 50). Call on `eventLoop`: `onConnection` is
+    /// called there.
     public static func bind(
         path: String, mtu: Int = 1500, options: SocketTransportOptions = .init(), on eventLoop: any EventLoop,
         onConnection: @escaping (VmnetTransport) -> Void
