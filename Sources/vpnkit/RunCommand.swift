@@ -507,8 +507,7 @@ struct RunCommand: AsyncParsableCommand {
                 // Whoever can connect to the socket can make these lines once per connection.
                 let log = NIOLoopBound(RateLimitedLogger(logger), eventLoop: loop)
                 link.onPortDetached = { port, error, macs in
-                    log.value.log(.info, key: "guest disconnected",
-                                  "guest \(port.guestAddress.map { "\($0) " } ?? "")disconnected\(error.map { ": \($0)" } ?? "")")
+                    log.value.log(.info, key: "guest disconnected", "guest \(port.guestAddress.map { "\($0) " } ?? "")disconnected\(error.map { ": \($0)" } ?? "")")
                     departures.left(macs)
                 }
                 let attach: (any FrameTransport) -> Void = { connection in
@@ -527,9 +526,7 @@ struct RunCommand: AsyncParsableCommand {
                         if let registry {
                             listener.admit = { uuid, preferred in
                                 let result = registry.admit(uuid, preferred: preferred, now: .now())
-                                if case .failure(let refusal) = result {
-                                    log.value.log(.notice, key: "vmnet client refused", "vmnet client \(uuid) refused: \(refusal)")
-                                }
+                                if case .failure(let refusal) = result { log.value.log(.notice, key: "vmnet client refused", "vmnet client \(uuid) refused: \(refusal)") }
                                 return result
                             }
                         }
