@@ -213,6 +213,7 @@ let package = Package(
                 "VPNKitEthernet", "VPNKitUDP", "VPNKitTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

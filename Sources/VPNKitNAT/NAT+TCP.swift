@@ -15,13 +15,15 @@ extension NAT {
         guard tcpFlows[request] == nil else { return }
         guard let target = hostAddress(for: request.destination) else {
             counters.tcpRefusedHostLoopback &+= 1
-            logger.notice("refused \(request): the host's loopback is not reachable (--no-host-loopback)")
+            logger.log(.notice, key: "tcp refused: --no-host-loopback", limiter: &logLimiter, now: now,
+                       "refused \(request): the host's loopback is not reachable (--no-host-loopback)")
             stack.refuseTCPConnectionRequest(request, with: .reset, now: now)
             return
         }
         guard tcpFlows.count < configuration.maximumConnections else {
             counters.tcpRefusedAtLimit &+= 1
-            logger.notice("refused \(request): \(configuration.maximumConnections) connections are open (--max-connections)")
+            logger.log(.notice, key: "tcp refused: --max-connections", limiter: &logLimiter, now: now,
+                       "refused \(request): \(configuration.maximumConnections) connections are open (--max-connections)")
             stack.refuseTCPConnectionRequest(request, with: .reset, now: now)
             return
         }
@@ -132,7 +134,7 @@ final class TCPFlow {
         } else {
             nat.counters.tcpConnectsFailed &+= 1
         }
-        nat.logger.notice("tcp \(request): host connect failed: \(error)")
+        nat.logger.log(.notice, key: "tcp host connect failed", limiter: &nat.logLimiter, now: now, "tcp \(request): host connect failed: \(error)")
         nat.stack.refuseTCPConnectionRequest(request, with: refusal, now: now)
         finished = true
         nat.tcpFlowEnded(self)
@@ -347,7 +349,8 @@ final class TCPFlow {
     func guestConnectTimedOut(now: NIODeadline, port: PublishedPort) {
         guard !finished, let nat else { return }
         nat.counters.publishedTimedOut &+= 1
-        nat.logger.notice("published \(port): \(request.guestAddress):\(request.guestPort) did not answer within \(nat.configuration.connectTimeout); the host connection is reset")
+        nat.logger.log(.notice, key: "published port: the guest did not answer", limiter: &nat.logLimiter, now: now,
+                       "published \(port): \(request.guestAddress):\(request.guestPort) did not answer within \(nat.configuration.connectTimeout); the host connection is reset")
         // Finished first, so the guest connection's close is not counted as a reset from the guest.
         finish(now: now, resetHost: true)
         socket?.abort(now: now)

@@ -28,7 +28,7 @@ extension NAT {
         if let existing = udpFlows[key] {
             flow = existing
         } else {
-            if udpFlows.count >= configuration.maximumUDPFlows { evictLeastRecentlyUsedUDPFlow() }
+            if udpFlows.count >= configuration.maximumUDPFlows { evictLeastRecentlyUsedUDPFlow(now: now) }
             guard let opened = openUDPFlow(key, now: now) else { return }
             flow = opened
         }
@@ -41,7 +41,9 @@ extension NAT {
         let fd = vpnkit_udp_socket(size, size)
         guard fd >= 0 else {
             counters.udpDropsSocketError &+= 1
-            logger.notice("udp \(key.guestAddress):\(key.guestPort): cannot open a host socket: errno \(errno)")
+            let error = errno
+            logger.log(.notice, key: "udp: cannot open a host socket", limiter: &logLimiter, now: now,
+                       "udp \(key.guestAddress):\(key.guestPort): cannot open a host socket: errno \(error)")
             return nil
         }
         let flow = UDPFlow(nat: self, key: key, fd: fd, now: now)
@@ -68,10 +70,11 @@ extension NAT {
         return flow
     }
 
-    private func evictLeastRecentlyUsedUDPFlow() {
+    private func evictLeastRecentlyUsedUDPFlow(now: NIODeadline) {
         guard let oldest = udpFlows.values.min(by: { $0.lastActivity < $1.lastActivity }) else { return }
         counters.udpFlowsEvicted &+= 1
-        logger.notice("udp flow \(oldest.key.guestAddress):\(oldest.key.guestPort) evicted: \(configuration.maximumUDPFlows) flows are open (--max-udp-flows)")
+        logger.log(.notice, key: "udp flow evicted: --max-udp-flows", limiter: &logLimiter, now: now,
+                   "udp flow \(oldest.key.guestAddress):\(oldest.key.guestPort) evicted: \(configuration.maximumUDPFlows) flows are open (--max-udp-flows)")
         udpFlows[oldest.key] = nil
         oldest.close()
     }
@@ -158,7 +161,10 @@ final class UDPFlow {
     }
 
     func failed(_ error: any Error) {
-        nat?.logger.notice("udp \(key.guestAddress):\(key.guestPort): host socket failed: \(error)")
+        if let nat {
+            nat.logger.log(.notice, key: "udp host socket failed", limiter: &nat.logLimiter, now: .now(),
+                           "udp \(key.guestAddress):\(key.guestPort): host socket failed: \(error)")
+        }
         nat?.counters.udpDropsSocketError &+= UInt64(pending.count)
         pending = []
         closed = true

@@ -15,6 +15,9 @@ public final class NAT {
     public let configuration: NATConfiguration
     let driver: StackDriver
     let logger: Logger
+    /// Holds back lines a guest can trigger per packet or connection (refusals, evictions, failed
+    /// host connects) beyond a burst of 10 and then one a second per kind; the sweep says how many.
+    var logLimiter = LogRateLimiter()
     var stack: NetworkStack { driver.stack }
     var eventLoop: any EventLoop { driver.eventLoop }
     /// What the NAT has done so far, updated on the driver's event loop.
@@ -136,6 +139,7 @@ public final class NAT {
         expireUDP(now: now)
         icmp?.expire(now: now)
         for publisher in publishers { publisher.sweep(now: now, configuration: configuration) }
+        logger.logSuppressed(.notice, limiter: &logLimiter, now: now)
         flush()
     }
 }

@@ -135,7 +135,7 @@ final class PortPublisher {
             nat.logger.notice("published \(port): \(event)")
         case .acceptFailed, .paused:
             nat.counters.publishedRefused &+= 1
-            nat.logger.notice("published \(port): \(event)")
+            nat.logger.log(.notice, key: "published port: listener", limiter: &nat.logLimiter, now: .now(), "published \(port): \(event)")
         }
     }
 
@@ -145,7 +145,8 @@ final class PortPublisher {
         let now = NIODeadline.now()
         guard let guest = guestAddress(), nat.tcpFlows.count < nat.configuration.maximumConnections else {
             nat.counters.publishedRefused &+= 1
-            nat.logger.notice("published \(port): no guest address known, or the connection limit is reached")
+            nat.logger.log(.notice, key: "published port: refused", limiter: &nat.logLimiter, now: now,
+                           "published \(port): no guest address known, or the connection limit is reached")
             return nil
         }
         let source = nat.configuration.hostAlias ?? nat.stack.configuration.gateway

@@ -504,18 +504,20 @@ struct RunCommand: AsyncParsableCommand {
             let stackMAC = configuration.macAddress
             return try await loop.flatSubmit {
                 let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC)
+                // Whoever can connect to the socket can make these lines once per connection.
+                let log = NIOLoopBound(RateLimitedLogger(logger), eventLoop: loop)
                 link.onPortDetached = { port, error, macs in
-                    logger.info("guest \(port.guestAddress.map { "\($0) " } ?? "")disconnected\(error.map { ": \($0)" } ?? "")")
+                    log.value.log(.info, key: "guest disconnected", "guest \(port.guestAddress.map { "\($0) " } ?? "")disconnected\(error.map { ": \($0)" } ?? "")")
                     departures.left(macs)
                 }
                 let attach: (any FrameTransport) -> Void = { connection in
-                    logger.info("guest connected on \(socket)\(connection.guestAddress.map { " (MAC \($0))" } ?? "")")
+                    log.value.log(.info, key: "guest connected", "guest connected on \(socket)\(connection.guestAddress.map { " (MAC \($0))" } ?? "")")
                     link.attach(connection)
                 }
                 let listening: EventLoopFuture<AnyObject>
                 if kind == .qemu {
                     listening = QemuStreamListener.bind(path: socket, mtu: mtu, on: loop, onConnection: attach).map { bound in
-                        bound.value.onListenerEvent = { event in logListenerEvent(event, listener: socket, logger: logger) }
+                        bound.value.onListenerEvent = { event in logListenerEvent(event, listener: socket, log: log.value) }
                         return bound.value
                     }
                 } else {
@@ -524,12 +526,12 @@ struct RunCommand: AsyncParsableCommand {
                         if let registry {
                             listener.admit = { uuid, preferred in
                                 let result = registry.admit(uuid, preferred: preferred, now: .now())
-                                if case .failure(let refusal) = result { logger.notice("vmnet client \(uuid) refused: \(refusal)") }
+                                if case .failure(let refusal) = result { log.value.log(.notice, key: "vmnet client refused", "vmnet client \(uuid) refused: \(refusal)") }
                                 return result
                             }
                         }
-                        listener.onHandshakeFailure = { error in logger.notice("vmnet handshake failed: \(error)") }
-                        listener.onListenerEvent = { event in logListenerEvent(event, listener: socket, logger: logger) }
+                        listener.onHandshakeFailure = { error in log.value.log(.notice, key: "vmnet handshake failed", "vmnet handshake failed: \(error)") }
+                        listener.onListenerEvent = { event in logListenerEvent(event, listener: socket, log: log.value) }
                         return listener
                     }
                 }

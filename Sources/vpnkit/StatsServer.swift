@@ -108,7 +108,8 @@ final class StatsServer: Sendable {
             UnixStreamServer.bind(path: path, options: SocketTransportOptions(socketFileMode: 0o600), childAutoRead: true, on: loop) { channel in
                 try channel.pipeline.syncOperations.addHandler(StatsHandler(driver: driver))
             }.map { server in
-                server.value.report = { event in logListenerEvent(event, listener: "the stats socket \(path)", logger: logger) }
+                let log = RateLimitedLogger(logger)
+                server.value.report = { event in logListenerEvent(event, listener: "the stats socket \(path)", log: log) }
                 return server
             }
         }.get()
@@ -180,11 +181,12 @@ final class StatsHandler: ChannelInboundHandler {
     }
 }
 
-/// Logs what a pausing listener reports (the guest's socket, the stats socket).
-func logListenerEvent(_ event: PausingListener.Event, listener: String, logger: Logger) {
-    if case .resumed = event {
-        logger.info("\(listener): \(event)")
-    } else {
-        logger.notice("\(listener): \(event)")
+/// Logs what a pausing listener reports (the guest's socket, the stats socket). A failed accept can
+/// come once per connection, so those lines are rate-limited; pauses come at most once a second.
+func logListenerEvent(_ event: PausingListener.Event, listener: String, log: RateLimitedLogger) {
+    switch event {
+    case .resumed: log.logger.info("\(listener): \(event)")
+    case .acceptFailed: log.log(.notice, key: "\(listener): accept failed", "\(listener): \(event)")
+    case .paused, .resumeFailed: log.logger.notice("\(listener): \(event)")
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import Testing
@@ -25,7 +26,7 @@ struct NATWorld {
     let gateway: NIOLoopBound<StackDriver>
     let guest: NIOLoopBound<StackDriver>
 
-    init(_ configure: @Sendable (inout NATConfiguration) -> Void = { _ in }) async throws {
+    init(logger: Logger = Logger(label: "vpnkit.nat"), _ configure: @Sendable (inout NATConfiguration) -> Void = { _ in }) async throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         self.loop = loop
@@ -41,7 +42,7 @@ struct NATWorld {
             c.defaultRouter = gatewayIP
             let a = StackDriver(stack: NetworkStack(configuration: g), transport: link.a, eventLoop: loop)
             let b = StackDriver(stack: NetworkStack(configuration: c), transport: link.b, eventLoop: loop)
-            _ = NAT(driver: a, configuration: natConfiguration)
+            _ = NAT(driver: a, configuration: natConfiguration, logger: logger)
             a.start()
             b.start()
             func pump() {
