@@ -190,17 +190,18 @@ public struct DHCPServer: Sendable {
         return lease.state != .free && lease.expires > now && lease.hardwareAddress != mac
     }
 
-    /// The MAC `address` belongs to now: that of the client whose lease holds it, bound and not
-    /// expired (an offer does not count), or else the MAC it is reserved for (a vmnet client's
-    /// address, which vpnkit's Go client takes from the OFFER without ever sending a REQUEST; a
-    /// `--dhcp-reserve`). What the stack asks before it lets an ARP packet name the MAC of an address.
+    /// The MAC `address` belongs to now: the MAC it is reserved for (a vmnet client's address, which
+    /// vpnkit's Go client takes from the OFFER without ever sending a REQUEST; a `--dhcp-reserve`),
+    /// else that of the client whose lease holds it, bound and not expired (an offer does not count).
+    /// What the stack asks before it lets an ARP packet name the MAC of an address. A reservation
+    /// comes first: a lease is keyed by the client identifier the client sends, which another guest
+    /// can send too.
     public func holder(of address: IPv4Address, now: NIODeadline) -> MACAddress? {
-        if let client = holders[address], let lease = leasesByClient[client], lease.address == address,
+        if let reserved = reservedHolders[address] { return reserved }
+        guard let client = holders[address], let lease = leasesByClient[client], lease.address == address,
             lease.state == .bound, lease.expires > now
-        {
-            return lease.hardwareAddress
-        }
-        return reservedHolders[address]
+        else { return nil }
+        return lease.hardwareAddress
     }
 
     /// Handles one message from a client; returns the reply to send, if any. `linkSource` is the

@@ -61,7 +61,7 @@ struct DHCPTrustTests {
         #expect(server.counters.refusedNotFromHolder == 2)
     }
 
-    @Test("holder(of:): the MAC of a bound, unexpired lease, else of a reservation; nothing for an offer, an expired lease, or an address reserved twice")
+    @Test("holder(of:): the MAC of a reservation, else of a bound, unexpired lease; nothing for an offer, an expired lease, or an address reserved twice")
     func holder() throws {
         let server = TestServer(serverConfiguration {
             $0.leaseTime = .seconds(100)
@@ -80,6 +80,11 @@ struct DHCPTrustTests {
         #expect(server.server.holder(of: ip(5), now: t0) == mac(5))
         server.server.reserve(ip(6), for: mac(5))
         #expect(server.server.holder(of: ip(5), now: t0) == nil && server.server.holder(of: ip(6), now: t0) == mac(5))
+
+        // The reservation wins over a lease another MAC got under the holder's client identifier.
+        #expect(server.bind(mac(7), clientID: [0xBB]) == ip(70))
+        _ = server.handle(clientMessage(.request, mac: mac(8), requested: ip(70), server: gateway, clientID: [0xBB]), now: t0 + .seconds(1))
+        #expect(server.server.holder(of: ip(70), now: t0 + .seconds(1)) == mac(7))
     }
 
     @Test("through the stack: the service checks the frame's source, and teaches the stack's ARP who holds each address")
