@@ -112,6 +112,10 @@ public struct DHCPServerCounters: Sendable, Hashable {
     public var ignored: UInt64 = 0
     /// Optional options left out to respect the client's maximum message size.
     public var optionsTrimmed: UInt64 = 0
+    /// RELEASE and DECLINE messages for a lease, refused because they did not come from the MAC
+    /// that holds it: their chaddr, or the Ethernet source of their frame, is another MAC (one guest
+    /// giving up another's address). Also counted in `releases` or `declines`.
+    public var refusedNotFromHolder: UInt64 = 0
     /// Creates counters that are all zero.
     public init() {}
 }
@@ -146,10 +150,21 @@ public struct DHCPServer: Sendable {
     private var declined: [IPv4Address: NIODeadline] = [:]
     /// Address → the client of its lease entry, whatever its state (O(1) "who had this address").
     private var clientByAddress: [IPv4Address: [UInt8]] = [:]
+    /// Reserved address → the MAC it is reserved for; an address reserved for two MACs is left out.
+    private var reservedHolders: [IPv4Address: MACAddress] = [:]
 
     /// Creates a server with an empty lease table.
     public init(configuration: DHCPServerConfiguration) {
         self.configuration = configuration
+        indexReservations()
+    }
+
+    private mutating func indexReservations() {
+        var index: [IPv4Address: MACAddress] = [:]
+        var twice = Set<IPv4Address>()
+        for (mac, address) in configuration.reservations where index.updateValue(mac, forKey: address) != nil { twice.insert(address) }
+        for address in twice { index[address] = nil }
+        reservedHolders = index
     }
 
     /// The leases known, sorted by address (expired offers and leases show as they were until
@@ -165,6 +180,7 @@ public struct DHCPServer: Sendable {
     /// Reserves `address` for `mac` from now on (a vmnet client's address, bound to its UUID).
     public mutating func reserve(_ address: IPv4Address, for mac: MACAddress) {
         configuration.reservations[mac] = address
+        indexReservations()
     }
 
     /// Whether an unexpired lease (offered or bound) holds `address` for a client whose MAC is not
@@ -174,8 +190,27 @@ public struct DHCPServer: Sendable {
         return lease.state != .free && lease.expires > now && lease.hardwareAddress != mac
     }
 
-    /// Handles one message from a client; returns the reply to send, if any.
-    public mutating func handle(_ message: DHCPMessage, now: NIODeadline) -> DHCPServerReply? {
+    /// The MAC `address` belongs to now: the MAC it is reserved for (a vmnet client's address, which
+    /// vpnkit's Go client takes from the OFFER without ever sending a REQUEST; a `--dhcp-reserve`),
+    /// else that of the client whose lease holds it, bound and not expired (an offer does not count).
+    /// What the stack asks before it lets an ARP packet name the MAC of an address. A reservation
+    /// comes first: a lease is keyed by the client identifier the client sends, which another guest
+    /// can send too.
+    public func holder(of address: IPv4Address, now: NIODeadline) -> MACAddress? {
+        if let reserved = reservedHolders[address] { return reserved }
+        guard let client = holders[address], let lease = leasesByClient[client], lease.address == address,
+            lease.state == .bound, lease.expires > now
+        else { return nil }
+        return lease.hardwareAddress
+    }
+
+    /// Handles one message from a client; returns the reply to send, if any. `linkSource` is the
+    /// Ethernet source of the frame that carried it: a RELEASE or DECLINE is honoured only when it,
+    /// the message's chaddr and the lease's MAC are one (`refusedNotFromHolder` otherwise). Nil when
+    /// the message did not come over Ethernet (a test, a state machine driven by hand): only chaddr is
+    /// checked then. Through a relay agent the source is the relay's MAC, so a relayed RELEASE or
+    /// DECLINE is refused; the lease then runs out by itself.
+    public mutating func handle(_ message: DHCPMessage, linkSource: MACAddress? = nil, now: NIODeadline) -> DHCPServerReply? {
         guard message.op == DHCPMessage.bootRequest, message.hardwareType == 1, message.hardwareLength == 6,
             let options = try? message.allOptions(), let type = options.messageType
         else {
@@ -192,11 +227,11 @@ public struct DHCPServer: Sendable {
             return request(message, options, client: client, now: now)
         case .decline:
             counters.declines &+= 1
-            decline(options, client: client, now: now)
+            decline(message, options, client: client, linkSource: linkSource, now: now)
             return nil
         case .release:
             counters.releases &+= 1
-            release(message, options, client: client, now: now)
+            release(message, options, client: client, linkSource: linkSource, now: now)
             return nil
         case .inform:
             counters.informs &+= 1
@@ -306,18 +341,32 @@ public struct DHCPServer: Sendable {
         return mac
     }
 
-    private mutating func decline(_ options: DHCPOptions, client: [UInt8], now: NIODeadline) {
+    private mutating func decline(_ message: DHCPMessage, _ options: DHCPOptions, client: [UInt8], linkSource: MACAddress?, now: NIODeadline) {
         guard options.serverIdentifier == nil || options.serverIdentifier == configuration.serverAddress,
             let address = options.requestedIPAddress, let lease = leasesByClient[client], lease.address == address
         else { return }
+        guard isFromHolder(message, of: lease, linkSource: linkSource) else { return }
         declined[address] = now + configuration.declineHoldTime
         unhold(client)
         leasesByClient[client] = nil
         if clientByAddress[address] == client { clientByAddress[address] = nil }
     }
 
-    private mutating func release(_ message: DHCPMessage, _ options: DHCPOptions, client: [UInt8], now: NIODeadline) {
+    /// Whether a message that gives up `lease` comes from the MAC holding it (chaddr, and the frame's
+    /// source when known); counts a refusal. The client identifier alone proves nothing: any guest
+    /// can send another's.
+    private mutating func isFromHolder(_ message: DHCPMessage, of lease: DHCPLease, linkSource: MACAddress?) -> Bool {
+        let mac = lease.hardwareAddress
+        guard message.clientHardwareAddress == mac, linkSource == nil || linkSource == mac else {
+            counters.refusedNotFromHolder &+= 1
+            return false
+        }
+        return true
+    }
+
+    private mutating func release(_ message: DHCPMessage, _ options: DHCPOptions, client: [UInt8], linkSource: MACAddress?, now: NIODeadline) {
         guard let lease = leasesByClient[client], lease.address == message.clientAddress else { return }
+        guard isFromHolder(message, of: lease, linkSource: linkSource) else { return }
         unhold(client)
         leasesByClient[client]?.state = .free
         leasesByClient[client]?.expires = now

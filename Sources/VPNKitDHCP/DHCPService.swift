@@ -12,7 +12,9 @@ public final class DHCPService {
     private var socket: UDPSocket?
 
     /// Binds UDP port 67 on every address of `stack` and answers from then on. Datagrams are accepted
-    /// from ports 67 (relays) and 68 (clients).
+    /// from ports 67 (relays) and 68 (clients). Also becomes the stack's `leaseHolder`: ARP for an
+    /// address this server has bound or reserved is learned only from its MAC (see
+    /// `DHCPServer.holder(of:now:)`).
     ///
     /// Throws `StackError.addressInUse` when port 67 is already bound. The socket holds the service
     /// weakly: keep a reference while it should answer.
@@ -20,6 +22,7 @@ public final class DHCPService {
         self.stack = stack
         self.server = DHCPServer(configuration: configuration)
         self.socket = try stack.bindUDP(port: BOOTP.serverPort) { [weak self] message in self?.received(message) }
+        stack.leaseHolder = { [weak self] address, now in self?.server.holder(of: address, now: now) }
     }
 
     /// The server's counters. A datagram that is not a DHCP message, comes from a port other than 67 or
@@ -48,7 +51,7 @@ public final class DHCPService {
             _ = server.handle(DHCPMessage(op: 0, transactionID: 0, clientHardwareAddress: .zero), now: message.receivedAt)
             return
         }
-        guard let reply = server.handle(request, now: message.receivedAt) else { return }
+        guard let reply = server.handle(request, linkSource: message.linkSource, now: message.receivedAt) else { return }
         var payload = ByteBuffer.withHeadroom(capacity: reply.message.encodedLength)
         reply.message.write(to: &payload)
         try? stack?.sendUDP(
@@ -56,8 +59,10 @@ public final class DHCPService {
             port: reply.destinationPort, linkDestination: reply.linkDestination, now: message.receivedAt)
     }
 
-    /// Unbinds port 67: the service answers nothing more. Leases are kept in `server`.
+    /// Unbinds port 67 and stops vouching for leases to the stack's ARP: the service answers nothing
+    /// more. Leases are kept in `server`.
     public func close() {
+        if socket != nil { stack?.leaseHolder = nil }
         socket?.close()
         socket = nil
     }

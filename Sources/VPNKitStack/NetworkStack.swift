@@ -81,7 +81,7 @@ public final class NetworkStack {
     package var counters = StackCounters()
     /// The ARP table, with the datagrams held while their next hop is resolved (read-only, for
     /// inspection).
-    public private(set) var arpCache: ARPCache
+    public internal(set) var arpCache: ARPCache
     /// The IPv4 datagrams being reassembled from fragments (read-only, for inspection).
     public private(set) var reassembler: IPv4Reassembler
     var icmpErrors: TokenBucket
@@ -106,6 +106,11 @@ public final class NetworkStack {
     private var owned: Set<IPv4Address>
     /// Sees every valid ARP packet received (a DHCP client's conflict detection).
     public var arpObserver: ((ARPHeader, NIODeadline) -> Void)?
+    /// Who holds an address now: the MAC of a bound, unexpired lease (or of a reservation), or nil.
+    /// Set by the DHCP server on this stack (`DHCPService`); ARP for an address it names is learned
+    /// only from that MAC (`arpNotFromLeaseHolder`), so one guest cannot take over another's address
+    /// in the cache.
+    public var leaseHolder: ((IPv4Address, NIODeadline) -> MACAddress?)?
     var udpSockets: [UDPSocketKey: UDPSocketEntry] = [:]
     var tcpConnections: [TCPKey: TCPEntry] = [:]
     /// Whether TCP connections hold the pure ACK they owe for data received in order until
@@ -325,76 +330,6 @@ public final class NetworkStack {
         case .arp: receiveARP(frame, now: now)
         case .ipv4: receiveIPv4(frame.payload, linkSource: frame.source, linkBroadcast: destination.isBroadcast, now: now)
         default: counters.increment(.ethernetUnsupportedType)
-        }
-    }
-
-    // MARK: - ARP
-
-    private func receiveARP(_ frame: EthernetFrame, now: NIODeadline) {
-        let arp: ARPPacket
-        do { arp = try ARPPacket(frame.payload) } catch {
-            counters.increment(.arpMalformed)
-            return
-        }
-        let sender = arp.senderProtocolAddress
-        let target = arp.targetProtocolAddress
-        arpObserver?(ARPHeader(parsing: arp), now)
-        let forUs = owns(target)
-        // RFC 826: update an existing entry from any ARP; create one only when addressed to us. Never
-        // learn an owned address, the zero address (probes) or a group MAC.
-        // Entries are created only for addresses on our subnet (not its network or broadcast address),
-        // so a guest cannot fill the table with arbitrary senders.
-        let onLink = configuration.subnet.contains(sender) && sender != configuration.subnet.network
-            && sender != configuration.subnet.broadcast
-        if sender != .any, !owns(sender), !arp.senderHardwareAddress.isMulticast, onLink || configuration.addresses.isEmpty {
-            for action in arpCache.learn(sender, is: arp.senderHardwareAddress, create: forUs, now: now) {
-                handle(action, now: now)
-            }
-        }
-        switch arp.operation {
-        case .request:
-            guard forUs else {
-                counters.increment(.arpRequestsIgnored)
-                return
-            }
-            counters.increment(.arpRequestsAnswered)
-            emitARP(
-                ARPHeader(
-                    operation: .reply, senderHardwareAddress: macAddress, senderProtocolAddress: target,
-                    targetHardwareAddress: arp.senderHardwareAddress, targetProtocolAddress: sender),
-                to: arp.senderHardwareAddress)
-        case .reply:
-            counters.increment(.arpRepliesReceived)
-        default:
-            counters.increment(.arpMalformed)
-        }
-    }
-
-    private func emitARP(_ header: ARPHeader, to destination: MACAddress) {
-        var buffer = ByteBuffer.withHeadroom(Headroom.ethernet + ARPPacket.length, capacity: 0)
-        header.prepend(to: &buffer)
-        EthernetHeader(destination: destination, source: macAddress, etherType: .arp).prepend(to: &buffer)
-        transmit(buffer)
-    }
-
-    private func handle(_ action: ARPCacheAction, now: NIODeadline) {
-        switch action {
-        case .sendRequest(let address):
-            counters.increment(.arpRequestsSent)
-            emitARP(
-                ARPHeader(
-                    operation: .request, senderHardwareAddress: macAddress, senderProtocolAddress: configuration.gateway,
-                    targetHardwareAddress: .zero, targetProtocolAddress: address), to: .broadcast)
-        case .release(_, let mac, var packets):
-            // Taken out of the array one by one, so each is the only reference to its storage.
-            for index in packets.indices {
-                let packet = packets[index]
-                packets[index] = ByteBuffer()
-                transmitIPv4(packet, to: mac)
-            }
-        case .failed(_, let dropped):
-            counters.increment(.arpResolutionFailed)
-            counters.increment(.arpHeldPacketsDropped, by: UInt64(dropped))
         }
     }
 

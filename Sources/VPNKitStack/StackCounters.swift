@@ -90,6 +90,11 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// Packets to a forwarded address dropped because their source is not on the stack's subnet
     /// (a spoofed sender whose replies would go nowhere).
     case forwardedBadSource
+    // Trust between guests
+    /// ARP packets naming an address a DHCP lease or reservation holds (`NetworkStack.leaseHolder`),
+    /// from a MAC other than its holder's (as the ARP sender or the frame's source): not learned.
+    /// Requests among them are still answered, to the sender's MAC.
+    case arpNotFromLeaseHolder
 
     /// The counter's name in snake case (`ipv4_bad_checksum`, `forwarded_tcp_requests`), as the
     /// statistics outputs print it.
@@ -125,6 +130,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "tcpRetransmissions", "tcpRetransmissionTimeouts", "tcpFastRetransmits", "tcpLossProbes",
         "forwardedTcpRequests", "forwardedTcpDuplicateSyns", "forwardedTcpRefused", "forwardedUdpDatagrams", "forwardedIcmpEchoRequests",
         "forwardedBadSource",
+        "arpNotFromLeaseHolder",
     ]
 }
 

@@ -75,3 +75,20 @@ final class QemuConnector: SwitchListener, @unchecked Sendable {
         pending?.cancel()
     }
 }
+
+/// A vmnet connection the registry admitted: the MAC the registry gave its UUID is its port's on the
+/// switch, pinned, even when an older connection of the same UUID still holds it (rootlesskit's parent
+/// keeps its first connection open and unread while its child connects again with the UUID: the
+/// traffic must follow the child, and the parent's frames from that MAC are dropped from then on).
+/// A UUID is the client's identity on the socket, as in vpnkit: whoever can connect can claim one.
+func handOver(_ connection: VmnetTransport, on link: SwitchTransport, registry: VmnetRegistry, logger: Logger) {
+    let mac = connection.client.macAddress
+    guard registry.clients[connection.uuid]?.mac == mac else { return }
+    let previous = link.port(of: mac)
+    guard previous !== connection else { return }
+    if link.assign(mac, to: connection) {
+        if previous != nil { logger.info("vmnet client \(connection.uuid) connected again: MAC \(mac) moves to the new connection") }
+    } else {
+        logger.notice("vmnet client \(connection.uuid): MAC \(mac) could not be given to its connection (MAC table full)")
+    }
+}

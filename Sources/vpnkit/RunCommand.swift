@@ -488,7 +488,7 @@ struct RunCommand: AsyncParsableCommand {
             // it goes away, so a restarted VM is served again.
             let stackMAC = configuration.macAddress
             return try await loop.flatSubmit {
-                let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC)
+                let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC, clock: { .now() })
                 let connector = QemuConnector(path: socket, mtu: mtu, link: link, loop: loop, logger: logger)
                 link.listener = connector
                 link.onPortDetached = { _, error, macs in
@@ -503,7 +503,7 @@ struct RunCommand: AsyncParsableCommand {
             // number of guests can be attached, one after another or at once.
             let stackMAC = configuration.macAddress
             return try await loop.flatSubmit {
-                let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC)
+                let link = SwitchTransport(mtu: mtu, stackAddress: stackMAC, clock: { .now() })
                 // Whoever can connect to the socket can make these lines once per connection.
                 let log = NIOLoopBound(RateLimitedLogger(logger), eventLoop: loop)
                 link.onPortDetached = { port, error, macs in
@@ -513,6 +513,7 @@ struct RunCommand: AsyncParsableCommand {
                 let attach: (any FrameTransport) -> Void = { connection in
                     log.value.log(.info, key: "guest connected", "guest connected on \(socket)\(connection.guestAddress.map { " (MAC \($0))" } ?? "")")
                     link.attach(connection)
+                    if let registry, let vmnet = connection as? VmnetTransport { handOver(vmnet, on: link, registry: registry, logger: logger) }
                 }
                 let listening: EventLoopFuture<AnyObject>
                 if kind == .qemu {

@@ -10,6 +10,18 @@ extension StackDriver {
     var dhcp: DHCPService? { attachments.lazy.compactMap { $0 as? DHCPService }.first }
     var dns: DNSService? { attachments.lazy.compactMap { $0 as? DNSService }.first }
 
+    /// The switch the guests' connections attach to (`--socket` with qemu or vmnet), under any
+    /// capture or fault wrapper.
+    var guestSwitch: SwitchTransport? {
+        var link: any FrameTransport = transport
+        while true {
+            if let found = link as? SwitchTransport { return found }
+            if let faulty = link as? FaultInjectingTransport { link = faulty.inner; continue }
+            if let capturing = link as? CapturingTransport { link = capturing.inner; continue }
+            return nil
+        }
+    }
+
     /// The guest's address as the DHCP server last bound it (published ports connect there).
     func latestGuestAddress(now: NIODeadline) -> IPv4Address? {
         dhcp?.leases(now: now).filter { $0.state == .bound }.max(by: { $0.expires < $1.expires })?.address
@@ -21,10 +33,14 @@ extension StackDriver {
         var summary = "counters: \(counters)\nlink: \(transport.statistics)"
         if let service = dhcp {
             let c = service.counters
-            summary += "\ndhcp: discovers=\(c.discovers) offers=\(c.offers) requests=\(c.requests) acks=\(c.acks) naks=\(c.naks) declines=\(c.declines) releases=\(c.releases) informs=\(c.informs) pool_exhausted=\(c.poolExhausted) malformed=\(c.malformed) ignored=\(c.ignored)"
+            summary += "\ndhcp: discovers=\(c.discovers) offers=\(c.offers) requests=\(c.requests) acks=\(c.acks) naks=\(c.naks) declines=\(c.declines) releases=\(c.releases) informs=\(c.informs) pool_exhausted=\(c.poolExhausted) malformed=\(c.malformed) ignored=\(c.ignored) refused_not_from_holder=\(c.refusedNotFromHolder)"
             for lease in service.leases(now: now) {
                 summary += "\nlease: \(lease.address) \(lease.hardwareAddress) \(lease.state.rawValue)\(lease.hostName.map { " " + $0 } ?? "")"
             }
+        }
+        if let link = guestSwitch {
+            let counters = namedCounters(link.counters).map { "\($0.name)=\($0.value)" }.joined(separator: " ")
+            summary += "\nswitch: ports=\(link.portCount) macs=\(link.addressCount) \(counters)"
         }
         if let nat {
             let c = nat.counters

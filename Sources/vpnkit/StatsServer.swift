@@ -12,12 +12,19 @@ struct StatsSnapshot: Codable {
     var nat: NATCounters?
     var dns: [String: UInt64]?
     var dhcp: DHCPStats?
+    var `switch`: SwitchStats?
     var flows: FlowStats
     var flowTable: [NATFlowSnapshot]
 
     struct DHCPStats: Codable {
         var leases: Int
         var bound: Int
+        var counters: [String: UInt64]
+    }
+
+    struct SwitchStats: Codable {
+        var ports: Int
+        var macs: Int
         var counters: [String: UInt64]
     }
 
@@ -48,8 +55,13 @@ struct StatsSnapshot: Codable {
                 counters: [
                     "discovers": c.discovers, "offers": c.offers, "requests": c.requests, "acks": c.acks, "naks": c.naks,
                     "declines": c.declines, "releases": c.releases, "informs": c.informs, "pool_exhausted": c.poolExhausted,
-                    "malformed": c.malformed, "ignored": c.ignored,
+                    "malformed": c.malformed, "ignored": c.ignored, "refused_not_from_holder": c.refusedNotFromHolder,
                 ])
+        }
+        if let link = driver.guestSwitch {
+            self.switch = SwitchStats(
+                ports: link.portCount, macs: link.addressCount,
+                counters: Dictionary(uniqueKeysWithValues: namedCounters(link.counters).map { ($0.name, $0.value) }))
         }
         self.flows = FlowStats(
             tcpOpen: nat?.openTCPFlows ?? 0, udpOpen: nat?.openUDPFlows ?? 0, tcpTotal: nat?.counters.tcpConnectsStarted ?? 0,
@@ -77,6 +89,11 @@ struct StatsSnapshot: Codable {
         if let dhcp {
             metric("dhcp_leases", UInt64(dhcp.leases), type: "gauge")
             for (name, value) in dhcp.counters.sorted(by: { $0.key < $1.key }) { metric("dhcp_\(name)_total", value) }
+        }
+        if let link = self.switch {
+            metric("switch_ports", UInt64(link.ports), type: "gauge")
+            metric("switch_macs", UInt64(link.macs), type: "gauge")
+            for (name, value) in link.counters.sorted(by: { $0.key < $1.key }) { metric("switch_\(name)_total", value) }
         }
         metric("tcp_flows_open", UInt64(flows.tcpOpen), type: "gauge")
         metric("udp_flows_open", UInt64(flows.udpOpen), type: "gauge")

@@ -158,4 +158,54 @@ struct StackARPTests {
         #expect(stack.statistics[.ethernetNotForUs] == 1)
         #expect(stack.statistics[.ethernetMalformed] == 1)
     }
+
+    @Test("ARP for a leased address is learned only from the lease's MAC (ARP sender and frame source); others' is refused and counted; unleased and expired addresses as before")
+    func leasedAddressOnlyFromItsHolder() throws {
+        let stack = NetworkStack()
+        let rogueMAC = MACAddress(rawValue: 0x0250_0000_0BAD)
+        let unleased = IPv4Address(192, 168, 65, 9)
+        // The lease: guestIP at guestMAC until t0 + 100 s.
+        stack.leaseHolder = { address, now in address == guestIP && now < t0 + .seconds(100) ? guestMAC : nil }
+        let holder = Peer()
+        var rogue = Peer()
+        rogue.mac = rogueMAC
+        /// ARP naming `address` at `mac` in a frame from `source`.
+        func claim(_ address: IPv4Address, at mac: MACAddress, from source: MACAddress, operation: ARPOperation = .request) -> ByteBuffer {
+            var buffer = ByteBuffer.withHeadroom(capacity: 0)
+            ARPHeader(operation: operation, senderHardwareAddress: mac, senderProtocolAddress: address, targetHardwareAddress: .zero,
+                      targetProtocolAddress: gatewayIP).prepend(to: &buffer)
+            EthernetHeader(destination: .broadcast, source: source, etherType: .arp).prepend(to: &buffer)
+            return buffer
+        }
+
+        // Another MAC cannot create the entry …
+        stack.receive(rogue.arpRequest(for: gatewayIP, from: guestIP), now: t0)
+        #expect(stack.arpCache.lookup(guestIP, now: t0) == nil)
+        #expect(stack.statistics[.arpNotFromLeaseHolder] == 1)
+        // … though its request is answered, to its own MAC.
+        #expect(arpPackets(stack.takeOutput()).map(\.0.destination) == [rogueMAC])
+        // The holder creates it.
+        stack.receive(holder.arpRequest(for: gatewayIP), now: t0)
+        #expect(stack.arpCache.lookup(guestIP, now: t0) == guestMAC)
+        // Others cannot update it: a reply, a request, the holder's MAC as sender in another's frame,
+        // another's MAC as sender in the holder's frame.
+        stack.receive(claim(guestIP, at: rogueMAC, from: rogueMAC, operation: .reply), now: t0 + .seconds(1))
+        stack.receive(rogue.arpRequest(for: gatewayIP, from: guestIP), now: t0 + .seconds(1))
+        stack.receive(claim(guestIP, at: guestMAC, from: rogueMAC), now: t0 + .seconds(1))
+        stack.receive(claim(guestIP, at: rogueMAC, from: guestMAC), now: t0 + .seconds(1))
+        #expect(stack.arpCache.lookup(guestIP, now: t0 + .seconds(1)) == guestMAC)
+        #expect(stack.statistics[.arpNotFromLeaseHolder] == 5)
+        // The holder's own updates go through.
+        stack.receive(claim(guestIP, at: guestMAC, from: guestMAC, operation: .reply), now: t0 + .seconds(2))
+        #expect(stack.statistics[.arpNotFromLeaseHolder] == 5)
+
+        // An address no lease holds is learned from anyone, as before.
+        stack.receive(rogue.arpRequest(for: gatewayIP, from: unleased), now: t0 + .seconds(3))
+        #expect(stack.arpCache.lookup(unleased, now: t0 + .seconds(3)) == rogueMAC)
+        // Once the lease has expired, so is the formerly leased one.
+        stack.receive(rogue.arpRequest(for: gatewayIP, from: guestIP), now: t0 + .seconds(100))
+        #expect(stack.arpCache.lookup(guestIP, now: t0 + .seconds(100)) == rogueMAC)
+        #expect(stack.statistics[.arpNotFromLeaseHolder] == 5)
+        #expect(StackCounter.arpNotFromLeaseHolder.description == "arp_not_from_lease_holder")
+    }
 }
