@@ -210,22 +210,8 @@ elif mode == "steal":
 struct UpstreamCommandLineTests {
     @Test("`vpnkit --ethernet PATH …` serves vmnet: a UUID keeps its MAC and address, preferred addresses are honoured or refused, a bare DISCOVER is answered")
     func vmnetSemantics() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-upstream-\(getpid()).sock").path
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: vpnkitBinary())
-        daemon.arguments = ["--ethernet", path, "--mtu", "1500", "--listen-backlog", "32", "--host-ip", "192.168.65.2"]
-        let stderr = Pipe()
-        daemon.standardError = stderr
-        try daemon.run()
-        defer {
-            daemon.terminate()
-            daemon.waitUntilExit()
-        }
-        waitForFile(path, timeout: 20, while: daemon)
-        let result = try run("/usr/bin/env", ["python3", "-c", vmnetClientScript, path, "sequence"], timeout: 60)
-        let line = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(line.hasPrefix("ok "), "\(result.output) \(result.error)")
-        let words = line.split(separator: " ").map(String.init)
+        let daemon = try VmnetDaemon("upstream") { ["--ethernet", $0, "--mtu", "1500", "--listen-backlog", "32", "--host-ip", "192.168.65.2"] }
+        let (line, words) = try daemon.client("sequence")
         guard words.count >= 17 else { return }
         // A and B: one UUID, one MAC, one address; C refused; D the next address; E the preferred one.
         #expect(words[2] == words[5], "MACs \(words[2]) \(words[5])")
@@ -234,75 +220,43 @@ struct UpstreamCommandLineTests {
         #expect(line.contains("D 192.168.65.4 "))
         #expect(line.contains("E 192.168.65.10 "))
         #expect(line.hasSuffix("B-after-A-left 192.168.65.3"))
-        daemon.terminate()
-        daemon.waitUntilExit()
-        let log = String(decoding: readAll(stderr.fileHandleForReading), as: UTF8.self)
+        let log = daemon.stopAndReadLog()
         #expect(log.contains("--listen-backlog 32 is accepted and ignored"), "\(log)")
     }
 
     @Test("rootlesskit's pattern: the parent's connection stays open and unread, the child connects again with the same UUID and gets the same MAC and address, and its link works")
     func rootlesskitPattern() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-rootlesskit-\(getpid()).sock").path
-        let stats = FileManager.default.temporaryDirectory.appendingPathComponent("vk-rootlesskit-\(getpid()).stats").path
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: vpnkitBinary())
         // `vpnkit --ethernet PATH` is this command (see `vmnetSemantics`); --stats to read the counters.
-        daemon.arguments = ["run", "--socket", path, "--protocol", "vmnet", "--mtu", "1500", "--stats", stats]
-        daemon.standardError = FileHandle.nullDevice
-        try daemon.run()
-        defer {
-            daemon.terminate()
-            daemon.waitUntilExit()
-        }
-        waitForFile(path, timeout: 20, while: daemon)
-        let result = try run("/usr/bin/env", ["python3", "-c", vmnetClientScript, path, "rootlesskit"], timeout: 60)
-        let line = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(line.hasPrefix("ok "), "\(result.output) \(result.error)")
-        let words = line.split(separator: " ").map(String.init)
+        let daemon = try VmnetDaemon("rootlesskit", withStats: true) { ["run", "--socket", $0, "--protocol", "vmnet", "--mtu", "1500"] }
+        let (line, words) = try daemon.client("rootlesskit")
         guard words.count == 11 else { return }
         #expect(words[2] == words[5], "the child got another MAC: \(line)")
         #expect(words[3] == words[6] && words[3].hasPrefix("192.168.65."), "the child was offered another address: \(line)")
         #expect(words[8] != "None", "no ARP reply on the child's connection")
         #expect(words[10] == "300", "echo replies on the child's connection: \(line)")
         // The Go client's DISCOVER has a zero IPv4 header checksum: taken, and counted as such.
-        let json = try run(vpnkitBinary(), ["stats", stats, "--json"], timeout: 20)
-        let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
-        let stack = object?["stack"] as? [String: Any] ?? [:]
-        #expect((stack["ipv4_zero_checksum_accepted"] as? Int ?? 0) >= 2, "\(json.output)")
-        #expect((stack["ipv4_bad_checksum"] as? Int ?? -1) == 0, "\(json.output)")
+        let (json, object) = try daemon.stats()
+        let stack = object["stack"] as? [String: Any] ?? [:]
+        #expect((stack["ipv4_zero_checksum_accepted"] as? Int ?? 0) >= 2, "\(json)")
+        #expect((stack["ipv4_bad_checksum"] as? Int ?? -1) == 0, "\(json)")
     }
 
     @Test("a second vmnet client cannot take the first's place: frames from its MAC, ARP for its address and a RELEASE of its lease are all refused and counted, and the first's link keeps working")
     func secondClientCannotSteal() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-steal-\(getpid()).sock").path
-        let stats = FileManager.default.temporaryDirectory.appendingPathComponent("vk-steal-\(getpid()).stats").path
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: vpnkitBinary())
-        daemon.arguments = ["run", "--socket", path, "--protocol", "vmnet", "--mtu", "1500", "--stats", stats]
-        daemon.standardError = FileHandle.nullDevice
-        try daemon.run()
-        defer {
-            daemon.terminate()
-            daemon.waitUntilExit()
-        }
-        waitForFile(path, timeout: 20, while: daemon)
-        let result = try run("/usr/bin/env", ["python3", "-c", vmnetClientScript, path, "steal"], timeout: 60)
-        let line = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(line.hasPrefix("ok "), "\(result.output) \(result.error)")
-        let words = line.split(separator: " ").map(String.init)
+        let daemon = try VmnetDaemon("steal", withStats: true) { ["run", "--socket", $0, "--protocol", "vmnet", "--mtu", "1500"] }
+        let (line, words) = try daemon.client("steal")
         guard words.count == 13 else { return }
         #expect(words[2] != words[5] && words[3] != words[6], "two clients, two identities: \(line)")
         #expect(words[8] != "None", "no ARP reply on A's connection")
         #expect(words[10] == "10", "A's echo replies after B's attempts: \(line)")
         #expect(words[12] == "0", "replies to B's pings from A's MAC reached A: \(line)")
-        let json = try run(vpnkitBinary(), ["stats", stats, "--json"], timeout: 20)
-        let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
-        let stack = object?["stack"] as? [String: Any] ?? [:]
-        let link = (object?["switch"] as? [String: Any])?["counters"] as? [String: Any] ?? [:]
-        let dhcp = object?["dhcp"] as? [String: Any] ?? [:]
-        #expect((link["foreign_source_drops"] as? Int ?? 0) >= 10, "\(json.output)")
-        #expect((stack["arp_not_from_lease_holder"] as? Int ?? 0) >= 2, "\(json.output)")
-        #expect(((dhcp["counters"] as? [String: Any])?["refused_not_from_holder"] as? Int ?? 0) == 1, "\(json.output)")
+        let (json, object) = try daemon.stats()
+        let stack = object["stack"] as? [String: Any] ?? [:]
+        let link = (object["switch"] as? [String: Any])?["counters"] as? [String: Any] ?? [:]
+        let dhcp = object["dhcp"] as? [String: Any] ?? [:]
+        #expect((link["foreign_source_drops"] as? Int ?? 0) >= 10, "\(json)")
+        #expect((stack["arp_not_from_lease_holder"] as? Int ?? 0) >= 2, "\(json)")
+        #expect(((dhcp["counters"] as? [String: Any])?["refused_not_from_holder"] as? Int ?? 0) == 1, "\(json)")
     }
 
     @Test("flags for features we do not have are refused with a message, not ignored")
@@ -316,5 +270,59 @@ struct UpstreamCommandLineTests {
         #expect(missing.status == 2 && missing.error.contains("--ethernet"), "\(missing.error)")
         let help = try run(vpnkitBinary(), ["--help"], timeout: 20)
         #expect(help.status == 0 && help.output.contains("SUBCOMMANDS"), "\(help.output)")
+    }
+}
+
+/// A daemon serving vmnet on a socket of its own, for `vmnetClientScript`; stopped when released.
+final class VmnetDaemon {
+    let process = Process()
+    let path: String
+    let statsPath: String?
+    /// The daemon's log, in a file: a pipe nobody reads would block it once full.
+    private let logPath: String
+
+    /// Starts `vpnkit` with `arguments(path)` (plus `--stats` when `withStats`) and waits for the socket.
+    init(_ label: String, withStats: Bool = false, arguments: (String) -> [String]) throws {
+        let directory = FileManager.default.temporaryDirectory
+        path = directory.appendingPathComponent("vk-\(label)-\(getpid()).sock").path
+        statsPath = withStats ? directory.appendingPathComponent("vk-\(label)-\(getpid()).stats").path : nil
+        process.executableURL = URL(fileURLWithPath: vpnkitBinary())
+        process.arguments = arguments(path) + (statsPath.map { ["--stats", $0] } ?? [])
+        logPath = directory.appendingPathComponent("vk-\(label)-\(getpid()).log").path
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        try process.run()
+        waitForFile(path, timeout: 20, while: process)
+    }
+
+    /// Runs the vmnet client script in `mode`; its line (expected to start with "ok ") and words.
+    func client(_ mode: String) throws -> (line: String, words: [String]) {
+        let result = try run("/usr/bin/env", ["python3", "-c", vmnetClientScript, path, mode], timeout: 60)
+        let line = result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(line.hasPrefix("ok "), "\(result.output) \(result.error)")
+        return (line, line.split(separator: " ").map(String.init))
+    }
+
+    /// `vpnkit stats --json` of the daemon: the text and the parsed object.
+    func stats() throws -> (json: String, object: [String: Any]) {
+        let json = try run(vpnkitBinary(), ["stats", try #require(statsPath), "--json"], timeout: 20)
+        return (json.output, try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any] ?? [:])
+    }
+
+    /// Stops the daemon and returns what it logged.
+    func stopAndReadLog() -> String {
+        stop()
+        return (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    private func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(atPath: logPath)
     }
 }
