@@ -854,22 +854,9 @@ public struct TCPConnection: Sendable {
     /// pin a frame buffer each nor make a piece each: what the queue holds stays within about twice
     /// its bytes, plus `pieceOverhead` per piece, whatever the segment sizes.
     private mutating func deliver(_ data: ByteBuffer) {
-        let count = data.readableBytes
-        readableBytes += count
-        rcvNxt = rcvNxt + count
-        guard data.isSparse else {
-            readable.append(data)
-            lastPieceGathers = false
-            return
-        }
-        if lastPieceGathers, let last = readable.indices.last, readable[last].readableBytes + count <= Self.gatherLimit {
-            readable[last].writeImmutableBuffer(data)
-        } else {
-            var piece = ByteBufferAllocator().buffer(capacity: max(Self.gatherCapacity, count))
-            piece.writeImmutableBuffer(data)
-            readable.append(piece)
-            lastPieceGathers = true
-        }
+        readableBytes += data.readableBytes
+        rcvNxt = rcvNxt + data.readableBytes
+        readable.appendGathering(data, lastGathers: &lastPieceGathers)
     }
 
     private mutating func insertOutOfOrder(seq: SequenceNumber, data: ByteBuffer) {
@@ -1430,19 +1417,7 @@ struct SendQueue: Sendable {
 
     mutating func append(_ data: ByteBuffer) {
         count += data.readableBytes
-        guard data.isSparse else {
-            chunks.append(data)
-            lastChunkGathers = false
-            return
-        }
-        if lastChunkGathers, let last = chunks.indices.last, chunks[last].readableBytes + data.readableBytes <= TCPConnection.gatherLimit {
-            chunks[last].writeImmutableBuffer(data)
-        } else {
-            var chunk = ByteBufferAllocator().buffer(capacity: max(TCPConnection.gatherCapacity, data.readableBytes))
-            chunk.writeImmutableBuffer(data)
-            chunks.append(chunk)
-            lastChunkGathers = true
-        }
+        chunks.appendGathering(data, lastGathers: &lastChunkGathers)
     }
 
     mutating func removeFirst(_ n: Int) {
@@ -1513,4 +1488,26 @@ public struct TCPConnectionStatus: Sendable, Hashable {
     public var unacknowledgedBytes: Int
     /// An ACK is held for `TCPConnection.sendHeldACK(now:)`.
     public var hasHeldACK: Bool
+}
+
+extension Array where Element == ByteBuffer {
+    /// Appends `data` as it is (a slice, no copy) when it fills at least half of its buffer;
+    /// otherwise copies it into the gathering buffer at the end (`lastGathers` says whether the last
+    /// element is one), or into a new one when there is none or it would pass
+    /// `TCPConnection.gatherLimit`. What the list holds then stays within about twice its bytes.
+    mutating func appendGathering(_ data: ByteBuffer, lastGathers: inout Bool) {
+        guard data.isSparse else {
+            append(data)
+            lastGathers = false
+            return
+        }
+        if lastGathers, let last = indices.last, self[last].readableBytes + data.readableBytes <= TCPConnection.gatherLimit {
+            self[last].writeImmutableBuffer(data)
+        } else {
+            var piece = ByteBufferAllocator().buffer(capacity: Swift.max(TCPConnection.gatherCapacity, data.readableBytes))
+            piece.writeImmutableBuffer(data)
+            append(piece)
+            lastGathers = true
+        }
+    }
 }
