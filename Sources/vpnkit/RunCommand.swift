@@ -50,7 +50,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "The link MTU (68…65520).")
     var mtu: Int = 1500
 
-    @Option(name: .customLong("tcp-buffer"), help: "Bytes of send buffer and of receive buffer (the advertised window) per guest TCP connection (16384…16777216). 1 MiB keeps 64 KiB segments flowing; the worst case a guest can make the daemon hold is about this × 2 + 768 KiB per connection, times --max-connections (see SECURITY.md).")
+    @Option(name: .customLong("tcp-buffer"), help: "Bytes of send buffer and of receive buffer (the advertised window) per guest TCP connection (16384…16777216). 1 MiB keeps 64 KiB segments flowing; the worst case a guest can make the daemon hold is about this × 4 + 768 KiB per connection (× 2 + 768 KiB with full-sized segments), times --max-connections (see SECURITY.md).")
     var tcpBuffer: Int = 1 << 20
 
     @Flag(name: .customLong("no-offloads"), help: "TAP devices: no virtio-net header, so no checksum or TCP segmentation offload (by default the guest hands over TCP segments of up to 64 KiB whatever the MTU, and takes them). Offloads are also off while --pcap or fault flags wrap the link.")

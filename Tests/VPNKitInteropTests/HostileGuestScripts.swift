@@ -8,9 +8,11 @@
 ///   spoof COUNT                      UDP, TCP and ping from addresses outside the guest's subnet
 ///   scan DST INFLIGHT                connect() to all 65,535 ports, INFLIGHT at a time
 ///   hold DST PORT                    one echo connection that works before and after stdin's line
+///   tiny DST PORT SECONDS            one TCP connection from an address the guest's kernel does not
+///                                    own, fed 1-byte segments until the window stays closed
 /// Each prints one line starting with "ok".
 let hostileGuestScript = #"""
-import errno, os, random, selectors, socket, struct, sys, time
+import errno, os, random, select, selectors, socket, struct, sys, time
 IFACE = "tap0"
 
 def mac_bytes(text): return bytes(int(x, 16) for x in text.split(":"))
@@ -191,6 +193,90 @@ elif mode == "scan":
                 sel.unregister(key.fileobj); key.fileobj.close(); pending -= 1; other += 1
                 if more: more = start()
     print("ok scan open %d refused %d other %d in %.1f s" % (open_, refused, other, time.time() - t))
+elif mode == "tiny":
+    # A TCP sender of our own, so that every segment carries one byte (the kernel would coalesce):
+    # its address and MAC are not the kernel's, which therefore ignores the replies (no RST); ARP
+    # for it is answered here. Go-back-N on a stall; stops once the window stays closed.
+    dst, port, seconds = ip4(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    mac, src = bytes([2, 0, 0, 0, 0, 0xc8]), ip4("192.168.65.200")
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((IFACE, 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.setblocking(False)
+    gw = None; sport = 40000 + os.getpid() % 20000; isn = 1000
+    state = {"una": isn + 1, "win": 0, "synack": None, "shift": 0}
+    def frames():
+        while True:
+            try: f = s.recv(65536)
+            except BlockingIOError: return
+            if f[0:6] != mac and f[0:6] != b"\xff" * 6: continue
+            yield f
+    def handle(f):
+        global gw
+        etype = struct.unpack("!H", f[12:14])[0]
+        if etype == 0x0806:
+            op = struct.unpack("!H", f[20:22])[0]
+            if op == 2: gw = f[22:28]
+            elif op == 1 and f[38:42] == src:
+                s.send(f[6:12] + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) + mac + src + f[22:28] + f[28:32])
+        elif etype == 0x0800 and f[23] == 6:
+            t = f[14 + (f[14] & 15) * 4:]
+            seq, ack, off, flags, win = struct.unpack("!IIBBH", t[4:16])
+            if flags & 0x12 == 0x12:
+                state["synack"] = seq
+                options, i = t[20:(off >> 4) * 4], 0
+                while i < len(options) and options[i] != 0:
+                    if options[i] == 1: i += 1; continue
+                    if options[i] == 3 and i + 2 < len(options): state["shift"] = options[i + 2]
+                    i += max(2, options[i + 1] if i + 1 < len(options) else 2)
+            if flags & 0x10:
+                if (ack - state["una"]) % (1 << 32) < (1 << 31): state["una"] = ack
+                state["win"] = win << (0 if flags & 0x02 else state["shift"])
+    def pump(wait):
+        end = time.time() + wait
+        while True:
+            for f in frames(): handle(f)
+            if time.time() >= end: return
+            select.select([s], [], [], max(0, end - time.time()))
+    s.send(b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + src + b"\0" * 6 + ip4("192.168.65.1"))
+    t0 = time.time()
+    while gw is None and time.time() - t0 < 5: pump(0.05)
+    if gw is None: raise SystemExit("no ARP reply from the gateway")
+    def segment(seq, ack, flags, payload=b"", options=b""):
+        return gw + mac + b"\x08\x00" + ipv4(src, dst, 6, tcp(src, dst, sport, port, seq, ack, flags, payload, options, window=65535))
+    # MSS, and window scaling so that the whole receive buffer can be offered (the worst case).
+    s.send(segment(isn, 0, 0x02, options=b"\x02\x04\x05\xb4\x01\x03\x03\x07"))
+    while state["synack"] is None and time.time() - t0 < 10: pump(0.05)
+    if state["synack"] is None: raise SystemExit("no SYN-ACK")
+    rcv = state["synack"] + 1
+    s.send(segment(isn + 1, rcv, 0x10))
+    templates = [segment(0, rcv, 0x18, bytes([b])) for b in range(256)]
+    nxt = isn + 1; sent = 0; last_progress = time.time(); last_una = state["una"]; closed_since = None
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        una, win = state["una"], state["win"]
+        inflight = (nxt - una) % (1 << 32)
+        room = min(win, 2000) - inflight
+        if room > 0:
+            for _ in range(min(room, 256)):
+                f = bytearray(templates[nxt & 0xFF]); struct.pack_into("!I", f, 38, nxt % (1 << 32))
+                # the TCP checksum covers the sequence number: adjust it
+                c = checksum(src + dst + struct.pack("!BBH", 0, 6, 21) + bytes(f[34:50]) + b"\0\0" + bytes(f[52:55]))
+                struct.pack_into("!H", f, 50, c)
+                try: s.send(f)
+                except BlockingIOError: break
+                nxt += 1; sent += 1
+        pump(0 if room > 0 else 0.01)
+        if state["una"] != last_una: last_una = state["una"]; last_progress = time.time()
+        elif time.time() - last_progress > 0.3 and nxt != state["una"]:
+            nxt = state["una"]; last_progress = time.time()  # go back: something was lost
+        if state["win"] == 0 and state["una"] == nxt:
+            closed_since = closed_since or time.time()
+            if time.time() - closed_since > 2: break
+        else:
+            closed_since = None
+    held = (state["una"] - isn - 1) % (1 << 32)
+    print("ok tiny sent %d acknowledged %d window %d in %.1f s" % (sent, held, state["win"], time.time() - t0), flush=True)
+    sys.stdin.readline()
 elif mode == "hold":
     s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=30)
     s.sendall(b"echo\nbefore")

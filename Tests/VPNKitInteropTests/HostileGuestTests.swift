@@ -178,6 +178,81 @@ struct HostileGuestTests {
         }
     }
 
+    @Test("1-byte segments through the NAT to a host listener that never reads, until the window closes: the daemon's peak memory stays within the per-connection bound, and another connection keeps working")
+    func tinySegments() throws {
+        // The daemon's host side in a namespace of its own whose kernel buffers are small, so that
+        // the bytes queue in the daemon, not in the host kernel.
+        let hostSide = try TestNamespace("tinyhost")
+        let sysctl = try hostSide.exec(["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 4096 4096", "net.ipv4.tcp_wmem=4096 4096 4096"])
+        try #require(sysctl.status == 0, "sysctl: \(sysctl.error)")
+        let servers = Process()
+        servers.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        servers.arguments = ["netns", "exec", hostSide.name, "python3", "-c", """
+            import os, socket, sys, threading
+            threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+            def listener():
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.bind(("127.0.0.1", 0)); s.listen(16); return s
+            sink, echo = listener(), listener()
+            def serve_echo(c):
+                while True:
+                    d = c.recv(65536)
+                    if not d: return
+                    c.sendall(d[5:] if d.startswith(b"echo\\n") else d)
+            def accept_echo():
+                while True:
+                    c, _ = echo.accept(); threading.Thread(target=serve_echo, args=(c,), daemon=True).start()
+            threading.Thread(target=accept_echo, daemon=True).start()
+            print(sink.getsockname()[1], echo.getsockname()[1], flush=True)
+            held = []
+            while True:
+                c, _ = sink.accept(); held.append(c)  # never read
+            """]
+        let input = Pipe(), output = Pipe()
+        servers.standardInput = input
+        servers.standardOutput = output
+        try servers.run()
+        defer {
+            try? input.fileHandleForWriting.close()
+            servers.waitUntilExit()
+        }
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while read(output.fileHandleForReading.fileDescriptor, &byte, 1) == 1, byte != 10 { line.append(byte) }
+        let ports = String(decoding: line, as: UTF8.self).split(separator: " ")
+        try #require(ports.count == 2, "the host servers did not start")
+        let buffer = 64 * 1024
+        let statsPath = FileManager.default.temporaryDirectory.appendingPathComponent("vk-tiny-\(getpid()).stats").path
+        let daemon = try Daemon(label: "tiny", arguments: ["--tcp-buffer", String(buffer), "--stats", statsPath], hostNamespace: hostSide.name)
+        defer { _ = daemon.stop() }
+        let resources = ProcessResources(pid: daemon.process.processIdentifier)
+        _ = try daemon.namespace.exec(["ping", "-c", "1", "-W", "2", "192.168.65.1"], timeout: 10)
+        let held = try HeldConnection(namespace: daemon.namespace.name, port: Int(ports[1])!)
+        usleep(300_000)
+        let before = resources.peakRSSKiB
+        let attack = try daemon.namespace.exec(["python3", "-c", hostileGuestScript, "tiny", "192.168.65.2", String(ports[0]), "120"], timeout: 180, input: "\n")
+        let result = attack.output.split(separator: "\n").first { $0.hasPrefix("ok ") }.map(String.init) ?? ""
+        let peak = resources.peakRSSKiB
+        let stats = (try? run(vpnkitBinary(), ["stats", statsPath, "--json"], timeout: 20).output) ?? ""
+        let nat = (try? JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["nat"] as? [String: Any] ?? [:]
+        let toHost = nat["tcpBytesToHost"] as? Int ?? 0
+        print("tiny: \(result); \(toHost) bytes written to the host socket; peak RSS (VmHWM) \(before) KiB before, \(peak) KiB after")
+        #expect(result.hasPrefix("ok "), "\(attack.output) \(attack.error)")
+        let words = result.split(separator: " ")
+        let acknowledged = words.count > 5 ? Int(words[5]) ?? 0 : 0
+        // The window closed with the receive buffer (its bytes, less 128 per piece held) and the
+        // queue toward the host (1024 pieces at most) full: about the buffer's worth of 1-byte
+        // segments was taken, each its own segment.
+        #expect(acknowledged >= buffer * 3 / 4, "\(result)")
+        #expect(words.count > 7 && words[7] == "0", "the window did not close: \(result)")
+        // SECURITY.md's bound for this connection: 2 × the receive buffer, 2 × the send buffer and
+        // 768 KiB toward the host, about 1.8 MiB here; 16 MiB leaves room for the allocator. Before
+        // the bound, each 1-byte segment pinned a 2 KiB frame buffer (over 512 MiB here).
+        #expect(peak - before < 16 * 1024, "peak RSS grew by \(peak - before) KiB")
+        #expect(held.stillWorks(), "the connection made before the attack no longer works")
+        #expect(daemon.process.isRunning)
+    }
+
     @Test("50,000 malformed frames of 16 kinds, and 10,000 spoofed from outside addresses: dropped and counted")
     func malformedAndSpoofed() throws {
         let stats = FileManager.default.temporaryDirectory.appendingPathComponent("vk-malformed-\(getpid()).sock").path
