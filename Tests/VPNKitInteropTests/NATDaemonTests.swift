@@ -34,6 +34,59 @@ extension Daemon {
 
 @Suite("the NAT: guest flows through host sockets", .serialized, .enabled(if: runsHere(canRunNAT), natSkipReason), .requires(canRunNAT, natSkipReason))
 struct NATDaemonTests {
+    @Test("DNS forwarding resists forgery and holds few descriptors: every UDP query leaves from a port of its own with an id of its own; 2,000 queries pipelined over TCP to an upstream that never answers use a few reused connections, and the daemon's open files come back")
+    func dnsForwarding() throws {
+        let observer = Process()
+        observer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        observer.arguments = ["python3", "-c", dnsObserverScript]
+        let input = Pipe(), output = Pipe()
+        observer.standardInput = input
+        observer.standardOutput = output
+        try observer.run()
+        defer {
+            try? input.fileHandleForWriting.close()
+            observer.waitUntilExit()
+        }
+        func readLine() -> String {
+            var line = [UInt8]()
+            var byte: UInt8 = 0
+            while read(output.fileHandleForReading.fileDescriptor, &byte, 1) == 1, byte != 10 { line.append(byte) }
+            return String(decoding: line, as: UTF8.self)
+        }
+        let port = try #require(Int(readLine()), "the DNS observer did not start")
+        func report() -> [Int] {
+            input.fileHandleForWriting.write(Data("report\n".utf8))
+            return readLine().split(separator: " ").compactMap { Int($0) }
+        }
+        let daemon = try natDaemon("dnshard", ["--dns-upstream", "127.0.0.1:\(port)"])
+        defer { _ = daemon.stop() }
+        let resources = ProcessResources(pid: daemon.process.processIdentifier)
+        let baseline = resources.openFiles
+
+        #expect(try daemon.guest("dnsudpmany", "192.168.65.1", "53", "40") == "ok dnsudpmany answered 40")
+        let udp = report()
+        try #require(udp.count == 5, "\(udp)")
+        // 40 queries, 40 tries: source ports drawn at random from 64,512 and ids from 65,536 collide
+        // rarely (a pair among 40: about 1.2 %); one fixed port or a predictable sequence fails.
+        #expect(udp[0] == 40, "\(udp)")
+        #expect(udp[1] >= 38 && udp[2] >= 38, "distinct source ports and ids among 40 queries: \(udp)")
+        // Their sockets closed with their answers.
+        #expect(resources.waitForOpenFiles(atMost: baseline, seconds: 5) <= baseline)
+
+        _ = try daemon.guest("dnstcppipeline", "192.168.65.1", "53", "2000", timeout: 60)
+        // Right after: the pending tries (256 at most, the rest answered SERVFAIL at once) are on
+        // one connection; before, each try opened a connection of its own (2,000 descriptors).
+        #expect(resources.openFiles <= baseline + 8, "open files \(resources.openFiles), baseline \(baseline)")
+        usleep(2_000_000)
+        let tcp = report()
+        try #require(tcp.count == 5, "\(tcp)")
+        #expect(tcp[3] >= 1 && tcp[3] <= 8, "upstream TCP connections: \(tcp)")
+        #expect(tcp[4] >= 256, "queries carried over TCP: \(tcp)")
+        // The guest closed: its tries are abandoned and the idle connection closes after 10 s.
+        let after = resources.waitForOpenFiles(atMost: baseline, seconds: 20)
+        #expect(after <= baseline, "open files \(after), baseline \(baseline)")
+    }
+
     @Test("HTTP to the host by name and by the host alias; DNS: built-in names, forwarding, SERVFAIL")
     func httpAndDNS() throws {
         let host = try HostServers()

@@ -198,6 +198,27 @@ elif mode == "udpclosed":
         s.recv(100); sys.exit("answered")
     except ConnectionRefusedError:
         print("ok udp refused")
+elif mode == "dnsudpmany":
+    # `arg` queries for distinct names, one after another, each waiting for its answer.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(10)
+    answered = 0
+    for n in range(arg):
+        q = struct.pack(">HHHHHH", n, 0x0100, 1, 0, 0, 0) + bytes([4]) + b"q%03d" % n + bytes([7]) + b"example" + b"\0" + struct.pack(">HH", 1, 1)
+        s.sendto(q, (host, port))
+        r, _ = s.recvfrom(4096)
+        answered += r[:2] == q[:2] and r[3] & 15 == 0
+    print(f"ok dnsudpmany answered {answered}")
+elif mode == "dnstcppipeline":
+    # `arg` queries pipelined on one connection, which stays open a second and then closes.
+    s = socket.create_connection((host, port), timeout=10)
+    data = b""
+    for n in range(arg):
+        q = struct.pack(">HHHHHH", n, 0x0100, 1, 0, 0, 0) + bytes([4]) + b"t%03d" % (n % 1000) + bytes([7]) + b"example" + b"\0" + struct.pack(">HH", 1, 1)
+        data += struct.pack(">H", len(q)) + q
+    s.sendall(data)
+    time.sleep(1)
+    s.close()
+    print(f"ok dnstcppipeline sent {arg}")
 elif mode in ("dns", "dnstcp"):
     name = sys.argv[4]
     q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
@@ -276,3 +297,39 @@ func patternSHA256(_ count: Int) throws -> String {
         """
     return try run("/usr/bin/env", ["python3", "-c", script], timeout: 60).output.trimmingCharacters(in: .whitespacesAndNewlines)
 }
+
+/// A DNS upstream on 127.0.0.1 that watches what the forwarder sends: it answers UDP queries (A
+/// 198.51.100.9) and records their source ports and ids; over TCP, on the same port, it accepts
+/// connections and reads queries but never answers. Prints its port; a line on stdin makes it print
+/// `udp QUERIES PORTS IDS tcp CONNECTIONS QUERIES` (distinct source ports and ids).
+let dnsObserverScript = #"""
+import socket, struct, sys, threading
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
+port = u.getsockname()[1]
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("127.0.0.1", port)); t.listen(64)
+seen = []; stats = {"connections": 0, "queries": 0}
+def serve_udp():
+    while True:
+        q, a = u.recvfrom(4096)
+        seen.append((a[1], q[:2]))
+        i = 12
+        while q[i] != 0: i += q[i] + 1
+        answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 30, 4) + bytes([198, 51, 100, 9])
+        u.sendto(q[:2] + b"\x81\x80" + struct.pack(">HHHH", 1, 1, 0, 0) + q[12:i + 5] + answer, a)
+def serve_tcp(c):
+    buf = b""
+    while True:
+        d = c.recv(65536)
+        if not d: return
+        buf += d
+        while len(buf) >= 2 and len(buf) >= 2 + struct.unpack(">H", buf[:2])[0]:
+            buf = buf[2 + struct.unpack(">H", buf[:2])[0]:]; stats["queries"] += 1
+def accept_tcp():
+    while True:
+        c, _ = t.accept(); stats["connections"] += 1
+        threading.Thread(target=serve_tcp, args=(c,), daemon=True).start()
+for target in (serve_udp, accept_tcp): threading.Thread(target=target, daemon=True).start()
+print(port, flush=True)
+for line in sys.stdin:
+    print("udp %d %d %d tcp %d %d" % (len(seen), len({p for p, _ in seen}), len({i for _, i in seen}), stats["connections"], stats["queries"]), flush=True)
+"""#
