@@ -9,7 +9,8 @@ import VPNKitTCP
 @Suite("TCP: a segment with an unacceptable ACK is dropped whole")
 struct TCPACKAcceptabilityTests {
     /// A connection in `state`: ESTABLISHED, FIN-WAIT-1 (we closed), FIN-WAIT-2 (our FIN
-    /// acknowledged) or CLOSE-WAIT (the peer closed).
+    /// acknowledged), CLOSE-WAIT (the peer closed), LAST-ACK (the peer closed, then we did),
+    /// CLOSING (both closed at once, our FIN not yet acknowledged) or TIME-WAIT.
     static func script(in state: TCPState) -> Script {
         var s = Script()
         switch state {
@@ -20,6 +21,15 @@ struct TCPACKAcceptabilityTests {
             s.send(flags: .ack, ack: s.ourISS + 2)
         case .closeWait:
             s.send(flags: [.ack, .fin])
+        case .lastAck:
+            s.send(flags: [.ack, .fin])
+            s.connection.close(now: s.now)
+        case .closing:
+            s.connection.close(now: s.now)
+            s.send(flags: [.ack, .fin])
+        case .timeWait:
+            s.connection.close(now: s.now)
+            s.send(flags: [.ack, .fin], ack: s.ourISS + 2)
         default: break
         }
         _ = s.out()
@@ -27,15 +37,16 @@ struct TCPACKAcceptabilityTests {
         return s
     }
 
-    static let states: [TCPState] = [.established, .finWait1, .finWait2, .closeWait]
+    static let states: [TCPState] = [.established, .finWait1, .finWait2, .closeWait, .lastAck, .closing, .timeWait]
+    /// States in which the peer has sent its FIN: it can send nothing new, so a bare ACK stands in.
+    static let peerClosed: Set<TCPState> = [.closeWait, .lastAck, .closing, .timeWait]
 
     @Test("SEG.ACK beyond SND.NXT: an ACK back, no data, no FIN", arguments: states)
     func ackOfUnsentData(state: TCPState) {
         var s = Self.script(in: state)
         let expected = s.peerNext
         let bytesBefore = s.connection.bytesToRead
-        // In CLOSE-WAIT the peer can send nothing new: a bare ACK stands in.
-        if state == .closeWait {
+        if Self.peerClosed.contains(state) {
             s.send(flags: .ack, seq: s.peerNext, ack: s.ourISS + 100_000)
         } else {
             s.send(flags: [.ack, .psh, .fin], seq: s.peerNext, ack: s.ourISS + 100_000, data: Array("injected".utf8))
@@ -57,7 +68,7 @@ struct TCPACKAcceptabilityTests {
         let challenges = s.connection.counters.challengeACKs
         // The peer offered at most 64,256 bytes (502 << 7); this ACK lies 100,000 below SND.UNA.
         let old = s.ourISS + 1 + (-100_000)
-        s.send(flags: [.ack, .psh], seq: s.peerNext, ack: old, data: state == .closeWait ? [] : Array("blind".utf8))
+        s.send(flags: [.ack, .psh], seq: s.peerNext, ack: old, data: Self.peerClosed.contains(state) ? [] : Array("blind".utf8))
         let out = s.out()
         #expect(out.count == 1)
         #expect(out.first?.header.acknowledgmentNumber == expected)
