@@ -185,9 +185,7 @@ struct HostileGuestTests {
         let hostSide = try TestNamespace("tinyhost")
         let sysctl = try hostSide.exec(["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 4096 4096", "net.ipv4.tcp_wmem=4096 4096 4096"])
         try #require(sysctl.status == 0, "sysctl: \(sysctl.error)")
-        let servers = Process()
-        servers.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        servers.arguments = ["netns", "exec", hostSide.name, "python3", "-c", """
+        let servers = try LineProcess("/usr/sbin/ip", ["netns", "exec", hostSide.name, "python3", "-c", """
             import os, socket, sys, threading
             threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
             def listener():
@@ -207,19 +205,9 @@ struct HostileGuestTests {
             held = []
             while True:
                 c, _ = sink.accept(); held.append(c)  # never read
-            """]
-        let input = Pipe(), output = Pipe()
-        servers.standardInput = input
-        servers.standardOutput = output
-        try servers.run()
-        defer {
-            try? input.fileHandleForWriting.close()
-            servers.waitUntilExit()
-        }
-        var line = [UInt8]()
-        var byte: UInt8 = 0
-        while read(output.fileHandleForReading.fileDescriptor, &byte, 1) == 1, byte != 10 { line.append(byte) }
-        let ports = String(decoding: line, as: UTF8.self).split(separator: " ")
+            """])
+        let ports = servers.readLine().split(separator: " ")
+        defer { withExtendedLifetime(servers) {} }  // alive to the end of the test
         try #require(ports.count == 2, "the host servers did not start")
         let buffer = 64 * 1024
         let statsPath = FileManager.default.temporaryDirectory.appendingPathComponent("vk-tiny-\(getpid()).stats").path

@@ -36,27 +36,12 @@ extension Daemon {
 struct NATDaemonTests {
     @Test("DNS forwarding resists forgery and holds few descriptors: every UDP query leaves from a port of its own with an id of its own; 2,000 queries pipelined over TCP to an upstream that never answers use a few reused connections, and the daemon's open files come back")
     func dnsForwarding() throws {
-        let observer = Process()
-        observer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        observer.arguments = ["python3", "-c", dnsObserverScript]
-        let input = Pipe(), output = Pipe()
-        observer.standardInput = input
-        observer.standardOutput = output
-        try observer.run()
-        defer {
-            try? input.fileHandleForWriting.close()
-            observer.waitUntilExit()
-        }
-        func readLine() -> String {
-            var line = [UInt8]()
-            var byte: UInt8 = 0
-            while read(output.fileHandleForReading.fileDescriptor, &byte, 1) == 1, byte != 10 { line.append(byte) }
-            return String(decoding: line, as: UTF8.self)
-        }
-        let port = try #require(Int(readLine()), "the DNS observer did not start")
+        let observer = try LineProcess("/usr/bin/env", ["python3", "-c", dnsObserverScript])
+        let port = try #require(Int(observer.readLine()), "the DNS observer did not start")
+        defer { withExtendedLifetime(observer) {} }  // alive to the end of the test
         func report() -> [Int] {
-            input.fileHandleForWriting.write(Data("report\n".utf8))
-            return readLine().split(separator: " ").compactMap { Int($0) }
+            observer.send("report")
+            return observer.readLine().split(separator: " ").compactMap { Int($0) }
         }
         let daemon = try natDaemon("dnshard", ["--dns-upstream", "127.0.0.1:\(port)"])
         defer { _ = daemon.stop() }

@@ -131,3 +131,39 @@ func waitForFile(_ path: String, timeout: TimeInterval = 10, while process: Proc
     let deadline = Date().addingTimeInterval(timeout)
     while !FileManager.default.fileExists(atPath: path) && Date() < deadline && process?.isRunning != false { usleep(20_000) }
 }
+
+/// A helper program a test talks to by lines: its standard output read a line at a time, lines
+/// written to its standard input. Released, it gets end-of-file on its input (its signal to exit),
+/// and is terminated if it has not exited within 5 s.
+final class LineProcess {
+    let process = Process()
+    private let input = Pipe()
+    private let output = Pipe()
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+    }
+
+    /// The next line of its output, without the newline ("" at end-of-file).
+    func readLine() -> String {
+        var line = [UInt8]()
+        var byte: UInt8 = 0
+        while read(output.fileHandleForReading.fileDescriptor, &byte, 1) == 1, byte != 10 { line.append(byte) }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    /// Writes `line` and a newline to its input.
+    func send(_ line: String) { input.fileHandleForWriting.write(Data((line + "\n").utf8)) }
+
+    deinit {
+        try? input.fileHandleForWriting.close()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning, Date() < deadline { usleep(20_000) }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+    }
+}
