@@ -1,9 +1,21 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Layered modules; imports point downward only:
-//   VPNKitBase ← VPNKitEthernet ← VPNKitARP / VPNKitIPv4 ← VPNKitUDP / VPNKitTCP ← VPNKitDHCP
-//   CPcap ← VPNKitPcap;  everything ← VPNKitDecode ← vpnkit (the command)
+// Layered modules; imports point downward only (each line depends on lines above it):
+//   VPNKitBase                      addresses, byte views, checksums, counters' naming
+//   VPNKitEthernet                  Ethernet frames
+//   VPNKitARP · VPNKitIPv4          ARP (packets, cache) · IPv4 (packets, ICMP, reassembly)
+//   VPNKitUDP · VPNKitTCP           UDP datagrams · TCP segments and the connection's components
+//   VPNKitDHCP · VPNKitDNS          DHCP and DNS messages and state machines (no I/O, no stack)
+//   VPNKitStack                     the stack's pure core: NetworkStack, a state machine over frames
+//   CPcap → VPNKitPcap              pcap files
+//   CVPNKitLinux → VPNKitTransport  frame transports (TAP, unix sockets, vmnet, in-memory, capture, faults)
+//   VPNKitRuntime                   StackDriver (a stack on a SwiftNIO loop), async sockets, diagnostics
+//   VPNKitServices                  DHCP and DNS services attached to a running stack
+//   VPNKitNAT                       guest flows carried over host sockets
+//   VPNKit                          the assembly (UserspaceStack, Link) and the umbrella import
+//   VPNKitDecode                    `vpnkit decode`: wire modules and pcap only
+//   vpnkit                          the command: thin, over VPNKit and VPNKitDecode
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
@@ -27,6 +39,8 @@ let package = Package(
         .library(name: "VPNKitDecode", targets: ["VPNKitDecode"]),
         .library(name: "VPNKitTransport", targets: ["VPNKitTransport"]),
         .library(name: "VPNKitStack", targets: ["VPNKitStack"]),
+        .library(name: "VPNKitRuntime", targets: ["VPNKitRuntime"]),
+        .library(name: "VPNKitServices", targets: ["VPNKitServices"]),
         .library(name: "VPNKitNAT", targets: ["VPNKitNAT"]),
         .library(name: "VPNKitDNS", targets: ["VPNKitDNS"]),
     ],
@@ -53,7 +67,7 @@ let package = Package(
         .target(
             name: "VPNKitDHCP",
             dependencies: [
-                "VPNKitBase", "VPNKitIPv4", "VPNKitUDP", "VPNKitStack", .product(name: "NIOCore", package: "swift-nio"),
+                "VPNKitBase", "VPNKitIPv4", .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -74,12 +88,34 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The stack's pure core: NetworkStack, a state machine over frames with an injected clock.
         .target(
             name: "VPNKitStack",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitTransport",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // The stack's runtime: StackDriver (a stack on a SwiftNIO loop over a FrameTransport), the
+        // async socket API, the diagnostic services.
+        .target(
+            name: "VPNKitRuntime",
+            dependencies: [
+                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Services on the gateway, attached to a running stack: DHCP server and client, DNS.
+        .target(
+            name: "VPNKitServices",
+            dependencies: [
+                "VPNKitBase", "VPNKitARP", "VPNKitIPv4", "VPNKitStack", "VPNKitRuntime", "VPNKitDHCP", "VPNKitDNS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -91,7 +127,7 @@ let package = Package(
         .target(
             name: "VPNKitNAT",
             dependencies: [
-                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitTransport", "VPNKitDNS", "CVPNKitLinux",
+                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitTransport", "CVPNKitLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -109,8 +145,7 @@ let package = Package(
         .executableTarget(
             name: "vpnkit",
             dependencies: [
-                "VPNKitDecode", "VPNKitPcap", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitDHCP",
-                "VPNKitNAT", "VPNKitDNS",
+                "VPNKit", "VPNKitDecode", "VPNKitPcap", "CVPNKitLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -121,7 +156,7 @@ let package = Package(
         .target(
             name: "VPNKit",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitStack",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitServices",
                 "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS", "VPNKitNAT", "VPNKitPcap",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -149,7 +184,7 @@ let package = Package(
         .target(
             name: "VPNKitFuzzTargets",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitStack",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitServices",
                 "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -179,7 +214,7 @@ let package = Package(
         .testTarget(
             name: "VPNKitStackTests",
             dependencies: [
-                "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP",
+                "VPNKitStack", "VPNKitRuntime", "VPNKitServices", "VPNKitTransport", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP",
                 "VPNKitPcap",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -190,7 +225,7 @@ let package = Package(
             name: "VPNKitDHCPTests",
             dependencies: [
                 "VPNKitTestSupport",
-                "VPNKitDHCP", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitEthernet", "VPNKitIPv4", "VPNKitUDP",
+                "VPNKitDHCP", "VPNKitStack", "VPNKitRuntime", "VPNKitServices", "VPNKitTransport", "VPNKitBase", "VPNKitEthernet", "VPNKitIPv4", "VPNKitUDP",
                 "VPNKitARP", "VPNKitPcap",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -200,7 +235,7 @@ let package = Package(
             name: "VPNKitInteropTests",
             dependencies: [
                 "VPNKitTestSupport",
-                "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitPcap", "VPNKitDecode", "VPNKitDHCP", "vpnkit",
+                "VPNKitStack", "VPNKitRuntime", "VPNKitServices", "VPNKitTransport", "VPNKitBase", "VPNKitIPv4", "VPNKitPcap", "VPNKitDecode", "VPNKitDHCP", "vpnkit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -209,7 +244,7 @@ let package = Package(
         .testTarget(
             name: "VPNKitNATTests",
             dependencies: [
-                "VPNKitNAT", "VPNKitStack", "VPNKitTransport", "VPNKitBase", "VPNKitTCP", "VPNKitIPv4", "VPNKitDNS",
+                "VPNKitNAT", "VPNKitStack", "VPNKitRuntime", "VPNKitServices", "VPNKitTransport", "VPNKitBase", "VPNKitTCP", "VPNKitIPv4", "VPNKitDNS",
                 "VPNKitEthernet", "VPNKitUDP", "VPNKitTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

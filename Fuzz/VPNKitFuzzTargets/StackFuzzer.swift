@@ -5,6 +5,7 @@ import VPNKitEthernet
 import VPNKitIPv4
 import VPNKitStack
 import VPNKitTCP
+import VPNKitServices
 
 /// The whole stack as a hostile guest sees it: a gateway with a DHCP server, a TCP listener that
 /// echoes, a UDP echo socket and a forwarder standing in for the NAT's host side (it accepts or

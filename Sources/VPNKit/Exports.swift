@@ -8,6 +8,8 @@
 @_exported import VPNKitUDP
 @_exported import VPNKitTCP
 @_exported import VPNKitStack
+@_exported import VPNKitRuntime
+@_exported import VPNKitServices
 @_exported import VPNKitTransport
 @_exported import VPNKitDHCP
 @_exported import VPNKitDNS

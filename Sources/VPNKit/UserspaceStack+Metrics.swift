@@ -10,12 +10,13 @@ extension UserspaceStack {
     /// shutdown, so whatever backend the application bootstrapped (Prometheus, StatsD, …) sees them
     /// without glue.
     ///
-    /// Each counter of ``UserspaceStackSnapshot`` becomes a swift-metrics `Counter` named
-    /// `PREFIX_NAME` (for example `vpnkit_frames_received`, `vpnkit_ipv4_bad_checksum`,
+    /// Each counter of ``StackReport`` becomes a swift-metrics `Counter` named `PREFIX_GROUP_NAME`
+    /// (for example `vpnkit_stack_frames_received`, `vpnkit_stack_ipv4_bad_checksum`,
     /// `vpnkit_link_frames_sent`, `vpnkit_nat_tcp_connects_started`, `vpnkit_dhcp_acks`,
-    /// `vpnkit_dns_queries`), incremented by how much it grew since the last report. Gauges carry
-    /// what goes up and down: `PREFIX_tcp_connections`, `PREFIX_nat_tcp_flows`, `PREFIX_nat_udp_flows`
-    /// and `PREFIX_dhcp_leases`. Every metric carries `dimensions`.
+    /// `vpnkit_dns_queries`), incremented by how much it grew since the last report; its gauges
+    /// (`vpnkit_stack_tcp_connections`, `vpnkit_nat_tcp_flows`, `vpnkit_dhcp_leases`…) become
+    /// `Gauge`s. The names are the ones the `vpnkit` command's stats socket shows. Every metric
+    /// carries `dimensions`.
     ///
     /// - Parameters:
     ///   - interval: how often to report; the first report is made at once.
@@ -78,28 +79,8 @@ final class StackMetricsExporter {
 
     func report(driver: StackDriver, state: UserspaceStack.State) {
         guard !stopped else { return }
-        let now = NIODeadline.now()
-        for (name, value) in driver.stack.statistics.all { count(name, value) }
-        let link = driver.transport.statistics
-        count("link_frames_received", link.framesReceived)
-        count("link_bytes_received", link.bytesReceived)
-        count("link_frames_sent", link.framesSent)
-        count("link_bytes_sent", link.bytesSent)
-        count("link_send_drops", link.sendDrops)
-        count("link_receive_errors", link.receiveErrors)
-        gauge("tcp_connections", driver.stack.tcpConnectionCount)
-        if let nat = state.nat {
-            for (name, value) in CounterNames.fields(of: nat.counters) { count("nat_" + name, value) }
-            gauge("nat_tcp_flows", nat.openTCPFlows)
-            gauge("nat_udp_flows", nat.openUDPFlows)
-        }
-        if let dhcp = state.dhcpServer {
-            for (name, value) in CounterNames.fields(of: dhcp.counters) { count("dhcp_" + name, value) }
-            gauge("dhcp_leases", dhcp.leases(now: now).count)
-        }
-        if let dns = state.dns {
-            for (name, value) in CounterNames.fields(of: dns.counters) { count("dns_" + name, value) }
-            for (name, value) in CounterNames.fields(of: dns.upstreamCounters) { count("dns_upstream_" + name, value) }
+        for value in state.report(now: .now()).flattened {
+            if value.isGauge { gauge(value.name, Int(clamping: value.value)) } else { count(value.name, value.value) }
         }
     }
 

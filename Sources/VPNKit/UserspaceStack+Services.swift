@@ -7,6 +7,7 @@ public import VPNKitIPv4
 public import VPNKitNAT
 public import VPNKitStack
 public import VPNKitTransport
+public import VPNKitServices
 
 extension UserspaceStack {
     // MARK: DHCP client
@@ -115,13 +116,7 @@ extension UserspaceStack {
             guard state.nat == nil else { throw UserspaceStackError.alreadyAttached("a NAT") }
             var natLogger = logger
             natLogger[metadataKey: "component"] = "nat"
-            if let dns {
-                var dnsLogger = logger
-                dnsLogger[metadataKey: "component"] = "dns"
-                let service = try DNSService(driver: driver, configuration: dns, logger: dnsLogger)
-                driver.attachments.append(service)
-                state.dns = service
-            }
+            if let dns, state.dns == nil { try Self.startDNS(dns, driver: driver, state: state, logger: logger) }
             if let alias = configuration.hostAlias, alias != .any, driver.stack.configuration.subnet.contains(alias) {
                 driver.stack.addAddress(alias)
             }
@@ -130,6 +125,70 @@ extension UserspaceStack {
             return nat.startICMP()
         }
         return try await icmp.get()
+    }
+
+    /// Serves DNS on the stack's first address (UDP and TCP port 53): names of `configuration`'s
+    /// records answered here, the rest forwarded to its upstreams over host sockets. ``attachNAT(_:dns:)``
+    /// does this too; call it alone for DNS without a NAT.
+    /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` on a second call; `StackError` when
+    ///   port 53 is taken.
+    public func serveDNS(_ configuration: DNSServiceConfiguration = DNSServiceConfiguration()) async throws {
+        let logger = self.logger
+        try await onLoop { driver, state in
+            guard state.dns == nil else { throw UserspaceStackError.alreadyAttached("a DNS service") }
+            try Self.startDNS(configuration, driver: driver, state: state, logger: logger)
+        }
+    }
+
+    static func startDNS(_ configuration: DNSServiceConfiguration, driver: StackDriver, state: State, logger: Logger) throws {
+        var dnsLogger = logger
+        dnsLogger[metadataKey: "component"] = "dns"
+        let service = try DNSService(driver: driver, configuration: configuration, logger: dnsLogger)
+        driver.attachments.append(service)
+        state.dns = service
+    }
+
+    /// Serves TCP and UDP echo (port 7) and discard (port 9) on the stack's addresses, to measure
+    /// the stack against a peer.
+    /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` on a second call; `StackError` when a
+    ///   port is taken.
+    public func startDiagnosticServices() async throws {
+        try await onLoop { driver, state in
+            guard state.diagnostics == nil else { throw UserspaceStackError.alreadyAttached("the diagnostic services") }
+            state.diagnostics = try DiagnosticServices(stack: driver.stack)
+        }
+    }
+
+    /// Echoes every UDP datagram sent to `port` of the stack's addresses (a datagram to the
+    /// broadcast address is answered from the gateway).
+    /// - Throws: ``UserspaceStackError/alreadyAttached(_:)`` on a second call; `StackError` when the
+    ///   port is taken.
+    public func serveUDPEcho(port: UInt16) async throws {
+        try await onLoop { driver, state in
+            guard state.udpEcho == nil else { throw UserspaceStackError.alreadyAttached("a UDP echo service") }
+            state.udpEcho = try driver.stack.bindUDP(port: port) { [unowned driver] message in
+                driver.perform { stack, now in
+                    try? stack.sendUDP(
+                        message.payload, from: message.destination == .broadcast ? stack.configuration.gateway : message.destination,
+                        port: message.destinationPort, to: message.source, port: message.sourcePort, now: now)
+                }
+            }
+        }
+    }
+
+    /// Forwards a host port into the guest through the NAT (which must be attached), to the
+    /// address the DHCP server last bound (the most recent lease), or to `fallback` while there is
+    /// none: a guest that renews or changes its address keeps its published ports.
+    /// - Throws: the bind error when the host port cannot be bound;
+    ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
+    public func publish(_ port: PublishedPort, toLatestLeaseOr fallback: IPv4Address) async throws {
+        let future: EventLoopFuture<Void> = try await onLoop { _, state in
+            guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
+            return nat.publish(port) { [weak state] in
+                state?.latestLease(now: .now()) ?? fallback
+            }
+        }
+        try await future.get()
     }
 
     /// Forwards a host port into the guest at `guestAddress` through the NAT (which must be

@@ -7,6 +7,7 @@ import VPNKitDHCP
 import VPNKitNAT
 public import VPNKitStack
 import VPNKitTransport
+public import VPNKitServices
 
 /// A TCP/IP stack running on a SwiftNIO event loop over a link: the embedding API.
 ///
@@ -52,13 +53,20 @@ public final class UserspaceStack: Sendable {
         case failed(String)
     }
 
-    /// State that lives on the event loop next to the driver.
+    /// State that lives on the event loop next to the driver: every attached service, typed.
     final class State {
         let capture: CaptureSwitch
+        /// What the link's recipe left: the guest switch, the vmnet registry.
+        let link: LinkContext
+        unowned let driver: StackDriver
         var dhcpClient: DHCPClientService?
-        var dhcpServer: DHCPService?
+        var dhcpServer: DHCPService? {
+            didSet { link.vmnetRegistry?.dhcp = dhcpServer }
+        }
         var nat: NAT?
         var dns: DNSService?
+        var diagnostics: DiagnosticServices?
+        var udpEcho: UDPSocket?
         var metrics: StackMetricsExporter?
         var listeners: [UInt16: AsyncStream<AsyncTCPConnection>.Continuation] = [:]
         var udpSockets: [Weak<AsyncUDPSocket>] = []
@@ -66,7 +74,11 @@ public final class UserspaceStack: Sendable {
         /// How the link ended, once it has.
         var linkEnd: LinkEnd?
         var linkEndWaiters: [CheckedContinuation<LinkEnd, Never>] = []
-        init(capture: CaptureSwitch) { self.capture = capture }
+        init(capture: CaptureSwitch, link: LinkContext, driver: StackDriver) {
+            self.capture = capture
+            self.link = link
+            self.driver = driver
+        }
 
         func linkEnded(_ end: LinkEnd) {
             guard linkEnd == nil else { return }
@@ -74,6 +86,23 @@ public final class UserspaceStack: Sendable {
             let waiters = linkEndWaiters
             linkEndWaiters.removeAll()
             for waiter in waiters { waiter.resume(returning: end) }
+        }
+
+        /// The guest's address as the DHCP server last bound it.
+        func latestLease(now: NIODeadline) -> IPv4Address? {
+            dhcpServer?.leases(now: now).filter { $0.state == .bound }.max(by: { $0.expires < $1.expires })?.address
+        }
+
+        /// A guest's connection to the switch ended (its VM stopped): the NAT flows of the addresses
+        /// its MACs had, from the ARP cache and the DHCP leases, are closed.
+        func guestsLeft(_ macs: Set<MACAddress>) {
+            guard let nat, !macs.isEmpty else { return }
+            let now = NIODeadline.now()
+            var addresses = Set<IPv4Address>()
+            for (address, mac) in driver.stack.arpCache.resolvedEntries(now: now) where macs.contains(mac) { addresses.insert(address) }
+            for lease in dhcpServer?.leases(now: now) ?? [] where macs.contains(lease.hardwareAddress) { addresses.insert(lease.address) }
+            for address in addresses { nat.closeFlows(ofGuest: address) }
+            driver.flush()
         }
     }
 
@@ -118,14 +147,27 @@ public final class UserspaceStack: Sendable {
             throw UserspaceStackError.wrongEventLoop
         }
         do {
-            let transport = try await link.open(loop).get()
+            let context = LinkContext(loop: loop, stackMAC: configuration.macAddress, logger: logger)
+            let transport = try await link.open(context).get()
+            let captureFile = link.captureFile
+            let faults = link.faults
             let (driver, state, effective) = try await loop.submit {
                 var configuration = configuration
                 let inner = transport.value
                 configuration.mtu = inner.mtu
-                let capture = CaptureSwitch(wrapping: inner)
-                let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: capture, eventLoop: loop)
-                let state = State(capture: capture)
+                // The capture sits next to the guest (it records what is really on the wire, with
+                // the link's offloads); the faults sit between the capture and the stack.
+                let capture = CaptureSwitch(wrapping: inner, sink: try captureFile.map { try PcapFileSink(path: $0) })
+                var top: any FrameTransport = capture
+                if let faults {
+                    var reverse = faults
+                    reverse.seed = faults.seed &+ 0x9E37_79B9
+                    top = FaultInjectingTransport(wrapping: capture, on: loop, toGuest: faults, fromGuest: reverse)
+                }
+                let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: top, eventLoop: loop)
+                let state = State(capture: capture, link: context, driver: driver)
+                context.vmnetRegistry?.usePool(of: configuration)
+                context.guestsLeft = { [unowned state] macs in state.guestsLeft(macs) }
                 driver.onTransportClosed = { [unowned state] error in
                     state.linkEnded(error.map { .failed(String(describing: $0)) } ?? .closedByPeer)
                 }
@@ -183,6 +225,9 @@ public final class UserspaceStack: Sendable {
             s.dhcpServer = nil
             s.dns?.close()
             s.dns = nil
+            s.diagnostics = nil
+            s.udpEcho?.close()
+            s.udpEcho = nil
             s.nat?.close()
             s.nat = nil
             for listener in s.listeners.values { listener.finish() }

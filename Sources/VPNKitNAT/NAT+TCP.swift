@@ -6,6 +6,7 @@ import VPNKitStack
 import VPNKitTCP
 #if canImport(Glibc)
 import Glibc
+import VPNKitRuntime
 #endif
 
 extension NAT {

@@ -6,6 +6,7 @@ import VPNKitBase
 import VPNKitStack
 #if canImport(Glibc)
 import Glibc
+import VPNKitRuntime
 #endif
 
 struct UDPFlowKey: Hashable {

@@ -6,6 +6,7 @@ import Glibc
 #endif
 public import VPNKitBase
 public import VPNKitStack
+public import VPNKitRuntime
 
 /// The NAT: guest TCP, UDP and ping to addresses off the guest's subnet (and to the host alias)
 /// become ordinary host sockets opened with SwiftNIO on the stack's own event loop. Attach it to a
@@ -185,25 +186,5 @@ extension NAT: PacketForwarder {
             return
         }
         icmp.forward(request, now: now)
-    }
-}
-
-extension IPv4Address {
-    static let loopback = IPv4Address(rawValue: 0x7F00_0001)
-
-    init?(_ address: SocketAddress) {
-        guard case .v4(let v4) = address else { return nil }
-        self.init(rawValue: UInt32(bigEndian: v4.address.sin_addr.s_addr))
-    }
-}
-
-extension SocketAddress {
-    /// Built from the binary address (once per datagram sent: no text formatted or parsed).
-    static func v4(_ address: VPNKitBase.IPv4Address, port: UInt16) -> SocketAddress? {
-        var raw = sockaddr_in()
-        raw.sin_family = sa_family_t(AF_INET)
-        raw.sin_port = port.bigEndian
-        raw.sin_addr.s_addr = address.rawValue.bigEndian
-        return SocketAddress(raw, host: "")
     }
 }

@@ -4,6 +4,7 @@ import NIOPosix
 public import VPNKitBase
 import VPNKitStack
 import VPNKitTransport
+import VPNKitRuntime
 
 /// A host port forwarded into the guest: `tcp:127.0.0.1:8080:80` listens on the host's
 /// 127.0.0.1:8080 and opens a connection to the guest's port 80 through the stack, from the host

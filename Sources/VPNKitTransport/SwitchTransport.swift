@@ -40,7 +40,7 @@ public final class SwitchTransport: FrameTransport {
     /// belonged to them. Not called for the ports `close()` closes.
     public var onPortDetached: ((any FrameTransport, (any Error)?, Set<MACAddress>) -> Void)?
     /// What accepts the connections (a listener), kept alive and closed with the switch.
-    public var listener: AnyObject?
+    public var listener: (any SwitchListener)?
 
     private struct Port {
         var transport: any FrameTransport
@@ -321,9 +321,7 @@ public final class SwitchTransport: FrameTransport {
     public func close() {
         guard !closed else { return }
         closed = true
-        (listener as? QemuStreamListener)?.close()
-        (listener as? VmnetListener)?.close()
-        (listener as? any SwitchListener)?.close()
+        listener?.close()
         listener = nil
         let all = ports.values.map(\.transport)
         ports.removeAll()
@@ -377,7 +375,8 @@ public struct SwitchCounters: Sendable, Hashable {
 }
 
 /// Something that feeds a switch with ports (a connector that reconnects), closed with it.
-package protocol SwitchListener: AnyObject {
+/// What produces a switch's ports (a listener on a socket, a connector that reconnects).
+public protocol SwitchListener: AnyObject {
     /// Stops producing ports and releases what it holds; called once when the switch closes.
     func close()
 }
@@ -385,3 +384,6 @@ package protocol SwitchListener: AnyObject {
 private func macAddress(_ bytes: [UInt8], at offset: Int) -> MACAddress {
     MACAddress(rawValue: bytes[offset..<offset + 6].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
 }
+
+extension QemuStreamListener: SwitchListener {}
+extension VmnetListener: SwitchListener {}

@@ -4,6 +4,7 @@ import VPNKitNAT
 
 #if canImport(Glibc)
 import Glibc
+import VPNKitServices
 #endif
 
 /// Every NAT connection and every UDP flow holds a host socket, so `--max-connections 4096` and

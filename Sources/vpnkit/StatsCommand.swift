@@ -69,7 +69,7 @@ struct StatsCommand: AsyncParsableCommand {
         for (name, value) in s.stack.sorted(by: { $0.key < $1.key }) where value != 0 { row(name, value) }
         if let nat = s.nat {
             lines.append("\nNAT")
-            for counter in namedCounters(nat) where counter.value != 0 { row(counter.name, counter.value) }
+            for (name, value) in nat.sorted(by: { $0.key < $1.key }) where value != 0 { row(name, value) }
         }
         if let dns = s.dns {
             lines.append("\nDNS")

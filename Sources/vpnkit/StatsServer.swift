@@ -2,19 +2,21 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
-import VPNKitNAT
-import VPNKitStack
-import VPNKitTransport
+import VPNKit
 
-/// What `--stats` serves: every counter, and the flow table.
+/// What `--stats` serves: every counter of the stack's `StackReport` (by group, under the names
+/// the exit summary and the swift-metrics export use), and the flow table.
 struct StatsSnapshot: Codable {
     var stack: [String: UInt64]
-    var nat: NATCounters?
+    var link: [String: UInt64]
+    var nat: [String: UInt64]?
     var dns: [String: UInt64]?
     var dhcp: DHCPStats?
     var `switch`: SwitchStats?
     var flows: FlowStats
     var flowTable: [NATFlowSnapshot]
+    /// Every counter and gauge as Prometheus names them (`GROUP_NAME`), in report order.
+    private var flattened: [Metric]
 
     struct DHCPStats: Codable {
         var leases: Int
@@ -36,37 +38,47 @@ struct StatsSnapshot: Codable {
         var icmpEchoTotal: UInt64
     }
 
-    init(driver: StackDriver, now: NIODeadline) {
-        var stack: [String: UInt64] = [:]
-        let counters = driver.stack.statistics
-        for counter in StackCounter.allCases { stack[counter.description] = counters[counter] }
-        self.stack = stack
-        let nat = driver.nat
-        self.nat = nat?.counters
-        self.dns = driver.dns.map { dns in
-            let upstream = namedCounters(dns.upstreamCounters).map { (name: "upstream_" + $0.name, value: $0.value) }
-            return Dictionary(uniqueKeysWithValues: (namedCounters(dns.counters) + upstream).map { ($0.name, $0.value) })
+    struct Metric: Codable {
+        var name: String
+        var value: UInt64
+        var isGauge: Bool
+    }
+
+    init(_ report: StackReport) {
+        func counters(_ group: String) -> [String: UInt64]? {
+            report[group: group].map { Dictionary(uniqueKeysWithValues: $0.counters.map { ($0.name, $0.value) }) }
         }
-        if let dhcp = driver.dhcp {
-            let leases = dhcp.leases(now: now)
-            let c = dhcp.counters
-            self.dhcp = DHCPStats(
-                leases: leases.count, bound: leases.filter { $0.state == .bound }.count,
-                counters: [
-                    "discovers": c.discovers, "offers": c.offers, "requests": c.requests, "acks": c.acks, "naks": c.naks,
-                    "declines": c.declines, "releases": c.releases, "informs": c.informs, "pool_exhausted": c.poolExhausted,
-                    "malformed": c.malformed, "ignored": c.ignored, "refused_not_from_holder": c.refusedNotFromHolder,
-                ])
+        func gauge(_ group: String, _ name: String) -> UInt64 {
+            report[group: group]?.gauges.first { $0.name == name }?.value ?? 0
         }
-        if let link = driver.guestSwitch {
-            self.switch = SwitchStats(
-                ports: link.portCount, macs: link.addressCount,
-                counters: Dictionary(uniqueKeysWithValues: namedCounters(link.counters).map { ($0.name, $0.value) }))
-        }
-        self.flows = FlowStats(
-            tcpOpen: nat?.openTCPFlows ?? 0, udpOpen: nat?.openUDPFlows ?? 0, tcpTotal: nat?.counters.tcpConnectsStarted ?? 0,
-            udpTotal: nat?.counters.udpFlowsOpened ?? 0, icmpEchoTotal: nat?.counters.icmpEchoRequests ?? 0)
-        self.flowTable = nat?.flows(now: now) ?? []
+        stack = counters("stack") ?? [:]
+        link = counters("link") ?? [:]
+        nat = counters("nat")
+        dns = counters("dns")
+        dhcp = counters("dhcp").map { DHCPStats(leases: Int(gauge("dhcp", "leases")), bound: Int(gauge("dhcp", "bound")), counters: $0) }
+        self.switch = counters("switch").map { SwitchStats(ports: Int(gauge("switch", "ports")), macs: Int(gauge("switch", "macs")), counters: $0) }
+        flows = FlowStats(
+            tcpOpen: Int(gauge("nat", "tcp_flows")), udpOpen: Int(gauge("nat", "udp_flows")), tcpTotal: nat?["tcp_connects_started"] ?? 0,
+            udpTotal: nat?["udp_flows_opened"] ?? 0, icmpEchoTotal: nat?["icmp_echo_requests"] ?? 0)
+        flowTable = report.flows
+        flattened = report.flattened.map { Metric(name: $0.name, value: $0.value, isGauge: $0.isGauge) }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case stack, link, nat, dns, dhcp, `switch`, flows, flowTable
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        stack = try c.decode([String: UInt64].self, forKey: .stack)
+        link = try c.decodeIfPresent([String: UInt64].self, forKey: .link) ?? [:]
+        nat = try c.decodeIfPresent([String: UInt64].self, forKey: .nat)
+        dns = try c.decodeIfPresent([String: UInt64].self, forKey: .dns)
+        dhcp = try c.decodeIfPresent(DHCPStats.self, forKey: .dhcp)
+        self.switch = try c.decodeIfPresent(SwitchStats.self, forKey: .switch)
+        flows = try c.decode(FlowStats.self, forKey: .flows)
+        flowTable = try c.decode([NATFlowSnapshot].self, forKey: .flowTable)
+        flattened = []
     }
 
     func json() -> String {
@@ -75,34 +87,17 @@ struct StatsSnapshot: Codable {
         return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "{}"
     }
 
-    /// Prometheus text exposition format.
+    /// Prometheus text exposition format: `vpnkit_GROUP_NAME_total` for counters, `vpnkit_GROUP_NAME`
+    /// for gauges.
     func prometheus() -> String {
         var out = ""
-        func metric(_ name: String, _ value: UInt64, type: String = "counter") {
-            out += "# TYPE vpnkit_\(name) \(type)\nvpnkit_\(name) \(value)\n"
+        for metric in flattened {
+            let name = metric.isGauge ? "vpnkit_\(metric.name)" : "vpnkit_\(metric.name)_total"
+            out += "# TYPE \(name) \(metric.isGauge ? "gauge" : "counter")\n\(name) \(metric.value)\n"
         }
-        for (name, value) in stack.sorted(by: { $0.key < $1.key }) { metric("stack_\(name)_total", value) }
-        if let nat {
-            for counter in namedCounters(nat) { metric("nat_\(counter.name)_total", counter.value) }
-        }
-        for (name, value) in (dns ?? [:]).sorted(by: { $0.key < $1.key }) { metric("dns_\(name)_total", value) }
-        if let dhcp {
-            metric("dhcp_leases", UInt64(dhcp.leases), type: "gauge")
-            for (name, value) in dhcp.counters.sorted(by: { $0.key < $1.key }) { metric("dhcp_\(name)_total", value) }
-        }
-        if let link = self.switch {
-            metric("switch_ports", UInt64(link.ports), type: "gauge")
-            metric("switch_macs", UInt64(link.macs), type: "gauge")
-            for (name, value) in link.counters.sorted(by: { $0.key < $1.key }) { metric("switch_\(name)_total", value) }
-        }
-        metric("tcp_flows_open", UInt64(flows.tcpOpen), type: "gauge")
-        metric("udp_flows_open", UInt64(flows.udpOpen), type: "gauge")
         return out
     }
 }
-
-/// The `UInt64` fields of a counters struct, by snake_case name, in declaration order.
-func namedCounters(_ counters: Any) -> [(name: String, value: UInt64)] { CounterNames.fields(of: counters) }
 
 /// Serves `StatsSnapshot` on a unix socket: a client sends one line — `json` (or nothing but a
 /// newline), `prometheus`, or an HTTP `GET /metrics` / `GET /` — and gets the answer, then EOF.
@@ -119,11 +114,12 @@ final class StatsServer: Sendable {
         self.path = path
     }
 
-    static func start(path: String, driver: NIOLoopBound<StackDriver>, on loop: any EventLoop, logger: Logger) async throws -> StatsServer {
+    static func start(path: String, stack: UserspaceStack, logger: Logger) async throws -> StatsServer {
+        let loop = stack.eventLoop
         let server = try await loop.flatSubmit {
             // A stale socket file at `path` is replaced; any other kind of file makes this fail.
             UnixStreamServer.bind(path: path, options: SocketTransportOptions(socketFileMode: 0o600), childAutoRead: true, on: loop) { channel in
-                try channel.pipeline.syncOperations.addHandler(StatsHandler(driver: driver))
+                try channel.pipeline.syncOperations.addHandler(StatsHandler(stack: stack))
             }.map { server in
                 let log = RateLimitedLogger(logger)
                 server.value.report = { event in logListenerEvent(event, listener: "the stats socket \(path)", log: log) }
@@ -145,12 +141,12 @@ final class StatsHandler: ChannelInboundHandler {
     /// A client that has not sent its request line by then is disconnected, so that silent clients
     /// cannot hold descriptors (which the NAT's host sockets need) for ever.
     static let requestTimeout = TimeAmount.seconds(5)
-    let driver: NIOLoopBound<StackDriver>
+    let stack: UserspaceStack
     var request = ""
     var answered = false
     private var deadline: Scheduled<Void>?
 
-    init(driver: NIOLoopBound<StackDriver>) { self.driver = driver }
+    init(stack: UserspaceStack) { self.stack = stack }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -177,7 +173,7 @@ final class StatsHandler: ChannelInboundHandler {
         answered = true
         deadline?.cancel()
         deadline = nil
-        let snapshot = StatsSnapshot(driver: driver.value, now: .now())
+        let snapshot = StatsSnapshot(stack.reportOnLoop())
         let command = line.trimmingCharacters(in: .whitespacesAndNewlines)
         var body: String
         var contentType = "application/json"
@@ -195,15 +191,5 @@ final class StatsHandler: ChannelInboundHandler {
             body = snapshot.json() + "\n"
         }
         context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: body))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-    }
-}
-
-/// Logs what a pausing listener reports (the guest's socket, the stats socket). A failed accept can
-/// come once per connection, so those lines are rate-limited; pauses come at most once a second.
-func logListenerEvent(_ event: PausingListener.Event, listener: String, log: RateLimitedLogger) {
-    switch event {
-    case .resumed: log.logger.info("\(listener): \(event)")
-    case .acceptFailed: log.log(.notice, key: "\(listener): accept failed", "\(listener): \(event)")
-    case .paused, .resumeFailed: log.logger.notice("\(listener): \(event)")
     }
 }

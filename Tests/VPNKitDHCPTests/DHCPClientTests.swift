@@ -8,6 +8,7 @@ import VPNKitIPv4
 import VPNKitStack
 import VPNKitTransport
 import VPNKitUDP
+import VPNKitServices
 
 /// Servers (one or two stacks with a DHCP service, behind one end of the link, like a hub) and
 /// client stacks on the other end, under a virtual clock.

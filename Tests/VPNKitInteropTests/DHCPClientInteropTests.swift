@@ -8,6 +8,8 @@ import VPNKitDHCP
 import VPNKitIPv4
 import VPNKitStack
 import VPNKitTransport
+import VPNKitServices
+import VPNKitRuntime
 
 let dnsmasq = which("dnsmasq")
 
@@ -46,7 +48,7 @@ struct DHCPClientInteropTests {
             var configuration = DHCPClientConfiguration(hardwareAddress: clientMAC)
             configuration.hostName = "swiftvpnkit"
             let service = try DHCPClientService(stack: stack, configuration: configuration)
-            driver.attachments.append(service)
+            driver.keep(service)
             driver.start()
             let bound = loop.makePromise(of: DHCPClientLease.self)
             service.onEvent = { event in if case .bound(let lease) = event { bound.succeed(lease) } }

@@ -303,7 +303,7 @@ print("silent_after", round(time.monotonic() - t0, 1))
         #expect(client.output.contains("echo hello"), "\(client.output) \(client.error) \(log)")
         #expect(client.output.contains("udp howdy"), "\(client.output) \(client.error) \(log)")
         #expect(client.output.contains("publish syn"), "\(client.output) \(client.error) \(log)")
-        #expect(log.contains("tcp_connects=1 ok=1"), "\(log)")
+        #expect(log.contains("tcp_connects_started=1 tcp_connects_succeeded=1"), "\(log)")
     }
 }
 

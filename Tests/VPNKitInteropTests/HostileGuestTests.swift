@@ -223,7 +223,7 @@ struct HostileGuestTests {
         let peak = resources.peakRSSKiB
         let stats = (try? run(vpnkitBinary(), ["stats", statsPath, "--json"], timeout: 20).output) ?? ""
         let nat = (try? JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["nat"] as? [String: Any] ?? [:]
-        let toHost = nat["tcpBytesToHost"] as? Int ?? 0
+        let toHost = nat["tcp_bytes_to_host"] as? Int ?? 0
         print("tiny: \(result); \(toHost) bytes written to the host socket; peak RSS (VmHWM) \(before) KiB before, \(peak) KiB after")
         #expect(result.hasPrefix("ok "), "\(attack.output) \(attack.error)")
         let words = result.split(separator: " ")

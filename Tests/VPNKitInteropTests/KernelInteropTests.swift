@@ -7,6 +7,7 @@ import VPNKitIPv4
 import VPNKitStack
 import VPNKitTransport
 import VPNKitTestSupport
+import VPNKitRuntime
 
 /// The stack in this process on a TAP device inside a fresh namespace, the namespace's kernel at
 /// 192.168.65.3/24 opposite it.
@@ -36,9 +37,9 @@ final class InProcessGuestLink {
                         try? stack.sendUDP(message.payload, from: message.destination, port: message.destinationPort, to: message.source, port: message.sourcePort, now: now)
                     }
                 }
-                driver.attachments.append(socket)
+                driver.keep(socket)
             }
-            if diagnostics { driver.attachments.append(try DiagnosticServices(stack: driver.stack)) }
+            if diagnostics { driver.keep(try DiagnosticServices(stack: driver.stack)) }
             return NIOLoopBound(driver, eventLoop: loop)
         }.wait()
     }

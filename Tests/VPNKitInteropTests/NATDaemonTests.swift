@@ -112,7 +112,7 @@ struct NATDaemonTests {
         #expect(seconds < 1, "refusal took \(seconds) s")
         let stopped = daemon.stop()
         #expect(stopped.status == 0)
-        #expect(stopped.stderr.contains("nat: tcp_connects="), "\(stopped.stderr)")
+        #expect(stopped.stderr.contains("nat: tcp_flows=") && stopped.stderr.contains("tcp_connects_started="), "\(stopped.stderr)")
     }
 
     @Test("UDP: 20,000 datagrams of mixed sizes, none lost; a 60,000-byte datagram whole; a closed port is refused")
@@ -282,6 +282,6 @@ struct NATDaemonTests {
         let flows = object?["flows"] as? [String: Any]
         #expect((flows?["tcpOpen"] as? Int) == 1, "\(json.output)")
         let prometheus = try run(vpnkitBinary(), ["stats", socketPath, "--prometheus"], timeout: 20)
-        #expect(prometheus.output.contains("vpnkit_tcp_flows_open 1"), "\(prometheus.output)")
+        #expect(prometheus.output.contains("vpnkit_nat_tcp_flows 1"), "\(prometheus.output)")
     }
 }

@@ -6,6 +6,7 @@ import VPNKitTestSupport
 import VPNKitBase
 import VPNKitStack
 import VPNKitTCP
+import VPNKitRuntime
 
 @Suite("TCP against the Linux kernel", .serialized, .enabled(if: runsHere(canUseNamespaces), namespaceSkipReason), .requires(canUseNamespaces, namespaceSkipReason))
 struct TCPInteropTests {
@@ -16,7 +17,7 @@ struct TCPInteropTests {
         let driver = link.driver
         try link.loop.submit {
             let d = driver.value
-            d.attachments.append(try DiagnosticServices(stack: d.stack))
+            d.keep(try DiagnosticServices(stack: d.stack))
         }.wait()
         let script = """
             import os, socket, hashlib, sys
@@ -103,7 +104,7 @@ struct TCPInteropTests {
                 while var chunk = socket.read(now: .now()) { answer.writeBuffer(&chunk) }
                 reply.set(Data(answer.readableBytesView))
             }
-            d.attachments.append(socket)
+            d.keep(socket)
             d.flush()
         }.wait()
         let expected = "\(payload.readableBytes) \(sha256Hex(payload))"

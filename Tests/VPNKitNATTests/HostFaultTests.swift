@@ -8,6 +8,7 @@ import VPNKitNAT
 import VPNKitStack
 import VPNKitTCP
 import VPNKitTestSupport
+import VPNKitRuntime
 
 /// A misbehaving server on 127.0.0.1, on a thread of its own, for one connection.
 final class FaultyHostServer: Sendable {

@@ -6,6 +6,7 @@ import Testing
 import VPNKitBase
 import VPNKitNAT
 import VPNKitStack
+import VPNKitRuntime
 
 /// A log handler that keeps every line it is given (level and text), for counting.
 final class RecordingLogHandler: LogHandler, Sendable {

@@ -12,6 +12,8 @@ import VPNKitTransport
 import VPNKitDNS
 import VPNKitEthernet
 import VPNKitUDP
+import VPNKitServices
+import VPNKitRuntime
 
 let gatewayIP = IPv4Address(192, 168, 65, 1)
 let hostAlias = IPv4Address(192, 168, 65, 2)

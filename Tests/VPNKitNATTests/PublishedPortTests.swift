@@ -7,6 +7,7 @@ import VPNKitNAT
 import VPNKitStack
 import VPNKitTCP
 import VPNKitTestSupport
+import VPNKitRuntime
 
 /// A blocking TCP client on 127.0.0.1, for the host side of a published port.
 final class BlockingClient {

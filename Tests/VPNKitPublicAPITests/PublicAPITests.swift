@@ -179,18 +179,18 @@ struct PublicAPITests {
         let (gateway, host) = try await makeNetwork()
         let backend = TestMetrics()
         try await gateway.exportMetrics(every: .seconds(3600), labelPrefix: "gw", dimensions: [("stack", "gateway")], factory: backend)
-        let before = try backend.expectCounter("gw_udp_port_unreachable", [("stack", "gateway")]).totalValue
+        let before = try backend.expectCounter("gw_stack_udp_port_unreachable", [("stack", "gateway")]).totalValue
         let socket = try await host.bindUDP(port: 40002)
         for _ in 0..<3 { try await socket.send(ByteBuffer(string: "x"), to: IPv4Address("10.90.0.1")!, port: 9) }
         try await Task.sleep(for: .milliseconds(100))
         try await gateway.reportMetrics()
-        let after = try backend.expectCounter("gw_udp_port_unreachable", [("stack", "gateway")]).totalValue
+        let after = try backend.expectCounter("gw_stack_udp_port_unreachable", [("stack", "gateway")]).totalValue
         #expect(after - before == 3)
         #expect(try backend.expectCounter("gw_dhcp_acks", [("stack", "gateway")]).totalValue == 1)
         #expect(try backend.expectGauge("gw_dhcp_leases", [("stack", "gateway")]).lastValue == 1)
         // Reporting twice adds nothing new.
         try await gateway.reportMetrics()
-        #expect(try backend.expectCounter("gw_udp_port_unreachable", [("stack", "gateway")]).totalValue == after)
+        #expect(try backend.expectCounter("gw_stack_udp_port_unreachable", [("stack", "gateway")]).totalValue == after)
         await #expect(throws: UserspaceStackError.alreadyAttached("metrics export")) {
             try await gateway.exportMetrics(factory: backend)
         }

@@ -5,6 +5,7 @@ import VPNKitBase
 import VPNKitStack
 import VPNKitTCP
 import VPNKitTransport
+import VPNKitRuntime
 
 @Suite("TCP from Swift concurrency")
 struct AsyncTCPTests {

@@ -4,6 +4,7 @@ import Testing
 import VPNKitBase
 import VPNKitStack
 import VPNKitTransport
+import VPNKitRuntime
 
 @Suite("UDP from Swift concurrency")
 struct AsyncUDPTests {

@@ -5,6 +5,7 @@ import VPNKitBase
 import VPNKitStack
 import VPNKitTCP
 import VPNKitTransport
+import VPNKitRuntime
 
 /// A client that sends `data` and collects what comes back.
 final class EchoClient {

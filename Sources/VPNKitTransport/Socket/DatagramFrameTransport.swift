@@ -8,6 +8,10 @@ public import VPNKitBase
 
 #if canImport(Glibc)
 import Glibc
+private let closeDescriptor = Glibc.close
+#elseif canImport(Darwin)
+import Darwin
+private let closeDescriptor = Darwin.close
 #endif
 
 /// A unix datagram socket bound at our path, carrying one frame per datagram. Use it on its event
@@ -33,7 +37,7 @@ import Glibc
 public final class DatagramFrameTransport: FrameTransport {
     /// The MTU given to `bind`; the datagram framing does not carry one.
     public let mtu: Int
-    /// Our socket's path.
+    /// Our socket's path; empty for a descriptor handed over with `adopt`.
     public let path: String
     /// Always nil: the datagram framing does not carry the guest's MAC address.
     public var guestAddress: MACAddress? { nil }
@@ -59,10 +63,10 @@ public final class DatagramFrameTransport: FrameTransport {
     private let handler: DatagramFrameHandler
     private var socketFile: UnixSocketFile?
 
-    private init(handler: DatagramFrameHandler, mtu: Int, socketFile: UnixSocketFile) {
+    private init(handler: DatagramFrameHandler, mtu: Int, socketFile: UnixSocketFile?) {
         self.handler = handler
         self.mtu = mtu
-        self.path = socketFile.path
+        self.path = socketFile?.path ?? ""
         self.socketFile = socketFile
     }
 
@@ -123,6 +127,56 @@ public final class DatagramFrameTransport: FrameTransport {
     }
 }
 
+extension DatagramFrameTransport {
+    /// Takes over `descriptor`, a connected unix datagram socket (one end of a
+    /// `socketpair(AF_UNIX, SOCK_DGRAM)`, as Virtualization.framework's file-handle attachment, vfkit
+    /// and krunkit hand over) carrying one frame per datagram. The transport owns the descriptor from
+    /// now on and closes it; on failure it is closed too. Frames go to the connected peer; a
+    /// zero-length datagram reads as the end of the link. The future completes on `eventLoop`.
+    public static func adopt(
+        descriptor: Int32, mtu: Int = 1500, options: SocketTransportOptions = .init(), on eventLoop: any EventLoop
+    ) -> EventLoopFuture<NIOLoopBound<DatagramFrameTransport>> {
+        let placeholder: SocketAddress
+        do {
+            placeholder = try SocketAddress(unixDomainSocketPath: "socketpair")
+        } catch {
+            _ = closeDescriptor(descriptor)
+            return eventLoop.makeFailedFuture(error)
+        }
+        return NIOPipeBootstrap(group: eventLoop)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.maxMessagesPerRead, value: 16)
+            // One byte more than the maximum, so that a longer datagram shows (truncated) as too long.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: options.maxFrameSize + 1))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = DatagramFrameHandler(
+                        fd: descriptor, maxFrameSize: options.maxFrameSize, maxPendingBytes: options.maxPendingBytes, peer: placeholder,
+                        connected: true)
+                    try channel.pipeline.syncOperations.addHandlers([ConnectedDatagramReader(source: placeholder), handler])
+                }
+            }
+            .takingOwnershipOfDescriptor(inputOutput: descriptor)
+            .flatMapThrowing { channel in
+                let handler = try channel.pipeline.syncOperations.handler(type: DatagramFrameHandler.self)
+                return NIOLoopBound(DatagramFrameTransport(handler: handler, mtu: mtu, socketFile: nil), eventLoop: channel.eventLoop)
+            }
+    }
+}
+
+/// On a connected datagram socket each read(2) returns one datagram, from the one peer: this turns
+/// it into the addressed form `DatagramFrameHandler` takes.
+final class ConnectedDatagramReader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = AddressedEnvelope<ByteBuffer>
+    let source: SocketAddress
+    init(source: SocketAddress) { self.source = source }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(wrapInboundOut(AddressedEnvelope(remoteAddress: source, data: unwrapInboundIn(data))))
+    }
+}
+
 /// The channel handler behind `DatagramFrameTransport`: NIO reads, we write (UnixDatagramSocket.swift).
 final class DatagramFrameHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
@@ -151,8 +205,12 @@ final class DatagramFrameHandler: ChannelInboundHandler {
     private var waitingBytes = 0
     private var retry: Scheduled<Void>?
 
-    init(fd: Int32, maxFrameSize: Int, maxPendingBytes: Int, peer: SocketAddress?) {
+    /// Whether the socket is connected (sends name no address).
+    private let connected: Bool
+
+    init(fd: Int32, maxFrameSize: Int, maxPendingBytes: Int, peer: SocketAddress?, connected: Bool = false) {
         self.fd = fd
+        self.connected = connected
         self.maxFrameSize = maxFrameSize
         self.maxPendingBytes = maxPendingBytes
         self.peer = peer
@@ -220,7 +278,7 @@ final class DatagramFrameHandler: ChannelInboundHandler {
             return false
         }
         if waiting.isEmpty {
-            let error = UnixDatagramSocket.send(fd: fd, frame, to: peer)
+            let error = UnixDatagramSocket.send(fd: fd, frame, to: connected ? nil : peer)
             if error == 0 {
                 statistics.countSent(frame.readableBytes)
                 return true
@@ -246,7 +304,7 @@ final class DatagramFrameHandler: ChannelInboundHandler {
     private func sendWaiting() {
         guard !closed, let peer else { return }
         while let frame = waiting.first {
-            let error = UnixDatagramSocket.send(fd: fd, frame, to: peer)
+            let error = UnixDatagramSocket.send(fd: fd, frame, to: connected ? nil : peer)
             if Self.isWouldBlock(error) {
                 scheduleRetry()
                 return

@@ -65,11 +65,32 @@ public final class QemuStreamTransport: FrameTransport {
                 }
             }
             .connect(unixDomainSocketPath: path)
-            .flatMapThrowing { channel in
-                let handler = try channel.pipeline.syncOperations.handler(type: FramedStreamHandler.self)
-                handler.activateIfActive()
-                return NIOLoopBound(QemuStreamTransport(handler: handler, mtu: mtu), eventLoop: channel.eventLoop)
+            .flatMapThrowing { channel in try transport(of: channel, mtu: mtu) }
+    }
+
+    /// Takes over `descriptor`, a connected stream socket carrying qemu's framing (what
+    /// `qemu -netdev socket,fd=` or `-netdev stream` with an inherited descriptor use: each frame
+    /// behind a 4-byte big-endian length). The transport owns the descriptor from now on and closes
+    /// it. The future completes on `eventLoop`.
+    public static func adopt(
+        descriptor: Int32, mtu: Int = 1500, options: SocketTransportOptions = .init(), on eventLoop: any EventLoop
+    ) -> EventLoopFuture<NIOLoopBound<QemuStreamTransport>> {
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.writeBufferWaterMark, value: options.writeBufferWaterMark)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(makeHandler(options: options))
+                }
             }
+            .withConnectedSocket(descriptor)
+            .flatMapThrowing { channel in try transport(of: channel, mtu: mtu) }
+    }
+
+    private static func transport(of channel: any Channel, mtu: Int) throws -> NIOLoopBound<QemuStreamTransport> {
+        let handler = try channel.pipeline.syncOperations.handler(type: FramedStreamHandler.self)
+        handler.activateIfActive()
+        return NIOLoopBound(QemuStreamTransport(handler: handler, mtu: mtu), eventLoop: channel.eventLoop)
     }
 }
 

@@ -18,6 +18,10 @@ import NIOCore
 
 #if canImport(Glibc)
 import Glibc
+private let sendOnConnected = Glibc.send
+#elseif canImport(Darwin)
+import Darwin
+private let sendOnConnected = Darwin.send
 #endif
 
 enum UnixDatagramSocket {
@@ -29,9 +33,18 @@ enum UnixDatagramSocket {
         try UnixSocketFile.bind(path: path, type: Int32(SOCK_DGRAM.rawValue), mode: mode, previous: nil)
     }
 
-    /// Sends `frame` as one datagram to `peer` without blocking; 0 when the kernel took it, the
-    /// errno otherwise (EAGAIN: the peer's queue is full).
-    static func send(fd: Int32, _ frame: ByteBuffer, to peer: SocketAddress) -> Int32 {
+    /// Sends `frame` as one datagram to `peer` (nil: the socket is connected, as one end of a
+    /// socketpair is) without blocking; 0 when the kernel took it, the errno otherwise (EAGAIN: the
+    /// peer's queue is full).
+    static func send(fd: Int32, _ frame: ByteBuffer, to peer: SocketAddress?) -> Int32 {
+        guard let peer else {
+            let sent = frame.withUnsafeReadableBytes { bytes in
+                withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1) { empty in
+                    sendOnConnected(fd, bytes.baseAddress ?? UnsafeRawPointer(empty.baseAddress!), bytes.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL))
+                }
+            }
+            return sent < 0 ? errno : 0
+        }
         let sent = peer.withSockAddr { address, addressLength in
             frame.withUnsafeReadableBytes { bytes in
                 // A zero-length datagram is legal; sendto wants a valid pointer even for 0 bytes.

@@ -1,4 +1,5 @@
 public import NIOCore
+public import VPNKitStack
 public import VPNKitBase
 
 /// A UDP socket on a stack driven by a `StackDriver`, usable from Swift concurrency: received

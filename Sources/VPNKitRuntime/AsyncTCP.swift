@@ -1,4 +1,5 @@
 public import NIOCore
+public import VPNKitStack
 public import VPNKitBase
 public import VPNKitTCP
 

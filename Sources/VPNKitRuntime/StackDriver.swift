@@ -1,4 +1,5 @@
 public import NIOCore
+public import VPNKitStack
 import VPNKitBase
 public import VPNKitTransport
 
@@ -42,7 +43,7 @@ public final class StackDriver {
     public var onTransportClosed: (((any Error)?) -> Void)?
     /// Objects that live as long as the driver (sockets, services attached to the stack); released
     /// by `stop()`.
-    public var attachments: [AnyObject] = []
+    public var attachments: [any StackDriverAttachment] = []
 
     /// Creates a driver for `stack` over `transport`; nothing happens until `start()`. Must be called
     /// on `eventLoop`.
@@ -182,7 +183,7 @@ public final class StackDriver {
         transport.close()
         let attached = attachments
         attachments.removeAll()
-        for attachment in attached { (attachment as? any StackDriverAttachment)?.driverDidStop() }
+        for attachment in attached { attachment.driverDidStop() }
     }
 }
 

@@ -5,6 +5,7 @@ import NIOPosix
 public import VPNKitBase
 public import VPNKitDNS
 public import VPNKitStack
+public import VPNKitRuntime
 
 /// Settings of the gateway's DNS service.
 public struct DNSServiceConfiguration: Sendable {

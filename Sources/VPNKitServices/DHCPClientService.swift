@@ -3,6 +3,7 @@ public import VPNKitBase
 import VPNKitARP
 import VPNKitIPv4
 public import VPNKitStack
+public import VPNKitDHCP
 
 /// A change of the client's lease.
 public enum DHCPClientEvent: Sendable {

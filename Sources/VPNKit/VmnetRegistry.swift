@@ -2,6 +2,8 @@ import NIOCore
 import VPNKitBase
 import VPNKitDHCP
 import VPNKitTransport
+import VPNKitServices
+import VPNKitStack
 
 /// vmnet clients by UUID, as vpnkit keeps them: a UUID seen before gets the same MAC and the same
 /// IPv4 address again (so rootlesskit's two connections, or a VM that reconnects, land on one
@@ -10,18 +12,29 @@ import VPNKitTransport
 /// the client asks for next names the same address. Confined to the event loop.
 final class VmnetRegistry: @unchecked Sendable {  // created before the loop runs, then used only on it
     private(set) var clients: [VmnetUUID: (mac: MACAddress, address: IPv4Address)] = [:]
-    let poolStart: IPv4Address
-    let poolEnd: IPv4Address
-    let excluded: Set<IPv4Address>
-    /// Set once the DHCP server runs; reservations made before are applied then.
+    /// The addresses handed out: the stack's subnet from its third address to the last before the
+    /// broadcast address until a DHCP server runs, then the server's pool.
+    private(set) var poolStart = IPv4Address(0, 0, 0, 0)
+    private(set) var poolEnd = IPv4Address(0, 0, 0, 0)
+    private(set) var excluded: Set<IPv4Address> = []
+    /// Set once the DHCP server runs; its pool is used from then on, and reservations made before
+    /// are applied to it.
     var dhcp: DHCPService? {
-        didSet { for client in clients.values { dhcp?.reserve(client.address, for: client.mac) } }
+        didSet {
+            guard let dhcp else { return }
+            let c = dhcp.server.configuration
+            (poolStart, poolEnd, excluded) = (c.poolStart, c.poolEnd, c.excluded)
+            for client in clients.values { dhcp.reserve(client.address, for: client.mac) }
+        }
     }
 
-    init(poolStart: IPv4Address, poolEnd: IPv4Address, excluded: Set<IPv4Address>) {
-        self.poolStart = poolStart
-        self.poolEnd = poolEnd
-        self.excluded = excluded
+    /// Takes the pool from the stack's subnet, excluding the stack's own addresses.
+    func usePool(of configuration: StackConfiguration) {
+        guard dhcp == nil else { return }
+        let subnet = configuration.subnet
+        poolStart = subnet.address(at: 3) ?? subnet.network
+        poolEnd = IPv4Address(rawValue: subnet.broadcast.rawValue &- 1)
+        excluded = Set(configuration.addresses)
     }
 
     func admit(_ uuid: VmnetUUID, preferred: IPv4Address?, now: NIODeadline) -> Result<MACAddress, VmnetRefusal> {

@@ -2,6 +2,7 @@ public import NIOCore
 public import VPNKitBase
 import VPNKitIPv4
 public import VPNKitStack
+public import VPNKitDHCP
 
 /// The DHCP server attached to a stack: it binds UDP port 67 (on every address of the stack, broadcasts
 /// included) and answers clients on the link. Confined to the thread driving the stack.

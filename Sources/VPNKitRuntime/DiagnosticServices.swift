@@ -1,4 +1,5 @@
 public import NIOCore
+public import VPNKitStack
 import VPNKitBase
 import VPNKitTCP
 

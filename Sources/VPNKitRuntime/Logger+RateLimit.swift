@@ -4,6 +4,7 @@
 package import Logging
 package import NIOCore
 package import VPNKitBase
+package import VPNKitTransport
 
 extension Logger {
     /// Logs `message` at `level` unless `limiter` holds lines of `key` back at `now`; a line that
@@ -46,5 +47,15 @@ package final class RateLimitedLogger {
         file: String = #fileID, function: String = #function, line: UInt = #line
     ) {
         logger.log(level, key: key, limiter: &limiter, now: now, message(), file: file, function: function, line: line)
+    }
+}
+
+/// Logs what a pausing listener reports (the guest's socket, the stats socket). A failed accept can
+/// come once per connection, so those lines are rate-limited; pauses come at most once a second.
+package func logListenerEvent(_ event: PausingListener.Event, listener: String, log: RateLimitedLogger) {
+    switch event {
+    case .resumed: log.logger.info("\(listener): \(event)")
+    case .acceptFailed: log.log(.notice, key: "\(listener): accept failed", "\(listener): \(event)")
+    case .paused, .resumeFailed: log.logger.notice("\(listener): \(event)")
     }
 }

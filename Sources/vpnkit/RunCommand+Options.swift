@@ -1,0 +1,267 @@
+// `vpnkit run`'s options, one group per concern; each group checks itself and makes its part of
+// the configuration. The command (RunCommand.swift) checks what spans groups.
+
+import ArgumentParser
+import Logging
+import VPNKit
+
+/// How the guest is attached.
+struct LinkOptions: ParsableArguments {
+    @Option(help: "The guest's network namespace: a name under /var/run/netns, or a path.")
+    var netns: String?
+    @Option(help: "The TAP device inside the namespace (attached to if it exists, created otherwise).")
+    var tap: String?
+    @Option(help: "A unix socket path for a VM's link (with --protocol).")
+    var socket: String?
+    @Option(help: "The framing on --socket: qemu (4-byte length, qemu -netdev stream), dgram (one frame per datagram), vmnet (Docker's vpnkit protocol).")
+    var `protocol`: SocketProtocol?
+    @Flag(help: "With --protocol qemu: connect to a VM that listens on --socket (qemu -netdev stream,server=on) instead of listening.")
+    var connect = false
+    @Option(help: "The link MTU (68…65520).")
+    var mtu: Int = 1500
+    @Flag(name: .customLong("no-offloads"), help: "TAP devices: no virtio-net header, so no checksum or TCP segmentation offload; every segment then crosses the device at MTU size, at more CPU per byte. The fault flags also turn offloads off.")
+    var noOffloads = false
+    @Flag(name: .customLong("receive-steering"), help: "TAP devices: set an RPS mask of every CPU the daemon may use, so the guest's kernel handles our frames on another CPU instead of inside our write(2). Faster only with CPUs to spare, slower without; the mask stays on the device.")
+    var receiveSteering = false
+
+    enum SocketProtocol: String, ExpressibleByArgument, CaseIterable {
+        case qemu, dgram, vmnet
+    }
+
+    func validate() throws {
+        switch (tap, socket) {
+        case (.some, .some): throw ValidationError("--tap and --socket cannot be used together")
+        case (nil, .some): if `protocol` == nil { throw ValidationError("--socket needs --protocol qemu|dgram|vmnet") }
+        case (.some, nil): if `protocol` != nil { throw ValidationError("--protocol goes with --socket, not --tap") }
+        case (nil, nil): break
+        }
+        if receiveSteering && socket != nil { throw ValidationError("--receive-steering applies to TAP devices (--tap, or a command after --), not to --socket") }
+        if connect && `protocol` != .qemu { throw ValidationError("--connect goes with --protocol qemu (a VM listening with server=on)") }
+        guard (68...65520).contains(mtu) else { throw ValidationError("--mtu must be within 68…65520") }
+    }
+
+    /// The link for these options; `namespace` is the one made for a command (after --).
+    func link(namespace: GuestNamespace?) throws -> UserspaceStack.Link {
+        if let namespace {
+            return .tap(device: namespace.device, namespace: namespace.path, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering)
+        }
+        if let tap { return .tap(device: tap, namespace: netns, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering) }
+        guard let socket, let kind = `protocol` else { throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --") }
+        switch kind {
+        case .dgram: return .datagramSocket(path: socket, mtu: mtu)
+        case .qemu: return .qemuStream(path: socket, connect: connect, mtu: mtu)
+        case .vmnet: return .vmnetServer(path: socket, mtu: mtu)
+        }
+    }
+}
+
+/// The guest network's addresses and the stack's limits.
+struct StackOptions: ParsableArguments {
+    @Option(help: "The guest subnet.")
+    var subnet: String = "192.168.65.0/24"
+    @Option(help: "The gateway address (default: the subnet's first address).")
+    var gateway: String?
+    @Option(name: .customLong("host-alias"), help: "The guest-side address of the host's 127.0.0.1 (named host.internal); 0.0.0.0 for none.")
+    var hostAlias: String = "192.168.65.2"
+    @Option(name: .customLong("tcp-buffer"), help: "Send and receive buffer per guest TCP connection, in bytes (16384…16777216). Larger keeps 64 KiB segments flowing; a guest can make the daemon hold up to about 4 × this + 768 KiB per connection (SECURITY.md).")
+    var tcpBuffer: Int = 1 << 20
+
+    func validate() throws {
+        guard let net = IPv4Subnet(subnet) else { throw ValidationError("--subnet must look like 192.168.65.0/24") }
+        guard net.prefixLength <= 29 else { throw ValidationError("--subnet \(net) is too small: it needs room for the gateway, the host alias and guests (/29 at most)") }
+        if let gateway, IPv4Address(gateway) == nil { throw ValidationError("--gateway must be an IPv4 address") }
+        guard let alias = IPv4Address(hostAlias) else { throw ValidationError("--host-alias must be an IPv4 address") }
+        guard alias == .any || net.contains(alias) else { throw ValidationError("--host-alias \(alias) is not inside --subnet \(net)") }
+        guard (16384...16 << 20).contains(tcpBuffer) else { throw ValidationError("--tcp-buffer must be between 16384 and 16777216") }
+    }
+
+    /// The host alias, nil when turned off (`--host-alias 0.0.0.0`, as vpnkit's `--host-ip 0.0.0.0`).
+    var hostAliasAddress: IPv4Address? {
+        guard let alias = IPv4Address(hostAlias), alias != .any else { return nil }
+        return alias
+    }
+
+    func makeConfiguration(mtu: Int, maxConnections: Int) throws -> StackConfiguration {
+        let net = IPv4Subnet(subnet)!
+        let gatewayAddress = gateway.flatMap { IPv4Address($0) } ?? net.address(at: 1)!
+        guard net.contains(gatewayAddress) else { throw ValidationError("--gateway \(gatewayAddress) is not inside --subnet \(net)") }
+        let alias = hostAliasAddress
+        guard alias != gatewayAddress else { throw ValidationError("--host-alias and --gateway must differ") }
+        var c = StackConfiguration(subnet: net, gateway: gatewayAddress, additionalAddresses: alias.map { [$0] } ?? [], mtu: mtu)
+        c.maximumTCPConnections = max(c.maximumTCPConnections, maxConnections + 256)
+        c.tcp.sendBufferSize = tcpBuffer
+        c.tcp.receiveBufferSize = tcpBuffer
+        return c
+    }
+}
+
+/// The DHCP server on the gateway.
+struct DHCPOptions: ParsableArguments {
+    @Flag(name: .customLong("no-dhcp"), help: "Do not run the DHCP server on the gateway.")
+    var noDHCP = false
+    @Option(help: "The domain name given to guests by DHCP (option 15, and first in the search list).")
+    var domain: String?
+    @Option(help: "A further DNS search domain for guests (option 119); repeatable.")
+    var search: [String] = []
+    @Option(name: .customLong("lease-time"), help: "DHCP lease time in seconds (renewal at half of it).")
+    var leaseTime: Int = 7200
+    @Option(name: .customLong("pool-start"), help: "The first address DHCP (and vmnet) hands out (default: the subnet's third).")
+    var poolStart: String?
+    @Option(name: .customLong("pool-end"), help: "The last address DHCP (and vmnet) hands out (default: the last before the broadcast address).")
+    var poolEnd: String?
+    @Option(name: .customLong("dhcp-reserve"), help: "A fixed address for a MAC: MAC=IP; repeatable.")
+    var dhcpReserve: [String] = []
+
+    func validate() throws {
+        guard (10...(365 * 86400)).contains(leaseTime) else { throw ValidationError("--lease-time must be within 10 s … 1 year") }
+        _ = try reservations()
+        for name in [domain].compactMap({ $0 }) + search {
+            guard (try? DomainNameList.encode([name])) != nil else { throw ValidationError("\(name) is not a valid domain name") }
+        }
+    }
+
+    func reservations() throws -> [MACAddress: IPv4Address] {
+        var result: [MACAddress: IPv4Address] = [:]
+        for entry in dhcpReserve {
+            let parts = entry.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let mac = MACAddress(parts[0]), let ip = IPv4Address(parts[1]) else {
+                throw ValidationError("--dhcp-reserve wants MAC=IP, got \(entry)")
+            }
+            result[mac] = ip
+        }
+        return result
+    }
+
+    /// The server's configuration, nil with --no-dhcp.
+    func makeConfiguration(_ stack: StackConfiguration) throws -> DHCPServerConfiguration? {
+        guard !noDHCP else { return nil }
+        var c = DHCPServerConfiguration(serverAddress: stack.gateway, subnet: stack.subnet, excluded: Set(stack.addresses))
+        c.domainName = domain
+        c.searchDomains = search
+        c.mtu = UInt16(clamping: stack.mtu)
+        c.leaseTime = .seconds(Int64(leaseTime))
+        c.reservations = try reservations()
+        if let poolStart {
+            guard let address = IPv4Address(poolStart), stack.subnet.contains(address) else { throw ValidationError("--pool-start must be an address inside \(stack.subnet)") }
+            c.poolStart = address
+        }
+        if let poolEnd {
+            guard let address = IPv4Address(poolEnd), stack.subnet.contains(address) else { throw ValidationError("--pool-end must be an address inside \(stack.subnet)") }
+            c.poolEnd = address
+        }
+        guard c.poolStart <= c.poolEnd else { throw ValidationError("--pool-start \(c.poolStart) is after --pool-end \(c.poolEnd)") }
+        for address in c.reservations.values where !stack.subnet.contains(address) {
+            throw ValidationError("--dhcp-reserve address \(address) is not inside \(stack.subnet)")
+        }
+        return c
+    }
+}
+
+/// Carrying the guest's traffic over host sockets, and DNS.
+struct NATOptions: ParsableArguments {
+    @Flag(name: .customLong("no-host-loopback"), help: "The host alias does not reach the host's loopback: connections to it are refused.")
+    var noHostLoopback = false
+    @Flag(name: .customLong("no-nat"), help: "Do not forward guest traffic to host sockets (the stack answers only for its own addresses).")
+    var noNAT = false
+    @Option(name: .customLong("dns-upstream"), help: "A DNS server to forward guest queries to, IP[:PORT]; repeatable (default: the host's /etc/resolv.conf nameservers).")
+    var dnsUpstream: [String] = []
+    @Option(name: .customLong("host-record"), help: "A DNS name the gateway answers itself: NAME=IP; repeatable.")
+    var hostRecord: [String] = []
+    @Option(name: .customLong("publish"), help: "Forward a host port into the guest: tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT; repeatable. Binds 127.0.0.1 unless HOSTIP is given.")
+    var publish: [String] = []
+    @Option(name: .customLong("max-connections"), help: "TCP connections through the NAT at once; more are refused with RST. Each holds a host socket and up to its TCP buffers in memory.")
+    var maxConnections: Int = 4096
+    @Option(name: .customLong("max-udp-flows"), help: "UDP flows (guest address and port) at once; the least recently used is closed to make room. Each holds a host socket.")
+    var maxUDPFlows: Int = 1024
+    @Option(name: .customLong("udp-idle-timeout"), help: "Seconds after which an idle UDP flow is closed.")
+    var udpIdleTimeout: Int = 60
+
+    func validate() throws {
+        for upstream in dnsUpstream where parseEndpoint(upstream, defaultPort: 53) == nil {
+            throw ValidationError("--dns-upstream wants IP[:PORT], got \(upstream)")
+        }
+        for record in hostRecord {
+            let parts = record.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, IPv4Address(parts[1]) != nil, (try? DomainNameList.encode([String(parts[0])])) != nil else {
+                throw ValidationError("--host-record wants NAME=IP, got \(record)")
+            }
+        }
+        for entry in publish where PublishedPort(entry) == nil {
+            throw ValidationError("--publish wants tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, got \(entry)")
+        }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard maxUDPFlows >= 1 else { throw ValidationError("--max-udp-flows must be at least 1") }
+        guard udpIdleTimeout >= 1 else { throw ValidationError("--udp-idle-timeout must be at least 1 second") }
+    }
+
+    /// The NAT's configuration, nil with --no-nat.
+    func makeConfiguration(hostAlias: IPv4Address?) -> NATConfiguration? {
+        guard !noNAT else { return nil }
+        var c = NATConfiguration()
+        c.hostAlias = hostAlias
+        c.hostLoopback = !noHostLoopback
+        c.maximumConnections = maxConnections
+        c.maximumUDPFlows = maxUDPFlows
+        c.udpIdleTimeout = .seconds(Int64(udpIdleTimeout))
+        return c
+    }
+
+    func makeDNSConfiguration(_ stack: StackConfiguration, hostAlias: IPv4Address?) -> DNSServiceConfiguration {
+        var c = DNSServiceConfiguration()
+        c.records["gateway.internal"] = stack.gateway
+        if let hostAlias { c.records["host.internal"] = hostAlias }
+        for record in hostRecord {
+            let parts = record.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, let ip = IPv4Address(parts[1]) { c.records[String(parts[0])] = ip }
+        }
+        c.upstreams = dnsUpstream.compactMap { parseEndpoint($0, defaultPort: 53) }.map { DNSUpstream(address: $0.address, port: $0.port) }
+        c.followResolvConf = dnsUpstream.isEmpty
+        return c
+    }
+}
+
+/// Capture, faults, diagnostics and logging.
+struct DiagnosticOptions: ParsableArguments {
+    @Option(help: "Write every frame of the guest link, both directions, to this pcap file (as it crossed the device, offloads kept). Costs a file write per frame.")
+    var pcap: String?
+    @Option(name: .customLong("fault-drop"), help: "Probability of dropping a frame (each direction). Any fault flag turns TAP offloads off.")
+    var faultDrop: Double = 0
+    @Option(name: .customLong("fault-reorder"), help: "Probability of holding a frame back so later ones overtake it. Any fault flag turns TAP offloads off.")
+    var faultReorder: Double = 0
+    @Option(name: .customLong("fault-duplicate"), help: "Probability of delivering a frame twice. Any fault flag turns TAP offloads off.")
+    var faultDuplicate: Double = 0
+    @Option(name: .customLong("fault-corrupt"), help: "Probability of flipping one bit of a frame. Any fault flag turns TAP offloads off.")
+    var faultCorrupt: Double = 0
+    @Option(name: .customLong("fault-seed"), help: "Seed of the fault sequence (the same seed repeats the same faults).")
+    var faultSeed: UInt64 = 1
+    @Option(name: .customLong("udp-echo"), help: "Diagnostic: echo UDP datagrams sent to this port of the gateway.")
+    var udpEcho: UInt16?
+    @Flag(name: .customLong("diagnostic-services"), help: "Serve TCP and UDP echo (port 7) and discard (port 9) on the gateway, to measure the stack against a real kernel.")
+    var diagnosticServices = false
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+    @Option(name: .customLong("stats"), help: "Serve counters and the flow table as JSON (or Prometheus text) on this unix socket; read it with `vpnkit stats PATH`.")
+    var stats: String?
+
+    func validate() throws {
+        for (name, p) in [("drop", faultDrop), ("reorder", faultReorder), ("duplicate", faultDuplicate), ("corrupt", faultCorrupt)] {
+            guard (0...1).contains(p) else { throw ValidationError("--fault-\(name) must be a probability within 0…1") }
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+    }
+
+    var faults: FaultConfiguration {
+        FaultConfiguration(drop: faultDrop, duplicate: faultDuplicate, reorder: faultReorder, corrupt: faultCorrupt, seed: faultSeed)
+    }
+}
+
+/// `IP[:PORT]`.
+func parseEndpoint(_ text: String, defaultPort: UInt16) -> (address: IPv4Address, port: UInt16)? {
+    let parts = text.split(separator: ":", maxSplits: 1)
+    guard let first = parts.first, let address = IPv4Address(first) else { return nil }
+    if parts.count == 2 {
+        guard let port = UInt16(parts[1]), port != 0 else { return nil }
+        return (address, port)
+    }
+    return (address, defaultPort)
+}
