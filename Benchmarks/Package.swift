@@ -7,7 +7,7 @@ let project = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deleti
     .lastPathComponent.lowercased()
 
 // The benchmarks live in their own package so that building and testing the project does not build
-// package-benchmark. Run them from this folder: `swift package benchmark` (see ../README.md).
+// package-benchmark. Run them from this folder: `swift package benchmark` (see ../BENCHMARKS.md).
 let package = Package(
     name: "SwiftVPNKitBenchmarks",
     dependencies: [

@@ -7,7 +7,7 @@ import VPNKitTCP
 import VPNKitDHCP
 
 extension DecodedFrame {
-    /// The frame as one JSON object in the documented schema (see README, "vpnkit decode").
+    /// The frame as one JSON object in the documented schema (see docs/USAGE.md, "vpnkit decode").
     public var json: JSONValue {
         var o = JSONObjectBuilder()
         o.add("frame", number)

@@ -142,8 +142,8 @@ extension NATConfiguration {
     /// What the NAT sets on every host TCP socket it connects, from the channel's initializer: reads
     /// only when asked (the guest's window paces them), half-close, keepalive, one read per wakeup,
     /// write watermarks, and a receive buffer that starts small and grows to `tcpReadChunkBytes`.
-    /// Set synchronously, not as bootstrap options (each of those is a chain of futures per
-    /// connection: a fifth of the cost of a short connection). TCP_NODELAY is not among them:
+    /// Set synchronously, not as bootstrap options: each of those is a chain of futures per
+    /// connection, which every short connection would pay for. TCP_NODELAY is not among them:
     /// `ClientBootstrap` sets it by default, and `ServerBootstrap` on the listener, whose accepted
     /// sockets inherit it.
     public func configureHostTCPChannel(_ channel: any Channel) throws {
@@ -154,8 +154,8 @@ extension NATConfiguration {
         try options.setOption(.maxMessagesPerRead, value: 1)
         try options.setOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
         // Start small and let bulk flows grow to the chunk: the receive buffer lives as long as the
-        // channel, so an initial 256 KiB would cost every idle flow that much (a SYN flood at the
-        // host alias once took 250 KiB per open flow).
+        // channel, so an initial 256 KiB would cost every idle flow that much, and a guest can open
+        // thousands of flows that carry nothing (a SYN flood at the host alias).
         let chunk = tcpReadChunkBytes
         try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: min(16_384, chunk), maximum: chunk))
     }

@@ -111,7 +111,7 @@ public final class TCPSocket {
 }
 
 /// A connection and its socket, held by reference so that the per-segment path finds and changes it
-/// in place (a struct in the dictionary was copied, all its buffers retained, on every access).
+/// in place (a struct in the dictionary would be copied, all its buffers retained, on every access).
 final class TCPEntry {
     var connection: TCPConnection
     let socket: TCPSocket

@@ -26,15 +26,12 @@ import Glibc
 /// write.
 ///
 /// Without it, a write(2) to a TAP runs the guest's whole receive path (IP, TCP, ACKs, waking the
-/// reader) inside the call, on our thread: in a bulk transfer to a network namespace that is about
-/// half of our thread's time. With an RPS mask the kernel queues each frame for the CPU its flow hashes
-/// to and returns; that CPU does the work, as it would for a NIC. It matters where the guest is a
-/// network namespace on this host; a VM's frames travel another way.
+/// reader) inside the call, on our thread. With an RPS mask the kernel queues each frame for the CPU
+/// its flow hashes to and returns; that CPU does the work, as it would for a NIC. It matters where the
+/// guest is a network namespace on this host; a VM's frames travel another way.
 ///
-/// It pays only where a CPU is to spare for that work. On two otherwise idle cores shared with both
-/// ends of a bulk transfer, the cross-CPU hand-off per frame cost about a third of host→guest
-/// throughput without offloads; on the same two cores with a low-priority job busy on one of them,
-/// it raised it by about a quarter (BENCHMARKS.md). Hence it is asked for, not assumed.
+/// It pays only where a CPU is to spare for that work; where none is, the cross-CPU hand-off per
+/// frame costs more than it saves (BENCHMARKS.md). Hence it is asked for, not assumed.
 public enum ReceiveSteering: Sendable, Equatable, CustomStringConvertible {
     /// `open` was asked not to touch the device's RPS setting.
     case notRequested
@@ -143,8 +140,8 @@ public final class TAPTransport: OffloadingFrameTransport {
     ///
     /// With `offloads`, the device carries a virtio-net header and the guest's interface gets
     /// checksum and TCP segmentation offload (TUN_F_CSUM | TUN_F_TSO4): it hands over TCP segments of
-    /// up to 64 KiB whatever the MTU, and takes them from us, which cuts the per-frame work of a bulk
-    /// transfer at MTU 1500 by up to 40 times. `offloads` reports what was switched on.
+    /// up to 64 KiB whatever the MTU, and takes them from us: a bulk transfer pays the per-frame work
+    /// once per 64 KiB rather than once per MSS. `offloads` reports what was switched on.
     ///
     /// With `receiveSteering`, the device's receive queues get an RPS mask of every CPU we may run
     /// on (see ``ReceiveSteering``): the guest's kernel then processes the frames we write on the CPU

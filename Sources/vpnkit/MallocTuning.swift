@@ -9,8 +9,8 @@ import Glibc
 /// hands them back with `munmap` on free; free memory at the top of the heap above the trim threshold
 /// goes back to the kernel too. The data path allocates and frees buffers of 64–256 KiB thousands of
 /// times a second (a TAP frame at MTU 65520, a host socket read), so with the defaults every one of
-/// them page-faults its memory in again and is zeroed by the kernel: measured here, page faults were
-/// the largest item in a host→guest profile at MTU 65520 (2.8 Gbit/s; 9.9 with this tuning).
+/// them page-faults its memory in again and is zeroed by the kernel, the largest cost of a bulk
+/// host→guest transfer at a large MTU.
 ///
 /// The daemon keeps such buffers on the heap instead: blocks up to 4 MiB come from the heap, and up to
 /// 64 MiB of free heap is kept for reuse before any is returned. What this costs is resident memory
