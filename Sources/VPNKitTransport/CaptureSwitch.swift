@@ -3,6 +3,8 @@ public import VPNKitBase
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Wraps a transport so that capturing can be switched on and off while frames flow: with no sink
@@ -49,9 +51,26 @@ public final class CaptureSwitch: OffloadingFrameTransport {
         set { inner.onClose = newValue }
     }
 
-    /// Wraps `inner`, capturing to `sink` from the start when one is given.
-    public init(wrapping inner: any FrameTransport, sink: (any CaptureSink)? = nil) {
+    /// Gives each captured frame's stack time and wall-clock nanoseconds.
+    private let clock: () -> (time: NIODeadline, wallClockNanoseconds: Int64)
+
+    /// Wraps `inner`, capturing to `sink` from the start when one is given. `now`, when given, is
+    /// the clock frames are stamped with (a simulation's virtual time; files then start near 1970);
+    /// by default the loop's clock and the wall clock.
+    public init(wrapping inner: any FrameTransport, sink: (any CaptureSink)? = nil, now: (() -> NIODeadline)? = nil) {
         self.inner = inner
+        if let now {
+            self.clock = {
+                let time = now()
+                return (time, Int64(time.uptimeNanoseconds))
+            }
+        } else {
+            self.clock = {
+                var wall = timespec()
+                clock_gettime(CLOCK_REALTIME, &wall)
+                return (.now(), Int64(wall.tv_sec) * 1_000_000_000 + Int64(wall.tv_nsec))
+            }
+        }
         self.offloadingInner = inner as? any OffloadingFrameTransport
         self.sink = sink
         inner.onFrame = { [weak self] frame in
@@ -97,8 +116,7 @@ public final class CaptureSwitch: OffloadingFrameTransport {
 
     private func capture(_ frame: ByteBuffer, into sink: any CaptureSink) {
         framesCaptured &+= 1
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        sink.capture(frame, at: .now(), wallClockNanoseconds: Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec))
+        let stamp = clock()
+        sink.capture(frame, at: stamp.time, wallClockNanoseconds: stamp.wallClockNanoseconds)
     }
 }

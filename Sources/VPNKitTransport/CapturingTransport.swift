@@ -102,63 +102,6 @@ public final class CaptureRing: CaptureSink {
     }
 }
 
-/// Wraps any transport and copies every frame, both directions, to a sink. The clock is injected
-/// (`now`), so captures of simulations carry virtual time.
-public final class CapturingTransport: FrameTransport {
-    /// The wrapped transport, which does the sending and receiving.
-    public let inner: any FrameTransport
-    /// Where the copies of the frames go.
-    public let sink: any CaptureSink
-    private let now: () -> NIODeadline
-    private let wallClock: () -> Int64
-    /// Called for every frame from the guest, after it has been captured.
-    public var onFrame: ((ByteBuffer) -> Void)?
-    /// The wrapped transport's `onClose`: setting it here sets it there.
-    public var onClose: (((any Error)?) -> Void)? {
-        get { inner.onClose }
-        set { inner.onClose = newValue }
-    }
-
-    /// Wraps `inner`, taking over its `onFrame`. `now` gives each frame's stack time;
-    /// `wallClockNanoseconds` gives the timestamps for files, by default `now`'s uptime in
-    /// nanoseconds (so a file starts near 1970 unless a real clock is passed).
-    public init(
-        wrapping inner: any FrameTransport, sink: any CaptureSink, now: @escaping () -> NIODeadline = { .now() },
-        wallClockNanoseconds: (() -> Int64)? = nil
-    ) {
-        self.inner = inner
-        self.sink = sink
-        self.now = now
-        self.wallClock = wallClockNanoseconds ?? { Int64(now().uptimeNanoseconds) }
-        inner.onFrame = { [weak self] frame in
-            guard let self else { return }
-            self.sink.capture(frame, at: self.now(), wallClockNanoseconds: self.wallClock())
-            self.onFrame?(frame)
-        }
-    }
-
-    /// The wrapped transport's MTU.
-    public var mtu: Int { inner.mtu }
-    /// The guest's MAC address as the wrapped transport knows it.
-    public var guestAddress: MACAddress? { inner.guestAddress }
-    /// The wrapped transport's counters; capturing adds nothing to them.
-    public var statistics: TransportStatistics { inner.statistics }
-
-    /// Captures `frame`, then sends it through the wrapped transport and returns its answer (a frame
-    /// the link drops has still been captured).
-    @discardableResult
-    public func send(_ frame: ByteBuffer) -> Bool {
-        sink.capture(frame, at: now(), wallClockNanoseconds: wallClock())
-        return inner.send(frame)
-    }
-
-    /// Flushes the sink when it is a ``PcapFileSink``, then closes the wrapped transport.
-    public func close() {
-        (sink as? PcapFileSink)?.flush()
-        inner.close()
-    }
-}
-
 /// Plays a capture to the stack as if it came from a guest: each `step()` delivers the next frame and
 /// returns its timestamp, which the driver uses as the stack's clock. Frames the stack sends are kept
 /// in `transmitted` with the time they were sent, for golden comparisons.

@@ -134,7 +134,7 @@ struct InMemoryLinkTests {
     func capture() {
         let link = InMemoryLink(start: start)
         let ring = CaptureRing(maximumFrames: 5)
-        let captured = CapturingTransport(wrapping: link.a, sink: ring, now: { link.now })
+        let captured = CaptureSwitch(wrapping: link.a, sink: ring, now: { link.now })
         var got = 0
         captured.onFrame = { _ in got += 1 }
         link.b.onFrame = { frame in link.b.send(frame) }  // echo
