@@ -152,7 +152,7 @@ struct DaemonTests {
         #expect(summary.received > 5 && summary.received < 30, "\(ping.output)")
         let (status, stderr) = daemon.stop()
         #expect(status == 0)
-        #expect(stderr.contains("faults to guest: passed"), "\(stderr)")
+        #expect(stderr.contains("faults_to_guest: passed="), "\(stderr)")
         print("fault run: \(summary.received)/30 answered\n\(stderr)")
     }
 }
