@@ -77,12 +77,14 @@ let package = Package(
             providers: [.apt(["libpcap-dev"])]
         ),
         .target(name: "VPNKitPcap", dependencies: ["CPcap", "VPNKitBase"], swiftSettings: strict),
-        // setns(2) and the TUNSETIFF ioctl, which Swift's Glibc module does not expose.
+        // setns(2) and the TUNSETIFF ioctl, which Swift's Glibc module does not expose. Linux only: its
+        // sources are empty elsewhere and every dependency on it is `.when(platforms: [.linux])`.
         .target(name: "CVPNKitLinux"),
         .target(
             name: "VPNKitTransport",
             dependencies: [
-                "VPNKitBase", "VPNKitPcap", "CVPNKitLinux",
+                "VPNKitBase", "VPNKitPcap",
+                .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -127,7 +129,8 @@ let package = Package(
         .target(
             name: "VPNKitNAT",
             dependencies: [
-                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitTransport", "CVPNKitLinux",
+                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitTransport",
+                .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -145,7 +148,8 @@ let package = Package(
         .executableTarget(
             name: "vpnkit",
             dependencies: [
-                "VPNKit", "VPNKitDecode", "VPNKitPcap", "CVPNKitLinux",
+                "VPNKit", "VPNKitDecode", "VPNKitPcap",
+                .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

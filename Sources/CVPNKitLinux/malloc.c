@@ -1,5 +1,7 @@
 #include "CVPNKitLinux.h"
 
+#ifdef __linux__
+
 #include <malloc.h>
 
 int vpnkit_tune_malloc(int mmap_threshold, int trim_threshold) {
@@ -8,3 +10,5 @@ int vpnkit_tune_malloc(int mmap_threshold, int trim_threshold) {
     if (mallopt(M_TRIM_THRESHOLD, trim_threshold) != 1) ok = 0;
     return ok;
 }
+
+#endif  // __linux__

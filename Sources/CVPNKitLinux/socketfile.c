@@ -12,6 +12,8 @@
 #define _GNU_SOURCE
 #include "CVPNKitLinux.h"
 
+#ifdef __linux__
+
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -77,3 +79,5 @@ int vpnkit_bind_unix(int fd, const char *path, unsigned int mode) {
     }
     return 0;
 }
+
+#endif  // __linux__

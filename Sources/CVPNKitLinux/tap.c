@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "CVPNKitLinux.h"
 
+#ifdef __linux__
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
@@ -185,3 +187,5 @@ int vpnkit_raise_open_files(unsigned long needed, unsigned long *before, unsigne
     }
     return 0;
 }
+
+#endif  // __linux__

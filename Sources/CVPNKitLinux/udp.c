@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "CVPNKitLinux.h"
 
+#ifdef __linux__
+
 #include <errno.h>
 #include <time.h>
 #include <linux/errqueue.h>
@@ -58,3 +60,5 @@ int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out) {
     }
     return 0;
 }
+
+#endif  // __linux__

@@ -57,6 +57,7 @@ extension UserspaceStack {
             }
         }
 
+        #if os(Linux)
         /// The TAP device `device` — opened, or created when missing — in the network namespace
         /// `namespace` (a name under /var/run/netns, or a path; nil: our own namespace). Needs
         /// CAP_NET_ADMIN. Set the device's MTU to `mtu` on the guest side; bring it up there.
@@ -78,6 +79,7 @@ extension UserspaceStack {
                     }
             }
         }
+        #endif
 
         /// A unix datagram socket bound at `path`, one frame per datagram (qemu's `-netdev dgram`,
         /// vfkit's unixgram device); the peer is the first sender (see `DatagramFrameTransport`).
@@ -185,6 +187,7 @@ final class LinkContext: @unchecked Sendable {  // made before the loop runs the
         self.logger = logger
     }
 
+    #if os(Linux)
     /// Receive steering is a speed-up, not a requirement: a failure is worth a notice, not an error.
     func logSteering(_ tap: TAPTransport) {
         switch tap.receiveSteering {
@@ -193,4 +196,5 @@ final class LinkContext: @unchecked Sendable {  // made before the loop runs the
         default: logger.info("receive steering on \(tap.deviceName): \(tap.receiveSteering)")
         }
     }
+    #endif
 }

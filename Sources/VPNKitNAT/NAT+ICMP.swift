@@ -6,6 +6,8 @@ import VPNKitIPv4
 import VPNKitStack
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Guest pings to outside addresses, sent from one host ICMP socket: a raw socket when the process

@@ -4,9 +4,11 @@ import NIOPosix
 import VPNKitBase
 import VPNKitStack
 import VPNKitTCP
+import VPNKitRuntime
 #if canImport(Glibc)
 import Glibc
-import VPNKitRuntime
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 extension NAT {

@@ -1,12 +1,16 @@
+#if canImport(CVPNKitLinux)
 import CVPNKitLinux
+#endif
 import Logging
 import NIOCore
 import NIOPosix
 import VPNKitBase
 import VPNKitStack
+import VPNKitRuntime
 #if canImport(Glibc)
 import Glibc
-import VPNKitRuntime
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 struct UDPFlowKey: Hashable {
@@ -37,9 +41,44 @@ extension NAT {
         flow.send(message.payload, to: target, port: message.destinationPort)
     }
 
+    /// A non-blocking, close-on-exec UDP socket bound to 0.0.0.0 on an ephemeral port, with buffers
+    /// of `size` bytes (0: the defaults). On Linux it has IP_RECVERR, so ICMP errors about what it
+    /// sends reach `UDPFlow.socketError`; elsewhere there is no such queue and they are not reported.
+    /// Returns the fd, or -1 with errno set.
+    private static func openHostUDPSocket(bufferBytes size: UInt32) -> CInt {
+        #if os(Linux)
+        return vpnkit_udp_socket(size, size)
+        #else
+        let fd = Darwin.socket(AF_INET, SOCK_DGRAM, 0)
+        guard fd >= 0 else { return -1 }
+        var ok = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0
+        if ok, size > 0 {
+            var value = CInt(clamping: size)
+            let length = socklen_t(MemoryLayout<CInt>.size)
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &value, length)
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &value, length)
+        }
+        if ok {
+            var any = sockaddr_in()
+            any.sin_len = UInt8(MemoryLayout<sockaddr_in>.size)
+            any.sin_family = sa_family_t(AF_INET)
+            ok = withUnsafePointer(to: &any) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Darwin.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            } == 0
+        }
+        guard ok else {
+            let error = errno
+            Darwin.close(fd)
+            errno = error
+            return -1
+        }
+        return fd
+        #endif
+    }
+
     private func openUDPFlow(_ key: UDPFlowKey, now: NIODeadline) -> UDPFlow? {
         let size = configuration.udpSocketBufferBytes
-        let fd = vpnkit_udp_socket(size, size)
+        let fd = Self.openHostUDPSocket(bufferBytes: size)
         guard fd >= 0 else {
             counters.udpDropsSocketError &+= 1
             let error = errno
@@ -189,6 +228,7 @@ final class UDPFlow {
     /// and tell the guest about each.
     func socketError() {
         guard let nat, !closed else { return }
+        #if os(Linux)
         let now = NIODeadline.now()
         var entry = vpnkit_udp_error()
         for _ in 0..<64 {
@@ -201,6 +241,7 @@ final class UDPFlow {
             nat.stack.sendForwardedUDPUnreachable(
                 code: entry.code, guest: key.guestAddress, guestPort: key.guestPort, remote: remote, remotePort: entry.port, now: now)
         }
+        #endif
         nat.flush()
     }
 

@@ -3,6 +3,8 @@ public import NIOCore
 import NIOPosix
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 public import VPNKitBase
 public import VPNKitStack

@@ -12,6 +12,8 @@ public import NIOCore
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Capture link types (LINKTYPE_* values as stored in files).

@@ -1,6 +1,8 @@
 public import NIOCore
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 import VPNKitBase
 

@@ -131,4 +131,6 @@ public enum TransportError: Error, Sendable, CustomStringConvertible {
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif

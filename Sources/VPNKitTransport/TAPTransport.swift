@@ -1,4 +1,5 @@
-// A TAP device in a network namespace, driven from one SwiftNIO event loop.
+// A TAP device in a network namespace, driven from one SwiftNIO event loop. Linux only: elsewhere
+// TAPTransport and ReceiveSteering do not exist (and neither does UserspaceStack.Link.tap).
 //
 // Why this file is safe: it is the only place that reads and writes the TAP fd directly.
 // - Reads go into a ByteBuffer's writable region through `writeWithUnsafeMutableBytes`, with the
@@ -12,6 +13,8 @@
 //   tuple whose size is passed to writev(2) with the frame's own length.
 // Facts this relies on (docs/platform-facts.md): with IFF_NO_PI one read(2) is one frame and one
 // write(2) (or writev(2)) is one frame; NIO's stream write path would merge frames, so it is never used.
+
+#if os(Linux)
 
 import CVPNKitLinux
 public import NIOCore
@@ -413,3 +416,5 @@ struct BufferRing {
         cursor = 0
     }
 }
+
+#endif  // os(Linux): TAP devices and network namespaces are Linux's

@@ -4,6 +4,8 @@ import VPNKitPcap
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 struct DecodeCommand: ParsableCommand {

@@ -1,3 +1,6 @@
+// Linux only: network namespaces and TAP devices (elsewhere `vpnkit run -- COMMAND` is refused).
+#if os(Linux)
+
 @preconcurrency import Dispatch
 import Foundation
 import Logging
@@ -194,3 +197,5 @@ final class ChildCommand: @unchecked Sendable {
         return (status, reason)
     }
 }
+
+#endif  // os(Linux)

@@ -1,8 +1,12 @@
+#if os(Linux)
 import CVPNKitLinux
+#endif
 import Logging
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// glibc's allocator serves blocks above its mmap threshold (128 KiB at start) with fresh `mmap`s and
@@ -16,12 +20,13 @@ import Glibc
 /// 64 MiB of free heap is kept for reuse before any is returned. What this costs is resident memory
 /// that stays after a burst (bounded by the trim threshold), not memory that grows. A `MALLOC_*_`
 /// environment variable set by the user wins: then nothing is changed.
+/// glibc only: elsewhere `apply` does nothing.
 enum MallocTuning {
     static let mmapThreshold: Int32 = 4 << 20
     static let trimThreshold: Int32 = 64 << 20
 
     static func apply(logger: Logger) {
-        #if canImport(Glibc)
+        #if os(Linux)
         let environment = ProcessInfoLite.environmentNames
         guard !environment.contains(where: { $0.hasPrefix("MALLOC_") }) else {
             logger.debug("malloc tuning skipped: MALLOC_* set in the environment")
@@ -32,6 +37,7 @@ enum MallocTuning {
     }
 }
 
+#if os(Linux)
 /// The names of the process's environment variables, without Foundation.
 enum ProcessInfoLite {
     static var environmentNames: [String] {
@@ -45,3 +51,4 @@ enum ProcessInfoLite {
         return names
     }
 }
+#endif

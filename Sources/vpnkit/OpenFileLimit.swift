@@ -1,10 +1,14 @@
+#if os(Linux)
 import CVPNKitLinux
+#endif
 import Logging
 import VPNKitNAT
 
+import VPNKitServices
 #if canImport(Glibc)
 import Glibc
-import VPNKitServices
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Every NAT connection and every UDP flow holds a host socket, so `--max-connections 4096` and
@@ -34,7 +38,7 @@ enum OpenFileLimit {
         var soft: UInt = 0
         var hard: UInt = 0
         var before: UInt = 0
-        guard vpnkit_raise_open_files(UInt(max(needed, minimum)), &before, &soft, &hard) == 0 else {
+        guard raise(to: UInt(max(needed, minimum)), before: &before, soft: &soft, hard: &hard) == 0 else {
             logger.notice("cannot read or raise the open-file limit: errno \(errno)")
             return
         }
@@ -47,6 +51,31 @@ enum OpenFileLimit {
         } else if soft > before {
             logger.info("open-file limit raised from \(before) to \(soft) for --max-connections \(maxConnections) and --max-udp-flows \(maxUDPFlows)")
         }
+    }
+}
+
+extension OpenFileLimit {
+    /// RLIMIT_NOFILE: raises the soft limit to `needed` when it is lower, as far as the hard limit
+    /// allows; `before` gets the soft limit from before, `soft` and `hard` the limits afterwards.
+    /// Returns 0, or -1 with errno set.
+    static func raise(to needed: UInt, before: inout UInt, soft: inout UInt, hard: inout UInt) -> Int32 {
+        #if os(Linux)
+        return vpnkit_raise_open_files(needed, &before, &soft, &hard)
+        #else
+        var limit = rlimit()
+        guard getrlimit(RLIMIT_NOFILE, &limit) == 0 else { return -1 }
+        before = UInt(limit.rlim_cur)
+        soft = UInt(limit.rlim_cur)
+        hard = UInt(limit.rlim_max)
+        // RLIM_INFINITY is the largest rlim_t, so the comparisons need no case of their own.
+        let wanted = min(rlim_t(needed), limit.rlim_max)
+        if wanted > limit.rlim_cur {
+            limit.rlim_cur = wanted
+            guard setrlimit(RLIMIT_NOFILE, &limit) == 0 else { return -1 }
+            soft = UInt(wanted)
+        }
+        return 0
+        #endif
     }
 }
 

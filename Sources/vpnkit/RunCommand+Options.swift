@@ -35,17 +35,29 @@ struct LinkOptions: ParsableArguments {
         case (.some, nil): if `protocol` != nil { throw ValidationError("--protocol goes with --socket, not --tap") }
         case (nil, nil): break
         }
+        #if !os(Linux)
+        if tap != nil || netns != nil { throw ValidationError("--tap and --netns need Linux (TAP devices, network namespaces): use --socket") }
+        #endif
         if receiveSteering && socket != nil { throw ValidationError("--receive-steering applies to TAP devices (--tap, or a command after --), not to --socket") }
         if connect && `protocol` != .qemu { throw ValidationError("--connect goes with --protocol qemu (a VM listening with server=on)") }
         guard (68...65520).contains(mtu) else { throw ValidationError("--mtu must be within 68…65520") }
     }
 
+    #if os(Linux)
     /// The link for these options; `namespace` is the one made for a command (after --).
     func link(namespace: GuestNamespace?) throws -> UserspaceStack.Link {
         if let namespace {
             return .tap(device: namespace.device, namespace: namespace.path, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering)
         }
+        return try link()
+    }
+    #endif
+
+    /// The link for these options (a TAP device only on Linux; elsewhere `validate` refuses --tap).
+    func link() throws -> UserspaceStack.Link {
+        #if os(Linux)
         if let tap { return .tap(device: tap, namespace: netns, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering) }
+        #endif
         guard let socket, let kind = `protocol` else { throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --") }
         switch kind {
         case .dgram: return .datagramSocket(path: socket, mtu: mtu)

@@ -47,6 +47,9 @@ struct RunCommand: AsyncParsableCommand {
         if !command.isEmpty, link.tap != nil || link.socket != nil || link.netns != nil {
             throw ValidationError("a command (after --) runs in a namespace of its own: leave out --tap, --netns and --socket")
         }
+        #if !os(Linux)
+        if !command.isEmpty { throw ValidationError("a command (after --) runs in a network namespace of its own, which needs Linux") }
+        #endif
         if command.isEmpty, link.tap == nil, link.socket == nil {
             throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --")
         }
@@ -78,6 +81,7 @@ struct RunCommand: AsyncParsableCommand {
         let dnsConfiguration = nat.makeDNSConfiguration(configuration, hostAlias: hostAlias)
         let firstGuest = dhcpConfiguration?.poolStart ?? configuration.subnet.address(at: 3)!
 
+        #if os(Linux)
         // With a command: a namespace of our own, removed when we end.
         var guestNamespace: GuestNamespace?
         if !command.isEmpty {
@@ -91,6 +95,9 @@ struct RunCommand: AsyncParsableCommand {
         defer { guestNamespace?.remove() }
 
         var guestLink = try link.link(namespace: guestNamespace).injectingFaults(diagnostics.faults)
+        #else
+        var guestLink = try link.link().injectingFaults(diagnostics.faults)
+        #endif
         if let pcap = diagnostics.pcap { guestLink = guestLink.capturing(toFile: pcap) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let stack: UserspaceStack
@@ -155,6 +162,7 @@ struct RunCommand: AsyncParsableCommand {
         }
         var exitStatus: Int32 = 0
         let reason: String
+        #if os(Linux)
         if let guestNamespace {
             let child = ChildCommand(arguments: command, namespace: guestNamespace)
             do {
@@ -176,6 +184,9 @@ struct RunCommand: AsyncParsableCommand {
         } else {
             reason = await waitForStop(signals, or: ended)
         }
+        #else
+        reason = await waitForStop(signals, or: ended)
+        #endif
         logger.info("stopping: \(reason)")
         statsServer?.close()
         let summary = await Self.summary(of: stack)

@@ -1,6 +1,9 @@
 #ifndef SWIFTVPNKIT_CVPNKITLINUX_H
 #define SWIFTVPNKIT_CVPNKITLINUX_H
 
+// Linux only: elsewhere the module is empty (and no target depends on it there, see Package.swift).
+#ifdef __linux__
+
 /// Opens /dev/net/tun inside the network namespace at `netns_path` (NULL: the caller's own) and
 /// attaches to, or creates, the TAP device `name` with IFF_TAP | IFF_NO_PI (plus IFF_VNET_HDR when
 /// `vnet_hdr` is non-zero). Only the calling thread changes namespace, and it is switched back before
@@ -67,5 +70,7 @@ int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out);
 /// ACL on the directory still applies, as to any bind. Returns 0, or -1 with errno set (bind's own,
 /// ENAMETOOLONG for a path that does not fit `sun_path`).
 int vpnkit_bind_unix(int fd, const char *path, unsigned int mode);
+
+#endif  // __linux__
 
 #endif

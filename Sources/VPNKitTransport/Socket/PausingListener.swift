@@ -5,6 +5,8 @@ import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A listener (TCP or unix stream) that stays usable when the process runs out of descriptors.

@@ -14,10 +14,14 @@
 // the bind. Between the two calls only someone who may write the directory could swap the file,
 // and they could remove ours anyway; keep these sockets in a directory others cannot write.
 
+#if canImport(CVPNKitLinux)
 import CVPNKitLinux
+#endif
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A socket file we created: its path and identity (device and inode), so that closing removes our
@@ -58,9 +62,9 @@ struct UnixSocketFile: Sendable {
     /// owns, and the file.
     static func bind(path: String, type: Int32, mode: UInt32, backlog: Int32 = 128, previous: UnixSocketFile?) throws -> (fd: Int32, file: UnixSocketFile) {
         try clearTheWay(path, previous: previous)
-        let fd = socket(AF_UNIX, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = openSocket(type: type)
         guard fd >= 0 else { throw TransportError.systemCall("socket(AF_UNIX)", errno: errno) }
-        guard vpnkit_bind_unix(fd, path, mode) == 0 else {
+        guard bindSocket(fd, path: path, mode: mode) == 0 else {
             let error = errno
             close(fd)
             throw TransportError.systemCall(error == ENAMETOOLONG ? "bind \(path) (path empty or longer than sun_path)" : "bind \(path)", errno: error)
@@ -72,7 +76,8 @@ struct UnixSocketFile: Sendable {
         }
         let file = UnixSocketFile(path: path, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         do {
-            guard info.st_mode & 0o7777 == mode else { throw UnixSocketFileError.mode(path, got: info.st_mode & 0o7777, wanted: mode) }
+            let permissions = UInt32(info.st_mode) & 0o7777  // mode_t: UInt32 on Linux, UInt16 on Darwin
+            guard permissions == mode else { throw UnixSocketFileError.mode(path, got: permissions, wanted: mode) }
             if type == Int32(SOCK_STREAM.rawValue), listen(fd, backlog) != 0 {
                 throw TransportError.systemCall("listen \(path)", errno: errno)
             }
@@ -82,6 +87,55 @@ struct UnixSocketFile: Sendable {
             throw error
         }
         return (fd, file)
+    }
+
+    /// A non-blocking, close-on-exec unix socket of `type`, or -1 with errno set.
+    private static func openSocket(type: Int32) -> Int32 {
+        #if os(Linux)
+        return socket(AF_UNIX, type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        #else
+        let fd = Darwin.socket(AF_UNIX, type, 0)
+        guard fd >= 0 else { return -1 }
+        guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
+            let error = errno
+            close(fd)
+            errno = error
+            return -1
+        }
+        return fd
+        #endif
+    }
+
+    /// bind(2) of `fd` at `path`, its file with the permission bits `mode`. Returns 0, or -1 with
+    /// errno set (ENAMETOOLONG for a path that is empty or does not fit `sun_path`).
+    ///
+    /// On Linux the file has its mode from the moment it exists (`vpnkit_bind_unix`). Elsewhere
+    /// there is no way to give a bind a umask of its own without changing the process's, so the
+    /// file is created with `0777 & ~umask` and set to `mode` with chmod(2) right after: a weaker
+    /// guarantee, for the moment between the two calls (keep the socket in a private directory).
+    private static func bindSocket(_ fd: Int32, path: String, mode: UInt32) -> Int32 {
+        #if os(Linux)
+        return vpnkit_bind_unix(fd, path, mode)
+        #else
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard !bytes.isEmpty, bytes.count < capacity else {
+            errno = ENAMETOOLONG
+            return -1
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+        }
+        address.sun_len = UInt8(MemoryLayout<sockaddr_un>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Darwin.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { return -1 }
+        guard chmod(path, mode_t(mode)) == 0 else { return -1 }
+        return 0
+        #endif
     }
 
     /// Removes what may be at `path` before our socket is bound there: a stale socket (first bind)

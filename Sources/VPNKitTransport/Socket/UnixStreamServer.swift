@@ -5,6 +5,8 @@ import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// A listening unix stream socket on one event loop. Each accepted channel, already on that loop, is
