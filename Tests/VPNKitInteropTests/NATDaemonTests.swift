@@ -251,8 +251,14 @@ struct NATDaemonTests {
             ["run", "--", "sh", "-c", "curl -sS --max-time 20 http://host.internal:\(host.http)/ && exit 3"], timeout: 90)
         #expect(result.status == 3, "\(result.output) \(result.error)")
         #expect(result.output == "hello from the host\n", "\(result.error)")
+        // A namespace of ours is `vpnkit-PID`; one whose daemon still runs belongs to another run
+        // (tests in parallel), one that was there before is not this run's.
         let after = try run("/usr/sbin/ip", ["netns", "list"]).output
-        #expect(!after.contains("vpnkit-"), "left behind: \(after) (before: \(before))")
+        let leftBehind = after.split(separator: "\n").map { String($0.split(separator: " ").first ?? "") }.filter { name in
+            guard name.hasPrefix("vpnkit-"), !before.contains(name), let pid = Int32(name.dropFirst("vpnkit-".count)) else { return false }
+            return kill(pid, 0) != 0
+        }
+        #expect(leftBehind.isEmpty, "left behind: \(leftBehind) (before: \(before))")
         let failed = try run(vpnkitBinary(), ["run", "--configure", "--", "sh", "-c", "exit 0"], timeout: 60)
         #expect(failed.status == 0, "\(failed.error)")
     }
