@@ -17,6 +17,7 @@ public struct StackReport: Sendable {
     public struct Value: Sendable, Hashable {
         /// snake_case, unique within its group.
         public var name: String
+        /// The count or level.
         public var value: UInt64
     }
 
