@@ -157,7 +157,15 @@ public final class UserspaceStack: Sendable {
                 configuration.mtu = inner.mtu
                 // The capture sits next to the guest (it records what is really on the wire, with
                 // the link's offloads); the faults sit between the capture and the stack.
-                let capture = CaptureSwitch(wrapping: inner, sink: try captureFile.map { try PcapFileSink(path: $0) })
+                let sink: PcapFileSink?
+                do {
+                    sink = try captureFile.map { try PcapFileSink(path: $0) }
+                } catch {
+                    // The link is open and nobody will own it: close it before failing.
+                    inner.close()
+                    throw error
+                }
+                let capture = CaptureSwitch(wrapping: inner, sink: sink)
                 var top: any FrameTransport = capture
                 if let faults {
                     var reverse = faults

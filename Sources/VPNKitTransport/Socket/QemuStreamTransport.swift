@@ -56,14 +56,7 @@ public final class QemuStreamTransport: FrameTransport {
     public static func connect(
         path: String, mtu: Int = 1500, options: SocketTransportOptions = .init(), on eventLoop: any EventLoop
     ) -> EventLoopFuture<NIOLoopBound<QemuStreamTransport>> {
-        ClientBootstrap(group: eventLoop)
-            .channelOption(.autoRead, value: false)
-            .channelOption(.writeBufferWaterMark, value: options.writeBufferWaterMark)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(makeHandler(options: options))
-                }
-            }
+        bootstrap(options: options, on: eventLoop)
             .connect(unixDomainSocketPath: path)
             .flatMapThrowing { channel in try transport(of: channel, mtu: mtu) }
     }
@@ -75,6 +68,13 @@ public final class QemuStreamTransport: FrameTransport {
     public static func adopt(
         descriptor: Int32, mtu: Int = 1500, options: SocketTransportOptions = .init(), on eventLoop: any EventLoop
     ) -> EventLoopFuture<NIOLoopBound<QemuStreamTransport>> {
+        bootstrap(options: options, on: eventLoop)
+            .withConnectedSocket(descriptor)
+            .flatMapThrowing { channel in try transport(of: channel, mtu: mtu) }
+    }
+
+    /// The client side of a qemu stream connection, whether it connects or adopts a descriptor.
+    private static func bootstrap(options: SocketTransportOptions, on eventLoop: any EventLoop) -> ClientBootstrap {
         ClientBootstrap(group: eventLoop)
             .channelOption(.autoRead, value: false)
             .channelOption(.writeBufferWaterMark, value: options.writeBufferWaterMark)
@@ -83,8 +83,6 @@ public final class QemuStreamTransport: FrameTransport {
                     try channel.pipeline.syncOperations.addHandler(makeHandler(options: options))
                 }
             }
-            .withConnectedSocket(descriptor)
-            .flatMapThrowing { channel in try transport(of: channel, mtu: mtu) }
     }
 
     private static func transport(of channel: any Channel, mtu: Int) throws -> NIOLoopBound<QemuStreamTransport> {
