@@ -63,9 +63,9 @@ struct CongestionControl: Sendable {
             return
         }
         switch algorithm {
-        case .newReno(var reno):
+        case .newReno(let reno):
+            // NewReno keeps no state of its own: nothing to store back.
             reno.increase(window: &cwnd, acked: acked, mss: mss, smoothedRTT: smoothedRTT, now: now)
-            algorithm = .newReno(reno)
         case .cubic(var cubic):
             cubic.increase(window: &cwnd, acked: acked, mss: mss, smoothedRTT: smoothedRTT, now: now)
             algorithm = .cubic(cubic)
@@ -75,10 +75,8 @@ struct CongestionControl: Sendable {
     /// ssthresh for a loss, as the algorithm reduces it.
     private mutating func reducedWindow(flightSize: Int, mss: Int) -> Int {
         switch algorithm {
-        case .newReno(var reno):
-            let reduced = reno.reducedWindow(window: cwnd, flightSize: flightSize, mss: mss)
-            algorithm = .newReno(reno)
-            return reduced
+        case .newReno(let reno):
+            return reno.reducedWindow(window: cwnd, flightSize: flightSize, mss: mss)
         case .cubic(var cubic):
             let reduced = cubic.reducedWindow(window: cwnd, flightSize: flightSize, mss: mss)
             algorithm = .cubic(cubic)
