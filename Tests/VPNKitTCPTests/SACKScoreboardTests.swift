@@ -105,7 +105,10 @@ import Testing
 
     @Test func onlyTheLowestRangesAreKept() {
         var board = SACKScoreboard()
-        let blocks = (0..<100).reversed().map { block(UInt32(2000 + $0 * 200), UInt32(2100 + $0 * 200)) }
+        let blocks: [SACKBlock] = (0..<100).reversed().map { (index: Int) -> SACKBlock in
+            let left = UInt32(2000 + index * 200)
+            return block(left, left + 100)
+        }
         board.update(blocks, ack: SequenceNumber(1000), sndMax: SequenceNumber(100_000))
         #expect(board.ranges.count == SACKScoreboard.maximumRanges)
         #expect(board.ranges.first?.left == SequenceNumber(2000))
