@@ -270,5 +270,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The TCP connection's components, each on its own (RTT estimator, congestion control, SACK
+        // scoreboard, reassembly, send queue, sequence numbers).
+        .testTarget(
+            name: "VPNKitTCPTests",
+            dependencies: ["VPNKitTCP", "VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
     ]
 )
