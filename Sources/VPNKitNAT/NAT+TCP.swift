@@ -102,19 +102,27 @@ final class TCPFlow {
     /// From the host socket: inside `driver.perform`, so that what the guest connection produces
     /// goes to the link when the event is handled.
     func hostEvent(_ event: NATTCPFlowMachine.Event) {
-        guard !dispatching, let nat else { return handle(event, now: .now()) }
+        guard !dispatching, let nat else { return handle(event) }
         nat.driver.perform { _, now in handle(event, now: now) }
     }
 
-    /// From the stack or the NAT, already inside a call of the driver's.
-    func handle(_ event: NATTCPFlowMachine.Event, now: NIODeadline) {
+    /// From the stack or the NAT, already inside a call of the driver's. Without `now`, the clock
+    /// is read only when there is something to do (most of a guest's readable callbacks, one per
+    /// segment, find a pump already scheduled).
+    func handle(_ event: NATTCPFlowMachine.Event, now: NIODeadline? = nil) {
         if dispatching { return queued.append(event) }
         dispatching = true
+        var now = now
         var next: NATTCPFlowMachine.Event? = event
         while let event = next {
             next = nil
-            for action in machine.handle(event, sides()) {
-                if let result = perform(action, now: now) { next = result }
+            let actions = machine.handle(event, sides())
+            if !actions.isEmpty {
+                let time = now ?? .now()
+                now = time
+                for action in actions {
+                    if let result = perform(action, now: time) { next = result }
+                }
             }
             // An action's result goes first, so that a pass of moves is not interleaved.
             if next == nil, !queued.isEmpty { next = queued.removeFirst() }
@@ -165,10 +173,10 @@ final class TCPFlow {
     /// Wires the guest socket's callbacks to this flow.
     func attach(_ socket: TCPSocket) {
         self.socket = socket
-        socket.onConnected = { [weak self] in self?.handle(.guestConnected, now: .now()) }
-        socket.onReadable = { [weak self] in self?.handle(.guestReadable, now: .now()) }
-        socket.onWritable = { [weak self] in self?.handle(.guestWritable, now: .now()) }
-        socket.onClosed = { [weak self] reason in self?.handle(.guestClosed(reason), now: .now()) }
+        socket.onConnected = { [weak self] in self?.handle(.guestConnected) }
+        socket.onReadable = { [weak self] in self?.handle(.guestReadable) }
+        socket.onWritable = { [weak self] in self?.handle(.guestWritable) }
+        socket.onClosed = { [weak self] reason in self?.handle(.guestClosed(reason)) }
     }
 
     /// A published port's connection that the guest did not answer within `connectTimeout`: the
@@ -235,7 +243,7 @@ final class TCPFlow {
             written.futureResult.assumeIsolated().whenComplete { [weak self] _ in
                 // Only schedules a pump, never acts on the stack: no driver call needed.
                 guard let self else { return }
-                self.handle(.hostTookPieces(pieces), now: .now())
+                self.handle(.hostTookPieces(pieces))
             }
         }
         chunks.removeAll(keepingCapacity: true)
@@ -310,7 +318,7 @@ final class HostTCPHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Only kept until the read completes: no driver call needed.
-        flow.handle(.hostRead(unwrapInboundIn(data)), now: .now())
+        flow.handle(.hostRead(unwrapInboundIn(data)))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -97,7 +97,9 @@ package struct NATTCPFlowMachine: Sendable {
         return open.guestEstablished
     }
 
-    package mutating func handle(_ event: Event, _ sides: Sides) -> [Action] {
+    /// Takes one event; returns what to do, in order. `sides` is read only by the events that
+    /// need it (a guest's readable or a host's read, the commonest, do not).
+    package mutating func handle(_ event: Event, _ sides: @autoclosure () -> Sides) -> [Action] {
         switch event {
         case .hostConnected:
             switch state {
@@ -130,14 +132,15 @@ package struct NATTCPFlowMachine: Sendable {
             guard case .open(var open) = state else { return [] }
             if case .open = open.toGuest { open.toGuest = .open(reading: false) }
             state = .open(open)
-            return pumpToGuest(sides)
+            return pumpToGuest(sides())
         case .hostEOF:
             guard case .open(var open) = state else { return [] }
             if case .open = open.toGuest { open.toGuest = .ending }
             state = .open(open)
-            return pumpToGuest(sides)
+            return pumpToGuest(sides())
         case .hostClosed:
             guard case .open(var open) = state else { return [] }
+            let sides = sides()
             if case .open = open.toGuest { open.toGuest = .ending }
             if open.toHost == .open {
                 // The guest sent data the host will never read: reset, as the host's kernel would.
@@ -158,35 +161,35 @@ package struct NATTCPFlowMachine: Sendable {
             pending.moveReaderIndex(forwardBy: taken)
             pendingToGuest = pending.readableBytes > 0 ? pending : nil
             let counted: [Action] = taken > 0 ? [.count(.bytesToGuest(taken))] : []
-            return counted + pumpToGuest(sides, afterWrite: true)
+            return counted + pumpToGuest(sides(), afterWrite: true)
         case .guestConnected:
             guard case .open(var open) = state else { return [] }
             open.guestEstablished = true
             state = .open(open)
-            return pumpToGuest(sides)
+            return pumpToGuest(sides())
         case .guestWritable:
-            return pumpToGuest(sides)
+            return pumpToGuest(sides())
         case .guestReadable:
             guard case .open = state, !pumpScheduled else { return [] }
             pumpScheduled = true
             return [.schedulePump]
         case .pump:
             pumpScheduled = false
-            return pumpToHost(sides)
+            return pumpToHost(sides())
         case .hostWritable:
-            return pumpToHost(sides)
+            return pumpToHost(sides())
         case .hostTookPieces(let pieces):
             let wasFull = piecesToHost >= Self.maximumPiecesToHost
             piecesToHost -= pieces
             // The bound held the guest back: move more.
             guard wasFull, piecesToHost < Self.maximumPiecesToHost else { return [] }
-            return handle(.guestReadable, sides)
+            return handle(.guestReadable, sides())
         case .movedToHost(let bytes, let pieces):
             bytesToHost &+= UInt64(bytes)
             passBytes += bytes
             piecesToHost += pieces
-            guard case .open(let open) = state, open.toHost == .open else { return endPass(sides) }
-            return bytes > 0 ? continuePass(sides) : endPass(sides)
+            guard case .open(let open) = state, open.toHost == .open else { return endPass(sides()) }
+            return bytes > 0 ? continuePass(sides()) : endPass(sides())
         case .guestClosed(let reason):
             guard case .open(let open) = state else { return [] }
             if reason == .closed {
@@ -214,7 +217,7 @@ package struct NATTCPFlowMachine: Sendable {
 
     /// Host → guest: give the guest what is pending; once it has taken it all, FIN if the host's
     /// data ended, else read the host again if the guest has room.
-    private mutating func pumpToGuest(_ sides: Sides, afterWrite: Bool = false) -> [Action] {
+    private mutating func pumpToGuest(_ sides: @autoclosure () -> Sides, afterWrite: Bool = false) -> [Action] {
         guard case .open(var open) = state, open.guestEstablished else { return [] }
         if let pending = pendingToGuest {
             // Written once per pump: what the guest did not take waits for `guestWritable`.
@@ -225,7 +228,7 @@ package struct NATTCPFlowMachine: Sendable {
             open.toGuest = .finished
             state = .open(open)
             return [.closeGuest] + finishIfDone()
-        case .open(reading: false) where sides.guestRoom > 0:
+        case .open(reading: false) where sides().guestRoom > 0:
             open.toGuest = .open(reading: true)
             state = .open(open)
             return [.readHost]

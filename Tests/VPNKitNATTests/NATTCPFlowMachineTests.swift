@@ -43,7 +43,8 @@ private struct SimulatedFlow {
         var next: Machine.Event? = event
         while let event = next {
             next = nil
-            let actions = machine.handle(event, sides)
+            let current = sides
+            let actions = machine.handle(event, current)
             let withResult = actions.indices.filter { actions[$0].hasResult }
             #expect(withResult.count <= 1 && withResult.allSatisfy { $0 == actions.count - 1 }, "results: \(actions)")
             for action in actions {
