@@ -16,7 +16,7 @@ public import VPNKitStack
 /// stack runs inside `driver.perform`, which at its end sends the frames produced and re-arms the
 /// stack's timer (an action on a connection can arm a timer without sending anything). NAT code the
 /// stack calls (a forwarder method, a guest socket's callback) already runs inside a call of the
-/// driver's, which does the same when it returns. The NAT never flushes the driver itself.
+/// driver's, which does the same when it returns. The NAT and its flows never flush the driver.
 public final class NAT {
     /// The configuration given at creation.
     public let configuration: NATConfiguration

@@ -19,8 +19,8 @@ extension NATTCPFlowMachine {
         case other
     }
 
-    /// What the adapter reads off both ends just before handing over each event, so that the
-    /// machine never decides on a stale copy.
+    /// Both ends as they are when an event is handled, read by the adapter only if the event needs
+    /// them (`handle` takes them as an autoclosure), so the machine never decides on a stale copy.
     package struct Sides: Sendable, Hashable {
         /// Bytes received from the guest and not yet moved to the host.
         package var guestUnread: Int
