@@ -91,9 +91,16 @@ final class ICMPForwarder {
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: message), promise: nil)
     }
 
-    /// A message from the socket (with its IP header on a raw socket).
-    func received(_ envelope: AddressedEnvelope<ByteBuffer>) {
+    /// Messages read in one wakeup: to the guest in one driver call.
+    func received(_ envelopes: [AddressedEnvelope<ByteBuffer>]) {
         guard let nat else { return }
+        nat.driver.perform { _, now in
+            for envelope in envelopes { received(envelope, nat: nat, now: now) }
+        }
+    }
+
+    /// A message from the socket (with its IP header on a raw socket).
+    private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
         var bytes = envelope.data
         if raw {
             guard let packet = try? IPv4Packet(bytes) else { return }
@@ -108,7 +115,7 @@ final class ICMPForwarder {
         nat.counters.icmpEchoReplies &+= 1
         nat.stack.sendForwardedEchoReply(
             from: entry.destination, to: entry.guest, identifier: entry.identifier, sequenceNumber: entry.sequenceNumber,
-            payload: icmp.payload.buffer, now: .now())
+            payload: icmp.payload.buffer, now: now)
     }
 
     func expire(now: NIODeadline) {
@@ -133,16 +140,27 @@ final class Box<T> {
 final class HostICMPHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     let slot: Box<ICMPForwarder?>
+    /// This wakeup's messages, handed over together when it ends.
+    private var arrived: [AddressedEnvelope<ByteBuffer>] = []
 
     init(slot: Box<ICMPForwarder?>) { self.slot = slot }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        slot.value?.received(unwrapInboundIn(data))
+        arrived.append(unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        slot.value?.nat?.flush()
+        deliverArrived()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A failed read does not end with `channelReadComplete`.
+        deliverArrived()
+    }
+
+    private func deliverArrived() {
+        guard !arrived.isEmpty else { return }
+        slot.value?.received(arrived)
+        arrived.removeAll(keepingCapacity: true)
+    }
 }

@@ -211,12 +211,19 @@ final class UDPFlow {
         nat?.udpFlowFailed(self)
     }
 
+    /// Datagrams from remotes, read in one wakeup: to the guest in one driver call.
+    func received(_ envelopes: [AddressedEnvelope<ByteBuffer>]) {
+        guard let nat else { return }
+        nat.driver.perform { _, now in
+            for envelope in envelopes { received(envelope, nat: nat, now: now) }
+        }
+    }
+
     /// A datagram from a remote: to the guest, from the remote's guest-side address.
-    func received(_ envelope: AddressedEnvelope<ByteBuffer>) {
-        guard let nat, !closed, let remote = IPv4Address(envelope.remoteAddress), let port = envelope.remoteAddress.port,
+    private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
+        guard !closed, let remote = IPv4Address(envelope.remoteAddress), let port = envelope.remoteAddress.port,
             let source = nat.guestSideAddress(for: remote)
         else { return }
-        let now = NIODeadline.now()
         lastActivity = now
         nat.counters.udpDatagramsToGuest &+= 1
         nat.counters.udpBytesToGuest &+= UInt64(envelope.data.readableBytes)
@@ -228,8 +235,11 @@ final class UDPFlow {
     /// and tell the guest about each.
     func socketError() {
         guard let nat, !closed else { return }
+        nat.driver.perform { _, now in reportErrors(nat: nat, now: now) }
+    }
+
+    private func reportErrors(nat: NAT, now: NIODeadline) {
         #if os(Linux)
-        let now = NIODeadline.now()
         var entry = vpnkit_udp_error()
         for _ in 0..<64 {
             let result = vpnkit_udp_next_error(fd, &entry)
@@ -242,7 +252,6 @@ final class UDPFlow {
                 code: entry.code, guest: key.guestAddress, guestPort: key.guestPort, remote: remote, remotePort: entry.port, now: now)
         }
         #endif
-        nat.flush()
     }
 
     func close() {
@@ -270,18 +279,27 @@ final class HostUDPHandler: ChannelInboundHandler {
     /// Whether the channel's limit is `burst` (else one).
     private var readingBurst = true
     private var readsThisWakeup = 0
+    /// This wakeup's datagrams, handed to the stack together when it ends: one driver call, so
+    /// what they produce goes to the link in one flush.
+    private var arrived: [AddressedEnvelope<ByteBuffer>] = []
 
     init(flow: UDPFlow) { self.flow = flow }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         readsThisWakeup += 1
-        flow.received(unwrapInboundIn(data))
+        arrived.append(unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         adaptReadLimit(context)
         readsThisWakeup = 0
-        flow.nat?.flush()
+        deliverArrived()
+    }
+
+    private func deliverArrived() {
+        guard !arrived.isEmpty else { return }
+        flow.received(arrived)
+        arrived.removeAll(keepingCapacity: true)
     }
 
     /// Tells the policy what a batched wakeup found, and sets the next wakeup's read limit.
@@ -295,10 +313,13 @@ final class HostUDPHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A failed read does not end with `channelReadComplete`: what came before the error first.
+        deliverArrived()
         flow.socketError()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        deliverArrived()
         guard !flow.closed else { return }
         flow.closed = true
         flow.nat?.udpFlowFailed(flow)

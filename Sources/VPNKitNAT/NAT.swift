@@ -13,6 +13,13 @@ public import VPNKitRuntime
 /// The NAT: guest TCP, UDP and ping to addresses off the guest's subnet (and to the host alias)
 /// become ordinary host sockets opened with SwiftNIO on the stack's own event loop. Attach it to a
 /// running `StackDriver`; it lives as long as the driver. Confined to the driver's event loop.
+///
+/// How what the NAT does reaches the link, one way: NAT code that begins outside the driver's own
+/// calls (a host socket's event, the NAT's pump and sweep tasks, a public method) and acts on the
+/// stack runs inside `driver.perform`, which at its end sends the frames produced and re-arms the
+/// stack's timer (an action on a connection can arm a timer without sending anything). NAT code the
+/// stack calls (a forwarder method, a guest socket's callback) already runs inside a call of the
+/// driver's, which does the same when it returns. The NAT and its flows never flush the driver.
 public final class NAT {
     /// The configuration given at creation.
     public let configuration: NATConfiguration
@@ -60,7 +67,9 @@ public final class NAT {
         guard !closed else { return }
         closed = true
         sweeper?.cancel()
-        for flow in tcpFlows.values { flow.abort(now: .now()) }
+        driver.perform { _, now in
+            for flow in tcpFlows.values { flow.abort(now: now) }
+        }
         tcpFlows.removeAll()
         for flow in udpFlows.values { flow.close() }
         udpFlows.removeAll()
@@ -73,17 +82,14 @@ public final class NAT {
     /// Closes every flow of the guest at `address` (it went away: its VM stopped). TCP host sockets
     /// are reset, UDP ones closed; other guests' flows are untouched.
     public func closeFlows(ofGuest address: IPv4Address) {
-        let now = NIODeadline.now()
-        for (request, flow) in tcpFlows where request.guestAddress == address { flow.abort(now: now) }
+        driver.perform { _, now in
+            for (request, flow) in tcpFlows where request.guestAddress == address { flow.abort(now: now) }
+        }
         for (key, flow) in udpFlows where key.guestAddress == address {
             udpFlows[key] = nil
             flow.close()
         }
-        flush()
     }
-
-    /// Sends what the stack produced and re-arms its timers (after work begun by a host socket).
-    func flush() { driver.flush() }
 
     /// TCP flows whose guest connection became readable during this turn of the loop: each is
     /// pumped once, after the turn's frames are all handed over, so a burst of segments reaches the
@@ -104,13 +110,10 @@ public final class NAT {
 
     private func pumpFlows() {
         swap(&flowsToPump, &flowsPumping)
-        let now = NIODeadline.now()
-        for flow in flowsPumping {
-            flow.pumpScheduled = false
-            flow.pumpGuestToHost(now: now)
+        driver.perform { _, now in
+            for flow in flowsPumping { flow.handle(.pump, now: now) }
         }
         flowsPumping.removeAll(keepingCapacity: true)
-        flush()
     }
 
     /// The host address a guest destination maps to: the host alias becomes 127.0.0.1.
@@ -141,9 +144,10 @@ public final class NAT {
     func sweep(now: NIODeadline) {
         expireUDP(now: now)
         icmp?.expire(now: now)
-        for publisher in publishers { publisher.sweep(now: now, configuration: configuration) }
+        driver.perform { _, _ in
+            for publisher in publishers { publisher.sweep(now: now, configuration: configuration) }
+        }
         logger.logSuppressed(.notice, limiter: &logLimiter, now: now)
-        flush()
     }
 }
 

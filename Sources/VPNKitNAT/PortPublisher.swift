@@ -140,10 +140,14 @@ final class PortPublisher {
         }
     }
 
-    /// A host connection to a published TCP port: open the guest side.
+    /// A host connection to a published TCP port: open the guest side (the SYN goes out when the
+    /// driver call ends).
     func accepted(_ channel: any Channel) -> TCPFlow? {
         guard let nat else { return nil }
-        let now = NIODeadline.now()
+        return nat.driver.perform { _, now in accepted(channel, nat: nat, now: now) }
+    }
+
+    private func accepted(_ channel: any Channel, nat: NAT, now: NIODeadline) -> TCPFlow? {
         guard let guest = guestAddress(), nat.tcpFlows.count < nat.configuration.maximumConnections else {
             nat.counters.publishedRefused &+= 1
             nat.logger.log(.notice, key: "published port: refused", limiter: &nat.logLimiter, now: now,
@@ -156,22 +160,29 @@ final class PortPublisher {
             return nil
         }
         let request = TCPConnectionRequest(guestAddress: guest, guestPort: port.guestPort, destination: source, destinationPort: socket.localPort)
-        let flow = TCPFlow(nat: nat, request: request, now: now, inbound: true)
+        let flow = TCPFlow(nat: nat, request: request, now: now, published: port)
         flow.channel = channel
         flow.attach(socket)
         nat.tcpFlows[request] = flow
         connecting.append(flow)
         nat.counters.publishedConnections &+= 1
         nat.logger.debug("published \(port): host connection → \(guest):\(port.guestPort)")
-        nat.flush()
         return flow
+    }
+
+    /// Datagrams from host clients to a published UDP port, read in one wakeup: into the guest in
+    /// one driver call.
+    func received(_ envelopes: [AddressedEnvelope<ByteBuffer>]) {
+        guard let nat else { return }
+        nat.driver.perform { _, now in
+            for envelope in envelopes { received(envelope, nat: nat, now: now) }
+        }
     }
 
     /// A datagram from a host client to a published UDP port: into the guest, from a stack socket
     /// that belongs to that client.
-    func received(_ envelope: AddressedEnvelope<ByteBuffer>) {
-        guard let nat, let guest = guestAddress() else { return }
-        let now = NIODeadline.now()
+    private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
+        guard let guest = guestAddress() else { return }
         let client = envelope.remoteAddress
         var entry = udpClients[client]
         if entry == nil {
@@ -207,7 +218,7 @@ final class PortPublisher {
         connecting.removeAll { flow in
             if flow.finished || flow.guestEstablished { return true }
             guard now - flow.opened >= configuration.connectTimeout else { return false }
-            flow.guestConnectTimedOut(now: now, port: port)
+            flow.guestConnectTimedOut(now: now)
             return true
         }
     }
@@ -225,14 +236,28 @@ final class PortPublisher {
 final class PublishedUDPHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     let publisher: PortPublisher
+    /// This wakeup's datagrams, handed over together when it ends.
+    private var arrived: [AddressedEnvelope<ByteBuffer>] = []
 
     init(publisher: PortPublisher) { self.publisher = publisher }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        publisher.received(unwrapInboundIn(data))
+        arrived.append(unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        publisher.nat?.flush()
+        deliverArrived()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A failed read does not end with `channelReadComplete`.
+        deliverArrived()
+        context.fireErrorCaught(error)
+    }
+
+    private func deliverArrived() {
+        guard !arrived.isEmpty else { return }
+        publisher.received(arrived)
+        arrived.removeAll(keepingCapacity: true)
     }
 }
