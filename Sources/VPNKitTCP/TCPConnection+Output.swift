@@ -91,8 +91,10 @@ extension TCPConnection {
                 if last { flags.insert(.psh) }
                 let withFIN = last && finQueued && !finSent
                 if withFIN { flags.insert(.fin) }
-                emit(flags: flags, seq: sndNxt, payload: payload, now: now)
+                // New data (not a retransmission) may be timed; asked before `emit`, which moves
+                // sndMax past what it sends.
                 if sndNxt == sndMax { rtt.startTiming(sndNxt, now: now) }
+                emit(flags: flags, seq: sndNxt, payload: payload, now: now)
                 sndNxt = sndNxt + size + (withFIN ? 1 : 0)
                 if withFIN { finSent = true }
                 if sndMax < sndNxt { sndMax = sndNxt }
