@@ -44,7 +44,7 @@ final class EchoRig {
         stack = NetworkStack(configuration: configuration)
         link.a.onFrame = { [unowned self] frame in
             self.stack.receive(frame, now: self.now)
-            for out in self.stack.takeOutput() { self.link.a.send(out) }
+            self.stack.drainOutput { self.link.a.send($0.joined) }
         }
         link.b.onFrame = { [unowned self] _ in self.replies += 1 }
     }

@@ -44,8 +44,8 @@ final class TCPBulkRig {
         var moved = true
         while moved {
             moved = false
-            for f in sender.takeOutput() { link.b.send(f); moved = true }
-            for f in receiver.takeOutput() { link.a.send(f); moved = true }
+            sender.drainOutput { link.b.send($0.joined); moved = true }
+            receiver.drainOutput { link.a.send($0.joined); moved = true }
             link.deliver(until: now)
         }
     }

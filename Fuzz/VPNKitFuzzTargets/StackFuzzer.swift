@@ -85,7 +85,8 @@ enum StackFuzzer {
 
     /// Everything the stack sends must be a well-formed frame from the gateway's MAC.
     static func drain(_ stack: NetworkStack) {
-        for frame in stack.takeOutput() {
+        stack.drainOutput { outgoing in
+            let frame = outgoing.joined
             guard let ethernet = try? EthernetFrame(frame) else { fatalError("the stack sent a frame that does not parse") }
             precondition(ethernet.source == gatewayMAC, "the stack sent a frame from another MAC")
             if ethernet.etherType == .ipv4 {

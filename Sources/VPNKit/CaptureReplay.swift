@@ -50,7 +50,7 @@ public struct CaptureReplay {
             if skipping { return }
             replayed += 1
             stack.receive(frame, now: replay.now)
-            for out in stack.takeOutput() { replay.send(out) }
+            stack.drainOutput { replay.send($0.joined) }
         }
         while replay.step() != nil {}
         replay.onFrame = nil

@@ -1,7 +1,7 @@
 import Logging
 public import NIOCore
 import NIOPosix
-public import VPNKitBase
+import VPNKitBase
 import VPNKitRuntime
 public import VPNKitTransport
 

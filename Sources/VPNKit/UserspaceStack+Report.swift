@@ -1,6 +1,6 @@
-public import NIOCore
+import NIOCore
 import VPNKitBase
-public import VPNKitDHCP
+import VPNKitDHCP
 public import VPNKitNAT
 import VPNKitRuntime
 import VPNKitServices

@@ -1,6 +1,6 @@
 import NIOCore
 public import VPNKitBase
-public import VPNKitStack
+import VPNKitStack
 
 /// The connections accepted on one listening TCP port, as an `AsyncSequence`.
 ///

@@ -7,7 +7,7 @@ import VPNKitDHCP
 import VPNKitNAT
 public import VPNKitStack
 import VPNKitTransport
-public import VPNKitServices
+import VPNKitServices
 
 /// A TCP/IP stack running on a SwiftNIO event loop over a link: the embedding API.
 ///

@@ -1,5 +1,5 @@
 public import NIOCore
-public import VPNKitStack
+package import VPNKitStack
 public import VPNKitBase
 public import VPNKitTCP
 

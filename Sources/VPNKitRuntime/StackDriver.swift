@@ -128,12 +128,12 @@ public final class StackDriver {
         if stack.hasOutput {
             var drops: UInt64 = 0
             if let offloading {
-                stack.drainOutgoingFrames { outgoing in
+                stack.drainOutput { outgoing in
                     if !offloading.send(outgoing.frame, payload: outgoing.payload, offload: outgoing.offload) { drops += 1 }
                 }
             } else {
                 let transport = self.transport
-                stack.drainOutgoingFrames { outgoing in
+                stack.drainOutput { outgoing in
                     if !transport.send(outgoing.joined) { drops += 1 }
                 }
             }

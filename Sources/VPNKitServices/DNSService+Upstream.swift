@@ -1,5 +1,5 @@
 import Logging
-public import NIOCore
+import NIOCore
 import NIOPosix
 import VPNKitBase
 import VPNKitDNS

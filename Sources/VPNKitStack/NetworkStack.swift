@@ -216,27 +216,17 @@ public final class NetworkStack {
     }
 
     /// Called when a frame is queued for transmission while none were waiting: the owner should
-    /// call `takeOutput()` soon. `StackDriver` uses it so that output produced outside its own
+    /// call `drainOutput(_:)` soon. `StackDriver` uses it so that output produced outside its own
     /// calls (a socket written from a task, a service's reply) is sent without waiting for the next
     /// frame or timer.
     public var onOutput: (() -> Void)?
 
-    /// Frames to transmit, in order; the caller sends each as one frame.
-    public func takeOutput() -> [ByteBuffer] {
-        takeOutgoingFrames().map(\.joined)
-    }
-
-    /// Frames to transmit, in order, each with the offloads it asks of the link (always `.none`
-    /// unless `linkOffloads` allows some).
-    public func takeOutgoingFrames() -> [OutgoingFrame] {
-        var frames: [OutgoingFrame] = []
-        swap(&frames, &outbox)
-        return frames
-    }
-
-    /// Hands every frame waiting to be sent to `body`, in order, then empties the queue keeping its
-    /// storage (no array per flush). Frames queued while it runs are handed over in the same call.
-    public func drainOutgoingFrames(_ body: (OutgoingFrame) -> Void) {
+    /// The stack's one way out: hands every frame waiting to be sent to `body`, in order, each with
+    /// the offloads it asks of the link (always `.none` unless `linkOffloads` allows some), then
+    /// empties the queue keeping its storage (no array per flush). Frames queued while it runs are
+    /// handed over in the same call. A frame's buffer may be reused by the stack once `body`
+    /// returns, so a caller that keeps it keeps a copy-on-write reference, never shared bytes.
+    public func drainOutput(_ body: (OutgoingFrame) -> Void) {
         var index = 0
         while index < outbox.count {
             let frame = outbox[index]

@@ -52,8 +52,8 @@ final class Simulation {
 
     /// Moves output of both stacks onto the link.
     func flush() {
-        for outgoing in gateway.takeOutgoingFrames() {
-            var frame = outgoing.frame
+        gateway.drainOutput { outgoing in
+            var frame = outgoing.joined
             largestFrame = max(largestFrame, frame.readableBytes)
             let offload = outgoing.offload
             if offload.hasPartialChecksum {
