@@ -74,6 +74,7 @@ extension UserspaceStack {
             Link(eventLoop: nil, description: "tap \(device)" + (namespace.map { " in namespace \($0)" } ?? "")) { context in
                 TAPTransport.open(namespace: namespace, device: device, mtu: mtu, offloads: offloads, receiveSteering: receiveSteering, on: context.loop)
                     .map { tap in
+                        context.tap = tap.value
                         context.logSteering(tap.value)
                         return NIOLoopBound(tap.value as any FrameTransport, eventLoop: context.loop)
                     }
@@ -180,6 +181,10 @@ final class LinkContext: @unchecked Sendable {  // made before the loop runs the
     var vmnetRegistry: VmnetRegistry?
     /// Set by switch links: the switch in front of the stack.
     var guestSwitch: SwitchTransport?
+    #if os(Linux)
+    /// Set by the TAP link: the device, whose counters go beyond a transport's statistics.
+    var tap: TAPTransport?
+    #endif
 
     init(loop: any EventLoop, stackMAC: MACAddress, logger: Logger) {
         self.loop = loop

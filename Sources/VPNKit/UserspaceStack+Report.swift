@@ -79,7 +79,7 @@ extension UserspaceStack.State {
                 Value(name: "frames_sent", value: linkStatistics.framesSent), Value(name: "bytes_sent", value: linkStatistics.bytesSent),
                 Value(name: "send_drops", value: linkStatistics.sendDrops), Value(name: "receive_errors", value: linkStatistics.receiveErrors),
                 Value(name: "frames_captured", value: capture.framesCaptured),
-            ],
+            ] + tapCounters,
             gauges: []))
         if let nat {
             groups.append(.init(
@@ -104,11 +104,29 @@ extension UserspaceStack.State {
                 name: "switch", counters: Value.fields(of: guestSwitch.counters),
                 gauges: [Value(name: "ports", value: UInt64(guestSwitch.portCount)), Value(name: "macs", value: UInt64(guestSwitch.addressCount))]))
         }
-        if let faulty = driver.transport as? FaultInjectingTransport {
+        if let faulty = faults {
             groups.append(.init(name: "faults_to_guest", counters: Value.fields(of: faulty.counters.toGuest), gauges: []))
             groups.append(.init(name: "faults_from_guest", counters: Value.fields(of: faulty.counters.fromGuest), gauges: []))
         }
         return StackReport(groups: groups, flows: nat?.flows(now: now) ?? [])
+    }
+}
+
+extension UserspaceStack.State {
+    /// The TAP device's own counters, in the link group (none for other links).
+    private var tapCounters: [StackReport.Value] {
+        #if os(Linux)
+        guard let tap = link.tap else { return [] }
+        return [
+            .init(name: "tap_checksums_completed", value: tap.checksumsCompleted),
+            .init(name: "tap_oversized_frames_received", value: tap.oversizedFramesReceived),
+            .init(name: "tap_segmentation_offload_frames_sent", value: tap.segmentationOffloadFramesSent),
+            .init(name: "tap_write_would_block", value: tap.writeWouldBlock),
+            .init(name: "tap_write_errors", value: tap.writeErrors),
+        ]
+        #else
+        return []
+        #endif
     }
 }
 

@@ -56,6 +56,8 @@ public final class UserspaceStack: Sendable {
     /// State that lives on the event loop next to the driver: every attached service, typed.
     final class State {
         let capture: CaptureSwitch
+        /// The fault injector between the capture and the stack, when the link has faults.
+        let faults: FaultInjectingTransport?
         /// What the link's recipe left: the guest switch, the vmnet registry.
         let link: LinkContext
         unowned let driver: StackDriver
@@ -74,8 +76,9 @@ public final class UserspaceStack: Sendable {
         /// How the link ended, once it has.
         var linkEnd: LinkEnd?
         var linkEndWaiters: [CheckedContinuation<LinkEnd, Never>] = []
-        init(capture: CaptureSwitch, link: LinkContext, driver: StackDriver) {
+        init(capture: CaptureSwitch, faults: FaultInjectingTransport?, link: LinkContext, driver: StackDriver) {
             self.capture = capture
+            self.faults = faults
             self.link = link
             self.driver = driver
         }
@@ -166,14 +169,14 @@ public final class UserspaceStack: Sendable {
                     throw error
                 }
                 let capture = CaptureSwitch(wrapping: inner, sink: sink)
-                var top: any FrameTransport = capture
-                if let faults {
+                let injector = faults.map { faults in
                     var reverse = faults
                     reverse.seed = faults.seed &+ 0x9E37_79B9
-                    top = FaultInjectingTransport(wrapping: capture, on: loop, toGuest: faults, fromGuest: reverse)
+                    return FaultInjectingTransport(wrapping: capture, on: loop, toGuest: faults, fromGuest: reverse)
                 }
+                let top: any FrameTransport = injector ?? capture
                 let driver = StackDriver(stack: NetworkStack(configuration: configuration), transport: top, eventLoop: loop)
-                let state = State(capture: capture, link: context, driver: driver)
+                let state = State(capture: capture, faults: injector, link: context, driver: driver)
                 context.vmnetRegistry?.usePool(of: configuration)
                 context.guestsLeft = { [unowned state] macs in state.guestsLeft(macs) }
                 driver.onTransportClosed = { [unowned state] error in

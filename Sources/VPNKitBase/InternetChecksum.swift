@@ -53,13 +53,6 @@ public struct InternetChecksum: Sendable, Hashable {
         }
     }
 
-    /// Adds a byte array.
-    @inlinable
-    public mutating func add<Bytes: Sequence>(bytes: Bytes) where Bytes.Element == UInt8 {
-        let array = Array(bytes)
-        array.withUnsafeBytes { self.add(bytes: $0) }
-    }
-
     /// Ones'-complement addition of two 16-bit values.
     @inlinable
     public static func onesAdd(_ a: UInt16, _ b: UInt16) -> UInt16 {

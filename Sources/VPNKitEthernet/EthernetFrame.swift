@@ -11,9 +11,6 @@ public struct EthernetFrame: Sendable {
     /// 14, or 18 when an 802.1Q tag is present.
     public let headerLength: Int
 
-    /// The length in bytes of an untagged header: two addresses and the EtherType.
-    public static let minimumHeaderLength = 14
-
     /// Validates `bytes` as a frame.
     ///
     /// - Throws: `WireError.truncated` when fewer than 14 bytes are present, or fewer than 18 when the
@@ -34,9 +31,6 @@ public struct EthernetFrame: Sendable {
     /// Validates the readable bytes of `buffer` as a frame.
     @inlinable
     public init(_ buffer: ByteBuffer) throws(WireError) { try self.init(ByteView(buffer)) }
-
-    /// The whole frame as a buffer slice.
-    @inlinable public var buffer: ByteBuffer { bytes.buffer }
 
     /// The destination MAC address (bytes 0–5).
     @inlinable public var destination: MACAddress { MACAddress(rawValue: bytes.loadU48(at: 0)) }

@@ -185,6 +185,4 @@ public struct TCPConnection: Sendable {
 
     /// Smoothed RTT and current RTO, for diagnostics.
     public var roundTrip: (smoothed: TimeAmount?, rto: TimeAmount) { (rtt.smoothed, rtt.rto) }
-    /// The congestion window in bytes, for diagnostics.
-    public var congestionWindow: Int { congestion.cwnd }
 }

@@ -25,16 +25,12 @@ public final class SwitchTransport: FrameTransport {
     public let stackAddress: MACAddress
     /// The MAC table's limits and aging time.
     public let configuration: SwitchConfiguration
-    /// MACs learned at most, across all ports (`configuration.maximumAddresses`).
-    public var maximumAddresses: Int { configuration.maximumAddresses }
     /// Receives the frames from the ports that are for the stack: addressed to `stackAddress`, to a
     /// multicast or broadcast address, or to a MAC not learned on another port. Frames too short for an
     /// Ethernet header are passed on too.
     public var onFrame: ((ByteBuffer) -> Void)?
     /// Never called: the switch outlives its ports.
     public var onClose: (((any Error)?) -> Void)?
-    /// Called after a port is attached, with its transport.
-    public var onPortAttached: ((any FrameTransport) -> Void)?
     /// Called after a port's connection ended by itself, with its transport, its error (nil for an
     /// orderly end) and the MACs it owned then (not those assigned away from it), to clean up what
     /// belonged to them. Not called for the ports `close()` closes.
@@ -66,13 +62,6 @@ public final class SwitchTransport: FrameTransport {
     private var closed = false
     /// What the switch has counted so far.
     public private(set) var counters = SwitchCounters()
-
-    /// Frames to the stack's link with no port to take them.
-    public var dropsWithoutPorts: UInt64 { counters.dropsWithoutPorts }
-    /// Frames from a port whose source MAC could not be learned because the whole table was full.
-    public var tableFullEvents: UInt64 { counters.tableFull }
-    /// Ports attached so far.
-    public var attachments: Int { Int(counters.portsAttached) }
 
     /// Creates a switch with no ports. `configuration` bounds the MAC table (see
     /// `SwitchConfiguration`); `clock` gives the time for aging (the daemon: `NIODeadline.now`; a
@@ -126,7 +115,6 @@ public final class SwitchTransport: FrameTransport {
             guard let self, let transport else { return }
             self.detach(transport, error: error)
         }
-        onPortAttached?(transport)
     }
 
     /// Hands `mac` to `transport`'s port, taking it from any other port however recently it was seen
