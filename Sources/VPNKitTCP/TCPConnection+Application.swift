@@ -4,21 +4,13 @@
 public import NIOCore
 
 extension TCPConnection {
-    /// Hands each queued segment to `body` in order (which may take its payload), then empties the
-    /// queue keeping its storage: the per-segment path allocates no array.
+    /// The connection's one way out: hands each queued segment to `body` in order (which may take
+    /// its payload), then empties the queue keeping its storage, so the per-segment path allocates
+    /// no array.
     public mutating func drainOutput(_ body: (inout TCPOutgoing) -> Void) {
         guard !output.isEmpty else { return }
         for index in output.indices { body(&output[index]) }
         output.removeAll(keepingCapacity: true)
-    }
-
-    /// Segments to transmit, in order.
-    public mutating func takeOutput() -> [TCPOutgoing] {
-        // Nothing to hand over is the common case (a read, a write that only queued): no allocation.
-        guard !output.isEmpty else { return [] }
-        var taken: [TCPOutgoing] = []
-        swap(&taken, &output)
-        return taken
     }
 
     /// Takes up to `maximum` received bytes, in order; reading opens the window.

@@ -6,7 +6,7 @@ public import NIOCore
 extension TCPConnection {
     /// Processes one segment from the peer (RFC 9293 §3.10.7): acknowledgments, data, FIN and RST, with the
     /// RFC 5961 and PAWS checks. The caller has already matched it to this connection and verified its
-    /// checksum; replies are queued for `takeOutput()`.
+    /// checksum; replies are queued for `drainOutput(_:)`.
     public mutating func receive(_ segment: TCPIncoming, now: NIODeadline) {
         receive(segment, now: now, holdingACK: false)
     }

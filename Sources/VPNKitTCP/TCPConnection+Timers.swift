@@ -15,7 +15,7 @@ extension TCPConnection {
 
     /// Runs the timers due at `now`: it may retransmit, send a delayed ACK, probe, or close the connection
     /// (end of TIME-WAIT, too many retransmissions, keep-alive or user timeout). New segments are queued for
-    /// `takeOutput()`.
+    /// `drainOutput(_:)`.
     public mutating func poll(now: NIODeadline) {
         if let t = timers.timeWaitUntil, now >= t {
             timers.timeWaitUntil = nil

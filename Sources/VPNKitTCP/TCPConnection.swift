@@ -80,14 +80,14 @@ public struct TCPConnection: Sendable {
     /// The options of the last segment with timestamps only, reused (see `emit`).
     var timestampOptions: [TCPOption] = []
 
-    /// Active open: the connection starts in SYN-SENT; `takeOutput()` holds the SYN.
+    /// Active open: the connection starts in SYN-SENT; `drainOutput(_:)` hands over the SYN.
     public static func connect(localPort: UInt16, remotePort: UInt16, iss: SequenceNumber, configuration: TCPConfiguration, now: NIODeadline) -> TCPConnection {
         var c = TCPConnection(localPort: localPort, remotePort: remotePort, iss: iss, configuration: configuration, state: .synSent)
         c.sendSYN(ack: false, now: now)
         return c
     }
 
-    /// Passive open from a SYN to a listening port: SYN-RECEIVED with the SYN-ACK in `takeOutput()`.
+    /// Passive open from a SYN to a listening port: SYN-RECEIVED with the SYN-ACK waiting for `drainOutput(_:)`.
     public static func accept(_ syn: TCPIncoming, localPort: UInt16, iss: SequenceNumber, configuration: TCPConfiguration, now: NIODeadline) -> TCPConnection {
         var c = TCPConnection(localPort: localPort, remotePort: syn.header.sourcePort, iss: iss, configuration: configuration, state: .synReceived)
         c.irs = syn.header.sequenceNumber

@@ -1,6 +1,7 @@
 // Helpers shared by the component tests: byte patterns and buffers that are dense or sparse.
 
 import NIOCore
+import VPNKitTCP
 
 /// `count` bytes counting up from `start` (mod 256).
 func bytes(_ count: Int, from start: Int = 0) -> [UInt8] {
@@ -29,4 +30,13 @@ func contents(_ buffer: ByteBuffer) -> [UInt8] {
 /// The bytes of several buffers, one after the other.
 func contents(_ buffers: [ByteBuffer]) -> [UInt8] {
     buffers.flatMap { contents($0) }
+}
+
+extension TCPConnection {
+    /// The segments waiting to be sent, taken through `drainOutput(_:)`.
+    mutating func takeOutput() -> [TCPOutgoing] {
+        var segments: [TCPOutgoing] = []
+        drainOutput { segments.append($0) }
+        return segments
+    }
 }
