@@ -272,6 +272,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The address types (IPv4, IPv6, IPAddress) and the transport pseudo-header.
+        .testTarget(
+            name: "VPNKitBaseTests",
+            dependencies: ["VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // The TCP connection's components, each on its own (RTT estimator, congestion control, SACK
         // scoreboard, reassembly, send queue, sequence numbers).
         .testTarget(

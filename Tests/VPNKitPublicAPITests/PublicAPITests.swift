@@ -238,6 +238,35 @@ struct PublicAPITests {
         #expect(stack.statistics[.icmpEchoRepliesSent] == 7)
     }
 
+    @Test("IPv6 addresses are accepted by the API and refused by the IPv4-only stack with a typed, counted error")
+    func ipv6Refused() async throws {
+        let (gateway, host) = try await makeNetwork()
+        let v6 = try #require(IPAddress("2001:db8::1"))
+        await #expect(throws: StackError.addressFamilyNotSupported(v6)) { _ = try await host.connectTCP(to: v6, port: 7) }
+        await #expect(throws: StackError.addressFamilyNotSupported(v6)) { _ = try await host.bindUDP(port: 53, address: v6) }
+        let socket = try await host.bindUDP(port: 40003)
+        await #expect(throws: StackError.addressFamilyNotSupported(v6)) { try await socket.send(ByteBuffer(string: "x"), to: v6, port: 53) }
+        #expect(try await host.snapshot().counters[.addressFamilyNotSupported] == 3)
+        // IPv4 goes on as before on the same socket.
+        try await socket.send(ByteBuffer(string: "x"), to: IPAddress("10.90.0.1")!, port: 9)
+        await host.shutdown()
+        await gateway.shutdown()
+    }
+
+    @Test("Published ports: an IPv6 host address in brackets, and the text form round-trips")
+    func publishedPortText() {
+        let v6 = PublishedPort("tcp:[::1]:8080:80")
+        #expect(v6?.hostAddress == IPAddress("::1") && v6?.hostPort == 8080 && v6?.guestPort == 80)
+        #expect(v6?.description == "tcp:[::1]:8080:80")
+        for text in ["tcp:127.0.0.1:8080:80", "udp:[2001:db8::1]:53:5353", "tcp:0.0.0.0:1:2", "udp:[::]:5353:53"] {
+            #expect(PublishedPort(text)?.description == text, "\(text)")
+        }
+        #expect(PublishedPort("tcp:8080:80")?.description == "tcp:127.0.0.1:8080:80")
+        for text in ["tcp:::1:8080:80", "tcp:[::1]8080:80", "tcp:[::1:8080:80", "tcp:[1.2.3.4]:8080:80", "tcp:[::1]:8080", "tcp:[]:1:2", "tcp::8080:80"] {
+            #expect(PublishedPort(text) == nil, "\(text)")
+        }
+    }
+
     @Test("Secure defaults: published ports bind 127.0.0.1 unless told; limits are finite")
     func secureDefaults() {
         #expect(PublishedPort("tcp:8080:80")?.hostAddress == IPAddress("127.0.0.1"))
