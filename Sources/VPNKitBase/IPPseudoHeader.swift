@@ -26,7 +26,9 @@ public struct IPPseudoHeader: Sendable, Hashable {
     /// same four additions as a bare IPv4 pseudo-header (addresses, protocol, 16-bit length); for
     /// anything else the IPv6 form. Addresses of mixed families are not a header any packet carries:
     /// they are summed as IPv6, the IPv4 one in its IPv4-mapped form, so the result is defined.
-    @inlinable
+    /// Always inlined: where the addresses are known to be IPv4 (every per-segment caller) the
+    /// family check folds away and only the four additions remain.
+    @inlinable @inline(__always)
     public var checksum: InternetChecksum {
         if case .v4(let source) = source, case .v4(let destination) = destination {
             var c = InternetChecksum()
@@ -63,8 +65,8 @@ public struct IPPseudoHeader: Sendable, Hashable {
     }
 
     /// Whether `transport` (a whole TCP segment, UDP datagram or ICMPv6 message) carries a valid
-    /// checksum.
-    @inlinable
+    /// checksum. Always inlined, as `checksum` is.
+    @inlinable @inline(__always)
     public func verifies(_ transport: ByteView) -> Bool {
         var c = checksum
         c.add(transport)
