@@ -2,10 +2,12 @@
 import PackageDescription
 
 // Layered modules; imports point downward only (each line depends on lines above it):
-//   VPNKitBase                      addresses, byte views, checksums, counters' naming
+//   VPNKitBase                      addresses (IPv4, IPv6, IPAddress), IP protocol numbers, byte views,
+//                                   checksums and the transport pseudo-header, counters' naming
 //   VPNKitEthernet                  Ethernet frames
 //   VPNKitARP · VPNKitIPv4          ARP (packets, cache) · IPv4 (packets, ICMP, reassembly)
-//   VPNKitUDP · VPNKitTCP           UDP datagrams · TCP segments and the connection's components
+//   VPNKitUDP · VPNKitTCP           UDP datagrams · TCP segments and the connection's components (over
+//                                   Base only: the pseudo-header is family-neutral)
 //   VPNKitDHCP · VPNKitDNS          DHCP and DNS messages and state machines (no I/O, no stack)
 //   VPNKitStack                     the stack's pure core: NetworkStack, a state machine over frames
 //   CPcap → VPNKitPcap              pcap files
@@ -60,9 +62,9 @@ let package = Package(
         .target(name: "VPNKitEthernet", dependencies: ["VPNKitBase"], swiftSettings: strict),
         .target(name: "VPNKitARP", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
         .target(name: "VPNKitIPv4", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
-        .target(name: "VPNKitUDP", dependencies: ["VPNKitBase", "VPNKitIPv4"], swiftSettings: strict),
+        .target(name: "VPNKitUDP", dependencies: ["VPNKitBase"], swiftSettings: strict),
         .target(
-            name: "VPNKitTCP", dependencies: ["VPNKitBase", "VPNKitIPv4", .product(name: "NIOCore", package: "swift-nio")],
+            name: "VPNKitTCP", dependencies: ["VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict),
         .target(
             name: "VPNKitDHCP",
@@ -268,6 +270,12 @@ let package = Package(
                 "VPNKitDecode", "VPNKitPcap", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP",
                 "VPNKitTCP", "VPNKitDHCP", "vpnkit",
             ],
+            swiftSettings: strict
+        ),
+        // The address types (IPv4, IPv6, IPAddress) and the transport pseudo-header.
+        .testTarget(
+            name: "VPNKitBaseTests",
+            dependencies: ["VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         // The TCP connection's components, each on its own (RTT estimator, congestion control, SACK

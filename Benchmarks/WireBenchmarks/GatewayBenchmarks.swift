@@ -276,7 +276,7 @@ final class ScriptedGuest: OffloadingFrameTransport, @unchecked Sendable {
         TCPHeader(
             sourcePort: Self.port, destinationPort: serverPort, sequenceNumber: SequenceNumber(sequence),
             acknowledgmentNumber: SequenceNumber(ack), flags: flags, window: 65535, options: options
-        ).prepend(to: &buffer, source: Self.address, destination: Self.hostAlias)
+        ).prepend(to: &buffer, source: .v4(Self.address), destination: .v4(Self.hostAlias))
         IPv4Header(source: Self.address, destination: Self.hostAlias, protocol: .tcp, dontFragment: true).prepend(to: &buffer)
         EthernetHeader(destination: gatewayMAC, source: Self.mac, etherType: .ipv4).prepend(to: &buffer)
     }
@@ -353,7 +353,7 @@ final class GatewayRig: @unchecked Sendable {
                 return guest
             })
         var nat = NATConfiguration()
-        nat.hostAlias = ScriptedGuest.hostAlias
+        nat.hostAlias = .v4(ScriptedGuest.hostAlias)
         try await gateway.attachNAT(nat, dns: nil)
         let guest = made.withLockedValue { $0 }!
         self.guest = guest

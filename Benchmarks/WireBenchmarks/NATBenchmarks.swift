@@ -21,13 +21,13 @@ final class NATRig: @unchecked Sendable {
         let (gatewayLink, guestLink) = UserspaceStack.Link.connectedPair(mtu: mtu)
         gateway = try await UserspaceStack.start(configuration: StackConfiguration(subnet: IPv4Subnet("192.168.65.0/24")!, mtu: mtu), link: gatewayLink)
         var nat = NATConfiguration()
-        nat.hostAlias = IPv4Address("192.168.65.2")
+        nat.hostAlias = IPAddress("192.168.65.2")
         try await gateway.attachNAT(nat, dns: nil)
         var configuration = StackConfiguration(
             macAddress: MACAddress("02:00:00:00:65:03")!, subnet: IPv4Subnet("192.168.65.0/24")!, gateway: IPv4Address("192.168.65.3")!, mtu: mtu)
         configuration.gratuitousARPOnStart = false
         guest = try await UserspaceStack.start(configuration: configuration, link: guestLink)
-        connection = try await guest.connectTCP(to: IPv4Address("192.168.65.2")!, port: server.port)
+        connection = try await guest.connectTCP(to: IPAddress("192.168.65.2")!, port: server.port)
     }
 
     /// Guest → host: 1 MiB written by the guest, until the host server has read it all.
@@ -153,7 +153,7 @@ let natBenchmarks: @Sendable () -> Void = {
         let (gatewayLink, guestLink) = UserspaceStack.Link.connectedPair(mtu: 1500)
         let gateway = try await UserspaceStack.start(configuration: StackConfiguration(subnet: IPv4Subnet("192.168.65.0/24")!), link: gatewayLink)
         var nat = NATConfiguration()
-        nat.hostAlias = IPv4Address("192.168.65.2")
+        nat.hostAlias = IPAddress("192.168.65.2")
         try await gateway.attachNAT(nat, dns: nil)
         var configuration = StackConfiguration(
             macAddress: MACAddress("02:00:00:00:65:03")!, subnet: IPv4Subnet("192.168.65.0/24")!, gateway: IPv4Address("192.168.65.3")!)
@@ -162,7 +162,7 @@ let natBenchmarks: @Sendable () -> Void = {
         let socket = try await guest.bindUDP(port: 40000)
         var replies = socket.messages.makeAsyncIterator()
         let payload = ByteBuffer(repeating: 0x61, count: 32)
-        let host = IPv4Address("192.168.65.2")!
+        let host = IPAddress("192.168.65.2")!
         try await socket.send(payload, to: host, port: echo.port)
         _ = await replies.next()
         benchmark.startMeasurement()

@@ -36,7 +36,7 @@ final class TCPBulkRig {
                 while let data = socket.read(now: self.now) { self.received += data.readableBytes }
             }
         }
-        socket = try sender.connectTCP(to: gatewayIP, port: 9, now: now)
+        socket = try sender.connectTCP(to: .v4(gatewayIP), port: 9, now: now)
         pump()
     }
 

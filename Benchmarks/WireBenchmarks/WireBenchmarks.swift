@@ -21,7 +21,7 @@ func sampleFrame() -> ByteBuffer {
         sourcePort: 40000, destinationPort: 80, sequenceNumber: SequenceNumber(1), acknowledgmentNumber: SequenceNumber(1),
         flags: [.ack, .psh], window: 502,
         options: TCPHeader.standardOptions(timestamps: (1, 2))
-    ).prepend(to: &frame, source: source, destination: destination)
+    ).prepend(to: &frame, source: .v4(source), destination: .v4(destination))
     IPv4Header(source: source, destination: destination, protocol: .tcp, identification: 7, dontFragment: true)
         .prepend(to: &frame)
     EthernetHeader(
@@ -79,7 +79,7 @@ let benchmarks: @Sendable () -> Void = {
                 let ethernet = try EthernetFrame(frame)
                 let ip = try IPv4Packet(ethernet.payload)
                 let tcp = try TCPSegment(ip.payload)
-                blackHole(ip.isHeaderChecksumValid && tcp.isChecksumValid(source: ip.source, destination: ip.destination))
+                blackHole(ip.isHeaderChecksumValid && tcp.isChecksumValid(source: .v4(ip.source), destination: .v4(ip.destination)))
             } catch {
                 fatalError("sample frame failed to parse: \(error)")
             }
@@ -117,7 +117,7 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
             buffer.moveReaderIndex(to: payloadStart)
-            tcp.prepend(to: &buffer, source: destination, destination: source)
+            tcp.prepend(to: &buffer, source: .v4(destination), destination: .v4(source))
             ip.prepend(to: &buffer)
             ethernet.prepend(to: &buffer)
             blackHole(buffer.readableBytes)

@@ -192,7 +192,7 @@ let guest = try await UserspaceStack.start(
 let lease = try await guest.configureWithDHCP(timeout: .seconds(20))
 print("guest leased \(lease.address) from \(lease.serverIdentifier)")
 
-let connection = try await guest.connectTCP(to: gateway.configuration.gateway, port: 7)
+let connection = try await guest.connectTCP(to: .v4(gateway.configuration.gateway), port: 7)
 try await connection.write(ByteBuffer(string: message))
 await connection.shutdown()
 var reply = ByteBuffer()

@@ -97,7 +97,7 @@ func fuzzTCP(_ buffer: ByteBuffer) {
     guard let header = try? TCPHeader(parsing: segment) else { return }
     var out = ByteBuffer.withHeadroom(capacity: segment.payload.count)
     out.writeImmutableBuffer(segment.payload.buffer)
-    header.prepend(to: &out, source: IPv4Address(10, 0, 0, 1), destination: IPv4Address(10, 0, 0, 2))
+    header.prepend(to: &out, source: .v4(IPv4Address(10, 0, 0, 1)), destination: .v4(IPv4Address(10, 0, 0, 2)))
     guard let again = try? TCPSegment(out) else { fatalError("a re-encoded TCP segment does not parse") }
     precondition(again.sequenceNumber == segment.sequenceNumber && again.flags == segment.flags, "TCP round trip changed the header")
 }
@@ -123,7 +123,7 @@ func fuzzDNS(_ buffer: ByteBuffer) {
         staticRecords: ["host.internal": IPv4Address(192, 168, 65, 2)], upstreams: [DNSUpstream(address: IPv4Address(10, 0, 0, 53))])
     configuration.seed = 1  // repeatable: an input replays as it ran
     var resolver = DNSResolver(configuration: configuration)
-    let client = DNSClient(address: IPv4Address(192, 168, 65, 3), port: 5353)
+    let client = DNSClient(address: .v4(IPv4Address(192, 168, 65, 3)), port: 5353)
     for action in resolver.handleQuery(buffer, from: client, overTCP: false, now: .uptimeNanoseconds(1)) {
         // Feed a forwarded query back as the upstream's answer: the response path sees fuzzed bytes too.
         if case .forward(let query, let upstream, _) = action {

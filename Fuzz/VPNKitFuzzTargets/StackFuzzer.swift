@@ -114,8 +114,9 @@ final class FakeHostSide: PacketForwarder {
 
     init(stack: NetworkStack) { self.stack = stack }
 
-    func forwards(_ destination: IPv4Address) -> Bool {
-        destination == IPv4Address(192, 168, 65, 2) || !StackFuzzer.subnet.contains(destination)
+    func forwards(_ destination: IPAddress) -> Bool {
+        guard case .v4(let destination) = destination else { return false }
+        return destination == IPv4Address(192, 168, 65, 2) || !StackFuzzer.subnet.contains(destination)
     }
 
     func tcpConnectionRequested(_ request: TCPConnectionRequest, now: NIODeadline) {

@@ -117,7 +117,7 @@ extension UserspaceStack {
             var natLogger = logger
             natLogger[metadataKey: "component"] = "nat"
             if let dns, state.dns == nil { try Self.startDNS(dns, driver: driver, state: state, logger: logger) }
-            if let alias = configuration.hostAlias, alias != .any, driver.stack.configuration.subnet.contains(alias) {
+            if case .v4(let alias) = configuration.hostAlias, alias != .any, driver.stack.configuration.subnet.contains(alias) {
                 driver.stack.addAddress(alias)
             }
             let nat = NAT(driver: driver, configuration: configuration, logger: natLogger)
@@ -169,7 +169,7 @@ extension UserspaceStack {
             state.udpEcho = try driver.stack.bindUDP(port: port) { [unowned driver] message in
                 driver.perform { stack, now in
                     try? stack.sendUDP(
-                        message.payload, from: message.destination == .broadcast ? stack.configuration.gateway : message.destination,
+                        message.payload, from: message.destination == .v4(.broadcast) ? .v4(stack.configuration.gateway) : message.destination,
                         port: message.destinationPort, to: message.source, port: message.sourcePort, now: now)
                 }
             }
@@ -181,11 +181,11 @@ extension UserspaceStack {
     /// none: a guest that renews or changes its address keeps its published ports.
     /// - Throws: the bind error when the host port cannot be bound;
     ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
-    public func publish(_ port: PublishedPort, toLatestLeaseOr fallback: IPv4Address) async throws {
+    public func publish(_ port: PublishedPort, toLatestLeaseOr fallback: IPAddress) async throws {
         let future: EventLoopFuture<Void> = try await onLoop { _, state in
             guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
             return nat.publish(port) { [weak state] in
-                state?.latestLease(now: .now()) ?? fallback
+                state?.latestLease(now: .now()).map(IPAddress.v4) ?? fallback
             }
         }
         try await future.get()
@@ -195,7 +195,7 @@ extension UserspaceStack {
     /// attached): each host connection or datagram is opened into the guest from the host alias.
     /// - Throws: the bind error when the host port cannot be bound;
     ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
-    public func publish(_ port: PublishedPort, to guestAddress: IPv4Address) async throws {
+    public func publish(_ port: PublishedPort, to guestAddress: IPAddress) async throws {
         let future: EventLoopFuture<Void> = try await onLoop { _, state in
             guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
             return nat.publish(port) { guestAddress }

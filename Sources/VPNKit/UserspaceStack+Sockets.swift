@@ -53,8 +53,9 @@ extension UserspaceStack {
     /// Opens a TCP connection to `address:port` and waits for the handshake.
     /// - Throws: `AsyncTCPError.connectionClosed(_:)` with `.refused` when the peer answers with
     ///   a reset, `.timedOut` when the SYN retransmissions run out; `StackError` when no source
-    ///   address is configured or the connection limit is reached.
-    public func connectTCP(to address: IPv4Address, port: UInt16) async throws -> AsyncTCPConnection {
+    ///   address is configured, the connection limit is reached, or `address` is IPv6
+    ///   (`addressFamilyNotSupported`: the stack carries IPv4 only so far).
+    public func connectTCP(to address: IPAddress, port: UInt16) async throws -> AsyncTCPConnection {
         _ = try await onLoop { _, _ in true }
         return try await StackDriver.connect(to: address, port: port, on: driver)
     }
@@ -62,8 +63,9 @@ extension UserspaceStack {
     /// Binds a UDP socket on `port` (of `address` only, or of every owned address when nil).
     /// Received datagrams arrive on the socket's `messages`; a reader that falls more than
     /// `bufferLimit` datagrams behind loses the oldest (counted in `StackCounter.udpSocketQueueFull`).
-    /// The socket is closed when the stack shuts down.
-    public func bindUDP(port: UInt16, address: IPv4Address? = nil, bufferLimit: Int? = nil) async throws -> AsyncUDPSocket {
+    /// The socket is closed when the stack shuts down. An IPv6 `address` is refused with
+    /// `StackError.addressFamilyNotSupported`.
+    public func bindUDP(port: UInt16, address: IPAddress? = nil, bufferLimit: Int? = nil) async throws -> AsyncUDPSocket {
         _ = try await onLoop { _, _ in true }
         let socket = try await AsyncUDPSocket.bind(port: port, address: address, bufferLimit: bufferLimit, on: driver)
         let state = self.state

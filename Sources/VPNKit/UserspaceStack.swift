@@ -104,7 +104,7 @@ public final class UserspaceStack: Sendable {
             var addresses = Set<IPv4Address>()
             for (address, mac) in driver.stack.arpCache.resolvedEntries(now: now) where macs.contains(mac) { addresses.insert(address) }
             for lease in dhcpServer?.leases(now: now) ?? [] where macs.contains(lease.hardwareAddress) { addresses.insert(lease.address) }
-            for address in addresses { nat.closeFlows(ofGuest: address) }
+            for address in addresses { nat.closeFlows(ofGuest: .v4(address)) }
             driver.flush()
         }
     }

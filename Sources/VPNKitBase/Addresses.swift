@@ -32,6 +32,8 @@ public struct IPv4Address: Sendable, Hashable, Comparable, CustomStringConvertib
     public static let any = IPv4Address(rawValue: 0)
     /// The limited broadcast address 255.255.255.255.
     public static let broadcast = IPv4Address(rawValue: 0xFFFF_FFFF)
+    /// The loopback address 127.0.0.1.
+    public static let loopback = IPv4Address(rawValue: 0x7F00_0001)
 
     /// The four octets in network order.
     @inlinable

@@ -23,13 +23,13 @@ public struct DNSUpstream: Sendable, Hashable, CustomStringConvertible {
 public struct DNSClient: Sendable, Hashable, CustomStringConvertible {
     /// The caller's own tag for the client (a connection number, say).
     public var id: UInt64
-    /// The client's address.
-    public var address: IPv4Address
+    /// The client's address, of either family.
+    public var address: IPAddress
     /// The client's port.
     public var port: UInt16
 
     /// A client identified by the caller's `id` and its address and port.
-    public init(id: UInt64 = 0, address: IPv4Address, port: UInt16) {
+    public init(id: UInt64 = 0, address: IPAddress, port: UInt16) {
         self.id = id
         self.address = address
         self.port = port

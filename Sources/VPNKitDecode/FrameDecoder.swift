@@ -141,7 +141,7 @@ public struct FrameDecoder: Sendable {
                 let tcp = try TCPSegment(payload)
                 frame.tcp = .init(
                     header: try TCPHeader(parsing: tcp), payloadLength: tcp.payloadLength,
-                    checksumValid: tcp.isChecksumValid(source: packet.source, destination: packet.destination))
+                    checksumValid: tcp.isChecksumValid(source: .v4(packet.source), destination: .v4(packet.destination)))
             } catch { throw LayerError("tcp", error) }
         default:
             break

@@ -1,29 +1,6 @@
 public import NIOCore
 public import VPNKitBase
 
-/// IP protocol numbers.
-public struct IPProtocol: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
-    /// The protocol number as carried in the IPv4 header.
-    public var rawValue: UInt8
-    /// Wraps any protocol number; numbers without a named constant are kept, not rejected.
-    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
-    /// ICMP, 1.
-    public static let icmp = IPProtocol(rawValue: 1)
-    /// TCP, 6.
-    public static let tcp = IPProtocol(rawValue: 6)
-    /// UDP, 17.
-    public static let udp = IPProtocol(rawValue: 17)
-    /// `ICMP`, `TCP` or `UDP` for the named protocols, otherwise `proto` and the number, such as `proto 47`.
-    public var description: String {
-        switch self {
-        case .icmp: return "ICMP"
-        case .tcp: return "TCP"
-        case .udp: return "UDP"
-        default: return "proto \(rawValue)"
-        }
-    }
-}
-
 /// A validated view of an IPv4 packet.
 ///
 /// Construction checks the version, the header length (≥ 20, within the buffer) and the total length
@@ -114,46 +91,8 @@ public struct IPv4Packet: Sendable {
     }
 
     /// The pseudo-header for TCP/UDP checksums over this packet's payload.
-    @inlinable public var pseudoHeader: IPv4PseudoHeader {
-        IPv4PseudoHeader(source: source, destination: destination, protocol: self.protocol, length: payloadLength)
-    }
-}
-
-/// The part of the IPv4 header that TCP and UDP checksums cover.
-public struct IPv4PseudoHeader: Sendable, Hashable {
-    /// The source address of the IPv4 packet.
-    public var source: IPv4Address
-    /// The destination address of the IPv4 packet.
-    public var destination: IPv4Address
-    /// The transport protocol, added to the sum as a zero-padded 16-bit word.
-    public var `protocol`: IPProtocol
-    /// The transport length (header + payload).
-    public var length: Int
-
-    /// Creates a pseudo-header; `length` is the transport header plus payload in bytes.
-    @inlinable
-    public init(source: IPv4Address, destination: IPv4Address, protocol: IPProtocol, length: Int) {
-        self.source = source
-        self.destination = destination
-        self.protocol = `protocol`
-        self.length = length
-    }
-
-    /// A checksum accumulator already holding the pseudo-header.
-    @inlinable public var checksum: InternetChecksum {
-        var c = InternetChecksum()
-        c.add(source.rawValue)
-        c.add(destination.rawValue)
-        c.add(UInt16(self.protocol.rawValue))
-        c.add(UInt16(truncatingIfNeeded: length))
-        return c
-    }
-
-    /// Whether `transport` (a whole TCP segment or UDP datagram) carries a valid checksum.
-    @inlinable public func verifies(_ transport: ByteView) -> Bool {
-        var c = checksum
-        c.add(transport)
-        return c.value == 0
+    @inlinable public var pseudoHeader: IPPseudoHeader {
+        IPPseudoHeader(source: .v4(source), destination: .v4(destination), protocol: self.protocol, length: payloadLength)
     }
 }
 
@@ -219,8 +158,8 @@ public struct IPv4Header: Sendable, Hashable {
     public var headerLength: Int { 20 + min(40, (options.count + 3) & ~3) }
 
     /// The pseudo-header for a transport payload of `length` bytes.
-    public func pseudoHeader(length: Int) -> IPv4PseudoHeader {
-        IPv4PseudoHeader(source: source, destination: destination, protocol: self.protocol, length: length)
+    public func pseudoHeader(length: Int) -> IPPseudoHeader {
+        IPPseudoHeader(source: .v4(source), destination: .v4(destination), protocol: self.protocol, length: length)
     }
 
     /// Writes the header in front of `buffer`'s readable bytes (the payload), setting the total length

@@ -77,12 +77,17 @@ final class ICMPForwarder {
             nat.counters.icmpEchoDropped &+= 1
             return
         }
-        guard let remote = SocketAddress.v4(request.destination, port: 0) else { return }
+        // The host socket speaks ICMPv4: a request of another family is dropped.
+        guard case .v4(let guest) = request.guestAddress, case .v4(let destination) = request.destination else {
+            nat.counters.icmpEchoDropped &+= 1
+            return
+        }
+        guard let remote = SocketAddress.v4(destination, port: 0) else { return }
         var sequence = nextSequence
         while outstanding[sequence] != nil { sequence &+= 1 }
         nextSequence = sequence &+ 1
         outstanding[sequence] = Outstanding(
-            guest: request.guestAddress, destination: request.destination, identifier: request.identifier,
+            guest: guest, destination: destination, identifier: request.identifier,
             sequenceNumber: request.sequenceNumber, sent: now)
         var message = ByteBuffer.withHeadroom(capacity: request.payload.readableBytes)
         message.writeImmutableBuffer(request.payload)
@@ -114,7 +119,7 @@ final class ICMPForwarder {
         outstanding[icmp.sequenceNumber] = nil
         nat.counters.icmpEchoReplies &+= 1
         nat.stack.sendForwardedEchoReply(
-            from: entry.destination, to: entry.guest, identifier: entry.identifier, sequenceNumber: entry.sequenceNumber,
+            from: .v4(entry.destination), to: .v4(entry.guest), identifier: entry.identifier, sequenceNumber: entry.sequenceNumber,
             payload: icmp.payload.buffer, now: now)
     }
 

@@ -30,7 +30,7 @@ extension NAT {
             stack.refuseTCPConnectionRequest(request, with: .reset, now: now)
             return
         }
-        guard let address = SocketAddress.v4(target, port: request.destinationPort) else {
+        guard let address = SocketAddress.ip(target, port: request.destinationPort) else {
             stack.refuseTCPConnectionRequest(request, with: .unreachable(code: 1), now: now)
             return
         }

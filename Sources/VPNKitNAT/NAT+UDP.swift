@@ -14,7 +14,7 @@ import Darwin
 #endif
 
 struct UDPFlowKey: Hashable {
-    var guestAddress: IPv4Address
+    var guestAddress: IPAddress
     var guestPort: UInt16
 }
 
@@ -26,6 +26,11 @@ extension NAT {
             stack.sendForwardedUDPUnreachable(
                 code: 3, guest: message.source, guestPort: message.sourcePort, remote: message.destination,
                 remotePort: message.destinationPort, now: now)
+            return
+        }
+        // The flows' host sockets are AF_INET (see `openHostUDPSocket`).
+        guard target.family == .v4 else {
+            counters.udpDropsAddressFamily &+= 1
             return
         }
         let key = UDPFlowKey(guestAddress: message.source, guestPort: message.sourcePort)
@@ -149,7 +154,7 @@ final class UDPFlow {
     var bytesToGuest: UInt64 = 0
     /// The last destination and its socket address, reused while the guest keeps sending there (a
     /// flow of requests and answers does): making a `SocketAddress` allocates.
-    private var lastRemote: (address: IPv4Address, port: UInt16, socket: SocketAddress)?
+    private var lastRemote: (address: IPAddress, port: UInt16, socket: SocketAddress)?
 
     init(nat: NAT, key: UDPFlowKey, fd: CInt, now: NIODeadline) {
         self.nat = nat
@@ -159,7 +164,7 @@ final class UDPFlow {
         self.lastActivity = now
     }
 
-    func send(_ payload: ByteBuffer, to address: IPv4Address, port: UInt16) {
+    func send(_ payload: ByteBuffer, to address: IPAddress, port: UInt16) {
         guard let nat, !closed, let remote = remoteAddress(address, port: port) else { return }
         guard let channel else {
             if pending.count < nat.configuration.udpPendingDatagramLimit {
@@ -179,9 +184,9 @@ final class UDPFlow {
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: payload), promise: nil)
     }
 
-    private func remoteAddress(_ address: IPv4Address, port: UInt16) -> SocketAddress? {
+    private func remoteAddress(_ address: IPAddress, port: UInt16) -> SocketAddress? {
         if let last = lastRemote, last.address == address, last.port == port { return last.socket }
-        guard let socket = SocketAddress.v4(address, port: port) else { return nil }
+        guard let socket = SocketAddress.ip(address, port: port) else { return nil }
         lastRemote = (address, port, socket)
         return socket
     }
@@ -195,7 +200,7 @@ final class UDPFlow {
         let queued = pending
         pending = []
         for (payload, remote) in queued {
-            guard let address = IPv4Address(remote), let port = remote.port else { continue }
+            guard let address = IPAddress(remote), let port = remote.port else { continue }
             send(payload, to: address, port: UInt16(port))
         }
     }
@@ -221,7 +226,7 @@ final class UDPFlow {
 
     /// A datagram from a remote: to the guest, from the remote's guest-side address.
     private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
-        guard !closed, let remote = IPv4Address(envelope.remoteAddress), let port = envelope.remoteAddress.port,
+        guard !closed, let remote = IPAddress(envelope.remoteAddress), let port = envelope.remoteAddress.port,
             let source = nat.guestSideAddress(for: remote)
         else { return }
         lastActivity = now
@@ -246,7 +251,7 @@ final class UDPFlow {
             if result < 0 { break }
             guard result == 1, entry.origin == 2 /* SO_EE_ORIGIN_ICMP */, entry.type == 3 else { continue }
             let destination = IPv4Address(rawValue: entry.address)
-            guard let remote = nat.guestSideAddress(for: destination) else { continue }
+            guard let remote = nat.guestSideAddress(for: .v4(destination)) else { continue }
             nat.counters.udpUnreachablesToGuest &+= 1
             nat.stack.sendForwardedUDPUnreachable(
                 code: entry.code, guest: key.guestAddress, guestPort: key.guestPort, remote: remote, remotePort: entry.port, now: now)

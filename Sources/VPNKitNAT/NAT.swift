@@ -81,7 +81,7 @@ public final class NAT {
 
     /// Closes every flow of the guest at `address` (it went away: its VM stopped). TCP host sockets
     /// are reset, UDP ones closed; other guests' flows are untouched.
-    public func closeFlows(ofGuest address: IPv4Address) {
+    public func closeFlows(ofGuest address: IPAddress) {
         driver.perform { _, now in
             for (request, flow) in tcpFlows where request.guestAddress == address { flow.abort(now: now) }
         }
@@ -116,14 +116,16 @@ public final class NAT {
         flowsPumping.removeAll(keepingCapacity: true)
     }
 
-    /// The host address a guest destination maps to: the host alias becomes 127.0.0.1.
-    func hostAddress(for destination: IPv4Address) -> IPv4Address? {
-        if destination == configuration.hostAlias { return configuration.hostLoopback ? .loopback : nil }
+    /// The host address a guest destination maps to: the host alias becomes the loopback address of
+    /// its family (127.0.0.1, ::1); nil when `hostLoopback` is off.
+    func hostAddress(for destination: IPAddress) -> IPAddress? {
+        if destination == configuration.hostAlias { return configuration.hostLoopback ? .loopback(destination.family) : nil }
         return destination
     }
 
-    /// The guest-side address a host source maps back to.
-    func guestSideAddress(for hostSource: IPv4Address) -> IPv4Address? {
+    /// The guest-side address a host source maps back to: a loopback source (of either family)
+    /// becomes the host alias; nil when there is none or `hostLoopback` is off.
+    func guestSideAddress(for hostSource: IPAddress) -> IPAddress? {
         if hostSource.isLoopback {
             guard configuration.hostLoopback, let alias = configuration.hostAlias else { return nil }
             return alias
@@ -162,10 +164,12 @@ final class WeakNAT {
 }
 
 extension NAT: PacketForwarder {
-    /// Whether the NAT takes traffic to `destination`: the host alias, and any address that is not the
-    /// stack's own, loopback, multicast, or on the guest's subnet.
-    public func forwards(_ destination: IPv4Address) -> Bool {
+    /// Whether the NAT takes traffic to `destination`: the host alias, and any IPv4 address that is
+    /// not the stack's own, loopback, multicast, or on the guest's subnet. No other IPv6 address is
+    /// forwarded yet.
+    public func forwards(_ destination: IPAddress) -> Bool {
         if destination == configuration.hostAlias { return true }
+        guard case .v4(let destination) = destination else { return false }
         if stack.owns(destination) { return false }
         if destination.isLoopback || destination.isMulticast { return false }
         // Other addresses on the guest's own subnet are not routed anywhere.

@@ -3,9 +3,10 @@ public import VPNKitBase
 
 /// How the NAT carries guest flows to host sockets. Defaults follow vpnkit.
 public struct NATConfiguration: Sendable {
-    /// The guest-side address that stands for the host's loopback (127.0.0.1); default 192.168.65.2, nil
-    /// for none. Published ports connect into the guest from it (from the gateway when nil).
-    public var hostAlias: IPv4Address? = IPv4Address("192.168.65.2")
+    /// The guest-side address that stands for the host's loopback (127.0.0.1, or ::1 for an IPv6
+    /// alias); default 192.168.65.2, nil for none. Published ports connect into the guest from it
+    /// (from the gateway when nil).
+    public var hostAlias: IPAddress? = .v4(IPv4Address(192, 168, 65, 2))
     /// Whether the host alias reaches the host's loopback; default true. When false, connections to it
     /// are refused with RST and its datagrams answered with ICMP port unreachable.
     public var hostLoopback = true
@@ -90,6 +91,9 @@ public struct NATCounters: Sendable, Hashable, Codable {
     public var udpDropsHostBusy: UInt64 = 0
     /// Guest datagrams dropped because their flow's host socket could not be opened.
     public var udpDropsSocketError: UInt64 = 0
+    /// Guest datagrams dropped because their destination is of a family the flows' host sockets
+    /// (AF_INET) do not carry: IPv6, which the stack does not forward yet.
+    public var udpDropsAddressFamily: UInt64 = 0
     /// ICMP destination-unreachable errors reported on host sockets and relayed to the guest.
     public var udpUnreachablesToGuest: UInt64 = 0
     /// Guest datagrams to the host alias answered with ICMP port unreachable because `hostLoopback` is off.
@@ -98,8 +102,9 @@ public struct NATCounters: Sendable, Hashable, Codable {
     public var icmpEchoRequests: UInt64 = 0
     /// Echo replies matched to a guest ping and passed to the guest.
     public var icmpEchoReplies: UInt64 = 0
-    /// Guest pings dropped: no ICMP socket is open (see `NAT.startICMP()`), or
-    /// `maximumICMPEchoesInFlight` were already waiting.
+    /// Guest pings dropped: no ICMP socket is open (see `NAT.startICMP()`),
+    /// `maximumICMPEchoesInFlight` were already waiting, or the ping was not IPv4 (the forwarder
+    /// speaks ICMPv4 only).
     public var icmpEchoDropped: UInt64 = 0
     /// Forwarded pings that got no reply within `icmpEchoTimeout`.
     public var icmpEchoTimedOut: UInt64 = 0

@@ -8,49 +8,69 @@ import VPNKitRuntime
 
 /// A host port forwarded into the guest: `tcp:127.0.0.1:8080:80` listens on the host's
 /// 127.0.0.1:8080 and opens a connection to the guest's port 80 through the stack, from the host
-/// alias (no helper inside the guest).
+/// alias (no helper inside the guest). The host side may listen on IPv6 (`tcp:[::1]:8080:80`); the
+/// guest side is reached over IPv4.
 public struct PublishedPort: Sendable, Hashable, CustomStringConvertible {
     /// The protocol of a published port: `tcp` or `udp`, as written in the text form.
     public enum Transport: String, Sendable { case tcp, udp }
     /// TCP or UDP.
     public var transport: Transport
-    /// The host address to listen on; default 127.0.0.1, reachable from the host only.
-    public var hostAddress: IPv4Address
+    /// The host address to listen on, of either family; default 127.0.0.1, reachable from the host
+    /// only.
+    public var hostAddress: IPAddress
     /// The host port to listen on.
     public var hostPort: UInt16
     /// The guest port that connections and datagrams go to.
     public var guestPort: UInt16
 
     /// Creates a published port. Unlike the text form, it accepts port 0.
-    public init(transport: Transport, hostAddress: IPv4Address = IPv4Address(127, 0, 0, 1), hostPort: UInt16, guestPort: UInt16) {
+    public init(transport: Transport, hostAddress: IPAddress = .v4(.loopback), hostPort: UInt16, guestPort: UInt16) {
         self.transport = transport
         self.hostAddress = hostAddress
         self.hostPort = hostPort
         self.guestPort = guestPort
     }
 
-    /// Parses `tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT`; the host address defaults to 127.0.0.1.
+    /// Parses `tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT`, where HOSTIP is a dotted quad or an IPv6
+    /// address in brackets (`tcp:[::1]:8080:80`); the host address defaults to 127.0.0.1.
     public init?(_ text: String) {
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 3 || parts.count == 4, let transport = Transport(rawValue: parts[0].lowercased()) else { return nil }
-        var host = IPv4Address(127, 0, 0, 1)
-        if parts.count == 4 {
-            guard let address = IPv4Address(parts[1]) else { return nil }
-            host = address
+        guard let colon = text.firstIndex(of: ":"), let transport = Transport(rawValue: text[..<colon].lowercased()) else { return nil }
+        var rest = text[text.index(after: colon)...]
+        var host = IPAddress.v4(.loopback)
+        let bracketed = rest.first == "["
+        if bracketed {
+            guard let close = rest.firstIndex(of: "]"), let address = IPv6Address(rest[rest.index(after: rest.startIndex)..<close])
+            else { return nil }
+            host = .v6(address)
+            rest = rest[rest.index(after: close)...]
+            guard rest.first == ":" else { return nil }
+            rest = rest.dropFirst()
         }
-        guard let hostPort = UInt16(parts[parts.count - 2]), hostPort != 0, let guestPort = UInt16(parts[parts.count - 1]), guestPort != 0
+        var parts = rest.split(separator: ":", omittingEmptySubsequences: false)
+        if !bracketed, parts.count == 3 {
+            guard let address = IPv4Address(parts[0]) else { return nil }
+            host = .v4(address)
+            parts.removeFirst()
+        }
+        guard parts.count == 2, let hostPort = UInt16(parts[0]), hostPort != 0, let guestPort = UInt16(parts[1]), guestPort != 0
         else { return nil }
         self.init(transport: transport, hostAddress: host, hostPort: hostPort, guestPort: guestPort)
     }
 
-    /// The text form, such as `tcp:127.0.0.1:8080:80`, which `init(_:)` parses back.
-    public var description: String { "\(transport.rawValue):\(hostAddress):\(hostPort):\(guestPort)" }
+    /// The text form, such as `tcp:127.0.0.1:8080:80` or `tcp:[::1]:8080:80`, which `init(_:)`
+    /// parses back.
+    public var description: String {
+        switch hostAddress {
+        case .v4(let address): return "\(transport.rawValue):\(address):\(hostPort):\(guestPort)"
+        case .v6(let address): return "\(transport.rawValue):[\(address)]:\(hostPort):\(guestPort)"
+        }
+    }
 }
 
 extension NAT {
     /// Starts forwarding `port` into the guest at the address `guestAddress()` names when a
     /// connection or datagram arrives (nil: refused). Fails when the host port cannot be bound.
-    public func publish(_ port: PublishedPort, guestAddress: @escaping () -> IPv4Address?) -> EventLoopFuture<Void> {
+    public func publish(_ port: PublishedPort, guestAddress: @escaping () -> IPAddress?) -> EventLoopFuture<Void> {
         let publisher = PortPublisher(nat: self, port: port, guestAddress: guestAddress)
         publishers.append(publisher)
         return publisher.start()
@@ -60,7 +80,7 @@ extension NAT {
 final class PortPublisher {
     weak var nat: NAT?
     let port: PublishedPort
-    let guestAddress: () -> IPv4Address?
+    let guestAddress: () -> IPAddress?
     var channel: (any Channel)?
     /// UDP: one stack socket per host client, so the guest's replies find their way back.
     var udpClients: [SocketAddress: (socket: UDPSocket, lastActivity: NIODeadline)] = [:]
@@ -74,7 +94,7 @@ final class PortPublisher {
     /// How long a TCP listener stays closed after accept(2) ran out of descriptors.
     static let relistenDelay = TimeAmount.seconds(1)
 
-    init(nat: NAT, port: PublishedPort, guestAddress: @escaping () -> IPv4Address?) {
+    init(nat: NAT, port: PublishedPort, guestAddress: @escaping () -> IPAddress?) {
         self.nat = nat
         self.eventLoop = nat.eventLoop
         self.port = port
@@ -154,7 +174,7 @@ final class PortPublisher {
                            "published \(port): no guest address known, or the connection limit is reached")
             return nil
         }
-        let source = nat.configuration.hostAlias ?? nat.stack.configuration.gateway
+        let source = nat.configuration.hostAlias ?? .v4(nat.stack.configuration.gateway)
         guard let socket = try? nat.stack.connectTCP(to: guest, port: port.guestPort, from: source, now: now) else {
             nat.counters.publishedRefused &+= 1
             return nil
@@ -186,7 +206,7 @@ final class PortPublisher {
         let client = envelope.remoteAddress
         var entry = udpClients[client]
         if entry == nil {
-            let source = nat.configuration.hostAlias ?? nat.stack.configuration.gateway
+            let source = nat.configuration.hostAlias ?? .v4(nat.stack.configuration.gateway)
             let channel = self.channel
             for _ in 0..<16384 {
                 let candidate = nextUDPPort

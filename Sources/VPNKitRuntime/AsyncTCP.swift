@@ -17,8 +17,8 @@ public enum AsyncTCPError: Error, Sendable, Hashable {
 public final class AsyncTCPConnection: Sendable {
     private let state: NIOLoopBound<State>
     private let eventLoop: any EventLoop
-    /// The peer's IPv4 address.
-    public let remoteAddress: IPv4Address
+    /// The peer's address.
+    public let remoteAddress: IPAddress
     /// The peer's TCP port.
     public let remotePort: UInt16
 
@@ -146,8 +146,9 @@ extension StackDriver {
 
     /// Opens a connection from the gateway address and an ephemeral port, and waits for the
     /// handshake. Throws a `StackError` when the connection cannot be created (no address yet, too
-    /// many connections), or `AsyncTCPError.connectionClosed` when it is refused or times out.
-    public static func connect(to address: IPv4Address, port: UInt16, on driver: NIOLoopBound<StackDriver>) async throws -> AsyncTCPConnection {
+    /// many connections, an IPv6 address: `addressFamilyNotSupported`), or
+    /// `AsyncTCPError.connectionClosed` when it is refused or times out.
+    public static func connect(to address: IPAddress, port: UInt16, on driver: NIOLoopBound<StackDriver>) async throws -> AsyncTCPConnection {
         let loop = driver.eventLoop
         return try await loop.flatSubmit { () -> EventLoopFuture<AsyncTCPConnection> in
             let d = driver.value

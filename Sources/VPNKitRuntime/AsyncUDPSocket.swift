@@ -10,7 +10,7 @@ public final class AsyncUDPSocket: Sendable {
     /// The local UDP port.
     public let port: UInt16
     /// The local address bound, or nil for every owned address and broadcasts.
-    public let address: IPv4Address?
+    public let address: IPAddress?
     /// Datagrams received, in order; ends when the socket closes.
     public let messages: AsyncStream<UDPMessage>
     private let eventLoop: any EventLoop
@@ -18,10 +18,11 @@ public final class AsyncUDPSocket: Sendable {
     private let continuation: AsyncStream<UDPMessage>.Continuation
 
     /// Binds on the driver's event loop (call from anywhere). `bufferLimit` replaces the stack's
-    /// `udpSocketQueueLimit` for this socket (at least 1). Throws `StackError.addressInUse` or
-    /// `StackError.addressNotOwned`, as `NetworkStack.bindUDP` does.
+    /// `udpSocketQueueLimit` for this socket (at least 1). Throws `StackError.addressInUse`,
+    /// `StackError.addressNotOwned` or `StackError.addressFamilyNotSupported`, as
+    /// `NetworkStack.bindUDP` does.
     public static func bind(
-        port: UInt16, address: IPv4Address? = nil, bufferLimit: Int? = nil, on driver: NIOLoopBound<StackDriver>
+        port: UInt16, address: IPAddress? = nil, bufferLimit: Int? = nil, on driver: NIOLoopBound<StackDriver>
     ) async throws -> AsyncUDPSocket {
         let loop = driver.eventLoop
         return try await loop.submit {
@@ -39,7 +40,7 @@ public final class AsyncUDPSocket: Sendable {
     private let driver: NIOLoopBound<StackDriver>
 
     private init(
-        port: UInt16, address: IPv4Address?, messages: AsyncStream<UDPMessage>, continuation: AsyncStream<UDPMessage>.Continuation,
+        port: UInt16, address: IPAddress?, messages: AsyncStream<UDPMessage>, continuation: AsyncStream<UDPMessage>.Continuation,
         socket: NIOLoopBound<UDPSocket>, driver: StackDriver, eventLoop: any EventLoop
     ) {
         self.port = port
@@ -54,7 +55,7 @@ public final class AsyncUDPSocket: Sendable {
     /// Sends `payload` to `destination:port` from the socket's address (the gateway when bound to
     /// every address), on the stack's event loop. Throws the `StackError` of `UDPSocket.send`; does
     /// nothing once the socket is closed.
-    public func send(_ payload: ByteBuffer, to destination: IPv4Address, port destinationPort: UInt16) async throws {
+    public func send(_ payload: ByteBuffer, to destination: IPAddress, port destinationPort: UInt16) async throws {
         let socket = self.socket
         let driver = self.driver
         try await eventLoop.submit {

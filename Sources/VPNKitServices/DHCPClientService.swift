@@ -84,7 +84,7 @@ public final class DHCPClientService: StackTimerClient {
                 var payload = ByteBuffer.withHeadroom(capacity: message.encodedLength)
                 message.write(to: &payload)
                 try? stack.sendUDP(
-                    payload, from: from, port: BOOTP.clientPort, to: to, port: BOOTP.serverPort,
+                    payload, from: .v4(from), port: BOOTP.clientPort, to: .v4(to), port: BOOTP.serverPort,
                     linkDestination: to == .broadcast ? .broadcast : nil, now: now)
             case .probe(let address):
                 stack.sendARPProbe(for: address)

@@ -56,7 +56,7 @@ public final class DHCPService {
         var payload = ByteBuffer.withHeadroom(capacity: reply.message.encodedLength)
         reply.message.write(to: &payload)
         try? stack?.sendUDP(
-            payload, from: server.configuration.serverAddress, port: BOOTP.serverPort, to: reply.destination,
+            payload, from: .v4(server.configuration.serverAddress), port: BOOTP.serverPort, to: .v4(reply.destination),
             port: reply.destinationPort, linkDestination: reply.linkDestination, now: message.receivedAt)
     }
 

@@ -110,7 +110,7 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         self.resolvConfStamp = stamp
         let stack = driver.stack
         let gateway = stack.configuration.gateway
-        udpSocket = try stack.bindUDP(port: 53, address: gateway) { [weak self] message in
+        udpSocket = try stack.bindUDP(port: 53, address: .v4(gateway)) { [weak self] message in
             self?.udpQuery(message)
         }
         try stack.listenTCP(port: 53) { [weak self] socket in
@@ -197,7 +197,7 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
                     guard let socket = tcpClients[client.id]?.socket, let framed = try? DNSTCPFramer.frame(message) else { continue }
                     socket.write(framed, now: now)
                 } else {
-                    try? driver.stack.sendUDP(message, from: driver.stack.configuration.gateway, port: 53, to: client.address, port: client.port, now: now)
+                    try? driver.stack.sendUDP(message, from: .v4(driver.stack.configuration.gateway), port: 53, to: client.address, port: client.port, now: now)
                 }
             case .forward(let query, let upstream, let overTCP):
                 if overTCP {

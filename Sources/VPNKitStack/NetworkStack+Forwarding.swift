@@ -9,17 +9,17 @@ import VPNKitUDP
 /// refuses the request.
 public struct TCPConnectionRequest: Hashable, Sendable, CustomStringConvertible {
     /// The guest's address, the SYN's source.
-    public let guestAddress: IPv4Address
+    public let guestAddress: IPAddress
     /// The guest's TCP port.
     public let guestPort: UInt16
     /// The forwarded address the guest is connecting to.
-    public let destination: IPv4Address
+    public let destination: IPAddress
     /// The TCP port the guest is connecting to.
     public let destinationPort: UInt16
 
     /// Creates a request from its two endpoints; the stack finds the held SYN by these four values,
     /// so a request rebuilt from them can be accepted or refused.
-    public init(guestAddress: IPv4Address, guestPort: UInt16, destination: IPv4Address, destinationPort: UInt16) {
+    public init(guestAddress: IPAddress, guestPort: UInt16, destination: IPAddress, destinationPort: UInt16) {
         self.guestAddress = guestAddress
         self.guestPort = guestPort
         self.destination = destination
@@ -43,9 +43,9 @@ public enum TCPRefusal: Sendable, Hashable {
 /// A guest's ICMP echo request to an address the stack forwards.
 public struct ICMPEchoRequest: Sendable {
     /// The guest that sent the request.
-    public var guestAddress: IPv4Address
+    public var guestAddress: IPAddress
     /// The forwarded address being pinged.
-    public var destination: IPv4Address
+    public var destination: IPAddress
     /// The echo identifier, to be returned in the reply.
     public var identifier: UInt16
     /// The echo sequence number, to be returned in the reply.
@@ -62,7 +62,7 @@ public protocol PacketForwarder: AnyObject {
     /// Whether traffic to `destination` is forwarded (asked for unicast destinations only). An owned
     /// address may be forwarded (the host alias): its TCP and UDP go to the forwarder, while ARP and
     /// ping are still answered by the stack.
-    func forwards(_ destination: IPv4Address) -> Bool
+    func forwards(_ destination: IPAddress) -> Bool
     /// A guest SYN to a forwarded address: answer later with `acceptTCPConnectionRequest` or
     /// `refuseTCPConnectionRequest` (exactly once).
     func tcpConnectionRequested(_ request: TCPConnectionRequest, now: NIODeadline)
@@ -82,12 +82,12 @@ extension NetworkStack {
         guard let forwarder, !destination.isMulticast, destination != .broadcast, destination != .any,
             destination != configuration.subnet.broadcast
         else { return false }
-        return forwarder.forwards(destination)
+        return forwarder.forwards(.v4(destination))
     }
 
     /// A guest SYN with no connection: held for the forwarder. Returns false if not forwarded.
     func forwardTCPSYN(_ incoming: TCPIncoming, key: TCPKey, now: NIODeadline) -> Bool {
-        guard let forwarder, isForwarded(key.localAddress) else { return false }
+        guard let forwarder, case .v4(let local) = key.localAddress, isForwarded(local) else { return false }
         if pendingTCPRequests[key] != nil {
             counters.increment(.forwardedTCPDuplicateSYNs)
             return true
@@ -130,6 +130,11 @@ extension NetworkStack {
         let key = request.key
         guard let pending = pendingTCPRequests.removeValue(forKey: key) else { return }
         counters.increment(.forwardedTCPRefused)
+        // Pending requests are IPv4 (the stack receives nothing else yet).
+        guard let (local, remote) = key.ipv4Addresses else {
+            counters.increment(.addressFamilyNotSupported)
+            return
+        }
         switch refusal {
         case .reset:
             counters.increment(.tcpResetsSent)
@@ -140,32 +145,40 @@ extension NetworkStack {
             var buffer = ByteBuffer.withHeadroom(capacity: 0)
             reset.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress)
             counters.increment(.tcpSegmentsSent)
-            sendIPv4(payload: buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, now: now)
+            sendIPv4(payload: buffer, protocol: .tcp, from: local, to: remote, dontFragment: true, now: now)
         case .unreachable(let code):
             // Quote the SYN's IP header and first 8 bytes (ports and sequence number).
             var quote = ByteBuffer.withHeadroom(capacity: 8)
             quote.writeInteger(key.remotePort)
             quote.writeInteger(key.localPort)
             quote.writeInteger(pending.syn.header.sequenceNumber.rawValue)
-            sendUnreachable(code: code, quoting: quote, protocol: .tcp, guest: key.remoteAddress, remote: key.localAddress, now: now)
+            sendUnreachable(code: code, quoting: quote, protocol: .tcp, guest: remote, remote: local, now: now)
         }
     }
 
     /// Sends a UDP datagram to the guest from any address (a forwarded reply); fragmented to the MTU.
-    /// Throws `StackError.datagramTooLarge` when the payload exceeds 65,507 bytes.
+    /// Throws `StackError.datagramTooLarge` when the payload exceeds 65,507 bytes, and
+    /// `StackError.addressFamilyNotSupported` (counted) for an IPv6 source or destination.
     public func sendForwardedUDP(
-        _ payload: ByteBuffer, from source: IPv4Address, port sourcePort: UInt16, to destination: IPv4Address,
+        _ payload: ByteBuffer, from source: IPAddress, port sourcePort: UInt16, to destination: IPAddress,
         port destinationPort: UInt16, now: NIODeadline
     ) throws(StackError) {
+        let origin = try requireIPv4(source)
+        let target = try requireIPv4(destination)
         guard payload.readableBytes <= 65535 - 28 else { throw .datagramTooLarge(payload.readableBytes) }
-        emitUDP(payload, from: source, port: sourcePort, to: destination, port: destinationPort, now: now)
+        emitUDP(payload, from: origin, port: sourcePort, to: target, port: destinationPort, now: now)
     }
 
     /// Tells the guest that its UDP datagram from `guestPort` to `remote:remotePort` could not be
-    /// delivered (ICMP destination unreachable with `code`; 3: port unreachable). Rate-limited.
+    /// delivered (ICMP destination unreachable with `code`; 3: port unreachable). Rate-limited. With an
+    /// IPv6 address it sends nothing and counts `addressFamilyNotSupported`.
     public func sendForwardedUDPUnreachable(
-        code: UInt8, guest: IPv4Address, guestPort: UInt16, remote: IPv4Address, remotePort: UInt16, now: NIODeadline
+        code: UInt8, guest: IPAddress, guestPort: UInt16, remote: IPAddress, remotePort: UInt16, now: NIODeadline
     ) {
+        guard case .v4(let guest) = guest, case .v4(let remote) = remote else {
+            counters.increment(.addressFamilyNotSupported)
+            return
+        }
         var quote = ByteBuffer.withHeadroom(capacity: 8)
         quote.writeInteger(guestPort)
         quote.writeInteger(remotePort)
@@ -189,11 +202,16 @@ extension NetworkStack {
         sendIPv4(payload: body, protocol: .icmp, from: from, to: guest, dontFragment: false, dscp: 0xC0 >> 2, now: now)
     }
 
-    /// Sends an ICMP echo reply to the guest from `source` (a forwarded ping's answer).
+    /// Sends an ICMP echo reply to the guest from `source` (a forwarded ping's answer). With an IPv6
+    /// address it sends nothing and counts `addressFamilyNotSupported`.
     public func sendForwardedEchoReply(
-        from source: IPv4Address, to destination: IPv4Address, identifier: UInt16, sequenceNumber: UInt16, payload: ByteBuffer,
+        from source: IPAddress, to destination: IPAddress, identifier: UInt16, sequenceNumber: UInt16, payload: ByteBuffer,
         now: NIODeadline
     ) {
+        guard case .v4(let source) = source, case .v4(let destination) = destination else {
+            counters.increment(.addressFamilyNotSupported)
+            return
+        }
         var reply = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
         reply.writeImmutableBuffer(payload)
         ICMPv4Header.echo(reply: true, identifier: identifier, sequenceNumber: sequenceNumber).prepend(to: &reply)

@@ -23,7 +23,7 @@ extension NetworkStack {
             counters.increment(.forwardedICMPEchoRequests)
             forwarder.icmpEchoRequested(
                 ICMPEchoRequest(
-                    guestAddress: packet.source, destination: packet.destination, identifier: icmp.identifier,
+                    guestAddress: .v4(packet.source), destination: .v4(packet.destination), identifier: icmp.identifier,
                     sequenceNumber: icmp.sequenceNumber, payload: icmp.payload.buffer, timeToLive: packet.timeToLive),
                 now: now)
             return

@@ -5,15 +5,27 @@ import VPNKitEthernet
 public import VPNKitTCP
 
 struct TCPKey: Hashable {
-    var localAddress: IPv4Address
+    var localAddress: IPAddress
     var localPort: UInt16
-    var remoteAddress: IPv4Address
+    var remoteAddress: IPAddress
     var remotePort: UInt16
 
-    /// Looked up for every segment: the four fields go to the hasher as two words, not four.
+    /// Looked up for every segment: for two IPv4 addresses (every key the stack makes today) the
+    /// four fields go to the hasher as two words, not four; other addresses go as they are.
     func hash(into hasher: inout Hasher) {
-        hasher.combine(UInt64(localAddress.rawValue) << 32 | UInt64(remoteAddress.rawValue))
+        if case .v4(let local) = localAddress, case .v4(let remote) = remoteAddress {
+            hasher.combine(UInt64(local.rawValue) << 32 | UInt64(remote.rawValue))
+        } else {
+            hasher.combine(localAddress)
+            hasher.combine(remoteAddress)
+        }
         hasher.combine(UInt32(localPort) << 16 | UInt32(remotePort))
+    }
+
+    /// Both addresses when both are IPv4, the only family the stack sends today; nil otherwise.
+    var ipv4Addresses: (local: IPv4Address, remote: IPv4Address)? {
+        guard case .v4(let local) = localAddress, case .v4(let remote) = remoteAddress else { return nil }
+        return (local, remote)
     }
 }
 
@@ -21,11 +33,11 @@ struct TCPKey: Hashable {
 public final class TCPSocket {
     /// The stack's address on this connection (for a forwarded connection, the address the guest
     /// connected to).
-    public let localAddress: IPv4Address
+    public let localAddress: IPAddress
     /// The stack's TCP port on this connection.
     public let localPort: UInt16
     /// The peer's address.
-    public let remoteAddress: IPv4Address
+    public let remoteAddress: IPAddress
     /// The peer's TCP port.
     public let remotePort: UInt16
     weak var stack: NetworkStack?
@@ -176,10 +188,12 @@ extension NetworkStack {
     /// `localPort` (by default an ephemeral port in 32768–60999). The SYN is queued at once; the
     /// socket's `onConnected` fires when the handshake completes, `onClosed` if it fails. Throws
     /// `addressNotOwned` for a source the stack does not own, `tooManyConnections` at
-    /// `maximumTCPConnections`, and `addressInUse` when the local port already has a connection to
-    /// `remote:port`.
-    public func connectTCP(to remote: IPv4Address, port: UInt16, from local: IPv4Address? = nil, localPort: UInt16? = nil, now: NIODeadline) throws(StackError) -> TCPSocket {
-        let source = local ?? configuration.gateway
+    /// `maximumTCPConnections`, `addressInUse` when the local port already has a connection to
+    /// `remote:port`, and `addressFamilyNotSupported` for an IPv6 `remote` or `local` (counted).
+    public func connectTCP(to remote: IPAddress, port: UInt16, from local: IPAddress? = nil, localPort: UInt16? = nil, now: NIODeadline) throws(StackError) -> TCPSocket {
+        let source = local ?? .v4(configuration.gateway)
+        try requireSupportedFamily(remote)
+        try requireSupportedFamily(source)
         guard owns(source) else { throw .addressNotOwned(source) }
         if tcpConnections.count >= configuration.maximumTCPConnections { recycleOneTimeWait() }
         guard tcpConnections.count < configuration.maximumTCPConnections else { throw .tooManyConnections }
@@ -315,19 +329,25 @@ extension NetworkStack {
     /// MSS (`segmentSize` nonzero) goes out whole, for the link to cut, and on a link that gathers the
     /// data (a slice of the send buffer) is never copied: the headers go in a small buffer of their own.
     private func transmitTCP(header: TCPHeader, payload: consuming ByteBuffer, segmentSize: Int = 0, key: TCPKey, now: NIODeadline) {
+        // Every key is IPv4 today (connects and binds refuse other families); one that is not is
+        // dropped and counted, never sent.
+        guard let (local, remote) = key.ipv4Addresses else {
+            counters.increment(.addressFamilyNotSupported)
+            return
+        }
         let partial = linkOffloads.contains(.partialChecksum)
         counters.increment(.tcpSegmentsSent)
         if linkOffloads.contains(.gather), payload.readableBytes >= 512 {
             var head = headerBuffer()
             header.prepend(to: &head, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial, trailing: payload)
-            sendGatheredTCP(head: consume head, payload: payload, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), key: key, now: now)
+            sendGatheredTCP(head: consume head, payload: payload, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), from: local, to: remote, now: now)
             return
         }
         // Otherwise the headers go in front of the data: in place when the data has a buffer of its own
         // with headroom; a slice of the send buffer is copied once, with headroom, first.
         var buffer = payload.readableBytes == 0 ? headerBuffer() : payload
         header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial)
-        sendIPv4(payload: consume buffer, protocol: .tcp, from: key.localAddress, to: key.remoteAddress, dontFragment: true, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), now: now)
+        sendIPv4(payload: consume buffer, protocol: .tcp, from: local, to: remote, dontFragment: true, offload: tcpOffload(header, partial: partial, segmentSize: segmentSize), now: now)
     }
 
     /// The offloads a TCP segment asks of the link.
@@ -347,14 +367,17 @@ extension NetworkStack {
 
     /// A TCP segment as headers plus its data in a separate buffer: straight to the link when the next
     /// hop is resolved; otherwise (or when it would need fragmenting) joined and sent the usual way.
-    private func sendGatheredTCP(head: consuming ByteBuffer, payload: ByteBuffer, offload: FrameOffload, key: TCPKey, now: NIODeadline) {
+    private func sendGatheredTCP(
+        head: consuming ByteBuffer, payload: ByteBuffer, offload: FrameOffload, from source: IPv4Address, to destination: IPv4Address,
+        now: NIODeadline
+    ) {
         var head = head
-        var ip = IPv4Header(source: key.localAddress, destination: key.remoteAddress, protocol: .tcp, timeToLive: 64)
+        var ip = IPv4Header(source: source, destination: destination, protocol: .tcp, timeToLive: 64)
         ip.identification = makeIdentification()
         ip.dontFragment = true
         ip.prepend(to: &head, trailingLength: payload.readableBytes)
         let fits = head.readableBytes + payload.readableBytes <= configuration.mtu || offload.segmentSize > 0
-        if fits, let nextHop = nextHop(for: key.remoteAddress), let mac = arpCache.lookup(nextHop, now: now) {
+        if fits, let nextHop = nextHop(for: destination), let mac = arpCache.lookup(nextHop, now: now) {
             EthernetHeader(destination: mac, source: macAddress, etherType: .ipv4).prepend(to: &head)
             transmit(head, offload: offload, payload: payload)
             return
@@ -373,7 +396,7 @@ extension NetworkStack {
             counters.increment(.tcpMalformed)
             return
         }
-        guard receivingTrustedChecksum || segment.isChecksumValid(source: packet.source, destination: packet.destination) else {
+        guard receivingTrustedChecksum || segment.isChecksumValid(source: .v4(packet.source), destination: .v4(packet.destination)) else {
             counters.increment(.tcpBadChecksum)
             return
         }
@@ -384,7 +407,7 @@ extension NetworkStack {
         }
         counters.increment(.tcpSegmentsReceived)
         let incoming = TCPIncoming(header: header, payload: segment.payload.buffer)
-        let key = TCPKey(localAddress: packet.destination, localPort: header.destinationPort, remoteAddress: packet.source, remotePort: header.sourcePort)
+        let key = TCPKey(localAddress: .v4(packet.destination), localPort: header.destinationPort, remoteAddress: .v4(packet.source), remotePort: header.sourcePort)
         let flags = header.flags
         let isSYN = flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst)
         if let entry = tcpConnections[key] {

@@ -5,7 +5,7 @@ import VPNKitUDP
 
 struct UDPSocketKey: Hashable {
     /// nil: every owned address (and broadcasts).
-    var address: IPv4Address?
+    var address: IPAddress?
     var port: UInt16
 }
 
@@ -16,25 +16,26 @@ struct UDPSocketEntry {
 /// A bound UDP port on the stack. Closing it (or releasing the last reference to it) unbinds.
 public final class UDPSocket {
     /// The address bound, or nil for every owned address and broadcasts.
-    public let address: IPv4Address?
+    public let address: IPAddress?
     /// The UDP port bound.
     public let port: UInt16
     private weak var stack: NetworkStack?
     /// Whether `close()` has been called: the socket receives nothing more, and its sends do nothing.
     public private(set) var isClosed = false
 
-    init(stack: NetworkStack, address: IPv4Address?, port: UInt16) {
+    init(stack: NetworkStack, address: IPAddress?, port: UInt16) {
         self.stack = stack
         self.address = address
         self.port = port
     }
 
     /// Sends `payload` from this socket to `destination:port` (from `source`, which must be owned;
-    /// by default the socket's address or the gateway). Throws as `NetworkStack.sendUDP` does; does
-    /// nothing once the socket is closed or its stack is gone.
-    public func send(_ payload: ByteBuffer, to destination: IPv4Address, port destinationPort: UInt16, from source: IPv4Address? = nil, now: NIODeadline) throws(StackError) {
+    /// by default the socket's address or the gateway). Throws as `NetworkStack.sendUDP` does
+    /// (`addressFamilyNotSupported` for an IPv6 destination or source); does nothing once the socket
+    /// is closed or its stack is gone.
+    public func send(_ payload: ByteBuffer, to destination: IPAddress, port destinationPort: UInt16, from source: IPAddress? = nil, now: NIODeadline) throws(StackError) {
         guard let stack, !isClosed else { return }
-        try stack.sendUDP(payload, from: source ?? address ?? stack.configuration.gateway, port: port, to: destination, port: destinationPort, now: now)
+        try stack.sendUDP(payload, from: source ?? address ?? .v4(stack.configuration.gateway), port: port, to: destination, port: destinationPort, now: now)
     }
 
     /// Unbinds the port, so that it can be bound again and datagrams to it are treated as to any
@@ -53,10 +54,12 @@ public final class UDPSocket {
 extension NetworkStack {
     /// Binds `port` on `address` (an owned address, or nil for all of them and broadcasts). Each
     /// datagram is handed to `handler` synchronously, on the thread driving the stack. Throws
-    /// `StackError.addressNotOwned` for an address the stack does not own, and
+    /// `StackError.addressNotOwned` for an address the stack does not own,
     /// `StackError.addressInUse` when the port is bound on that address or on every address (or, for
-    /// a bind on every address, on any one).
-    public func bindUDP(port: UInt16, address: IPv4Address? = nil, handler: @escaping (UDPMessage) -> Void) throws(StackError) -> UDPSocket {
+    /// a bind on every address, on any one), and `StackError.addressFamilyNotSupported` for an IPv6
+    /// address (counted).
+    public func bindUDP(port: UInt16, address: IPAddress? = nil, handler: @escaping (UDPMessage) -> Void) throws(StackError) -> UDPSocket {
+        if let address { try requireSupportedFamily(address) }
         if let address, !owns(address) { throw .addressNotOwned(address) }
         let key = UDPSocketKey(address: address, port: port)
         guard udpSockets[key] == nil, udpSockets[UDPSocketKey(address: nil, port: port)] == nil,
@@ -69,18 +72,21 @@ extension NetworkStack {
     /// Sends a UDP datagram from an owned address (or from 0.0.0.0, as a DHCP client must). With
     /// `linkDestination` the frame goes to that MAC without ARP (a DHCP server answering a client that
     /// has no address yet). Throws `StackError.addressNotOwned`, `StackError.datagramTooLarge` (over
-    /// 65,507 bytes), or `StackError.noRoute` when the destination is off the subnet and there is no
-    /// default router.
+    /// 65,507 bytes), `StackError.noRoute` when the destination is off the subnet and there is no
+    /// default router, or `StackError.addressFamilyNotSupported` (counted) for an IPv6 source or
+    /// destination.
     public func sendUDP(
-        _ payload: ByteBuffer, from source: IPv4Address, port sourcePort: UInt16, to destination: IPv4Address,
+        _ payload: ByteBuffer, from source: IPAddress, port sourcePort: UInt16, to destination: IPAddress,
         port destinationPort: UInt16, linkDestination: MACAddress? = nil, now: NIODeadline
     ) throws(StackError) {
-        guard owns(source) || source == .any else { throw .addressNotOwned(source) }
+        let target = try requireIPv4(destination)
+        let origin = try requireIPv4(source)
+        guard owns(origin) || origin == .any else { throw .addressNotOwned(source) }
         guard payload.readableBytes <= 65535 - 28 else { throw .datagramTooLarge(payload.readableBytes) }
-        let broadcast = destination == .broadcast || destination == configuration.subnet.broadcast
-        guard broadcast || linkDestination != nil || configuration.subnet.contains(destination) || configuration.defaultRouter != nil
+        let broadcast = target == .broadcast || target == configuration.subnet.broadcast
+        guard broadcast || linkDestination != nil || configuration.subnet.contains(target) || configuration.defaultRouter != nil
         else { throw .noRoute(destination) }
-        emitUDP(payload, from: source, port: sourcePort, to: destination, port: destinationPort, linkDestination: linkDestination, now: now)
+        emitUDP(payload, from: origin, port: sourcePort, to: target, port: destinationPort, linkDestination: linkDestination, now: now)
     }
 
     /// Writes the UDP header in front of `payload` (in its headroom when it has some, else in a
@@ -96,7 +102,7 @@ extension NetworkStack {
             buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
             buffer.writeImmutableBuffer(payload)
         }
-        UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: source, destination: destination)
+        UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: .v4(source), destination: .v4(destination))
         counters.increment(.udpSent)
         sendIPv4(payload: consume buffer, protocol: .udp, from: source, to: destination, dontFragment: false, linkDestination: linkDestination, now: now)
     }
@@ -112,12 +118,14 @@ extension NetworkStack {
             return
         }
         let port = udp.destinationPort
-        var entry = udpSockets[UDPSocketKey(address: packet.destination, port: port)]
+        let source = IPAddress.v4(packet.source)
+        let destination = IPAddress.v4(packet.destination)
+        var entry = udpSockets[UDPSocketKey(address: destination, port: port)]
         if entry == nil, !broadcast, let forwarder, isForwarded(packet.destination) {
             counters.increment(.forwardedUDPDatagrams)
             forwarder.udpDatagramReceived(
                 UDPMessage(
-                    source: packet.source, sourcePort: udp.sourcePort, destination: packet.destination, destinationPort: port,
+                    source: source, sourcePort: udp.sourcePort, destination: destination, destinationPort: port,
                     payload: udp.payload.buffer, receivedAt: now, linkSource: linkSource),
                 now: now)
             return
@@ -133,7 +141,7 @@ extension NetworkStack {
         counters.increment(.udpDelivered)
         entry.handler(
             UDPMessage(
-                source: packet.source, sourcePort: udp.sourcePort, destination: packet.destination, destinationPort: port,
+                source: source, sourcePort: udp.sourcePort, destination: destination, destinationPort: port,
                 payload: udp.payload.buffer, receivedAt: now, linkSource: linkSource))
     }
 }

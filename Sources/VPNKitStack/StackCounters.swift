@@ -95,6 +95,11 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// from a MAC other than its holder's (as the ARP sender or the frame's source): not learned.
     /// Requests among them are still answered, to the sender's MAC.
     case arpNotFromLeaseHolder
+    // Address families
+    /// Socket calls (binds, sends, connects) and forwarded replies given an address of a family the
+    /// stack does not carry yet (IPv6), refused with `StackError.addressFamilyNotSupported` or
+    /// dropped.
+    case addressFamilyNotSupported
 
     /// The counter's name in snake case (`ipv4_bad_checksum`, `forwarded_tcp_requests`), as the
     /// statistics outputs print it.
@@ -131,6 +136,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "forwardedTcpRequests", "forwardedTcpDuplicateSyns", "forwardedTcpRefused", "forwardedUdpDatagrams", "forwardedIcmpEchoRequests",
         "forwardedBadSource",
         "arpNotFromLeaseHolder",
+        "addressFamilyNotSupported",
     ]
 }
 

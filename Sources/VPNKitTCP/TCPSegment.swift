@@ -1,6 +1,5 @@
 public import NIOCore
 public import VPNKitBase
-public import VPNKitIPv4
 
 /// A validated view of a TCP segment: the buffer is the whole IP payload (header + data).
 /// Construction checks the fixed header and the data offset (≥ 5 words, within the buffer).
@@ -60,10 +59,11 @@ public struct TCPSegment: Sendable {
     /// The options, walked lazily without allocation.
     @inlinable public var options: TCPOptionSequence { TCPOptionSequence(optionBytes) }
 
-    /// Whether the checksum verifies against the IPv4 pseudo-header (its length is this segment's).
+    /// Whether the checksum verifies against the pseudo-header of `source` and `destination` (its
+    /// length is this segment's).
     @inlinable
-    public func isChecksumValid(source: IPv4Address, destination: IPv4Address) -> Bool {
-        IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: bytes.count)
+    public func isChecksumValid(source: IPAddress, destination: IPAddress) -> Bool {
+        IPPseudoHeader(source: source, destination: destination, protocol: .tcp, length: bytes.count)
             .verifies(bytes)
     }
 }
@@ -179,20 +179,20 @@ public struct TCPHeader: Sendable, Hashable {
 
     /// Writes the header in front of `buffer`'s readable bytes (the payload) and computes the checksum
     /// with the pseudo-header of `source` and `destination`. Options beyond 40 bytes are not written.
-    public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address) {
+    public func prepend(to buffer: inout ByteBuffer, source: IPAddress, destination: IPAddress) {
         prepend(to: &buffer, source: source, destination: destination, partialChecksum: false)
     }
 
     /// Like `prepend(to:source:destination:)`; with `partialChecksum` the checksum field gets only
     /// the pseudo-header's folded sum (not complemented) and the data is not summed at all: the
     /// link finishes it (a virtio-net header's NEEDS_CSUM, see `FrameOffload`).
-    public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address, partialChecksum: Bool) {
+    public func prepend(to buffer: inout ByteBuffer, source: IPAddress, destination: IPAddress, partialChecksum: Bool) {
         prepend(to: &buffer, source: source, destination: destination, partialChecksum: partialChecksum, trailing: nil)
     }
 
     /// Like `prepend(to:source:destination:partialChecksum:)` for a segment whose data (`trailing`)
     /// travels in a buffer of its own, after `buffer`: the checksum covers it (unless partial).
-    public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address, partialChecksum: Bool, trailing: ByteBuffer?) {
+    public func prepend(to buffer: inout ByteBuffer, source: IPAddress, destination: IPAddress, partialChecksum: Bool, trailing: ByteBuffer?) {
         let headerLength = self.headerLength
         let segmentLength = headerLength + buffer.readableBytes + (trailing?.readableBytes ?? 0)
         buffer.withHeaderWriter(length: headerLength) { header in
@@ -209,7 +209,7 @@ public struct TCPHeader: Sendable, Hashable {
                 option.store(into: &header, at: offset)
                 offset += option.encodedLength
             }
-            var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .tcp, length: segmentLength)
+            var c = IPPseudoHeader(source: source, destination: destination, protocol: .tcp, length: segmentLength)
                 .checksum
             if partialChecksum {
                 header.storeU16(c.sum, at: 16)

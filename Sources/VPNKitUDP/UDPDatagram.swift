@@ -1,6 +1,5 @@
 public import NIOCore
 public import VPNKitBase
-public import VPNKitIPv4
 
 /// A validated view of a UDP datagram. The length field must be at least 8 and fit in the buffer;
 /// `payload` ends where the length field says.
@@ -45,7 +44,7 @@ public struct UDPDatagram: Sendable {
     /// Whether the checksum verifies against `pseudoHeader` (a zero checksum means "none" and is valid).
     /// The pseudo-header's length is taken from the datagram's own length field.
     @inlinable
-    public func isChecksumValid(_ pseudoHeader: IPv4PseudoHeader) -> Bool {
+    public func isChecksumValid(_ pseudoHeader: IPPseudoHeader) -> Bool {
         if checksum == 0 { return true }
         var header = pseudoHeader
         header.length = length
@@ -61,7 +60,8 @@ public struct UDPHeader: Sendable, Hashable {
     public var sourcePort: UInt16
     /// The receiver's port.
     public var destinationPort: UInt16
-    /// Whether to compute a checksum; false sends zero ("no checksum", allowed over IPv4).
+    /// Whether to compute a checksum; false sends zero ("no checksum", allowed over IPv4 only:
+    /// over IPv6 the checksum is mandatory, RFC 8200 §8.1).
     public var checksumEnabled: Bool
 
     /// Creates a header; the checksum is computed unless `checksumEnabled` is false.
@@ -80,15 +80,16 @@ public struct UDPHeader: Sendable, Hashable {
     }
 
     /// Writes the header in front of `buffer`'s readable bytes (the data), sets the length and computes
-    /// the checksum with `source`/`destination` (a computed zero is sent as 0xFFFF, RFC 768).
-    public func prepend(to buffer: inout ByteBuffer, source: IPv4Address, destination: IPv4Address) {
+    /// the checksum with `source`/`destination` (a computed zero is sent as 0xFFFF, RFC 768), over
+    /// the pseudo-header of their family.
+    public func prepend(to buffer: inout ByteBuffer, source: IPAddress, destination: IPAddress) {
         let length = 8 + buffer.readableBytes
         buffer.withHeaderWriter(length: 8) { header in
             header.storeU16(sourcePort, at: 0)
             header.storeU16(destinationPort, at: 2)
             header.storeU16(UInt16(truncatingIfNeeded: length), at: 4)
             guard checksumEnabled else { return }
-            var c = IPv4PseudoHeader(source: source, destination: destination, protocol: .udp, length: length).checksum
+            var c = IPPseudoHeader(source: source, destination: destination, protocol: .udp, length: length).checksum
             header.add(to: &c)
             let value = c.value
             header.storeU16(value == 0 ? 0xFFFF : value, at: 6)

@@ -210,7 +210,7 @@ struct NATOptions: ParsableArguments {
     func makeConfiguration(hostAlias: IPv4Address?) -> NATConfiguration? {
         guard !noNAT else { return nil }
         var c = NATConfiguration()
-        c.hostAlias = hostAlias
+        c.hostAlias = hostAlias.map(IPAddress.v4)
         c.hostLoopback = !noHostLoopback
         c.maximumConnections = maxConnections
         c.maximumUDPFlows = maxUDPFlows

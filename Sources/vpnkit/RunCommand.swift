@@ -124,7 +124,7 @@ struct RunCommand: AsyncParsableCommand {
                 }
                 for port in nat.publish.compactMap({ PublishedPort($0) }) {
                     do {
-                        try await stack.publish(port, toLatestLeaseOr: firstGuest)
+                        try await stack.publish(port, toLatestLeaseOr: .v4(firstGuest))
                     } catch {
                         failures.append("cannot publish \(port): \(error)")
                     }

@@ -130,7 +130,7 @@ struct DHCPClientTests {
         // The configured client answers ping from the server side.
         var received: [UDPMessage] = []
         let echo = try world.clients[c].bindUDP(port: 7) { received.append($0) }
-        try world.servers[0].sendUDP(ByteBuffer(string: "hi"), from: gateway, port: 1, to: ip(3), port: 7, now: world.now)
+        try world.servers[0].sendUDP(ByteBuffer(string: "hi"), from: .v4(gateway), port: 1, to: .v4(ip(3)), port: 7, now: world.now)
         world.run(for: .seconds(1))
         #expect(received.count == 1)
         echo.close()

@@ -40,7 +40,7 @@ func corpusCaptures() -> [String] {
 func frame(_ reply: DHCPServerReply, from server: IPv4Address) -> ByteBuffer {
     var buffer = ByteBuffer.withHeadroom(capacity: reply.message.encodedLength)
     reply.message.write(to: &buffer)
-    UDPHeader(sourcePort: 67, destinationPort: reply.destinationPort).prepend(to: &buffer, source: server, destination: reply.destination)
+    UDPHeader(sourcePort: 67, destinationPort: reply.destinationPort).prepend(to: &buffer, source: .v4(server), destination: .v4(reply.destination))
     IPv4Header(source: server, destination: reply.destination, protocol: .udp).prepend(to: &buffer)
     EthernetHeader(destination: reply.linkDestination ?? .broadcast, source: MACAddress(rawValue: 0x5A94_EFE4_0CEE), etherType: .ipv4).prepend(to: &buffer)
     return buffer

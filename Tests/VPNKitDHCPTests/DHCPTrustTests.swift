@@ -13,7 +13,7 @@ import VPNKitUDP
 private func frame(_ message: DHCPMessage, from linkSource: MACAddress, ip source: IPv4Address) -> ByteBuffer {
     var buffer = ByteBuffer.withHeadroom(capacity: message.encodedLength)
     message.write(to: &buffer)
-    UDPHeader(sourcePort: 68, destinationPort: 67).prepend(to: &buffer, source: source, destination: .broadcast)
+    UDPHeader(sourcePort: 68, destinationPort: 67).prepend(to: &buffer, source: .v4(source), destination: .v4(.broadcast))
     IPv4Header(source: source, destination: .broadcast, protocol: .udp).prepend(to: &buffer)
     EthernetHeader(destination: .broadcast, source: linkSource, etherType: .ipv4).prepend(to: &buffer)
     return buffer

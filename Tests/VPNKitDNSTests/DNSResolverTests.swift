@@ -5,7 +5,7 @@ import VPNKitDNS
 
 @Suite("DNS resolver")
 struct DNSResolverTests {
-    let client = DNSClient(id: 7, address: IPv4Address(192, 168, 65, 3), port: 40000)
+    let client = DNSClient(id: 7, address: .v4(IPv4Address(192, 168, 65, 3)), port: 40000)
     let first = DNSUpstream(address: IPv4Address(8, 8, 8, 8))
     let second = DNSUpstream(address: IPv4Address(1, 1, 1, 1), port: 5353)
     let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000_000)

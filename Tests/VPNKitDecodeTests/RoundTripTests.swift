@@ -33,9 +33,9 @@ func reemit(_ frame: ByteBuffer) throws -> ByteBuffer? {
             switch ip.protocol {
             case .tcp:
                 let tcp = try TCPSegment(body)
-                guard tcp.isChecksumValid(source: ip.source, destination: ip.destination) else { return nil }
+                guard tcp.isChecksumValid(source: .v4(ip.source), destination: .v4(ip.destination)) else { return nil }
                 out.writeImmutableBuffer(tcp.payload.buffer)
-                try TCPHeader(parsing: tcp).prepend(to: &out, source: ip.source, destination: ip.destination)
+                try TCPHeader(parsing: tcp).prepend(to: &out, source: .v4(ip.source), destination: .v4(ip.destination))
             case .udp:
                 let udp = try UDPDatagram(body)
                 guard udp.isChecksumValid(ip.pseudoHeader) else { return nil }
@@ -44,7 +44,7 @@ func reemit(_ frame: ByteBuffer) throws -> ByteBuffer? {
                 } else {
                     out.writeImmutableBuffer(udp.payload.buffer)
                 }
-                UDPHeader(parsing: udp).prepend(to: &out, source: ip.source, destination: ip.destination)
+                UDPHeader(parsing: udp).prepend(to: &out, source: .v4(ip.source), destination: .v4(ip.destination))
                 out.writeImmutableBuffer(body.view(from: udp.length).buffer)
             case .icmp:
                 let icmp = try ICMPv4Packet(body)

@@ -91,7 +91,7 @@ struct TCPInteropTests {
         let sending = payload
         try link.loop.submit {
             let d = driver.value
-            let socket = try d.stack.connectTCP(to: IPv4Address(192, 168, 65, 3), port: 8000, now: .now())
+            let socket = try d.stack.connectTCP(to: .v4(IPv4Address(192, 168, 65, 3)), port: 8000, now: .now())
             var toSend = sending
             var answer = ByteBuffer()
             let push = { [unowned socket] in

@@ -88,7 +88,7 @@ struct HostFaultTests {
         let world = try await NATWorld()
         let server = try FaultyHostServer(.resetAfter(100_000))
         defer { server.stop() }
-        let connection = try await StackDriver.connect(to: hostAlias, port: server.port, on: world.guest)
+        let connection = try await StackDriver.connect(to: .v4(hostAlias), port: server.port, on: world.guest)
         var received = 0
         await #expect(throws: AsyncTCPError.connectionClosed(.reset)) {
             while let bytes = try await connection.read() { received += bytes.readableBytes }
@@ -105,7 +105,7 @@ struct HostFaultTests {
         let world = try await NATWorld()
         let server = try FaultyHostServer(.stopReading)
         defer { server.stop() }
-        let connection = try await StackDriver.connect(to: hostAlias, port: server.port, on: world.guest)
+        let connection = try await StackDriver.connect(to: .v4(hostAlias), port: server.port, on: world.guest)
         let written = Atomic<Int>(0)
         let writer = Task {
             let chunk = ByteBuffer(repeating: 0xA5, count: 65_536)
@@ -138,7 +138,7 @@ struct HostFaultTests {
         let world = try await NATWorld()
         let server = try FaultyHostServer(.closeWriteOnly)
         defer { server.stop() }
-        let connection = try await StackDriver.connect(to: hostAlias, port: server.port, on: world.guest)
+        let connection = try await StackDriver.connect(to: .v4(hostAlias), port: server.port, on: world.guest)
         var received = ByteBuffer()
         while var bytes = try await connection.read() { received.writeBuffer(&bytes) }
         #expect(String(buffer: received) == "bye")
@@ -154,7 +154,7 @@ struct HostFaultTests {
         let world = try await NATWorld()
         let server = try FaultyHostServer(.stopReading)
         defer { server.stop() }
-        let connection = try await StackDriver.connect(to: hostAlias, port: server.port, on: world.guest)
+        let connection = try await StackDriver.connect(to: .v4(hostAlias), port: server.port, on: world.guest)
         // The guest's own timeout: a read that has nothing after a second.
         let reading = Task { try await connection.read() }
         try await Task.sleep(for: .seconds(1))

@@ -150,7 +150,7 @@ struct RateLimitedLoggingTests {
         let began = ContinuousClock.now
         for _ in 0..<attempts {
             await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
-                _ = try await StackDriver.connect(to: hostAlias, port: 9, on: world.guest)
+                _ = try await StackDriver.connect(to: .v4(hostAlias), port: 9, on: world.guest)
             }
         }
         let seconds = (ContinuousClock.now - began).components.seconds

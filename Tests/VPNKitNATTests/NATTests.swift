@@ -115,7 +115,7 @@ struct NATTests {
     func tcpEcho() async throws {
         let world = try await NATWorld()
         let (server, port) = try await startEchoServer(on: world.group)
-        let connection = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        let connection = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
         let data = pattern(2 << 20)
         async let sent: Void = {
             var rest = data
@@ -142,7 +142,7 @@ struct NATTests {
         let (server, port) = try await startEchoServer(on: world.group)
         try await server.close()
         await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
-            _ = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+            _ = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
         }
         #expect(try await world.nat { $0.counters.tcpConnectsRefused } == 1)
         try await world.shutdown()
@@ -152,10 +152,10 @@ struct NATTests {
     func connectionLimit() async throws {
         let world = try await NATWorld { $0.maximumConnections = 2 }
         let (server, port) = try await startEchoServer(on: world.group)
-        let first = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
-        let second = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        let first = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
+        let second = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
         await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
-            _ = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+            _ = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
         }
         #expect(try await world.nat { $0.counters.tcpRefusedAtLimit } == 1)
         await first.shutdown()
@@ -167,7 +167,7 @@ struct NATTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         #expect(open == 1)
-        let third = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+        let third = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
         try await third.write(ByteBuffer(string: "ok"))
         #expect(try await third.read() == ByteBuffer(string: "ok"))
         _ = second
@@ -180,7 +180,7 @@ struct NATTests {
         let world = try await NATWorld { $0.hostLoopback = false }
         let (server, port) = try await startEchoServer(on: world.group)
         await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
-            _ = try await StackDriver.connect(to: hostAlias, port: port, on: world.guest)
+            _ = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
         }
         #expect(try await world.nat { $0.counters.tcpRefusedHostLoopback } == 1)
         try await server.close()
@@ -208,7 +208,7 @@ struct NATTests {
             try await world.loop.submit {
                 let socket = try guest.value.stack.bindUDP(port: local) { message in box.value.replies.append(message.destinationPort) }
                 box.value.sockets.append(socket)
-                try socket.send(ByteBuffer(string: "hi"), to: hostAlias, port: port, now: .now())
+                try socket.send(ByteBuffer(string: "hi"), to: .v4(hostAlias), port: port, now: .now())
                 guest.value.flush()
             }.get()
             var got: [UInt16] = []
@@ -258,7 +258,7 @@ struct NATTests {
         }.get()
         for (i, which) in order.enumerated() {
             try await world.loop.submit {
-                try box.value.sockets[0].send(ByteBuffer(string: "d\(i)"), to: hostAlias, port: ports[which], now: .now())
+                try box.value.sockets[0].send(ByteBuffer(string: "d\(i)"), to: .v4(hostAlias), port: ports[which], now: .now())
                 guest.value.flush()
             }.get()
             var got: [UInt16] = []
@@ -361,7 +361,7 @@ struct DNSServiceTests {
                     query.writeString(String(label))
                 }
                 query.writeBytes([0, 0, 1, 0, 1])
-                try socket.send(query, to: gatewayIP, port: 53, now: .now())
+                try socket.send(query, to: .v4(gatewayIP), port: 53, now: .now())
                 guest.value.flush()
             }.get()
             var answer: [UInt8]?
@@ -397,7 +397,7 @@ struct NATInputTests {
             var frame = ByteBuffer.withHeadroom(capacity: 4)
             frame.writeString("spam")
             let spoofed = IPv4Address(203, 0, 113, 9)
-            UDPHeader(sourcePort: 4000, destinationPort: 53).prepend(to: &frame, source: spoofed, destination: hostAlias)
+            UDPHeader(sourcePort: 4000, destinationPort: 53).prepend(to: &frame, source: .v4(spoofed), destination: .v4(hostAlias))
             IPv4Header(source: spoofed, destination: hostAlias, protocol: .udp).prepend(to: &frame)
             EthernetHeader(destination: stack.macAddress, source: MACAddress(rawValue: 0x0250_0000_0003), etherType: .ipv4).prepend(to: &frame)
             stack.receive(frame, now: .now())

@@ -83,7 +83,7 @@ extension NATWorld {
     func publish(hostPort: UInt16, to guest: IPv4Address, guestPort: UInt16) async throws {
         let gateway = self.gateway
         try await loop.flatSubmit {
-            Self.nat(of: gateway).publish(PublishedPort(transport: .tcp, hostAddress: IPv4Address(127, 0, 0, 1), hostPort: hostPort, guestPort: guestPort)) { guest }
+            Self.nat(of: gateway).publish(PublishedPort(transport: .tcp, hostAddress: .v4(.loopback), hostPort: hostPort, guestPort: guestPort)) { .v4(guest) }
         }.get()
     }
 }

@@ -56,7 +56,7 @@ struct PublicAPITests {
             }
             return served
         }
-        let connection = try await host.connectTCP(to: IPv4Address("10.90.0.1")!, port: 7)
+        let connection = try await host.connectTCP(to: IPAddress("10.90.0.1")!, port: 7)
         #expect(connection.remotePort == 7)
         let data = pattern(2 << 20)
         async let sending: Void = {
@@ -80,7 +80,7 @@ struct PublicAPITests {
     func tcpRefusals() async throws {
         let (gateway, host) = try await makeNetwork()
         await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
-            _ = try await host.connectTCP(to: IPv4Address("10.90.0.1")!, port: 9)
+            _ = try await host.connectTCP(to: IPAddress("10.90.0.1")!, port: 9)
         }
         let listener = try await gateway.listenTCP(port: 80)
         await #expect(throws: StackError.self) { _ = try await gateway.listenTCP(port: 80) }
@@ -95,7 +95,7 @@ struct PublicAPITests {
         let (gateway, host) = try await makeNetwork()
         let server = try await gateway.bindUDP(port: 5353)
         let client = try await host.bindUDP(port: 40000)
-        try await client.send(ByteBuffer(string: "question"), to: IPv4Address("10.90.0.1")!, port: 5353)
+        try await client.send(ByteBuffer(string: "question"), to: IPAddress("10.90.0.1")!, port: 5353)
         var serverMessages = server.messages.makeAsyncIterator()
         let question = try #require(await serverMessages.next())
         #expect(String(buffer: question.payload) == "question")
@@ -118,7 +118,7 @@ struct PublicAPITests {
             for await connection in listener { return connection }
             return nil
         }
-        let connection = try await host.connectTCP(to: IPv4Address("10.90.0.1")!, port: 7)
+        let connection = try await host.connectTCP(to: IPAddress("10.90.0.1")!, port: 7)
         _ = try #require(await accepted.value)
         let reading = Task { try await connection.read() }
         try await Task.sleep(for: .milliseconds(50))
@@ -145,10 +145,10 @@ struct PublicAPITests {
             // ARP may join in when an entry expired meanwhile (a starved test can take minutes).
             frames.filter { (try? EthernetFrame($0))?.etherType == .ipv4 }
         }
-        try await socket.send(ByteBuffer(string: "not captured"), to: target, port: 9)
+        try await socket.send(ByteBuffer(string: "not captured"), to: .v4(target), port: 9)
         try await answered(1)
         try await gateway.startCapture(maximumFrames: 100)
-        try await socket.send(ByteBuffer(string: "captured"), to: target, port: 9)
+        try await socket.send(ByteBuffer(string: "captured"), to: .v4(target), port: 9)
         try await answered(2)
         let frames = ipv4Only(await gateway.stopCapture())
         // The datagram in, and the port-unreachable out.
@@ -162,7 +162,7 @@ struct PublicAPITests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("api-capture-\(getpid()).pcap").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try await gateway.startCapture(toFile: path)
-        try await socket.send(ByteBuffer(string: "to file"), to: target, port: 9)
+        try await socket.send(ByteBuffer(string: "to file"), to: .v4(target), port: 9)
         try await answered(3)
         await gateway.stopCapture()
         let reader = try PcapReader(path: path)
@@ -181,7 +181,7 @@ struct PublicAPITests {
         try await gateway.exportMetrics(every: .seconds(3600), labelPrefix: "gw", dimensions: [("stack", "gateway")], factory: backend)
         let before = try backend.expectCounter("gw_stack_udp_port_unreachable", [("stack", "gateway")]).totalValue
         let socket = try await host.bindUDP(port: 40002)
-        for _ in 0..<3 { try await socket.send(ByteBuffer(string: "x"), to: IPv4Address("10.90.0.1")!, port: 9) }
+        for _ in 0..<3 { try await socket.send(ByteBuffer(string: "x"), to: IPAddress("10.90.0.1")!, port: 9) }
         try await Task.sleep(for: .milliseconds(100))
         try await gateway.reportMetrics()
         let after = try backend.expectCounter("gw_stack_udp_port_unreachable", [("stack", "gateway")]).totalValue
@@ -205,9 +205,9 @@ struct PublicAPITests {
         defer { server.stop() }
         let (gateway, guest) = try await makeNetwork(subnet: "192.168.65.0/24")
         var nat = NATConfiguration()
-        nat.hostAlias = IPv4Address("192.168.65.2")
+        nat.hostAlias = IPAddress("192.168.65.2")
         try await gateway.attachNAT(nat, dns: nil)
-        let connection = try await guest.connectTCP(to: IPv4Address("192.168.65.2")!, port: server.port)
+        let connection = try await guest.connectTCP(to: IPAddress("192.168.65.2")!, port: server.port)
         try await connection.write(ByteBuffer(string: "through the NAT"))
         await connection.shutdown()
         var reply = ByteBuffer()
@@ -238,11 +238,40 @@ struct PublicAPITests {
         #expect(stack.statistics[.icmpEchoRepliesSent] == 7)
     }
 
+    @Test("IPv6 addresses are accepted by the API and refused by the IPv4-only stack with a typed, counted error")
+    func ipv6Refused() async throws {
+        let (gateway, host) = try await makeNetwork()
+        let v6 = try #require(IPAddress("2001:db8::1"))
+        await #expect(throws: StackError.addressFamilyNotSupported(v6)) { _ = try await host.connectTCP(to: v6, port: 7) }
+        await #expect(throws: StackError.addressFamilyNotSupported(v6)) { _ = try await host.bindUDP(port: 53, address: v6) }
+        let socket = try await host.bindUDP(port: 40003)
+        await #expect(throws: StackError.addressFamilyNotSupported(v6)) { try await socket.send(ByteBuffer(string: "x"), to: v6, port: 53) }
+        #expect(try await host.snapshot().counters[.addressFamilyNotSupported] == 3)
+        // IPv4 goes on as before on the same socket.
+        try await socket.send(ByteBuffer(string: "x"), to: IPAddress("10.90.0.1")!, port: 9)
+        await host.shutdown()
+        await gateway.shutdown()
+    }
+
+    @Test("Published ports: an IPv6 host address in brackets, and the text form round-trips")
+    func publishedPortText() {
+        let v6 = PublishedPort("tcp:[::1]:8080:80")
+        #expect(v6?.hostAddress == IPAddress("::1") && v6?.hostPort == 8080 && v6?.guestPort == 80)
+        #expect(v6?.description == "tcp:[::1]:8080:80")
+        for text in ["tcp:127.0.0.1:8080:80", "udp:[2001:db8::1]:53:5353", "tcp:0.0.0.0:1:2", "udp:[::]:5353:53"] {
+            #expect(PublishedPort(text)?.description == text, "\(text)")
+        }
+        #expect(PublishedPort("tcp:8080:80")?.description == "tcp:127.0.0.1:8080:80")
+        for text in ["tcp:::1:8080:80", "tcp:[::1]8080:80", "tcp:[::1:8080:80", "tcp:[1.2.3.4]:8080:80", "tcp:[::1]:8080", "tcp:[]:1:2", "tcp::8080:80"] {
+            #expect(PublishedPort(text) == nil, "\(text)")
+        }
+    }
+
     @Test("Secure defaults: published ports bind 127.0.0.1 unless told; limits are finite")
     func secureDefaults() {
-        #expect(PublishedPort("tcp:8080:80")?.hostAddress == IPv4Address("127.0.0.1"))
-        #expect(PublishedPort("udp:5353:53")?.hostAddress == IPv4Address("127.0.0.1"))
-        #expect(PublishedPort("tcp:0.0.0.0:8080:80")?.hostAddress == IPv4Address("0.0.0.0"))
+        #expect(PublishedPort("tcp:8080:80")?.hostAddress == IPAddress("127.0.0.1"))
+        #expect(PublishedPort("udp:5353:53")?.hostAddress == IPAddress("127.0.0.1"))
+        #expect(PublishedPort("tcp:0.0.0.0:8080:80")?.hostAddress == IPAddress("0.0.0.0"))
         let nat = NATConfiguration()
         #expect(nat.maximumConnections == 4096 && nat.maximumUDPFlows == 1024 && nat.maximumICMPEchoesInFlight == 4096)
         let stack = StackConfiguration()

@@ -69,7 +69,7 @@ struct StackARPTests {
         let sim = Simulation()
         var received: [UDPMessage] = []
         let socket = try sim.guest.bindUDP(port: 7) { received.append($0) }
-        try sim.gateway.sendUDP(ByteBuffer(string: "hello"), from: gatewayIP, port: 5000, to: guestIP, port: 7, now: sim.now)
+        try sim.gateway.sendUDP(ByteBuffer(string: "hello"), from: .v4(gatewayIP), port: 5000, to: .v4(guestIP), port: 7, now: sim.now)
         sim.run(for: seconds(0.1))
         #expect(received.count == 1)
         #expect(received.first?.payload == ByteBuffer(string: "hello"))
@@ -82,7 +82,7 @@ struct StackARPTests {
     @Test("retries at most once per second, gives up after three requests and drops what it held")
     func retryAndFailure() throws {
         let stack = NetworkStack()
-        try stack.sendUDP(ByteBuffer(string: "x"), from: gatewayIP, port: 1, to: guestIP, port: 2, now: t0)
+        try stack.sendUDP(ByteBuffer(string: "x"), from: .v4(gatewayIP), port: 1, to: .v4(guestIP), port: 2, now: t0)
         #expect(arpPackets(stack.takeOutput()).count == 1)
         var requestTimes = [t0]
         var now = t0
@@ -102,7 +102,7 @@ struct StackARPTests {
     func pendingBound() throws {
         let stack = NetworkStack()
         for i in 0..<20 {
-            try stack.sendUDP(ByteBuffer(string: "\(i)"), from: gatewayIP, port: 1, to: guestIP, port: 2, now: t0)
+            try stack.sendUDP(ByteBuffer(string: "\(i)"), from: .v4(gatewayIP), port: 1, to: .v4(guestIP), port: 2, now: t0)
         }
         _ = stack.takeOutput()
         #expect(stack.statistics[.arpQueueFull] == 4)  // 16 held
@@ -122,7 +122,7 @@ struct StackARPTests {
         #expect(stack.arpCache.lookup(guestIP, now: t0 + .seconds(5)) == nil)
         stack.poll(now: t0 + .seconds(5))
         #expect(stack.arpCache.count == 0)
-        try stack.sendUDP(ByteBuffer(string: "x"), from: gatewayIP, port: 1, to: guestIP, port: 2, now: t0 + .seconds(6))
+        try stack.sendUDP(ByteBuffer(string: "x"), from: .v4(gatewayIP), port: 1, to: .v4(guestIP), port: 2, now: t0 + .seconds(6))
         #expect(arpPackets(stack.takeOutput()).first?.1.operation == .request)
     }
 

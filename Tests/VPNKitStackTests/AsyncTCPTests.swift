@@ -43,7 +43,7 @@ struct AsyncTCPTests {
                 return
             }
         }
-        let connection = try await StackDriver.connect(to: gatewayIP, port: 7, on: client)
+        let connection = try await StackDriver.connect(to: .v4(gatewayIP), port: 7, on: client)
         let data = pattern(3 << 20)
         async let sent: Void = {
             var rest = data

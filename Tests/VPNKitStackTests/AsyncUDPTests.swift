@@ -51,7 +51,7 @@ struct AsyncUDPTests {
             let socket = try guest.stack.bindUDP(port: 4000) { [unowned collector] in collector.messages.append($0.payload) }
             collector.socket = socket
             for text in ["one", "two", "three"] {
-                try guest.stack.sendUDP(ByteBuffer(string: text), from: guestIP, port: 4000, to: gatewayIP, port: 7, now: .now())
+                try guest.stack.sendUDP(ByteBuffer(string: text), from: .v4(guestIP), port: 4000, to: .v4(gatewayIP), port: 7, now: .now())
             }
             return NIOLoopBound(collector, eventLoop: loop)
         }.get()

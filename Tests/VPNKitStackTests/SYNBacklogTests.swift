@@ -12,7 +12,7 @@ struct SYNBacklogTests {
     func syn(from port: UInt16, to destination: UInt16 = 80, seq: UInt32 = 1000) -> ByteBuffer {
         var body = ByteBuffer.withHeadroom(capacity: 0)
         TCPHeader(sourcePort: port, destinationPort: destination, sequenceNumber: SequenceNumber(seq), flags: .syn, window: 64240)
-            .prepend(to: &body, source: guestIP, destination: gatewayIP)
+            .prepend(to: &body, source: .v4(guestIP), destination: .v4(gatewayIP))
         return Peer().ipv4(body, protocol: .tcp, id: port)
     }
 
@@ -40,7 +40,7 @@ struct SYNBacklogTests {
         var body = ByteBuffer.withHeadroom(capacity: 0)
         TCPHeader(sourcePort: first.destinationPort, destinationPort: 80, sequenceNumber: SequenceNumber(1001),
                   acknowledgmentNumber: first.sequenceNumber + 1, flags: .ack, window: 64240)
-            .prepend(to: &body, source: guestIP, destination: gatewayIP)
+            .prepend(to: &body, source: .v4(guestIP), destination: .v4(gatewayIP))
         stack.receive(Peer().ipv4(body, protocol: .tcp, id: 1), now: t0)
         _ = stack.takeOutput()
         stack.receive(syn(from: 40_100), now: t0)

@@ -141,7 +141,7 @@ struct Peer {
     func udp(_ data: [UInt8], from port: UInt16 = 40000, to destinationPort: UInt16, destination: IPv4Address = gatewayIP, id: UInt16? = nil) -> ByteBuffer {
         var body = ByteBuffer.withHeadroom(capacity: data.count)
         body.writeBytes(data)
-        UDPHeader(sourcePort: port, destinationPort: destinationPort).prepend(to: &body, source: ip, destination: destination)
+        UDPHeader(sourcePort: port, destinationPort: destinationPort).prepend(to: &body, source: .v4(ip), destination: .v4(destination))
         return ipv4(body, protocol: .udp, to: destination, id: id ?? identification)
     }
 

@@ -19,7 +19,7 @@ func udpRun(_ sim: Simulation, count: Int) throws -> [ByteBuffer] {
     var received: [ByteBuffer] = []
     let socket = try sim.guest.bindUDP(port: 7) { received.append($0.payload) }
     for i in 0..<count {
-        try sim.gateway.sendUDP(payload(i), from: gatewayIP, port: 5000, to: guestIP, port: 7, now: sim.now)
+        try sim.gateway.sendUDP(payload(i), from: .v4(gatewayIP), port: 5000, to: .v4(guestIP), port: 7, now: sim.now)
         sim.run(for: .milliseconds(10))
     }
     sim.run(for: .seconds(5))
@@ -88,7 +88,7 @@ struct SimulationTests {
         let socket = try sim.guest.bindUDP(port: 7) { received.append($0.payload) }
         var big = ByteBuffer()
         for k in 0..<30000 { big.writeInteger(UInt8(truncatingIfNeeded: k)) }
-        try sim.gateway.sendUDP(big, from: gatewayIP, port: 1, to: guestIP, port: 7, now: sim.now)
+        try sim.gateway.sendUDP(big, from: .v4(gatewayIP), port: 1, to: .v4(guestIP), port: 7, now: sim.now)
         sim.run(for: .seconds(1))
         #expect(received == [big])
         #expect(sim.link.a.injector.counters.reordered > 3)

@@ -19,7 +19,7 @@ final class EchoClient {
     init(stack: NetworkStack, to address: IPv4Address, port: UInt16, data: ByteBuffer, clock: @escaping () -> NIODeadline) throws {
         self.clock = clock
         toSend = data
-        socket = try stack.connectTCP(to: address, port: port, now: clock())
+        socket = try stack.connectTCP(to: .v4(address), port: port, now: clock())
         socket.onConnected = { [unowned self] in
             self.connected = true
             self.send()
@@ -118,7 +118,7 @@ struct TCPSimulationTests {
     func refused() throws {
         let sim = Simulation()
         var reason: TCPCloseReason?
-        let socket = try sim.guest.connectTCP(to: gatewayIP, port: 9999, now: sim.now)
+        let socket = try sim.guest.connectTCP(to: .v4(gatewayIP), port: 9999, now: sim.now)
         socket.onClosed = { reason = $0 }
         sim.run(for: .seconds(1))
         #expect(reason == .refused)
@@ -129,7 +129,7 @@ struct TCPSimulationTests {
     func synTimeout() throws {
         let sim = Simulation(aToB: FaultConfiguration(drop: 1), bToA: FaultConfiguration(drop: 1))
         var reason: TCPCloseReason?
-        let socket = try sim.guest.connectTCP(to: gatewayIP, port: 7, now: sim.now)
+        let socket = try sim.guest.connectTCP(to: .v4(gatewayIP), port: 7, now: sim.now)
         socket.onClosed = { reason = $0 }
         sim.run(for: .seconds(3600))
         #expect(reason == .timedOut)

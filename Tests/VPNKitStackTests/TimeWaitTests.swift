@@ -15,7 +15,7 @@ private func closingServer(_ sim: Simulation) throws {
 }
 
 private func request(_ sim: Simulation, localPort: UInt16? = nil) throws -> TCPSocket {
-    let socket = try sim.guest.connectTCP(to: gatewayIP, port: 80, localPort: localPort, now: sim.now)
+    let socket = try sim.guest.connectTCP(to: .v4(gatewayIP), port: 80, localPort: localPort, now: sim.now)
     socket.onConnected = { [unowned socket] in _ = socket.write(ByteBuffer(string: "GET"), now: sim.now) }
     socket.onReadable = { [unowned socket] in
         while socket.read(now: sim.now) != nil {}
@@ -56,10 +56,10 @@ struct TimeWaitTests {
         #expect(sim.gateway.statistics[.tcpTimeWaitRecycled] == 1)
         #expect(sim.gateway.statistics[.tcpConnectionsRefused] == 0)
         // Two connections held open (not in TIME-WAIT) fill the table: the next SYN is refused.
-        let held = try (0..<2).map { _ in try sim.guest.connectTCP(to: gatewayIP, port: 80, now: sim.now) }
+        let held = try (0..<2).map { _ in try sim.guest.connectTCP(to: .v4(gatewayIP), port: 80, now: sim.now) }
         sim.run(for: .seconds(1))
         #expect(held.allSatisfy { $0.state == .established })
-        _ = try sim.guest.connectTCP(to: gatewayIP, port: 80, now: sim.now)
+        _ = try sim.guest.connectTCP(to: .v4(gatewayIP), port: 80, now: sim.now)
         sim.run(for: .milliseconds(500))
         #expect(sim.gateway.statistics[.tcpConnectionsRefused] >= 1)
     }

@@ -14,14 +14,14 @@ struct UDPTests {
     func roundTrip() throws {
         var out = ByteBuffer.withHeadroom(capacity: 5)
         out.writeString("hello")
-        UDPHeader(sourcePort: 40000, destinationPort: 53).prepend(to: &out, source: a, destination: b)
+        UDPHeader(sourcePort: 40000, destinationPort: 53).prepend(to: &out, source: .v4(a), destination: .v4(b))
         let udp = try UDPDatagram(out)
         #expect(udp.sourcePort == 40000 && udp.destinationPort == 53)
         #expect(udp.length == 13)
         #expect(udp.payload.array == Array("hello".utf8))
-        let pseudo = IPv4PseudoHeader(source: a, destination: b, protocol: .udp, length: 13)
+        let pseudo = IPPseudoHeader(source: .v4(a), destination: .v4(b), protocol: .udp, length: 13)
         #expect(udp.isChecksumValid(pseudo))
-        #expect(!udp.isChecksumValid(IPv4PseudoHeader(source: a, destination: IPv4Address(1, 2, 3, 4), protocol: .udp, length: 13)))
+        #expect(!udp.isChecksumValid(IPPseudoHeader(source: .v4(a), destination: .v4(IPv4Address(1, 2, 3, 4)), protocol: .udp, length: 13)))
         // Reference: pseudo-header + header + data summed by the RFC 1071 reference.
         let bytes = a.octets + b.octets + [0, 17, 0, 13] + out.readableByteArray
         #expect(referenceChecksum(bytes) == 0)
@@ -31,10 +31,10 @@ struct UDPTests {
     func zeroChecksum() throws {
         var out = ByteBuffer.withHeadroom(capacity: 2)
         out.writeBytes([1, 2])
-        UDPHeader(sourcePort: 1, destinationPort: 2, checksumEnabled: false).prepend(to: &out, source: a, destination: b)
+        UDPHeader(sourcePort: 1, destinationPort: 2, checksumEnabled: false).prepend(to: &out, source: .v4(a), destination: .v4(b))
         let udp = try UDPDatagram(out)
         #expect(udp.checksum == 0)
-        #expect(udp.isChecksumValid(IPv4PseudoHeader(source: .any, destination: .any, protocol: .udp, length: 0)))
+        #expect(udp.isChecksumValid(IPPseudoHeader(source: .v4(.any), destination: .v4(.any), protocol: .udp, length: 0)))
         #expect(UDPHeader(parsing: udp).checksumEnabled == false)
     }
 
@@ -43,15 +43,15 @@ struct UDPTests {
         // Find a payload whose checksum computes to 0 by choosing its last two bytes.
         var out = ByteBuffer.withHeadroom(capacity: 2)
         out.writeBytes([0, 0])
-        UDPHeader(sourcePort: 1, destinationPort: 2).prepend(to: &out, source: a, destination: b)
+        UDPHeader(sourcePort: 1, destinationPort: 2).prepend(to: &out, source: .v4(a), destination: .v4(b))
         let first = try UDPDatagram(out).checksum
         // Adding the old checksum's value into the data drives the new sum to all ones → value 0.
         var again = ByteBuffer.withHeadroom(capacity: 2)
         again.writeBytes([UInt8(first >> 8), UInt8(first & 0xFF)])
-        UDPHeader(sourcePort: 1, destinationPort: 2).prepend(to: &again, source: a, destination: b)
+        UDPHeader(sourcePort: 1, destinationPort: 2).prepend(to: &again, source: .v4(a), destination: .v4(b))
         let udp = try UDPDatagram(again)
         #expect(udp.checksum == 0xFFFF)
-        #expect(udp.isChecksumValid(IPv4PseudoHeader(source: a, destination: b, protocol: .udp, length: 10)))
+        #expect(udp.isChecksumValid(IPPseudoHeader(source: .v4(a), destination: .v4(b), protocol: .udp, length: 10)))
     }
 
     @Test("length field checks")
@@ -103,13 +103,13 @@ struct TCPTests {
             sourcePort: 37026, destinationPort: 5002, sequenceNumber: SequenceNumber(1_109_110_817), flags: .syn,
             window: 64240, options: options)
         var out = ByteBuffer.withHeadroom(capacity: 0)
-        header.prepend(to: &out, source: a, destination: b)
+        header.prepend(to: &out, source: .v4(a), destination: .v4(b))
         var expected = syn
         let sum = referenceChecksum(a.octets + b.octets + [0, 6, 0, 40] + expected)
         expected[16] = UInt8(sum >> 8)
         expected[17] = UInt8(sum & 0xFF)
         #expect(out.readableByteArray == expected)
-        #expect(try TCPSegment(out).isChecksumValid(source: a, destination: b))
+        #expect(try TCPSegment(out).isChecksumValid(source: .v4(a), destination: .v4(b)))
     }
 
     @Test("SACK blocks, unknown options and EOL")
@@ -124,7 +124,7 @@ struct TCPTests {
         #expect(header.headerLength == 20 + 28)
         var out = ByteBuffer.withHeadroom(capacity: 3)
         out.writeBytes([7, 8, 9])
-        header.prepend(to: &out, source: a, destination: b)
+        header.prepend(to: &out, source: .v4(a), destination: .v4(b))
         let tcp = try TCPSegment(out)
         #expect(tcp.payload.array == [7, 8, 9])
         #expect(tcp.flags == [.ack, .psh])
@@ -132,7 +132,7 @@ struct TCPTests {
         #expect(parsed.options == options)
         #expect(parsed.sackBlocks.count == 2)
         #expect(parsed.sackBlocks[1].left == 0xFFFF_FF00)
-        #expect(tcp.isChecksumValid(source: a, destination: b))
+        #expect(tcp.isChecksumValid(source: .v4(a), destination: .v4(b)))
     }
 
     @Test("malformed options stop the walk with a typed error")

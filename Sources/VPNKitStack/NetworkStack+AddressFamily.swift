@@ -1,0 +1,27 @@
+// Address families at the socket API: identities are `IPAddress` (either family), while the stack
+// carries IPv4 only so far. What reaches it in another family is refused here, typed and counted.
+
+public import VPNKitBase
+
+extension NetworkStack {
+    /// Whether `address` is one of the stack's addresses (an IPv6 address never is yet).
+    public func owns(_ address: IPAddress) -> Bool {
+        guard case .v4(let v4) = address else { return false }
+        return owns(v4)
+    }
+
+    /// The IPv4 address `address` holds; for any other family, counts
+    /// `addressFamilyNotSupported` and throws it.
+    func requireIPv4(_ address: IPAddress) throws(StackError) -> IPv4Address {
+        guard case .v4(let v4) = address else {
+            counters.increment(.addressFamilyNotSupported)
+            throw .addressFamilyNotSupported(address)
+        }
+        return v4
+    }
+
+    /// Throws (and counts) `addressFamilyNotSupported` unless `address` is IPv4.
+    func requireSupportedFamily(_ address: IPAddress) throws(StackError) {
+        _ = try requireIPv4(address)
+    }
+}
