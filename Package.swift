@@ -6,6 +6,7 @@ import PackageDescription
 //                                   checksums and the transport pseudo-header, counters' naming
 //   VPNKitEthernet                  Ethernet frames
 //   VPNKitARP · VPNKitIPv4          ARP (packets, cache) · IPv4 (packets, ICMP, reassembly)
+//   VPNKitIPv6                      IPv6 (packets, extension headers, ICMPv6, neighbour discovery)
 //   VPNKitUDP · VPNKitTCP           UDP datagrams · TCP segments and the connection's components (over
 //                                   Base only: the pseudo-header is family-neutral)
 //   VPNKitDHCP · VPNKitDNS          DHCP and DNS messages and state machines (no I/O, no stack)
@@ -34,6 +35,7 @@ let package = Package(
         .library(name: "VPNKitEthernet", targets: ["VPNKitEthernet"]),
         .library(name: "VPNKitARP", targets: ["VPNKitARP"]),
         .library(name: "VPNKitIPv4", targets: ["VPNKitIPv4"]),
+        .library(name: "VPNKitIPv6", targets: ["VPNKitIPv6"]),
         .library(name: "VPNKitUDP", targets: ["VPNKitUDP"]),
         .library(name: "VPNKitTCP", targets: ["VPNKitTCP"]),
         .library(name: "VPNKitDHCP", targets: ["VPNKitDHCP"]),
@@ -62,6 +64,7 @@ let package = Package(
         .target(name: "VPNKitEthernet", dependencies: ["VPNKitBase"], swiftSettings: strict),
         .target(name: "VPNKitARP", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
         .target(name: "VPNKitIPv4", dependencies: ["VPNKitBase", "VPNKitEthernet"], swiftSettings: strict),
+        .target(name: "VPNKitIPv6", dependencies: ["VPNKitBase", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .target(name: "VPNKitUDP", dependencies: ["VPNKitBase"], swiftSettings: strict),
         .target(
             name: "VPNKitTCP", dependencies: ["VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
@@ -283,6 +286,12 @@ let package = Package(
         .testTarget(
             name: "VPNKitTCPTests",
             dependencies: ["VPNKitTCP", "VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // IPv6 wire formats against frames the Linux kernel sent, and hostile chains.
+        .testTarget(
+            name: "VPNKitIPv6Tests",
+            dependencies: ["VPNKitIPv6", "VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
     ]
