@@ -99,7 +99,7 @@ let package = Package(
         .target(
             name: "VPNKitStack",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitIPv6", "VPNKitUDP", "VPNKitTCP",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict

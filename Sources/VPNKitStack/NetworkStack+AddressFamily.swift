@@ -4,10 +4,12 @@
 public import VPNKitBase
 
 extension NetworkStack {
-    /// Whether `address` is one of the stack's addresses (an IPv6 address never is yet).
+    /// Whether `address` is one of the stack's addresses.
     public func owns(_ address: IPAddress) -> Bool {
-        guard case .v4(let v4) = address else { return false }
-        return owns(v4)
+        switch address {
+        case .v4(let v4): return owns(v4)
+        case .v6(let v6): return ipv6?.owns(v6) ?? false
+        }
     }
 
     /// The IPv4 address `address` holds; for any other family, counts

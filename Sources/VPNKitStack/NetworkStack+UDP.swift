@@ -35,7 +35,8 @@ public final class UDPSocket {
     /// is closed or its stack is gone.
     public func send(_ payload: ByteBuffer, to destination: IPAddress, port destinationPort: UInt16, from source: IPAddress? = nil, now: NIODeadline) throws(StackError) {
         guard let stack, !isClosed else { return }
-        try stack.sendUDP(payload, from: source ?? address ?? .v4(stack.configuration.gateway), port: port, to: destination, port: destinationPort, now: now)
+        let from = source ?? address.flatMap { $0 == .v6(.unspecified) ? nil : $0 } ?? stack.defaultSource(toward: destination)
+        try stack.sendUDP(payload, from: from, port: port, to: destination, port: destinationPort, now: now)
     }
 
     /// Unbinds the port, so that it can be bound again and datagrams to it are treated as to any
@@ -59,8 +60,14 @@ extension NetworkStack {
     /// a bind on every address, on any one), and `StackError.addressFamilyNotSupported` for an IPv6
     /// address (counted).
     public func bindUDP(port: UInt16, address: IPAddress? = nil, handler: @escaping (UDPMessage) -> Void) throws(StackError) -> UDPSocket {
-        if let address { try requireSupportedFamily(address) }
-        if let address, !owns(address) { throw .addressNotOwned(address) }
+        if let address, address != .v6(.unspecified) || ipv6 == nil {
+            if case .v4 = address { try requireSupportedFamily(address) }
+            if case .v6 = address, ipv6 == nil {
+                counters.increment(.addressFamilyNotSupported)
+                throw .addressFamilyNotSupported(address)
+            }
+            guard owns(address) else { throw .addressNotOwned(address) }
+        }
         let key = UDPSocketKey(address: address, port: port)
         guard udpSockets[key] == nil, udpSockets[UDPSocketKey(address: nil, port: port)] == nil,
             address != nil || !udpSockets.keys.contains(where: { $0.port == port })
@@ -79,6 +86,10 @@ extension NetworkStack {
         _ payload: ByteBuffer, from source: IPAddress, port sourcePort: UInt16, to destination: IPAddress,
         port destinationPort: UInt16, linkDestination: MACAddress? = nil, now: NIODeadline
     ) throws(StackError) {
+        if case .v6(let target) = destination {
+            try sendUDP(payload, from: source, port: sourcePort, to: target, port: destinationPort, now: now)
+            return
+        }
         let target = try requireIPv4(destination)
         let origin = try requireIPv4(source)
         guard owns(origin) || origin == .any else { throw .addressNotOwned(source) }

@@ -40,6 +40,9 @@ public struct StackConfiguration: Sendable {
     public var tcpSecret = UInt64.random(in: 0...UInt64.max)
     /// Send a gratuitous ARP for every owned address when the stack starts.
     public var gratuitousARPOnStart = true
+    /// IPv6 on the link: the prefix advertised for SLAAC, the stack's addresses in it, neighbour
+    /// discovery. Nil (the default of a bare stack) leaves IPv6 frames unhandled.
+    public var ipv6: IPv6LinkConfiguration?
 
     /// The defaults: 192.168.65.0/24, gateway 192.168.65.1, MTU 1500.
     public init(
