@@ -1,5 +1,6 @@
-// Address families at the socket API: identities are `IPAddress` (either family), while the stack
-// carries IPv4 only so far. What reaches it in another family is refused here, typed and counted.
+// Address families at the socket API: identities are `IPAddress` (either family); IPv6 works when
+// the stack's configuration turns it on. What reaches a stack without it is refused here, typed
+// and counted.
 
 public import VPNKitBase
 
@@ -22,8 +23,9 @@ extension NetworkStack {
         return v4
     }
 
-    /// Throws (and counts) `addressFamilyNotSupported` unless `address` is IPv4.
+    /// Throws (and counts) `addressFamilyNotSupported` for an IPv6 address on a stack without IPv6.
     func requireSupportedFamily(_ address: IPAddress) throws(StackError) {
+        if case .v6 = address, ipv6 != nil { return }
         _ = try requireIPv4(address)
     }
 }

@@ -66,6 +66,8 @@ extension NetworkStack {
             receiveICMPv6(upper, in: packet, linkSource: linkSource, now: now)
         case .udp:
             receiveUDP(upper, in: packet, linkSource: linkSource, now: now)
+        case .tcp:
+            receiveTCP(upper, from: .v6(packet.source), to: .v6(packet.destination), broadcast: packet.destination.isMulticast, now: now)
         case .ipv6NoNextHeader:
             return
         default:

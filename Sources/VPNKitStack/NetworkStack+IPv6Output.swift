@@ -5,6 +5,7 @@ import NIOCore
 import VPNKitBase
 import VPNKitEthernet
 import VPNKitIPv6
+import VPNKitTCP
 
 extension NetworkStack {
     /// Builds an IPv6 packet around `payload` (which carries its upper-layer header) and sends it:
@@ -102,5 +103,28 @@ extension NetworkStack {
         }
         counters.increment(.ipv6FragmentsSent, by: UInt64(pieces.count))
         return pieces
+    }
+}
+
+extension NetworkStack {
+    /// Sends one TCP segment of an IPv6 connection: its header (and complete checksum) written in
+    /// front of the data, then the IPv6 header. Link offloads are for IPv4 segments only so far.
+    func transmitTCPv6(header: TCPHeader, payload: consuming ByteBuffer, key: TCPKey, now: NIODeadline) {
+        guard case .v6(let local) = key.localAddress, case .v6(let remote) = key.remoteAddress else {
+            counters.increment(.addressFamilyNotSupported)
+            return
+        }
+        counters.increment(.tcpSegmentsSent)
+        var buffer: ByteBuffer
+        if payload.readableBytes == 0 {
+            buffer = headerBuffer()
+        } else if payload.readerIndex >= Headroom.ethernet + 40 + 60 {
+            buffer = payload
+        } else {
+            buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
+            buffer.writeImmutableBuffer(payload)
+        }
+        header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: false)
+        sendIPv6(payload: buffer, nextHeader: .tcp, from: local, to: remote, now: now)
     }
 }

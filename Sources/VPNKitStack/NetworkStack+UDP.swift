@@ -4,7 +4,7 @@ import VPNKitIPv4
 import VPNKitUDP
 
 struct UDPSocketKey: Hashable {
-    /// nil: every owned address (and broadcasts).
+    /// nil: every owned IPv4 address (and broadcasts); `::`: every owned IPv6 address.
     var address: IPAddress?
     var port: UInt16
 }
@@ -53,12 +53,13 @@ public final class UDPSocket {
 }
 
 extension NetworkStack {
-    /// Binds `port` on `address` (an owned address, or nil for all of them and broadcasts). Each
-    /// datagram is handed to `handler` synchronously, on the thread driving the stack. Throws
-    /// `StackError.addressNotOwned` for an address the stack does not own,
-    /// `StackError.addressInUse` when the port is bound on that address or on every address (or, for
-    /// a bind on every address, on any one), and `StackError.addressFamilyNotSupported` for an IPv6
-    /// address (counted).
+    /// Binds `port` on `address`: an owned address, nil for every IPv4 address and broadcasts, or
+    /// `::` for every IPv6 address (on a stack with IPv6). Each datagram is handed to `handler`
+    /// synchronously, on the thread driving the stack. Throws `StackError.addressNotOwned` for an
+    /// address the stack does not own, `StackError.addressInUse` when the port is bound on that
+    /// address or on every address of its family (or, for a bind on every address, on any one of
+    /// that family), and `StackError.addressFamilyNotSupported` (counted) for an IPv6 address on a
+    /// stack without IPv6.
     public func bindUDP(port: UInt16, address: IPAddress? = nil, handler: @escaping (UDPMessage) -> Void) throws(StackError) -> UDPSocket {
         if let address, address != .v6(.unspecified) || ipv6 == nil {
             if case .v4 = address { try requireSupportedFamily(address) }
@@ -69,8 +70,12 @@ extension NetworkStack {
             guard owns(address) else { throw .addressNotOwned(address) }
         }
         let key = UDPSocketKey(address: address, port: port)
-        guard udpSockets[key] == nil, udpSockets[UDPSocketKey(address: nil, port: port)] == nil,
-            address != nil || !udpSockets.keys.contains(where: { $0.port == port })
+        // nil binds every IPv4 address, `::` every IPv6 one: each conflicts only with its own family.
+        let isIPv6 = address?.family == .v6
+        let wildcard = UDPSocketKey(address: isIPv6 ? .v6(.unspecified) : nil, port: port)
+        let isWildcard = address == nil || address == .v6(.unspecified)
+        guard udpSockets[key] == nil, udpSockets[wildcard] == nil,
+            !isWildcard || !udpSockets.keys.contains(where: { $0.port == port && ($0.address?.family == .v6) == isIPv6 })
         else { throw .addressInUse(address, port) }
         udpSockets[key] = UDPSocketEntry(handler: handler)
         return UDPSocket(stack: self, address: address, port: port)

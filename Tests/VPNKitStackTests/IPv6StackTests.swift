@@ -8,6 +8,7 @@ import VPNKitBase
 import VPNKitEthernet
 import VPNKitIPv6
 import VPNKitStack
+import VPNKitTCP
 import VPNKitUDP
 
 @Suite("IPv6 in the stack")
@@ -243,5 +244,36 @@ struct IPv6StackTests {
         }
         #expect(solicitations == 3)
         #expect(stack.statistics[.ndpResolutionFailed] == 1 && stack.statistics[.ndpHeldPacketsDropped] == 1)
+    }
+
+    @Test("TCP over IPv6: a SYN to a listener is answered with MSS 1440 (MTU − 60), window scaling, SACK and timestamps")
+    func tcpHandshake() throws {
+        let stack = stackKnowingGuest()
+        var accepted: [TCPSocket] = []
+        try stack.listenTCP(port: 7) { accepted.append($0) }
+        var syn = ByteBuffer()
+        TCPHeader(
+            sourcePort: 40000, destinationPort: 7, sequenceNumber: SequenceNumber(1000), flags: .syn, window: 64800,
+            options: TCPHeader.standardOptions(maximumSegmentSize: 1440, sackPermitted: true, timestamps: (1, 0), windowScale: 10)
+        ).prepend(to: &syn, source: .v6(guest6), destination: .v6(gateway6))
+        stack.receive(guest.frame(syn, nextHeader: .tcp, to: gateway6), now: t0)
+        let sent = ipv6Packets(in: stack.takeOutput())
+        try #require(sent.count == 1)
+        #expect(sent[0].chain.upperLayer == .tcp)
+        let segment = try TCPSegment(sent[0].upper)
+        #expect(segment.isChecksumValid(source: .v6(gateway6), destination: .v6(guest6)))
+        let header = try TCPHeader(parsing: segment)
+        #expect(header.flags == [.syn, .ack] && header.acknowledgmentNumber == SequenceNumber(1001))
+        #expect(header.maximumSegmentSize == 1440)
+        #expect(header.options.contains(.sackPermitted))
+        #expect(header.options.contains { if case .timestamps = $0 { true } else { false } })
+        #expect(header.options.contains { if case .windowScale = $0 { true } else { false } })
+        // A SYN to a closed port is reset.
+        var closed = ByteBuffer()
+        TCPHeader(sourcePort: 40001, destinationPort: 9999, sequenceNumber: SequenceNumber(5), flags: .syn, window: 1000)
+            .prepend(to: &closed, source: .v6(guest6), destination: .v6(gateway6))
+        stack.receive(guest.frame(closed, nextHeader: .tcp, to: gateway6), now: t0)
+        let reset = try TCPHeader(parsing: TCPSegment(try #require(ipv6Packets(in: stack.takeOutput()).first).upper))
+        #expect(reset.flags == [.rst, .ack] && reset.acknowledgmentNumber == SequenceNumber(6))
     }
 }
