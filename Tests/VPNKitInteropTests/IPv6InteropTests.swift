@@ -186,4 +186,33 @@ struct IPv6InteropTests {
         #expect(counters[.tcpResetsSent] >= 1)
         #expect(counters[.tcpConnectionsOpened] == 1)
     }
+
+    @Test("vpnkit run is dual-stack by default: the guest configures itself, pings fd00:65::1; --ipv6-prefix moves it; --no-ipv6 turns it off")
+    func daemon() throws {
+        for (arguments, gateway) in [([String](), "fd00:65::1"), (["--ipv6-prefix", "fd00:77:1::/64"], "fd00:77:1::1")] {
+            let daemon = try Daemon(label: "run6", arguments: arguments, address: nil)
+            var configured = false
+            let deadline = Date().addingTimeInterval(10)
+            while !configured && Date() < deadline {
+                let shown = try daemon.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
+                configured = shown.contains("inet6 \(gateway.dropLast(2))") && !shown.contains("tentative")
+                if !configured { usleep(100_000) }
+            }
+            #expect(configured, "no SLAAC address in \(gateway)/64")
+            let ping = try daemon.namespace.exec(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", gateway], timeout: 30)
+            #expect(pingSummary(ping.output)?.received == 3, "\(ping.output) \(ping.error)")
+            let (status, stderr) = daemon.stop()
+            #expect(status == 0, "\(stderr)")
+            #expect(stderr.contains("icmpv6_echo_replies_sent=3"), "\(stderr)")
+            #expect(stderr.contains("ndp_router_advertisements_sent="), "\(stderr)")
+        }
+        let off = try Daemon(label: "run6off", arguments: ["--no-ipv6"], address: nil)
+        usleep(1_500_000)
+        let shown = try off.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
+        #expect(!shown.contains("inet6"), "\(shown)")
+        let (status, stderr) = off.stop()
+        #expect(status == 0 && !stderr.contains("ndp_router_advertisements_sent"), "\(stderr)")
+        let bad = try run(vpnkitBinary(), ["run", "--netns", "x", "--tap", "t", "--ipv6-prefix", "fd00::/48"])
+        #expect(bad.status != 0 && bad.error.contains("--ipv6-prefix"), "\(bad.error)")
+    }
 }
