@@ -99,7 +99,7 @@ let package = Package(
         .target(
             name: "VPNKitStack",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitIPv6", "VPNKitUDP", "VPNKitTCP",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
@@ -165,7 +165,7 @@ let package = Package(
         .target(
             name: "VPNKit",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitServices",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitIPv6", "VPNKitUDP", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitServices",
                 "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS", "VPNKitNAT", "VPNKitPcap",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -12,6 +12,7 @@ packages=(
     busybox-static # udhcpc for the guest namespaces, and the VM guest's userland (static: it runs in an initramfs)
     dnsmasq-base  # kernel interop tests: a real DHCP server for our client
     tshark        # DHCP replay test: Wireshark's decoder checks the server's replies
+    ndisc6        # IPv6 interop tests: rdisc6 reads the router advertisements the stack sends
     curl          # NAT tests and the demo: HTTP from the guest to the host
     iperf3        # throughput through the NAT (scripts/nat-throughput.sh, Benchmarks/compare.py)
     slirp4netns   # Benchmarks/compare.py: the peer we measure against

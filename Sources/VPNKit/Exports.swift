@@ -5,6 +5,7 @@
 @_exported import VPNKitEthernet
 @_exported import VPNKitARP
 @_exported import VPNKitIPv4
+@_exported import VPNKitIPv6
 @_exported import VPNKitUDP
 @_exported import VPNKitTCP
 @_exported import VPNKitStack

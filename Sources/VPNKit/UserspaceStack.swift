@@ -126,6 +126,7 @@ public final class UserspaceStack: Sendable {
     ///
     /// - Parameters:
     ///   - configuration: addresses, MTU and limits (the MTU is taken from the link when it differs).
+    ///     The default is dual-stack: 192.168.65.0/24 and fd00:65::/64, advertised for SLAAC.
     ///   - link: the transport to run over.
     ///   - eventLoop: the loop to run on; nil uses the link's own loop if it has one, else the stack
     ///     makes a one-thread loop of its own and stops it on ``shutdown()``.
@@ -133,7 +134,7 @@ public final class UserspaceStack: Sendable {
     ///     by default).
     /// - Throws: the link's error when it cannot be opened (`TransportError` for the built-in ones).
     public static func start(
-        configuration: StackConfiguration = StackConfiguration(), link: Link, on eventLoop: (any EventLoop)? = nil,
+        configuration: StackConfiguration = StackConfiguration(ipv6: IPv6LinkConfiguration()), link: Link, on eventLoop: (any EventLoop)? = nil,
         logger: Logger = Logger(label: "vpnkit.stack")
     ) async throws -> UserspaceStack {
         var ownedGroup: MultiThreadedEventLoopGroup?

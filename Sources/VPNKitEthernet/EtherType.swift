@@ -11,7 +11,7 @@ public struct EtherType: RawRepresentable, Sendable, Hashable, CustomStringConve
     public static let arp = EtherType(rawValue: 0x0806)
     /// An 802.1Q VLAN tag follows, 0x8100; the payload's own type comes after the tag.
     public static let vlan = EtherType(rawValue: 0x8100)
-    /// IPv6, 0x86DD (recognised for display; the stack does not handle IPv6).
+    /// IPv6, 0x86DD.
     public static let ipv6 = EtherType(rawValue: 0x86DD)
 
     /// `IPv4`, `ARP`, `802.1Q` or `IPv6` for the known types, otherwise the value in hex, such as `0x88cc`.

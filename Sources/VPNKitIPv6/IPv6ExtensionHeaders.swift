@@ -80,6 +80,9 @@ public struct IPv6HeaderChain: Sendable, Hashable {
     /// Where the fragment header starts, counted from the start of the packet (nil without one):
     /// the headers before it are the unfragmentable part.
     public var fragmentHeaderOffset: Int?
+    /// Where the next-header field that names the fragment header sits (6, in the fixed header,
+    /// unless other headers come first); reassembly writes the fragmentable part's type there.
+    public var fragmentNextHeaderFieldOffset: Int?
     /// How many extension headers were walked.
     public var headerCount: Int
     /// Whether a hop-by-hop header carried a router alert option (RFC 2711; MLD's reports do).
@@ -125,6 +128,7 @@ extension IPv6Packet {
         var count = 0
         var fragment: IPv6FragmentHeader?
         var fragmentOffset: Int?
+        var fragmentField: Int?
         var routerAlert = false
         while true {
             switch next {
@@ -133,7 +137,8 @@ extension IPv6Packet {
             default:
                 return IPv6HeaderChain(
                     upperLayer: next, upperLayerOffset: offset, nextHeaderFieldOffset: nextField, fragment: fragment,
-                    fragmentHeaderOffset: fragmentOffset, headerCount: count, routerAlert: routerAlert)
+                    fragmentHeaderOffset: fragmentOffset, fragmentNextHeaderFieldOffset: fragmentField, headerCount: count,
+                    routerAlert: routerAlert)
             }
             if next == .ipv6HopByHop && offset != 40 {
                 throw .parameterProblem(code: 1, pointer: nextField, unlessMulticast: false)
@@ -165,10 +170,12 @@ extension IPv6Packet {
                     moreFragments: field & 1 != 0, identification: header.loadU32(at: 4))
                 fragment = parsed
                 fragmentOffset = offset
+                fragmentField = nextField
                 if !parsed.isAtomic {
                     return IPv6HeaderChain(
                         upperLayer: parsed.nextHeader, upperLayerOffset: offset + 8, nextHeaderFieldOffset: offset,
-                        fragment: parsed, fragmentHeaderOffset: offset, headerCount: count, routerAlert: routerAlert)
+                        fragment: parsed, fragmentHeaderOffset: offset, fragmentNextHeaderFieldOffset: nextField,
+                        headerCount: count, routerAlert: routerAlert)
                 }
             }
             next = IPProtocol(rawValue: header.loadU8(at: 0))

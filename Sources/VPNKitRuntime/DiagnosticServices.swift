@@ -21,7 +21,8 @@ public final class DiagnosticServices {
     private let clock: () -> NIODeadline
 
     /// Starts both services on `stack`: a TCP listener and a UDP socket on `echoPort` and on
-    /// `discardPort`, for every owned address; they stop when this object is released. `now` is the
+    /// `discardPort`, for every owned address of both families (IPv6 when the stack has it); they stop
+    /// when this object is released. `now` is the
     /// clock for the sockets' calls (a simulation passes its virtual one). Throws
     /// `StackError.addressInUse` when one of the ports is taken.
     public init(stack: NetworkStack, echoPort: UInt16 = 7, discardPort: UInt16 = 9, now: @escaping () -> NIODeadline = { .now() }) throws(StackError) {
@@ -35,6 +36,17 @@ public final class DiagnosticServices {
             try? stack?.sendUDP(message.payload, from: message.destination, port: message.destinationPort, to: message.source, port: message.sourcePort, now: message.receivedAt)
         })
         udp.append(try stack.bindUDP(port: discardPort) { [weak self] message in self?.discarded &+= UInt64(message.payload.readableBytes) })
+        // The TCP listeners take both families; UDP binds IPv6 (every address, `::`) on its own.
+        if stack.configuration.ipv6 != nil {
+            udp.append(try stack.bindUDP(port: echoPort, address: .v6(.unspecified)) { [weak stack] message in
+                try? stack?.sendUDP(
+                    message.payload, from: message.destination, port: message.destinationPort, to: message.source, port: message.sourcePort,
+                    now: message.receivedAt)
+            })
+            udp.append(try stack.bindUDP(port: discardPort, address: .v6(.unspecified)) { [weak self] message in
+                self?.discarded &+= UInt64(message.payload.readableBytes)
+            })
+        }
     }
 
     private func adopt(_ socket: TCPSocket, echo: Bool) {

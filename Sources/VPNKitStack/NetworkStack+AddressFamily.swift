@@ -1,13 +1,16 @@
-// Address families at the socket API: identities are `IPAddress` (either family), while the stack
-// carries IPv4 only so far. What reaches it in another family is refused here, typed and counted.
+// Address families at the socket API: identities are `IPAddress` (either family); IPv6 works when
+// the stack's configuration turns it on. What reaches a stack without it is refused here, typed
+// and counted.
 
 public import VPNKitBase
 
 extension NetworkStack {
-    /// Whether `address` is one of the stack's addresses (an IPv6 address never is yet).
+    /// Whether `address` is one of the stack's addresses.
     public func owns(_ address: IPAddress) -> Bool {
-        guard case .v4(let v4) = address else { return false }
-        return owns(v4)
+        switch address {
+        case .v4(let v4): return owns(v4)
+        case .v6(let v6): return ipv6?.owns(v6) ?? false
+        }
     }
 
     /// The IPv4 address `address` holds; for any other family, counts
@@ -20,8 +23,9 @@ extension NetworkStack {
         return v4
     }
 
-    /// Throws (and counts) `addressFamilyNotSupported` unless `address` is IPv4.
+    /// Throws (and counts) `addressFamilyNotSupported` for an IPv6 address on a stack without IPv6.
     func requireSupportedFamily(_ address: IPAddress) throws(StackError) {
+        if case .v6 = address, ipv6 != nil { return }
         _ = try requireIPv4(address)
     }
 }

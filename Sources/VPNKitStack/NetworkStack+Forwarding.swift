@@ -116,7 +116,7 @@ extension NetworkStack {
         let key = request.key
         guard let pending = pendingTCPRequests.removeValue(forKey: key), tcpConnections[key] == nil else { return nil }
         let connection = TCPConnection.accept(
-            pending.syn, localPort: key.localPort, iss: initialSequenceNumber(key, now: now), configuration: tcpConfiguration, now: now)
+            pending.syn, localPort: key.localPort, iss: initialSequenceNumber(key, now: now), configuration: tcpConfiguration(for: key.localAddress.family), now: now)
         let socket = TCPSocket(key: key, stack: self)
         tcpConnections[key] = TCPEntry(connection: connection, socket: socket)
         counters.increment(.tcpConnectionsOpened)

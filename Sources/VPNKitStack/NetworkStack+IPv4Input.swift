@@ -77,7 +77,7 @@ extension NetworkStack {
         switch packet.protocol {
         case .icmp: receiveICMP(packet, broadcast: broadcast, now: now)
         case .udp: receiveUDP(packet, broadcast: broadcast, linkSource: linkSource, now: now)
-        case .tcp: receiveTCP(packet, broadcast: broadcast, now: now)
+        case .tcp: receiveTCP(packet.payload, from: .v4(packet.source), to: .v4(packet.destination), broadcast: broadcast, now: now)
         default: counters.increment(.ipv4UnknownProtocol)
         }
     }

@@ -189,11 +189,16 @@ extension NetworkStack {
     /// socket's `onConnected` fires when the handshake completes, `onClosed` if it fails. Throws
     /// `addressNotOwned` for a source the stack does not own, `tooManyConnections` at
     /// `maximumTCPConnections`, `addressInUse` when the local port already has a connection to
-    /// `remote:port`, and `addressFamilyNotSupported` for an IPv6 `remote` or `local` (counted).
+    /// `remote:port`, and `addressFamilyNotSupported` (counted) for an IPv6 address on a stack
+    /// without IPv6, or a source of the other family than `remote`.
     public func connectTCP(to remote: IPAddress, port: UInt16, from local: IPAddress? = nil, localPort: UInt16? = nil, now: NIODeadline) throws(StackError) -> TCPSocket {
-        let source = local ?? .v4(configuration.gateway)
+        let source = local ?? defaultSource(toward: remote)
         try requireSupportedFamily(remote)
         try requireSupportedFamily(source)
+        guard source.family == remote.family else {
+            counters.increment(.addressFamilyNotSupported)
+            throw .addressFamilyNotSupported(source)
+        }
         guard owns(source) else { throw .addressNotOwned(source) }
         if tcpConnections.count >= configuration.maximumTCPConnections { recycleOneTimeWait() }
         guard tcpConnections.count < configuration.maximumTCPConnections else { throw .tooManyConnections }
@@ -209,7 +214,8 @@ extension NetworkStack {
         }
         let key = TCPKey(localAddress: source, localPort: port0, remoteAddress: remote, remotePort: port)
         guard tcpConnections[key] == nil else { throw .addressInUse(source, port0) }
-        let connection = TCPConnection.connect(localPort: port0, remotePort: port, iss: initialSequenceNumber(key, now: now), configuration: tcpConfiguration, now: now)
+        let connection = TCPConnection.connect(
+            localPort: port0, remotePort: port, iss: initialSequenceNumber(key, now: now), configuration: tcpConfiguration(for: remote.family), now: now)
         let socket = TCPSocket(key: key, stack: self)
         tcpConnections[key] = TCPEntry(connection: connection, socket: socket)
         counters.increment(.tcpConnectionsOpened)
@@ -217,10 +223,15 @@ extension NetworkStack {
         return socket
     }
 
-    /// The TCP settings for new connections (MSS from the link MTU).
-    var tcpConfiguration: TCPConfiguration {
+    /// The TCP settings for new connections of `family`: the MSS is the link MTU less the IP and TCP
+    /// headers (40 bytes over IPv4, 60 over IPv6); segmentation by the link is for IPv4 only so far.
+    func tcpConfiguration(for family: IPAddress.Family) -> TCPConfiguration {
         var c = configuration.tcp
-        c.maximumSegmentSize = min(c.maximumSegmentSize ?? .max, configuration.mtu - 40)
+        c.maximumSegmentSize = min(c.maximumSegmentSize ?? .max, configuration.mtu - (family == .v4 ? 40 : 60))
+        guard family == .v4 else {
+            c.segmentationOffloadBytes = nil
+            return c
+        }
         if linkOffloads.contains(.tcpSegmentation), c.segmentationOffloadBytes == nil {
             // The largest IPv4 datagram (65,535) less a 20-byte IP header and 60 bytes of TCP header.
             c.segmentationOffloadBytes = 65_535 - 20 - 60
@@ -329,10 +340,8 @@ extension NetworkStack {
     /// MSS (`segmentSize` nonzero) goes out whole, for the link to cut, and on a link that gathers the
     /// data (a slice of the send buffer) is never copied: the headers go in a small buffer of their own.
     private func transmitTCP(header: TCPHeader, payload: consuming ByteBuffer, segmentSize: Int = 0, key: TCPKey, now: NIODeadline) {
-        // Every key is IPv4 today (connects and binds refuse other families); one that is not is
-        // dropped and counted, never sent.
         guard let (local, remote) = key.ipv4Addresses else {
-            counters.increment(.addressFamilyNotSupported)
+            transmitTCPv6(header: header, payload: payload, key: key, now: now)
             return
         }
         let partial = linkOffloads.contains(.partialChecksum)
@@ -386,17 +395,18 @@ extension NetworkStack {
         sendIPv4(head, offload: offload, now: now)
     }
 
-    func receiveTCP(_ packet: IPv4Packet, broadcast: Bool, now: NIODeadline) {
+    /// A TCP segment (`bytes`, the IP payload) from `source` to `destination`, of either family.
+    func receiveTCP(_ bytes: ByteView, from source: IPAddress, to destination: IPAddress, broadcast: Bool, now: NIODeadline) {
         guard !broadcast else {
             counters.increment(.tcpMalformed)
             return
         }
         let segment: TCPSegment
-        do { segment = try TCPSegment(packet.payload) } catch {
+        do { segment = try TCPSegment(bytes) } catch {
             counters.increment(.tcpMalformed)
             return
         }
-        guard receivingTrustedChecksum || segment.isChecksumValid(source: .v4(packet.source), destination: .v4(packet.destination)) else {
+        guard receivingTrustedChecksum || segment.isChecksumValid(source: source, destination: destination) else {
             counters.increment(.tcpBadChecksum)
             return
         }
@@ -407,7 +417,7 @@ extension NetworkStack {
         }
         counters.increment(.tcpSegmentsReceived)
         let incoming = TCPIncoming(header: header, payload: segment.payload.buffer)
-        let key = TCPKey(localAddress: .v4(packet.destination), localPort: header.destinationPort, remoteAddress: .v4(packet.source), remotePort: header.sourcePort)
+        let key = TCPKey(localAddress: destination, localPort: header.destinationPort, remoteAddress: source, remotePort: header.sourcePort)
         let flags = header.flags
         let isSYN = flags.contains(.syn) && !flags.contains(.ack) && !flags.contains(.rst)
         if let entry = tcpConnections[key] {
@@ -425,7 +435,7 @@ extension NetworkStack {
         // No connection: a SYN to a forwarded address goes to the forwarder; one to a listening port
         // opens a connection.
         if isSYN, forwardTCPSYN(incoming, key: key, now: now) { return }
-        if isSYN, owns(packet.destination), let accept = tcpListeners[header.destinationPort] {
+        if isSYN, owns(destination), let accept = tcpListeners[header.destinationPort] {
             // The SYN queue: half-open connections per port are bounded (a SYN flood cannot fill the table).
             let halfOpen = pendingAccepts.keys.reduce(0) { $0 + ($1.localPort == header.destinationPort ? 1 : 0) }
             if tcpConnections.count >= configuration.maximumTCPConnections { recycleOneTimeWait() }
@@ -433,7 +443,9 @@ extension NetworkStack {
                 counters.increment(.tcpConnectionsRefused)
                 return
             }
-            let connection = TCPConnection.accept(incoming, localPort: header.destinationPort, iss: initialSequenceNumber(key, now: now), configuration: tcpConfiguration, now: now)
+            let connection = TCPConnection.accept(
+                incoming, localPort: header.destinationPort, iss: initialSequenceNumber(key, now: now),
+                configuration: tcpConfiguration(for: destination.family), now: now)
             tcpConnections[key] = TCPEntry(connection: connection, socket: TCPSocket(key: key, stack: self))
             pendingAccepts[key] = accept
             counters.increment(.tcpConnectionsOpened)

@@ -4,7 +4,7 @@ import VPNKitIPv4
 import VPNKitUDP
 
 struct UDPSocketKey: Hashable {
-    /// nil: every owned address (and broadcasts).
+    /// nil: every owned IPv4 address (and broadcasts); `::`: every owned IPv6 address.
     var address: IPAddress?
     var port: UInt16
 }
@@ -35,7 +35,8 @@ public final class UDPSocket {
     /// is closed or its stack is gone.
     public func send(_ payload: ByteBuffer, to destination: IPAddress, port destinationPort: UInt16, from source: IPAddress? = nil, now: NIODeadline) throws(StackError) {
         guard let stack, !isClosed else { return }
-        try stack.sendUDP(payload, from: source ?? address ?? .v4(stack.configuration.gateway), port: port, to: destination, port: destinationPort, now: now)
+        let from = source ?? address.flatMap { $0 == .v6(.unspecified) ? nil : $0 } ?? stack.defaultSource(toward: destination)
+        try stack.sendUDP(payload, from: from, port: port, to: destination, port: destinationPort, now: now)
     }
 
     /// Unbinds the port, so that it can be bound again and datagrams to it are treated as to any
@@ -52,18 +53,29 @@ public final class UDPSocket {
 }
 
 extension NetworkStack {
-    /// Binds `port` on `address` (an owned address, or nil for all of them and broadcasts). Each
-    /// datagram is handed to `handler` synchronously, on the thread driving the stack. Throws
-    /// `StackError.addressNotOwned` for an address the stack does not own,
-    /// `StackError.addressInUse` when the port is bound on that address or on every address (or, for
-    /// a bind on every address, on any one), and `StackError.addressFamilyNotSupported` for an IPv6
-    /// address (counted).
+    /// Binds `port` on `address`: an owned address, nil for every IPv4 address and broadcasts, or
+    /// `::` for every IPv6 address (on a stack with IPv6). Each datagram is handed to `handler`
+    /// synchronously, on the thread driving the stack. Throws `StackError.addressNotOwned` for an
+    /// address the stack does not own, `StackError.addressInUse` when the port is bound on that
+    /// address or on every address of its family (or, for a bind on every address, on any one of
+    /// that family), and `StackError.addressFamilyNotSupported` (counted) for an IPv6 address on a
+    /// stack without IPv6.
     public func bindUDP(port: UInt16, address: IPAddress? = nil, handler: @escaping (UDPMessage) -> Void) throws(StackError) -> UDPSocket {
-        if let address { try requireSupportedFamily(address) }
-        if let address, !owns(address) { throw .addressNotOwned(address) }
+        if let address, address != .v6(.unspecified) || ipv6 == nil {
+            if case .v4 = address { try requireSupportedFamily(address) }
+            if case .v6 = address, ipv6 == nil {
+                counters.increment(.addressFamilyNotSupported)
+                throw .addressFamilyNotSupported(address)
+            }
+            guard owns(address) else { throw .addressNotOwned(address) }
+        }
         let key = UDPSocketKey(address: address, port: port)
-        guard udpSockets[key] == nil, udpSockets[UDPSocketKey(address: nil, port: port)] == nil,
-            address != nil || !udpSockets.keys.contains(where: { $0.port == port })
+        // nil binds every IPv4 address, `::` every IPv6 one: each conflicts only with its own family.
+        let isIPv6 = address?.family == .v6
+        let wildcard = UDPSocketKey(address: isIPv6 ? .v6(.unspecified) : nil, port: port)
+        let isWildcard = address == nil || address == .v6(.unspecified)
+        guard udpSockets[key] == nil, udpSockets[wildcard] == nil,
+            !isWildcard || !udpSockets.keys.contains(where: { $0.port == port && ($0.address?.family == .v6) == isIPv6 })
         else { throw .addressInUse(address, port) }
         udpSockets[key] = UDPSocketEntry(handler: handler)
         return UDPSocket(stack: self, address: address, port: port)
@@ -79,6 +91,10 @@ extension NetworkStack {
         _ payload: ByteBuffer, from source: IPAddress, port sourcePort: UInt16, to destination: IPAddress,
         port destinationPort: UInt16, linkDestination: MACAddress? = nil, now: NIODeadline
     ) throws(StackError) {
+        if case .v6(let target) = destination {
+            try sendUDP(payload, from: source, port: sourcePort, to: target, port: destinationPort, now: now)
+            return
+        }
         let target = try requireIPv4(destination)
         let origin = try requireIPv4(source)
         guard owns(origin) || origin == .any else { throw .addressNotOwned(source) }

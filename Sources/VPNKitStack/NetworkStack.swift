@@ -42,6 +42,8 @@ public final class NetworkStack {
     var nextIdentification: UInt16 = 1
     private var started = false
     private var owned: Set<IPv4Address>
+    /// IPv6 on the link, when the configuration turns it on.
+    var ipv6: IPv6State?
     /// Sees every valid ARP packet received (a DHCP client's conflict detection).
     public var arpObserver: ((ARPHeader, NIODeadline) -> Void)?
     /// Who holds an address now: the MAC of a bound, unexpired lease (or of a reservation), or nil.
@@ -78,6 +80,7 @@ public final class NetworkStack {
         self.reassembler = IPv4Reassembler(configuration: configuration.reassembly)
         self.icmpErrors = TokenBucket(rate: configuration.icmpErrorsPerSecond, burst: configuration.icmpErrorBurst)
         self.owned = Set(configuration.addresses)
+        self.ipv6 = configuration.ipv6.map { IPv6State(configuration: $0, reassembly: configuration.reassembly) }
     }
 
     /// The stack's own MAC address: unicast frames to any other address are dropped.
@@ -144,6 +147,7 @@ public final class NetworkStack {
     public func start(now: NIODeadline) {
         guard !started else { return }
         started = true
+        if ipv6 != nil { sendRouterAdvertisement(to: nil, now: now) }
         guard configuration.gratuitousARPOnStart else { return }
         for address in configuration.addresses {
             emitARP(
@@ -169,6 +173,11 @@ public final class NetworkStack {
             if earliest.map({ time < $0 }) ?? true { earliest = time }
         }
         consider(reassembler.nextDeadline)
+        if let ipv6 {
+            consider(ipv6.neighbors.nextDeadline)
+            consider(ipv6.reassembler.nextDeadline)
+            consider(ipv6.nextAdvertisement)
+        }
         consider(tcpNextDeadline)
         for client in timerClients { consider(client.value?.nextDeadline) }
         return earliest
@@ -178,6 +187,7 @@ public final class NetworkStack {
     public func poll(now: NIODeadline) {
         for action in arpCache.poll(now: now) { handle(action, now: now) }
         counters.increment(.ipv4ReassemblyTimeout, by: UInt64(reassembler.poll(now: now)))
+        if ipv6 != nil { pollIPv6(now: now) }
         pollTCP(now: now)
         timerClients.removeAll { $0.value == nil }
         for client in timerClients {
@@ -213,7 +223,7 @@ public final class NetworkStack {
             return
         }
         let destination = frame.destination
-        guard destination == macAddress || destination.isBroadcast else {
+        guard destination == macAddress || destination.isBroadcast || (ipv6 != nil && destination.rawValue >> 32 == 0x3333) else {
             counters.increment(.ethernetNotForUs)
             return
         }
@@ -225,6 +235,7 @@ public final class NetworkStack {
         switch frame.etherType {
         case .arp: receiveARP(frame, now: now)
         case .ipv4: receiveIPv4(frame.payload, linkSource: frame.source, linkBroadcast: destination.isBroadcast, now: now)
+        case .ipv6 where ipv6 != nil: receiveIPv6(frame.payload, linkSource: frame.source, now: now)
         default: counters.increment(.ethernetUnsupportedType)
         }
     }

@@ -40,12 +40,16 @@ public struct StackConfiguration: Sendable {
     public var tcpSecret = UInt64.random(in: 0...UInt64.max)
     /// Send a gratuitous ARP for every owned address when the stack starts.
     public var gratuitousARPOnStart = true
+    /// IPv6 on the link: the prefix advertised for SLAAC, the stack's addresses in it, neighbour
+    /// discovery. Nil (the default of a bare stack) leaves IPv6 frames unhandled.
+    public var ipv6: IPv6LinkConfiguration?
 
-    /// The defaults: 192.168.65.0/24, gateway 192.168.65.1, MTU 1500.
+    /// The defaults: 192.168.65.0/24, gateway 192.168.65.1, MTU 1500; IPv6 only when `ipv6` is given.
     public init(
         macAddress: MACAddress = MACAddress(rawValue: 0x5A94_EFE4_0CEE), subnet: IPv4Subnet = IPv4Subnet("192.168.65.0/24")!,
-        gateway: IPv4Address? = nil, additionalAddresses: [IPv4Address] = [], mtu: Int = 1500
+        gateway: IPv4Address? = nil, additionalAddresses: [IPv4Address] = [], mtu: Int = 1500, ipv6: IPv6LinkConfiguration? = nil
     ) {
+        self.ipv6 = ipv6
         self.macAddress = macAddress
         self.subnet = subnet
         self.addresses = [gateway ?? subnet.address(at: 1)!] + additionalAddresses

@@ -5,8 +5,9 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     case framesReceived, framesSent, transmitDrops
     // Ethernet
     /// Frames dropped at the Ethernet layer: `ethernetMalformed`, too short to parse;
-    /// `ethernetNotForUs`, addressed to another MAC (neither ours nor broadcast, multicast included);
-    /// `ethernetUnsupportedType`, VLAN-tagged or of an EtherType other than ARP and IPv4.
+    /// `ethernetNotForUs`, addressed to another MAC (neither ours nor broadcast, nor with IPv6 on an
+    /// IPv6 multicast MAC); `ethernetUnsupportedType`, VLAN-tagged or of an EtherType other than ARP
+    /// and IPv4 (and IPv6 when it is on).
     case ethernetMalformed, ethernetNotForUs, ethernetUnsupportedType
     // ARP
     /// `arpMalformed`: ARP packets that do not parse or whose operation is neither request nor reply;
@@ -100,6 +101,40 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// stack does not carry yet (IPv6), refused with `StackError.addressFamilyNotSupported` or
     /// dropped.
     case addressFamilyNotSupported
+    // IPv6
+    /// `ipv6Received`: IPv6 packets in frames for the stack; `ipv6Malformed`: packets that do not
+    /// parse; `ipv6NotForUs`: packets to an address the stack neither owns nor listens to;
+    /// `ipv6BadSource`: packets from a multicast source or from one of our addresses;
+    /// `ipv6ExtensionHeaderDrops`: packets dropped for their extension headers (malformed, beyond the
+    /// limits, or an option whose action is to drop); `ipv6UnknownNextHeader`: packets for the stack
+    /// of an upper layer it does not speak (answered with a parameter problem).
+    case ipv6Received, ipv6Malformed, ipv6NotForUs, ipv6BadSource, ipv6ExtensionHeaderDrops, ipv6UnknownNextHeader
+    /// `ipv6FragmentsReceived`: fragments for the stack; `ipv6Reassembled`: packets completed from
+    /// them; `ipv6ReassemblyDrops`: fragments or packets dropped by reassembly (overlap, limits,
+    /// malformed, timeout); `ipv6FragmentsSent`: fragments sent for packets above the MTU.
+    case ipv6FragmentsReceived, ipv6Reassembled, ipv6ReassemblyDrops, ipv6FragmentsSent
+    /// `icmpv6Malformed`: ICMPv6 messages that do not parse; `icmpv6BadChecksum`: messages with a bad
+    /// checksum; `icmpv6EchoRequestsReceived` and `icmpv6EchoRepliesSent`: pings to our addresses
+    /// and their answers; `icmpv6OtherReceived`: other messages, ignored (errors, MLD, redirects,
+    /// router advertisements from the guest).
+    case icmpv6Malformed, icmpv6BadChecksum, icmpv6EchoRequestsReceived, icmpv6EchoRepliesSent, icmpv6OtherReceived
+    /// `icmpv6ErrorsSent`: ICMPv6 errors sent (port unreachable, parameter problem, packet too big);
+    /// `icmpv6ErrorsRateLimited`: errors over the rate limit (shared with ICMPv4's);
+    /// `icmpv6ErrorsSuppressed`: errors RFC 4443 §2.4 forbids (about an error, or a packet from an
+    /// unspecified or multicast source, or to a multicast address).
+    case icmpv6ErrorsSent, icmpv6ErrorsRateLimited, icmpv6ErrorsSuppressed
+    /// Neighbour discovery. `ndpInvalid`: messages failing RFC 4861's checks (hop limit not 255,
+    /// options malformed, a DAD probe with a source link-layer address…); `ndpSolicitationsAnswered`:
+    /// solicitations for our addresses, answered; `ndpSolicitationsIgnored`: for other addresses
+    /// (we never claim a guest's); `ndpDuplicateAddressDefended`: DAD probes for one of our addresses,
+    /// answered with an advertisement to all nodes; `ndpAdvertisementsReceived`: neighbour
+    /// advertisements taken into the cache.
+    case ndpInvalid, ndpSolicitationsAnswered, ndpSolicitationsIgnored, ndpDuplicateAddressDefended, ndpAdvertisementsReceived
+    /// `ndpRouterSolicitationsReceived`; `ndpRouterAdvertisementsSent` (periodic and answers);
+    /// `ndpSolicitationsSent`: solicitations to resolve or probe a neighbour; `ndpResolutionFailed`:
+    /// neighbours given up on; `ndpHeldPacketsDropped`: packets held for a resolution that failed, or
+    /// refused because a hold queue or the table was full.
+    case ndpRouterSolicitationsReceived, ndpRouterAdvertisementsSent, ndpSolicitationsSent, ndpResolutionFailed, ndpHeldPacketsDropped
 
     /// The counter's name in snake case (`ipv4_bad_checksum`, `forwarded_tcp_requests`), as the
     /// statistics outputs print it.
@@ -137,6 +172,12 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "forwardedBadSource",
         "arpNotFromLeaseHolder",
         "addressFamilyNotSupported",
+        "ipv6Received", "ipv6Malformed", "ipv6NotForUs", "ipv6BadSource", "ipv6ExtensionHeaderDrops", "ipv6UnknownNextHeader",
+        "ipv6FragmentsReceived", "ipv6Reassembled", "ipv6ReassemblyDrops", "ipv6FragmentsSent",
+        "icmpv6Malformed", "icmpv6BadChecksum", "icmpv6EchoRequestsReceived", "icmpv6EchoRepliesSent", "icmpv6OtherReceived",
+        "icmpv6ErrorsSent", "icmpv6ErrorsRateLimited", "icmpv6ErrorsSuppressed",
+        "ndpInvalid", "ndpSolicitationsAnswered", "ndpSolicitationsIgnored", "ndpDuplicateAddressDefended", "ndpAdvertisementsReceived",
+        "ndpRouterSolicitationsReceived", "ndpRouterAdvertisementsSent", "ndpSolicitationsSent", "ndpResolutionFailed", "ndpHeldPacketsDropped",
     ]
 }
 

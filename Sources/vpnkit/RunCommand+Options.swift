@@ -75,6 +75,10 @@ struct StackOptions: ParsableArguments {
     var gateway: String?
     @Option(name: .customLong("host-alias"), help: "The guest-side address of the host's 127.0.0.1 (named host.internal); 0.0.0.0 for none.")
     var hostAlias: String = "192.168.65.2"
+    @Option(name: .customLong("ipv6-prefix"), help: "The guests' IPv6 /64, advertised for SLAAC; the gateway is its ::1 and fe80::1.")
+    var ipv6Prefix: String = "fd00:65::/64"
+    @Flag(name: .customLong("no-ipv6"), help: "No IPv6 on the guest link: no router advertisements, and IPv6 frames are dropped and counted.")
+    var noIPv6 = false
     @Option(name: .customLong("tcp-buffer"), help: "Send and receive buffer per guest TCP connection, in bytes (16384…16777216). Larger keeps 64 KiB segments flowing; a guest can make the daemon hold up to about 4 × this + 768 KiB per connection (SECURITY.md).")
     var tcpBuffer: Int = 1 << 20
 
@@ -85,6 +89,16 @@ struct StackOptions: ParsableArguments {
         guard let alias = IPv4Address(hostAlias) else { throw ValidationError("--host-alias must be an IPv4 address") }
         guard alias == .any || net.contains(alias) else { throw ValidationError("--host-alias \(alias) is not inside --subnet \(net)") }
         guard (16384...16 << 20).contains(tcpBuffer) else { throw ValidationError("--tcp-buffer must be between 16384 and 16777216") }
+        if !noIPv6, ipv6PrefixAddress == nil { throw ValidationError("--ipv6-prefix must be a /64 with its host bits zero, like fd00:65::/64") }
+    }
+
+    /// The IPv6 prefix, nil unless `--ipv6-prefix` is a /64 with its last 64 bits zero.
+    var ipv6PrefixAddress: IPv6Address? {
+        let parts = ipv6Prefix.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[1] == "64", let address = IPv6Address(parts[0]), address.low == 0, !address.isMulticast,
+            !address.isLinkLocal, !address.isUnspecified
+        else { return nil }
+        return address
     }
 
     /// The host alias, nil when turned off (`--host-alias 0.0.0.0`, as vpnkit's `--host-ip 0.0.0.0`).
@@ -103,6 +117,7 @@ struct StackOptions: ParsableArguments {
         c.maximumTCPConnections = max(c.maximumTCPConnections, maxConnections + 256)
         c.tcp.sendBufferSize = tcpBuffer
         c.tcp.receiveBufferSize = tcpBuffer
+        if !noIPv6, let prefix = ipv6PrefixAddress { c.ipv6 = IPv6LinkConfiguration(prefix: prefix) }
         return c
     }
 }

@@ -74,7 +74,9 @@ struct RunCommand: AsyncParsableCommand {
             logger.error("\(error)")
             throw ExitCode(1)
         }
-        let configuration = try addresses.makeConfiguration(mtu: link.mtu, maxConnections: nat.maxConnections)
+        var configuration = try addresses.makeConfiguration(mtu: link.mtu, maxConnections: nat.maxConnections)
+        // The DHCP search list is IPv6's too (RFC 8106 DNSSL in the router advertisements).
+        configuration.ipv6?.searchDomains = (dhcp.domain.map { [$0] } ?? []) + dhcp.search
         let dhcpConfiguration = try dhcp.makeConfiguration(configuration)
         let hostAlias = addresses.hostAliasAddress
         let natConfiguration = nat.makeConfiguration(hostAlias: hostAlias)

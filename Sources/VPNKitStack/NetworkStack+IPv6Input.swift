@@ -1,0 +1,91 @@
+// IPv6 input: a packet is checked once (header, source, destination), its extension headers
+// walked within bounds, reassembled when it is a fragment, and handed to ICMPv6 or UDP.
+
+import NIOCore
+import VPNKitBase
+import VPNKitIPv6
+
+extension NetworkStack {
+    func receiveIPv6(_ bytes: ByteView, linkSource: MACAddress, now: NIODeadline) {
+        counters.increment(.ipv6Received)
+        let packet: IPv6Packet
+        do { packet = try IPv6Packet(bytes) } catch {
+            counters.increment(.ipv6Malformed)
+            return
+        }
+        // The state is read through `ipv6?` and never copied out: a copy alive while reassembly or
+        // the neighbour cache changes would copy their tables.
+        guard let limits = ipv6?.configuration.extensionHeaders else { return }
+        let source = packet.source
+        let destination = packet.destination
+        // A multicast source is impossible; one of ours means a guest is spoofing us (or looping).
+        guard !source.isMulticast, !ownsIPv6(source) else {
+            counters.increment(.ipv6BadSource)
+            return
+        }
+        guard ownsIPv6(destination) || ipv6?.listens(to: destination) == true else {
+            counters.increment(.ipv6NotForUs)
+            return
+        }
+        let chain: IPv6HeaderChain
+        do { chain = try packet.headerChain(limits: limits) } catch {
+            counters.increment(.ipv6ExtensionHeaderDrops)
+            if case .parameterProblem(let code, let pointer, let unlessMulticast) = error, !(unlessMulticast && destination.isMulticast) {
+                sendICMPv6Error(type: .parameterProblem, code: code, restOfHeader: UInt32(pointer), about: packet, now: now)
+            }
+            return
+        }
+        if let fragment = chain.fragment, !fragment.isAtomic {
+            counters.increment(.ipv6FragmentsReceived)
+            switch ipv6?.reassembler.add(packet, chain: chain, now: now) ?? .dropped(.limit) {
+            case .incomplete:
+                return
+            case .dropped:
+                counters.increment(.ipv6ReassemblyDrops)
+                return
+            case .complete(let whole):
+                counters.increment(.ipv6Reassembled)
+                guard let reassembled = try? IPv6Packet(whole), let wholeChain = try? reassembled.headerChain(limits: limits),
+                    wholeChain.fragment == nil
+                else {
+                    counters.increment(.ipv6ExtensionHeaderDrops)
+                    return
+                }
+                deliverIPv6(reassembled, chain: wholeChain, linkSource: linkSource, now: now)
+                return
+            }
+        }
+        deliverIPv6(packet, chain: chain, linkSource: linkSource, now: now)
+    }
+
+    /// Hands a whole packet to its upper layer.
+    private func deliverIPv6(_ packet: IPv6Packet, chain: IPv6HeaderChain, linkSource: MACAddress, now: NIODeadline) {
+        let upper = packet.bytes.view(from: chain.upperLayerOffset, length: 40 + packet.payloadLength - chain.upperLayerOffset)
+        switch chain.upperLayer {
+        case .icmpv6:
+            receiveICMPv6(upper, in: packet, linkSource: linkSource, now: now)
+        case .udp:
+            receiveUDP(upper, in: packet, linkSource: linkSource, now: now)
+        case .tcp:
+            receiveTCP(upper, from: .v6(packet.source), to: .v6(packet.destination), broadcast: packet.destination.isMulticast, now: now)
+        case .ipv6NoNextHeader:
+            return
+        default:
+            counters.increment(.ipv6UnknownNextHeader)
+            if !packet.destination.isMulticast {
+                sendICMPv6Error(
+                    type: .parameterProblem, code: 1, restOfHeader: UInt32(chain.nextHeaderFieldOffset), about: packet, now: now)
+            }
+        }
+    }
+
+    /// Whether `address` is one of our IPv6 addresses.
+    func ownsIPv6(_ address: IPv6Address) -> Bool { ipv6?.owns(address) ?? false }
+
+    /// IPv6's timers: neighbour discovery, reassembly, router advertisements.
+    func pollIPv6(now: NIODeadline) {
+        handle(ipv6?.neighbors.poll(now: now) ?? [], now: now)
+        counters.increment(.ipv6ReassemblyDrops, by: UInt64(ipv6?.reassembler.poll(now: now) ?? 0))
+        if let due = ipv6?.nextAdvertisement, due <= now { sendRouterAdvertisement(to: nil, now: now) }
+    }
+}

@@ -1,0 +1,130 @@
+// IPv6 output: the header written in place, the next hop's link-layer address from the neighbour
+// cache (the packet held while it resolves), and fragmentation above the link MTU.
+
+import NIOCore
+import VPNKitBase
+import VPNKitEthernet
+import VPNKitIPv6
+import VPNKitTCP
+
+extension NetworkStack {
+    /// Builds an IPv6 packet around `payload` (which carries its upper-layer header) and sends it:
+    /// to `linkDestination` when given, to the multicast MAC of a multicast destination, or to the
+    /// neighbour's address, resolving it first.
+    func sendIPv6(
+        payload: consuming ByteBuffer, nextHeader: IPProtocol, from source: IPv6Address, to destination: IPv6Address,
+        hopLimit: UInt8 = 64, linkDestination: MACAddress? = nil, now: NIODeadline
+    ) {
+        IPv6Header(source: source, destination: destination, nextHeader: nextHeader, hopLimit: hopLimit).prepend(to: &payload)
+        if let mac = linkDestination ?? (destination.isMulticast ? destination.multicastMAC : nil) {
+            transmitIPv6(payload, to: mac)
+            return
+        }
+        if let mac = ipv6?.neighbors.linkAddress(for: destination, now: now) {
+            transmitIPv6(payload, to: mac)
+            return
+        }
+        handle(ipv6?.neighbors.resolve(destination, holding: payload, now: now) ?? [], now: now)
+    }
+
+    /// Carries out what the neighbour cache asks.
+    func handle(_ actions: [NeighborCacheAction], now: NIODeadline) {
+        for action in actions {
+            switch action {
+            case .solicit(let target, let mac):
+                sendNeighborSolicitation(for: target, unicastTo: mac, now: now)
+            case .release(_, let mac, let packets):
+                for packet in packets { transmitIPv6(packet, to: mac) }
+            case .failed(_, let dropped):
+                counters.increment(.ndpResolutionFailed)
+                counters.increment(.ndpHeldPacketsDropped, by: UInt64(dropped.count))
+            }
+        }
+    }
+
+    /// A neighbour solicitation for `target`: to its solicited-node group to resolve it, or to
+    /// `mac` to probe it (RFC 4861 §7.2.2, §7.3.3), from our address of the same scope.
+    func sendNeighborSolicitation(for target: IPv6Address, unicastTo mac: MACAddress?, now: NIODeadline) {
+        guard let link = ipv6?.configuration else { return }
+        let source = target.isLinkLocal ? link.linkLocal : link.gateway
+        let destination = mac == nil ? target.solicitedNode : target
+        var message = ByteBuffer.withHeadroom(capacity: 32)
+        NDPMessage.neighborSolicitation(target: target, options: [.sourceLinkLayerAddress(macAddress)])
+            .prepend(to: &message, source: source, destination: destination)
+        counters.increment(.ndpSolicitationsSent)
+        sendIPv6(
+            payload: message, nextHeader: .icmpv6, from: source, to: destination, hopLimit: 255,
+            linkDestination: mac ?? destination.multicastMAC, now: now)
+    }
+
+    /// Puts the Ethernet header on a whole IPv6 packet and queues it, in fragments (RFC 8200 §4.5)
+    /// when it exceeds the MTU.
+    func transmitIPv6(_ packet: consuming ByteBuffer, to mac: MACAddress) {
+        let ethernet = EthernetHeader(destination: mac, source: macAddress, etherType: .ipv6)
+        if packet.readableBytes > configuration.mtu {
+            for var piece in fragmentIPv6(packet) {
+                ethernet.prepend(to: &piece)
+                transmit(piece)
+            }
+            return
+        }
+        ethernet.prepend(to: &packet)
+        transmit(packet)
+    }
+
+    /// Splits a packet we built (a fixed header and nothing else unfragmentable) into fragments of
+    /// at most the MTU: each a copy of the header, a fragment header, and a multiple of 8 bytes of
+    /// the payload (the last one the rest).
+    func fragmentIPv6(_ packet: ByteBuffer) -> [ByteBuffer] {
+        guard let view = try? IPv6Packet(packet) else {
+            counters.increment(.ipv6Malformed)
+            return []
+        }
+        let header = IPv6Header(parsing: view)
+        let payload = view.payload
+        let chunk = (configuration.mtu - 40 - 8) & ~7
+        guard chunk > 0 else { return [] }
+        let identification = ipv6?.nextFragmentIdentification() ?? 0
+        var pieces: [ByteBuffer] = []
+        var offset = 0
+        while offset < payload.count {
+            let length = min(chunk, payload.count - offset)
+            var piece = ByteBuffer.withHeadroom(Headroom.ethernet + 48, capacity: length)
+            piece.writeImmutableBuffer(payload.view(from: offset, length: length).buffer)
+            IPv6FragmentHeader(
+                nextHeader: header.nextHeader, offset: offset, moreFragments: offset + length < payload.count,
+                identification: identification
+            ).prepend(to: &piece)
+            var fragmentHeader = header
+            fragmentHeader.nextHeader = .ipv6Fragment
+            fragmentHeader.prepend(to: &piece)
+            pieces.append(piece)
+            offset += length
+        }
+        counters.increment(.ipv6FragmentsSent, by: UInt64(pieces.count))
+        return pieces
+    }
+}
+
+extension NetworkStack {
+    /// Sends one TCP segment of an IPv6 connection: its header (and complete checksum) written in
+    /// front of the data, then the IPv6 header. Link offloads are for IPv4 segments only so far.
+    func transmitTCPv6(header: TCPHeader, payload: consuming ByteBuffer, key: TCPKey, now: NIODeadline) {
+        guard case .v6(let local) = key.localAddress, case .v6(let remote) = key.remoteAddress else {
+            counters.increment(.addressFamilyNotSupported)
+            return
+        }
+        counters.increment(.tcpSegmentsSent)
+        var buffer: ByteBuffer
+        if payload.readableBytes == 0 {
+            buffer = headerBuffer()
+        } else if payload.readerIndex >= Headroom.ethernet + 40 + 60 {
+            buffer = payload
+        } else {
+            buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
+            buffer.writeImmutableBuffer(payload)
+        }
+        header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: false)
+        sendIPv6(payload: buffer, nextHeader: .tcp, from: local, to: remote, now: now)
+    }
+}
