@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The TCP seed sweep at full size: 50 seeds × NewReno and CUBIC, 4 MiB each way at once under 5 %
+# The TCP seed sweep at full size: 50 seeds × NewReno and CUBIC × IPv4 and IPv6, 4 MiB each way at once under 5 %
 # loss, 5 % reorder, 1 % duplication and 1 % corruption, built in release mode (the debug run of
 # `swift test` uses 256 KiB per seed to stay quick).
 set -euo pipefail

@@ -35,15 +35,24 @@ final class Simulation {
 
     /// With `holdACKs`, the gateway holds its ACKs as under `StackDriver`: every frame delivered at
     /// one virtual instant is one read burst, answered by one ACK per connection.
-    init(aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(), gatewayConfiguration: StackConfiguration? = nil, mtu: Int = 1500, congestionControl: TCPCongestionControl = .newReno, holdACKs: Bool = false) {
+    /// With `ipv6`, both stacks also speak IPv6: the gateway at fd00:65::1, the guest at fd00:65::3
+    /// (and fe80::3), each finding the other by neighbour discovery over the same faulty link.
+    init(aToB: FaultConfiguration = FaultConfiguration(), bToA: FaultConfiguration = FaultConfiguration(), gatewayConfiguration: StackConfiguration? = nil, mtu: Int = 1500, congestionControl: TCPCongestionControl = .newReno, holdACKs: Bool = false, ipv6: Bool = false) {
         link = InMemoryLink(mtu: mtu, aToB: aToB, bToA: bToA, start: t0)
         var g = gatewayConfiguration ?? StackConfiguration(mtu: mtu)
         g.gratuitousARPOnStart = false
         g.tcp.congestionControl = congestionControl
+        if ipv6 { g.ipv6 = IPv6LinkConfiguration() }
         gateway = NetworkStack(configuration: g)
         var c = StackConfiguration(macAddress: guestMAC, subnet: subnet, gateway: guestIP, mtu: mtu)
         c.gratuitousARPOnStart = false
         c.tcp.congestionControl = congestionControl
+        if ipv6 {
+            var link = IPv6LinkConfiguration()
+            link.gateway = guest6
+            link.linkLocal = IPv6Address(0xFE80, 0, 0, 0, 0, 0, 0, 3)
+            c.ipv6 = link
+        }
         guest = NetworkStack(configuration: c)
         gateway.holdsACKs = holdACKs
         link.a.onFrame = { [unowned self] frame in self.gateway.receive(frame, now: self.now) }

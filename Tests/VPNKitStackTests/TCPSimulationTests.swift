@@ -16,10 +16,14 @@ final class EchoClient {
     var connected = false
     let clock: () -> NIODeadline
 
-    init(stack: NetworkStack, to address: IPv4Address, port: UInt16, data: ByteBuffer, clock: @escaping () -> NIODeadline) throws {
+    convenience init(stack: NetworkStack, to address: IPv4Address, port: UInt16, data: ByteBuffer, clock: @escaping () -> NIODeadline) throws {
+        try self.init(stack: stack, to: .v4(address), port: port, data: data, clock: clock)
+    }
+
+    init(stack: NetworkStack, to address: IPAddress, port: UInt16, data: ByteBuffer, clock: @escaping () -> NIODeadline) throws {
         self.clock = clock
         toSend = data
-        socket = try stack.connectTCP(to: .v4(address), port: port, now: clock())
+        socket = try stack.connectTCP(to: address, port: port, now: clock())
         socket.onConnected = { [unowned self] in
             self.connected = true
             self.send()
@@ -156,11 +160,14 @@ struct TCPSimulationTests {
 }
 
 /// Both directions at once: each side sends `size` bytes to the other's sink and receives the other's.
-func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false, congestionControl: TCPCongestionControl = .newReno, holdACKs: Bool = false) throws -> (Bool, String) {
+func bidirectional(
+    seed: UInt64, size: Int, slowReader: Bool = false, congestionControl: TCPCongestionControl = .newReno, holdACKs: Bool = false,
+    family: IPAddress.Family = .v4
+) throws -> (Bool, String) {
     let faults = FaultConfiguration(drop: 0.05, duplicate: 0.01, reorder: 0.05, corrupt: 0.01, seed: seed)
     var back = faults
     back.seed = seed &+ 1000
-    let sim = Simulation(aToB: faults, bToA: back, congestionControl: congestionControl, holdACKs: holdACKs)
+    let sim = Simulation(aToB: faults, bToA: back, congestionControl: congestionControl, holdACKs: holdACKs, ipv6: family == .v6)
     let up = pattern(size, seed: seed)
     let down = pattern(size, seed: seed &+ 7)
     var serverReceived = ByteBuffer()
@@ -176,7 +183,7 @@ func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false, congestion
         }
         push()
     }
-    let client = try EchoClient(stack: sim.guest, to: gatewayIP, port: 5001, data: up, clock: { sim.now })
+    let client = try EchoClient(stack: sim.guest, to: family == .v4 ? .v4(gatewayIP) : .v6(gateway6), port: 5001, data: up, clock: { sim.now })
     var elapsed = 0
     var lastSeen = ""
     while elapsed < 600, serverReceived.readableBytes < size || client.received.readableBytes < size {
@@ -186,7 +193,9 @@ func bidirectional(seed: UInt64, size: Int, slowReader: Bool = false, congestion
         elapsed += 1
         if slowReader, let s = serverSocket, var chunk = s.read(maximum: 16384, now: sim.now) { serverReceived.writeBuffer(&chunk) }
     }
-    let ok = serverReceived == up && client.received == down
+    // Over IPv6 the bytes really crossed as IPv6 (and nothing fell back to IPv4).
+    let familyHeld = family == .v4 || (sim.gateway.statistics[.ipv6Received] > 0 && sim.gateway.statistics[.ipv4Received] == 0)
+    let ok = serverReceived == up && client.received == down && familyHeld
     return (ok, "seed \(seed): up \(serverReceived.readableBytes)/\(size) down \(client.received.readableBytes)/\(size) in \(elapsed) s virtual; client \(client.socket.counters.map { "rtx \($0.retransmissions) to \($0.timeouts) fr \($0.fastRetransmits)" } ?? "closed: \(String(describing: client.closedReason))") last: \(lastSeen) | \(sim.guest.debugTCP()) | \(sim.gateway.debugTCP())")
 }
 
@@ -204,6 +213,17 @@ struct TCPManySeedsTests {
             if !ok { failures.append(line) }
         }
         print("50 seeds, \(congestionControl), \(seedSweepBytes) bytes each way: \(50 - failures.count) byte-exact")
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
+    }
+
+    @Test("over IPv6 (MSS 1440, neighbour discovery on the lossy link): 50 seeds under the same faults, byte-exact", arguments: TCPCongestionControl.allCases)
+    func fiftySeedsIPv6(congestionControl: TCPCongestionControl) throws {
+        var failures: [String] = []
+        for seed in UInt64(1)...50 {
+            let (ok, line) = try bidirectional(seed: seed, size: seedSweepBytes, congestionControl: congestionControl, family: .v6)
+            if !ok { failures.append(line) }
+        }
+        print("50 seeds over IPv6, \(congestionControl), \(seedSweepBytes) bytes each way: \(50 - failures.count) byte-exact")
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
     }
 
