@@ -193,8 +193,8 @@ let package = Package(
         .target(
             name: "VPNKitFuzzTargets",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitServices",
-                "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitIPv6", "VPNKitUDP", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime",
+                "VPNKitServices", "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

@@ -3,6 +3,7 @@ import VPNKitBase
 import VPNKitDHCP
 import VPNKitEthernet
 import VPNKitIPv4
+import VPNKitIPv6
 import VPNKitStack
 import VPNKitTCP
 import VPNKitServices
@@ -29,6 +30,13 @@ enum StackFuzzer {
         configuration.reassembly.maximumDatagrams = 8
         configuration.reassembly.maximumTotalBytes = 256 << 10
         configuration.tcpSecret = 1
+        // Dual-stack, with small IPv6 tables so the fuzzer reaches their bounds.
+        var ipv6 = IPv6LinkConfiguration()
+        ipv6.advertisementSeed = 1
+        ipv6.neighbors.maximumEntries = 16
+        ipv6.neighbors.maximumPendingTotal = 32
+        ipv6.extensionHeaders.maximumHeaders = 4
+        configuration.ipv6 = ipv6
         let stack = NetworkStack(configuration: configuration)
         stack.holdsACKs = true
         var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
@@ -46,6 +54,9 @@ enum StackFuzzer {
             }
         }
         let udp = try? stack.bindUDP(port: 7) { message in
+            try? stack.sendUDP(message.payload, from: message.destination, port: 7, to: message.source, port: message.sourcePort, now: message.receivedAt)
+        }
+        let udp6 = try? stack.bindUDP(port: 7, address: .v6(.unspecified)) { message in
             try? stack.sendUDP(message.payload, from: message.destination, port: 7, to: message.source, port: message.sourcePort, now: message.receivedAt)
         }
         stack.start(now: now)
@@ -73,7 +84,7 @@ enum StackFuzzer {
             drain(stack)
         }
         check(stack)
-        consume((dhcp, udp, sockets.count))
+        consume((dhcp, udp, udp6, sockets.count))
     }
 
     /// The end of a loop turn: the held ACKs go out, and none may stay held.
@@ -93,6 +104,18 @@ enum StackFuzzer {
                 guard let ip = try? IPv4Packet(ethernet.payload) else { fatalError("the stack sent an IPv4 packet that does not parse") }
                 precondition(ip.isHeaderChecksumValid, "the stack sent an IPv4 header with a bad checksum")
             }
+            if ethernet.etherType == .ipv6 {
+                guard let ip = try? IPv6Packet(ethernet.payload), let chain = try? ip.headerChain() else {
+                    fatalError("the stack sent an IPv6 packet that does not parse")
+                }
+                precondition(40 + ip.payloadLength <= 1500, "the stack sent an IPv6 packet above the MTU")
+                // A whole packet's upper layer carries a valid checksum (fragments are checked whole by the guest).
+                if chain.fragment == nil, [IPProtocol.icmpv6, .udp, .tcp].contains(chain.upperLayer) {
+                    let upper = ip.bytes.view(from: chain.upperLayerOffset, length: 40 + ip.payloadLength - chain.upperLayerOffset)
+                    let pseudo = IPPseudoHeader(source: .v6(ip.source), destination: .v6(ip.destination), protocol: chain.upperLayer, length: upper.count)
+                    precondition(pseudo.verifies(upper), "the stack sent an IPv6 \(chain.upperLayer) message with a bad checksum")
+                }
+            }
         }
     }
 
@@ -101,6 +124,13 @@ enum StackFuzzer {
         precondition(stack.tcpConnectionCount <= stack.configuration.maximumTCPConnections, "TCP connections beyond the limit")
         precondition(stack.reassembler.count <= stack.configuration.reassembly.maximumDatagrams, "reassembly beyond its limit")
         precondition(stack.arpCache.count <= stack.configuration.arp.maximumEntries, "ARP cache beyond its limit")
+        if let neighbors = stack.neighborCache {
+            precondition(neighbors.count <= neighbors.configuration.maximumEntries, "neighbour cache beyond its limit")
+        }
+        if let reassembler = stack.ipv6Reassembler {
+            precondition(reassembler.count <= reassembler.configuration.maximumDatagrams, "IPv6 reassembly beyond its limit")
+            precondition(reassembler.bytesHeld <= reassembler.configuration.maximumTotalBytes, "IPv6 reassembly holds too many bytes")
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 import NIOCore
 import VPNKitBase
-import VPNKitIPv6
+public import VPNKitIPv6
 
 extension NetworkStack {
     func receiveIPv6(_ bytes: ByteView, linkSource: MACAddress, now: NIODeadline) {
@@ -78,6 +78,11 @@ extension NetworkStack {
             }
         }
     }
+
+    /// The IPv6 neighbour cache (read-only, for inspection); nil without IPv6.
+    public var neighborCache: NeighborCache? { ipv6?.neighbors }
+    /// The IPv6 packets being reassembled (read-only, for inspection); nil without IPv6.
+    public var ipv6Reassembler: IPv6Reassembler? { ipv6?.reassembler }
 
     /// Whether `address` is one of our IPv6 addresses.
     func ownsIPv6(_ address: IPv6Address) -> Bool { ipv6?.owns(address) ?? false }
