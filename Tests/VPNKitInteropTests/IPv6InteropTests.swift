@@ -215,4 +215,63 @@ struct IPv6InteropTests {
         let bad = try run(vpnkitBinary(), ["run", "--netns", "x", "--tap", "t", "--ipv6-prefix", "fd00::/48"])
         #expect(bad.status != 0 && bad.error.contains("--ipv6-prefix"), "\(bad.error)")
     }
+
+    /// A `vpnkit run` daemon with IPv6 (and `arguments`), its guest configured by SLAAC and told
+    /// the gateway's MAC (so resolution does not hinge on the fault seed).
+    private func lossyDaemon(_ label: String, _ arguments: [String]) throws -> Daemon {
+        let daemon = try Daemon(label: label, arguments: arguments, address: nil)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            let shown = try daemon.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
+            if shown.contains("inet6 fd00:65:") && !shown.contains("tentative") { break }
+            usleep(100_000)
+        }
+        try daemon.namespace.ip("-6", "neigh", "replace", "fd00:65::1", "lladdr", "5a:94:ef:e4:0c:ee", "dev", "tap0", "nud", "permanent")
+        return daemon
+    }
+
+    @Test("ping -6 on a link losing 10 % each way: small and fragmented pings still come back, intact")
+    func lossyPing() throws {
+        let daemon = try lossyDaemon("ping6loss", ["--fault-drop", "0.1", "--fault-seed", "11"])
+        for (size, count, least) in [(56, 20, 10), (4000, 20, 4), (30000, 10, 0)] {
+            let ping = try daemon.namespace.exec(
+                ["ping", "-6", "-c", "\(count)", "-i", "0.2", "-W", "1", "-s", "\(size)", "fd00:65::1"], timeout: 60)
+            let summary = try #require(pingSummary(ping.output), "\(ping.output) \(ping.error)")
+            #expect(summary.transmitted == count)
+            #expect(summary.received >= least, "ping -6 -s \(size): \(ping.output)")
+            // ping checks each reply's data: a reply put together wrongly would say so.
+            #expect(!ping.output.contains("wrong data") && !ping.output.contains("DUP"), "\(ping.output)")
+        }
+        let (status, stderr) = daemon.stop()
+        #expect(status == 0, "\(stderr)")
+        #expect(stderr.contains("faults_to_guest: passed="), "\(stderr)")
+    }
+
+    @Test("TCP over IPv6 on a lossy, reordering, duplicating link: 4 MiB echoed byte-exact")
+    func lossyTCP() throws {
+        let daemon = try lossyDaemon(
+            "tcp6loss", ["--diagnostic-services", "--fault-drop", "0.03", "--fault-reorder", "0.03", "--fault-duplicate", "0.01", "--fault-seed", "7"])
+        let script = """
+            import os, socket, threading
+            data = os.urandom(4 << 20)
+            s = socket.create_connection(("fd00:65::1", 7), timeout=60)
+            got = bytearray()
+            def reader():
+                while len(got) < len(data):
+                    chunk = s.recv(1 << 20)
+                    if not chunk: break
+                    got.extend(chunk)
+            t = threading.Thread(target=reader); t.start()
+            s.sendall(data)
+            t.join(90)
+            assert bytes(got) == data, f"echo differs: {len(got)} of {len(data)}"
+            s.close()
+            print("ok")
+            """
+        let result = try daemon.namespace.exec(["python3", "-c", script], timeout: 150)
+        #expect(result.status == 0 && result.output.contains("ok"), "\(result.output) \(result.error)")
+        let (status, stderr) = daemon.stop()
+        #expect(status == 0, "\(stderr)")
+        #expect(stderr.contains("tcp_retransmissions="), "\(stderr)")
+    }
 }
