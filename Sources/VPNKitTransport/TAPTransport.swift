@@ -142,9 +142,10 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// MTU + 18 bytes. The transport is bound to `eventLoop`.
     ///
     /// With `offloads`, the device carries a virtio-net header and the guest's interface gets
-    /// checksum and TCP segmentation offload (TUN_F_CSUM | TUN_F_TSO4): it hands over TCP segments of
-    /// up to 64 KiB whatever the MTU, and takes them from us: a bulk transfer pays the per-frame work
-    /// once per 64 KiB rather than once per MSS. `offloads` reports what was switched on.
+    /// checksum and TCP segmentation offload over both families (TUN_F_CSUM | TUN_F_TSO4 |
+    /// TUN_F_TSO6): it hands over TCP segments of up to 64 KiB whatever the MTU, and takes them from
+    /// us (IPv4 ones so far): a bulk transfer pays the per-frame work once per 64 KiB rather than
+    /// once per MSS. `offloads` reports what was switched on.
     ///
     /// With `receiveSteering`, the device's receive queues get an RPS mask of every CPU we may run
     /// on (see ``ReceiveSteering``): the guest's kernel then processes the frames we write on the CPU
@@ -167,8 +168,9 @@ public final class TAPTransport: OffloadingFrameTransport {
         let deviceName = nameOut.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         var granted: LinkOffloads = [.gather]
         if offloads {
-            // TUN_F_CSUM | TUN_F_TSO4. Without them the header still travels, with nothing offloaded.
-            if vpnkit_tap_set_offload(fd, 0x01 | 0x02) == 0 { granted.formUnion([.partialChecksum, .tcpSegmentation]) }
+            // TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6. Without them the header still travels, with nothing
+            // offloaded.
+            if vpnkit_tap_set_offload(fd, 0x01 | 0x02 | 0x04) == 0 { granted.formUnion([.partialChecksum, .tcpSegmentation]) }
         }
         var steering = ReceiveSteering.notRequested
         if receiveSteering {

@@ -21,10 +21,10 @@ final class IPv6GuestLink {
     let driver: NIOLoopBound<StackDriver>
     var loop: any EventLoop { driver.eventLoop }
 
-    init(label: String, mtu: Int = 1500) throws {
+    init(label: String, mtu: Int = 1500, offloads: Bool = false) throws {
         namespace = try TestNamespace(label)
         let loop = group.next()
-        let transport = try TAPTransport.open(namespace: namespace.name, device: "tap0", mtu: mtu, on: loop).wait()
+        let transport = try TAPTransport.open(namespace: namespace.name, device: "tap0", mtu: mtu, offloads: offloads, on: loop).wait()
         try namespace.ip("link", "set", "tap0", "mtu", "\(mtu)")
         driver = try loop.submit {
             var configuration = StackConfiguration(mtu: mtu)
@@ -128,9 +128,11 @@ struct IPv6InteropTests {
         #expect(try link.counters()[.udpPortUnreachable] >= 1)
     }
 
-    @Test("TCP over IPv6 through the diagnostic echo: 32 MiB echoed byte-exact; the SYN-ACK's MSS 1440, window scaling, SACK and timestamps")
-    func tcpEcho() throws {
-        let link = try IPv6GuestLink(label: "tcp6")
+    @Test(
+        "TCP over IPv6 through the diagnostic echo: 32 MiB echoed byte-exact; the SYN-ACK's MSS 1440, window scaling, SACK and timestamps; with offloads the guest's segments arrive larger than the MTU",
+        arguments: [false, true])
+    func tcpEcho(offloads: Bool) throws {
+        let link = try IPv6GuestLink(label: "tcp6", offloads: offloads)
         defer { link.shutdown() }
         let driver = link.driver
         try link.loop.submit {
@@ -185,6 +187,10 @@ struct IPv6InteropTests {
         let counters = try link.counters()
         #expect(counters[.tcpResetsSent] >= 1)
         #expect(counters[.tcpConnectionsOpened] == 1)
+        // With TUN_F_TSO6 the guest's kernel hands over IPv6 segments of up to 64 KiB.
+        let driver2 = link.driver
+        let oversized = try link.loop.submit { (driver2.value.transport as? TAPTransport)?.oversizedFramesReceived ?? 0 }.wait()
+        #expect(offloads ? oversized > 0 : oversized == 0, "oversized frames received: \(oversized)")
     }
 
     @Test("vpnkit run is dual-stack by default: the guest configures itself, pings fd00:65::1; --ipv6-prefix moves it; --no-ipv6 turns it off")
