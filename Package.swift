@@ -272,7 +272,7 @@ let package = Package(
             dependencies: [
                 "VPNKitTestSupport",
                 "VPNKitDecode", "VPNKitPcap", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitIPv6", "VPNKitUDP",
-                "VPNKitTCP", "VPNKitDHCP", "VPNKitDNS", "vpnkit",
+                "VPNKitTCP", "VPNKitDHCP", "vpnkit",
             ],
             swiftSettings: strict
         ),

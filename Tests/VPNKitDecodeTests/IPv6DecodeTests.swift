@@ -6,7 +6,6 @@ import Foundation
 import NIOCore
 import Testing
 import VPNKitBase
-import VPNKitDNS
 import VPNKitDecode
 import VPNKitIPv6
 import VPNKitUDP
