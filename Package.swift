@@ -17,7 +17,8 @@ import PackageDescription
 //   VPNKitServices                  DHCP and DNS services attached to a running stack
 //   VPNKitNAT                       guest flows carried over host sockets
 //   VPNKit                          the assembly (UserspaceStack, Link) and the umbrella import
-//   VPNKitDecode                    `vpnkit decode`: wire modules and pcap only
+//   VPNKitDecode                    `vpnkit decode`: wire modules (DNS's messages among them: VPNKitDNS
+//                                   does no I/O) and pcap only
 //   vpnkit                          the command: thin, over VPNKit and VPNKitDecode
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
@@ -145,8 +146,8 @@ let package = Package(
         .target(
             name: "VPNKitDecode",
             dependencies: [
-                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP", "VPNKitTCP",
-                "VPNKitDHCP", "VPNKitPcap",
+                "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitIPv6", "VPNKitUDP", "VPNKitTCP",
+                "VPNKitDHCP", "VPNKitDNS", "VPNKitPcap",
             ],
             swiftSettings: strict
         ),
@@ -194,7 +195,7 @@ let package = Package(
             name: "VPNKitFuzzTargets",
             dependencies: [
                 "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitIPv6", "VPNKitUDP", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime",
-                "VPNKitServices", "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS",
+                "VPNKitServices", "VPNKitTransport", "VPNKitDHCP", "VPNKitDNS", "VPNKitDecode",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -270,7 +271,7 @@ let package = Package(
             name: "VPNKitDecodeTests",
             dependencies: [
                 "VPNKitTestSupport",
-                "VPNKitDecode", "VPNKitPcap", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitUDP",
+                "VPNKitDecode", "VPNKitPcap", "VPNKitBase", "VPNKitEthernet", "VPNKitARP", "VPNKitIPv4", "VPNKitIPv6", "VPNKitUDP",
                 "VPNKitTCP", "VPNKitDHCP", "vpnkit",
             ],
             swiftSettings: strict

@@ -23,6 +23,7 @@ TSHARK_PREFS = [
     "tcp.check_checksum:TRUE",
     "udp.check_checksum:TRUE",
     "ip.defragment:FALSE",
+    "ipv6.defragment:FALSE",
     "tcp.relative_sequence_numbers:FALSE",
     "tcp.analyze_sequence_numbers:FALSE",
     "tcp.desegment_tcp_streams:FALSE",
@@ -30,6 +31,18 @@ TSHARK_PREFS = [
 
 # ICMP types that carry an identifier and a sequence number.
 ICMP_ID_SEQ_TYPES = {0, 8, 13, 14, 15, 16, 17, 18}
+
+# ICMPv6: echo request/reply carry id and seq; NS/NA a target; Packet Too Big an MTU.
+ICMPV6_ECHO_TYPES = {128, 129}
+ICMPV6_TARGET_FIELDS = {135: "icmpv6.nd.ns.target_address", 136: "icmpv6.nd.na.target_address"}
+
+# DNS record types whose data is reported, and the tshark field holding it.
+DNS_DATA_FIELDS = {1: "dns.a", 28: "dns.aaaa", 5: "dns.cname", 12: "dns.ptr.domain_name", 2: "dns.ns"}
+
+# IPv6 extension headers as tshark names them inside the ipv6 object (the
+# routing header is not mapped: the decoder refuses one with segments left).
+IPV6_EXT_HEADERS = {"ipv6.hopopts": "hop-by-hop", "ipv6.dstopts": "destination options",
+                    "ipv6.fraghdr": "fragment"}
 
 # tshark's ip.frag_offset field holds the raw 13-bit header value (units of
 # 8 bytes) in 4.0, although `tshark -V` displays it in bytes.
@@ -160,7 +173,7 @@ def map_icmp(icmp, where):
     return out
 
 
-def map_udp(udp, where):
+def map_udp(udp, where, ipv6=False):
     csum = num(one(udp, "udp.checksum", where))
     status = udp.get("udp.checksum.status")
     if status is None:
@@ -171,7 +184,8 @@ def map_udp(udp, where):
         "sport": num(one(udp, "udp.srcport", where)),
         "dport": num(one(udp, "udp.dstport", where)),
         "len": num(one(udp, "udp.length", where)),
-        "checksum_ok": csum == 0 or status == "1",
+        # A zero checksum means "none" over IPv4 and is invalid over IPv6 (RFC 8200 §8.1).
+        "checksum_ok": (csum == 0 and not ipv6) or status == "1",
     }
 
 
@@ -276,6 +290,126 @@ def map_dhcp(dhcp, where):
     return out
 
 
+def map_ipv6(ip6, where):
+    return {
+        "src": one(ip6, "ipv6.src", where),
+        "dst": one(ip6, "ipv6.dst", where),
+        "next_header": num(one(ip6, "ipv6.nxt", where)),
+        "hop_limit": num(one(ip6, "ipv6.hlim", where)),
+        "payload_len": num(one(ip6, "ipv6.plen", where)),
+        "flow_label": num(one(ip6, "ipv6.flow", where)),
+        "traffic_class": num(one(ip6, "ipv6.tclass", where)),
+    }
+
+
+def ipv6_chain(ip6, where):
+    """(upper-layer protocol, ipv6_frag or None) from the extension headers
+    tshark found, in the order they appear."""
+    upper = num(one(ip6, "ipv6.nxt", where))
+    frag = None
+    for key, value in ip6.items():
+        if key == "ipv6.routing" or key.startswith("ipv6.routing"):
+            raise FixtureError("%s: routing headers are not in the fixture mapping" % where)
+        if key not in IPV6_EXT_HEADERS:
+            continue
+        if isinstance(value, list):
+            raise FixtureError("%s: two %s headers" % (where, IPV6_EXT_HEADERS[key]))
+        SEEN["ipv6 %s header" % IPV6_EXT_HEADERS[key]] += 1
+        upper = num(one(value, key + ".nxt", where))
+        if key == "ipv6.fraghdr":
+            frag = {
+                "next_header": upper,
+                # ipv6.fraghdr.offset is the raw 13-bit value in 8-byte units, as ip.frag_offset.
+                "offset": num(one(value, "ipv6.fraghdr.offset", where)) * FRAG_OFFSET_UNIT,
+                "more": flag(one(value, "ipv6.fraghdr.more", where)),
+                "id": num(one(value, "ipv6.fraghdr.ident", where)),
+            }
+    return upper, frag
+
+
+def map_icmpv6(icmp, where):
+    # As for ICMP: only the outer header; a quoted packet sits inside the icmpv6 object.
+    t = num(one(icmp, "icmpv6.type", where))
+    out = {"type": t, "code": num(one(icmp, "icmpv6.code", where)),
+           "checksum_ok": one(icmp, "icmpv6.checksum.status", where) == "1"}
+    if t in ICMPV6_ECHO_TYPES:
+        out["id"] = num(one(icmp, "icmpv6.echo.identifier", where))
+        out["seq"] = num(one(icmp, "icmpv6.echo.sequence_number", where))
+    if t in ICMPV6_TARGET_FIELDS:
+        out["target"] = one(icmp, ICMPV6_TARGET_FIELDS[t], where)
+    if t == 2:
+        out["mtu"] = num(one(icmp, "icmpv6.mtu", where))
+    return out
+
+
+def _dns_name(v):
+    return "." if v == "<Root>" else v
+
+
+def _dns_entries(section):
+    """The entries of a Queries/Answers tree in order (identical summaries, which
+    --no-duplicate-keys folds into one key, become a list there)."""
+    out = []
+    for value in (section or {}).values():
+        out.extend(aslist(value))
+    return out
+
+
+def map_dns(dns, where):
+    flags = one(dns, "dns.flags_tree", where)
+    questions = [{"name": _dns_name(one(q, "dns.qry.name", where)), "type": num(one(q, "dns.qry.type", where))}
+                 for q in _dns_entries(dns.get("Queries"))]
+    answers = []
+    for a in _dns_entries(dns.get("Answers")):
+        t = num(one(a, "dns.resp.type", where))
+        record = {"name": _dns_name(one(a, "dns.resp.name", where)), "type": t,
+                  "ttl": num(one(a, "dns.resp.ttl", where))}
+        if t in DNS_DATA_FIELDS:
+            record["data"] = _dns_name(one(a, DNS_DATA_FIELDS[t], where))
+        else:
+            SEEN["dns answer of type %d (no data)" % t] += 1
+        answers.append(record)
+    if len(questions) != num(one(dns, "dns.count.queries", where)) or \
+            len(answers) != num(one(dns, "dns.count.answers", where)):
+        raise FixtureError("%s: DNS section counts disagree with the entries found" % where)
+    return {
+        "id": num(one(dns, "dns.id", where)),
+        "qr": flag(one(flags, "dns.flags.response", where)),
+        # tshark shows dns.flags.rcode for responses only; the field is the low 4 bits of dns.flags.
+        "rcode": num(one(dns, "dns.flags", where)) & 0xF,
+        "questions": questions,
+        "answers": answers,
+    }
+
+
+def map_udp_payload(out, layers, where):
+    ports = {out["udp"]["sport"], out["udp"]["dport"]}
+    if "dhcp" in layers and ports & {67, 68}:
+        out["dhcp"] = map_dhcp(layers["dhcp"], where)
+    if "dns" in layers and 53 in ports:
+        out["dns"] = map_dns(layers["dns"], where)
+
+
+def map_ipv6_frame(out, layers, where):
+    ip6 = layers["ipv6"]
+    if isinstance(ip6, list):
+        raise FixtureError("%s: more than one top-level IPv6 header" % where)
+    out["ipv6"] = map_ipv6(ip6, where)
+    upper, frag = ipv6_chain(ip6, where)
+    if frag is not None:
+        out["ipv6_frag"] = frag
+        if frag["more"] or frag["offset"] > 0:
+            return out  # a fragment: nothing above ipv6_frag (an atomic fragment is whole)
+    if upper == 58 and "icmpv6" in layers:
+        out["icmpv6"] = map_icmpv6(layers["icmpv6"], where)
+    elif upper == 17 and "udp" in layers:
+        out["udp"] = map_udp(layers["udp"], where, ipv6=True)
+        map_udp_payload(out, layers, where)
+    elif upper == 6 and "tcp" in layers:
+        out["tcp"] = map_tcp(layers["tcp"], where)
+    return out
+
+
 def check_errors(layers, where):
     for k, v in walk(layers):
         if k == "_ws.malformed":
@@ -299,9 +433,11 @@ def map_frame(layers, where):
         if arp is not None:
             out["arp"] = arp
         return out
+    if "ipv6" in layers:
+        return map_ipv6_frame(out, layers, where)
     ip = layers.get("ip")
     if ip is None:
-        return out  # IPv6 and everything else: frame/len/eth only
+        return out  # everything else: frame/len/eth only
     if isinstance(ip, list):
         raise FixtureError("%s: more than one top-level IPv4 header" % where)
     out["ipv4"] = v4 = map_ipv4(ip, where)
@@ -311,9 +447,7 @@ def map_frame(layers, where):
         out["icmp"] = map_icmp(layers["icmp"], where)
     elif v4["proto"] == 17 and "udp" in layers:
         out["udp"] = map_udp(layers["udp"], where)
-        ports = {out["udp"]["sport"], out["udp"]["dport"]}
-        if "dhcp" in layers and ports & {67, 68}:
-            out["dhcp"] = map_dhcp(layers["dhcp"], where)
+        map_udp_payload(out, layers, where)
     elif v4["proto"] == 6 and "tcp" in layers:
         out["tcp"] = map_tcp(layers["tcp"], where)
     return out
@@ -321,17 +455,20 @@ def map_frame(layers, where):
 
 # --- driver -----------------------------------------------------------------
 
+LAYERS = ("eth", "arp", "ipv4", "ipv6", "ipv6_frag", "icmp", "icmpv6", "udp", "tcp", "dhcp", "dns")
+
+
 def summarize(name, records):
     layers = Counter()
     notes = Counter()
     for r in records:
-        for k in ("eth", "arp", "ipv4", "icmp", "udp", "tcp", "dhcp"):
+        for k in LAYERS:
             if k in r:
                 layers[k] += 1
         eth = r.get("eth")
         if eth and "vlan" in eth:
             notes["vlan-tagged"] += 1
-        if eth and "ipv4" not in r and "arp" not in r:
+        if eth and "ipv4" not in r and "arp" not in r and "ipv6" not in r:
             notes["eth-only (type 0x%04x)" % eth["type"]] += 1
         v4 = r.get("ipv4")
         if v4:
@@ -341,11 +478,17 @@ def summarize(name, records):
                 notes["ipv4 with options"] += 1
             if not v4["checksum_ok"]:
                 notes["BAD ipv4 checksum"] += 1
-        for k in ("icmp", "udp", "tcp"):
+        if "ipv6_frag" in r and (r["ipv6_frag"]["more"] or r["ipv6_frag"]["offset"]):
+            notes["ipv6 fragments"] += 1
+        if "icmpv6" in r:
+            notes["icmpv6 type %d code %d" % (r["icmpv6"]["type"], r["icmpv6"]["code"])] += 1
+        for k in ("icmp", "icmpv6", "udp", "tcp"):
             if k in r and not r[k]["checksum_ok"]:
                 notes["BAD %s checksum" % k] += 1
-        if "udp" in r and r["udp"]["sport"] not in (67, 68) and "dhcp" not in r:
-            notes["udp (non-dhcp)"] += 1
+        if "udp" in r and r["udp"]["sport"] not in (67, 68) and "dhcp" not in r and "dns" not in r:
+            notes["udp (not dhcp or dns)"] += 1
+        if "dns" in r:
+            notes["dns %s rcode %d" % ("response" if r["dns"]["qr"] else "query", r["dns"]["rcode"])] += 1
         if "tcp" in r and r["tcp"]["flags"] & 0x04:
             notes["tcp RST"] += 1
         if "icmp" in r and r["icmp"]["type"] not in ICMP_ID_SEQ_TYPES:
@@ -358,8 +501,7 @@ def summarize(name, records):
         if "dhcp" in r:
             notes["dhcp msg_type %s" % r["dhcp"].get("msg_type")] += 1
     notes.update(SEEN)
-    parts = ", ".join("%s %d" % (k, layers[k]) for k in
-                      ("eth", "arp", "ipv4", "icmp", "udp", "tcp", "dhcp") if layers[k])
+    parts = ", ".join("%s %d" % (k, layers[k]) for k in LAYERS if layers[k])
     print("%s: %d frames; layers: %s" % (name, len(records), parts))
     for k in sorted(notes):
         print("    %s: %d" % (k, notes[k]))

@@ -76,8 +76,11 @@ forget_pid() { # remove a pid from PIDS after it was reaped
 MAC_A=02:00:00:00:00:0a
 MAC_B=02:00:00:00:00:0b
 
-# mk_pair [ipv6]: makes two fresh namespaces A and B joined by veth vA<->vB,
-# offloads off, links up, no addresses. Sets globals A and B.
+# mk_pair [ipv6|ndp]: makes two fresh namespaces A and B joined by veth vA<->vB,
+# offloads off, links up, no addresses. Sets globals A and B. ipv6: IPv6 on but
+# quiet (no DAD, no router solicitations); ndp: IPv6 with DAD and router
+# solicitations (one a second) on, B a router (forwarding), and vB left down so
+# that the capture sees both links come up; without either, IPv6 is off.
 mk_pair() {
     local want_v6=${1:-}
     NS_COUNTER=$((NS_COUNTER + 1))
@@ -87,7 +90,10 @@ mk_pair() {
     ip netns add "$B"; NS_LIST+=("$B")
     local ns
     for ns in "$A" "$B"; do
-        if [[ $want_v6 == ipv6 ]]; then
+        if [[ $want_v6 == ndp ]]; then
+            ip netns exec "$ns" sysctl -qw net.ipv6.conf.default.router_solicitation_interval=1 \
+                net.ipv6.conf.default.use_tempaddr=0
+        elif [[ $want_v6 == ipv6 ]]; then
             # IPv6 on, but quiet: no DAD, no router solicitations.
             ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 \
                 net.ipv6.conf.default.accept_dad=0 \
@@ -104,7 +110,11 @@ mk_pair() {
     ip netns exec "$A" ethtool -K vA tx off rx off tso off gso off gro off >/dev/null
     ip netns exec "$B" ethtool -K vB tx off rx off tso off gso off gro off >/dev/null
     ip -n "$A" link set vA up
-    ip -n "$B" link set vB up
+    if [[ $want_v6 == ndp ]]; then
+        ip netns exec "$B" sysctl -qw net.ipv6.conf.all.forwarding=1
+    else
+        ip -n "$B" link set vB up
+    fi
 }
 
 # start_cap NS DEV NAME: tcpdump -w $TMP/NAME.pcap inside NS; sets CAP_PID.
@@ -210,6 +220,34 @@ record_ping() {
     del_pair
 }
 
+# write_tcp_client: $TMP/tcp_client.py ADDR PORT NBYTES, for either family:
+# first a connection to the closed PORT+1 (refused: SYN, RST/ACK), then NBYTES
+# to PORT, then reads the server's reply until it closes.
+write_tcp_client() {
+    cat >"$TMP/tcp_client.py" <<'EOF'
+import socket, sys
+addr, port, nbytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pattern = bytes(range(256)) * (nbytes // 256 + 1)
+# First a connection attempt to a closed port: SYN answered by the kernel's RST/ACK.
+try:
+    socket.create_connection((addr, port + 1), timeout=5).close()
+    sys.exit("port %d unexpectedly open" % (port + 1))
+except ConnectionRefusedError:
+    pass
+c = socket.create_connection((addr, port), timeout=30)
+c.sendall(pattern[:nbytes])
+c.shutdown(socket.SHUT_WR)
+reply = b""
+while True:
+    d = c.recv(4096)
+    if not d:
+        break
+    reply += d
+c.close()
+sys.stdout.write(reply.decode())
+EOF
+}
+
 # ---------------------------------------------------------------------------
 # tcp.pcap: SYN to a closed port (RST/ACK), then a TCP bulk transfer A -> B
 # (python3 sockets) with Linux default SYN options; nftables
@@ -248,28 +286,7 @@ c.sendall(b"received %d bytes\n" % n)
 c.close()
 s.close()
 EOF
-    cat >"$TMP/tcp_client.py" <<'EOF'
-import socket, sys
-addr, port, nbytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-pattern = bytes(range(256)) * (nbytes // 256 + 1)
-# First a connection attempt to a closed port: SYN answered by the kernel's RST/ACK.
-try:
-    socket.create_connection((addr, port + 1), timeout=5).close()
-    sys.exit("port %d unexpectedly open" % (port + 1))
-except ConnectionRefusedError:
-    pass
-c = socket.create_connection((addr, port), timeout=30)
-c.sendall(pattern[:nbytes])
-c.shutdown(socket.SHUT_WR)
-reply = b""
-while True:
-    d = c.recv(4096)
-    if not d:
-        break
-    reply += d
-c.close()
-sys.stdout.write(reply.decode())
-EOF
+    write_tcp_client
     start_cap "$A" vA tcp
     ip netns exec "$B" python3 "$TMP/tcp_server.py" 10.200.3.2 5001 "$TMP/tcp.ready" &
     local srv=$!
@@ -433,13 +450,17 @@ record_vlan() {
     if [[ -n $BPFFS ]]; then umount "$BPFFS"; BPFFS=""; fi
 }
 
+# The IPv6 captures (ndp6, ping6, udp6, tcp6, dns).
+source "$HERE/record-ipv6.sh"
+
 mkdir -p "$OUT"
 targets=("$@")
-((${#targets[@]})) || targets=(dhcp ping tcp udp vlan)
+ALL=(dhcp ping tcp udp vlan ndp6 ping6 udp6 tcp6 dns)
+((${#targets[@]})) || targets=("${ALL[@]}")
 for t in "${targets[@]}"; do
-    case $t in
-        dhcp|ping|tcp|udp|vlan) "record_$t" ;;
-        *) die "unknown capture '$t' (choose from: dhcp ping tcp udp vlan)" ;;
+    case " ${ALL[*]} " in
+        *" $t "*) "record_$t" ;;
+        *) die "unknown capture '$t' (choose from: ${ALL[*]})" ;;
     esac
 done
 log "done: ${targets[*]}"

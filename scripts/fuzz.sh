@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ -n "$timeout" ] || { [ "$runs" = -1 ] && timeout=10 || timeout=60; }
-[ ${#targets[@]} -gt 0 ] || targets=(ethernet arp ipv4 icmp udp tcp dhcp dns qemu vmnet stack)
+[ ${#targets[@]} -gt 0 ] || targets=(ethernet arp ipv4 ipv6 icmp icmpv6 ndp udp tcp dhcp dns decode qemu vmnet stack)
 
 scratch=.build-fuzz
 echo "== building vpnkit-fuzz with libFuzzer and AddressSanitizer ($configuration, $scratch)"
@@ -57,6 +57,7 @@ mkdir -p "$scratch/crashes"
 # The longest input worth trying, per target: well past the largest thing each parser accepts, so
 # the executions go to inputs that can reach new code, not to megabytes the first check rejects.
 #   dhcp: a DHCP message in one Ethernet frame; dns: EDNS's largest UDP answer;
+#   ndp: a neighbour discovery message in one frame of the largest MTU we serve;
 #   qemu, vmnet: several maximum frames with their prefixes (and vmnet's handshake);
 #   stack: about ten maximum frames each way (the stack drops anything above the MTU);
 #   the rest: a 64 KiB IP datagram and its Ethernet header.
@@ -64,6 +65,7 @@ max_len() {
     case "$1" in
         dhcp) echo 2048 ;;
         dns) echo 4096 ;;
+        ndp) echo 9000 ;;
         qemu | vmnet) echo 8192 ;;
         stack) echo 16384 ;;
         *) echo 70000 ;;

@@ -2,14 +2,16 @@ import NIOCore
 import VPNKitBase
 import VPNKitEthernet
 import VPNKitIPv4
+import VPNKitIPv6
 import VPNKitPcap
 import VPNKitTransport
 import VPNKitUDP
 
 /// Seed inputs for every target, cut from real captures: each Ethernet frame seeds `ethernet`, its
-/// ARP, IPv4, ICMP, UDP, TCP, DHCP and DNS layers seed those targets, the frames framed as qemu and
-/// vmnet streams seed the framing targets, and the capture as a whole (frames with clock ticks)
-/// seeds `stack`.
+/// ARP, IPv4, IPv6, ICMP, ICMPv6, UDP, TCP, DHCP and DNS layers seed those targets (neighbour
+/// discovery messages seed `ndp`, IPv6 packets `decode` as well), the frames framed as qemu and vmnet
+/// streams seed the framing targets, and the capture as a whole (frames with clock ticks) seeds
+/// `stack`.
 public enum FuzzSeeds {
     /// The seeds of one capture file (empty when it cannot be read or is not Ethernet).
     public static func extract(fromCapture path: String, maximumFrames: Int = 2000) -> [FuzzTarget: [[UInt8]]] {
@@ -40,22 +42,16 @@ public enum FuzzSeeds {
             guard let ethernet = try? EthernetFrame(frame) else { continue }
             let payload = [UInt8](ethernet.payload.buffer.readableBytesView)
             if ethernet.etherType == .arp { seeds[.arp, default: []].append(payload) }
+            if ethernet.etherType == .ipv6 {
+                seeds[.ipv6, default: []].append(payload)
+                seeds[.decode, default: []].append(payload)
+                addIPv6Seeds(ethernet.payload, to: &seeds)
+                continue
+            }
             guard ethernet.etherType == .ipv4 else { continue }
             seeds[.ipv4, default: []].append(payload)
             guard let ip = try? IPv4Packet(ethernet.payload), !ip.isFragment else { continue }
-            let transport = [UInt8](ip.payload.buffer.readableBytesView)
-            switch ip.protocol {
-            case .icmp: seeds[.icmp, default: []].append(transport)
-            case .tcp: seeds[.tcp, default: []].append(transport)
-            case .udp:
-                seeds[.udp, default: []].append(transport)
-                guard let udp = try? UDPDatagram(ip.payload) else { continue }
-                let body = [UInt8](udp.payload.buffer.readableBytesView)
-                let ports = [udp.sourcePort, udp.destinationPort]
-                if ports.contains(67) || ports.contains(68) { seeds[.dhcp, default: []].append(body) }
-                if ports.contains(53) { seeds[.dns, default: []].append(body) }
-            default: break
-            }
+            addTransportSeeds(ip.protocol, ip.payload, to: &seeds)
         }
         if !stackInput.isEmpty { seeds[.stack, default: []].append(stackInput) }
         if frames > 0 {
@@ -63,5 +59,36 @@ public enum FuzzSeeds {
             seeds[.vmnet, default: []].append(vmnet)
         }
         return seeds
+    }
+
+    /// The upper layer of an unfragmented IPv6 packet seeds its target (and `ndp` for RS, RA, NS, NA).
+    static func addIPv6Seeds(_ bytes: ByteView, to seeds: inout [FuzzTarget: [[UInt8]]]) {
+        guard let packet = try? IPv6Packet(bytes), let chain = try? packet.headerChain(), chain.fragment?.isAtomic ?? true else { return }
+        let upper = packet.bytes.view(from: chain.upperLayerOffset, length: IPv6Packet.headerLength + packet.payloadLength - chain.upperLayerOffset)
+        if chain.upperLayer == .icmpv6 {
+            let message = [UInt8](upper.buffer.readableBytesView)
+            seeds[.icmpv6, default: []].append(message)
+            if let type = message.first, (133...136).contains(type) { seeds[.ndp, default: []].append(message) }
+        } else {
+            addTransportSeeds(chain.upperLayer, upper, to: &seeds)
+        }
+    }
+
+    /// An ICMP, TCP or UDP payload of either family seeds its target, and a UDP datagram's payload
+    /// seeds `dhcp` (ports 67, 68) or `dns` (port 53).
+    static func addTransportSeeds(_ proto: IPProtocol, _ payload: ByteView, to seeds: inout [FuzzTarget: [[UInt8]]]) {
+        let transport = [UInt8](payload.buffer.readableBytesView)
+        switch proto {
+        case .icmp: seeds[.icmp, default: []].append(transport)
+        case .tcp: seeds[.tcp, default: []].append(transport)
+        case .udp:
+            seeds[.udp, default: []].append(transport)
+            guard let udp = try? UDPDatagram(payload) else { return }
+            let body = [UInt8](udp.payload.buffer.readableBytesView)
+            let ports = [udp.sourcePort, udp.destinationPort]
+            if ports.contains(67) || ports.contains(68) { seeds[.dhcp, default: []].append(body) }
+            if ports.contains(53) { seeds[.dns, default: []].append(body) }
+        default: break
+        }
     }
 }

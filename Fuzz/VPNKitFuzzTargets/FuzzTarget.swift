@@ -11,11 +11,12 @@ import VPNKitTCP
 import VPNKitTransport
 import VPNKitUDP
 
-/// One fuzzing entry point per parser, and one for the whole stack. Each takes arbitrary bytes and
-/// must neither trap nor hang nor leak; a parser may reject the bytes (that is what typed errors are
-/// for), but what it accepts must survive every accessor and a round trip through its encoder.
+/// One fuzzing entry point per parser, one for the decoder on IPv6 packets, and one for the whole
+/// stack. Each takes arbitrary bytes and must neither trap nor hang nor leak; a parser may reject the
+/// bytes (that is what typed errors are for), but what it accepts must survive every accessor and a
+/// round trip through its encoder.
 public enum FuzzTarget: String, CaseIterable, Sendable {
-    case ethernet, arp, ipv4, icmp, udp, tcp, dhcp, dns, qemu, vmnet, stack
+    case ethernet, arp, ipv4, ipv6, icmp, icmpv6, ndp, udp, tcp, dhcp, dns, decode, qemu, vmnet, stack
 
     /// Runs the target on one input.
     public func run(_ bytes: UnsafeRawBufferPointer) {
@@ -24,11 +25,15 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .ethernet: fuzzEthernet(buffer)
         case .arp: fuzzARP(buffer)
         case .ipv4: fuzzIPv4(buffer)
+        case .ipv6: fuzzIPv6(buffer)
         case .icmp: fuzzICMP(buffer)
+        case .icmpv6: fuzzICMPv6(buffer)
+        case .ndp: fuzzNDP(buffer)
         case .udp: fuzzUDP(buffer)
         case .tcp: fuzzTCP(buffer)
         case .dhcp: fuzzDHCP(buffer)
         case .dns: fuzzDNS(buffer)
+        case .decode: fuzzDecode(buffer)
         case .qemu: fuzzStreamFraming(buffer, vmnet: false)
         case .vmnet: fuzzStreamFraming(buffer, vmnet: true)
         case .stack: StackFuzzer.run(buffer)

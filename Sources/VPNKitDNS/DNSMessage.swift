@@ -43,6 +43,16 @@ public struct DNSMessage: Sendable, Hashable {
 
     /// Parses the bytes of `message`, which must start with the header.
     public init(parsing message: ByteView) throws(DNSError) {
+        var offsets: [Int] = []
+        try self.init(parsing: message, recordDataOffsets: &offsets)
+    }
+
+    /// Parses like `init(parsing:)` and sets `recordDataOffsets` to where each record's data starts
+    /// in `message`: the answers', then the authorities', then the additionals'. A name inside record
+    /// data (CNAME, NS, PTR) may use compression pointers that refer to the whole message: read it with
+    /// `DNSName.read(from: message, at: offset)`.
+    public init(parsing message: ByteView, recordDataOffsets: inout [Int]) throws(DNSError) {
+        recordDataOffsets = []
         let header = try DNSHeader(parsing: message)
         let questionCount = Int(message.loadU16(at: 4))
         let recordCounts = [Int(message.loadU16(at: 6)), Int(message.loadU16(at: 8)), Int(message.loadU16(at: 10))]
@@ -66,19 +76,20 @@ public struct DNSMessage: Sendable, Hashable {
             var records: [DNSResourceRecord] = []
             records.reserveCapacity(count)
             for _ in 0..<count {
-                records.append(try Self.readRecord(&reader))
+                records.append(try Self.readRecord(&reader, dataOffsets: &recordDataOffsets))
             }
             sections.append(records)
         }
         self.init(header: header, questions: questions, answers: sections[0], authorities: sections[1], additionals: sections[2])
     }
 
-    static func readRecord(_ reader: inout DNSReader) throws(DNSError) -> DNSResourceRecord {
+    static func readRecord(_ reader: inout DNSReader, dataOffsets: inout [Int]) throws(DNSError) -> DNSResourceRecord {
         let name = try reader.readName()
         let type = DNSRecordType(rawValue: try reader.readU16())
         let recordClass = DNSClass(rawValue: try reader.readU16())
         let ttl = try reader.readU32()
         let length = Int(try reader.readU16())
+        dataOffsets.append(reader.offset)
         let data = try reader.readBytes(length)
         return DNSResourceRecord(name: name, type: type, recordClass: recordClass, ttl: ttl, data: data)
     }

@@ -5,6 +5,8 @@ import VPNKitIPv4
 import VPNKitUDP
 import VPNKitTCP
 import VPNKitDHCP
+import VPNKitDNS
+import VPNKitIPv6
 
 extension DecodedFrame {
     /// The frame as one JSON object in the documented schema (see docs/USAGE.md, "vpnkit decode").
@@ -45,6 +47,26 @@ extension DecodedFrame {
             j.add("checksum_ok", ip.checksumValid)
             o.add("ipv4", j.value)
         }
+        if let ip = ipv6 {
+            let h = ip.header
+            var j = JSONObjectBuilder()
+            j.add("src", h.source)
+            j.add("dst", h.destination)
+            j.add("next_header", h.nextHeader.rawValue)
+            j.add("hop_limit", h.hopLimit)
+            j.add("payload_len", h.payloadLength)
+            j.add("flow_label", h.flowLabel)
+            j.add("traffic_class", h.trafficClass)
+            o.add("ipv6", j.value)
+        }
+        if let f = ipv6Fragment {
+            var j = JSONObjectBuilder()
+            j.add("next_header", f.nextHeader.rawValue)
+            j.add("offset", f.offset)
+            j.add("more", f.moreFragments)
+            j.add("id", f.identification)
+            o.add("ipv6_frag", j.value)
+        }
         if let icmp {
             let h = icmp.header
             var j = JSONObjectBuilder()
@@ -56,6 +78,24 @@ extension DecodedFrame {
             }
             j.add("checksum_ok", icmp.checksumValid)
             o.add("icmp", j.value)
+        }
+        if let icmpv6 {
+            let h = icmpv6.header
+            var j = JSONObjectBuilder()
+            j.add("type", h.type.rawValue)
+            j.add("code", h.code)
+            j.add("checksum_ok", icmpv6.checksumValid)
+            if h.type.hasIdentifierAndSequence {
+                j.add("id", h.restOfHeader >> 16)
+                j.add("seq", h.restOfHeader & 0xFFFF)
+            }
+            switch ndp {
+            case .neighborSolicitation(let target, _)?: j.add("target", target)
+            case .neighborAdvertisement(let advertisement)?: j.add("target", advertisement.target)
+            default: break
+            }
+            if h.type == .packetTooBig { j.add("mtu", h.restOfHeader) }
+            o.add("icmpv6", j.value)
         }
         if let udp {
             var j = JSONObjectBuilder()
@@ -116,6 +156,24 @@ extension DecodedFrame {
             if let v = all.parameterRequestList { opts.add("param_request", .array(v.map { .int(Int64($0.rawValue)) })) }
             j.add("options", opts.value)
             o.add("dhcp", j.value)
+        }
+        if let dns {
+            let m = dns.message
+            var j = JSONObjectBuilder()
+            j.add("id", m.header.id)
+            j.add("qr", m.header.isResponse)
+            j.add("rcode", m.header.responseCode.rawValue)
+            j.add("questions", .array(m.questions.map { q in .object([("name", .string(q.name.description)), ("type", .int(Int64(q.type.rawValue)))]) }))
+            let answers = m.answers.enumerated().map { index, answer -> JSONValue in
+                var a = JSONObjectBuilder()
+                a.add("name", answer.name)
+                a.add("type", answer.type.rawValue)
+                a.add("ttl", answer.ttl)
+                if index < dns.answerData.count, let data = dns.answerData[index] { a.add("data", data) }
+                return a.value
+            }
+            j.add("answers", .array(answers))
+            o.add("dns", j.value)
         }
         if let error { o.add("error", error) }
         return o.value

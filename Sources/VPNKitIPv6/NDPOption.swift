@@ -60,7 +60,8 @@ public enum NDPOption: Sendable, Hashable {
         }
     }
 
-    /// The option's bytes on the wire, type and length included, padded to a multiple of 8.
+    /// The option's bytes on the wire, type and length included, padded to a multiple of 8. A DNS
+    /// search list is at least 16 bytes (RFC 8106 §5.2), even with no names: the parser's minimum.
     public var encoded: [UInt8] {
         var data: [UInt8] = []
         func append32(_ value: UInt32) { data += [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)] }
@@ -87,7 +88,8 @@ public enum NDPOption: Sendable, Hashable {
         case .other(_, let bytes):
             data = bytes
         }
-        let total = (data.count + 2 + 7) / 8 * 8
+        var total = (data.count + 2 + 7) / 8 * 8
+        if case .dnsSearchList = self { total = max(total, 16) }
         return [type, UInt8(truncatingIfNeeded: total / 8)] + data + [UInt8](repeating: 0, count: total - 2 - data.count)
     }
 

@@ -27,7 +27,7 @@ func canonical(_ text: String) throws -> String {
 struct FixtureDecodeTests {
     @Test("the fixtures are there (a clone without them is broken)")
     func fixturesPresent() {
-        #expect(fixtureCaptures().count >= 5, "Fixtures/ at \(fixtures.path)")
+        #expect(fixtureCaptures().count >= 10, "Fixtures/ at \(fixtures.path)")
     }
 
     @Test("every frame decodes to exactly the tshark-derived expectation", arguments: fixtureCaptures())
@@ -81,7 +81,7 @@ struct CorpusDecodeTests {
 
     @Test("every truncation of every fixture frame decodes without a trap, and errors name their layer")
     func truncations() throws {
-        let layers = ["eth:", "arp:", "ipv4:", "icmp:", "udp:", "tcp:", "dhcp:"]
+        let layers = ["eth:", "arp:", "ipv4:", "ipv6:", "icmp:", "icmpv6:", "ndp:", "udp:", "tcp:", "dhcp:", "dns:"]
         for capture in fixtureCaptures() {
             let reader = try PcapReader(path: fixtures.appendingPathComponent(capture).path)
             let decoder = FrameDecoder(linkType: reader.linkType.rawValue)

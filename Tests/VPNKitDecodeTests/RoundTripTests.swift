@@ -6,6 +6,7 @@ import VPNKitBase
 import VPNKitDHCP
 import VPNKitEthernet
 import VPNKitIPv4
+import VPNKitIPv6
 import VPNKitPcap
 import VPNKitTCP
 import VPNKitTestSupport
@@ -58,6 +59,8 @@ func reemit(_ frame: ByteBuffer) throws -> ByteBuffer? {
         IPv4Header(parsing: ip).prepend(to: &out)
         // Link padding after the IP datagram.
         out.writeImmutableBuffer(payload.view(from: ip.totalLength).buffer)
+    case .ipv6:
+        guard try reemitIPv6(payload, into: &out) else { return nil }
     default:
         out.writeImmutableBuffer(payload.buffer)
     }
@@ -106,4 +109,56 @@ struct CorpusRoundTripTests {
         #expect(checked > 100)
         #expect(mismatched.isEmpty)
     }
+}
+
+/// Writes `bytes` in front of `buffer`'s readable bytes.
+func prependBytes(_ bytes: ByteView, to buffer: inout ByteBuffer) {
+    let array = bytes.array
+    guard !array.isEmpty else { return }
+    buffer.withHeaderWriter(length: array.count) { $0.storeBytes(array, at: 0) }
+}
+
+/// The IPv6 half of `reemit`: the upper layer from its value form (neighbour discovery messages from
+/// theirs), extension headers copied, a fragment header from its value form, the fixed header from
+/// its value form, then the link padding. False for packets that are not well-formed.
+func reemitIPv6(_ payload: ByteView, into out: inout ByteBuffer) throws -> Bool {
+    let ip = try IPv6Packet(payload)
+    let chain = try ip.headerChain()
+    let end = IPv6Packet.headerLength + ip.payloadLength
+    let upper = ip.bytes.view(from: chain.upperLayerOffset, length: end - chain.upperLayerOffset)
+    let (source, destination) = (ip.source, ip.destination)
+    if let fragment = chain.fragment, !fragment.isAtomic, let at = chain.fragmentHeaderOffset {
+        out.writeImmutableBuffer(upper.buffer)
+        fragment.prepend(to: &out)
+        prependBytes(ip.bytes.view(from: IPv6Packet.headerLength, length: at - IPv6Packet.headerLength), to: &out)
+    } else {
+        switch chain.upperLayer {
+        case .icmpv6:
+            let icmp = try ICMPv6Packet(upper)
+            guard icmp.isChecksumValid(source: source, destination: destination) else { return false }
+            if (133...136).contains(icmp.type.rawValue) {
+                try NDPMessage(parsing: icmp).prepend(to: &out, source: source, destination: destination)
+            } else {
+                out.writeImmutableBuffer(icmp.body.buffer)
+                ICMPv6Header(parsing: icmp).prepend(to: &out, source: source, destination: destination)
+            }
+        case .udp:
+            let udp = try UDPDatagram(upper)
+            guard udp.checksum != 0, udp.isChecksumValid(IPPseudoHeader(source: .v6(source), destination: .v6(destination), protocol: .udp, length: udp.length))
+            else { return false }
+            out.writeImmutableBuffer(udp.payload.buffer)
+            UDPHeader(parsing: udp).prepend(to: &out, source: .v6(source), destination: .v6(destination))
+        case .tcp:
+            let tcp = try TCPSegment(upper)
+            guard tcp.isChecksumValid(source: .v6(source), destination: .v6(destination)) else { return false }
+            out.writeImmutableBuffer(tcp.payload.buffer)
+            try TCPHeader(parsing: tcp).prepend(to: &out, source: .v6(source), destination: .v6(destination))
+        default:
+            out.writeImmutableBuffer(upper.buffer)
+        }
+        prependBytes(ip.bytes.view(from: IPv6Packet.headerLength, length: chain.upperLayerOffset - IPv6Packet.headerLength), to: &out)
+    }
+    IPv6Header(parsing: ip).prepend(to: &out)
+    out.writeImmutableBuffer(payload.view(from: end).buffer)
+    return true
 }

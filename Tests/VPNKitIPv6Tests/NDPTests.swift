@@ -85,6 +85,14 @@ import VPNKitIPv6
         #expect(Array(prefixOption.suffix(16)) == IPv6Address("fd00:65::")!.octets)
     }
 
+    @Test func anEmptySearchListReEncodesToAnOptionThatParses() throws {
+        // Found by the ndp fuzz target: a DNSSL of only padding parses to no names, and was written
+        // back as an 8-byte option, which the parser (rightly, RFC 8106 §5.2) refuses.
+        let option = NDPOption.dnsSearchList(lifetime: 60, domains: [])
+        #expect(option.encoded == [31, 2, 0, 0, 0, 0, 0, 60] + [UInt8](repeating: 0, count: 8))
+        #expect(try NDPOptions.parse(ByteView(ByteBuffer(bytes: option.encoded))) == [option])
+    }
+
     @Test func invalidMessagesAreTypedErrors() throws {
         let (_, icmp, _) = try message(KernelFrames.neighborSolicitation)
         var bytes = icmp.bytes.array
