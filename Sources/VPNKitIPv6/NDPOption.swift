@@ -60,7 +60,9 @@ public enum NDPOption: Sendable, Hashable {
         }
     }
 
-    /// The option's bytes on the wire, type and length included, padded to a multiple of 8. A DNS
+    /// The option's bytes on the wire, type and length included, padded to a multiple of 8. What
+    /// cannot be written validly is left out: an RDNSS option without servers (empty bytes), servers
+    /// past the 127th, search names past the option's 2,040-byte limit, other data past it. A DNS
     /// search list is at least 16 bytes (RFC 8106 §5.2), even with no names: the parser's minimum.
     public var encoded: [UInt8] {
         var data: [UInt8] = []
@@ -78,20 +80,31 @@ public enum NDPOption: Sendable, Hashable {
             data = [0, 0]
             append32(mtu)
         case .recursiveDNSServers(let lifetime, let servers):
+            // No servers is no option (RFC 8106 requires at least one); at most 127 fit the
+            // 8-bit length.
+            guard !servers.isEmpty else { return [] }
             data = [0, 0]
             append32(lifetime)
-            for server in servers { data += server.octets }
+            for server in servers.prefix(127) { data += server.octets }
         case .dnsSearchList(let lifetime, let domains):
             data = [0, 0]
             append32(lifetime)
-            for domain in domains { data += NDPOption.encodeName(domain) }
+            // Names that would take the option past its largest size (255 × 8 bytes) are left out.
+            for domain in domains {
+                let name = NDPOption.encodeName(domain)
+                guard data.count + name.count + 2 <= Self.maximumLength else { break }
+                data += name
+            }
         case .other(_, let bytes):
-            data = bytes
+            data = Array(bytes.prefix(Self.maximumLength - 2))
         }
         var total = (data.count + 2 + 7) / 8 * 8
         if case .dnsSearchList = self { total = max(total, 16) }
         return [type, UInt8(truncatingIfNeeded: total / 8)] + data + [UInt8](repeating: 0, count: total - 2 - data.count)
     }
+
+    /// The largest option there is: its length byte counts units of 8 bytes.
+    static let maximumLength = 255 * 8
 
     /// A name in DNS label form without compression (RFC 8106 §5.2): each label's length then its
     /// bytes, ending with the root's zero. Labels longer than 63 bytes are cut to 63.

@@ -122,3 +122,24 @@ import VPNKitIPv6
         #expect(throws: WireError.malformed("more than 64 options")) { try NDPOptions.parse(ByteView(ByteBuffer(bytes: many))) }
     }
 }
+
+@Suite struct NDPOptionLimitTests {
+    @Test func optionsThatCannotBeWrittenValidlyAreCutOrLeftOut() throws {
+        #expect(NDPOption.recursiveDNSServers(lifetime: 60, servers: []).encoded.isEmpty)
+        let servers = (0..<200).map { IPv6Address(0xFD00, 0, 0, 0, 0, 0, 0, UInt16($0)) }
+        let rdnss = NDPOption.recursiveDNSServers(lifetime: 60, servers: servers).encoded
+        #expect(rdnss.count == 8 + 127 * 16 && Int(rdnss[1]) * 8 == rdnss.count)
+        let names = (0..<300).map { "name\($0).example.test" }
+        let dnssl = NDPOption.dnsSearchList(lifetime: 60, domains: names).encoded
+        #expect(dnssl.count <= 2040 && Int(dnssl[1]) * 8 == dnssl.count)
+        let parsed = try NDPOptions.parse(ByteView(ByteBuffer(bytes: dnssl + rdnss)))
+        guard case .dnsSearchList(_, let kept)? = parsed.first, case .recursiveDNSServers(_, let keptServers)? = parsed.last else {
+            Issue.record("did not parse back: \(parsed)")
+            return
+        }
+        #expect(!kept.isEmpty && kept == Array(names.prefix(kept.count)))
+        #expect(keptServers == Array(servers.prefix(127)))
+        let other = NDPOption.other(type: 200, data: [UInt8](repeating: 1, count: 5000)).encoded
+        #expect(other.count == 2040 && other[1] == 255)
+    }
+}
