@@ -19,6 +19,11 @@ struct IPv6State {
     var initialAdvertisementsLeft = 3
     /// When the last advertisement to all nodes left (RFC 4861 §6.2.6 spaces them ≥ 3 s apart).
     var lastMulticastAdvertisement: NIODeadline?
+    /// Path MTUs below the link's, learned from packet too big messages (RFC 8201), each until it
+    /// expires; at most `maximumPathMTUs` destinations.
+    private(set) var pathMTUs: [IPv6Address: (mtu: Int, expires: NIODeadline)] = [:]
+    static let maximumPathMTUs = 256
+    static let pathMTULifetime = TimeAmount.minutes(10)
     private var random: SplitMix64
     private var fragmentIdentification: UInt32
 
@@ -43,6 +48,23 @@ struct IPv6State {
 
     func owns(_ address: IPv6Address) -> Bool { owned.contains(address) }
     func listens(to address: IPv6Address) -> Bool { groups.contains(address) }
+
+    /// Records that packets to `destination` must fit `mtu` bytes, until the entry expires. At the
+    /// bound, the entry that expires first gives way.
+    mutating func learnPathMTU(_ mtu: Int, to destination: IPv6Address, now: NIODeadline) {
+        if pathMTUs[destination] == nil, pathMTUs.count >= Self.maximumPathMTUs,
+            let oldest = pathMTUs.min(by: { $0.value.expires < $1.value.expires })?.key
+        {
+            pathMTUs[oldest] = nil
+        }
+        pathMTUs[destination] = (mtu, now + Self.pathMTULifetime)
+    }
+
+    /// Forgets the path MTUs that expired.
+    mutating func expirePathMTUs(now: NIODeadline) {
+        guard !pathMTUs.isEmpty else { return }
+        pathMTUs = pathMTUs.filter { $0.value.expires > now }
+    }
 
     /// A fragment identification for a packet we split.
     mutating func nextFragmentIdentification() -> UInt32 {

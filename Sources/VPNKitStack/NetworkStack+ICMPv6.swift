@@ -29,10 +29,25 @@ extension NetworkStack {
             sendIPv6(payload: reply, nextHeader: .icmpv6, from: packet.destination, to: packet.source, now: now)
         case .neighborSolicitation, .neighborAdvertisement, .routerSolicitation:
             receiveNeighborDiscovery(icmp, in: packet, linkSource: linkSource, now: now)
+        case .packetTooBig:
+            receivePacketTooBig(icmp, now: now)
         default:
             // Errors about what we sent, MLD reports, redirects, a guest's router advertisements.
             counters.increment(.icmpv6OtherReceived)
         }
+    }
+
+    /// A packet too big message (RFC 8201): when it quotes a packet of ours, packets to the quoted
+    /// destination are cut to the MTU it names from then on (never below IPv6's minimum, 1280, nor
+    /// above the link's), for ten minutes.
+    private func receivePacketTooBig(_ icmp: ICMPv6Packet, now: NIODeadline) {
+        counters.increment(.icmpv6OtherReceived)
+        let quoted = icmp.body
+        guard quoted.count >= 40, quoted.loadU8(at: 0) >> 4 == 6, ownsIPv6(quoted.loadIPv6Address(at: 8)) else { return }
+        let mtu = max(1280, min(Int(icmp.restOfHeader), configuration.mtu))
+        guard mtu < configuration.mtu else { return }
+        counters.increment(.ipv6PathMTUReduced)
+        ipv6?.learnPathMTU(mtu, to: quoted.loadIPv6Address(at: 24), now: now)
     }
 
     /// Sends an ICMPv6 error about `packet` to its source (RFC 4443 §2.4): never about an ICMPv6

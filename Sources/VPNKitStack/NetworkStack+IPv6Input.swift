@@ -91,6 +91,7 @@ extension NetworkStack {
     func pollIPv6(now: NIODeadline) {
         handle(ipv6?.neighbors.poll(now: now) ?? [], now: now)
         counters.increment(.ipv6ReassemblyDrops, by: UInt64(ipv6?.reassembler.poll(now: now) ?? 0))
+        ipv6?.expirePathMTUs(now: now)
         if let due = ipv6?.nextAdvertisement, due <= now { sendRouterAdvertisement(to: nil, now: now) }
     }
 }

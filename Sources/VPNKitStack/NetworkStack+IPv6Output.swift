@@ -61,8 +61,14 @@ extension NetworkStack {
     /// when it exceeds the MTU.
     func transmitIPv6(_ packet: consuming ByteBuffer, to mac: MACAddress) {
         let ethernet = EthernetHeader(destination: mac, source: macAddress, etherType: .ipv6)
-        if packet.readableBytes > configuration.mtu {
-            for var piece in fragmentIPv6(packet) {
+        var limit = configuration.mtu
+        if let pathMTUs = ipv6?.pathMTUs, !pathMTUs.isEmpty, packet.readableBytes > 1280,
+            let learned = pathMTUs[ByteView(copy packet).loadIPv6Address(at: 24)]
+        {
+            limit = min(limit, learned.mtu)
+        }
+        if packet.readableBytes > limit {
+            for var piece in fragmentIPv6(packet, mtu: limit) {
                 ethernet.prepend(to: &piece)
                 transmit(piece)
             }
@@ -73,16 +79,16 @@ extension NetworkStack {
     }
 
     /// Splits a packet we built (a fixed header and nothing else unfragmentable) into fragments of
-    /// at most the MTU: each a copy of the header, a fragment header, and a multiple of 8 bytes of
+    /// at most `mtu` bytes (the link's, or a smaller path MTU): each a copy of the header, a fragment header, and a multiple of 8 bytes of
     /// the payload (the last one the rest).
-    func fragmentIPv6(_ packet: ByteBuffer) -> [ByteBuffer] {
+    func fragmentIPv6(_ packet: ByteBuffer, mtu: Int) -> [ByteBuffer] {
         guard let view = try? IPv6Packet(packet) else {
             counters.increment(.ipv6Malformed)
             return []
         }
         let header = IPv6Header(parsing: view)
         let payload = view.payload
-        let chunk = (configuration.mtu - 40 - 8) & ~7
+        let chunk = (mtu - 40 - 8) & ~7
         guard chunk > 0 else { return [] }
         let identification = ipv6?.nextFragmentIdentification() ?? 0
         var pieces: [ByteBuffer] = []

@@ -135,6 +135,8 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     /// neighbours given up on; `ndpHeldPacketsDropped`: packets held for a resolution that failed, or
     /// refused because a hold queue or the table was full.
     case ndpRouterSolicitationsReceived, ndpRouterAdvertisementsSent, ndpSolicitationsSent, ndpResolutionFailed, ndpHeldPacketsDropped
+    /// Packet too big messages about our packets that lowered a destination's path MTU (RFC 8201).
+    case ipv6PathMTUReduced
 
     /// The counter's name in snake case (`ipv4_bad_checksum`, `forwarded_tcp_requests`), as the
     /// statistics outputs print it.
@@ -178,6 +180,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "icmpv6ErrorsSent", "icmpv6ErrorsRateLimited", "icmpv6ErrorsSuppressed",
         "ndpInvalid", "ndpSolicitationsAnswered", "ndpSolicitationsIgnored", "ndpDuplicateAddressDefended", "ndpAdvertisementsReceived",
         "ndpRouterSolicitationsReceived", "ndpRouterAdvertisementsSent", "ndpSolicitationsSent", "ndpResolutionFailed", "ndpHeldPacketsDropped",
+        "ipv6PathMTUReduced",
     ]
 }
 

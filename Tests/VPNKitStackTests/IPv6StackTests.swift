@@ -276,4 +276,32 @@ struct IPv6StackTests {
         let reset = try TCPHeader(parsing: TCPSegment(try #require(ipv6Packets(in: stack.takeOutput()).first).upper))
         #expect(reset.flags == [.rst, .ack] && reset.acknowledgmentNumber == SequenceNumber(6))
     }
+
+    @Test("packet too big about our packet: replies to that guest are cut to the path MTU (never below 1280)")
+    func packetTooBig() throws {
+        let stack = stackKnowingGuest()
+        func packetTooBig(mtu: UInt32, quotingSource source: IPv6Address) -> ByteBuffer {
+            // The quoted packet: a header of one of ours (or not) to the guest, and a little of its payload.
+            var quoted = ByteBuffer(bytes: [UInt8](repeating: 0, count: 64))
+            IPv6Header(source: source, destination: guest6, nextHeader: .icmpv6).prepend(to: &quoted)
+            ICMPv6Header(type: .packetTooBig, restOfHeader: mtu).prepend(to: &quoted, source: guest6, destination: gateway6)
+            return guest.frame(quoted, nextHeader: .icmpv6, to: gateway6)
+        }
+        // Not about a packet of ours: ignored.
+        stack.receive(packetTooBig(mtu: 1280, quotingSource: IPv6Address("fd00:65::99")!), now: t0)
+        stack.receive(guest.echoRequest(size: 1400), now: t0)
+        #expect(ipv6Packets(in: stack.takeOutput()).count == 1)
+        // About ours, naming 1000 bytes: 1280 it is.
+        stack.receive(packetTooBig(mtu: 1000, quotingSource: gateway6), now: t0)
+        #expect(stack.statistics[.ipv6PathMTUReduced] == 1)
+        stack.receive(guest.echoRequest(size: 1400), now: t0)
+        let output = stack.takeOutput()
+        #expect(output.count == 2)
+        for frame in output { #expect(frame.readableBytes <= 14 + 1280) }
+        // Ten minutes later the entry has expired: the link MTU again.
+        stack.poll(now: t0 + .minutes(10))
+        _ = stack.takeOutput()
+        stack.receive(guest.echoRequest(size: 1400), now: t0 + .minutes(10))
+        #expect(ipv6Packets(in: stack.takeOutput()).count == 1)
+    }
 }
