@@ -11,8 +11,9 @@ public import NIOCore
 /// To the guest (transmit): a nonzero `checksumStart` asks the link to treat the transport checksum
 /// as partial: the checksum field, `checksumOffset` bytes after `checksumStart` (both counted from
 /// the start of the Ethernet frame), holds only the pseudo-header's sum. A nonzero `segmentSize`
-/// marks a TCP/IPv4 segment larger than the MTU that the link cuts into segments of that many
-/// payload bytes (`headerLength` is the Ethernet, IP and TCP headers' length).
+/// marks a TCP segment larger than the MTU that the link cuts into segments of that many payload
+/// bytes (`headerLength` is the Ethernet, IP and TCP headers' length); `ipv6` says it is TCP over
+/// IPv6 rather than IPv4.
 public struct FrameOffload: Sendable, Hashable {
     /// Receive: the transport checksum needs no verification.
     public var checksumTrusted: Bool
@@ -24,6 +25,8 @@ public struct FrameOffload: Sendable, Hashable {
     public var segmentSize: UInt16
     /// TCP segmentation: the length of the headers in front of the payload.
     public var headerLength: UInt16
+    /// TCP segmentation: the segment is TCP over IPv6 (virtio-net's GSO type TCPV6, not TCPV4).
+    public var ipv6 = false
 
     /// Creates offload metadata; every field defaults to "nothing to do".
     public init(checksumTrusted: Bool = false, checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0, segmentSize: UInt16 = 0, headerLength: UInt16 = 0) {
@@ -52,6 +55,8 @@ public struct LinkOffloads: OptionSet, Sendable, Hashable {
     /// TCP/IPv4 segments up to 64 KiB, whatever the MTU, cut by the link (`FrameOffload.segmentSize`);
     /// always together with `partialChecksum`.
     public static let tcpSegmentation = LinkOffloads(rawValue: 2)
+    /// The same for TCP/IPv6 segments (`FrameOffload.ipv6`).
+    public static let tcpSegmentationIPv6 = LinkOffloads(rawValue: 8)
     /// A frame may be handed over as its headers plus a separate payload buffer
     /// (`OutgoingFrame.payload`), written with one gathering write: the payload is never copied.
     public static let gather = LinkOffloads(rawValue: 4)

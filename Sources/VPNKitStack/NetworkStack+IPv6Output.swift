@@ -13,16 +13,21 @@ extension NetworkStack {
     /// neighbour's address, resolving it first.
     func sendIPv6(
         payload: consuming ByteBuffer, nextHeader: IPProtocol, from source: IPv6Address, to destination: IPv6Address,
-        hopLimit: UInt8 = 64, linkDestination: MACAddress? = nil, now: NIODeadline
+        hopLimit: UInt8 = 64, linkDestination: MACAddress? = nil, offload: FrameOffload = .none, now: NIODeadline
     ) {
         IPv6Header(source: source, destination: destination, nextHeader: nextHeader, hopLimit: hopLimit).prepend(to: &payload)
         if let mac = linkDestination ?? (destination.isMulticast ? destination.multicastMAC : nil) {
-            transmitIPv6(payload, to: mac)
+            transmitIPv6(payload, to: mac, offload: offload)
             return
         }
         if let mac = ipv6?.neighbors.linkAddress(for: destination, now: now) {
-            transmitIPv6(payload, to: mac)
+            transmitIPv6(payload, to: mac, offload: offload)
             return
+        }
+        // A held packet leaves later as an ordinary one: its checksum is finished here (and one
+        // larger than the MTU is fragmented when it goes).
+        if offload.hasPartialChecksum {
+            payload.completePartialChecksum(start: Int(offload.checksumStart) - 14, offset: Int(offload.checksumOffset))
         }
         handle(ipv6?.neighbors.resolve(destination, holding: payload, now: now) ?? [], now: now)
     }
@@ -59,8 +64,14 @@ extension NetworkStack {
 
     /// Puts the Ethernet header on a whole IPv6 packet and queues it, in fragments (RFC 8200 §4.5)
     /// when it exceeds the MTU.
-    func transmitIPv6(_ packet: consuming ByteBuffer, to mac: MACAddress) {
+    func transmitIPv6(_ packet: consuming ByteBuffer, to mac: MACAddress, offload: FrameOffload = .none) {
         let ethernet = EthernetHeader(destination: mac, source: macAddress, etherType: .ipv6)
+        if offload != .none {
+            // The link finishes the checksum and cuts the segment: never fragmented here.
+            ethernet.prepend(to: &packet)
+            transmit(packet, offload: offload)
+            return
+        }
         var limit = configuration.mtu
         if let pathMTUs = ipv6?.pathMTUs, !pathMTUs.isEmpty, packet.readableBytes > 1280,
             let learned = pathMTUs[ByteView(copy packet).loadIPv6Address(at: 24)]
@@ -114,8 +125,10 @@ extension NetworkStack {
 
 extension NetworkStack {
     /// Sends one TCP segment of an IPv6 connection: its header (and complete checksum) written in
-    /// front of the data, then the IPv6 header. Link offloads are for IPv4 segments only so far.
-    func transmitTCPv6(header: TCPHeader, payload: consuming ByteBuffer, key: TCPKey, now: NIODeadline) {
+    /// front of the data, then the IPv6 header. With the link's offloads the checksum is left
+    /// partial and a segment larger than the MSS (`segmentSize` nonzero) goes whole, for the link
+    /// to cut.
+    func transmitTCPv6(header: TCPHeader, payload: consuming ByteBuffer, segmentSize: Int = 0, key: TCPKey, now: NIODeadline) {
         guard case .v6(let local) = key.localAddress, case .v6(let remote) = key.remoteAddress else {
             counters.increment(.addressFamilyNotSupported)
             return
@@ -130,7 +143,19 @@ extension NetworkStack {
             buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
             buffer.writeImmutableBuffer(payload)
         }
-        header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: false)
-        sendIPv6(payload: buffer, nextHeader: .tcp, from: local, to: remote, now: now)
+        let partial = linkOffloads.contains(.partialChecksum)
+        header.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress, partialChecksum: partial)
+        var offload = FrameOffload.none
+        if partial {
+            // Ethernet (14) + the IPv6 header (40): where the TCP header starts in the frame.
+            offload.checksumStart = 54
+            offload.checksumOffset = 16
+            if segmentSize > 0, linkOffloads.contains(.tcpSegmentationIPv6) {
+                offload.segmentSize = UInt16(clamping: segmentSize)
+                offload.headerLength = UInt16(54 + header.headerLength)
+                offload.ipv6 = true
+            }
+        }
+        sendIPv6(payload: buffer, nextHeader: .tcp, from: local, to: remote, offload: offload, now: now)
     }
 }

@@ -224,12 +224,18 @@ extension NetworkStack {
     }
 
     /// The TCP settings for new connections of `family`: the MSS is the link MTU less the IP and TCP
-    /// headers (40 bytes over IPv4, 60 over IPv6); segmentation by the link is for IPv4 only so far.
+    /// headers (40 bytes over IPv4, 60 over IPv6); segments up to 64 KiB when the link cuts them for
+    /// that family.
     func tcpConfiguration(for family: IPAddress.Family) -> TCPConfiguration {
         var c = configuration.tcp
         c.maximumSegmentSize = min(c.maximumSegmentSize ?? .max, configuration.mtu - (family == .v4 ? 40 : 60))
         guard family == .v4 else {
-            c.segmentationOffloadBytes = nil
+            if linkOffloads.contains(.tcpSegmentationIPv6) {
+                // The IPv6 payload length (65,535) counts the TCP header: less 60 bytes of it.
+                if c.segmentationOffloadBytes == nil { c.segmentationOffloadBytes = 65_535 - 60 }
+            } else {
+                c.segmentationOffloadBytes = nil
+            }
             return c
         }
         if linkOffloads.contains(.tcpSegmentation), c.segmentationOffloadBytes == nil {
@@ -341,7 +347,7 @@ extension NetworkStack {
     /// data (a slice of the send buffer) is never copied: the headers go in a small buffer of their own.
     private func transmitTCP(header: TCPHeader, payload: consuming ByteBuffer, segmentSize: Int = 0, key: TCPKey, now: NIODeadline) {
         guard let (local, remote) = key.ipv4Addresses else {
-            transmitTCPv6(header: header, payload: payload, key: key, now: now)
+            transmitTCPv6(header: header, payload: payload, segmentSize: segmentSize, key: key, now: now)
             return
         }
         let partial = linkOffloads.contains(.partialChecksum)

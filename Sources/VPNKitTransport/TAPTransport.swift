@@ -144,7 +144,7 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// With `offloads`, the device carries a virtio-net header and the guest's interface gets
     /// checksum and TCP segmentation offload over both families (TUN_F_CSUM | TUN_F_TSO4 |
     /// TUN_F_TSO6): it hands over TCP segments of up to 64 KiB whatever the MTU, and takes them from
-    /// us (IPv4 ones so far): a bulk transfer pays the per-frame work once per 64 KiB rather than
+    /// us: a bulk transfer pays the per-frame work once per 64 KiB rather than
     /// once per MSS. `offloads` reports what was switched on.
     ///
     /// With `receiveSteering`, the device's receive queues get an RPS mask of every CPU we may run
@@ -170,7 +170,9 @@ public final class TAPTransport: OffloadingFrameTransport {
         if offloads {
             // TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6. Without them the header still travels, with nothing
             // offloaded.
-            if vpnkit_tap_set_offload(fd, 0x01 | 0x02 | 0x04) == 0 { granted.formUnion([.partialChecksum, .tcpSegmentation]) }
+            if vpnkit_tap_set_offload(fd, 0x01 | 0x02 | 0x04) == 0 {
+                granted.formUnion([.partialChecksum, .tcpSegmentation, .tcpSegmentationIPv6])
+            }
         }
         var steering = ReceiveSteering.notRequested
         if receiveSteering {
@@ -379,7 +381,7 @@ struct VirtioNetHeader {
             checksumOffset = offload.checksumOffset.littleEndian
         }
         if offload.segmentSize > 0 {
-            gsoType = 1  // VIRTIO_NET_HDR_GSO_TCPV4
+            gsoType = offload.ipv6 ? 4 : 1  // VIRTIO_NET_HDR_GSO_TCPV6 or _TCPV4
             gsoSize = offload.segmentSize.littleEndian
             headerLength = offload.headerLength.littleEndian
         }

@@ -189,8 +189,13 @@ struct IPv6InteropTests {
         #expect(counters[.tcpConnectionsOpened] == 1)
         // With TUN_F_TSO6 the guest's kernel hands over IPv6 segments of up to 64 KiB.
         let driver2 = link.driver
-        let oversized = try link.loop.submit { (driver2.value.transport as? TAPTransport)?.oversizedFramesReceived ?? 0 }.wait()
+        let (oversized, segmented) = try link.loop.submit {
+            let tap = driver2.value.transport as? TAPTransport
+            return (tap?.oversizedFramesReceived ?? 0, tap?.segmentationOffloadFramesSent ?? 0)
+        }.wait()
         #expect(offloads ? oversized > 0 : oversized == 0, "oversized frames received: \(oversized)")
+        // And ours go out as large segments the guest's kernel cuts (GSO type TCPV6).
+        #expect(offloads ? segmented > 0 : segmented == 0, "segmentation offload frames sent: \(segmented)")
     }
 
     @Test("vpnkit run is dual-stack by default: the guest configures itself, pings fd00:65::1; --ipv6-prefix moves it; --no-ipv6 turns it off")

@@ -30,6 +30,22 @@ struct OffloadTests {
         #expect(sim.guest.linkOffloads.isEmpty)
     }
 
+    @Test("the same over IPv6: segments up to 64 KiB marked as TCP over IPv6, partial checksums at the IPv6 offsets; 4 MiB arrives intact")
+    func segmentationIPv6() throws {
+        let sim = Simulation(ipv6: true)
+        sim.gateway.linkOffloads = [.partialChecksum, .tcpSegmentation, .tcpSegmentationIPv6]
+        let data = pattern(4 << 20)
+        try sim.serve(data, port: 5001)
+        let client = try EchoClient(stack: sim.guest, to: .v6(gateway6), port: 5001, data: ByteBuffer(), clock: { sim.now })
+        sim.run(for: .seconds(30))
+        #expect(client.received == data)
+        #expect(sim.partialChecksumFrames > 0 && sim.guest.statistics[.tcpBadChecksum] == 0)
+        #expect(sim.segmentedFrames > 0 && sim.segmentedIPv6Frames == sim.segmentedFrames)
+        #expect(sim.largestFrame > 1514 && sim.largestFrame <= 14 + 40 + 65_535, "largest \(sim.largestFrame)")
+        #expect(sim.segmentationViolations.isEmpty, "\(sim.segmentationViolations.prefix(5))")
+        #expect(sim.guest.statistics[.ipv6Received] > 0 && sim.guest.statistics[.ipv4Received] == 0)
+    }
+
     @Test("TCPConnection: offload segments are whole multiples of the MSS up to the limit and carry segmentSize; a short one ends where a write ended")
     func connectionSegments() {
         var configuration = TCPConfiguration()

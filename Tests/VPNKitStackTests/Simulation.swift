@@ -28,6 +28,8 @@ final class Simulation {
     private(set) var partialChecksumFrames = 0
     /// Offloaded TCP segments larger than the MTU, and the largest frame among them.
     private(set) var segmentedFrames = 0
+    /// Of those, the ones marked as TCP over IPv6.
+    private(set) var segmentedIPv6Frames = 0
     private(set) var largestFrame = 0
     /// Offloaded segments whose payload was not a whole number of `segmentSize` pieces (only the
     /// last piece of a send may be short, so any such segment must be the last of what was queued).
@@ -71,9 +73,10 @@ final class Simulation {
             }
             if offload.segmentSize > 0 {
                 segmentedFrames += 1
+                if offload.ipv6 { segmentedIPv6Frames += 1 }
                 let payload = frame.readableBytes - Int(offload.headerLength)
                 let size = Int(offload.segmentSize)
-                if payload <= size || frame.readableBytes - 14 > 65_535 {
+                if payload <= size || frame.readableBytes - 14 - (offload.ipv6 ? 40 : 0) > 65_535 {
                     segmentationViolations.append("payload \(payload), segment size \(size), frame \(frame.readableBytes)")
                 }
             }
