@@ -25,6 +25,12 @@ extension NetworkStack {
         }
         guard ownsIPv6(destination) || ipv6?.listens(to: destination) == true else {
             counters.increment(.ipv6NotForUs)
+            // Beyond the link there is no IPv6 route yet: say so at once (ICMPv6 no route, code 0),
+            // so a guest's connect fails now and it tries IPv4, instead of waiting for a timeout.
+            if !destination.isMulticast, !destination.isLinkLocal, ipv6?.configuration.onLink(destination) == false {
+                counters.increment(.ipv6NoRoute)
+                sendICMPv6Error(type: .destinationUnreachable, code: 0, about: packet, now: now)
+            }
             return
         }
         let chain: IPv6HeaderChain

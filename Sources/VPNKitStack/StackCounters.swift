@@ -137,6 +137,9 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
     case ndpRouterSolicitationsReceived, ndpRouterAdvertisementsSent, ndpSolicitationsSent, ndpResolutionFailed, ndpHeldPacketsDropped
     /// Packet too big messages about our packets that lowered a destination's path MTU (RFC 8201).
     case ipv6PathMTUReduced
+    /// Packets to IPv6 addresses beyond the link (there is no IPv6 route out yet), answered with
+    /// destination unreachable, no route.
+    case ipv6NoRoute
 
     /// The counter's name in snake case (`ipv4_bad_checksum`, `forwarded_tcp_requests`), as the
     /// statistics outputs print it.
@@ -180,7 +183,7 @@ public enum StackCounter: Int, CaseIterable, Sendable, CustomStringConvertible {
         "icmpv6ErrorsSent", "icmpv6ErrorsRateLimited", "icmpv6ErrorsSuppressed",
         "ndpInvalid", "ndpSolicitationsAnswered", "ndpSolicitationsIgnored", "ndpDuplicateAddressDefended", "ndpAdvertisementsReceived",
         "ndpRouterSolicitationsReceived", "ndpRouterAdvertisementsSent", "ndpSolicitationsSent", "ndpResolutionFailed", "ndpHeldPacketsDropped",
-        "ipv6PathMTUReduced",
+        "ipv6PathMTUReduced", "ipv6NoRoute",
     ]
 }
 

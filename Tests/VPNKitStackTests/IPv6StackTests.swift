@@ -226,6 +226,11 @@ struct IPv6StackTests {
         stack.receive(guest.echoRequest(size: 8, to: IPv6Address("fd00:65::77")!), now: t0)
         #expect(stack.takeOutput().isEmpty)
         #expect(stack.statistics[.ipv6BadSource] == 2 && stack.statistics[.ipv6NotForUs] == 1)
+        // Beyond the link: no route, said at once.
+        stack.receive(guest.echoRequest(size: 8, to: IPv6Address("2001:db8::1")!), now: t0)
+        let sent = ipv6Packets(in: stack.takeOutput())
+        #expect(sent.count == 1 && sent.first?.icmp?.type == .destinationUnreachable && sent.first?.icmp?.code == 0)
+        #expect(stack.statistics[.ipv6NoRoute] == 1)
         let plain = NetworkStack()
         plain.receive(guest.echoRequest(size: 8), now: t0)
         #expect(plain.takeOutput().isEmpty && plain.statistics[.ethernetUnsupportedType] == 1)
