@@ -36,7 +36,8 @@ public struct TCPConnectionRequest: Hashable, Sendable, CustomStringConvertible 
 public enum TCPRefusal: Sendable, Hashable {
     /// A RST, as a closed port answers ("connection refused").
     case reset
-    /// An ICMP destination unreachable with this code (0 net, 1 host, 3 port, 13 prohibited).
+    /// An ICMP destination unreachable with this code (0 net, 1 host, 3 port, 13 prohibited); to an
+    /// IPv6 guest the ICMPv6 code it maps to (net 0, host 3, port 4, prohibited 1).
     case unreachable(code: UInt8)
 }
 
@@ -52,7 +53,7 @@ public struct ICMPEchoRequest: Sendable {
     public var sequenceNumber: UInt16
     /// The echo data, a slice of the frame it arrived in.
     public var payload: ByteBuffer
-    /// The IP time-to-live the request arrived with.
+    /// The IPv4 time-to-live (IPv6: hop limit) the request arrived with.
     public var timeToLive: UInt8
 }
 
@@ -68,7 +69,7 @@ public protocol PacketForwarder: AnyObject {
     func tcpConnectionRequested(_ request: TCPConnectionRequest, now: NIODeadline)
     /// A UDP datagram to a forwarded address (one not bound by a socket on that exact address).
     func udpDatagramReceived(_ message: UDPMessage, now: NIODeadline)
-    /// An ICMP echo request to a forwarded address the stack does not own.
+    /// An ICMP (or ICMPv6) echo request to a forwarded address the stack does not own.
     func icmpEchoRequested(_ request: ICMPEchoRequest, now: NIODeadline)
 }
 
@@ -78,16 +79,25 @@ struct PendingTCPRequest {
 }
 
 extension NetworkStack {
-    func isForwarded(_ destination: IPv4Address) -> Bool {
-        guard let forwarder, !destination.isMulticast, destination != .broadcast, destination != .any,
-            destination != configuration.subnet.broadcast
-        else { return false }
-        return forwarder.forwards(.v4(destination))
+    /// Whether traffic to `destination` goes to the forwarder: a unicast address the forwarder takes.
+    /// For IPv6 it must lie beyond the link (neither our prefix nor link-local, nor loopback) unless
+    /// it is one of ours (the host alias); a stack without IPv6 forwards none.
+    func isForwarded(_ destination: IPAddress) -> Bool {
+        guard let forwarder else { return false }
+        switch destination {
+        case .v4(let v4):
+            guard !v4.isMulticast, v4 != .broadcast, v4 != .any, v4 != configuration.subnet.broadcast else { return false }
+        case .v6(let v6):
+            guard let link = ipv6?.configuration, !v6.isMulticast, !v6.isUnspecified, !v6.isLoopback,
+                ownsIPv6(v6) || !link.onLink(v6)
+            else { return false }
+        }
+        return forwarder.forwards(destination)
     }
 
     /// A guest SYN with no connection: held for the forwarder. Returns false if not forwarded.
     func forwardTCPSYN(_ incoming: TCPIncoming, key: TCPKey, now: NIODeadline) -> Bool {
-        guard let forwarder, case .v4(let local) = key.localAddress, isForwarded(local) else { return false }
+        guard let forwarder, isForwarded(key.localAddress) else { return false }
         if pendingTCPRequests[key] != nil {
             counters.increment(.forwardedTCPDuplicateSYNs)
             return true
@@ -130,11 +140,6 @@ extension NetworkStack {
         let key = request.key
         guard let pending = pendingTCPRequests.removeValue(forKey: key) else { return }
         counters.increment(.forwardedTCPRefused)
-        // Pending requests are IPv4 (the stack receives nothing else yet).
-        guard let (local, remote) = key.ipv4Addresses else {
-            counters.increment(.addressFamilyNotSupported)
-            return
-        }
         switch refusal {
         case .reset:
             counters.increment(.tcpResetsSent)
@@ -145,24 +150,36 @@ extension NetworkStack {
             var buffer = ByteBuffer.withHeadroom(capacity: 0)
             reset.prepend(to: &buffer, source: key.localAddress, destination: key.remoteAddress)
             counters.increment(.tcpSegmentsSent)
-            sendIPv4(payload: buffer, protocol: .tcp, from: local, to: remote, dontFragment: true, now: now)
+            switch (key.localAddress, key.remoteAddress) {
+            case (.v4(let local), .v4(let remote)):
+                sendIPv4(payload: buffer, protocol: .tcp, from: local, to: remote, dontFragment: true, now: now)
+            case (.v6(let local), .v6(let remote)):
+                sendIPv6(payload: buffer, nextHeader: .tcp, from: local, to: remote, now: now)
+            default:
+                counters.increment(.addressFamilyNotSupported)
+            }
         case .unreachable(let code):
             // Quote the SYN's IP header and first 8 bytes (ports and sequence number).
             var quote = ByteBuffer.withHeadroom(capacity: 8)
             quote.writeInteger(key.remotePort)
             quote.writeInteger(key.localPort)
             quote.writeInteger(pending.syn.header.sequenceNumber.rawValue)
-            sendUnreachable(code: code, quoting: quote, protocol: .tcp, guest: remote, remote: local, now: now)
+            sendUnreachable(code: code, quoting: quote, protocol: .tcp, guest: key.remoteAddress, remote: key.localAddress, now: now)
         }
     }
 
     /// Sends a UDP datagram to the guest from any address (a forwarded reply); fragmented to the MTU.
-    /// Throws `StackError.datagramTooLarge` when the payload exceeds 65,507 bytes, and
-    /// `StackError.addressFamilyNotSupported` (counted) for an IPv6 source or destination.
+    /// Throws `StackError.datagramTooLarge` when the payload exceeds 65,507 bytes (IPv4) or 65,527
+    /// (IPv6), and `StackError.addressFamilyNotSupported` (counted) when the two addresses' families
+    /// differ or IPv6 is off.
     public func sendForwardedUDP(
         _ payload: ByteBuffer, from source: IPAddress, port sourcePort: UInt16, to destination: IPAddress,
         port destinationPort: UInt16, now: NIODeadline
     ) throws(StackError) {
+        if case .v6(let target) = destination {
+            try sendForwardedUDPv6(payload, from: source, port: sourcePort, to: target, port: destinationPort, now: now)
+            return
+        }
         let origin = try requireIPv4(source)
         let target = try requireIPv4(destination)
         guard payload.readableBytes <= 65535 - 28 else { throw .datagramTooLarge(payload.readableBytes) }
@@ -170,15 +187,12 @@ extension NetworkStack {
     }
 
     /// Tells the guest that its UDP datagram from `guestPort` to `remote:remotePort` could not be
-    /// delivered (ICMP destination unreachable with `code`; 3: port unreachable). Rate-limited. With an
-    /// IPv6 address it sends nothing and counts `addressFamilyNotSupported`.
+    /// delivered (ICMP destination unreachable with `code`; 3: port unreachable; over IPv6 the
+    /// ICMPv6 code it maps to, see `icmpv6UnreachableCode`). Rate-limited. With addresses of two
+    /// families it sends nothing and counts `addressFamilyNotSupported`.
     public func sendForwardedUDPUnreachable(
         code: UInt8, guest: IPAddress, guestPort: UInt16, remote: IPAddress, remotePort: UInt16, now: NIODeadline
     ) {
-        guard case .v4(let guest) = guest, case .v4(let remote) = remote else {
-            counters.increment(.addressFamilyNotSupported)
-            return
-        }
         var quote = ByteBuffer.withHeadroom(capacity: 8)
         quote.writeInteger(guestPort)
         quote.writeInteger(remotePort)
@@ -188,26 +202,38 @@ extension NetworkStack {
     }
 
     /// ICMP destination unreachable from `remote` to `guest`, quoting an IP header guest → remote and
-    /// the first bytes of the transport header.
-    private func sendUnreachable(code: UInt8, quoting transport: ByteBuffer, protocol proto: IPProtocol, guest: IPv4Address, remote: IPv4Address, now: NIODeadline) {
-        guard icmpErrors.take(now: now) else {
-            counters.increment(.icmpErrorsRateLimited)
-            return
+    /// the first bytes of the transport header; over IPv6 an ICMPv6 one with the mapped code.
+    private func sendUnreachable(code: UInt8, quoting transport: ByteBuffer, protocol proto: IPProtocol, guest: IPAddress, remote: IPAddress, now: NIODeadline) {
+        switch (guest, remote) {
+        case (.v4(let guest), .v4(let remote)):
+            guard icmpErrors.take(now: now) else {
+                counters.increment(.icmpErrorsRateLimited)
+                return
+            }
+            var body = transport
+            IPv4Header(source: guest, destination: remote, protocol: proto).prepend(to: &body)
+            ICMPv4Header(type: .destinationUnreachable, code: code).prepend(to: &body)
+            counters.increment(.icmpErrorsSent)
+            let from = owns(remote) || !isForwarded(.v4(remote)) ? configuration.gateway : remote
+            sendIPv4(payload: body, protocol: .icmp, from: from, to: guest, dontFragment: false, dscp: 0xC0 >> 2, now: now)
+        case (.v6(let guest), .v6(let remote)):
+            sendUnreachableV6(code: Self.icmpv6UnreachableCode(code), quoting: transport, protocol: proto, guest: guest, remote: remote, now: now)
+        default:
+            counters.increment(.addressFamilyNotSupported)
         }
-        var body = transport
-        IPv4Header(source: guest, destination: remote, protocol: proto).prepend(to: &body)
-        ICMPv4Header(type: .destinationUnreachable, code: code).prepend(to: &body)
-        counters.increment(.icmpErrorsSent)
-        let from = owns(remote) || !isForwarded(remote) ? configuration.gateway : remote
-        sendIPv4(payload: body, protocol: .icmp, from: from, to: guest, dontFragment: false, dscp: 0xC0 >> 2, now: now)
     }
 
-    /// Sends an ICMP echo reply to the guest from `source` (a forwarded ping's answer). With an IPv6
-    /// address it sends nothing and counts `addressFamilyNotSupported`.
+    /// Sends an ICMP echo reply to the guest from `source` (a forwarded ping's answer), an ICMPv6 one
+    /// between IPv6 addresses. With addresses of two families it sends nothing and counts
+    /// `addressFamilyNotSupported`.
     public func sendForwardedEchoReply(
         from source: IPAddress, to destination: IPAddress, identifier: UInt16, sequenceNumber: UInt16, payload: ByteBuffer,
         now: NIODeadline
     ) {
+        if case .v6(let source6) = source, case .v6(let destination6) = destination {
+            sendForwardedEchoReplyV6(from: source6, to: destination6, identifier: identifier, sequenceNumber: sequenceNumber, payload: payload, now: now)
+            return
+        }
         guard case .v4(let source) = source, case .v4(let destination) = destination else {
             counters.increment(.addressFamilyNotSupported)
             return

@@ -19,7 +19,7 @@ extension NetworkStack {
         }
         counters.increment(.icmpEchoRequestsReceived)
         if !broadcast, !owns(packet.destination) {
-            guard let forwarder, isForwarded(packet.destination) else { return }
+            guard let forwarder, isForwarded(.v4(packet.destination)) else { return }
             counters.increment(.forwardedICMPEchoRequests)
             forwarder.icmpEchoRequested(
                 ICMPEchoRequest(

@@ -21,6 +21,17 @@ extension NetworkStack {
             counters.increment(.icmpv6EchoRequestsReceived)
             // Pings to a group (all nodes) are not answered: one guest could make us answer for all.
             guard !packet.destination.isMulticast, !packet.source.isUnspecified else { return }
+            // One not for us reached here because it is forwarded: the forwarder pings.
+            if !ownsIPv6(packet.destination) {
+                guard let forwarder else { return }
+                counters.increment(.forwardedICMPEchoRequests)
+                forwarder.icmpEchoRequested(
+                    ICMPEchoRequest(
+                        guestAddress: .v6(packet.source), destination: .v6(packet.destination), identifier: icmp.identifier,
+                        sequenceNumber: icmp.sequenceNumber, payload: icmp.body.buffer, timeToLive: packet.hopLimit),
+                    now: now)
+                return
+            }
             var reply = ByteBuffer.withHeadroom(capacity: icmp.body.count)
             reply.writeImmutableBuffer(icmp.body.buffer)
             ICMPv6Header.echo(reply: true, identifier: icmp.identifier, sequenceNumber: icmp.sequenceNumber)

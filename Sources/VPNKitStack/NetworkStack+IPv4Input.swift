@@ -35,7 +35,7 @@ extension NetworkStack {
             counters.increment(.ipv4NotForUs)
             return
         }
-        let forwarded = !broadcast && isForwarded(destination)
+        let forwarded = !broadcast && isForwarded(.v4(destination))
         guard local || broadcast || forwarded else {
             counters.increment(.ipv4NotForUs)
             return

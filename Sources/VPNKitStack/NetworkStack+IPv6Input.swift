@@ -23,14 +23,22 @@ extension NetworkStack {
             counters.increment(.ipv6BadSource)
             return
         }
-        guard ownsIPv6(destination) || ipv6?.listens(to: destination) == true else {
+        // Beyond the link (or to the host alias) a unicast destination may go to the forwarder.
+        let forwarded = isForwarded(.v6(destination))
+        guard forwarded || ownsIPv6(destination) || ipv6?.listens(to: destination) == true else {
             counters.increment(.ipv6NotForUs)
-            // Beyond the link there is no IPv6 route yet: say so at once (ICMPv6 no route, code 0),
-            // so a guest's connect fails now and it tries IPv4, instead of waiting for a timeout.
+            // Beyond the link and not forwarded there is no route: say so at once (ICMPv6 no route,
+            // code 0), so a guest's connect fails now and it tries IPv4, instead of waiting out a timeout.
             if !destination.isMulticast, !destination.isLinkLocal, ipv6?.configuration.onLink(destination) == false {
                 counters.increment(.ipv6NoRoute)
                 sendICMPv6Error(type: .destinationUnreachable, code: 0, about: packet, now: now)
             }
+            return
+        }
+        // Only the guest's own prefix or link-local sources are carried to host sockets: a spoofed
+        // outside source would make the NAT open flows whose replies go nowhere.
+        if forwarded, ipv6?.configuration.onLink(source) != true {
+            counters.increment(.forwardedBadSource)
             return
         }
         let chain: IPv6HeaderChain

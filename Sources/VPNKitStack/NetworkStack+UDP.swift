@@ -137,7 +137,7 @@ extension NetworkStack {
         let source = IPAddress.v4(packet.source)
         let destination = IPAddress.v4(packet.destination)
         var entry = udpSockets[UDPSocketKey(address: destination, port: port)]
-        if entry == nil, !broadcast, let forwarder, isForwarded(packet.destination) {
+        if entry == nil, !broadcast, let forwarder, isForwarded(.v4(packet.destination)) {
             counters.increment(.forwardedUDPDatagrams)
             forwarder.udpDatagramReceived(
                 UDPMessage(

@@ -24,8 +24,21 @@ extension NetworkStack {
             return
         }
         let port = udp.destinationPort
-        let entry = udpSockets[UDPSocketKey(address: destination, port: port)]
-            ?? udpSockets[UDPSocketKey(address: .v6(.unspecified), port: port)]
+        var entry = udpSockets[UDPSocketKey(address: destination, port: port)]
+        // Not bound on that exact address and forwarded (beyond the link, or the host alias): the
+        // forwarder's, as over IPv4.
+        if entry == nil, !packet.destination.isMulticast, let forwarder, isForwarded(destination) {
+            counters.increment(.forwardedUDPDatagrams)
+            forwarder.udpDatagramReceived(
+                UDPMessage(
+                    source: source, sourcePort: udp.sourcePort, destination: destination, destinationPort: port,
+                    payload: udp.payload.buffer, receivedAt: now, linkSource: linkSource),
+                now: now)
+            return
+        }
+        if entry == nil, packet.destination.isMulticast || ownsIPv6(packet.destination) {
+            entry = udpSockets[UDPSocketKey(address: .v6(.unspecified), port: port)]
+        }
         guard let entry else {
             counters.increment(.udpPortUnreachable)
             if !packet.destination.isMulticast {
