@@ -135,7 +135,7 @@ let package = Package(
         .target(
             name: "VPNKitNAT",
             dependencies: [
-                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitTransport",
+                "VPNKitBase", "VPNKitIPv4", "VPNKitIPv6", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitTransport",
                 .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -30,10 +30,30 @@ fail:;
     return -1;
 }
 
+int vpnkit_udp_socket6(unsigned int rcvbuf, unsigned int sndbuf) {
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) goto fail;
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof one) != 0) goto fail;
+    if (rcvbuf > 0) (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (sndbuf > 0) (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    struct sockaddr_in6 any;
+    memset(&any, 0, sizeof any);
+    any.sin6_family = AF_INET6;
+    if (bind(fd, (struct sockaddr *)&any, sizeof any) != 0) goto fail;
+    return fd;
+fail:;
+    int err = errno;
+    close(fd);
+    errno = err;
+    return -1;
+}
+
 int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out) {
     char data[1];
     char control[512];
-    struct sockaddr_in destination;
+    struct sockaddr_storage destination;
     struct iovec iov = {.iov_base = data, .iov_len = sizeof data};
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
@@ -46,10 +66,18 @@ int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out) {
     msg.msg_controllen = sizeof control;
     if (recvmsg(fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) return -1;
     memset(out, 0, sizeof *out);
-    out->address = ntohl(destination.sin_addr.s_addr);
-    out->port = ntohs(destination.sin_port);
+    if (destination.ss_family == AF_INET6) {
+        struct sockaddr_in6 *six = (struct sockaddr_in6 *)&destination;
+        memcpy(out->address6, &six->sin6_addr, 16);
+        out->port = ntohs(six->sin6_port);
+    } else {
+        struct sockaddr_in *four = (struct sockaddr_in *)&destination;
+        out->address = ntohl(four->sin_addr.s_addr);
+        out->port = ntohs(four->sin_port);
+    }
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) {
+        if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR)
+            || (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_RECVERR)) {
             struct sock_extended_err *e = (struct sock_extended_err *)CMSG_DATA(c);
             out->origin = e->ee_origin;
             out->type = e->ee_type;

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import VPNKitBase
 import VPNKitIPv4
+import VPNKitIPv6
 import VPNKitStack
 #if canImport(Glibc)
 import Glibc
@@ -10,14 +11,15 @@ import Glibc
 import Darwin
 #endif
 
-/// Guest pings to outside addresses, sent from one host ICMP socket: a raw socket when the process
-/// has CAP_NET_RAW, otherwise an ICMP datagram ("ping") socket when `net.ipv4.ping_group_range`
-/// admits our group. Each request goes out with a sequence number of ours (the kernel or we pick the
-/// identifier), and the reply is mapped back to the guest's identifier and sequence number.
+/// Guest pings to outside addresses of one family, sent from one host socket: a raw ICMP (or
+/// ICMPv6) socket when the process has CAP_NET_RAW, otherwise an ICMP datagram ("ping") socket when
+/// `net.ipv4.ping_group_range` (which governs ICMPv6 ping sockets too) admits our group. Each request
+/// goes out with a sequence number of ours (the kernel or we pick the identifier), and the reply is
+/// mapped back to the guest's identifier and sequence number.
 final class ICMPForwarder {
     struct Outstanding {
-        var guest: IPv4Address
-        var destination: IPv4Address
+        var guest: IPAddress
+        var destination: IPAddress
         var identifier: UInt16
         var sequenceNumber: UInt16
         var sent: NIODeadline
@@ -26,23 +28,41 @@ final class ICMPForwarder {
     weak var nat: NAT?
     let channel: any Channel
     let raw: Bool
+    /// The family of the socket (and of the pings it carries).
+    let family: IPAddress.Family
     /// Our identifier on a raw socket (a ping socket's is chosen by the kernel).
     let identifier: UInt16
     var nextSequence: UInt16 = 0
     var outstanding: [UInt16: Outstanding] = [:]
 
-    var mode: String { raw ? "raw ICMP socket" : "ICMP datagram socket" }
+    var mode: String {
+        let kind = family == .v6 ? "ICMPv6" : "ICMP"
+        return raw ? "raw \(kind) socket" : "\(kind) datagram socket"
+    }
 
-    init(nat: NAT, channel: any Channel, raw: Bool) {
+    init(nat: NAT, channel: any Channel, raw: Bool, family: IPAddress.Family) {
         self.nat = nat
         self.channel = channel
         self.raw = raw
+        self.family = family
         self.identifier = UInt16.random(in: 1...UInt16.max)
     }
 
-    /// Opens a raw socket, or failing that a ping socket, and installs the forwarder in `nat`;
-    /// succeeds with the mode's description, or nil when neither socket is allowed.
+    /// Opens the forwarders of both families (IPv6's only when the stack has IPv6) and installs them
+    /// in `nat`; succeeds with the modes' description, or nil when no socket of either family is
+    /// allowed.
     static func open(nat: NAT) -> EventLoopFuture<String?> {
+        let v4 = open(nat: nat, family: .v4)
+        guard nat.stack.configuration.ipv6 != nil else { return v4 }
+        return v4.and(open(nat: nat, family: .v6)).map { modes in
+            let opened = [modes.0, modes.1].compactMap { $0 }
+            return opened.isEmpty ? nil : opened.joined(separator: ", ")
+        }
+    }
+
+    /// Opens a raw socket of `family`, or failing that a ping socket, and installs the forwarder in
+    /// `nat`; succeeds with the mode's description, or nil when neither socket is allowed.
+    private static func open(nat: NAT, family: IPAddress.Family) -> EventLoopFuture<String?> {
         let loop = nat.eventLoop
         let boundNAT = NIOLoopBound(nat, eventLoop: loop)
         let slot = NIOLoopBound(Box<ICMPForwarder?>(nil), eventLoop: loop)
@@ -51,20 +71,23 @@ final class ICMPForwarder {
                 try channel.pipeline.syncOperations.addHandler(HostICMPHandler(slot: slot.value))
             }
         }
-        return NIORawSocketBootstrap(group: loop).channelInitializer(initializer).bind(host: "0.0.0.0", ipProtocol: .icmp)
+        let any = family == .v6 ? "::" : "0.0.0.0"
+        let proto = family == .v6 ? CInt(IPPROTO_ICMPV6) : CInt(IPPROTO_ICMP)
+        return NIORawSocketBootstrap(group: loop).channelInitializer(initializer)
+            .bind(host: any, ipProtocol: NIOIPProtocol(rawValue: UInt8(proto)))
             .map { (channel: $0, raw: true) }
             .flatMapError { _ in
                 DatagramBootstrap(group: loop)
-                    .protocolSubtype(.init(rawValue: CInt(IPPROTO_ICMP)))
+                    .protocolSubtype(.init(rawValue: proto))
                     .channelInitializer(initializer)
-                    .bind(host: "0.0.0.0", port: 0)
+                    .bind(host: any, port: 0)
                     .map { (channel: $0, raw: false) }
             }
             .assumeIsolated()
             .map { opened -> String? in
-                let forwarder = ICMPForwarder(nat: boundNAT.value, channel: opened.channel, raw: opened.raw)
+                let forwarder = ICMPForwarder(nat: boundNAT.value, channel: opened.channel, raw: opened.raw, family: family)
                 slot.value.value = forwarder
-                boundNAT.value.icmp = forwarder
+                if family == .v6 { boundNAT.value.icmp6 = forwarder } else { boundNAT.value.icmp = forwarder }
                 return forwarder.mode
             }
             .nonisolated()
@@ -77,21 +100,27 @@ final class ICMPForwarder {
             nat.counters.icmpEchoDropped &+= 1
             return
         }
-        // The host socket speaks ICMPv4: a request of another family is dropped.
-        guard case .v4(let guest) = request.guestAddress, case .v4(let destination) = request.destination else {
+        // The host socket speaks one family: a request of another (or mixed) is dropped.
+        guard request.guestAddress.family == family, request.destination.family == family,
+            let remote = SocketAddress.ip(request.destination, port: 0)
+        else {
             nat.counters.icmpEchoDropped &+= 1
             return
         }
-        guard let remote = SocketAddress.v4(destination, port: 0) else { return }
         var sequence = nextSequence
         while outstanding[sequence] != nil { sequence &+= 1 }
         nextSequence = sequence &+ 1
         outstanding[sequence] = Outstanding(
-            guest: guest, destination: destination, identifier: request.identifier,
+            guest: request.guestAddress, destination: request.destination, identifier: request.identifier,
             sequenceNumber: request.sequenceNumber, sent: now)
         var message = ByteBuffer.withHeadroom(capacity: request.payload.readableBytes)
         message.writeImmutableBuffer(request.payload)
-        ICMPv4Header.echo(reply: false, identifier: identifier, sequenceNumber: sequence).prepend(to: &message)
+        if family == .v6 {
+            // The kernel computes an ICMPv6 socket's checksums (RFC 3542 §3.1): the field stays 0.
+            message.prependICMPv6EchoRequest(identifier: identifier, sequenceNumber: sequence)
+        } else {
+            ICMPv4Header.echo(reply: false, identifier: identifier, sequenceNumber: sequence).prepend(to: &message)
+        }
         nat.counters.icmpEchoRequests &+= 1
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: message), promise: nil)
     }
@@ -104,23 +133,32 @@ final class ICMPForwarder {
         }
     }
 
-    /// A message from the socket (with its IP header on a raw socket).
+    /// A message from the socket (with its IP header on a raw IPv4 socket; ICMPv6 sockets never
+    /// give the header).
     private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
-        var bytes = envelope.data
-        if raw {
-            guard let packet = try? IPv4Packet(bytes) else { return }
-            bytes = packet.payload.buffer
+        let reply: (identifier: UInt16, sequenceNumber: UInt16, payload: ByteBuffer)
+        if family == .v6 {
+            // The kernel checked the checksum of what it hands an ICMPv6 socket.
+            guard let icmp = try? ICMPv6Packet(envelope.data), icmp.type == .echoReply else { return }
+            reply = (icmp.identifier, icmp.sequenceNumber, icmp.body.buffer)
+        } else {
+            var bytes = envelope.data
+            if raw {
+                guard let packet = try? IPv4Packet(bytes) else { return }
+                bytes = packet.payload.buffer
+            }
+            guard let icmp = try? ICMPv4Packet(bytes), icmp.type == .echoReply, icmp.isChecksumValid else { return }
+            reply = (icmp.identifier, icmp.sequenceNumber, icmp.payload.buffer)
         }
-        guard let icmp = try? ICMPv4Packet(bytes), icmp.type == .echoReply, icmp.isChecksumValid else { return }
         // On a raw socket every ICMP message of the host arrives: only our identifier counts.
-        if raw && icmp.identifier != identifier { return }
-        guard let from = IPv4Address(envelope.remoteAddress), let entry = outstanding[icmp.sequenceNumber], entry.destination == from
+        if raw && reply.identifier != identifier { return }
+        guard let from = IPAddress(envelope.remoteAddress), let entry = outstanding[reply.sequenceNumber], entry.destination == from
         else { return }
-        outstanding[icmp.sequenceNumber] = nil
+        outstanding[reply.sequenceNumber] = nil
         nat.counters.icmpEchoReplies &+= 1
         nat.stack.sendForwardedEchoReply(
-            from: .v4(entry.destination), to: .v4(entry.guest), identifier: entry.identifier, sequenceNumber: entry.sequenceNumber,
-            payload: icmp.payload.buffer, now: now)
+            from: entry.destination, to: entry.guest, identifier: entry.identifier, sequenceNumber: entry.sequenceNumber,
+            payload: reply.payload, now: now)
     }
 
     func expire(now: NIODeadline) {
@@ -167,5 +205,20 @@ final class HostICMPHandler: ChannelInboundHandler {
         guard !arrived.isEmpty else { return }
         slot.value?.received(arrived)
         arrived.removeAll(keepingCapacity: true)
+    }
+}
+
+extension ByteBuffer {
+    /// Puts an ICMPv6 echo request header (type 128, code 0, checksum 0) in front of the readable
+    /// bytes, for a socket whose kernel fills the checksum in.
+    mutating func prependICMPv6EchoRequest(identifier: UInt16, sequenceNumber: UInt16) {
+        var header = ByteBuffer()
+        header.writeInteger(UInt8(128))
+        header.writeInteger(UInt8(0))
+        header.writeInteger(UInt16(0))
+        header.writeInteger(identifier)
+        header.writeInteger(sequenceNumber)
+        header.writeImmutableBuffer(self)
+        self = header
     }
 }

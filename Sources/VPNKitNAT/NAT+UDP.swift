@@ -28,8 +28,8 @@ extension NAT {
                 remotePort: message.destinationPort, now: now)
             return
         }
-        // The flows' host sockets are AF_INET (see `openHostUDPSocket`).
-        guard target.family == .v4 else {
+        // A flow's host socket is of its guest's family (see `openHostUDPSocket`): the destination must be too.
+        guard target.family == message.source.family else {
             counters.udpDropsAddressFamily &+= 1
             return
         }
@@ -46,15 +46,15 @@ extension NAT {
         flow.send(message.payload, to: target, port: message.destinationPort)
     }
 
-    /// A non-blocking, close-on-exec UDP socket bound to 0.0.0.0 on an ephemeral port, with buffers
-    /// of `size` bytes (0: the defaults). On Linux it has IP_RECVERR, so ICMP errors about what it
-    /// sends reach `UDPFlow.socketError`; elsewhere there is no such queue and they are not reported.
-    /// Returns the fd, or -1 with errno set.
-    private static func openHostUDPSocket(bufferBytes size: UInt32) -> CInt {
+    /// A non-blocking, close-on-exec UDP socket of `family` bound to 0.0.0.0 (or ::, IPv6 only) on an
+    /// ephemeral port, with buffers of `size` bytes (0: the defaults). On Linux it has IP_RECVERR (or
+    /// IPV6_RECVERR), so ICMP errors about what it sends reach `UDPFlow.socketError`; elsewhere there
+    /// is no such queue and they are not reported. Returns the fd, or -1 with errno set.
+    private static func openHostUDPSocket(family: IPAddress.Family, bufferBytes size: UInt32) -> CInt {
         #if os(Linux)
-        return vpnkit_udp_socket(size, size)
+        return family == .v6 ? vpnkit_udp_socket6(size, size) : vpnkit_udp_socket(size, size)
         #else
-        let fd = Darwin.socket(AF_INET, SOCK_DGRAM, 0)
+        let fd = Darwin.socket(family == .v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0)
         guard fd >= 0 else { return -1 }
         var ok = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 && fcntl(fd, F_SETFD, FD_CLOEXEC) == 0
         if ok, size > 0 {
@@ -63,7 +63,16 @@ extension NAT {
             _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &value, length)
             _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &value, length)
         }
-        if ok {
+        if ok, family == .v6 {
+            var one: CInt = 1
+            ok = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, socklen_t(MemoryLayout<CInt>.size)) == 0
+            var any = sockaddr_in6()
+            any.sin6_len = UInt8(MemoryLayout<sockaddr_in6>.size)
+            any.sin6_family = sa_family_t(AF_INET6)
+            ok = ok && withUnsafePointer(to: &any) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Darwin.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            } == 0
+        } else if ok {
             var any = sockaddr_in()
             any.sin_len = UInt8(MemoryLayout<sockaddr_in>.size)
             any.sin_family = sa_family_t(AF_INET)
@@ -83,7 +92,7 @@ extension NAT {
 
     private func openUDPFlow(_ key: UDPFlowKey, now: NIODeadline) -> UDPFlow? {
         let size = configuration.udpSocketBufferBytes
-        let fd = Self.openHostUDPSocket(bufferBytes: size)
+        let fd = Self.openHostUDPSocket(family: key.guestAddress.family, bufferBytes: size)
         guard fd >= 0 else {
             counters.udpDropsSocketError &+= 1
             let error = errno
@@ -249,12 +258,24 @@ final class UDPFlow {
         for _ in 0..<64 {
             let result = vpnkit_udp_next_error(fd, &entry)
             if result < 0 { break }
-            guard result == 1, entry.origin == 2 /* SO_EE_ORIGIN_ICMP */, entry.type == 3 else { continue }
-            let destination = IPv4Address(rawValue: entry.address)
-            guard let remote = nat.guestSideAddress(for: .v4(destination)) else { continue }
+            guard result == 1 else { continue }
+            let destination: IPAddress
+            let code: UInt8
+            if entry.origin == 2 /* SO_EE_ORIGIN_ICMP */, entry.type == 3 /* destination unreachable */ {
+                destination = .v4(IPv4Address(rawValue: entry.address))
+                code = entry.code
+            } else if entry.origin == 3 /* SO_EE_ORIGIN_ICMP6 */, entry.type == 1 /* destination unreachable */ {
+                let octets = withUnsafeBytes(of: entry.address6) { Array($0) }
+                guard let address = IPv6Address(octets: octets) else { continue }
+                destination = .v6(address)
+                code = NAT.icmpv4UnreachableCode(fromICMPv6: entry.code)
+            } else {
+                continue
+            }
+            guard let remote = nat.guestSideAddress(for: destination) else { continue }
             nat.counters.udpUnreachablesToGuest &+= 1
             nat.stack.sendForwardedUDPUnreachable(
-                code: entry.code, guest: key.guestAddress, guestPort: key.guestPort, remote: remote, remotePort: entry.port, now: now)
+                code: code, guest: key.guestAddress, guestPort: key.guestPort, remote: remote, remotePort: entry.port, now: now)
         }
         #endif
     }

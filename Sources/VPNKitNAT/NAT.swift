@@ -35,6 +35,7 @@ public final class NAT {
     var tcpFlows: [TCPConnectionRequest: TCPFlow] = [:]
     var udpFlows: [UDPFlowKey: UDPFlow] = [:]
     var icmp: ICMPForwarder?
+    var icmp6: ICMPForwarder?
     var publishers: [PortPublisher] = []
     private var sweeper: RepeatedTask?
     private var closed = false
@@ -48,6 +49,10 @@ public final class NAT {
         self.configuration = configuration
         self.logger = logger
         driver.stack.forwarder = self
+        // The IPv6 host alias is answered for (neighbour discovery) like the IPv4 one is by ARP.
+        if case .v6(let alias6)? = configuration.hostAlias6, driver.stack.configuration.ipv6?.onLink(alias6) == true {
+            driver.stack.addIPv6Address(alias6)
+        }
         driver.attachments.append(self)
         let weakSelf = NIOLoopBound(WeakNAT(self), eventLoop: driver.eventLoop)
         sweeper = driver.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { task in
@@ -56,8 +61,9 @@ public final class NAT {
         }
     }
 
-    /// Opens the ICMP echo forwarder; returns a description of the mode, or nil when ping to outside
-    /// addresses is unavailable (no raw socket, no ICMP datagram socket).
+    /// Opens the ICMP echo forwarders (ICMPv6's too when the stack has IPv6); returns a description
+    /// of their modes, or nil when ping to outside addresses is unavailable (no raw socket, no ICMP
+    /// datagram socket, of either family).
     public func startICMP() -> EventLoopFuture<String?> {
         ICMPForwarder.open(nat: self)
     }
@@ -74,6 +80,7 @@ public final class NAT {
         for flow in udpFlows.values { flow.close() }
         udpFlows.removeAll()
         icmp?.close()
+        icmp6?.close()
         for publisher in publishers { publisher.close() }
         publishers.removeAll()
         if stack.forwarder === self { stack.forwarder = nil }
@@ -119,16 +126,19 @@ public final class NAT {
     /// The host address a guest destination maps to: the host alias becomes the loopback address of
     /// its family (127.0.0.1, ::1); nil when `hostLoopback` is off.
     func hostAddress(for destination: IPAddress) -> IPAddress? {
-        if destination == configuration.hostAlias { return configuration.hostLoopback ? .loopback(destination.family) : nil }
+        if isHostAlias(destination) { return configuration.hostLoopback ? .loopback(destination.family) : nil }
         return destination
     }
 
-    /// The guest-side address a host source maps back to: a loopback source (of either family)
-    /// becomes the host alias; nil when there is none or `hostLoopback` is off.
+    /// Whether `address` is one of the host aliases (IPv4 or IPv6).
+    func isHostAlias(_ address: IPAddress) -> Bool { address == configuration.hostAlias || address == configuration.hostAlias6 }
+
+    /// The guest-side address a host source maps back to: a loopback source becomes the host alias
+    /// of its family; nil when there is none or `hostLoopback` is off.
     func guestSideAddress(for hostSource: IPAddress) -> IPAddress? {
         if hostSource.isLoopback {
-            guard configuration.hostLoopback, let alias = configuration.hostAlias else { return nil }
-            return alias
+            guard configuration.hostLoopback else { return nil }
+            return [configuration.hostAlias6, configuration.hostAlias].compactMap { $0 }.first { $0.family == hostSource.family }
         }
         return hostSource
     }
@@ -146,6 +156,7 @@ public final class NAT {
     func sweep(now: NIODeadline) {
         expireUDP(now: now)
         icmp?.expire(now: now)
+        icmp6?.expire(now: now)
         driver.perform { _, _ in
             for publisher in publishers { publisher.sweep(now: now, configuration: configuration) }
         }
@@ -164,16 +175,20 @@ final class WeakNAT {
 }
 
 extension NAT: PacketForwarder {
-    /// Whether the NAT takes traffic to `destination`: the host alias, and any IPv4 address that is
-    /// not the stack's own, loopback, multicast, or on the guest's subnet. No other IPv6 address is
-    /// forwarded yet.
+    /// Whether the NAT takes traffic to `destination`: the host aliases, any IPv4 address that is not
+    /// the stack's own, loopback, multicast, or on the guest's subnet, and any IPv6 address that
+    /// `isForwardableIPv6` admits and the stack does not own.
     public func forwards(_ destination: IPAddress) -> Bool {
-        if destination == configuration.hostAlias { return true }
-        guard case .v4(let destination) = destination else { return false }
+        if isHostAlias(destination) { return true }
         if stack.owns(destination) { return false }
-        if destination.isLoopback || destination.isMulticast { return false }
-        // Other addresses on the guest's own subnet are not routed anywhere.
-        return !stack.configuration.subnet.contains(destination)
+        switch destination {
+        case .v4(let destination):
+            if destination.isLoopback || destination.isMulticast { return false }
+            // Other addresses on the guest's own subnet are not routed anywhere.
+            return !stack.configuration.subnet.contains(destination)
+        case .v6(let destination):
+            return Self.isForwardableIPv6(destination, prefix: stack.configuration.ipv6?.prefix)
+        }
     }
 
     /// A guest SYN to a forwarded address: the NAT connects a host socket and completes or refuses the
@@ -188,13 +203,13 @@ extension NAT: PacketForwarder {
         forwardUDP(message, now: now)
     }
 
-    /// A guest ping to a forwarded address: sent from the host ICMP socket, or dropped and counted when
-    /// `startICMP()` has not opened one.
+    /// A guest ping to a forwarded address: sent from the host ICMP (or ICMPv6) socket, or dropped
+    /// and counted when `startICMP()` has not opened one.
     public func icmpEchoRequested(_ request: ICMPEchoRequest, now: NIODeadline) {
-        guard let icmp else {
+        guard let forwarder = request.destination.family == .v6 ? icmp6 : icmp else {
             counters.icmpEchoDropped &+= 1
             return
         }
-        icmp.forward(request, now: now)
+        forwarder.forward(request, now: now)
     }
 }

@@ -7,8 +7,11 @@ public struct NATConfiguration: Sendable {
     /// alias); default 192.168.65.2, nil for none. Published ports connect into the guest from it
     /// (from the gateway when nil).
     public var hostAlias: IPAddress? = .v4(IPv4Address(192, 168, 65, 2))
-    /// Whether the host alias reaches the host's loopback; default true. When false, connections to it
-    /// are refused with RST and its datagrams answered with ICMP port unreachable.
+    /// The IPv6 guest-side address of the host's loopback (::1); default fd00:65::2, nil for none.
+    /// The NAT makes the stack own it when it lies in the stack's IPv6 prefix.
+    public var hostAlias6: IPAddress? = .v6(IPv6Address(0xFD00, 0x65, 0, 0, 0, 0, 0, 2))
+    /// Whether the host aliases (IPv4 and IPv6) reach the host's loopback; default true. When false,
+    /// connections to them are refused with RST and their datagrams answered with ICMP port unreachable.
     public var hostLoopback = true
     /// TCP connections through the NAT at once (connecting and open, published ports included); default
     /// 4096. Further guest SYNs are answered with RST and counted in `tcpRefusedAtLimit`.
@@ -91,8 +94,8 @@ public struct NATCounters: Sendable, Hashable, Codable {
     public var udpDropsHostBusy: UInt64 = 0
     /// Guest datagrams dropped because their flow's host socket could not be opened.
     public var udpDropsSocketError: UInt64 = 0
-    /// Guest datagrams dropped because their destination is of a family the flows' host sockets
-    /// (AF_INET) do not carry: IPv6, which the stack does not forward yet.
+    /// Guest datagrams dropped because their destination's family differs from their source's (the
+    /// flow's host socket is of the guest's family).
     public var udpDropsAddressFamily: UInt64 = 0
     /// ICMP destination-unreachable errors reported on host sockets and relayed to the guest.
     public var udpUnreachablesToGuest: UInt64 = 0
@@ -102,9 +105,8 @@ public struct NATCounters: Sendable, Hashable, Codable {
     public var icmpEchoRequests: UInt64 = 0
     /// Echo replies matched to a guest ping and passed to the guest.
     public var icmpEchoReplies: UInt64 = 0
-    /// Guest pings dropped: no ICMP socket is open (see `NAT.startICMP()`),
-    /// `maximumICMPEchoesInFlight` were already waiting, or the ping was not IPv4 (the forwarder
-    /// speaks ICMPv4 only).
+    /// Guest pings dropped: no ICMP socket of their family is open (see `NAT.startICMP()`),
+    /// `maximumICMPEchoesInFlight` were already waiting, or source and destination families differ.
     public var icmpEchoDropped: UInt64 = 0
     /// Forwarded pings that got no reply within `icmpEchoTimeout`.
     public var icmpEchoTimedOut: UInt64 = 0

@@ -29,3 +29,15 @@ extension NetworkStack {
         _ = try requireIPv4(address)
     }
 }
+
+extension NetworkStack {
+    /// Makes the stack own one more IPv6 address (the NAT's IPv6 host alias): neighbour
+    /// solicitations for it are answered and its solicited-node group listened to. Returns false,
+    /// owning nothing, when IPv6 is off or `address` is not in the prefix.
+    @discardableResult
+    public func addIPv6Address(_ address: IPv6Address) -> Bool {
+        guard let link = ipv6?.configuration, address.high == link.prefix.high, !address.isMulticast else { return false }
+        ipv6?.add(address)
+        return true
+    }
+}

@@ -186,7 +186,7 @@ struct DHCPOptions: ParsableArguments {
 
 /// Carrying the guest's traffic over host sockets, and DNS.
 struct NATOptions: ParsableArguments {
-    @Flag(name: .customLong("no-host-loopback"), help: "The host alias does not reach the host's loopback: connections to it are refused.")
+    @Flag(name: .customLong("no-host-loopback"), help: "The host aliases (IPv4 and IPv6) do not reach the host's loopback: connections to them are refused.")
     var noHostLoopback = false
     @Flag(name: .customLong("no-nat"), help: "Do not forward guest traffic to host sockets (the stack answers only for its own addresses).")
     var noNAT = false
@@ -222,10 +222,11 @@ struct NATOptions: ParsableArguments {
     }
 
     /// The NAT's configuration, nil with --no-nat.
-    func makeConfiguration(hostAlias: IPv4Address?) -> NATConfiguration? {
+    func makeConfiguration(hostAlias: IPv4Address?, hostAlias6: IPv6Address? = nil) -> NATConfiguration? {
         guard !noNAT else { return nil }
         var c = NATConfiguration()
         c.hostAlias = hostAlias.map(IPAddress.v4)
+        c.hostAlias6 = hostAlias6.map(IPAddress.v6)
         c.hostLoopback = !noHostLoopback
         c.maximumConnections = maxConnections
         c.maximumUDPFlows = maxUDPFlows

@@ -79,7 +79,9 @@ struct RunCommand: AsyncParsableCommand {
         configuration.ipv6?.searchDomains = (dhcp.domain.map { [$0] } ?? []) + dhcp.search
         let dhcpConfiguration = try dhcp.makeConfiguration(configuration)
         let hostAlias = addresses.hostAliasAddress
-        let natConfiguration = nat.makeConfiguration(hostAlias: hostAlias)
+        // The IPv6 host alias is the prefix's ::2 (fd00:65::2 by default), off with the IPv4 one.
+        let hostAlias6 = hostAlias == nil ? nil : configuration.ipv6.map { IPv6Address(high: $0.prefix.high, low: 2) }
+        let natConfiguration = nat.makeConfiguration(hostAlias: hostAlias, hostAlias6: hostAlias6)
         let dnsConfiguration = nat.makeDNSConfiguration(configuration, hostAlias: hostAlias)
         let firstGuest = dhcpConfiguration?.poolStart ?? configuration.subnet.address(at: 3)!
 

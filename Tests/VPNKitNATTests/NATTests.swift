@@ -19,6 +19,8 @@ let gatewayIP = IPv4Address(192, 168, 65, 1)
 let hostAlias = IPv4Address(192, 168, 65, 2)
 let guestIP = IPv4Address(192, 168, 65, 3)
 let subnet = IPv4Subnet("192.168.65.0/24")!
+let hostAlias6 = IPv6Address("fd00:65::2")!
+let guestIP6 = IPv6Address("fd00:65::3")!
 
 /// The daemon's side (stack + NAT) and a guest stack on one event loop, joined by an in-memory
 /// link that a repeating task pumps. The host side is real sockets on 127.0.0.1.
@@ -28,7 +30,9 @@ struct NATWorld {
     let gateway: NIOLoopBound<StackDriver>
     let guest: NIOLoopBound<StackDriver>
 
-    init(logger: Logger = Logger(label: "vpnkit.nat"), _ configure: @Sendable (inout NATConfiguration) -> Void = { _ in }) async throws {
+    /// With `ipv6`, both sides are dual-stack on fd00:65::/64: the daemon's side is its ::1 (and the
+    /// NAT's host alias ::2), the guest is ::3 (fe80::3), reaching the alias on the link.
+    init(logger: Logger = Logger(label: "vpnkit.nat"), ipv6: Bool = false, _ configure: @Sendable (inout NATConfiguration) -> Void = { _ in }) async throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         self.loop = loop
@@ -42,6 +46,14 @@ struct NATWorld {
             var c = StackConfiguration(macAddress: MACAddress(rawValue: 0x0250_0000_0003), subnet: subnet, gateway: guestIP)
             c.gratuitousARPOnStart = false
             c.defaultRouter = gatewayIP
+            if ipv6 {
+                g.ipv6 = IPv6LinkConfiguration()
+                var link = IPv6LinkConfiguration()
+                link.gateway = guestIP6
+                link.linkLocal = IPv6Address("fe80::3")!
+                link.routerLifetime = 0
+                c.ipv6 = link
+            }
             let a = StackDriver(stack: NetworkStack(configuration: g), transport: link.a, eventLoop: loop)
             let b = StackDriver(stack: NetworkStack(configuration: c), transport: link.b, eventLoop: loop)
             _ = NAT(driver: a, configuration: natConfiguration, logger: logger)

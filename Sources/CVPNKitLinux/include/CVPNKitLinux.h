@@ -50,18 +50,24 @@ int vpnkit_setns_net(int fd);
 /// fd, or -1 with errno set.
 int vpnkit_udp_socket(unsigned int rcvbuf, unsigned int sndbuf);
 
+/// `vpnkit_udp_socket` for IPv6: AF_INET6 (IPV6_V6ONLY), bound to :: on an ephemeral port, with
+/// IPV6_RECVERR so ICMPv6 errors about datagrams it sends are queued. Returns the fd, or -1 with
+/// errno set.
+int vpnkit_udp_socket6(unsigned int rcvbuf, unsigned int sndbuf);
+
 /// One entry of a socket's error queue.
 struct vpnkit_udp_error {
-    unsigned int address;   // the original destination, host byte order
+    unsigned int address;   // the original IPv4 destination, host byte order (0 for IPv6)
     unsigned short port;    // the original destination port, host byte order
-    unsigned char origin;   // SO_EE_ORIGIN_*: 2 = ICMP
-    unsigned char type;     // ICMP type
-    unsigned char code;     // ICMP code
+    unsigned char origin;   // SO_EE_ORIGIN_*: 2 = ICMP, 3 = ICMPv6
+    unsigned char type;     // ICMP (or ICMPv6) type
+    unsigned char code;     // ICMP (or ICMPv6) code
     int error;              // errno equivalent (ECONNREFUSED, EHOSTUNREACH, ...)
+    unsigned char address6[16];  // the original IPv6 destination, network byte order (origin 3)
 };
 
 /// Takes the next entry of `fd`'s error queue: 1 when one was read into `out`, 0 when an entry
-/// without IP_RECVERR data was consumed, -1 (EAGAIN) when the queue is empty.
+/// without IP_RECVERR (or IPV6_RECVERR) data was consumed, -1 (EAGAIN) when the queue is empty.
 int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out);
 
 /// bind(2) of the unix socket `fd` to `path`, the socket file created with the permission bits

@@ -1,0 +1,135 @@
+// The NAT over IPv6 with an in-memory dual-stack guest and real host sockets on ::1 only: TCP and
+// UDP through the IPv6 host alias, refusals, and the destinations never forwarded whatever their
+// spelling.
+
+import NIOCore
+import NIOPosix
+import Testing
+import VPNKitBase
+import VPNKitNAT
+import VPNKitRuntime
+import VPNKitStack
+
+/// A TCP echo server on [::1].
+func startEchoServer6(on group: MultiThreadedEventLoopGroup) async throws -> (any Channel, UInt16) {
+    let channel = try await ServerBootstrap(group: group)
+        .childChannelOption(.allowRemoteHalfClosure, value: true)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+        }
+        .bind(host: "::1", port: 0).get()
+    return (channel, UInt16(channel.localAddress!.port!))
+}
+
+@Suite("NAT over IPv6 (host sockets on ::1)")
+struct NATIPv6Tests {
+    @Test("never forwarded, whatever the spelling: loopback, unspecified, multicast, link-local, our prefix, IPv4 in IPv6 toward loopback")
+    func neverForwarded() {
+        let prefix = IPv6Address("fd00:65::")!
+        let refused = [
+            "::1", "::", "ff02::1", "ff0e::1", "ff05::1:3", "fe80::1", "febf::1", "fec0::1", "fd00:65::2", "fd00:65::1",
+            "fd00:65::dead:beef", "::127.0.0.1", "::7f00:1", "::8.8.8.8", "::ffff:127.0.0.1", "::ffff:7f00:1", "::ffff:0.0.0.0",
+            "::ffff:8.8.8.8", "::ffff:0:127.0.0.1", "64:ff9b::127.0.0.1", "64:ff9b::7f00:1", "64:ff9b::7f12:3456", "64:ff9b::0.0.0.0",
+            "64:ff9b:1::127.0.0.1", "2002:7f00:1::1", "2002:0:0::1",
+        ]
+        for text in refused {
+            let address = IPv6Address(text)!
+            #expect(!NAT.isForwardableIPv6(address, prefix: prefix), "\(text) must not be forwarded")
+        }
+        let forwarded = ["2001:db8::1", "2606:4700::1111", "64:ff9b::8.8.8.8", "2002:808:808::1", "fd00:66::1", "fc00::1"]
+        for text in forwarded {
+            #expect(NAT.isForwardableIPv6(IPv6Address(text)!, prefix: prefix), "\(text) must be forwarded")
+        }
+    }
+
+    @Test("the NAT's forwarder answer: the IPv6 host alias yes and owned by the stack, the gateway and the rules above no")
+    func forwards() async throws {
+        let world = try await NATWorld(ipv6: true)
+        let answers = try await world.nat { nat in
+            [hostAlias6, IPv6Address("fd00:65::1")!, IPv6Address("::1")!, IPv6Address("::ffff:127.0.0.1")!, IPv6Address("2001:db8::1")!]
+                .map { nat.forwards(.v6($0)) }
+        }
+        #expect(answers == [true, false, false, false, true])
+        let gateway = world.gateway
+        #expect(try await world.loop.submit { gateway.value.stack.owns(.v6(hostAlias6)) }.get())
+        try await world.shutdown()
+    }
+
+    @Test("TCP through [fd00:65::2] to a host echo server on [::1]: 1 MiB each way, byte-exact")
+    func tcpEcho() async throws {
+        let world = try await NATWorld(ipv6: true)
+        let (server, port) = try await startEchoServer6(on: world.group)
+        let connection = try await StackDriver.connect(to: .v6(hostAlias6), port: port, on: world.guest)
+        let data = pattern(1 << 20)
+        async let sent: Void = {
+            var rest = data
+            while rest.readableBytes > 0 {
+                try await connection.write(rest.readSlice(length: min(100_000, rest.readableBytes))!)
+            }
+            await connection.shutdown()
+        }()
+        var received = ByteBuffer()
+        while var chunk = try await connection.read() { received.writeBuffer(&chunk) }
+        try await sent
+        #expect(received == data)
+        let counters = try await world.nat { $0.counters }
+        #expect(counters.tcpConnectsSucceeded == 1)
+        #expect(counters.tcpBytesToHost == UInt64(data.readableBytes) && counters.tcpBytesToGuest == UInt64(data.readableBytes))
+        try await server.close()
+        try await world.shutdown()
+    }
+
+    @Test("a closed port on ::1, and --no-host-loopback: the guest's SYN to [fd00:65::2] gets RST")
+    func refused() async throws {
+        for loopback in [true, false] {
+            let world = try await NATWorld(ipv6: true) { $0.hostLoopback = loopback }
+            let (server, port) = try await startEchoServer6(on: world.group)
+            if loopback { try await server.close() }
+            await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
+                _ = try await StackDriver.connect(to: .v6(hostAlias6), port: port, on: world.guest)
+            }
+            let counters = try await world.nat { $0.counters }
+            #expect(loopback ? counters.tcpConnectsRefused == 1 : counters.tcpRefusedHostLoopback == 1)
+            if !loopback { try await server.close() }
+            try await world.shutdown()
+        }
+    }
+
+    @Test("UDP through [fd00:65::2] to a host echo on [::1]: replies come back from the alias")
+    func udpEcho() async throws {
+        let world = try await NATWorld(ipv6: true)
+        let echo = try await DatagramBootstrap(group: world.group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEchoHandler()) }
+            }
+            .bind(host: "::1", port: 0).get()
+        let port = UInt16(echo.localAddress!.port!)
+        let guest = world.guest
+        let box = try await world.loop.submit { NIOLoopBound(Box(), eventLoop: world.loop) }.get()
+        let sources = try await world.loop.submit { NIOLoopBound(SourceBox(), eventLoop: world.loop) }.get()
+        try await world.loop.submit {
+            let socket = try guest.value.stack.bindUDP(port: 40020, address: .v6(.unspecified)) { message in
+                box.value.replies.append(message.sourcePort)
+                sources.value.sources.append(message.source)
+            }
+            box.value.sockets.append(socket)
+            for _ in 0..<10 { try socket.send(ByteBuffer(string: "hi"), to: .v6(hostAlias6), port: port, now: .now()) }
+            guest.value.flush()
+        }.get()
+        var got = 0
+        for _ in 0..<300 where got < 10 {
+            try await Task.sleep(for: .milliseconds(10))
+            got = try await world.loop.submit { box.value.replies.count }.get()
+        }
+        #expect(got == 10)
+        #expect(try await world.loop.submit { sources.value.sources.allSatisfy { $0 == .v6(hostAlias6) } }.get())
+        let counters = try await world.nat { $0.counters }
+        #expect(counters.udpFlowsOpened == 1 && counters.udpDatagramsToGuest == 10 && counters.udpDropsAddressFamily == 0)
+        try await echo.close()
+        try await world.shutdown()
+    }
+}
+
+final class SourceBox {
+    var sources: [IPAddress] = []
+}
