@@ -1,0 +1,99 @@
+// The NAT over IPv6 against the kernel: `vpnkit run`'s guest namespace configures itself by SLAAC
+// and reaches the host's ::1 through the IPv6 host alias fd00:65::2 (HTTP, UDP), pings the alias;
+// with --no-host-loopback the alias refuses. Host servers listen on ::1 only.
+
+import Foundation
+import Testing
+import VPNKitTestSupport
+
+/// Host-side servers on [::1] only: HTTP serving /blob/N (the NAT tests' pattern) and a UDP echo.
+/// Prints their ports on one line.
+let natHost6Script = #"""
+import http.server, random, socket, socketserver, sys, threading
+BLOCK = random.Random(7).randbytes(1048573)
+class Web(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        n = int(self.path[6:]) if self.path.startswith("/blob/") else 0
+        self.send_response(200); self.send_header("Content-Length", str(n)); self.end_headers()
+        while n > 0:
+            chunk = BLOCK[:n] if n < len(BLOCK) else BLOCK
+            self.wfile.write(chunk); n -= len(chunk)
+    def log_message(self, *a): pass
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+web = Server(("::1", 0), Web)
+udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); udp.bind(("::1", 0))
+def echo():
+    while True:
+        d, a = udp.recvfrom(65535); udp.sendto(d, a)
+for target in (web.serve_forever, echo):
+    threading.Thread(target=target, daemon=True).start()
+print(web.server_address[1], udp.getsockname()[1], flush=True)
+sys.stdin.read()
+"""#
+
+/// The guest's UDP check: `count` datagrams of mixed sizes to [host]:port, one at a time, each
+/// echoed intact from the address it was sent to.
+let udpEcho6Script = #"""
+import socket, sys
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(5)
+for i in range(count):
+    d = bytes([i & 255]) * (1 + (i * 37) % 3000)
+    s.sendto(d, (host, port))
+    r, a = s.recvfrom(65535)
+    assert r == d, f"datagram {i} differs"
+    assert socket.inet_pton(socket.AF_INET6, a[0]) == socket.inet_pton(socket.AF_INET6, host), f"reply from {a[0]}"
+print(f"ok udp6 {count}")
+"""#
+
+/// A `vpnkit run` daemon (dual-stack by default) whose guest has its SLAAC address in fd00:65::/64.
+func natDaemon6(_ label: String, _ arguments: [String]) throws -> Daemon {
+    let daemon = try Daemon(label: label, arguments: arguments, address: nil)
+    let deadline = Date().addingTimeInterval(20)
+    while Date() < deadline {
+        let shown = try daemon.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
+        if shown.contains("inet6 fd00:65:") && !shown.contains("tentative") { return daemon }
+        usleep(100_000)
+    }
+    _ = daemon.stop()
+    throw NamespaceError(message: "\(label): no SLAAC address in fd00:65::/64")
+}
+
+@Suite("the NAT over IPv6: the guest reaches the host's ::1 through fd00:65::2", .serialized, .enabled(if: runsHere(canRunNAT), natSkipReason), .requires(canRunNAT, natSkipReason))
+struct NATIPv6DaemonTests {
+    @Test("HTTP from a server on [::1] through http://[fd00:65::2]:PORT/ (4 MiB, SHA-256 checked), 300 UDP echoes, ping -6 the alias")
+    func alias() throws {
+        let host = try LineProcess("/usr/bin/env", ["python3", "-c", natHost6Script])
+        let ports = host.readLine().split(separator: " ").compactMap { Int($0) }
+        try #require(ports.count == 2, "the host servers did not start")
+        defer { withExtendedLifetime(host) {} }
+        let daemon = try natDaemon6("nat6", [])
+        let size = 4 << 20
+        let fetched = try daemon.namespace.exec(
+            ["sh", "-c", "curl -sS -g --max-time 60 http://[fd00:65::2]:\(ports[0])/blob/\(size) | sha256sum"], timeout: 90)
+        #expect(fetched.output.hasPrefix(try patternSHA256(size)), "\(fetched.output) \(fetched.error)")
+        let udp = try daemon.namespace.exec(["python3", "-c", udpEcho6Script, "fd00:65::2", "\(ports[1])", "300"], timeout: 90)
+        #expect(udp.output.hasPrefix("ok udp6 300"), "\(udp.output) \(udp.error)")
+        let ping = try daemon.namespace.exec(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:65::2"], timeout: 30)
+        #expect(pingSummary(ping.output)?.received == 3, "\(ping.output) \(ping.error)")
+        let (status, stderr) = daemon.stop()
+        #expect(status == 0, "\(stderr)")
+        #expect(stderr.contains("tcp_connects_succeeded=1") && stderr.contains("udp_datagrams_to_guest=300"), "\(stderr)")
+    }
+
+    @Test("--no-host-loopback: TCP to [fd00:65::2] is refused at once (RST), though the host server is there")
+    func noHostLoopback() throws {
+        let host = try LineProcess("/usr/bin/env", ["python3", "-c", natHost6Script])
+        let ports = host.readLine().split(separator: " ").compactMap { Int($0) }
+        try #require(ports.count == 2, "the host servers did not start")
+        defer { withExtendedLifetime(host) {} }
+        let daemon = try natDaemon6("nat6noloop", ["--no-host-loopback"])
+        defer { _ = daemon.stop() }
+        // The guest's connect fails with ECONNREFUSED (a RST), within a second.
+        let refused = try daemon.guest("refused", "fd00:65::2", "\(ports[0])")
+        let seconds = Double(refused.split(separator: " ").last!.dropLast()) ?? 99
+        #expect(refused.hasPrefix("ok refused") && seconds < 1, "\(refused)")
+    }
+}
