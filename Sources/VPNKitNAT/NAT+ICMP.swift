@@ -73,8 +73,18 @@ final class ICMPForwarder {
         }
         let any = family == .v6 ? "::" : "0.0.0.0"
         let proto = family == .v6 ? CInt(IPPROTO_ICMPV6) : CInt(IPPROTO_ICMP)
-        return NIORawSocketBootstrap(group: loop).channelInitializer(initializer)
-            .bind(host: any, ipProtocol: NIOIPProtocol(rawValue: UInt8(proto)))
+        // NIO's raw bootstrap sets IPV6_V6ONLY on every AF_INET6 socket, which a raw one refuses
+        // (EINVAL): the raw ICMPv6 socket is made here and handed over bound.
+        let raw: EventLoopFuture<any Channel>
+        if family == .v6 {
+            let fd = openRawICMPv6Socket()
+            raw = fd < 0
+                ? loop.makeFailedFuture(IOError(errnoCode: errno, reason: "socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6)"))
+                : DatagramBootstrap(group: loop).channelInitializer(initializer).withBoundSocket(fd)
+        } else {
+            raw = NIORawSocketBootstrap(group: loop).channelInitializer(initializer).bind(host: any, ipProtocol: .icmp)
+        }
+        return raw
             .map { (channel: $0, raw: true) }
             .flatMapError { _ in
                 DatagramBootstrap(group: loop)
@@ -92,6 +102,44 @@ final class ICMPForwarder {
             }
             .nonisolated()
             .recover { _ in nil }
+    }
+
+    /// A non-blocking, close-on-exec raw ICMPv6 socket bound to ::, or -1 with errno set (EPERM
+    /// without CAP_NET_RAW).
+    private static func openRawICMPv6Socket() -> CInt {
+        #if canImport(Glibc)
+        let fd = socket(AF_INET6, CInt(SOCK_RAW.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), CInt(IPPROTO_ICMPV6))
+        guard fd >= 0 else { return -1 }
+        #else
+        let fd = socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6)
+        guard fd >= 0 else { return -1 }
+        guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
+            let error = errno
+            closeDescriptor(fd)
+            errno = error
+            return -1
+        }
+        #endif
+        var any = sockaddr_in6()
+        any.sin6_family = sa_family_t(AF_INET6)
+        let bound = withUnsafePointer(to: &any) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
+        guard bound == 0 else {
+            let error = errno
+            closeDescriptor(fd)
+            errno = error
+            return -1
+        }
+        return fd
+    }
+
+    private static func closeDescriptor(_ fd: CInt) {
+        #if canImport(Glibc)
+        _ = Glibc.close(fd)
+        #else
+        _ = Darwin.close(fd)
+        #endif
     }
 
     func forward(_ request: ICMPEchoRequest, now: NIODeadline) {

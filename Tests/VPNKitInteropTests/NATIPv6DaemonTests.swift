@@ -96,4 +96,70 @@ struct NATIPv6DaemonTests {
         let seconds = Double(refused.split(separator: " ").last!.dropLast()) ?? 99
         #expect(refused.hasPrefix("ok refused") && seconds < 1, "\(refused)")
     }
+
+    @Test("an outside IPv6 host (a namespace behind a veth): ping -6 through the host's ICMPv6 socket, TCP byte-exact, a closed port RST, an absent neighbour unreachable; a host without IPv6 routes: unreachable at once")
+    func outside() throws {
+        // The daemon's host side is a namespace of its own with a veth to a peer namespace, both on
+        // a documentation prefix, so every outside address is one this test made.
+        let hostSide = try TestNamespace("nat6host")
+        let peer = try TestNamespace("nat6peer")
+        try hostSide.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", peer.name)
+        try hostSide.ip("-6", "addr", "add", "2001:db8:6::1/64", "dev", "veth0", "nodad")
+        try hostSide.ip("link", "set", "veth0", "up")
+        try peer.ip("-6", "addr", "add", "2001:db8:6::2/64", "dev", "veth1", "nodad")
+        try peer.ip("link", "set", "veth1", "up")
+        try peer.ip("link", "set", "lo", "up")
+        let server = #"""
+            import socket
+            l = socket.socket(socket.AF_INET6); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            l.bind(("2001:db8:6::2", 8080)); l.listen()
+            print("listening", flush=True)
+            c, a = l.accept()
+            while True:
+                d = c.recv(65536)
+                if not d: break
+                c.sendall(d)
+            c.close()
+            """#
+        let echo = try LineProcess("/usr/bin/env", ["ip", "netns", "exec", peer.name, "python3", "-c", server])
+        defer { withExtendedLifetime(echo) {} }  // alive to the end of the test
+        #expect(echo.readLine() == "listening")
+        let daemon = try Daemon(label: "nat6out", arguments: [], address: "192.168.65.3/24", hostNamespace: hostSide.name)
+        defer { _ = daemon.stop() }
+        var configured = false
+        for _ in 0..<200 where !configured {
+            let shown = try daemon.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
+            configured = shown.contains("inet6 fd00:65:") && !shown.contains("tentative")
+            if !configured { usleep(100_000) }
+        }
+        try #require(configured, "no SLAAC address")
+        let ping = try daemon.namespace.exec(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "2001:db8:6::2"], timeout: 30)
+        #expect(pingSummary(ping.output)?.received == 3, "\(ping.output) \(ping.error)")
+        let bytes = #"""
+            import socket, sys, random
+            data = random.Random(3).randbytes(1 << 20)
+            s = socket.create_connection(("2001:db8:6::2", 8080), timeout=20)
+            s.sendall(data); s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                d = s.recv(65536)
+                if not d: break
+                got += d
+            assert got == data, f"got {len(got)} bytes"
+            print("ok tcp6", len(got))
+            """#
+        let tcp = try daemon.namespace.exec(["python3", "-c", bytes], timeout: 60)
+        #expect(tcp.output.hasPrefix("ok tcp6 1048576"), "\(tcp.output) \(tcp.error)")
+        let refused = try daemon.guest("refused", "2001:db8:6::2", "9")
+        #expect(refused.hasPrefix("ok refused"), "\(refused)")
+        // Nobody has ::99 on the peer link: the host's connect fails when neighbour discovery gives
+        // up, and the guest hears "address unreachable" (EHOSTUNREACH, 113), not its own timeout.
+        let absent = try daemon.guest("unreachable", "2001:db8:6::99", "80", timeout: 60)
+        #expect(absent.hasPrefix("ok unreachable errno 113"), "\(absent)")
+        // No route on the host for another prefix: unreachable at once (ENETUNREACH, 101).
+        let noRoute = try daemon.guest("unreachable", "2001:db8:7::1", "80")
+        #expect(noRoute.hasPrefix("ok unreachable errno 101"), "\(noRoute)")
+        let seconds = Double(noRoute.split(separator: " ").last!.dropLast()) ?? 99
+        #expect(seconds < 1, "\(noRoute)")
+    }
 }

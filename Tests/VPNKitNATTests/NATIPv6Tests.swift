@@ -2,6 +2,7 @@
 // UDP through the IPv6 host alias, refusals, and the destinations never forwarded whatever their
 // spelling.
 
+import Foundation
 import NIOCore
 import NIOPosix
 import Testing
@@ -52,6 +53,17 @@ struct NATIPv6Tests {
         #expect(answers == [true, false, false, false, true])
         let gateway = world.gateway
         #expect(try await world.loop.submit { gateway.value.stack.owns(.v6(hostAlias6)) }.get())
+        try await world.shutdown()
+    }
+
+    @Test("startICMP opens an ICMPv6 socket beside the ICMP one when the stack has IPv6 (as root: raw sockets)")
+    func icmpSockets() async throws {
+        let world = try await NATWorld(ipv6: true)
+        let gateway = world.gateway
+        let mode = try await world.loop.flatSubmit { NATWorld.nat(of: gateway).startICMP() }.get()
+        if getuid() == 0 {
+            #expect(mode == "raw ICMP socket, raw ICMPv6 socket", "\(String(describing: mode))")
+        }
         try await world.shutdown()
     }
 
