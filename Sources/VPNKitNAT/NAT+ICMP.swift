@@ -107,7 +107,7 @@ final class ICMPForwarder {
     /// A non-blocking, close-on-exec raw ICMPv6 socket bound to ::, or -1 with errno set (EPERM
     /// without CAP_NET_RAW).
     private static func openRawICMPv6Socket() -> CInt {
-        #if canImport(Glibc)
+        #if os(Linux)
         let fd = socket(AF_INET6, CInt(SOCK_RAW.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue), CInt(IPPROTO_ICMPV6))
         guard fd >= 0 else { return -1 }
         #else
