@@ -125,7 +125,7 @@ func fuzzDNS(_ buffer: ByteBuffer) {
         consume(try? message.encoded(compressNames: false))
     }
     var configuration = DNSResolverConfiguration(
-        staticRecords: ["host.internal": IPv4Address(192, 168, 65, 2)], upstreams: [DNSUpstream(address: IPv4Address(10, 0, 0, 53))])
+        staticRecords: ["host.internal": [.v4(IPv4Address(192, 168, 65, 2))]], upstreams: [DNSUpstream(address: IPv4Address(10, 0, 0, 53))])
     configuration.seed = 1  // repeatable: an input replays as it ran
     var resolver = DNSResolver(configuration: configuration)
     let client = DNSClient(address: .v4(IPv4Address(192, 168, 65, 3)), port: 5353)

@@ -71,6 +71,44 @@ public struct DNSName: Sendable, Hashable, CustomStringConvertible {
         return IPv4Address(rawValue: value)
     }
 
+    /// The reverse-lookup name of `address`: its 32 nibbles, lowest first, then "ip6.arpa"
+    /// (RFC 3596 §2.5), such as "1.0.0.0…5.6.0.0.0.0.d.f.ip6.arpa" for fd00:65::1.
+    public init(reverseOf address: IPv6Address) {
+        let hex = Array("0123456789abcdef".utf8)
+        var labels: [[UInt8]] = []
+        labels.reserveCapacity(34)
+        for octet in address.octets.reversed() {
+            labels.append([hex[Int(octet & 0x0F)]])
+            labels.append([hex[Int(octet >> 4)]])
+        }
+        self.init(uncheckedLabels: labels + [Array("ip6".utf8), Array("arpa".utf8)])
+    }
+
+    /// The address this name is the reverse-lookup name of, if it has the exact form of 32
+    /// single hexadecimal digits (either case) followed by "ip6.arpa".
+    public var reverseIPv6Address: IPv6Address? {
+        guard labels.count == 34,
+            DNSName(uncheckedLabels: Array(labels[32...])) == DNSName(uncheckedLabels: [Array("ip6".utf8), Array("arpa".utf8)])
+        else { return nil }
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        for (index, label) in labels[0..<32].reversed().enumerated() {
+            guard label.count == 1, let nibble = Self.hexValue(label[0]) else { return nil }
+            if index < 16 { high = high << 4 | UInt64(nibble) } else { low = low << 4 | UInt64(nibble) }
+        }
+        return IPv6Address(high: high, low: low)
+    }
+
+    /// The value of one ASCII hexadecimal digit.
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case 0x30...0x39: return byte - 0x30
+        case 0x41...0x46: return byte - 0x41 + 10
+        case 0x61...0x66: return byte - 0x61 + 10
+        default: return nil
+        }
+    }
+
     /// The length of the uncompressed wire form, root label included.
     public var wireLength: Int { labels.reduce(1) { $0 + $1.count + 1 } }
 

@@ -47,6 +47,19 @@ public struct DNSResourceRecord: Sendable, Hashable {
         DNSResourceRecord(name: name, type: .a, ttl: ttl, data: address.octets)
     }
 
+    /// An AAAA record for `address` (RFC 3596).
+    public static func aaaa(_ name: DNSName, _ address: IPv6Address, ttl: UInt32) -> DNSResourceRecord {
+        DNSResourceRecord(name: name, type: .aaaa, ttl: ttl, data: address.octets)
+    }
+
+    /// An A record for an IPv4 address, an AAAA record for an IPv6 one.
+    public static func address(_ name: DNSName, _ address: IPAddress, ttl: UInt32) -> DNSResourceRecord {
+        switch address {
+        case .v4(let v4): return .a(name, v4, ttl: ttl)
+        case .v6(let v6): return .aaaa(name, v6, ttl: ttl)
+        }
+    }
+
     /// A PTR record pointing at `target` (written uncompressed, so it is valid in any message).
     public static func ptr(_ name: DNSName, _ target: DNSName, ttl: UInt32) -> DNSResourceRecord {
         var bytes: [UInt8] = []
@@ -63,6 +76,12 @@ public struct DNSResourceRecord: Sendable, Hashable {
     public var ipv4Address: IPv4Address? {
         guard type == .a, recordClass == .internet, data.count == 4 else { return nil }
         return IPv4Address(data[0], data[1], data[2], data[3])
+    }
+
+    /// The address of an IN AAAA record with 16 bytes of data; nil otherwise.
+    public var ipv6Address: IPv6Address? {
+        guard type == .aaaa, recordClass == .internet, data.count == 16 else { return nil }
+        return IPv6Address(octets: data)
     }
 }
 

@@ -1,21 +1,70 @@
 public import NIOCore
 public import VPNKitBase
 
-/// A DNS server queries are forwarded to.
+/// A DNS server queries are forwarded to, of either family.
 public struct DNSUpstream: Sendable, Hashable, CustomStringConvertible {
-    /// The server's address.
-    public var address: IPv4Address
+    /// The server's address, IPv4 or IPv6 (the host sockets that carry its queries are of its family).
+    public var address: IPAddress
     /// The server's port, 53 unless told otherwise.
     public var port: UInt16
 
     /// An upstream at `address`, port 53 unless told otherwise.
-    public init(address: IPv4Address, port: UInt16 = 53) {
+    public init(address: IPAddress, port: UInt16 = 53) {
         self.address = address
         self.port = port
     }
 
-    /// The server as `address:port`, such as `192.168.65.1:53`.
-    public var description: String { "\(address):\(port)" }
+    /// An upstream at the IPv4 `address`, port 53 unless told otherwise.
+    public init(address: IPv4Address, port: UInt16 = 53) {
+        self.init(address: .v4(address), port: port)
+    }
+
+    /// An upstream at the IPv6 `address`, port 53 unless told otherwise.
+    public init(address: IPv6Address, port: UInt16 = 53) {
+        self.init(address: .v6(address), port: port)
+    }
+
+    /// Parses `ADDRESS`, `IPv4:PORT`, `[IPv6]:PORT` or a bare IPv6 address (`::1`, which has colons
+    /// of its own, so its port needs the brackets); the port is `defaultPort` when not given. Nil
+    /// for anything else: a zone (`fe80::1%eth0`), port 0 or beyond 65535, an IPv4 address in
+    /// brackets, spaces.
+    public init?(parsing text: some StringProtocol, defaultPort: UInt16 = 53) {
+        let text = Substring(text)
+        var port = defaultPort
+        let host: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":"), let value = UInt16(rest.dropFirst()), value != 0 else { return nil }
+                port = value
+            }
+            guard let address = IPv6Address(host) else { return nil }
+            self.init(address: address, port: port)
+            return
+        }
+        if let address = IPv6Address(text) {
+            self.init(address: address, port: port)
+            return
+        }
+        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let first = parts.first, let address = IPv4Address(first) else { return nil }
+        if parts.count == 2 {
+            guard let value = UInt16(parts[1]), value != 0 else { return nil }
+            port = value
+        }
+        self.init(address: address, port: port)
+    }
+
+    /// The server as `address:port`, such as `192.168.65.1:53`, or `[address]:port` for IPv6,
+    /// such as `[fd00:65::1]:53`.
+    public var description: String {
+        switch address {
+        case .v4: return "\(address):\(port)"
+        case .v6: return "[\(address)]:\(port)"
+        }
+    }
 }
 
 /// Who sent a query, so the caller can route the answer back. `id` is opaque to the resolver (a
@@ -50,9 +99,11 @@ public enum DNSAction: Sendable, Hashable {
 
 /// How a `DNSResolver` answers.
 public struct DNSResolverConfiguration: Sendable, Hashable {
-    /// Names answered locally with an A record, AA set. Matched without regard to ASCII case and
-    /// with one trailing dot tolerated. The reverse name of each address answers PTR with the names.
-    public var staticRecords: [String: IPv4Address]
+    /// Names answered locally, AA set: A records for their IPv4 addresses, AAAA records for their
+    /// IPv6 ones; a name with addresses of one family only answers the other type with no records
+    /// (NODATA, nothing forwarded). Matched without regard to ASCII case and with one trailing dot
+    /// tolerated. The reverse name of each address (in-addr.arpa, ip6.arpa) answers PTR with the names.
+    public var staticRecords: [String: [IPAddress]]
     /// Servers other queries are forwarded to, tried in order, round robin on timeouts.
     public var upstreams: [DNSUpstream]
     /// How long one forwarded try waits for its answer.
@@ -77,18 +128,24 @@ public struct DNSResolverConfiguration: Sendable, Hashable {
     public var maximumQuerySize = 512
 
     /// A configuration with the given records and upstreams and default limits.
-    public init(staticRecords: [String: IPv4Address] = [:], upstreams: [DNSUpstream] = []) {
+    public init(staticRecords: [String: [IPAddress]] = [:], upstreams: [DNSUpstream] = []) {
         self.staticRecords = staticRecords
         self.upstreams = upstreams
     }
 
-    /// Adds hosts-file entries to `staticRecords`; as in a hosts file, the first address given for
-    /// a name wins, over later entries and over names already present.
-    public mutating func addHosts(_ entries: [(name: String, address: IPv4Address)]) {
-        var seen = Set<DNSName>(staticRecords.keys.compactMap { try? DNSName($0) })
+    /// Adds hosts-file entries to `staticRecords`. A name already present keeps its addresses; for
+    /// the others, as in a hosts file, the first address of each family given for a name wins.
+    public mutating func addHosts(_ entries: [(name: String, address: IPAddress)]) {
+        let present = Set<DNSName>(staticRecords.keys.compactMap { try? DNSName($0) })
+        var added: [DNSName: String] = [:]
         for entry in entries {
-            guard let name = try? DNSName(entry.name), seen.insert(name).inserted else { continue }
-            staticRecords[entry.name] = entry.address
+            guard let name = try? DNSName(entry.name), !present.contains(name) else { continue }
+            let key = added[name] ?? entry.name
+            added[name] = key
+            var addresses = staticRecords[key] ?? []
+            guard !addresses.contains(where: { $0.family == entry.address.family }) else { continue }
+            addresses.append(entry.address)
+            staticRecords[key] = addresses
         }
     }
 }
@@ -97,7 +154,7 @@ public struct DNSResolverConfiguration: Sendable, Hashable {
 public struct DNSResolverCounters: Sendable, Hashable {
     /// Messages given to `handleQuery`.
     public var queries: UInt64 = 0
-    /// Queries answered from the static records (A, NODATA and PTR answers).
+    /// Queries answered from the static records (A, AAAA, NODATA and PTR answers).
     public var answeredLocally: UInt64 = 0
     /// Queries forwarded upstream (first tries only; see `retries`).
     public var forwarded: UInt64 = 0

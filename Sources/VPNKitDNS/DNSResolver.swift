@@ -5,7 +5,9 @@ import VPNKitBase
 /// responses and the time go in; answers to clients and queries to upstreams come out. It does no
 /// I/O, keeps no clock and is not thread-safe: confine it to the caller's thread or task.
 ///
-/// A query for a static name (or its reverse name) is answered authoritatively at once. Any other
+/// A query for a static name (or its reverse name) is answered authoritatively at once: A or AAAA
+/// records of the name's addresses of that family, NODATA when it has none of it, PTR for the
+/// reverse name (in-addr.arpa or ip6.arpa). Any other
 /// query is forwarded byte for byte (its OPT record included) under a fresh transaction id drawn
 /// from the system's secure generator (a seeded one only when the configuration names a seed, for
 /// tests), first to `upstreams[0]`; when a try times out the next upstream is tried
@@ -34,8 +36,8 @@ public struct DNSResolver: Sendable {
     /// Keys of `configuration.staticRecords` that are not valid names, ignored.
     public let ignoredStaticNames: [String]
 
-    private let addresses: [DNSName: IPv4Address]
-    private let reverseNames: [IPv4Address: [DNSName]]
+    private let addresses: [DNSName: [IPAddress]]
+    private let reverseNames: [IPAddress: [DNSName]]
     private var random: TransactionIDSource
     /// Tries that ended since `takeEndedTries()` was last called.
     private var endedTries: [DNSEndedTry] = []
@@ -73,18 +75,20 @@ public struct DNSResolver: Sendable {
     public init(configuration: DNSResolverConfiguration) {
         self.configuration = configuration
         self.random = configuration.seed.map { .seeded(SplitMix64(seed: $0)) } ?? .system
-        var addresses: [DNSName: IPv4Address] = [:]
-        var reverse: [IPv4Address: [DNSName]] = [:]
+        var addresses: [DNSName: [IPAddress]] = [:]
+        var reverse: [IPAddress: [DNSName]] = [:]
         var ignored: [String] = []
-        for (text, address) in configuration.staticRecords.sorted(by: { $0.key < $1.key }) {
+        for (text, list) in configuration.staticRecords.sorted(by: { $0.key < $1.key }) {
             guard let name = try? DNSName(text), !name.isRoot else {
                 ignored.append(text)
                 continue
             }
             // Two spellings of one name ("a.b" and "A.B."): keep the first in sorted order.
             guard addresses[name] == nil else { continue }
-            addresses[name] = address
-            reverse[address, default: []].append(name)
+            var unique: [IPAddress] = []
+            for address in list where !unique.contains(address) { unique.append(address) }
+            addresses[name] = unique
+            for address in unique { reverse[address, default: []].append(name) }
         }
         self.addresses = addresses
         self.reverseNames = reverse
@@ -166,12 +170,18 @@ public struct DNSResolver: Sendable {
     private func localAnswer(to query: DNSMessage, question: DNSQuestion) -> DNSMessage? {
         guard question.recordClass == .internet || question.recordClass == .any else { return nil }
         let ttl = configuration.staticRecordTTL
-        if let address = addresses[question.name] {
-            let wanted = question.type == .a || question.type == .any
-            return response(
-                to: query, code: .noError, authoritative: true, answers: wanted ? [.a(question.name, address, ttl: ttl)] : [])
+        if let list = addresses[question.name] {
+            let answers: [DNSResourceRecord] = list.compactMap { address in
+                switch (address, question.type) {
+                case (.v4, .a), (.v6, .aaaa), (_, .any): return .address(question.name, address, ttl: ttl)
+                default: return nil
+                }
+            }
+            // No address of the asked family: NODATA (NOERROR, no answers), as an authoritative server says.
+            return response(to: query, code: .noError, authoritative: true, answers: answers)
         }
-        if let address = question.name.reverseIPv4Address, let names = reverseNames[address] {
+        let reversed = question.name.reverseIPv4Address.map(IPAddress.v4) ?? question.name.reverseIPv6Address.map(IPAddress.v6)
+        if let address = reversed, let names = reverseNames[address] {
             let wanted = question.type == .ptr || question.type == .any
             return response(
                 to: query, code: .noError, authoritative: true, answers: wanted ? names.map { .ptr(question.name, $0, ttl: ttl) } : [])

@@ -96,7 +96,7 @@ extension DNSService {
         bind(attempt, triesLeft: 3)
     }
 
-    /// Binds `attempt`'s socket to a port drawn from the secure generator (1024-65535); a taken
+    /// Binds `attempt`'s socket (of the upstream's family, on every address) to a port drawn from the secure generator (1024-65535); a taken
     /// port is replaced by another draw, and after `triesLeft` draws the kernel picks.
     private func bind(_ attempt: UpstreamUDPTry, triesLeft: Int) {
         guard let driver, !attempt.closed else { return }
@@ -110,7 +110,7 @@ extension DNSService {
                     try channel.pipeline.syncOperations.addHandler(UpstreamUDPHandler(service: service, attempt: attempt))
                 }
             }
-            .bind(host: "0.0.0.0", port: port)
+            .bind(host: attempt.upstream.address.family == .v6 ? "::" : "0.0.0.0", port: port)
             .assumeIsolated()
             .whenComplete { result in
                 let (service, attempt) = bound.value
@@ -139,7 +139,7 @@ extension DNSService {
     /// A datagram on `attempt`'s socket: only its upstream's answer under its id goes on.
     func upstreamUDPResponse(_ data: ByteBuffer, from address: SocketAddress, attempt: UpstreamUDPTry) {
         guard !attempt.closed, udpTries[attempt.transactionID] === attempt else { return }
-        guard let source = IPv4Address(address), source == attempt.upstream.address, address.port == Int(attempt.upstream.port),
+        guard let source = IPAddress(address), source == attempt.upstream.address, address.port == Int(attempt.upstream.port),
             data.getInteger(at: data.readerIndex, as: UInt16.self) == attempt.transactionID
         else {
             upstreamCounters.udpForeignDatagrams &+= 1
@@ -172,7 +172,7 @@ extension DNSService {
             upstreamCounters.tcpClosedIdle &+= 1
             drop(idle)
         }
-        guard let driver else { return }
+        guard let driver, let address = try? SocketAddress(ipAddress: upstream.address.description, port: Int(upstream.port)) else { return }
         let connection = UpstreamTCPConnection(upstream: upstream)
         connection.outstanding.insert(id)
         connection.send(framed)
@@ -187,7 +187,7 @@ extension DNSService {
                     try channel.pipeline.syncOperations.addHandler(UpstreamTCPHandler(service: service, connection: connection))
                 }
             }
-            .connect(host: upstream.address.description, port: Int(upstream.port))
+            .connect(to: address)
             .assumeIsolated()
             .whenComplete { result in
                 let (service, connection) = bound.value

@@ -9,8 +9,9 @@ public import VPNKitRuntime
 
 /// Settings of the gateway's DNS service.
 public struct DNSServiceConfiguration: Sendable {
-    /// Names answered by the gateway itself (gateway.internal, host.internal, --host-record); default none.
-    public var records: [String: IPv4Address] = [:]
+    /// Names answered by the gateway itself (gateway.internal, host.internal, --host-record), each with
+    /// its addresses of either family (A and AAAA answers); default none.
+    public var records: [String: [IPAddress]] = [:]
     /// Upstream servers, tried in order; default empty, which means the nameservers of `resolvConfPath`.
     public var upstreams: [DNSUpstream] = []
     /// Whether to take the upstreams from `resolvConfPath` (re-read when it changes) when `upstreams` is
@@ -24,7 +25,8 @@ public struct DNSServiceConfiguration: Sendable {
     /// How often, at most, resolv.conf is checked for changes; default 5 s. Checks happen only when
     /// queries arrive.
     public var resolvConfCheckInterval: TimeAmount = .seconds(5)
-    /// A hosts file whose names are answered too, after `records` (loopback entries are skipped); default
+    /// A hosts file whose names are answered too, after `records`, IPv4 and IPv6 (loopback, link-local
+    /// and multicast entries are skipped: see `isServedHostsAddress(_:)`); default
     /// /etc/hosts, nil for none. Read once, at start.
     public var hostsPath: String? = "/etc/hosts"
     /// The resolver's own settings (timeouts, attempts, pending bound); records and upstreams are
@@ -47,8 +49,9 @@ public struct DNSServiceConfiguration: Sendable {
 }
 
 /// DNS on the gateway, UDP and TCP port 53: built-in names, the hosts file, then forwarding to the
-/// upstreams through host sockets. UDP is bound on the gateway address and TCP listens on every address
-/// the stack owns; both exist only on the guest link, so it answers nobody but the guest.
+/// upstreams (of either family) through host sockets. UDP is bound on the gateway address, and on the
+/// IPv6 gateway address too when the stack has IPv6; TCP listens on every address the stack owns, of
+/// both families. Both exist only on the guest link, so it answers nobody but the guest.
 ///
 /// Forwarding resists off-path forgery as dnsmasq and unbound do: every try goes out under a
 /// transaction id from the secure generator, over UDP from a fresh socket bound to a port chosen at
@@ -66,6 +69,8 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
     }
     private var resolverDeadline: NIODeadline?
     var udpSocket: UDPSocket?
+    /// The socket on the IPv6 gateway address, when the stack has IPv6.
+    var udpSocket6: UDPSocket?
     /// The host socket of each UDP try in flight, by its transaction id.
     var udpTries: [UInt16: UpstreamUDPTry] = [:]
     /// Upstream TCP connections, one per upstream at most.
@@ -83,7 +88,8 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         var framer = DNSTCPFramer()
     }
 
-    /// Binds UDP port 53 on the gateway address and listens on TCP port 53, registers with the stack's
+    /// Binds UDP port 53 on the gateway address (and on the IPv6 gateway address when the stack has
+    /// IPv6) and listens on TCP port 53, registers with the stack's
     /// timers, and opens the upstream UDP socket. Reads the hosts file and resolv.conf now. Call on the
     /// driver's event loop.
     ///
@@ -96,8 +102,9 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         var resolverConfiguration = configuration.resolver
         resolverConfiguration.staticRecords = configuration.records
         if let path = configuration.hostsPath, let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            // Loopback entries (localhost) mean the host itself, not something the guest can reach.
-            resolverConfiguration.addHosts(parseHostsFile(text).filter { !$0.address.isLoopback })
+            // Loopback entries (localhost) mean the host itself, link-local ones the host's link:
+            // nothing the guest can reach.
+            resolverConfiguration.addHosts(parseHostsFile(text).filter { isServedHostsAddress($0.address) })
         }
         resolverConfiguration.upstreams = configuration.upstreams
         var stamp: String?
@@ -112,6 +119,16 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         let gateway = stack.configuration.gateway
         udpSocket = try stack.bindUDP(port: 53, address: .v4(gateway)) { [weak self] message in
             self?.udpQuery(message)
+        }
+        if let gateway6 = stack.configuration.ipv6?.gateway {
+            do {
+                udpSocket6 = try stack.bindUDP(port: 53, address: .v6(gateway6)) { [weak self] message in
+                    self?.udpQuery(message)
+                }
+            } catch {
+                udpSocket?.close()
+                throw error
+            }
         }
         try stack.listenTCP(port: 53) { [weak self] socket in
             self?.accepted(socket)
@@ -197,7 +214,16 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
                     guard let socket = tcpClients[client.id]?.socket, let framed = try? DNSTCPFramer.frame(message) else { continue }
                     socket.write(framed, now: now)
                 } else {
-                    try? driver.stack.sendUDP(message, from: .v4(driver.stack.configuration.gateway), port: 53, to: client.address, port: client.port, now: now)
+                    // From the gateway address of the client's family (the one it asked).
+                    let stack = driver.stack
+                    let source: IPAddress
+                    switch client.address {
+                    case .v4: source = .v4(stack.configuration.gateway)
+                    case .v6:
+                        guard let gateway6 = stack.configuration.ipv6?.gateway else { continue }
+                        source = .v6(gateway6)
+                    }
+                    try? stack.sendUDP(message, from: source, port: 53, to: client.address, port: client.port, now: now)
                 }
             case .forward(let query, let upstream, let overTCP):
                 if overTCP {
@@ -230,11 +256,12 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
     /// Closes the service when its driver stops.
     public func driverDidStop() { close() }
 
-    /// Unbinds UDP port 53, stops listening on TCP port 53, closes every upstream socket and
+    /// Unbinds UDP port 53 (both families), stops listening on TCP port 53, closes every upstream socket and
     /// connection and aborts the guest's TCP connections.
     public func close() {
         closed = true
         udpSocket?.close()
+        udpSocket6?.close()
         driver?.stack.stopListeningTCP(port: 53)
         for attempt in udpTries.values { attempt.close() }
         udpTries.removeAll()

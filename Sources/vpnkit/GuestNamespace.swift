@@ -37,10 +37,12 @@ final class GuestNamespace: @unchecked Sendable {
 
     /// Brings the TAP device up and gives it an address: `staticAddress` when set, else a lease from
     /// our DHCP server through busybox udhcpc (static when busybox is missing). Writes the
-    /// namespace's resolv.conf (the gateway's DNS), which `ip netns exec` mounts over /etc/resolv.conf.
-    func configure(staticAddress: IPv4Address?, gateway: IPv4Address, subnet: IPv4Subnet, domain: String?) async throws {
+    /// namespace's resolv.conf (the gateway's DNS, its IPv6 address second when `gateway6` is given), which `ip netns exec` mounts over /etc/resolv.conf.
+    func configure(staticAddress: IPv4Address?, gateway: IPv4Address, gateway6: IPv6Address? = nil, subnet: IPv4Subnet, domain: String?) async throws {
         try FileManager.default.createDirectory(atPath: etcDirectory, withIntermediateDirectories: true)
+        // Both gateway addresses when IPv6 is on, IPv4 first: the DNS service answers on each.
         var resolv = "nameserver \(gateway)\n"
+        if let gateway6 { resolv += "nameserver \(gateway6)\n" }
         if let domain { resolv += "search \(domain)\n" }
         try resolv.write(toFile: etcDirectory + "/resolv.conf", atomically: true, encoding: .utf8)
         try check(runTool(Self.ip, ["-n", name, "link", "set", device, "mtu", "\(mtu)", "up"]), "ip link set \(device) up")

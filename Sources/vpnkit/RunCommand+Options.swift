@@ -190,9 +190,9 @@ struct NATOptions: ParsableArguments {
     var noHostLoopback = false
     @Flag(name: .customLong("no-nat"), help: "Do not forward guest traffic to host sockets (the stack answers only for its own addresses).")
     var noNAT = false
-    @Option(name: .customLong("dns-upstream"), help: "A DNS server to forward guest queries to, IP[:PORT]; repeatable (default: the host's /etc/resolv.conf nameservers).")
+    @Option(name: .customLong("dns-upstream"), help: "A DNS server to forward guest queries to, IPv4[:PORT], IPv6 or [IPv6]:PORT; repeatable (default: the host's /etc/resolv.conf nameservers).")
     var dnsUpstream: [String] = []
-    @Option(name: .customLong("host-record"), help: "A DNS name the gateway answers itself: NAME=IP; repeatable.")
+    @Option(name: .customLong("host-record"), help: "A DNS name the gateway answers itself: NAME=IP (IPv4: A, IPv6: AAAA); repeatable.")
     var hostRecord: [String] = []
     @Option(name: .customLong("publish"), help: "Forward a host port into the guest: tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT; repeatable. Binds 127.0.0.1 unless HOSTIP is given.")
     var publish: [String] = []
@@ -205,11 +205,11 @@ struct NATOptions: ParsableArguments {
 
     func validate() throws {
         for upstream in dnsUpstream where parseEndpoint(upstream, defaultPort: 53) == nil {
-            throw ValidationError("--dns-upstream wants IP[:PORT], got \(upstream)")
+            throw ValidationError("--dns-upstream wants IPv4[:PORT], IPv6 or [IPv6]:PORT, got \(upstream)")
         }
         for record in hostRecord {
             let parts = record.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, IPv4Address(parts[1]) != nil, (try? DomainNameList.encode([String(parts[0])])) != nil else {
+            guard parts.count == 2, IPAddress(parts[1]) != nil, (try? DomainNameList.encode([String(parts[0])])) != nil else {
                 throw ValidationError("--host-record wants NAME=IP, got \(record)")
             }
         }
@@ -234,15 +234,19 @@ struct NATOptions: ParsableArguments {
         return c
     }
 
-    func makeDNSConfiguration(_ stack: StackConfiguration, hostAlias: IPv4Address?) -> DNSServiceConfiguration {
+    func makeDNSConfiguration(_ stack: StackConfiguration, hostAlias: IPv4Address?, hostAlias6: IPv6Address? = nil) -> DNSServiceConfiguration {
         var c = DNSServiceConfiguration()
-        c.records["gateway.internal"] = stack.gateway
-        if let hostAlias { c.records["host.internal"] = hostAlias }
+        // A and, with IPv6, AAAA: each name answers NODATA for a family it lacks.
+        c.records["gateway.internal"] = [.v4(stack.gateway)] + (stack.ipv6.map { [.v6($0.gateway)] } ?? [])
+        if let hostAlias { c.records["host.internal"] = [.v4(hostAlias)] + (hostAlias6.map { [.v6($0)] } ?? []) }
+        // --host-record replaces a built-in name; repeated for one name, it gives it several addresses.
+        var given: [String: [IPAddress]] = [:]
         for record in hostRecord {
             let parts = record.split(separator: "=", maxSplits: 1)
-            if parts.count == 2, let ip = IPv4Address(parts[1]) { c.records[String(parts[0])] = ip }
+            if parts.count == 2, let ip = IPAddress(parts[1]) { given[String(parts[0]), default: []].append(ip) }
         }
-        c.upstreams = dnsUpstream.compactMap { parseEndpoint($0, defaultPort: 53) }.map { DNSUpstream(address: $0.address, port: $0.port) }
+        c.records.merge(given) { _, new in new }
+        c.upstreams = dnsUpstream.compactMap { parseEndpoint($0, defaultPort: 53) }
         c.followResolvConf = dnsUpstream.isEmpty
         return c
     }
@@ -283,13 +287,7 @@ struct DiagnosticOptions: ParsableArguments {
     }
 }
 
-/// `IP[:PORT]`.
-func parseEndpoint(_ text: String, defaultPort: UInt16) -> (address: IPv4Address, port: UInt16)? {
-    let parts = text.split(separator: ":", maxSplits: 1)
-    guard let first = parts.first, let address = IPv4Address(first) else { return nil }
-    if parts.count == 2 {
-        guard let port = UInt16(parts[1]), port != 0 else { return nil }
-        return (address, port)
-    }
-    return (address, defaultPort)
+/// `IPv4[:PORT]`, `[IPv6]:PORT` or a bare IPv6 address (see `DNSUpstream.init(parsing:defaultPort:)`).
+func parseEndpoint(_ text: String, defaultPort: UInt16) -> DNSUpstream? {
+    DNSUpstream(parsing: text, defaultPort: defaultPort)
 }

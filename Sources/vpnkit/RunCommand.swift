@@ -82,7 +82,7 @@ struct RunCommand: AsyncParsableCommand {
         // The IPv6 host alias is the prefix's ::2 (fd00:65::2 by default), off with the IPv4 one.
         let hostAlias6 = hostAlias == nil ? nil : configuration.ipv6.map { IPv6Address(high: $0.prefix.high, low: 2) }
         let natConfiguration = nat.makeConfiguration(hostAlias: hostAlias, hostAlias6: hostAlias6)
-        let dnsConfiguration = nat.makeDNSConfiguration(configuration, hostAlias: hostAlias)
+        let dnsConfiguration = nat.makeDNSConfiguration(configuration, hostAlias: hostAlias, hostAlias6: hostAlias6)
         let firstGuest = dhcpConfiguration?.poolStart ?? configuration.subnet.address(at: 3)!
 
         #if os(Linux)
@@ -171,7 +171,8 @@ struct RunCommand: AsyncParsableCommand {
             let child = ChildCommand(arguments: command, namespace: guestNamespace)
             do {
                 try await guestNamespace.configure(
-                    staticAddress: configureStatically ? firstGuest : nil, gateway: configuration.gateway, subnet: configuration.subnet,
+                    staticAddress: configureStatically ? firstGuest : nil, gateway: configuration.gateway, gateway6: configuration.ipv6?.gateway,
+                    subnet: configuration.subnet,
                     domain: dhcp.domain)
                 try child.start()
             } catch {

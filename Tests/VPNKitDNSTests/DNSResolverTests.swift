@@ -13,7 +13,7 @@ struct DNSResolverTests {
 
     func resolver(upstreams: [DNSUpstream]? = nil, configure: (inout DNSResolverConfiguration) -> Void = { _ in }) -> DNSResolver {
         var configuration = DNSResolverConfiguration(
-            staticRecords: ["Host.Docker.Internal.": host, "gateway.docker.internal": IPv4Address(192, 168, 65, 1)],
+            staticRecords: ["Host.Docker.Internal.": [.v4(host)], "gateway.docker.internal": [.v4(IPv4Address(192, 168, 65, 1))]],
             upstreams: upstreams ?? [first, second])
         configure(&configuration)
         return DNSResolver(configuration: configuration)
@@ -377,10 +377,10 @@ struct DNSResolverTests {
 
     @Test("invalid static names are reported and ignored; hosts entries add names, first wins")
     func configuration() throws {
-        var configuration = DNSResolverConfiguration(staticRecords: ["ok.internal": IPv4Address(10, 0, 0, 1), "bad..name": IPv4Address(10, 0, 0, 2)])
+        var configuration = DNSResolverConfiguration(staticRecords: ["ok.internal": [.v4(IPv4Address(10, 0, 0, 1))], "bad..name": [.v4(IPv4Address(10, 0, 0, 2))]])
         configuration.addHosts([
-            (name: "OK.internal", address: IPv4Address(10, 9, 9, 9)), (name: "db", address: IPv4Address(10, 0, 0, 3)),
-            (name: "db", address: IPv4Address(10, 0, 0, 4)),
+            (name: "OK.internal", address: .v4(IPv4Address(10, 9, 9, 9))), (name: "db", address: .v4(IPv4Address(10, 0, 0, 3))),
+            (name: "db", address: .v4(IPv4Address(10, 0, 0, 4))),
         ])
         #expect(configuration.staticRecords.count == 3)
         var resolver = DNSResolver(configuration: configuration)
