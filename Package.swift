@@ -236,7 +236,7 @@ let package = Package(
             dependencies: [
                 "VPNKitTestSupport",
                 "VPNKitDHCP", "VPNKitStack", "VPNKitRuntime", "VPNKitServices", "VPNKitTransport", "VPNKitBase", "VPNKitEthernet", "VPNKitIPv4", "VPNKitUDP",
-                "VPNKitARP", "VPNKitPcap",
+                "VPNKitARP", "VPNKitPcap", "VPNKitIPv6",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict

@@ -99,6 +99,9 @@ extension UserspaceStack.State {
                     Value(name: "bound", value: UInt64(leases.filter { $0.state == .bound }.count)),
                 ]))
         }
+        if let dhcpv6Server {
+            groups.append(.init(name: "dhcpv6", counters: Value.fields(of: dhcpv6Server.counters), gauges: []))
+        }
         if let guestSwitch = link.guestSwitch {
             groups.append(.init(
                 name: "switch", counters: Value.fields(of: guestSwitch.counters),

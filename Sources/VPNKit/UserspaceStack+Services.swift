@@ -96,6 +96,31 @@ extension UserspaceStack {
         return c
     }
 
+    // MARK: DHCPv6 server
+
+    /// Serves stateless DHCPv6 on the link (RFC 8415 §6.1): INFORMATION-REQUEST sent to ff02::1:2
+    /// port 547 is answered with the DNS servers, the search list and an information refresh time;
+    /// nothing is assigned (SOLICIT and the rest go unanswered). The router advertisements get the O
+    /// flag so that clients ask.
+    /// - Throws: `StackError.addressFamilyNotSupported(_:)` on a stack without IPv6,
+    ///   `StackError.addressInUse(_:_:)` when port 547 is taken;
+    ///   ``UserspaceStackError/alreadyAttached(_:)`` on a second call.
+    public func serveDHCPv6(_ configuration: DHCPv6ServerConfiguration) async throws {
+        try await onLoop { driver, state in
+            guard state.dhcpv6Server == nil else { throw UserspaceStackError.alreadyAttached("a DHCPv6 server") }
+            state.dhcpv6Server = try DHCPv6Service(stack: driver.stack, configuration: configuration)
+        }
+    }
+
+    /// A DHCPv6 server configuration for this stack: a DUID-LL of its MAC address, its IPv6 gateway
+    /// address as DNS server and the search list of its router advertisements; nil without IPv6.
+    public var defaultDHCPv6ServerConfiguration: DHCPv6ServerConfiguration? {
+        guard let link = configuration.ipv6 else { return nil }
+        var c = DHCPv6ServerConfiguration(macAddress: configuration.macAddress, dnsServers: [link.gateway])
+        c.searchDomains = link.searchDomains
+        return c
+    }
+
     // MARK: NAT
 
     /// Attaches the NAT: the guest's TCP, UDP and ping to addresses off the link (and to the host

@@ -65,6 +65,7 @@ public final class UserspaceStack: Sendable {
         var dhcpServer: DHCPService? {
             didSet { link.vmnetRegistry?.dhcp = dhcpServer }
         }
+        var dhcpv6Server: DHCPv6Service?
         var nat: NAT?
         var dns: DNSService?
         var diagnostics: DiagnosticServices?
@@ -235,6 +236,8 @@ public final class UserspaceStack: Sendable {
             s.dhcpClient = nil
             s.dhcpServer?.close()
             s.dhcpServer = nil
+            s.dhcpv6Server?.close()
+            s.dhcpv6Server = nil
             s.dns?.close()
             s.dns = nil
             s.diagnostics = nil

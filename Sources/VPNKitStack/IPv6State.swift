@@ -46,6 +46,12 @@ struct IPv6State {
         groups.insert(address.solicitedNode)
     }
 
+    /// Listens to one more multicast group (All_DHCP_Relay_Agents_and_Servers, say).
+    mutating func join(_ group: IPv6Address) {
+        guard group.isMulticast else { return }
+        groups.insert(group)
+    }
+
     func owns(_ address: IPv6Address) -> Bool { owned.contains(address) }
     func listens(to address: IPv6Address) -> Bool { groups.contains(address) }
 

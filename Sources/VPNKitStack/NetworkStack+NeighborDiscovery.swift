@@ -117,6 +117,7 @@ extension NetworkStack {
         if !link.searchDomains.isEmpty { options.append(.dnsSearchList(lifetime: dnsLifetime, domains: link.searchDomains)) }
         var advertisement = NDPRouterAdvertisement(routerLifetime: link.routerLifetime, options: options)
         advertisement.currentHopLimit = 64
+        advertisement.otherConfiguration = link.otherConfiguration
         let destination = unicast?.address ?? .allNodes
         var message = ByteBuffer.withHeadroom(capacity: 128)
         NDPMessage.routerAdvertisement(advertisement).prepend(to: &message, source: link.linkLocal, destination: destination)

@@ -29,6 +29,9 @@ public struct IPv6LinkConfiguration: Sendable {
     public var prefixPreferredLifetime: UInt32 = 604_800
     /// Advertise the gateway as recursive DNS server (RFC 8106).
     public var advertisesDNS = true
+    /// The O flag of router advertisements (RFC 4861 §4.2): other configuration (DNS, the search
+    /// list) is available by stateless DHCPv6. Off by default; a DHCPv6 service turns it on.
+    public var otherConfiguration = false
     /// The DNS search list advertised (RFC 8106 DNSSL); none by default.
     public var searchDomains: [String] = []
     /// The neighbour cache's limits and timers.

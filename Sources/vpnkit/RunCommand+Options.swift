@@ -124,7 +124,7 @@ struct StackOptions: ParsableArguments {
 
 /// The DHCP server on the gateway.
 struct DHCPOptions: ParsableArguments {
-    @Flag(name: .customLong("no-dhcp"), help: "Do not run the DHCP server on the gateway.")
+    @Flag(name: .customLong("no-dhcp"), help: "Do not run the DHCP servers on the gateway (DHCPv4, and stateless DHCPv6 with IPv6).")
     var noDHCP = false
     @Option(help: "The domain name given to guests by DHCP (option 15, and first in the search list).")
     var domain: String?

@@ -116,7 +116,11 @@ struct RunCommand: AsyncParsableCommand {
         var icmpMode: String?
         var failures: [String] = []
         do {
-            if let dhcpConfiguration { try await stack.serveDHCP(dhcpConfiguration) }
+            if let dhcpConfiguration {
+                try await stack.serveDHCP(dhcpConfiguration)
+                // Stateless DHCPv6 beside it when IPv6 is on: DNS and the search list, the RA's O flag set.
+                if let dhcpv6 = stack.defaultDHCPv6ServerConfiguration { try await stack.serveDHCPv6(dhcpv6) }
+            }
             if diagnostics.diagnosticServices { try await stack.startDiagnosticServices() }
             if let port = diagnostics.udpEcho, !diagnostics.diagnosticServices || port != 7 { try await stack.serveUDPEcho(port: port) }
             if let natConfiguration {
