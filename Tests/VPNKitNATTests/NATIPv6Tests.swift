@@ -9,6 +9,7 @@ import Testing
 import VPNKitBase
 import VPNKitNAT
 import VPNKitRuntime
+import VPNKitServices
 import VPNKitStack
 
 /// A TCP echo server on [::1].
@@ -138,6 +139,67 @@ struct NATIPv6Tests {
         let counters = try await world.nat { $0.counters }
         #expect(counters.udpFlowsOpened == 1 && counters.udpDatagramsToGuest == 10 && counters.udpDropsAddressFamily == 0)
         try await echo.close()
+        try await world.shutdown()
+    }
+
+    @Test("DNS over IPv6: [fd00:65::1]:53 answers AAAA itself and forwards the rest to resolv.conf's nameserver ::1")
+    func dnsOverIPv6() async throws {
+        let world = try await NATWorld(ipv6: true)
+        let upstream = try await DatagramBootstrap(group: world.group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(FakeUpstream(address: [198, 51, 100, 6])) }
+            }
+            .bind(host: "::1", port: 0).get()
+        let port = upstream.localAddress!.port!
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-resolv6-\(getpid()).conf").path
+        try "nameserver fe80::1%eth0\nnameserver ::1\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let gateway = world.gateway
+        let gateway6 = IPv6Address("fd00:65::1")!
+        try await world.loop.submit {
+            var c = DNSServiceConfiguration()
+            c.resolvConfPath = path
+            c.hostsPath = nil
+            c.resolvConfPort = UInt16(port)
+            c.records = ["gateway.internal": [.v4(gatewayIP), .v6(gateway6)]]
+            let service = try DNSService(driver: gateway.value, configuration: c)
+            gateway.value.attachments.append(service)
+        }.get()
+        let guest = world.guest
+        let box = try await world.loop.submit { NIOLoopBound(Box(), eventLoop: world.loop) }.get()
+        let answers = try await world.loop.submit { NIOLoopBound(AnswerBox(), eventLoop: world.loop) }.get()
+        let sources = try await world.loop.submit { NIOLoopBound(SourceBox(), eventLoop: world.loop) }.get()
+        func ask(_ name: String, type: UInt8) async throws -> [UInt8]? {
+            try await world.loop.submit {
+                answers.value.answer = nil
+                box.value.sockets.forEach { $0.close() }
+                let socket = try guest.value.stack.bindUDP(port: 45354, address: .v6(.unspecified)) { message in
+                    var payload = message.payload
+                    answers.value.answer = payload.readBytes(length: payload.readableBytes)
+                    sources.value.sources.append(message.source)
+                }
+                box.value.sockets = [socket]
+                var query = ByteBuffer(bytes: [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+                for label in name.split(separator: ".") {
+                    query.writeInteger(UInt8(label.utf8.count))
+                    query.writeString(String(label))
+                }
+                query.writeBytes([0, 0, type, 0, 1])
+                try socket.send(query, to: .v6(gateway6), port: 53, now: .now())
+                guest.value.flush()
+            }.get()
+            var answer: [UInt8]?
+            for _ in 0..<300 where answer == nil {
+                try await Task.sleep(for: .milliseconds(10))
+                answer = try await world.loop.submit { answers.value.answer }.get()
+            }
+            return answer
+        }
+        #expect(try await ask("gateway.internal", type: 28).map { Array($0.suffix(16)) } == gateway6.octets)
+        #expect(try await ask("six.example", type: 1).map { Array($0.suffix(4)) } == [198, 51, 100, 6])
+        #expect(try await world.loop.submit { sources.value.sources }.get() == [.v6(gateway6), .v6(gateway6)])
+        try await world.loop.submit { box.value.sockets.forEach { $0.close() } }.get()
+        try await upstream.close()
         try await world.shutdown()
     }
 }
