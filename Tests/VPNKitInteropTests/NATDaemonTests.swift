@@ -87,8 +87,11 @@ struct NATDaemonTests {
         // Over TCP: answered locally, and forwarded (upstream over TCP: the fake upstream has none,
         // so that one must come back SERVFAIL, not hang).
         #expect(try daemon.guest("dnstcp", "192.168.65.1", "53", "host.internal").hasPrefix("ok dns rcode 0 answers 192.168.65.2 "))
-        let resolved = try daemon.namespace.exec(["getent", "hosts", "host.internal"], timeout: 20)
+        let resolved = try daemon.namespace.exec(["getent", "ahostsv4", "host.internal"], timeout: 20)
         #expect(resolved.output.hasPrefix("192.168.65.2"), "getent: \(resolved.output) \(resolved.error)")
+        // With IPv6 on (the default) host.internal has an AAAA record too, which `getent hosts` prefers.
+        let either = try daemon.namespace.exec(["getent", "hosts", "host.internal"], timeout: 20)
+        #expect(either.output.hasPrefix("fd00:65::2 "), "getent: \(either.output) \(either.error)")
 
         let silent = try natDaemon("dns-silent", ["--dns-upstream", "127.0.0.1:\(host.silentDNS)"])
         defer { _ = silent.stop() }
