@@ -30,7 +30,7 @@ struct RootlesskitTests {
     func rootlesskit() throws {
         try Self.ensureSubordinateIDs()
         let host = try HostServers()
-        let script = "curl -sS --max-time 20 http://192.168.65.2:\(host.http)/ && getent hosts host.internal"
+        let script = "curl -sS --max-time 20 http://192.168.65.2:\(host.http)/ && getent ahostsv4 host.internal"
         let open = try run(which("rootlesskit")!, ["--net=vpnkit", "--vpnkit-binary=\(vpnkitBinary())", "--mtu", "1500", "--", "sh", "-c", script], timeout: 90)
         #expect(open.status == 0, "\(open.output) \(open.error)")
         #expect(open.output.contains("hello from the host"), "\(open.output)")

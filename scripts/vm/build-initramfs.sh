@@ -62,8 +62,8 @@ echo "127.0.0.1 localhost" > /etc/hosts
 if udhcpc -i eth0 -n -q -t 10 -T 1 -O mtu -s /usr/share/udhcpc/default.script >/dev/null 2>&1; then
     cat /tmp/lease
     # A static busybox cannot use glibc's resolver (no NSS in the initramfs): its own nslookup asks
-    # the DNS server from the lease.
-    host=$(nslookup host.internal 2>/dev/null | awk '/^Address/ { a = $NF } END { print a }')
+    # the DNS server from the lease. Only A: host.internal has an AAAA record too when IPv6 is on.
+    host=$(nslookup -type=a host.internal 2>/dev/null | awk '/^Address/ { a = $NF } END { print a }')
     echo "VMTEST dns host.internal $host"
     if ping -c 2 -W 2 192.168.65.1 >/dev/null 2>&1; then echo "VMTEST ping ok"; else echo "VMTEST ping failed"; fi
     if [ -n "$port" ]; then
