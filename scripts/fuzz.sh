@@ -56,7 +56,7 @@ mkdir -p "$scratch/crashes"
 
 # The longest input worth trying, per target: well past the largest thing each parser accepts, so
 # the executions go to inputs that can reach new code, not to megabytes the first check rejects.
-#   dhcp: a DHCP message in one Ethernet frame; dns: EDNS's largest UDP answer;
+#   dhcp: a DHCP (or DHCPv6) message in one Ethernet frame; dns: EDNS's largest UDP answer;
 #   ndp: a neighbour discovery message in one frame of the largest MTU we serve;
 #   qemu, vmnet: several maximum frames with their prefixes (and vmnet's handshake);
 #   stack: about ten maximum frames each way (the stack drops anything above the MTU);

@@ -75,7 +75,7 @@ public enum FuzzSeeds {
     }
 
     /// An ICMP, TCP or UDP payload of either family seeds its target, and a UDP datagram's payload
-    /// seeds `dhcp` (ports 67, 68) or `dns` (port 53).
+    /// seeds `dhcp` (ports 67, 68, and DHCPv6's 546, 547) or `dns` (port 53).
     static func addTransportSeeds(_ proto: IPProtocol, _ payload: ByteView, to seeds: inout [FuzzTarget: [[UInt8]]]) {
         let transport = [UInt8](payload.buffer.readableBytesView)
         switch proto {
@@ -86,7 +86,7 @@ public enum FuzzSeeds {
             guard let udp = try? UDPDatagram(payload) else { return }
             let body = [UInt8](udp.payload.buffer.readableBytesView)
             let ports = [udp.sourcePort, udp.destinationPort]
-            if ports.contains(67) || ports.contains(68) { seeds[.dhcp, default: []].append(body) }
+            if ports.contains(67) || ports.contains(68) || ports.contains(546) || ports.contains(547) { seeds[.dhcp, default: []].append(body) }
             if ports.contains(53) { seeds[.dns, default: []].append(body) }
         default: break
         }

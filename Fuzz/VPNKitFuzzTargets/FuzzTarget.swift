@@ -108,6 +108,7 @@ func fuzzTCP(_ buffer: ByteBuffer) {
 }
 
 func fuzzDHCP(_ buffer: ByteBuffer) {
+    fuzzDHCPv6(buffer)
     guard let message = try? DHCPMessage(parsing: DHCPPacket(buffer)) else { return }
     var out = ByteBuffer()
     message.write(to: &out)
@@ -117,6 +118,19 @@ func fuzzDHCP(_ buffer: ByteBuffer) {
     var server = DHCPServer(
         configuration: DHCPServerConfiguration(serverAddress: IPv4Address(192, 168, 65, 1), subnet: IPv4Subnet("192.168.65.0/24")!))
     consume(server.handle(message, now: .uptimeNanoseconds(1)))
+}
+
+/// The same bytes as DHCPv6 (the `dhcp` target covers both families): what parses survives a round
+/// trip, and the stateless server answers or refuses it without a trap.
+func fuzzDHCPv6(_ buffer: ByteBuffer) {
+    let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
+    if let message = try? DHCPv6Message(parsing: bytes) {
+        precondition((try? DHCPv6Message(parsing: message.encoded)) == message, "DHCPv6 round trip differs")
+        consume(message.requestedOptions)
+    }
+    var server = DHCPv6Server(
+        configuration: DHCPv6ServerConfiguration(macAddress: MACAddress(rawValue: 0x5A94_EFE4_0CEE), dnsServers: [IPv6Address(high: 0xFD00_0065_0000_0000, low: 1)]))
+    consume(server.handle(bytes))
 }
 
 func fuzzDNS(_ buffer: ByteBuffer) {
