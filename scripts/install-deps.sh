@@ -13,6 +13,7 @@ packages=(
     dnsmasq-base  # kernel interop tests: a real DHCP server for our client
     tshark        # DHCP replay test: Wireshark's decoder checks the server's replies
     ndisc6        # IPv6 interop tests: rdisc6 reads the router advertisements the stack sends
+    isc-dhcp-client # IPv6 interop tests: dhclient -6 -S, a real stateless DHCPv6 client
     curl          # NAT tests and the demo: HTTP from the guest to the host
     iperf3        # throughput through the NAT (scripts/nat-throughput.sh, Benchmarks/compare.py)
     slirp4netns   # Benchmarks/compare.py: the peer we measure against

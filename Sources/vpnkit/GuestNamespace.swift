@@ -93,13 +93,14 @@ final class GuestNamespace: @unchecked Sendable {
         return nil
     }
 
-    /// Applies a udhcpc lease with iproute2 (address, MTU, default route).
+    /// Applies a udhcpc lease with iproute2 (address, MTU, default route). Only IPv4 addresses are
+    /// flushed: the link-local and SLAAC IPv6 addresses stay.
     static let udhcpcScript = """
         #!/bin/sh
         case "$1" in
-          deconfig) ip addr flush dev "$interface" ;;
+          deconfig) ip -4 addr flush dev "$interface" ;;
           bound|renew)
-            ip addr flush dev "$interface"
+            ip -4 addr flush dev "$interface"
             ip addr add "$ip/${mask:-$subnet}" dev "$interface"
             [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
             for r in $router; do ip route replace default via "$r" dev "$interface"; break; done

@@ -168,4 +168,36 @@ struct DNSIPv6DaemonTests {
         #expect(result.output.contains("nameserver 192.168.65.1|nameserver fd00:65::1"), "\(result.output) \(result.error)")
         #expect(result.output.contains("aaaa ['fd00:65::2']"), "\(result.output) \(result.error)")
     }
+
+    @Test(
+        "real clients in vpnkit run -- CMD: rdisc6 sees the O flag, ISC dhclient -6 -S gets the DNS server and search list by INFORMATION-REQUEST",
+        .enabled(if: runsHere(dhcpv6ClientsPresent), dhcpv6ClientsSkipReason), .requires(dhcpv6ClientsPresent, dhcpv6ClientsSkipReason))
+    func realClients() throws {
+        let directory = try freshDirectory("vk-dhclient6-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let hook = directory.appendingPathComponent("hook").path
+        let out = directory.appendingPathComponent("out").path
+        try "#!/bin/sh\necho \"reason=$reason dns=$new_dhcp6_name_servers search=$new_dhcp6_domain_search\" >> \(out)\n"
+            .write(toFile: hook, atomically: true, encoding: .utf8)
+        chmod(hook, 0o755)
+        // Wait for the link-local address (DAD done), then ask; dhclient stays in the foreground
+        // (-d) and is stopped once its hook ran.
+        let script = """
+            for i in $(seq 100); do ip -6 addr show dev tap0 scope link | grep -v tentative | grep -q inet6 && break; sleep 0.1; done
+            rdisc6 -1 -w 2000 tap0 | grep 'Stateful'
+            dhclient -6 -S -1 -d -sf \(hook) -lf \(directory.path)/leases -pf \(directory.path)/pid tap0 2>/dev/null &
+            for i in $(seq 100); do [ -s \(out) ] && break; sleep 0.1; done
+            kill $! 2>/dev/null
+            cat \(out)
+            """
+        let result = try run(vpnkitBinary(), ["run", "--domain", "example.internal", "--", "sh", "-c", script], timeout: 90)
+        #expect(result.status == 0, "\(result.output) \(result.error)")
+        #expect(result.output.range(of: #"Stateful other conf\.\s+:\s+Yes"#, options: .regularExpression) != nil, "\(result.output)")
+        #expect(result.output.range(of: #"Stateful address conf\.\s+:\s+No"#, options: .regularExpression) != nil, "\(result.output)")
+        #expect(result.output.contains("dns=fd00:65::1 search=example.internal."), "\(result.output) \(result.error)")
+        #expect(result.error.contains("dhcpv6: received=1 replies=1"), "\(result.error)")
+    }
 }
+
+let dhcpv6ClientsPresent = canRunNAT && which("dhclient") != nil && which("rdisc6") != nil
+let dhcpv6ClientsSkipReason: Comment = "skipped: needs root, namespaces, python3, busybox, dhclient (isc-dhcp-client) and rdisc6 (ndisc6); CI installs them"
