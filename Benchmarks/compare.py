@@ -2,12 +2,14 @@
 """Puts SwiftVPNKit, slirp4netns, pasta and a veth pair (the kernel's limit) in front of fresh guest
 namespaces and measures the same work through each, in one run:
 
-  - iperf3 guest→host and host→guest at MTU 1500 and 65520;
+  - iperf3 guest→host and host→guest at MTU 1500 and 65520, over IPv4 and over IPv6 (each provider's
+    IPv6 name for the host's ::1: ours fd00:65::2, slirp4netns --enable-ipv6 fd00::2, pasta its
+    gateway address; the veth pair 2001:db8:77::1);
   - sequential short TCP connections (connect, 1 byte each way, close);
   - UDP round trips (p50, p99);
   - the CPU time of the network process (user + system) over each measurement.
 
-Host-side servers listen on 127.0.0.1 only (for the veth pair: in a namespace of its own). Every
+Host-side servers listen on 127.0.0.1 and ::1 only (for the veth pair: in a namespace of its own). Every
 namespace and process this script starts is removed by name or pid when it ends. Prints one table
 with ratios to slirp4netns and writes JSON. Needs root, iperf3, slirp4netns and pasta (Debian:
 iperf3 slirp4netns passt) and a release build of vpnkit (built when missing).
@@ -130,6 +132,7 @@ class Peer:
         self.ns = netns(f"vkcmp-{name}-{mtu}-{PID}")
         self.process = None
         self.host = None        # how the guest names the host's loopback
+        self.host6 = None       # the same over IPv6 (the host's ::1)
         self.server_ns = None   # veth: the servers run in this namespace instead of the host
 
     def start(self, vpnkit, rps=False):
@@ -141,12 +144,15 @@ class Peer:
             sh("ip", "-n", ns, "route", "add", "default", "via", "192.168.65.1")
             extra = (["--no-offloads"] if self.name == "ours-plain" else []) + (["--receive-steering"] if rps else [])
             self.process = spawn(vpnkit, "run", "--netns", ns, "--tap", "tap0", "--mtu", str(mtu), "--log-level", "warning", *extra)
-            self.host = "192.168.65.2"
+            self.host, self.host6 = "192.168.65.2", "fd00:65::2"
             wait_carrier(ns, "tap0")
+            wait_address6(ns, "fd00:65:")
         elif self.name == "slirp4netns":
-            self.process = spawn("slirp4netns", "--configure", f"--mtu={mtu}", "--netns-type=path", f"/var/run/netns/{ns}", "tap0")
-            self.host = "10.0.2.2"
+            self.process = spawn("slirp4netns", "--configure", "--enable-ipv6", f"--mtu={mtu}", "--netns-type=path",
+                                 f"/var/run/netns/{ns}", "tap0")
+            self.host, self.host6 = "10.0.2.2", "fd00::2"
             wait_address(ns, "10.0.2.100")
+            wait_address6(ns, "fd00:")
         elif self.name == "pasta":
             self.process = spawn("pasta", "--runas", "0", "--netns", f"/var/run/netns/{ns}", "--config-net", "-m", str(mtu),
                                  "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--quiet", "--foreground")
@@ -156,14 +162,23 @@ class Peer:
                 if "via" in route: break
                 time.sleep(0.05)
             self.host = route.split("via")[1].split()[0]
+            route6 = ""
+            for _ in range(100):
+                route6 = sh("ip", "-n", ns, "-6", "route", "show", "default", check=False).stdout
+                if "via" in route6: break
+                time.sleep(0.05)
+            # pasta maps its gateway address to the host's loopback, ::1 for IPv6.
+            self.host6 = route6.split("via")[1].split()[0] if "via" in route6 else None
         elif self.name == "veth":
             self.server_ns = netns(f"vkcmp-vethhost-{mtu}-{PID}")
             sh("ip", "-n", ns, "link", "add", "v0", "mtu", str(mtu), "type", "veth", "peer", "name", "v1", "mtu", str(mtu), "netns", self.server_ns)
             sh("ip", "-n", ns, "addr", "add", "192.168.77.2/24", "dev", "v0")
+            sh("ip", "-n", ns, "-6", "addr", "add", "2001:db8:77::2/64", "dev", "v0", "nodad")
             sh("ip", "-n", ns, "link", "set", "v0", "up")
             sh("ip", "-n", self.server_ns, "addr", "add", "192.168.77.1/24", "dev", "v1")
+            sh("ip", "-n", self.server_ns, "-6", "addr", "add", "2001:db8:77::1/64", "dev", "v1", "nodad")
             sh("ip", "-n", self.server_ns, "link", "set", "v1", "up")
-            self.host = "192.168.77.1"
+            self.host, self.host6 = "192.168.77.1", "2001:db8:77::1"
 
     def exec(self, *args, timeout=120):
         return sh("ip", "netns", "exec", self.ns, *args, timeout=timeout)
@@ -199,9 +214,18 @@ def wait_address(ns, address):
     raise SystemExit(f"{ns} never got {address}")
 
 
+def wait_address6(ns, prefix):
+    """Waits until `ns` has a global IPv6 address starting with `prefix` that passed DAD (SLAAC)."""
+    for _ in range(200):
+        shown = sh("ip", "-n", ns, "-6", "addr", "show", "scope", "global", check=False).stdout
+        if any(l.strip().startswith("inet6 " + prefix) and "tentative" not in l for l in shown.splitlines()): return
+        time.sleep(0.05)
+    raise SystemExit(f"{ns} never got an IPv6 address in {prefix}")
+
+
 def measure(peer, servers, seconds, connections, round_trips):
     """Returns {metric: value} and {metric: cpu seconds} for one peer."""
-    iperf_port, tcp_port, udp_port = servers
+    iperf_port, tcp_port, udp_port, iperf_port6 = servers
     results, cpu = {}, {}
 
     def timed(metric, fn):
@@ -212,13 +236,16 @@ def measure(peer, servers, seconds, connections, round_trips):
         if before is not None and after is not None:
             cpu[metric] = after - before
 
-    def iperf(reverse):
-        args = ["iperf3", "-c", peer.host, "-p", str(iperf_port), "-t", str(seconds), "-J"] + (["-R"] if reverse else [])
+    def iperf(reverse, host=peer.host, port=iperf_port):
+        args = ["iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J"] + (["-R"] if reverse else [])
         out = json.loads(peer.exec(*args, timeout=seconds + 60).stdout)
         return out["end"]["sum_received"]["bits_per_second"] / 1e9
 
     timed("guest_to_host_gbps", lambda: iperf(False))
     timed("host_to_guest_gbps", lambda: iperf(True))
+    if peer.host6:
+        timed("guest_to_host6_gbps", lambda: iperf(False, peer.host6, iperf_port6))
+        timed("host_to_guest6_gbps", lambda: iperf(True, peer.host6, iperf_port6))
     if peer.mtu == 1500:
         timed("tcp_connections_per_s", lambda: float(peer.exec("python3", "-c", GUEST, "tcp", peer.host, str(tcp_port), str(connections)).stdout))
         def udp():
@@ -250,9 +277,10 @@ def main():
     if "ours" in peers or "ours-plain" in peers:
         subprocess.run(["swift", "build", "-c", "release", "--product", "vpnkit"], cwd=ROOT, check=True, capture_output=True)
 
-    # Host-side servers on 127.0.0.1 (the veth pair gets its own, in its server namespace).
+    # Host-side servers on 127.0.0.1 and ::1 (the veth pair gets its own, in its server namespace).
     iperf_port = 20000 + PID % 20000
     spawn("iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf_port))
+    spawn("iperf3", "-s", "-B", "::1", "-p", str(iperf_port + 2))
     tcp_port, udp_port = echo_servers("127.0.0.1")
     time.sleep(0.5)
 
@@ -265,10 +293,11 @@ def main():
                 peer.start(vpnkit, rps=args.rps)
                 if args.rps and name in ("slirp4netns", "pasta"):
                     spread_receive(peer.ns)
-                servers = (iperf_port, tcp_port, udp_port)
+                servers = (iperf_port, tcp_port, udp_port, iperf_port + 2)
                 if peer.server_ns:
                     port = iperf_port + 1
                     spawn("ip", "netns", "exec", peer.server_ns, "iperf3", "-s", "-B", peer.host, "-p", str(port))
+                    spawn("ip", "netns", "exec", peer.server_ns, "iperf3", "-s", "-B", peer.host6, "-p", str(port + 2))
                     echo = spawn("ip", "netns", "exec", peer.server_ns, "python3", "-c",
                                  "import sys; sys.path.insert(0, %r); import compare; t, u = compare.echo_servers(%r); "
                                  "open(%r, 'w').write(f'{t} {u}'); import time; time.sleep(100000)"
@@ -279,7 +308,7 @@ def main():
                     t, u = map(int, open(f"/tmp/vkcmp-{PID}-{mtu}.ports").read().split())
                     os.unlink(f"/tmp/vkcmp-{PID}-{mtu}.ports")
                     time.sleep(0.3)
-                    servers = (port, t, u)
+                    servers = (port, t, u, port + 2)
                 print(f"== {name} at MTU {mtu}, run {run + 1} of {args.runs} …", file=sys.stderr, flush=True)
                 try:
                     results, cpu = measure(peer, servers, args.seconds, args.connections, args.round_trips)
@@ -335,6 +364,8 @@ def versions():
 def print_table(report, peers):
     rows = [("1500", "guest_to_host_gbps", "guest→host Gbit/s @1500"), ("1500", "host_to_guest_gbps", "host→guest Gbit/s @1500"),
             ("65520", "guest_to_host_gbps", "guest→host Gbit/s @65520"), ("65520", "host_to_guest_gbps", "host→guest Gbit/s @65520"),
+            ("1500", "guest_to_host6_gbps", "IPv6 guest→host @1500"), ("1500", "host_to_guest6_gbps", "IPv6 host→guest @1500"),
+            ("65520", "guest_to_host6_gbps", "IPv6 guest→host @65520"), ("65520", "host_to_guest6_gbps", "IPv6 host→guest @65520"),
             ("1500", "tcp_connections_per_s", "TCP connections/s"), ("1500", "udp_rtt_p50_us", "UDP RTT p50 µs"),
             ("1500", "udp_rtt_p99_us", "UDP RTT p99 µs")]
     width = 28

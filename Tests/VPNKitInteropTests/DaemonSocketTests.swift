@@ -82,6 +82,20 @@ while True:
     f = recv()
     if f[12:14] == b"\x08\x00" and f[23] == 1 and f[34] == 0:
         print("echo-reply", f[42:].endswith(payload)); break
+# IPv6 on the same link: a router solicitation from a link-local address (hop limit 255, with the
+# source link-layer option); the gateway answers with an advertisement naming its prefix.
+src6 = bytes.fromhex("fe800000000000000000000000000042"); allrouters = bytes.fromhex("ff020000000000000000000000000002")
+rs = struct.pack("!BBHI", 133, 0, 0, 0) + bytes([1, 1]) + mac
+rs = rs[:2] + struct.pack("!H", csum(src6 + allrouters + struct.pack("!IxxxB", len(rs), 58) + rs)) + rs[4:]
+send(bytes.fromhex("333300000002") + mac + b"\x86\xdd" + struct.pack("!IHBB", 0x60000000, len(rs), 58, 255) + src6 + allrouters + rs)
+while True:
+    f = recv()
+    if f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 134:
+        options = f[70:]
+        while len(options) >= 8 and options[1]:
+            if options[0] == 3: print("ra", socket.inet_ntop(socket.AF_INET6, options[16:32]) + "/" + str(options[2]), "from", socket.inet_ntop(socket.AF_INET6, f[22:38]))
+            options = options[options[1] * 8:]
+        break
 """#
 
 /// A python guest on the daemon's qemu socket, doing TCP by hand: a connection through the NAT to an
@@ -250,7 +264,7 @@ print("silent_after", round(time.monotonic() - t0, 1))
         }
     }
 
-    @Test("qemu stream, datagram and vmnet framings: ARP and ping through the daemon", arguments: ["qemu", "dgram", "vmnet"])
+    @Test("qemu stream, datagram and vmnet framings: ARP and ping through the daemon, and a router advertisement answering a solicitation", arguments: ["qemu", "dgram", "vmnet"])
     func socket(kind: String) throws {
         let directory = try freshDirectory("vk-sock-\(getpid())-\(kind)")
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -268,6 +282,7 @@ print("silent_after", round(time.monotonic() - t0, 1))
         #expect(client.output.contains("arp-reply 5a94efe40cee"), "\(client.output) \(client.error)")
         #expect(client.output.contains("echo-reply True"), "\(client.output)")
         if kind == "vmnet" { #expect(client.output.contains("vif 1500 1550")) }
+        #expect(client.output.contains("ra fd00:65::/64 from fe80::1"), "every socket guest is dual-stack: \(client.output)")
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
         let log = String(decoding: readAll(stderr.fileHandleForReading), as: UTF8.self)

@@ -176,6 +176,29 @@ struct QemuVMTests {
         try? FileManager.default.removeItem(atPath: theirs)
     }
 
+    @Test("a qemu VM is dual-stack: SLAAC in fd00:65::/64 with the gateway as its router, ping -6 the gateway, 16 MiB from a host server on [::1] through http://[fd00:65::2]:PORT/ checked by SHA-256; IPv4 as before")
+    func dualStack() throws {
+        let host = try HostServers()
+        let host6 = try LineProcess("/usr/bin/env", ["python3", "-c", natHost6Script])
+        let ports6 = host6.readLine().split(separator: " ").compactMap { Int($0) }
+        try #require(ports6.count == 2, "the IPv6 host servers did not start")
+        defer { withExtendedLifetime(host6) {} }
+        let path = socketPath("qemu-ipv6")
+        let daemon = try SocketDaemon(["--socket", path, "--protocol", "qemu"], waitFor: path)
+        let size = 16 << 20
+        let vm = try QemuVM(
+            netdev: "stream,id=n0,server=off,addr.type=unix,addr.path=\(path)",
+            append: "vkport=\(host.http) vkport6=\(ports6[0]) vkblob6=\(size)")
+        vm.finish(timeout: 150)
+        checkGuest(vm, httpReply: "hello from the host")
+        let results = vm.results
+        // The interface identifier comes from qemu's default MAC 52:54:00:12:34:56 (EUI-64).
+        #expect(results.contains("ip6 fd00:65::5054:ff:fe12:3456 via fe80::1"), "\(results)")
+        #expect(results.contains("ping6 ok"), "\(results)")
+        #expect(results.contains("blob6 \(size) \(try patternSHA256(size))"), "\(results)")
+        _ = daemon.stop()
+    }
+
     @Test("a VM that goes away: its NAT flows (and their host sockets) are closed, the next VM is served")
     func vmGoesAway() throws {
         let host = try HostServers()

@@ -204,6 +204,36 @@ struct NATIPv6Tests {
     }
 }
 
+extension NATIPv6Tests {
+    @Test("UDP to a closed port on [::1]: the host's ICMPv6 port unreachable, read from the socket's error queue (IPV6_RECVERR), reaches the guest")
+    func udpPortUnreachable() async throws {
+        #if os(Linux)
+        let world = try await NATWorld(ipv6: true)
+        // A port that was bound a moment ago and is closed now: nobody listens there.
+        let probe = try await DatagramBootstrap(group: world.group).bind(host: "::1", port: 0).get()
+        let port = UInt16(probe.localAddress!.port!)
+        try await probe.close()
+        let guest = world.guest
+        let box = try await world.loop.submit { NIOLoopBound(Box(), eventLoop: world.loop) }.get()
+        try await world.loop.submit {
+            let socket = try guest.value.stack.bindUDP(port: 40021, address: .v6(.unspecified)) { message in
+                box.value.replies.append(message.sourcePort)
+            }
+            box.value.sockets.append(socket)
+            try socket.send(ByteBuffer(string: "anyone?"), to: .v6(hostAlias6), port: port, now: .now())
+            guest.value.flush()
+        }.get()
+        var counters = try await world.nat { $0.counters }
+        for _ in 0..<300 where counters.udpUnreachablesToGuest == 0 {
+            try await Task.sleep(for: .milliseconds(10))
+            counters = try await world.nat { $0.counters }
+        }
+        #expect(counters.udpUnreachablesToGuest == 1 && counters.udpDatagramsToGuest == 0)
+        try await world.shutdown()
+        #endif
+    }
+}
+
 final class SourceBox {
     var sources: [IPAddress] = []
 }

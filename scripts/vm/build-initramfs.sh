@@ -5,6 +5,8 @@
 #   vkport=N   the host's HTTP port: fetch http://host.internal:N/ and print it
 #   vkblob=N   also fetch http://host.internal:PORT/blob/N (N bytes) and print its SHA-256
 #   vkhold=N   then hold a TCP connection to host.internal:N open ("hold" command) until killed
+#   vkport6=N  IPv6: wait for a SLAAC address, ping the gateway fd00:65::1, ask AAAA host.internal, and
+#              fetch http://[fd00:65::2]:N/blob/M (M from vkblob6=M) printing its SHA-256
 # Every result line starts with "VMTEST "; the VM powers off at the end.
 # Usage: scripts/vm/build-initramfs.sh OUTDIR
 set -euo pipefail
@@ -52,9 +54,10 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
     insmod /modules/$m.ko || echo "VMTEST insmod $m failed"
 done
-port=""; hold=""; blob=""
+port=""; hold=""; blob=""; port6=""; blob6="0"
 for word in $(cat /proc/cmdline); do
-    case "$word" in vkport=*) port="${word#vkport=}" ;; vkhold=*) hold="${word#vkhold=}" ;; vkblob=*) blob="${word#vkblob=}" ;; esac
+    case "$word" in vkport=*) port="${word#vkport=}" ;; vkhold=*) hold="${word#vkhold=}" ;; vkblob=*) blob="${word#vkblob=}" ;;
+        vkport6=*) port6="${word#vkport6=}" ;; vkblob6=*) blob6="${word#vkblob6=}" ;; esac
 done
 ip link set lo up
 ip link set eth0 up
@@ -81,6 +84,23 @@ if udhcpc -i eth0 -n -q -t 10 -T 1 -O mtu -s /usr/share/udhcpc/default.script >/
     fi
 else
     echo "VMTEST dhcp failed"
+fi
+if [ -n "$port6" ]; then
+    # SLAAC from the gateway's router advertisements: wait (up to 10 s) until an address in
+    # fd00:65::/64 has passed duplicate address detection.
+    addr=""; i=0
+    while [ $i -lt 100 ]; do
+        shown=$(ip -6 addr show dev eth0)
+        addr=$(echo "$shown" | awk '/inet6 fd00:65:/ && !/tentative/ { sub("/.*", "", $2); print $2; exit }')
+        [ -n "$addr" ] && break
+        usleep 100000; i=$((i + 1))
+    done
+    echo "VMTEST ip6 ${addr:-none} $(ip -6 route show default | awk '{ print $2, $3; exit }')"
+    if ping -6 -c 2 -W 2 fd00:65::1 >/dev/null 2>&1; then echo "VMTEST ping6 ok"; else echo "VMTEST ping6 failed"; fi
+    host6=$(nslookup -type=AAAA host.internal fd00:65::1 2>/dev/null | awk '/^Address/ && /:.*:/ { a = $NF } END { print a }')
+    echo "VMTEST dns6 host.internal ${host6:-none}"
+    sum=$(timeout 60 wget -q -O - "http://[fd00:65::2]:$port6/blob/$blob6" | sha256sum | cut -d' ' -f1)
+    echo "VMTEST blob6 $blob6 $sum"
 fi
 echo "VMTEST done"
 poweroff -f
