@@ -176,7 +176,7 @@ struct QemuVMTests {
         try? FileManager.default.removeItem(atPath: theirs)
     }
 
-    @Test("a qemu VM is dual-stack: SLAAC in fd00:65::/64 with the gateway as its router, ping -6 the gateway, 16 MiB from a host server on [::1] through http://[fd00:65::2]:PORT/ checked by SHA-256; IPv4 as before")
+    @Test("a qemu VM is dual-stack: SLAAC in fd00:65::/64 with the gateway as its router, ping -6 the gateway, AAAA for host.internal from [fd00:65::1]:53, 16 MiB from a host server on [::1] through http://[fd00:65::2]:PORT/ checked by SHA-256; IPv4 as before")
     func dualStack() throws {
         let host = try HostServers()
         let host6 = try LineProcess("/usr/bin/env", ["python3", "-c", natHost6Script])
@@ -195,6 +195,8 @@ struct QemuVMTests {
         // The interface identifier comes from qemu's default MAC 52:54:00:12:34:56 (EUI-64).
         #expect(results.contains("ip6 fd00:65::5054:ff:fe12:3456 via fe80::1"), "\(results)")
         #expect(results.contains("ping6 ok"), "\(results)")
+        // busybox nslookup -type=AAAA against the gateway's IPv6 address: the host alias's AAAA record.
+        #expect(results.contains("dns6 host.internal fd00:65::2"), "\(results)")
         #expect(results.contains("blob6 \(size) \(try patternSHA256(size))"), "\(results)")
         _ = daemon.stop()
     }
