@@ -53,7 +53,7 @@ sys.stdin.read()
 /// `NAME TYPE proto: answers`, then a DHCPv6 INFORMATION-REQUEST to ff02::1:2 on tap0, its
 /// REPLY's options printed as `dhcpv6 CODE HEX`.
 let guestDNS6Script = #"""
-import os, random, socket, struct, sys
+import os, random, socket, struct, sys, time
 SERVER = ("fd00:65::1", 53)
 def query(name, qtype):
     q = struct.pack(">HHHHHH", random.randrange(65536), 0x0100, 1, 0, 0, 0)
@@ -104,7 +104,13 @@ scope = socket.if_nametoindex("tap0")
 mac = bytes.fromhex(open("/sys/class/net/tap0/address").read().strip().replace(":", ""))
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(3)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"tap0")
-s.bind(("::", 546))
+# From the link-local address, as RFC 8415 §13.1 has clients do (an unbound socket might pick the SLAAC one).
+ll = next(":".join(f[0][i:i + 4] for i in range(0, 32, 4)) for f in (l.split() for l in open("/proc/net/if_inet6")) if f[5] == "tap0" and f[3] == "20")
+for _ in range(100):  # until its duplicate address detection is over (bind refuses a tentative address)
+    try:
+        s.bind((ll, 546, 0, scope)); break
+    except OSError:
+        time.sleep(0.1)
 tid = os.urandom(3)
 duid = b"\x00\x03\x00\x01" + mac
 msg = b"\x0b" + tid + struct.pack(">HH", 1, len(duid)) + duid + struct.pack(">HHH", 8, 2, 0) + struct.pack(">HHHHH", 6, 6, 23, 24, 32)
