@@ -162,7 +162,7 @@ struct DNSIPv6DaemonTests {
         #expect(status == 0, "\(stderr)")
     }
 
-    @Test("vpnkit run -- CMD: resolv.conf lists 192.168.65.1 then fd00:65::1, and the resolver gets AAAA for host.internal through it")
+    @Test("vpnkit run -- CMD: resolv.conf lists 192.168.65.1 then fd00:65::1, and the resolver gets AAAA for host.internal through it; with --no-ipv6 neither")
     func resolvConf() throws {
         let script = #"""
             import socket
@@ -173,6 +173,20 @@ struct DNSIPv6DaemonTests {
         #expect(result.status == 0, "\(result.output) \(result.error)")
         #expect(result.output.contains("nameserver 192.168.65.1|nameserver fd00:65::1"), "\(result.output) \(result.error)")
         #expect(result.output.contains("aaaa ['fd00:65::2']"), "\(result.output) \(result.error)")
+        // --no-ipv6: the IPv4 gateway alone, and host.internal has no AAAA record (NODATA).
+        let v4only = #"""
+            import socket
+            print(open("/etc/resolv.conf").read().strip().replace("\n", "|"))
+            try:
+                print("aaaa", socket.getaddrinfo("host.internal", 80, socket.AF_INET6, socket.SOCK_STREAM))
+            except socket.gaierror as e:
+                print("no aaaa", e.errno == socket.EAI_NODATA or e.errno == socket.EAI_NONAME)
+            """#
+        let plain = try run(vpnkitBinary(), ["run", "--no-ipv6", "--", "python3", "-c", v4only], timeout: 90)
+        #expect(plain.status == 0, "\(plain.output) \(plain.error)")
+        #expect(plain.output.hasPrefix("nameserver 192.168.65.1\n"), "\(plain.output)")
+        #expect(!plain.output.contains("fd00:65::1"), "\(plain.output)")
+        #expect(plain.output.contains("no aaaa True"), "\(plain.output) \(plain.error)")
     }
 
     @Test(
