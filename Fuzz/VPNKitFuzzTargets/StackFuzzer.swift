@@ -45,6 +45,9 @@ enum StackFuzzer {
         var dhcpServer = DHCPServerConfiguration(serverAddress: IPv4Address(192, 168, 65, 1), subnet: subnet, firstLease: IPv4Address(192, 168, 65, 3))
         dhcpServer.poolEnd = IPv4Address(192, 168, 65, 10)
         let dhcp = try? DHCPService(stack: stack, configuration: dhcpServer)
+        // Stateless DHCPv6 on ff02::1:2 port 547, as vpnkit run serves it.
+        let dhcpv6 = try? DHCPv6Service(
+            stack: stack, configuration: DHCPv6ServerConfiguration(macAddress: configuration.macAddress, dnsServers: [ipv6.gateway]))
         var sockets: [TCPSocket] = []
         try? stack.listenTCP(port: 7) { socket in
             sockets.append(socket)
@@ -84,7 +87,7 @@ enum StackFuzzer {
             drain(stack)
         }
         check(stack)
-        consume((dhcp, udp, udp6, sockets.count))
+        consume((dhcp, dhcpv6, udp, udp6, sockets.count))
     }
 
     /// The end of a loop turn: the held ACKs go out, and none may stay held.
