@@ -289,8 +289,8 @@ final class TCPFlow {
 
     func snapshot(now: NIODeadline) -> NATFlowSnapshot {
         NATFlowSnapshot(
-            protocol: "tcp", guest: "\(request.guestAddress):\(request.guestPort)",
-            remote: "\(request.destination):\(request.destinationPort)",
+            protocol: "tcp", guest: request.guestAddress.description(port: request.guestPort),
+            remote: request.destination.description(port: request.destinationPort),
             state: socket.map { "\($0.state)" } ?? "connecting", bytesToHost: machine.bytesToHost, bytesToGuest: machine.bytesToGuest,
             ageSeconds: Double((now - opened).nanoseconds) / 1e9)
     }
