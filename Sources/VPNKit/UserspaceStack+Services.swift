@@ -176,10 +176,12 @@ extension UserspaceStack {
         }
     }
 
-    /// Forwards a host port into the guest through the NAT (which must be attached). Its IPv4
-    /// address is the one the DHCP server last bound (the most recent lease), or `fallback` while
-    /// there is none: a guest that renews or changes its address keeps its published ports. Its IPv6
-    /// address is the one in the prefix it was last seen using (`NetworkStack.guestIPv6Address`).
+    /// Forwards a host port into the guest through the NAT (which must be attached). The guest's
+    /// IPv4 address is the one the DHCP server last bound (the most recent lease), else the one it
+    /// was last seen using (`NetworkStack.guestIPv4Address`), else `fallback` unless the guest has
+    /// been seen over IPv6 only: a guest that renews or changes its address keeps its published
+    /// ports. Its IPv6 address is the one in the prefix it was last seen using
+    /// (`NetworkStack.guestIPv6Address`; its duplicate address detection counts).
     /// A host connection reaches the guest over its own family when the guest has an address of it,
     /// else over the other (`GuestAddresses.address(forHostFamily:)`); a port without a host
     /// address listens on 127.0.0.1 and ::1 (see `NAT.publish(_:guestAddresses:)`).
@@ -189,9 +191,11 @@ extension UserspaceStack {
         let future: EventLoopFuture<Void> = try await onLoop { _, state in
             guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
             return nat.publish(port, guestAddresses: { [weak state] in
-                var addresses = GuestAddresses(ipv4: state?.latestLease(now: .now()) ?? fallback.ipv4)
-                addresses.ipv6 = state?.driver.stack.guestIPv6Address ?? fallback.ipv6
-                return addresses
+                guard let state else { return GuestAddresses() }
+                let stack = state.driver.stack
+                let ipv6 = stack.guestIPv6Address ?? fallback.ipv6
+                let ipv4 = state.latestLease(now: .now()) ?? stack.guestIPv4Address ?? (ipv6 == nil ? fallback.ipv4 : nil)
+                return GuestAddresses(ipv4: ipv4, ipv6: ipv6)
             })
         }
         try await future.get()
