@@ -205,6 +205,27 @@ struct PublishedPortFamilyTests {
         try await world.shutdown()
     }
 
+    @Test("the daemon's side learns the guest's IPv4 address from its traffic, and its IPv6 address from traffic in the prefix")
+    func learnedAddresses() async throws {
+        let world = try await NATWorld(ipv6: true)
+        let (gateway, guest) = (world.gateway, world.guest)
+        for _ in 0..<200 {
+            let learned = try await world.loop.submit { () -> IPv4Address? in
+                try? guest.value.stack.sendUDP(ByteBuffer(string: "hi"), from: .v4(guestIP), port: 40000, to: .v4(gatewayIP), port: 9, now: .now())
+                guest.value.flush()
+                return gateway.value.stack.guestIPv4Address
+            }.get()
+            if learned != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try await world.announceGuestIPv6()
+        let learned = try await world.loop.submit { () -> [String] in
+            [gateway.value.stack.guestIPv4Address.map { "\($0)" } ?? "-", gateway.value.stack.guestIPv6Address.map { "\($0)" } ?? "-"]
+        }.get()
+        #expect(learned == ["\(guestIP)", "\(guestIP6)"])
+        try await world.shutdown()
+    }
+
     @Test("an explicit host address that cannot be bound is an error, and nothing stays published")
     func explicitBindFails() async throws {
         let world = try await NATWorld(ipv6: true)
