@@ -35,6 +35,9 @@ public struct StackReport: Sendable {
     public var groups: [Group]
     /// The NAT's flows, when a NAT is attached.
     public var flows: [NATFlowSnapshot]
+    /// The published ports' host listeners, each with the address and port it is bound to (a port
+    /// without a host address once per loopback), when a NAT is attached.
+    public var published: [PublishedPort] = []
 
     /// The group called `name`, if present.
     public subscript(group name: String) -> Group? { groups.first { $0.name == name } }
@@ -111,7 +114,7 @@ extension UserspaceStack.State {
             groups.append(.init(name: "faults_to_guest", counters: Value.fields(of: faulty.counters.toGuest), gauges: []))
             groups.append(.init(name: "faults_from_guest", counters: Value.fields(of: faulty.counters.fromGuest), gauges: []))
         }
-        return StackReport(groups: groups, flows: nat?.flows(now: now) ?? [])
+        return StackReport(groups: groups, flows: nat?.flows(now: now) ?? [], published: nat?.publishedPorts ?? [])
     }
 }
 

@@ -201,23 +201,34 @@ extension UserspaceStack {
         }
     }
 
-    /// Forwards a host port into the guest through the NAT (which must be attached), to the
-    /// address the DHCP server last bound (the most recent lease), or to `fallback` while there is
-    /// none: a guest that renews or changes its address keeps its published ports.
+    /// Forwards a host port into the guest through the NAT (which must be attached). The guest's
+    /// IPv4 address is the one the DHCP server last bound (the most recent lease), else the one it
+    /// was last seen using (`NetworkStack.guestIPv4Address`), else `fallback` unless the guest has
+    /// been seen over IPv6 only: a guest that renews or changes its address keeps its published
+    /// ports. Its IPv6 address is the one in the prefix it was last seen using
+    /// (`NetworkStack.guestIPv6Address`; its duplicate address detection counts).
+    /// A host connection reaches the guest over its own family when the guest has an address of it,
+    /// else over the other (`GuestAddresses.address(forHostFamily:)`); a port without a host
+    /// address listens on 127.0.0.1 and ::1 (see `NAT.publish(_:guestAddresses:)`).
     /// - Throws: the bind error when the host port cannot be bound;
     ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
     public func publish(_ port: PublishedPort, toLatestLeaseOr fallback: IPAddress) async throws {
         let future: EventLoopFuture<Void> = try await onLoop { _, state in
             guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
-            return nat.publish(port) { [weak state] in
-                state?.latestLease(now: .now()).map(IPAddress.v4) ?? fallback
-            }
+            return nat.publish(port, guestAddresses: { [weak state] in
+                guard let state else { return GuestAddresses() }
+                let stack = state.driver.stack
+                let ipv6 = stack.guestIPv6Address ?? fallback.ipv6
+                let ipv4 = state.latestLease(now: .now()) ?? stack.guestIPv4Address ?? (ipv6 == nil ? fallback.ipv4 : nil)
+                return GuestAddresses(ipv4: ipv4, ipv6: ipv6)
+            })
         }
         try await future.get()
     }
 
     /// Forwards a host port into the guest at `guestAddress` through the NAT (which must be
-    /// attached): each host connection or datagram is opened into the guest from the host alias.
+    /// attached): each host connection or datagram, of either family, is opened into the guest from
+    /// the host alias of `guestAddress`'s family.
     /// - Throws: the bind error when the host port cannot be bound;
     ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
     public func publish(_ port: PublishedPort, to guestAddress: IPAddress) async throws {
@@ -226,6 +237,25 @@ extension UserspaceStack {
             return nat.publish(port) { guestAddress }
         }
         try await future.get()
+    }
+
+    /// Forwards a host port into the guest through the NAT (which must be attached), to the
+    /// addresses `guestAddresses` gives when a connection or datagram arrives (called on the stack's
+    /// event loop), by `GuestAddresses.address(forHostFamily:)`'s rule.
+    /// - Throws: the bind error when the host port cannot be bound;
+    ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
+    public func publish(_ port: PublishedPort, toGuest guestAddresses: @escaping @Sendable () -> GuestAddresses) async throws {
+        let future: EventLoopFuture<Void> = try await onLoop { _, state in
+            guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
+            return nat.publish(port, guestAddresses: guestAddresses)
+        }
+        try await future.get()
+    }
+
+    /// The host listeners of the published ports, each with the address and port it is bound to
+    /// (a port published without a host address appears once per loopback it listens on).
+    public func publishedPorts() async throws -> [PublishedPort] {
+        try await onLoop { _, state in state.nat?.publishedPorts ?? [] }
     }
 
     // MARK: Capture

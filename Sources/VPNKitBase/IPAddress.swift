@@ -107,4 +107,12 @@ public enum IPAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
         case .v6(let address): return address.description
         }
     }
+
+    /// The address with a port, as URLs and socket tools write it: `192.0.2.1:80`, `[2001:db8::1]:80`.
+    public func description(port: UInt16) -> String {
+        switch self {
+        case .v4(let address): return "\(address):\(port)"
+        case .v6(let address): return "[\(address)]:\(port)"
+        }
+    }
 }

@@ -153,6 +153,10 @@ final class TCPFlow {
             case ECONNREFUSED: failure = .refused
             case ENETUNREACH: failure = .networkUnreachable
             case EHOSTUNREACH: failure = .hostUnreachable
+            // A host without IPv6 (no IPv6 source address, or no IPv6 at all): no route, as far as
+            // the guest can tell, so it tries IPv4 at once rather than taking the port as closed.
+            case EADDRNOTAVAIL where request.destination.family == .v6, EAFNOSUPPORT where request.destination.family == .v6:
+                failure = .networkUnreachable
             default: failure = .other
             }
         } else if case ChannelError.connectTimeout = error {
@@ -289,8 +293,8 @@ final class TCPFlow {
 
     func snapshot(now: NIODeadline) -> NATFlowSnapshot {
         NATFlowSnapshot(
-            protocol: "tcp", guest: "\(request.guestAddress):\(request.guestPort)",
-            remote: "\(request.destination):\(request.destinationPort)",
+            protocol: "tcp", guest: request.guestAddress.description(port: request.guestPort),
+            remote: request.destination.description(port: request.destinationPort),
             state: socket.map { "\($0.state)" } ?? "connecting", bytesToHost: machine.bytesToHost, bytesToGuest: machine.bytesToGuest,
             ageSeconds: Double((now - opened).nanoseconds) / 1e9)
     }

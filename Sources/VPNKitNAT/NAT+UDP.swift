@@ -289,7 +289,7 @@ final class UDPFlow {
 
     func snapshot(now: NIODeadline) -> NATFlowSnapshot {
         NATFlowSnapshot(
-            protocol: "udp", guest: "\(key.guestAddress):\(key.guestPort)", remote: "*", state: closed ? "closed" : "open",
+            protocol: "udp", guest: key.guestAddress.description(port: key.guestPort), remote: "*", state: closed ? "closed" : "open",
             bytesToHost: bytesToHost, bytesToGuest: bytesToGuest, ageSeconds: Double((now - opened).nanoseconds) / 1e9)
     }
 }

@@ -129,9 +129,9 @@ public struct NATCounters: Sendable, Hashable, Codable {
 public struct NATFlowSnapshot: Sendable, Hashable, Codable {
     /// `tcp` or `udp`.
     public var `protocol`: String
-    /// The guest's end, as `address:port`.
+    /// The guest's end, as `address:port` (`[address]:port` for IPv6).
     public var guest: String
-    /// The far end as the guest addresses it, `address:port`; `*` for UDP, whose flows take datagrams
+    /// The far end as the guest addresses it, `address:port` (`[address]:port` for IPv6); `*` for UDP, whose flows take datagrams
     /// from any remote.
     public var remote: String
     /// TCP: the guest connection's state, or `connecting` while the host connect is under way. UDP:

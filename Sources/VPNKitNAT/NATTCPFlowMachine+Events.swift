@@ -9,7 +9,8 @@ extension NATTCPFlowMachine {
     package enum HostConnectFailure: Sendable, Hashable {
         /// ECONNREFUSED: the guest gets RST.
         case refused
-        /// ENETUNREACH: the guest gets ICMP network unreachable.
+        /// ENETUNREACH (or, to an IPv6 address, EADDRNOTAVAIL and EAFNOSUPPORT: the host has no
+        /// IPv6): the guest gets ICMP network unreachable.
         case networkUnreachable
         /// EHOSTUNREACH: the guest gets ICMP host unreachable.
         case hostUnreachable

@@ -6,81 +6,107 @@ import VPNKitStack
 import VPNKitTransport
 import VPNKitRuntime
 
-/// A host port forwarded into the guest: `tcp:127.0.0.1:8080:80` listens on the host's
-/// 127.0.0.1:8080 and opens a connection to the guest's port 80 through the stack, from the host
-/// alias (no helper inside the guest). The host side may listen on IPv6 (`tcp:[::1]:8080:80`); the
-/// guest side is reached over IPv4.
-public struct PublishedPort: Sendable, Hashable, CustomStringConvertible {
-    /// The protocol of a published port: `tcp` or `udp`, as written in the text form.
-    public enum Transport: String, Sendable { case tcp, udp }
-    /// TCP or UDP.
-    public var transport: Transport
-    /// The host address to listen on, of either family; default 127.0.0.1, reachable from the host
-    /// only.
-    public var hostAddress: IPAddress
-    /// The host port to listen on.
-    public var hostPort: UInt16
-    /// The guest port that connections and datagrams go to.
-    public var guestPort: UInt16
+// Published ports: host listeners whose connections and datagrams the NAT opens into the guest
+// from the host alias of the family it reaches the guest over.
 
-    /// Creates a published port. Unlike the text form, it accepts port 0.
-    public init(transport: Transport, hostAddress: IPAddress = .v4(.loopback), hostPort: UInt16, guestPort: UInt16) {
-        self.transport = transport
-        self.hostAddress = hostAddress
-        self.hostPort = hostPort
-        self.guestPort = guestPort
-    }
-
-    /// Parses `tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT`, where HOSTIP is a dotted quad or an IPv6
-    /// address in brackets (`tcp:[::1]:8080:80`); the host address defaults to 127.0.0.1.
-    public init?(_ text: String) {
-        guard let colon = text.firstIndex(of: ":"), let transport = Transport(rawValue: text[..<colon].lowercased()) else { return nil }
-        var rest = text[text.index(after: colon)...]
-        var host = IPAddress.v4(.loopback)
-        let bracketed = rest.first == "["
-        if bracketed {
-            guard let close = rest.firstIndex(of: "]"), let address = IPv6Address(rest[rest.index(after: rest.startIndex)..<close])
-            else { return nil }
-            host = .v6(address)
-            rest = rest[rest.index(after: close)...]
-            guard rest.first == ":" else { return nil }
-            rest = rest.dropFirst()
-        }
-        var parts = rest.split(separator: ":", omittingEmptySubsequences: false)
-        if !bracketed, parts.count == 3 {
-            guard let address = IPv4Address(parts[0]) else { return nil }
-            host = .v4(address)
-            parts.removeFirst()
-        }
-        guard parts.count == 2, let hostPort = UInt16(parts[0]), hostPort != 0, let guestPort = UInt16(parts[1]), guestPort != 0
-        else { return nil }
-        self.init(transport: transport, hostAddress: host, hostPort: hostPort, guestPort: guestPort)
-    }
-
-    /// The text form, such as `tcp:127.0.0.1:8080:80` or `tcp:[::1]:8080:80`, which `init(_:)`
-    /// parses back.
-    public var description: String {
-        switch hostAddress {
-        case .v4(let address): return "\(transport.rawValue):\(address):\(hostPort):\(guestPort)"
-        case .v6(let address): return "\(transport.rawValue):[\(address)]:\(hostPort):\(guestPort)"
-        }
-    }
-}
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 extension NAT {
     /// Starts forwarding `port` into the guest at the address `guestAddress()` names when a
-    /// connection or datagram arrives (nil: refused). Fails when the host port cannot be bound.
+    /// connection or datagram arrives (nil: refused), whatever the host listener's family. Fails
+    /// when the host port cannot be bound (see `publish(_:guestAddresses:)` for a port without a
+    /// host address).
     public func publish(_ port: PublishedPort, guestAddress: @escaping () -> IPAddress?) -> EventLoopFuture<Void> {
-        let publisher = PortPublisher(nat: self, port: port, guestAddress: guestAddress)
+        publish(port, guestAddresses: { guestAddress().map(GuestAddresses.init) ?? GuestAddresses() })
+    }
+
+    /// Starts forwarding `port` into the guest: a connection or datagram that reaches a host
+    /// listener goes to `guestAddresses().address(forHostFamily:)` of the listener's family (nil:
+    /// refused), from the host alias of the guest address's family. Without a host address the port
+    /// is published on 127.0.0.1 and ::1; ::1 is left out, with a notice, when the host has no IPv6
+    /// (EADDRNOTAVAIL, EAFNOSUPPORT). Fails when a host port cannot be bound otherwise.
+    public func publish(_ port: PublishedPort, guestAddresses: @escaping () -> GuestAddresses) -> EventLoopFuture<Void> {
+        guard port.hostAddress == nil else {
+            return start(PortPublisher(nat: self, port: port, guestAddresses: guestAddresses))
+        }
+        var first = port
+        first.hostAddress = .v4(.loopback)
+        let v4 = PortPublisher(nat: self, port: first, guestAddresses: guestAddresses)
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let boundV4 = NIOLoopBound(v4, eventLoop: eventLoop)
+        return start(v4).assumeIsolated().flatMap { () -> EventLoopFuture<Void> in
+            let nat = bound.value
+            var second = port
+            second.hostAddress = .v6(.loopback)
+            second.hostPort = boundV4.value.boundPort ?? port.hostPort
+            return nat.start(PortPublisher(nat: nat, port: second, guestAddresses: guestAddresses)).assumeIsolated().flatMapError { error in
+                let nat = bound.value
+                if Self.meansNoIPv6(error) {
+                    nat.logger.notice("published \(port): ::1 cannot be bound (\(error)); IPv4 only")
+                    return nat.eventLoop.makeSucceededVoidFuture()
+                }
+                nat.stopPublisher(boundV4.value)
+                return nat.eventLoop.makeFailedFuture(error)
+            }.nonisolated()
+        }.nonisolated()
+    }
+
+    /// The host listeners of published ports, each with the address and port it is bound to.
+    public var publishedPorts: [PublishedPort] {
+        publishers.compactMap { publisher in
+            guard let port = publisher.boundPort else { return nil }
+            var published = publisher.port
+            published.hostPort = port
+            return published
+        }
+    }
+
+    /// Whether a failed bind means the host has no IPv6: ::1 is not configured (EADDRNOTAVAIL) or
+    /// the family is not supported (EAFNOSUPPORT).
+    static func meansNoIPv6(_ error: any Error) -> Bool {
+        guard let io = error as? IOError else { return false }
+        return io.errnoCode == EADDRNOTAVAIL || io.errnoCode == EAFNOSUPPORT
+    }
+
+    /// Binds one publisher; on failure it is forgotten again.
+    private func start(_ publisher: PortPublisher) -> EventLoopFuture<Void> {
         publishers.append(publisher)
-        return publisher.start()
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let boundPublisher = NIOLoopBound(publisher, eventLoop: eventLoop)
+        return publisher.start().assumeIsolated().flatMapErrorThrowing { error in
+            bound.value.stopPublisher(boundPublisher.value)
+            throw error
+        }.nonisolated()
+    }
+
+    private func stopPublisher(_ publisher: PortPublisher) {
+        publisher.close()
+        publishers.removeAll { $0 === publisher }
+    }
+
+    /// The guest-side source of a published port's connection or datagram to `guest`: the host
+    /// alias of its family, else the gateway's address of that family (nil when the stack has none).
+    func publishedSource(to guest: IPAddress) -> IPAddress? {
+        switch guest {
+        case .v4:
+            if case .v4? = configuration.hostAlias { return configuration.hostAlias }
+            return .v4(stack.configuration.gateway)
+        case .v6:
+            if case .v6(let alias)? = configuration.hostAlias6, stack.owns(.v6(alias)) { return .v6(alias) }
+            return stack.configuration.ipv6.map { .v6($0.gateway) }
+        }
     }
 }
 
 final class PortPublisher {
     weak var nat: NAT?
+    /// The port, with the one host address this publisher listens on.
     let port: PublishedPort
-    let guestAddress: () -> IPAddress?
+    let guestAddresses: () -> GuestAddresses
     var channel: (any Channel)?
     /// UDP: one stack socket per host client, so the guest's replies find their way back.
     var udpClients: [SocketAddress: (socket: UDPSocket, lastActivity: NIODeadline)] = [:]
@@ -94,19 +120,38 @@ final class PortPublisher {
     /// How long a TCP listener stays closed after accept(2) ran out of descriptors.
     static let relistenDelay = TimeAmount.seconds(1)
 
-    init(nat: NAT, port: PublishedPort, guestAddress: @escaping () -> IPAddress?) {
+    init(nat: NAT, port: PublishedPort, guestAddresses: @escaping () -> GuestAddresses) {
         self.nat = nat
         self.eventLoop = nat.eventLoop
         self.port = port
-        self.guestAddress = guestAddress
+        self.guestAddresses = guestAddresses
+    }
+
+    /// The host address listened on (`port` always has one here).
+    var hostAddress: IPAddress { port.hostAddress ?? .v4(.loopback) }
+
+    /// The port the listener is bound to (the one asked for, or the kernel's choice for 0); nil
+    /// while it is not bound.
+    var boundPort: UInt16? {
+        let channel = port.transport == .tcp ? listener?.channel : self.channel
+        return channel?.localAddress?.port.map { UInt16(truncatingIfNeeded: $0) }
+    }
+
+    /// The guest address for this listener's connections and datagrams, and the host alias they
+    /// come from; nil when the guest has no address (or the stack none of that family).
+    func target(nat: NAT) -> (guest: IPAddress, source: IPAddress)? {
+        guard let guest = guestAddresses().address(forHostFamily: hostAddress.family), let source = nat.publishedSource(to: guest)
+        else { return nil }
+        return (guest, source)
     }
 
     func start() -> EventLoopFuture<Void> {
         guard let nat else { return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
         let loop = eventLoop
         let boundSelf = NIOLoopBound(self, eventLoop: loop)
-        let host = port.hostAddress.description
-        let hostPort = Int(port.hostPort)
+        guard let address = SocketAddress.ip(hostAddress, port: port.hostPort) else {
+            return eventLoop.makeFailedFuture(ChannelError.badInterfaceAddressFamily)
+        }
         switch port.transport {
         case .tcp:
             let configuration = nat.configuration
@@ -126,7 +171,7 @@ final class PortPublisher {
                             try channel.pipeline.syncOperations.addHandler(HostTCPHandler(flow: flow))
                         }
                     }
-                    .bind(host: host, port: hostPort)
+                    .bind(to: address)
             }, report: { event in boundSelf.value.listenerEvent(event) })
             self.listener = listener
             return listener.start()
@@ -138,7 +183,7 @@ final class PortPublisher {
                         try channel.pipeline.syncOperations.addHandler(PublishedUDPHandler(publisher: boundSelf.value))
                     }
                 }
-                .bind(host: host, port: hostPort)
+                .bind(to: address)
                 .assumeIsolated()
                 .map { channel in boundSelf.value.channel = channel }
                 .nonisolated()
@@ -168,13 +213,12 @@ final class PortPublisher {
     }
 
     private func accepted(_ channel: any Channel, nat: NAT, now: NIODeadline) -> TCPFlow? {
-        guard let guest = guestAddress(), nat.tcpFlows.count < nat.configuration.maximumConnections else {
+        guard let (guest, source) = target(nat: nat), nat.tcpFlows.count < nat.configuration.maximumConnections else {
             nat.counters.publishedRefused &+= 1
             nat.logger.log(.notice, key: "published port: refused", limiter: &nat.logLimiter, now: now,
                            "published \(port): no guest address known, or the connection limit is reached")
             return nil
         }
-        let source = nat.configuration.hostAlias ?? .v4(nat.stack.configuration.gateway)
         guard let socket = try? nat.stack.connectTCP(to: guest, port: port.guestPort, from: source, now: now) else {
             nat.counters.publishedRefused &+= 1
             return nil
@@ -186,7 +230,7 @@ final class PortPublisher {
         nat.tcpFlows[request] = flow
         connecting.append(flow)
         nat.counters.publishedConnections &+= 1
-        nat.logger.debug("published \(port): host connection → \(guest):\(port.guestPort)")
+        nat.logger.debug("published \(port): host connection → \(guest.description(port: port.guestPort))")
         return flow
     }
 
@@ -202,11 +246,18 @@ final class PortPublisher {
     /// A datagram from a host client to a published UDP port: into the guest, from a stack socket
     /// that belongs to that client.
     private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
-        guard let guest = guestAddress() else { return }
+        guard let (guest, source) = target(nat: nat) else {
+            nat.counters.publishedRefused &+= 1
+            return
+        }
         let client = envelope.remoteAddress
         var entry = udpClients[client]
+        if let existing = entry, existing.socket.address != source {
+            // The guest's family changed since this client's socket was bound.
+            existing.socket.close()
+            entry = nil
+        }
         if entry == nil {
-            let source = nat.configuration.hostAlias ?? .v4(nat.stack.configuration.gateway)
             let channel = self.channel
             for _ in 0..<16384 {
                 let candidate = nextUDPPort

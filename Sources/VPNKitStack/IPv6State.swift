@@ -24,6 +24,9 @@ struct IPv6State {
     private(set) var pathMTUs: [IPv6Address: (mtu: Int, expires: NIODeadline)] = [:]
     static let maximumPathMTUs = 256
     static let pathMTULifetime = TimeAmount.minutes(10)
+    /// The guest's address in the prefix most recently seen: the source of its packets, or the
+    /// target of its duplicate address detection (what published ports reach it at over IPv6).
+    var guestAddress: IPv6Address?
     private var random: SplitMix64
     private var fragmentIdentification: UInt32
 

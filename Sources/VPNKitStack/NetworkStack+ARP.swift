@@ -24,6 +24,7 @@ extension NetworkStack {
         if sender != .any, !owns(sender), !arp.senderHardwareAddress.isMulticast, onLink || configuration.addresses.isEmpty,
             isFromLeaseHolder(sender, arp.senderHardwareAddress, frame.source, now: now)
         {
+            if onLink, sender != guestIPv4Address { guestIPv4Address = sender }
             for action in arpCache.learn(sender, is: arp.senderHardwareAddress, create: forUs, now: now) {
                 handle(action, now: now)
             }

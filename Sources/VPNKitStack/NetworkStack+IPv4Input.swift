@@ -27,6 +27,7 @@ extension NetworkStack {
             counters.increment(.ipv4BadSource)
             return
         }
+        if source != .any, source != guestIPv4Address, configuration.subnet.contains(source) { guestIPv4Address = source }
         let destination = packet.destination
         let local = owns(destination)
         let broadcast = destination == .broadcast || destination == configuration.subnet.broadcast

@@ -2,7 +2,7 @@
 // walked within bounds, reassembled when it is a fragment, and handed to ICMPv6 or UDP.
 
 import NIOCore
-import VPNKitBase
+public import VPNKitBase
 public import VPNKitIPv6
 
 extension NetworkStack {
@@ -23,10 +23,13 @@ extension NetworkStack {
             counters.increment(.ipv6BadSource)
             return
         }
+        // The guest's global address, for published ports: not link-local, in our prefix.
+        if source.high == ipv6?.configuration.prefix.high, source != ipv6?.guestAddress { ipv6?.guestAddress = source }
         // Beyond the link (or to the host alias) a unicast destination may go to the forwarder.
         let forwarded = isForwarded(.v6(destination))
         guard forwarded || ownsIPv6(destination) || ipv6?.listens(to: destination) == true else {
             counters.increment(.ipv6NotForUs)
+            if source.isUnspecified { noteDuplicateAddressDetection(packet) }
             // Beyond the link and not forwarded there is no route: say so at once (ICMPv6 no route,
             // code 0), so a guest's connect fails now and it tries IPv4, instead of waiting out a timeout.
             if !destination.isMulticast, !destination.isLinkLocal, ipv6?.configuration.onLink(destination) == false {
@@ -92,6 +95,25 @@ extension NetworkStack {
             }
         }
     }
+
+    /// A guest's duplicate address detection for an address in our prefix (a neighbour
+    /// solicitation from `::` to the address's solicited-node group, RFC 4862 §5.4.2) names the
+    /// address it is about to take: a guest that has sent nothing from it yet can still be reached
+    /// there by published ports. Not validated further: it only ever names the guest's own choice.
+    private func noteDuplicateAddressDetection(_ packet: IPv6Packet) {
+        guard let prefix = ipv6?.configuration.prefix, packet.nextHeader == .icmpv6, packet.hopLimit == 255,
+            packet.payloadLength >= 24, packet.destination.high == 0xFF02_0000_0000_0000,
+            packet.destination.low >> 24 == 0x0000_0001_FF, packet.bytes.loadU8(at: 40) == 135
+        else { return }
+        let target = packet.bytes.loadIPv6Address(at: 48)
+        guard target.high == prefix.high, !ownsIPv6(target), packet.destination == target.solicitedNode else { return }
+        ipv6?.guestAddress = target
+    }
+
+    /// The guest's IPv6 address in the prefix (not link-local) most recently seen as the source of
+    /// its packets or the target of its duplicate address detection; nil before any, or without IPv6.
+    /// What a published port reaches the guest at over IPv6.
+    public var guestIPv6Address: IPv6Address? { ipv6?.guestAddress }
 
     /// The IPv6 neighbour cache (read-only, for inspection); nil without IPv6.
     public var neighborCache: NeighborCache? { ipv6?.neighbors }

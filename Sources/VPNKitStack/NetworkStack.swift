@@ -20,6 +20,10 @@ public final class NetworkStack {
     /// The ARP table, with the datagrams held while their next hop is resolved (read-only, for
     /// inspection).
     public internal(set) var arpCache: ARPCache
+    /// The guest's IPv4 address on the subnet most recently seen as the source of its datagrams or
+    /// the sender of its ARP (not 0.0.0.0, not ours); nil before any. With `guestIPv6Address`, what a
+    /// published port reaches the guest at when it has no DHCP lease.
+    public internal(set) var guestIPv4Address: IPv4Address?
     /// The IPv4 datagrams being reassembled from fragments (read-only, for inspection).
     public internal(set) var reassembler: IPv4Reassembler
     var icmpErrors: TokenBucket

@@ -194,7 +194,7 @@ struct NATOptions: ParsableArguments {
     var dnsUpstream: [String] = []
     @Option(name: .customLong("host-record"), help: "A DNS name the gateway answers itself: NAME=IP (IPv4: A, IPv6: AAAA); repeatable.")
     var hostRecord: [String] = []
-    @Option(name: .customLong("publish"), help: "Forward a host port into the guest: tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT; repeatable. Binds 127.0.0.1 unless HOSTIP is given.")
+    @Option(name: .customLong("publish"), help: "Forward a host port into the guest: tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, HOSTIP a dotted quad or [IPv6]; repeatable. Binds 127.0.0.1 and ::1 unless HOSTIP is given; reaches the guest over the listener's family when the guest has an address of it, else the other.")
     var publish: [String] = []
     @Option(name: .customLong("max-connections"), help: "TCP connections through the NAT at once; more are refused with RST. Each holds a host socket and up to its TCP buffers in memory.")
     var maxConnections: Int = 4096

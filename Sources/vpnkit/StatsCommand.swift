@@ -75,12 +75,16 @@ struct StatsCommand: AsyncParsableCommand {
             lines.append("\nDNS")
             for (name, value) in dns.sorted(by: { $0.key < $1.key }) where value != 0 { row(name, value) }
         }
+        if !s.published.isEmpty {
+            lines.append("\nPUBLISHED")
+            for port in s.published { lines.append(port) }
+        }
         if !s.flowTable.isEmpty {
-            lines.append("\nPROTO GUEST                  REMOTE                 STATE          TO HOST      TO GUEST   AGE")
+            lines.append("\nPROTO GUEST                                  REMOTE                                 STATE          TO HOST      TO GUEST   AGE")
             for f in s.flowTable.sorted(by: { $0.ageSeconds > $1.ageSeconds }) {
                 lines.append(
-                    [f.protocol.padding(toLength: 5, withPad: " ", startingAt: 0), f.guest.padding(toLength: 22, withPad: " ", startingAt: 0),
-                     f.remote.padding(toLength: 22, withPad: " ", startingAt: 0), f.state.padding(toLength: 14, withPad: " ", startingAt: 0),
+                    [f.protocol.padding(toLength: 5, withPad: " ", startingAt: 0), f.guest.padding(toLength: 38, withPad: " ", startingAt: 0),
+                     f.remote.padding(toLength: 38, withPad: " ", startingAt: 0), f.state.padding(toLength: 14, withPad: " ", startingAt: 0),
                      String(f.bytesToHost).padding(toLength: 12, withPad: " ", startingAt: 0), String(f.bytesToGuest).padding(toLength: 10, withPad: " ", startingAt: 0),
                      String(format: "%.0fs", f.ageSeconds)].joined(separator: " "))
             }

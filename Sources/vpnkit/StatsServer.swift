@@ -15,6 +15,8 @@ struct StatsSnapshot: Codable {
     var `switch`: SwitchStats?
     var flows: FlowStats
     var flowTable: [NATFlowSnapshot]
+    /// The published ports' host listeners in their text form (`tcp:[::1]:8080:80`).
+    var published: [String]
     /// Every counter and gauge as Prometheus names them (`GROUP_NAME`), in report order.
     private var flattened: [Metric]
 
@@ -61,11 +63,12 @@ struct StatsSnapshot: Codable {
             tcpOpen: Int(gauge("nat", "tcp_flows")), udpOpen: Int(gauge("nat", "udp_flows")), tcpTotal: nat?["tcp_connects_started"] ?? 0,
             udpTotal: nat?["udp_flows_opened"] ?? 0, icmpEchoTotal: nat?["icmp_echo_requests"] ?? 0)
         flowTable = report.flows
+        published = report.published.map(\.description)
         flattened = report.flattened.map { Metric(name: $0.name, value: $0.value, isGauge: $0.isGauge) }
     }
 
     enum CodingKeys: String, CodingKey {
-        case stack, link, nat, dns, dhcp, `switch`, flows, flowTable
+        case stack, link, nat, dns, dhcp, `switch`, flows, flowTable, published
     }
 
     init(from decoder: any Decoder) throws {
@@ -78,6 +81,7 @@ struct StatsSnapshot: Codable {
         self.switch = try c.decodeIfPresent(SwitchStats.self, forKey: .switch)
         flows = try c.decode(FlowStats.self, forKey: .flows)
         flowTable = try c.decode([NATFlowSnapshot].self, forKey: .flowTable)
+        published = try c.decodeIfPresent([String].self, forKey: .published) ?? []
         flattened = []
     }
 
