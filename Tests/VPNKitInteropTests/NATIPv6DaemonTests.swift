@@ -67,7 +67,7 @@ func natDaemon6(_ label: String, _ arguments: [String], address: String? = nil) 
 
 @Suite("the NAT over IPv6: the guest reaches the host's ::1 through fd00:65::2", .serialized, .enabled(if: runsHere(canRunNAT), natSkipReason), .requires(canRunNAT, natSkipReason))
 struct NATIPv6DaemonTests {
-    @Test("HTTP from a server on [::1] through http://[fd00:65::2]:PORT/ (64 MiB, SHA-256 computed by the host server and by the guest), 300 UDP echoes, ping -6 the alias")
+    @Test("HTTP from a server on [::1] through http://[fd00:65::2]:PORT/ and http://host.internal:PORT/ (AAAA from the gateway; 64 MiB each, SHA-256 computed by the host server and by the guest), 300 UDP echoes, ping -6 the alias")
     func alias() throws {
         let host = try LineProcess("/usr/bin/env", ["python3", "-c", natHost6Script])
         let ports = host.readLine().split(separator: " ").compactMap { Int($0) }
@@ -82,13 +82,23 @@ struct NATIPv6DaemonTests {
         // The guest's hash of what it received is the host's of what it sent, and the pattern's.
         #expect(fetched.output.hasPrefix(served[2] + " "), "\(fetched.output) \(fetched.error), host sent \(served[2])")
         #expect(served[2] == (try patternSHA256(size)))
+        // By name: the server listens on ::1 only, so the guest must take host.internal's AAAA
+        // (fd00:65::2) from the gateway's DNS and connect over IPv6 (over IPv4, 127.0.0.1 refuses).
+        try daemon.namespace.setResolvConf("nameserver fd00:65::1\n")
+        let named = try daemon.namespace.exec(
+            ["sh", "-c", "curl -sS --max-time 120 -o /dev/stdout -w '%{stderr}%{remote_ip}' http://host.internal:\(ports[0])/blob/\(size) | sha256sum"],
+            timeout: 150)
+        let servedNamed = host.readLine().split(separator: " ").map(String.init)
+        try #require(servedNamed.count == 3 && servedNamed[1] == "\(size)", "host server: \(servedNamed)")
+        #expect(named.output.hasPrefix(servedNamed[2] + " ") && servedNamed[2] == served[2], "\(named.output) \(named.error)")
+        #expect(named.error.hasSuffix("fd00:65::2"), "curl connected to \(named.error)")
         let udp = try daemon.namespace.exec(["python3", "-c", udpEcho6Script, "fd00:65::2", "\(ports[1])", "300"], timeout: 90)
         #expect(udp.output.hasPrefix("ok udp6 300"), "\(udp.output) \(udp.error)")
         let ping = try daemon.namespace.exec(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:65::2"], timeout: 30)
         #expect(pingSummary(ping.output)?.received == 3, "\(ping.output) \(ping.error)")
         let (status, stderr) = daemon.stop()
         #expect(status == 0, "\(stderr)")
-        #expect(stderr.contains("tcp_connects_succeeded=1") && stderr.contains("udp_datagrams_to_guest=300"), "\(stderr)")
+        #expect(stderr.contains("tcp_connects_succeeded=2") && stderr.contains("udp_datagrams_to_guest=300"), "\(stderr)")
     }
 
     @Test("--no-host-loopback: TCP to [fd00:65::2] is refused at once (RST), though the host server is there")

@@ -124,11 +124,13 @@ struct PausingListenerTests {
     func resumeRetries() throws {
         let harness = try Harness(pause: .milliseconds(100))
         defer { harness.close() }
-        try harness.failAccept(EMFILE)
-        // Something that is not a socket at the path makes the bind fail until it is gone.
+        // Something that is not a socket at the path makes the bind fail until it is gone. It is put
+        // there before the pause starts (the listening socket does not need its path), so that no
+        // rebind can come first on a slow machine.
         let blocker = harness.directory.file("listener.sock")
         unlink(blocker)
         #expect(FileManager.default.createFile(atPath: blocker, contents: Data("x".utf8)))
+        try harness.failAccept(EMFILE)
         try waitUntil("three binds") { try harness.bindCount() >= 4 }
         #expect(try harness.recorded() == ["paused", "resumeFailed"])
         unlink(blocker)
