@@ -11,17 +11,25 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int vpnkit_udp_socket(unsigned int rcvbuf, unsigned int sndbuf) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+// One non-blocking UDP socket of `family`, bound to an ephemeral port on every address, with the
+// error queue on (IP_RECVERR or IPV6_RECVERR) and IPv6 sockets IPv6-only.
+static int udp_socket(int family, unsigned int rcvbuf, unsigned int sndbuf) {
+    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
-    if (setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof one) != 0) goto fail;
+    if (family == AF_INET6) {
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) goto fail;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof one) != 0) goto fail;
+    } else if (setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof one) != 0) {
+        goto fail;
+    }
     if (rcvbuf > 0) (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     if (sndbuf > 0) (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-    struct sockaddr_in any;
+    struct sockaddr_storage any;
     memset(&any, 0, sizeof any);
-    any.sin_family = AF_INET;
-    if (bind(fd, (struct sockaddr *)&any, sizeof any) != 0) goto fail;
+    any.ss_family = (sa_family_t)family;
+    socklen_t length = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&any, length) != 0) goto fail;
     return fd;
 fail:;
     int err = errno;
@@ -30,25 +38,9 @@ fail:;
     return -1;
 }
 
-int vpnkit_udp_socket6(unsigned int rcvbuf, unsigned int sndbuf) {
-    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) goto fail;
-    if (setsockopt(fd, IPPROTO_IPV6, IPV6_RECVERR, &one, sizeof one) != 0) goto fail;
-    if (rcvbuf > 0) (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    if (sndbuf > 0) (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-    struct sockaddr_in6 any;
-    memset(&any, 0, sizeof any);
-    any.sin6_family = AF_INET6;
-    if (bind(fd, (struct sockaddr *)&any, sizeof any) != 0) goto fail;
-    return fd;
-fail:;
-    int err = errno;
-    close(fd);
-    errno = err;
-    return -1;
-}
+int vpnkit_udp_socket(unsigned int rcvbuf, unsigned int sndbuf) { return udp_socket(AF_INET, rcvbuf, sndbuf); }
+
+int vpnkit_udp_socket6(unsigned int rcvbuf, unsigned int sndbuf) { return udp_socket(AF_INET6, rcvbuf, sndbuf); }
 
 int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out) {
     char data[1];

@@ -31,16 +31,7 @@ extension NetworkStack {
             throw .addressFamilyNotSupported(ipv6 == nil ? .v6(target) : source)
         }
         guard payload.readableBytes <= 65535 - 8 else { throw .datagramTooLarge(payload.readableBytes) }
-        var buffer: ByteBuffer
-        if payload.readerIndex >= Headroom.ethernet + 48 {
-            buffer = payload
-        } else {
-            buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
-            buffer.writeImmutableBuffer(payload)
-        }
-        UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: source, destination: .v6(target))
-        counters.increment(.udpSent)
-        sendIPv6(payload: buffer, nextHeader: .udp, from: origin, to: target, now: now)
+        emitUDPv6(payload, from: origin, port: sourcePort, to: target, port: destinationPort, now: now)
     }
 
     /// ICMPv6 destination unreachable with `code` from `remote` (from our gateway when `remote` is one

@@ -70,6 +70,13 @@ extension NetworkStack {
         guard ownsIPv6(origin) else { throw .addressNotOwned(source) }
         guard payload.readableBytes <= 65535 - 8 else { throw .datagramTooLarge(payload.readableBytes) }
         guard target.isMulticast || link.onLink(target) else { throw .noRoute(.v6(target)) }
+        emitUDPv6(payload, from: origin, port: sourcePort, to: target, port: destinationPort, now: now)
+    }
+
+    /// Puts the UDP header in front of `payload` (in its headroom, or in a copy with headroom when it
+    /// has too little), counts it sent, and hands it to IPv6 output (fragmented to the path MTU).
+    /// The caller has checked the addresses and that the datagram fits.
+    func emitUDPv6(_ payload: ByteBuffer, from source: IPv6Address, port sourcePort: UInt16, to target: IPv6Address, port destinationPort: UInt16, now: NIODeadline) {
         var buffer: ByteBuffer
         if payload.readerIndex >= Headroom.ethernet + 48 {
             buffer = payload
@@ -77,9 +84,9 @@ extension NetworkStack {
             buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
             buffer.writeImmutableBuffer(payload)
         }
-        UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: source, destination: .v6(target))
+        UDPHeader(sourcePort: sourcePort, destinationPort: destinationPort).prepend(to: &buffer, source: .v6(source), destination: .v6(target))
         counters.increment(.udpSent)
-        sendIPv6(payload: buffer, nextHeader: .udp, from: origin, to: target, now: now)
+        sendIPv6(payload: buffer, nextHeader: .udp, from: source, to: target, now: now)
     }
 
     /// The address a socket without one sends from: the IPv4 gateway, or for an IPv6 destination
