@@ -242,12 +242,7 @@ struct IPv6InteropTests {
     /// the gateway's MAC (so resolution does not hinge on the fault seed).
     private func lossyDaemon(_ label: String, _ arguments: [String]) throws -> Daemon {
         let daemon = try Daemon(label: label, arguments: arguments, address: nil)
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
-            let shown = try daemon.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
-            if shown.contains("inet6 fd00:65:") && !shown.contains("tentative") { break }
-            usleep(100_000)
-        }
+        _ = try daemon.waitForSLAAC()
         try daemon.namespace.ip("-6", "neigh", "replace", "fd00:65::1", "lladdr", "5a:94:ef:e4:0c:ee", "dev", "tap0", "nud", "permanent")
         return daemon
     }

@@ -55,14 +55,23 @@ print(f"ok udp6 {count}")
 /// (and `address` on tap0 when given: else no IPv4 address at all).
 func natDaemon6(_ label: String, _ arguments: [String], address: String? = nil) throws -> Daemon {
     let daemon = try Daemon(label: label, arguments: arguments, address: address)
-    let deadline = Date().addingTimeInterval(20)
-    while Date() < deadline {
-        let shown = try daemon.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
-        if shown.contains("inet6 fd00:65:") && !shown.contains("tentative") { return daemon }
-        usleep(100_000)
-    }
+    if try daemon.waitForSLAAC() { return daemon }
     _ = daemon.stop()
     throw NamespaceError(message: "\(label): no SLAAC address in fd00:65::/64")
+}
+
+extension Daemon {
+    /// Waits up to `timeout` seconds for the guest's tap0 to have an address in fd00:65::/64 that
+    /// passed duplicate address detection; false when it never does.
+    func waitForSLAAC(timeout: Double = 20) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let shown = try namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
+            if shown.contains("inet6 fd00:65:") && !shown.contains("tentative") { return true }
+            usleep(100_000)
+        }
+        return false
+    }
 }
 
 @Suite("the NAT over IPv6: the guest reaches the host's ::1 through fd00:65::2", .serialized, .enabled(if: runsHere(canRunNAT), natSkipReason), .requires(canRunNAT, natSkipReason))
@@ -147,13 +156,7 @@ struct NATIPv6DaemonTests {
         #expect(echo.readLine() == "listening")
         let daemon = try Daemon(label: "nat6out", arguments: [], address: "192.168.65.3/24", hostNamespace: hostSide.name)
         defer { _ = daemon.stop() }
-        var configured = false
-        for _ in 0..<200 where !configured {
-            let shown = try daemon.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
-            configured = shown.contains("inet6 fd00:65:") && !shown.contains("tentative")
-            if !configured { usleep(100_000) }
-        }
-        try #require(configured, "no SLAAC address")
+        try #require(try daemon.waitForSLAAC(), "no SLAAC address")
         let ping = try daemon.namespace.exec(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "2001:db8:6::2"], timeout: 30)
         #expect(pingSummary(ping.output)?.received == 3, "\(ping.output) \(ping.error)")
         let bytes = #"""

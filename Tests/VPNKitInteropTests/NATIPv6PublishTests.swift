@@ -253,13 +253,7 @@ struct NATIPv6PublishTests {
         }
         let port = try freeTCPPort()
         let daemon = try Daemon(label: "pubnoip6g", arguments: ["--publish", "tcp:\(port):80"], address: "192.168.65.3/24", hostNamespace: hostSide.name)
-        var configured = false
-        for _ in 0..<200 where !configured {
-            let shown = try daemon.namespace.ip("-6", "addr", "show", "dev", "tap0", "scope", "global").output
-            configured = shown.contains("inet6 fd00:65:") && !shown.contains("tentative")
-            if !configured { usleep(100_000) }
-        }
-        try #require(configured, "no SLAAC address")
+        try #require(try daemon.waitForSLAAC(), "no SLAAC address")
         #expect(daemon.process.isRunning, "the daemon exited")
         let unreachable = try daemon.guest("unreachable", "2001:db8:6::2", "80", timeout: 20)
         // The host's connect(2) fails with EADDRNOTAVAIL (no IPv6 source address): the guest hears
