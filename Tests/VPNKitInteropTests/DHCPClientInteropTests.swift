@@ -36,10 +36,17 @@ struct DHCPClientInteropTests {
             "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,120", "--dhcp-option=option:router,10.77.0.1",
             "--dhcp-option=option:dns-server,10.77.0.53", "--dhcp-option=option:domain-name,dnsmasq.test",
             "--dhcp-option=option:mtu,1400", "--dhcp-leasefile=\(directory.path)/leases", "--pid-file=\(directory.path)/pid",
+            "--log-dhcp", "--log-facility=\(directory.path)/dnsmasq.log",
         ], timeout: 10)
         try #require(started.status == 0, "dnsmasq: \(started.error)")
         defer { namespace.killAll() }
-        usleep(300_000)
+        // Ready when it listens on port 67: a DISCOVER sent before that is lost, and the client's
+        // next try comes 4 s later.
+        for _ in 0..<100 {
+            let listening = try namespace.exec(["ss", "-Hlun", "sport = :67"], timeout: 10)
+            if !listening.output.isEmpty { break }
+            usleep(50_000)
+        }
 
         let clientMAC = MACAddress("02:00:00:00:77:01")!
         let lease: DHCPClientLease = try loop.submit {
@@ -53,7 +60,13 @@ struct DHCPClientInteropTests {
             let bound = loop.makePromise(of: DHCPClientLease.self)
             service.onEvent = { event in if case .bound(let lease) = event { bound.succeed(lease) } }
             driver.perform { _, now in service.start(now: now) }
-            let timeout = loop.scheduleTask(in: .seconds(20)) { bound.fail(NamespaceError(message: "no lease from dnsmasq")) }
+            // Generous: the client's retransmissions back off (4, 8, 16 s), and a loaded CI machine
+            // once saw no lease within 20 s. dnsmasq's log says what it saw when this fails.
+            let log = directory.path + "/dnsmasq.log"
+            let timeout = loop.scheduleTask(in: .seconds(45)) {
+                let seen = (try? String(contentsOfFile: log, encoding: .utf8)) ?? "(no dnsmasq log)"
+                bound.fail(NamespaceError(message: "no lease from dnsmasq; its log:\n\(seen)"))
+            }
             let boundDriver = NIOLoopBound(driver, eventLoop: loop)
             return bound.futureResult.always { _ in timeout.cancel() }.map { lease in
                 // Keep the driver alive for the rest of the test.
