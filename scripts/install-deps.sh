@@ -21,7 +21,8 @@ packages=(
     qemu-system-x86   # real VM guests (qemu 7.2: -netdev stream and dgram)
     linux-image-amd64 # the VM guest's kernel and virtio modules
     cpio              # packing the VM guest's initramfs
-    rootlesskit   # drop-in test (skipped where the package is built without vpnkit support, as Debian's is)
+    rootlesskit   # the judge of the slirp4netns drop-in (--net=slirp4netns --slirp4netns-binary=OUR BINARY)
+    uidmap        # newuidmap/newgidmap, which rootlesskit maps its user namespace with
 )
 
 # `--demo`: only what scripts/demo.sh needs (build, namespace, DHCP client, curl, a web server).

@@ -3,14 +3,12 @@
 // bind(2) creates the socket file with mode 0777 & ~umask. The umask belongs to the process (all
 // its threads share one), and SwiftNIO and the rest of the daemon create files and sockets on other
 // threads, so setting it around our bind would change theirs too. Instead a child made with
-// clone(2) does the bind: it shares our memory (CLONE_VM: it writes its result into our struct) but
-// not our filesystem attributes (no CLONE_FS), so the umask it sets is its own. CLONE_VFORK
-// suspends us until it has exited, as posix_spawn(3) does; with no exit signal it sends no SIGCHLD
-// (nobody else's waitpid can take it) and is reaped here with __WALL. All signals are blocked
-// across the clone so that no handler of ours runs on the child's stack.
+// clone(2) does the bind (child.c): it shares our memory (it writes its result into our struct) but
+// not our filesystem attributes, so the umask it sets is its own.
 
 #define _GNU_SOURCE
 #include "CVPNKitLinux.h"
+#include "child.h"
 
 #ifdef __linux__
 
@@ -52,27 +50,7 @@ int vpnkit_bind_unix(int fd, const char *path, unsigned int mode) {
     }
     memcpy(request.address.sun_path, path, length);
 
-    // The child's stack: it only calls umask and bind, which need little.
-    const size_t stack_size = 64 * 1024;
-    char *stack = malloc(stack_size);
-    if (stack == NULL) {
-        errno = ENOMEM;
-        return -1;
-    }
-    sigset_t all, saved;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &saved);
-    pid_t child = clone(bind_child, stack + stack_size, CLONE_VM | CLONE_VFORK, &request);
-    int clone_error = errno;
-    pthread_sigmask(SIG_SETMASK, &saved, NULL);
-    if (child < 0) {
-        free(stack);
-        errno = clone_error;
-        return -1;
-    }
-    int status;
-    while (waitpid(child, &status, __WALL) < 0 && errno == EINTR) {}
-    free(stack);
+    if (vpnkit_in_child(bind_child, &request, 0) != 0) return -1;
     if (request.error != 0) {
         errno = request.error;
         return -1;

@@ -70,9 +70,18 @@ extension UserspaceStack {
         /// on, so the guest's kernel processes what the stack sends on another CPU instead of inside
         /// the stack's write (see `ReceiveSteering`); where it is not permitted the device works as
         /// before and a notice is logged.
-        public static func tap(device: String, namespace: String? = nil, mtu: Int = 1500, offloads: Bool = true, receiveSteering: Bool = false) -> Link {
+        ///
+        /// With `userNamespace` (such as /proc/PID/ns/user) the user namespace owning `namespace` is
+        /// entered first, by a short-lived child: an unprivileged daemon so serves a rootless
+        /// container's namespace (slirp4netns's --userns-path).
+        public static func tap(
+            device: String, namespace: String? = nil, userNamespace: String? = nil, mtu: Int = 1500, offloads: Bool = true,
+            receiveSteering: Bool = false
+        ) -> Link {
             Link(eventLoop: nil, description: "tap \(device)" + (namespace.map { " in namespace \($0)" } ?? "")) { context in
-                TAPTransport.open(namespace: namespace, device: device, mtu: mtu, offloads: offloads, receiveSteering: receiveSteering, on: context.loop)
+                TAPTransport.open(
+                    namespace: namespace, userNamespace: userNamespace, device: device, mtu: mtu, offloads: offloads,
+                    receiveSteering: receiveSteering, on: context.loop)
                     .map { tap in
                         context.tap = tap.value
                         context.logSteering(tap.value)

@@ -116,7 +116,7 @@ extension UserspaceStack {
     /// address as DNS server and the search list of its router advertisements; nil without IPv6.
     public var defaultDHCPv6ServerConfiguration: DHCPv6ServerConfiguration? {
         guard let link = configuration.ipv6 else { return nil }
-        var c = DHCPv6ServerConfiguration(macAddress: configuration.macAddress, dnsServers: [link.gateway])
+        var c = DHCPv6ServerConfiguration(macAddress: configuration.macAddress, dnsServers: [link.dnsServer ?? link.gateway])
         c.searchDomains = link.searchDomains
         return c
     }

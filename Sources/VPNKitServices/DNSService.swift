@@ -39,6 +39,12 @@ public struct DNSServiceConfiguration: Sendable {
     public var maximumUpstreamTCPConnections = 8
     /// How long an upstream TCP connection with nothing outstanding stays open for reuse; default 10 s.
     public var upstreamTCPIdleTimeout: TimeAmount = .seconds(10)
+    /// The IPv4 address the service answers on (UDP; TCP listens on every owned address); nil, the
+    /// default, is the gateway. Another address is added to the stack's own (slirp4netns's 10.0.2.3).
+    public var address: IPv4Address?
+    /// The IPv6 address the service answers on when the stack has IPv6; nil is the IPv6 gateway.
+    /// Another address in the prefix is added to the stack's own (slirp4netns's fd00::3).
+    public var address6: IPv6Address?
 
     /// Host descriptors the service may hold at once: a socket per pending UDP query and the TCP
     /// connections (for the daemon's open-file budget).
@@ -89,7 +95,7 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
     }
 
     /// Binds UDP port 53 on the gateway address (and on the IPv6 gateway address when the stack has
-    /// IPv6) and listens on TCP port 53, registers with the stack's
+    /// IPv6), or on the configuration's `address` and `address6`, and listens on TCP port 53, registers with the stack's
     /// timers, and opens the upstream UDP socket. Reads the hosts file and resolv.conf now. Call on the
     /// driver's event loop.
     ///
@@ -116,11 +122,14 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         self.resolver = DNSResolver(configuration: resolverConfiguration)
         self.resolvConfStamp = stamp
         let stack = driver.stack
-        let gateway = stack.configuration.gateway
+        let gateway = configuration.address ?? stack.configuration.gateway
+        if !stack.owns(.v4(gateway)) { stack.addAddress(gateway) }
         udpSocket = try stack.bindUDP(port: 53, address: .v4(gateway)) { [weak self] message in
             self?.udpQuery(message)
         }
-        if let gateway6 = stack.configuration.ipv6?.gateway {
+        if let ipv6 = stack.configuration.ipv6 {
+            let gateway6 = configuration.address6 ?? ipv6.gateway
+            if !stack.owns(.v6(gateway6)) { _ = stack.addIPv6Address(gateway6) }
             do {
                 udpSocket6 = try stack.bindUDP(port: 53, address: .v6(gateway6)) { [weak self] message in
                     self?.udpQuery(message)
@@ -214,13 +223,13 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
                     guard let socket = tcpClients[client.id]?.socket, let framed = try? DNSTCPFramer.frame(message) else { continue }
                     socket.write(framed, now: now)
                 } else {
-                    // From the gateway address of the client's family (the one it asked).
+                    // From the service's address of the client's family (the one it asked).
                     let stack = driver.stack
                     let source: IPAddress
                     switch client.address {
-                    case .v4: source = .v4(stack.configuration.gateway)
+                    case .v4: source = .v4(configuration.address ?? stack.configuration.gateway)
                     case .v6:
-                        guard let gateway6 = stack.configuration.ipv6?.gateway else { continue }
+                        guard let gateway6 = configuration.address6 ?? stack.configuration.ipv6?.gateway else { continue }
                         source = .v6(gateway6)
                     }
                     try? stack.sendUDP(message, from: source, port: 53, to: client.address, port: client.port, now: now)

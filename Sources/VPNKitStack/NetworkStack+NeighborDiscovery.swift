@@ -113,7 +113,7 @@ extension NetworkStack {
                     prefix: link.prefix, prefixLength: 64, onLink: true, autonomous: true,
                     validLifetime: link.prefixValidLifetime, preferredLifetime: link.prefixPreferredLifetime)),
         ]
-        if link.advertisesDNS { options.append(.recursiveDNSServers(lifetime: dnsLifetime, servers: [link.gateway])) }
+        if link.advertisesDNS { options.append(.recursiveDNSServers(lifetime: dnsLifetime, servers: [link.dnsServer ?? link.gateway])) }
         if !link.searchDomains.isEmpty { options.append(.dnsSearchList(lifetime: dnsLifetime, domains: link.searchDomains)) }
         var advertisement = NDPRouterAdvertisement(routerLifetime: link.routerLifetime, options: options)
         advertisement.currentHopLimit = 64

@@ -29,6 +29,9 @@ public struct IPv6LinkConfiguration: Sendable {
     public var prefixPreferredLifetime: UInt32 = 604_800
     /// Advertise the gateway as recursive DNS server (RFC 8106).
     public var advertisesDNS = true
+    /// The DNS server advertised (RDNSS, DHCPv6); nil, the default, is `gateway`. One that is not
+    /// the gateway must be an address the DNS service answers on (slirp4netns's fd00::3).
+    public var dnsServer: IPv6Address?
     /// The O flag of router advertisements (RFC 4861 §4.2): other configuration (DNS, the search
     /// list) is available by stateless DHCPv6. Off by default; a DHCPv6 service turns it on.
     public var otherConfiguration = false

@@ -152,14 +152,22 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// their flow hashes to, not inside our write(2). The setting stays on the device after the
     /// transport closes. It needs CAP_SYS_ADMIN (to enter the namespace and mount its sysfs) and CAP_NET_ADMIN in the initial user namespace (to write rps_cpus); where it fails the device works as before and
     /// `receiveSteering` says why.
+    ///
+    /// With `userNamespace` (a path such as /proc/PID/ns/user), the user namespace that owns the
+    /// network namespace is entered first, by a short-lived child process (a multithreaded process
+    /// cannot change user namespace): an unprivileged daemon so opens a TAP in a rootless container's
+    /// namespace, as slirp4netns does. A path naming our own user namespace is not entered.
     public static func open(
-        namespace: String?, device: String, mtu: Int = 1500, offloads: Bool = false, receiveSteering: Bool = false,
-        on eventLoop: any EventLoop
+        namespace: String?, userNamespace: String? = nil, device: String, mtu: Int = 1500, offloads: Bool = false,
+        receiveSteering: Bool = false, on eventLoop: any EventLoop
     ) -> EventLoopFuture<NIOLoopBound<TAPTransport>> {
         let path = namespace.map { $0.contains("/") ? $0 : "/var/run/netns/" + $0 }
         var nameOut = [CChar](repeating: 0, count: 16)
         var step: UnsafePointer<CChar>?
-        let fd = vpnkit_open_tap(path, device, offloads ? 1 : 0, &nameOut, &step)
+        let fd =
+            userNamespace == nil
+            ? vpnkit_open_tap(path, device, offloads ? 1 : 0, &nameOut, &step)
+            : vpnkit_open_tap_joining(userNamespace, path, device, offloads ? 1 : 0, &nameOut, &step)
         guard fd >= 0 else {
             let err = errno
             let what = step.map { String(cString: $0) } ?? "open tap"

@@ -137,7 +137,10 @@ enum UpstreamCommandLine {
 enum Entry {
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
-        if UpstreamCommandLine.matches(arguments) {
+        // Run as `slirp4netns` (a symlink to this binary): slirp4netns's command line.
+        if CommandLine.arguments.first?.split(separator: "/").last == "slirp4netns" {
+            await Slirp4netnsCommand.main(arguments)
+        } else if UpstreamCommandLine.matches(arguments) {
             await UpstreamCommandLine.main(arguments)
         } else {
             await VPNKitCommand.main()

@@ -12,6 +12,34 @@
 /// failing step to `*step` ("open netns", "setns", "open /dev/net/tun", "TUNSETIFF", "setns back").
 int vpnkit_open_tap(const char *netns_path, const char *name, int vnet_hdr, char name_out[16], const char **step);
 
+/// `vpnkit_open_tap` for a namespace that may belong to another user namespace: a short-lived
+/// child (sharing our memory and descriptor table, nothing else) enters the user namespace at
+/// `userns_path` (NULL, or the one we are in: none entered) and then the network namespace at
+/// `netns_path` (NULL: ours), and opens the TAP there; none of our threads changes namespace. An
+/// unprivileged daemon can so serve a namespace its own user namespace owns. Returns the fd or -1
+/// with errno set and the failing step in `*step` ("open user namespace", "setns user namespace",
+/// "open network namespace", "setns network namespace", "open /dev/net/tun", "TUNSETIFF", "clone").
+int vpnkit_open_tap_joining(const char *userns_path, const char *netns_path, const char *name, int vnet_hdr, char name_out[16],
+                            const char **step);
+
+/// What `vpnkit_configure_interface` sets on a device: IPv4 values in host byte order, 0 for "leave it".
+struct vpnkit_interface_setup {
+    const char *device;
+    unsigned int mtu;
+    unsigned int address;
+    unsigned int prefix_length;
+    /// The default route's gateway (0: no route added).
+    unsigned int gateway;
+    /// Also bring `lo` up (a fresh namespace's loopback is down).
+    int loopback_up;
+};
+
+/// Configures an interface inside a network namespace, entered as `vpnkit_open_tap_joining` does,
+/// with ioctls (no tool, no privilege on the host): lo up, the MTU, an IPv4 address and netmask, the
+/// device up, a default route. Returns 0, or -1 with errno set and the failing step in `*step`.
+int vpnkit_configure_interface(const char *userns_path, const char *netns_path, const struct vpnkit_interface_setup *setup,
+                               const char **step);
+
 /// TUNSETOFFLOAD: the offloads (TUN_F_CSUM 0x01, TUN_F_TSO4 0x02, ...) the reader of a TAP opened
 /// with IFF_VNET_HDR accepts; the guest's interface then hands it unfinished checksums and TCP
 /// segments up to 64 KiB. Returns 0, or -1 with errno set.

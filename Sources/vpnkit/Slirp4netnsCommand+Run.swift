@@ -1,0 +1,110 @@
+// `vpnkit slirp4netns`: the assembly, through the library's one path (`UserspaceStack`).
+
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import VPNKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Slirp4netnsCommand {
+    func run() async throws {
+        if version {
+            FileHandle.standardOutput.write(Data(Self.versionText.utf8))
+            return
+        }
+        #if os(Linux)
+        let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
+        defer { signals.cancel() }
+        let level = Logger.Level(rawValue: logLevel) ?? .notice
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "slirp4netns")
+        // The descriptors a supervisor passed: taken before anything else can be given their numbers.
+        let supervisor = SupervisorDescriptors(readyFD: readyFD, exitFD: exitFD)
+        let addresses = Addresses(subnet: IPv4Subnet(cidr)!)
+        var configuration = StackConfiguration(subnet: addresses.subnet, gateway: addresses.gateway, mtu: mtu)
+        configuration.tcp.sendBufferSize = 1 << 20
+        configuration.tcp.receiveBufferSize = 1 << 20
+        if enableIPv6 {
+            var link = IPv6LinkConfiguration(prefix: Addresses.prefix6)
+            link.gateway = Addresses.gateway6
+            link.linkLocal = Addresses.linkLocal6
+            link.dnsServer = disableDNS ? nil : Addresses.dns6
+            link.advertisesDNS = !disableDNS
+            configuration.ipv6 = link
+        }
+        var nat = NATConfiguration()
+        // The gateway is the host alias: 10.0.2.2 (fd00::2) reaches the host's loopback.
+        nat.hostAlias = .v4(addresses.gateway)
+        nat.hostAlias6 = enableIPv6 ? .v6(Addresses.gateway6) : nil
+        nat.hostLoopback = !disableHostLoopback
+        var dns = DNSServiceConfiguration()
+        dns.address = addresses.dns
+        dns.address6 = Addresses.dns6
+
+        let paths = namespacePaths
+        let link = UserspaceStack.Link.tap(device: tapName, namespace: paths.net, userNamespace: paths.user, mtu: mtu, offloads: true)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let stack: UserspaceStack
+        do {
+            stack = try await UserspaceStack.start(configuration: configuration, link: link, on: group.next(), logger: logger)
+        } catch {
+            logger.error("cannot open \(tapName) in \(paths.net): \(error)")
+            try? await group.shutdownGracefully()
+            throw ExitCode(1)
+        }
+        var apiServer: SlirpAPIServer?
+        do {
+            var dhcp = DHCPServerConfiguration(serverAddress: addresses.gateway, subnet: addresses.subnet, excluded: [addresses.dns])
+            // libslirp's DHCP pool starts at .15; the address --configure gives (.100) is kept out.
+            dhcp.poolStart = addresses.subnet.address(at: 15)!
+            dhcp.excluded.insert(addresses.guest)
+            dhcp.dnsServers = disableDNS ? [] : [addresses.dns]
+            dhcp.mtu = UInt16(clamping: mtu)
+            try await stack.serveDHCP(dhcp)
+            let icmp = try await stack.attachNAT(nat, dns: disableDNS ? nil : dns)
+            if icmp == nil { logger.notice("ping to outside addresses is disabled (no raw socket, no ICMP datagram socket); the gateway answers ping") }
+            if configure {
+                try NamespaceInterface(device: tapName, mtu: mtu, address: (addresses.guest, addresses.subnet.prefixLength), gateway: addresses.gateway)
+                    .apply(namespace: paths.net, userNamespace: paths.user)
+            }
+            if let apiSocket {
+                apiServer = try await SlirpAPIServer.start(
+                    path: apiSocket, stack: stack, defaultGuest: addresses.guest, ipv6: enableIPv6, logger: logger)
+            }
+        } catch {
+            logger.error("cannot set up \(tapName): \(error)")
+            await stack.shutdown()
+            try? await group.shutdownGracefully()
+            throw ExitCode(1)
+        }
+        supervisor.signalReady(logger: logger)
+        logger.info("serving \(tapName) in \(paths.net) as \(addresses.gateway) on \(addresses.subnet), MTU \(mtu)")
+
+        let ended = StopReason()
+        supervisor.watchExit(ended)
+        Task {
+            switch await stack.waitUntilLinkEnds() {
+            case .failed(let error): ended.signal("the guest link ended: \(error)")
+            case .closedByPeer: ended.signal("the guest link closed")
+            case .shutDown: break
+            }
+        }
+        let reason = await waitForStop(signals, or: ended)
+        logger.info("stopping: \(reason)")
+        apiServer?.close()
+        await stack.shutdown()
+        try? await group.shutdownGracefully()
+        #else
+        throw ValidationError("slirp4netns mode needs Linux (network namespaces, TAP devices)")
+        #endif
+    }
+}
