@@ -200,9 +200,15 @@ extension NetworkStack {
             throw .addressFamilyNotSupported(source)
         }
         guard owns(source) else { throw .addressNotOwned(source) }
+        return try openConnection(from: source, port: localPort ?? 0, to: remote, port: port, now: now)
+    }
+
+    /// The rest of `connectTCP` once the source is checked (also for `connectTCP(onBehalfOf:)`):
+    /// picks an ephemeral port for `localPort` 0, queues the SYN and returns the socket.
+    func openConnection(from source: IPAddress, port localPort: UInt16, to remote: IPAddress, port: UInt16, now: NIODeadline) throws(StackError) -> TCPSocket {
         if tcpConnections.count >= configuration.maximumTCPConnections { recycleOneTimeWait() }
         guard tcpConnections.count < configuration.maximumTCPConnections else { throw .tooManyConnections }
-        var port0 = localPort ?? 0
+        var port0 = localPort
         if port0 == 0 {
             for _ in 0..<16384 {
                 nextEphemeralPort = nextEphemeralPort >= 60999 ? 32768 : nextEphemeralPort + 1
