@@ -5,7 +5,7 @@ public import VPNKitBase
 public struct NATConfiguration: Sendable {
     /// The guest-side address that stands for the host's loopback (127.0.0.1, or ::1 for an IPv6
     /// alias); default 192.168.65.2, nil for none. Published ports connect into the guest from it
-    /// (from the gateway when nil).
+    /// (from the gateway when nil), but for clients shown as themselves (`preservesClientAddress`).
     public var hostAlias: IPAddress? = .v4(IPv4Address(192, 168, 65, 2))
     /// The IPv6 guest-side address of the host's loopback (::1); default fd00:65::2, nil for none.
     /// The NAT makes the stack own it when it lies in the stack's IPv6 prefix.

@@ -7,7 +7,8 @@ import VPNKitTransport
 import VPNKitRuntime
 
 // Published ports: host listeners whose connections and datagrams the NAT opens into the guest
-// from the host alias of the family it reaches the guest over.
+// from the host alias of the family it reaches the guest over (or from a non-loopback client's own
+// address: NAT+ClientAddress.swift).
 
 #if canImport(Glibc)
 import Glibc
@@ -26,7 +27,8 @@ extension NAT {
 
     /// Starts forwarding `port` into the guest: a connection or datagram that reaches a host
     /// listener goes to `guestAddresses().address(forHostFamily:)` of the listener's family (nil:
-    /// refused), from the host alias of the guest address's family. Without a host address the port
+    /// refused), from the host alias of the guest address's family (a non-loopback client from its own
+    /// address, see `NATConfiguration.preservesClientAddress`). Without a host address the port
     /// is published on 127.0.0.1 and ::1; ::1 is left out, with a notice, when the host has no IPv6
     /// (EADDRNOTAVAIL, EAFNOSUPPORT). Fails when a host port cannot be bound otherwise.
     public func publish(_ port: PublishedPort, guestAddresses: @escaping () -> GuestAddresses) -> EventLoopFuture<Void> {
