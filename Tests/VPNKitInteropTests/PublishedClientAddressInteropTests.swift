@@ -175,3 +175,13 @@ struct PublishedClientAddressInteropTests {
         #expect(client.readLine() == "tcp \(machine.hostAddress)")
     }
 }
+
+@Suite("vpnkit run --publish-source")
+struct PublishSourceOptionTests {
+    @Test("anything but client or alias is refused before the daemon starts, with the choices named")
+    func refusesOtherValues() throws {
+        let result = try run(vpnkitBinary(), ["run", "--publish-source", "guest", "--netns", "vk-none", "--tap", "tap0"], timeout: 20)
+        #expect(result.status != 0)
+        #expect(result.error.contains("--publish-source wants client or alias, got guest"), "\(result.error)")
+    }
+}
