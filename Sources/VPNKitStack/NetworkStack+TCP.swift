@@ -185,7 +185,8 @@ extension NetworkStack {
     }
 
     /// Opens a connection to `remote:port` from `local` (by default the gateway address) and
-    /// `localPort` (by default an ephemeral port in 32768–60999). The SYN is queued at once; the
+    /// `localPort` (by default an ephemeral port in 32768–60999; for an outside peer's address, see
+    /// `connectTCP(to:port:onBehalfOf:peerPort:now:)`). The SYN is queued at once; the
     /// socket's `onConnected` fires when the handshake completes, `onClosed` if it fails. Throws
     /// `addressNotOwned` for a source the stack does not own, `tooManyConnections` at
     /// `maximumTCPConnections`, `addressInUse` when the local port already has a connection to

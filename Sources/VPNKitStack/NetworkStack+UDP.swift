@@ -22,7 +22,7 @@ public final class UDPSocket {
     private weak var stack: NetworkStack?
     /// Whether `close()` has been called: the socket receives nothing more, and its sends do nothing.
     public private(set) var isClosed = false
-    /// Bound to an outside peer's address by `bindUDP(port:onBehalfOf:handler:)`: it sends from that
+    /// Bound to an outside peer's address by `bindUDP(port:onBehalfOf:toward:handler:)`: it sends from that
     /// address, to the guest's link only.
     let speaksForPeer: Bool
 
