@@ -228,7 +228,8 @@ extension UserspaceStack {
 
     /// Forwards a host port into the guest at `guestAddress` through the NAT (which must be
     /// attached): each host connection or datagram, of either family, is opened into the guest from
-    /// the host alias of `guestAddress`'s family.
+    /// the host alias of `guestAddress`'s family (a client that is not on the host's loopback from
+    /// its own address, unless `NATConfiguration.preservesClientAddress` is off).
     /// - Throws: the bind error when the host port cannot be bound;
     ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
     public func publish(_ port: PublishedPort, to guestAddress: IPAddress) async throws {

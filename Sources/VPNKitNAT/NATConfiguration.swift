@@ -5,7 +5,7 @@ public import VPNKitBase
 public struct NATConfiguration: Sendable {
     /// The guest-side address that stands for the host's loopback (127.0.0.1, or ::1 for an IPv6
     /// alias); default 192.168.65.2, nil for none. Published ports connect into the guest from it
-    /// (from the gateway when nil).
+    /// (from the gateway when nil), but for clients shown as themselves (`preservesClientAddress`).
     public var hostAlias: IPAddress? = .v4(IPv4Address(192, 168, 65, 2))
     /// The IPv6 guest-side address of the host's loopback (::1); default fd00:65::2, nil for none.
     /// The NAT makes the stack own it when it lies in the stack's IPv6 prefix.
@@ -13,6 +13,14 @@ public struct NATConfiguration: Sendable {
     /// Whether the host aliases (IPv4 and IPv6) reach the host's loopback; default true. When false,
     /// connections to them are refused with RST and their datagrams answered with ICMP port unreachable.
     public var hostLoopback = true
+    /// Whether a published port's host client that is not on the host's loopback reaches the guest
+    /// from its own address and port (the guest's server sees who really connected) rather than from
+    /// the host alias; default true. Loopback clients come from the host alias either way, and so do
+    /// clients the stack cannot speak for: of the other family than the guest address used, on the
+    /// guest's own subnet or prefix, or an address the NAT never forwards to (link-local, say). The
+    /// guest's replies go to its default route, the gateway, where the stack matches them to the
+    /// connection. `vpnkit run --publish-source alias` turns it off.
+    public var preservesClientAddress = true
     /// TCP connections through the NAT at once (connecting and open, published ports included); default
     /// 4096. Further guest SYNs are answered with RST and counted in `tcpRefusedAtLimit`.
     public var maximumConnections = 4096
@@ -120,6 +128,9 @@ public struct NATCounters: Sendable, Hashable, Codable {
     public var publishedTimedOut: UInt64 = 0
     /// Host datagrams to published UDP ports forwarded into the guest.
     public var publishedDatagrams: UInt64 = 0
+    /// Published TCP connections and UDP clients that reach the guest from the host client's own
+    /// address and port (`NATConfiguration.preservesClientAddress`) rather than the host alias.
+    public var publishedClientAddresses: UInt64 = 0
 
     /// Creates counters that are all zero.
     public init() {}

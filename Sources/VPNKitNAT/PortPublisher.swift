@@ -7,7 +7,8 @@ import VPNKitTransport
 import VPNKitRuntime
 
 // Published ports: host listeners whose connections and datagrams the NAT opens into the guest
-// from the host alias of the family it reaches the guest over.
+// from the host alias of the family it reaches the guest over (or from a non-loopback client's own
+// address: NAT+ClientAddress.swift).
 
 #if canImport(Glibc)
 import Glibc
@@ -26,7 +27,8 @@ extension NAT {
 
     /// Starts forwarding `port` into the guest: a connection or datagram that reaches a host
     /// listener goes to `guestAddresses().address(forHostFamily:)` of the listener's family (nil:
-    /// refused), from the host alias of the guest address's family. Without a host address the port
+    /// refused), from the host alias of the guest address's family (a non-loopback client from its own
+    /// address, see `NATConfiguration.preservesClientAddress`). Without a host address the port
     /// is published on 127.0.0.1 and ::1; ::1 is left out, with a notice, when the host has no IPv6
     /// (EADDRNOTAVAIL, EAFNOSUPPORT). Fails when a host port cannot be bound otherwise.
     public func publish(_ port: PublishedPort, guestAddresses: @escaping () -> GuestAddresses) -> EventLoopFuture<Void> {
@@ -213,17 +215,19 @@ final class PortPublisher {
     }
 
     private func accepted(_ channel: any Channel, nat: NAT, now: NIODeadline) -> TCPFlow? {
-        guard let (guest, source) = target(nat: nat), nat.tcpFlows.count < nat.configuration.maximumConnections else {
+        guard let target = target(nat: nat, client: channel.remoteAddress), nat.tcpFlows.count < nat.configuration.maximumConnections else {
             nat.counters.publishedRefused &+= 1
             nat.logger.log(.notice, key: "published port: refused", limiter: &nat.logLimiter, now: now,
                            "published \(port): no guest address known, or the connection limit is reached")
             return nil
         }
-        guard let socket = try? nat.stack.connectTCP(to: guest, port: port.guestPort, from: source, now: now) else {
+        // From the client's own address when it is shown to the guest (see NAT+ClientAddress.swift).
+        let guest = target.guest
+        guard let socket = nat.connectPublished(target, guestPort: port.guestPort, now: now) else {
             nat.counters.publishedRefused &+= 1
             return nil
         }
-        let request = TCPConnectionRequest(guestAddress: guest, guestPort: port.guestPort, destination: source, destinationPort: socket.localPort)
+        let request = TCPConnectionRequest(guestAddress: guest, guestPort: port.guestPort, destination: socket.localAddress, destinationPort: socket.localPort)
         let flow = TCPFlow(nat: nat, request: request, now: now, published: port)
         flow.channel = channel
         flow.attach(socket)
@@ -246,28 +250,25 @@ final class PortPublisher {
     /// A datagram from a host client to a published UDP port: into the guest, from a stack socket
     /// that belongs to that client.
     private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
-        guard let (guest, source) = target(nat: nat) else {
+        let client = envelope.remoteAddress
+        guard let target = target(nat: nat, client: client) else {
             nat.counters.publishedRefused &+= 1
             return
         }
-        let client = envelope.remoteAddress
+        let guest = target.guest
         var entry = udpClients[client]
-        if let existing = entry, existing.socket.address != source {
+        if let existing = entry, existing.socket.address != target.alias, existing.socket.address != target.client?.address {
             // The guest's family changed since this client's socket was bound.
             existing.socket.close()
             entry = nil
         }
         if entry == nil {
             let channel = self.channel
-            for _ in 0..<16384 {
-                let candidate = nextUDPPort
-                nextUDPPort = nextUDPPort >= 65535 ? 49152 : nextUDPPort + 1
-                if let socket = try? nat.stack.bindUDP(port: candidate, address: source, handler: { message in
-                    channel?.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: message.payload), promise: nil)
-                }) {
-                    entry = (socket, now)
-                    break
-                }
+            // From the client's own address when it is shown to the guest (see NAT+ClientAddress.swift).
+            if let socket = bindUDPSocket(for: target, nat: nat, deliver: { message in
+                channel?.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: message.payload), promise: nil)
+            }) {
+                entry = (socket, now)
             }
         }
         guard var entry else { return }

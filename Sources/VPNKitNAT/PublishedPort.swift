@@ -5,7 +5,8 @@ public import VPNKitBase
 
 /// A host port forwarded into the guest: `tcp:127.0.0.1:8080:80` listens on the host's
 /// 127.0.0.1:8080 and opens a connection to the guest's port 80 through the stack, from the host
-/// alias (no helper inside the guest). Without a host address (`tcp:8080:80`) the port is published
+/// alias (no helper inside the guest; a client from another machine, on a port published on another
+/// address, from its own address: `NATConfiguration.preservesClientAddress`). Without a host address (`tcp:8080:80`) the port is published
 /// on both loopbacks, 127.0.0.1 and ::1 (::1 left out when the host has no IPv6). Which family
 /// reaches the guest is `GuestAddresses.address(forHostFamily:)`'s rule: the host connection's own
 /// family when the guest has an address of it, else the other.

@@ -185,7 +185,8 @@ extension NetworkStack {
     }
 
     /// Opens a connection to `remote:port` from `local` (by default the gateway address) and
-    /// `localPort` (by default an ephemeral port in 32768–60999). The SYN is queued at once; the
+    /// `localPort` (by default an ephemeral port in 32768–60999; for an outside peer's address, see
+    /// `connectTCP(to:port:onBehalfOf:peerPort:now:)`). The SYN is queued at once; the
     /// socket's `onConnected` fires when the handshake completes, `onClosed` if it fails. Throws
     /// `addressNotOwned` for a source the stack does not own, `tooManyConnections` at
     /// `maximumTCPConnections`, `addressInUse` when the local port already has a connection to
@@ -200,9 +201,15 @@ extension NetworkStack {
             throw .addressFamilyNotSupported(source)
         }
         guard owns(source) else { throw .addressNotOwned(source) }
+        return try openConnection(from: source, port: localPort ?? 0, to: remote, port: port, now: now)
+    }
+
+    /// The rest of `connectTCP` once the source is checked (also for `connectTCP(onBehalfOf:)`):
+    /// picks an ephemeral port for `localPort` 0, queues the SYN and returns the socket.
+    func openConnection(from source: IPAddress, port localPort: UInt16, to remote: IPAddress, port: UInt16, now: NIODeadline) throws(StackError) -> TCPSocket {
         if tcpConnections.count >= configuration.maximumTCPConnections { recycleOneTimeWait() }
         guard tcpConnections.count < configuration.maximumTCPConnections else { throw .tooManyConnections }
-        var port0 = localPort ?? 0
+        var port0 = localPort
         if port0 == 0 {
             for _ in 0..<16384 {
                 nextEphemeralPort = nextEphemeralPort >= 60999 ? 32768 : nextEphemeralPort + 1

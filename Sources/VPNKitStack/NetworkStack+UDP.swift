@@ -22,19 +22,28 @@ public final class UDPSocket {
     private weak var stack: NetworkStack?
     /// Whether `close()` has been called: the socket receives nothing more, and its sends do nothing.
     public private(set) var isClosed = false
+    /// Bound to an outside peer's address by `bindUDP(port:onBehalfOf:toward:handler:)`: it sends from that
+    /// address, to the guest's link only.
+    let speaksForPeer: Bool
 
-    init(stack: NetworkStack, address: IPAddress?, port: UInt16) {
+    init(stack: NetworkStack, address: IPAddress?, port: UInt16, speaksForPeer: Bool = false) {
         self.stack = stack
         self.address = address
         self.port = port
+        self.speaksForPeer = speaksForPeer
     }
 
     /// Sends `payload` from this socket to `destination:port` (from `source`, which must be owned;
     /// by default the socket's address or the gateway). Throws as `NetworkStack.sendUDP` does
     /// (`addressFamilyNotSupported` for an IPv6 destination or source); does nothing once the socket
-    /// is closed or its stack is gone.
+    /// is closed or its stack is gone. A socket bound on behalf of a peer sends from the peer's
+    /// address whatever `source` says, and only to the guest's link (else `noRoute`).
     public func send(_ payload: ByteBuffer, to destination: IPAddress, port destinationPort: UInt16, from source: IPAddress? = nil, now: NIODeadline) throws(StackError) {
         guard let stack, !isClosed else { return }
+        if speaksForPeer, let address {
+            try stack.sendUDP(payload, onBehalfOf: address, port: port, to: destination, port: destinationPort, now: now)
+            return
+        }
         let from = source ?? address.flatMap { $0 == .v6(.unspecified) ? nil : $0 } ?? stack.defaultSource(toward: destination)
         try stack.sendUDP(payload, from: from, port: port, to: destination, port: destinationPort, now: now)
     }

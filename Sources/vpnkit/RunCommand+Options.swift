@@ -196,6 +196,8 @@ struct NATOptions: ParsableArguments {
     var hostRecord: [String] = []
     @Option(name: .customLong("publish"), help: "Forward a host port into the guest: tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, HOSTIP a dotted quad or [IPv6]; repeatable. Binds 127.0.0.1 and ::1 unless HOSTIP is given; reaches the guest over the listener's family when the guest has an address of it, else the other.")
     var publish: [String] = []
+    @Option(name: .customLong("publish-source"), help: "Whom a published port's connection or datagram comes from in the guest: `client` (default), the host client's own address and port when it is not on the host's loopback (else the host alias), or `alias`, always the host alias.")
+    var publishSource: String = "client"
     @Option(name: .customLong("max-connections"), help: "TCP connections through the NAT at once; more are refused with RST. Each holds a host socket and up to its TCP buffers in memory.")
     var maxConnections: Int = 4096
     @Option(name: .customLong("max-udp-flows"), help: "UDP flows (guest address and port) at once; the least recently used is closed to make room. Each holds a host socket.")
@@ -216,6 +218,9 @@ struct NATOptions: ParsableArguments {
         for entry in publish where PublishedPort(entry) == nil {
             throw ValidationError("--publish wants tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, got \(entry)")
         }
+        guard publishSource == "client" || publishSource == "alias" else {
+            throw ValidationError("--publish-source wants client or alias, got \(publishSource)")
+        }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard maxUDPFlows >= 1 else { throw ValidationError("--max-udp-flows must be at least 1") }
         guard udpIdleTimeout >= 1 else { throw ValidationError("--udp-idle-timeout must be at least 1 second") }
@@ -228,6 +233,7 @@ struct NATOptions: ParsableArguments {
         c.hostAlias = hostAlias.map(IPAddress.v4)
         c.hostAlias6 = hostAlias6.map(IPAddress.v6)
         c.hostLoopback = !noHostLoopback
+        c.preservesClientAddress = publishSource == "client"
         c.maximumConnections = maxConnections
         c.maximumUDPFlows = maxUDPFlows
         c.udpIdleTimeout = .seconds(Int64(udpIdleTimeout))
