@@ -27,14 +27,25 @@ enum ControlClient {
     static func request(socketPath: String, method: HTTPMethod, path: String, body: String? = nil) async throws -> Answer {
         let group = MultiThreadedEventLoopGroup.singleton
         let answered = group.next().makePromise(of: Answer.self)
-        let channel = try await ClientBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(AnswerCollector(promise: answered))
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(AnswerCollector(promise: answered))
+                    }
                 }
-            }
-            .connect(unixDomainSocketPath: socketPath).get()
+                .connect(unixDomainSocketPath: socketPath).get()
+        } catch {
+            answered.fail(error)
+            throw error
+        }
+        let timeout = channel.eventLoop.scheduleTask(in: .seconds(30)) { answered.fail(ChannelError.connectTimeout(.seconds(30))) }
+        defer {
+            timeout.cancel()
+            channel.close(promise: nil)
+        }
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: "localhost")
         headers.add(name: "Connection", value: "close")
@@ -46,11 +57,12 @@ enum ControlClient {
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         if let payload { channel.write(HTTPClientRequestPart.body(.byteBuffer(payload)), promise: nil) }
-        try await channel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
-        let timeout = channel.eventLoop.scheduleTask(in: .seconds(30)) { answered.fail(ChannelError.connectTimeout(.seconds(30))) }
-        defer {
-            timeout.cancel()
-            channel.close(promise: nil)
+        do {
+            try await channel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
+        } catch {
+            // The daemon may have answered (413, say) and closed before reading it all.
+            if let answer = try? await answered.futureResult.get() { return answer }
+            throw error
         }
         return try await answered.futureResult.get()
     }

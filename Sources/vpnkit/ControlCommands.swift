@@ -12,13 +12,13 @@ struct APISocketOption: ParsableArguments {
     var path: String
 
     /// Sends one request; throws the daemon's error message (or why it could not be reached) as a
-    /// failure with a non-zero exit.
+    /// failure with exit status 1.
     func request(_ method: HTTPMethod, _ path: String, body: String? = nil, expect: Int) async throws -> ControlClient.Answer {
         let answer: ControlClient.Answer
         do {
             answer = try await ControlClient.request(socketPath: self.path, method: method, path: path, body: body)
         } catch {
-            throw ValidationError("cannot reach the control API at \(self.path): \(error)")
+            throw ControlCommandError(message: "cannot reach the control API at \(self.path): \(error)")
         }
         guard answer.status == expect else { throw ControlCommandError(message: "the daemon refused (\(answer.status)): \(answer.errorMessage)") }
         return answer

@@ -83,7 +83,7 @@ struct ControlAPIDaemonTests {
         #expect(!FileManager.default.fileExists(atPath: socket), "the socket file outlived the daemon")
     }
 
-    @Test("malformed requests get 4xx with a JSON error and change nothing: bad JSON, missing or unknown fields, port 0, bad protocol or address, unknown id or path, wrong method, a body over 64 KiB, broken HTTP")
+    @Test("malformed requests get 4xx with a JSON error and change nothing: bad JSON, missing or unknown fields, port 0, bad protocol or address, unknown id or path, wrong method, a body over 64 KiB, broken HTTP; at most 16 connections at once")
     func malformedRequests() throws {
         let socket = FileManager.default.temporaryDirectory.appendingPathComponent("vk-api-bad-\(getpid()).sock").path
         let daemon = try Daemon(label: "apibad", arguments: ["--api-socket", socket])
@@ -131,6 +131,30 @@ struct ControlAPIDaemonTests {
             import socket; s = socket.socket(socket.AF_UNIX); s.connect('\(socket)'); s.sendall(b'HELLO\\x00 nonsense\\r\\n\\r\\n'); print(s.recv(4096).decode(errors='replace').split('\\r\\n')[0])
             """], timeout: 20)
         #expect(garbage.output.hasPrefix("HTTP/1.1 400"), "\(garbage)")
+
+        // At most 16 connections at once: a 17th is closed unanswered; once they go, requests are
+        // served again.
+        let crowd = try run("/usr/bin/env", ["python3", "-c", """
+            import socket, time
+            held = []
+            for i in range(16):
+                s = socket.socket(socket.AF_UNIX); s.connect('\(socket)'); held.append(s)
+            time.sleep(0.5)
+            extra = socket.socket(socket.AF_UNIX); extra.connect('\(socket)'); extra.settimeout(3)
+            extra.sendall(b'GET /forwards HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')
+            try:
+                print('extra closed' if extra.recv(100) == b'' else 'extra answered')
+            except ConnectionResetError:
+                print('extra closed')
+            for s in held: s.close()
+            """], timeout: 30)
+        #expect(crowd.output.trimmingCharacters(in: .whitespacesAndNewlines) == "extra closed", "\(crowd.output) \(crowd.error)")
+        var served = false
+        for _ in 0..<50 where !served {
+            served = (try? apiRequest(socket, "GET", "/forwards").status) == 200
+            if !served { usleep(100_000) }
+        }
+        #expect(served)
 
         #expect(try apiRequest(socket, "GET", "/forwards").body == before)
         #expect(try hostAccepts(free) == false, "a refused request opened port \(free)")
