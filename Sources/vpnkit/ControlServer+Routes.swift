@@ -77,6 +77,9 @@ struct ControlRoutes: Sendable {
             }
         } catch let error as ControlError {
             return .error(error.status, error.message, allow: error.status == 405 ? allowed(path) : [])
+        } catch let error as UserspaceStackError {
+            // No NAT (--no-nat), or the stack is stopping: nothing to publish into.
+            return .error(409, "\(error)")
         } catch {
             return .error(500, "\(error)")
         }
@@ -104,6 +107,8 @@ struct ControlRoutes: Sendable {
             throw ControlError(status: 409, message: "cannot publish \(port): the host port is in use")
         } catch let error as IOError {
             throw ControlError(status: 400, message: "cannot publish \(port): \(error)")
+        } catch let error as UserspaceStackError {
+            throw ControlError(status: 409, message: "cannot publish \(port): \(error)")
         }
         let entry = try await stack.forwards().first { $0.id == id }.map(ForwardJSON.init)
         guard let entry else { throw ControlError(status: 500, message: "the port was published but is not listed") }

@@ -113,6 +113,8 @@ final class ControlHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let response = await routes.handle(method: method, uri: uri, body: body)
                 loop.execute {
                     let (handler, context) = bound.value
+                    // Closed meanwhile (the client went away): nobody to answer.
+                    guard context.channel.isActive else { return }
                     handler.respond(response, context: context)
                 }
             }
