@@ -101,6 +101,32 @@ struct PublishedPortLifecycleTests {
         try await world.shutdown()
     }
 
+    @Test("UDP: unpublish closes the host socket (the port can be bound again without SO_REUSEADDR); datagrams reached the guest before")
+    func udpUnpublish() async throws {
+        let world = try await NATWorld()
+        let guest = world.guest
+        try await world.loop.submit {
+            let socket = try guest.value.stack.bindUDP(port: 53) { message in
+                try? guest.value.stack.sendUDP(
+                    ByteBuffer(string: "echo " + String(buffer: message.payload)), from: message.destination, port: 53,
+                    to: message.source, port: message.sourcePort, now: .now())
+            }
+            _ = Unmanaged.passRetained(socket)  // bound for the test's lifetime
+        }.get()
+        let port = try freeUDPPortOnBothLoopbacks()
+        let id = try await world.publishWithID(PublishedPort(transport: .udp, hostAddress: .v4(.loopback), hostPort: port, guestPort: 53))
+        func bindsAgain() async -> Bool {
+            guard let channel = try? await DatagramBootstrap(group: world.group).bind(host: "127.0.0.1", port: Int(port)).get() else { return false }
+            try? await channel.close()
+            return true
+        }
+        #expect(await bindsAgain() == false, "the published UDP port is not bound")
+        #expect(try await world.exchangeUDP(host: "127.0.0.1", port: port, "one") == "echo one")
+        #expect(try await world.unpublish(id) == nil)
+        #expect(await bindsAgain(), "the UDP host socket stayed open after unpublish")
+        try await world.shutdown()
+    }
+
     @Test("a failed publish (port in use) leaves nothing listed")
     func failedPublishListsNothing() async throws {
         let world = try await NATWorld()
