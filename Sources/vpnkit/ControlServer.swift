@@ -95,6 +95,9 @@ final class ControlHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.head = head
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > ControlRoutes.maximumBody {
                 tooLarge(context: context)
+            } else if head.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                // curl asks before sending a body over 1 KiB, and would otherwise wait a second.
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             }
         case .body(var part):
             guard body.readableBytes + part.readableBytes <= ControlRoutes.maximumBody else { return tooLarge(context: context) }

@@ -78,6 +78,18 @@ struct ControlAPIDaemonTests {
         let again = try apiRequest(socket, "DELETE", "/forwards/\(id)")
         #expect(again.status == 404 && (jsonObject(again.body)["error"] as? String)?.contains("\(id)") == true, "\(again)")
 
+        // A body over 1 KiB (curl asks with Expect: 100-continue first) naming the guest address.
+        let padded = #"{"proto":"tcp","host_ip":"127.0.0.1","host_port":\#(port),"guest_port":80,"guest_ip":"192.168.65.3"}"# + String(repeating: " ", count: 3000)
+        let started = Date()
+        let withGuest = try apiRequest(socket, "POST", "/forwards", body: padded)
+        #expect(withGuest.status == 201, "\(withGuest)")
+        // Ids are never reused (the refused 409 attempt took one too).
+        let second = try #require(jsonObject(withGuest.body)["id"] as? Int, "\(withGuest)")
+        #expect(second > id)
+        #expect(Date().timeIntervalSince(started) < 0.9, "curl waited for 100 Continue")
+        #expect(try publishClient("tcp", "127.0.0.1", port, 1000) == "ok tcp 127.0.0.1 192.168.65.2 1000")
+        #expect(try apiRequest(socket, "DELETE", "/forwards/\(second)").status == 204)
+
         let stopped = daemon.stop()
         #expect(stopped.status == 0, "\(stopped.stderr)")
         #expect(!FileManager.default.fileExists(atPath: socket), "the socket file outlived the daemon")
