@@ -30,7 +30,7 @@ func hostAccepts(_ port: UInt16) throws -> Bool {
 
 @Suite("the control API (vpnkit run --api-socket)", .serialized, .enabled(if: runsHere(canRunControlAPI), controlAPISkipReason), .requires(canRunControlAPI, controlAPISkipReason))
 struct ControlAPIDaemonTests {
-    @Test("publish at run time through POST /forwards: the host reaches the guest's server; GET /forwards lists it with its id; DELETE /forwards/ID and the host is refused; the socket is 0600 and goes with the daemon; /stats and /flows answer")
+    @Test("publish at run time through POST /forwards: the host reaches the guest's server; GET /forwards lists it with its id; DELETE /forwards/ID and the host is refused while a connection accepted before keeps running; the socket is 0600 and goes with the daemon; /stats and /flows answer")
     func publishAndUnpublish() throws {
         let socket = FileManager.default.temporaryDirectory.appendingPathComponent("vk-api-\(getpid()).sock").path
         // A stale socket file from an earlier run is replaced.
@@ -71,9 +71,25 @@ struct ControlAPIDaemonTests {
         let flows = try apiRequest(socket, "GET", "/flows")
         #expect(flows.status == 200 && jsonObject(flows.body)["flows"] is [Any], "\(flows.body)")
 
+        // A connection held open through the port: it is in the flow table, and it outlives the
+        // port's removal.
+        let holder = try LineProcess("/usr/bin/env", ["python3", "-c", """
+            import socket, sys
+            s = socket.create_connection(('127.0.0.1', \(port))); f = s.makefile('rb')
+            print(f.readline().decode().strip(), flush=True)
+            for line in sys.stdin:
+                s.sendall(line.encode()); print(f.readline().decode().strip(), flush=True)
+            """])
+        defer { withExtendedLifetime(holder) {} }
+        #expect(["192.168.65.2", "fd00:65::2"].contains(holder.readLine().replacingOccurrences(of: "::ffff:", with: "")))
+        let table = jsonObject(try apiRequest(socket, "GET", "/flows").body)["flows"] as? [[String: Any]] ?? []
+        #expect(table.contains { ($0["guest"] as? String)?.hasSuffix(":80") == true && $0["protocol"] as? String == "tcp" }, "\(table)")
+
         let deleted = try apiRequest(socket, "DELETE", "/forwards/\(id)")
         #expect(deleted.status == 204 && deleted.body.isEmpty, "\(deleted)")
         #expect(try hostAccepts(port) == false, "127.0.0.1:\(port) still accepts after DELETE")
+        holder.send("still open")
+        #expect(holder.readLine() == "still open", "the connection accepted before DELETE was cut")
         #expect(try apiRequest(socket, "GET", "/forwards").body.contains("\"forwards\":[]"))
         let again = try apiRequest(socket, "DELETE", "/forwards/\(id)")
         #expect(again.status == 404 && (jsonObject(again.body)["error"] as? String)?.contains("\(id)") == true, "\(again)")
