@@ -20,6 +20,9 @@ struct ControlResponse: Sendable {
     /// The methods a path allows, sent as `Allow` with 405.
     var allow: [String] = []
 
+    /// The body as sent: ending in a newline unless empty (so `curl` output ends its line).
+    var wireBody: String { body.isEmpty || body.hasSuffix("\n") ? body : body + "\n" }
+
     /// `{"error": message}` with a 4xx or 5xx status.
     static func error(_ status: Int, _ message: String, allow: [String] = []) -> ControlResponse {
         ControlResponse(status: status, body: ControlJSON.encode(["error": message]), allow: allow)

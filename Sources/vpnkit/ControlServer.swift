@@ -143,7 +143,7 @@ final class ControlHandler: ChannelInboundHandler, RemovableChannelHandler {
         var buffer = ByteBuffer()
         if response.status != 204 {
             headers.add(name: "Content-Type", value: response.contentType)
-            buffer = ByteBuffer(string: response.body.hasSuffix("\n") || response.body.isEmpty ? response.body : response.body + "\n")
+            buffer = ByteBuffer(string: response.wireBody)
             headers.add(name: "Content-Length", value: String(buffer.readableBytes))
         }
         let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)

@@ -150,10 +150,12 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
 
+        // The answers of both the stats socket (read-only) and the control API.
+        let routes = ControlRoutes(stack: stack, guestFallback: .v4(firstGuest))
         var statsServer: StatsServer?
         if let stats = diagnostics.stats {
             do {
-                statsServer = try await StatsServer.start(path: stats, stack: stack, logger: logger)
+                statsServer = try await StatsServer.start(path: stats, routes: routes, logger: logger)
             } catch {
                 logger.error("cannot serve stats on \(stats): \(error)")
             }
@@ -161,8 +163,7 @@ struct RunCommand: AsyncParsableCommand {
         var controlServer: ControlServer?
         if let apiSocket = diagnostics.apiSocket {
             do {
-                controlServer = try await ControlServer.start(
-                    path: apiSocket, routes: ControlRoutes(stack: stack, guestFallback: .v4(firstGuest)), logger: logger)
+                controlServer = try await ControlServer.start(path: apiSocket, routes: routes, logger: logger)
             } catch {
                 // Asked for and not there: stop rather than run without it.
                 logger.error("cannot serve the control API on \(apiSocket): \(error)")

@@ -30,13 +30,14 @@ func hostAccepts(_ port: UInt16) throws -> Bool {
 
 @Suite("the control API (vpnkit run --api-socket)", .serialized, .enabled(if: runsHere(canRunControlAPI), controlAPISkipReason), .requires(canRunControlAPI, controlAPISkipReason))
 struct ControlAPIDaemonTests {
-    @Test("publish at run time through POST /forwards: the host reaches the guest's server; GET /forwards lists it with its id; DELETE /forwards/ID and the host is refused while a connection accepted before keeps running; the socket is 0600 and goes with the daemon; /stats and /flows answer")
+    @Test("publish at run time through POST /forwards: the host reaches the guest's server; GET /forwards lists it with its id; DELETE /forwards/ID and the host is refused while a connection accepted before keeps running; the socket is 0600 and goes with the daemon; /stats and /flows answer; the --stats socket answers the same GETs and changes nothing")
     func publishAndUnpublish() throws {
         let socket = FileManager.default.temporaryDirectory.appendingPathComponent("vk-api-\(getpid()).sock").path
         // A stale socket file from an earlier run is replaced.
         _ = try run("/usr/bin/env", ["python3", "-c", "import socket; socket.socket(socket.AF_UNIX).bind('\(socket)')"])
         // Stopped at the end of the test (a failure before that leaves it to Daemon's deinit).
-        let daemon = try Daemon(label: "api", arguments: ["--api-socket", socket])
+        let statsSocket = FileManager.default.temporaryDirectory.appendingPathComponent("vk-api-stats-\(getpid()).sock").path
+        let daemon = try Daemon(label: "api", arguments: ["--api-socket", socket, "--stats", statsSocket])
         let guest = try daemon.startPublishGuest()
         defer { withExtendedLifetime(guest) {} }
         var mode: Int?
@@ -63,6 +64,14 @@ struct ControlAPIDaemonTests {
         let listed = try apiRequest(socket, "GET", "/forwards")
         let forwards = jsonObject(listed.body)["forwards"] as? [[String: Any]] ?? []
         #expect(forwards.count == 1 && forwards.first?["id"] as? Int == id && forwards.first?["host_port"] as? Int == Int(port), "\(listed.body)")
+
+        // The stats socket answers the same read-only GETs from the same routes, and changes nothing.
+        let viaStats = try apiRequest(statsSocket, "GET", "/forwards")
+        #expect(viaStats.status == 200 && viaStats.body == listed.body, "\(viaStats)")
+        #expect(try apiRequest(statsSocket, "GET", "/metrics").body.contains("vpnkit_nat_tcp_flows "))
+        _ = try? apiRequest(statsSocket, "POST", "/forwards", body: #"{"proto":"tcp","host_port":\#(try freeTCPPort()),"guest_port":80}"#)
+        _ = try? apiRequest(statsSocket, "DELETE", "/forwards/\(id)")
+        #expect(try apiRequest(socket, "GET", "/forwards").body == listed.body)
 
         // /stats is the --stats JSON (its listeners included); /flows the flow table.
         let stats = jsonObject(try apiRequest(socket, "GET", "/stats").body)
