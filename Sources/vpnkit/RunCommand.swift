@@ -29,7 +29,8 @@ struct RunCommand: AsyncParsableCommand {
               vpnkit run --netns guest --tap tap0
               vpnkit run --publish tcp:8080:80 -- sh -c 'python3 -m http.server 80'
               vpnkit run -- curl http://host.internal:8000/
-              vpnkit run --api-socket /run/vpnkit.api --netns guest --tap tap0   (then: vpnkit publish --api-socket /run/vpnkit.api tcp:8080:80)
+              vpnkit run --api-socket /run/vpnkit.api --netns guest --tap tap0
+              vpnkit publish --api-socket /run/vpnkit.api tcp:8080:80   (at run time)
             """
     )
 
