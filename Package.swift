@@ -19,7 +19,8 @@ import PackageDescription
 //   VPNKit                          the assembly (UserspaceStack, Link) and the umbrella import
 //   VPNKitDecode                    `vpnkit decode`: wire modules (DNS's messages among them: VPNKitDNS
 //                                   does no I/O) and pcap only
-//   vpnkit                          the command: thin, over VPNKit and VPNKitDecode
+//   vpnkit                          the command: thin, over VPNKit and VPNKitDecode (and NIOHTTP1 for
+//                                   the control API)
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
@@ -158,6 +159,7 @@ let package = Package(
                 .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -210,12 +210,14 @@ extension UserspaceStack {
     /// A host connection reaches the guest over its own family when the guest has an address of it,
     /// else over the other (`GuestAddresses.address(forHostFamily:)`); a port without a host
     /// address listens on 127.0.0.1 and ::1 (see `NAT.publish(_:guestAddresses:)`).
+    /// - Returns: the publication's id, for ``unpublish(_:)``.
     /// - Throws: the bind error when the host port cannot be bound;
     ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
-    public func publish(_ port: PublishedPort, toLatestLeaseOr fallback: IPAddress) async throws {
-        let future: EventLoopFuture<Void> = try await onLoop { _, state in
+    @discardableResult
+    public func publish(_ port: PublishedPort, toLatestLeaseOr fallback: IPAddress) async throws -> PublishedPortID {
+        let future: EventLoopFuture<PublishedPortID> = try await onLoop { _, state in
             guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
-            return nat.publish(port, guestAddresses: { [weak state] in
+            return nat.publishWithID(port, guestAddresses: { [weak state] in
                 guard let state else { return GuestAddresses() }
                 let stack = state.driver.stack
                 let ipv6 = stack.guestIPv6Address ?? fallback.ipv6
@@ -223,34 +225,56 @@ extension UserspaceStack {
                 return GuestAddresses(ipv4: ipv4, ipv6: ipv6)
             })
         }
-        try await future.get()
+        return try await future.get()
     }
 
     /// Forwards a host port into the guest at `guestAddress` through the NAT (which must be
     /// attached): each host connection or datagram, of either family, is opened into the guest from
     /// the host alias of `guestAddress`'s family (a client that is not on the host's loopback from
     /// its own address, unless `NATConfiguration.preservesClientAddress` is off).
+    /// - Returns: the publication's id, for ``unpublish(_:)``.
     /// - Throws: the bind error when the host port cannot be bound;
     ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
-    public func publish(_ port: PublishedPort, to guestAddress: IPAddress) async throws {
-        let future: EventLoopFuture<Void> = try await onLoop { _, state in
+    @discardableResult
+    public func publish(_ port: PublishedPort, to guestAddress: IPAddress) async throws -> PublishedPortID {
+        let future: EventLoopFuture<PublishedPortID> = try await onLoop { _, state in
             guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
-            return nat.publish(port) { guestAddress }
+            return nat.publishWithID(port, guestAddresses: { GuestAddresses(guestAddress) })
         }
-        try await future.get()
+        return try await future.get()
     }
 
     /// Forwards a host port into the guest through the NAT (which must be attached), to the
     /// addresses `guestAddresses` gives when a connection or datagram arrives (called on the stack's
     /// event loop), by `GuestAddresses.address(forHostFamily:)`'s rule.
+    /// - Returns: the publication's id, for ``unpublish(_:)``.
     /// - Throws: the bind error when the host port cannot be bound;
     ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
-    public func publish(_ port: PublishedPort, toGuest guestAddresses: @escaping @Sendable () -> GuestAddresses) async throws {
-        let future: EventLoopFuture<Void> = try await onLoop { _, state in
+    @discardableResult
+    public func publish(_ port: PublishedPort, toGuest guestAddresses: @escaping @Sendable () -> GuestAddresses) async throws -> PublishedPortID {
+        let future: EventLoopFuture<PublishedPortID> = try await onLoop { _, state in
             guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
-            return nat.publish(port, guestAddresses: guestAddresses)
+            return nat.publishWithID(port, guestAddresses: guestAddresses)
         }
-        try await future.get()
+        return try await future.get()
+    }
+
+    /// Stops the publication `id` (from `publish`): its host listeners close, both loopbacks' for
+    /// a port published without a host address, and new host connections are refused. TCP
+    /// connections already accepted through it keep running until either side closes them.
+    /// - Throws: `PublishedPortError.unknownID` when no publication has that id (nothing changes);
+    ///   ``UserspaceStackError/notAttached(_:)`` without a NAT.
+    public func unpublish(_ id: PublishedPortID) async throws {
+        try await onLoop { _, state in
+            guard let nat = state.nat else { throw UserspaceStackError.notAttached("a NAT") }
+            try nat.unpublish(id)
+        }
+    }
+
+    /// The publications, oldest first: each with its id, the port as asked for, and the host
+    /// addresses and ports its listeners are bound to. Empty without a NAT.
+    public func forwards() async throws -> [PublishedForward] {
+        try await onLoop { _, state in state.nat?.forwards ?? [] }
     }
 
     /// The host listeners of the published ports, each with the address and port it is bound to

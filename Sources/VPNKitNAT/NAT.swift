@@ -37,6 +37,8 @@ public final class NAT {
     var icmp: ICMPForwarder?
     var icmp6: ICMPForwarder?
     var publishers: [PortPublisher] = []
+    /// The id the next publication gets (ids are never reused while the NAT lives).
+    var nextPublishedPortID: UInt64 = 1
     private var sweeper: RepeatedTask?
     private var closed = false
 

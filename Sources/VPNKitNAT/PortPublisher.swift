@@ -1,7 +1,7 @@
-public import NIOCore
+import NIOCore
 import Logging
 import NIOPosix
-public import VPNKitBase
+import VPNKitBase
 import VPNKitStack
 import VPNKitTransport
 import VPNKitRuntime
@@ -16,98 +16,15 @@ import Glibc
 import Darwin
 #endif
 
-extension NAT {
-    /// Starts forwarding `port` into the guest at the address `guestAddress()` names when a
-    /// connection or datagram arrives (nil: refused), whatever the host listener's family. Fails
-    /// when the host port cannot be bound (see `publish(_:guestAddresses:)` for a port without a
-    /// host address).
-    public func publish(_ port: PublishedPort, guestAddress: @escaping () -> IPAddress?) -> EventLoopFuture<Void> {
-        publish(port, guestAddresses: { guestAddress().map(GuestAddresses.init) ?? GuestAddresses() })
-    }
-
-    /// Starts forwarding `port` into the guest: a connection or datagram that reaches a host
-    /// listener goes to `guestAddresses().address(forHostFamily:)` of the listener's family (nil:
-    /// refused), from the host alias of the guest address's family (a non-loopback client from its own
-    /// address, see `NATConfiguration.preservesClientAddress`). Without a host address the port
-    /// is published on 127.0.0.1 and ::1; ::1 is left out, with a notice, when the host has no IPv6
-    /// (EADDRNOTAVAIL, EAFNOSUPPORT). Fails when a host port cannot be bound otherwise.
-    public func publish(_ port: PublishedPort, guestAddresses: @escaping () -> GuestAddresses) -> EventLoopFuture<Void> {
-        guard port.hostAddress == nil else {
-            return start(PortPublisher(nat: self, port: port, guestAddresses: guestAddresses))
-        }
-        var first = port
-        first.hostAddress = .v4(.loopback)
-        let v4 = PortPublisher(nat: self, port: first, guestAddresses: guestAddresses)
-        let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        let boundV4 = NIOLoopBound(v4, eventLoop: eventLoop)
-        return start(v4).assumeIsolated().flatMap { () -> EventLoopFuture<Void> in
-            let nat = bound.value
-            var second = port
-            second.hostAddress = .v6(.loopback)
-            second.hostPort = boundV4.value.boundPort ?? port.hostPort
-            return nat.start(PortPublisher(nat: nat, port: second, guestAddresses: guestAddresses)).assumeIsolated().flatMapError { error in
-                let nat = bound.value
-                if Self.meansNoIPv6(error) {
-                    nat.logger.notice("published \(port): ::1 cannot be bound (\(error)); IPv4 only")
-                    return nat.eventLoop.makeSucceededVoidFuture()
-                }
-                nat.stopPublisher(boundV4.value)
-                return nat.eventLoop.makeFailedFuture(error)
-            }.nonisolated()
-        }.nonisolated()
-    }
-
-    /// The host listeners of published ports, each with the address and port it is bound to.
-    public var publishedPorts: [PublishedPort] {
-        publishers.compactMap { publisher in
-            guard let port = publisher.boundPort else { return nil }
-            var published = publisher.port
-            published.hostPort = port
-            return published
-        }
-    }
-
-    /// Whether a failed bind means the host has no IPv6: ::1 is not configured (EADDRNOTAVAIL) or
-    /// the family is not supported (EAFNOSUPPORT).
-    static func meansNoIPv6(_ error: any Error) -> Bool {
-        guard let io = error as? IOError else { return false }
-        return io.errnoCode == EADDRNOTAVAIL || io.errnoCode == EAFNOSUPPORT
-    }
-
-    /// Binds one publisher; on failure it is forgotten again.
-    private func start(_ publisher: PortPublisher) -> EventLoopFuture<Void> {
-        publishers.append(publisher)
-        let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        let boundPublisher = NIOLoopBound(publisher, eventLoop: eventLoop)
-        return publisher.start().assumeIsolated().flatMapErrorThrowing { error in
-            bound.value.stopPublisher(boundPublisher.value)
-            throw error
-        }.nonisolated()
-    }
-
-    private func stopPublisher(_ publisher: PortPublisher) {
-        publisher.close()
-        publishers.removeAll { $0 === publisher }
-    }
-
-    /// The guest-side source of a published port's connection or datagram to `guest`: the host
-    /// alias of its family, else the gateway's address of that family (nil when the stack has none).
-    func publishedSource(to guest: IPAddress) -> IPAddress? {
-        switch guest {
-        case .v4:
-            if case .v4? = configuration.hostAlias { return configuration.hostAlias }
-            return .v4(stack.configuration.gateway)
-        case .v6:
-            if case .v6(let alias)? = configuration.hostAlias6, stack.owns(.v6(alias)) { return .v6(alias) }
-            return stack.configuration.ipv6.map { .v6($0.gateway) }
-        }
-    }
-}
-
 final class PortPublisher {
     weak var nat: NAT?
     /// The port, with the one host address this publisher listens on.
     let port: PublishedPort
+    /// The identity of the publication this listener belongs to (a port published without a host
+    /// address has two listeners under one id).
+    let id: PublishedPortID
+    /// The port as it was asked for (without a host address when both loopbacks were meant).
+    let requested: PublishedPort
     let guestAddresses: () -> GuestAddresses
     var channel: (any Channel)?
     /// UDP: one stack socket per host client, so the guest's replies find their way back.
@@ -122,10 +39,12 @@ final class PortPublisher {
     /// How long a TCP listener stays closed after accept(2) ran out of descriptors.
     static let relistenDelay = TimeAmount.seconds(1)
 
-    init(nat: NAT, port: PublishedPort, guestAddresses: @escaping () -> GuestAddresses) {
+    init(nat: NAT, port: PublishedPort, id: PublishedPortID, requested: PublishedPort, guestAddresses: @escaping () -> GuestAddresses) {
         self.nat = nat
         self.eventLoop = nat.eventLoop
         self.port = port
+        self.id = id
+        self.requested = requested
         self.guestAddresses = guestAddresses
     }
 

@@ -194,7 +194,7 @@ struct NATOptions: ParsableArguments {
     var dnsUpstream: [String] = []
     @Option(name: .customLong("host-record"), help: "A DNS name the gateway answers itself: NAME=IP (IPv4: A, IPv6: AAAA); repeatable.")
     var hostRecord: [String] = []
-    @Option(name: .customLong("publish"), help: "Forward a host port into the guest: tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, HOSTIP a dotted quad or [IPv6]; repeatable. Binds 127.0.0.1 and ::1 unless HOSTIP is given; reaches the guest over the listener's family when the guest has an address of it, else the other.")
+    @Option(name: .customLong("publish"), help: "Forward a host port into the guest: tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, HOSTIP a dotted quad or [IPv6]; or ranges of the same length, tcp:8000-8010:9000-9010; repeatable. Binds 127.0.0.1 and ::1 unless HOSTIP is given; reaches the guest over the listener's family when the guest has an address of it, else the other.")
     var publish: [String] = []
     @Option(name: .customLong("publish-source"), help: "Whom a published port's connection or datagram comes from in the guest: `client` (default), the host client's own address and port when it is not on the host's loopback (else the host alias), or `alias`, always the host alias.")
     var publishSource: String = "client"
@@ -215,8 +215,12 @@ struct NATOptions: ParsableArguments {
                 throw ValidationError("--host-record wants NAME=IP, got \(record)")
             }
         }
-        for entry in publish where PublishedPort(entry) == nil {
-            throw ValidationError("--publish wants tcp|udp:[HOSTIP:]HOSTPORT:GUESTPORT, got \(entry)")
+        for entry in publish {
+            do {
+                _ = try PublishedPort.parseRange(entry)
+            } catch {
+                throw ValidationError("--publish \(entry): \(error)")
+            }
         }
         guard publishSource == "client" || publishSource == "alias" else {
             throw ValidationError("--publish-source wants client or alias, got \(publishSource)")
@@ -224,6 +228,11 @@ struct NATOptions: ParsableArguments {
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard maxUDPFlows >= 1 else { throw ValidationError("--max-udp-flows must be at least 1") }
         guard udpIdleTimeout >= 1 else { throw ValidationError("--udp-idle-timeout must be at least 1 second") }
+    }
+
+    /// Every `--publish` entry with its ranges expanded, in order (call after `validate()`).
+    var publishedPorts: [PublishedPort] {
+        publish.flatMap { (try? PublishedPort.parseRange($0)) ?? [] }
     }
 
     /// The NAT's configuration, nil with --no-nat.
@@ -280,6 +289,8 @@ struct DiagnosticOptions: ParsableArguments {
     var logLevel: String = "info"
     @Option(name: .customLong("stats"), help: "Serve counters and the flow table as JSON (or Prometheus text) on this unix socket; read it with `vpnkit stats PATH`.")
     var stats: String?
+    @Option(name: .customLong("api-socket"), help: "Serve the control API (HTTP/1.1 and JSON: GET /stats, /flows, /forwards; POST /forwards; DELETE /forwards/ID) on this unix socket, mode 0600; use it with `vpnkit publish`, `unpublish`, `forwards` and `flows`.")
+    var apiSocket: String?
 
     func validate() throws {
         for (name, p) in [("drop", faultDrop), ("reorder", faultReorder), ("duplicate", faultDuplicate), ("corrupt", faultCorrupt)] {

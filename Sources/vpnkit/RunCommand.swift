@@ -1,7 +1,7 @@
 // `vpnkit run`: give a guest a network. The command turns its options into a `UserspaceStack.Link`
 // and service configurations and assembles them through the library's one path
 // (`UserspaceStack.start`, `serveDHCP`, `attachNAT`…); what stays here is the daemon's own:
-// signals, the command's namespace, the stats socket, the exit summary.
+// signals, the command's namespace, the stats socket and control API, the exit summary.
 
 import ArgumentParser
 import Logging
@@ -29,6 +29,8 @@ struct RunCommand: AsyncParsableCommand {
               vpnkit run --netns guest --tap tap0
               vpnkit run --publish tcp:8080:80 -- sh -c 'python3 -m http.server 80'
               vpnkit run -- curl http://host.internal:8000/
+              vpnkit run --api-socket /run/vpnkit.api --netns guest --tap tap0
+              vpnkit publish --api-socket /run/vpnkit.api tcp:8080:80   (at run time)
             """
     )
 
@@ -68,7 +70,7 @@ struct RunCommand: AsyncParsableCommand {
         MallocTuning.apply(logger: logger)
         do {
             try OpenFileLimit.apply(
-                needed: OpenFileLimit.needed(maxConnections: nat.maxConnections, maxUDPFlows: nat.maxUDPFlows, published: nat.publish.count),
+                needed: OpenFileLimit.needed(maxConnections: nat.maxConnections, maxUDPFlows: nat.maxUDPFlows, published: nat.publishedPorts.count),
                 maxConnections: nat.maxConnections, maxUDPFlows: nat.maxUDPFlows, logger: logger)
         } catch {
             logger.error("\(error)")
@@ -130,7 +132,7 @@ struct RunCommand: AsyncParsableCommand {
                 } else {
                     logger.notice("ping to outside addresses is disabled: no raw ICMP socket (CAP_NET_RAW) and no ICMP datagram socket (net.ipv4.ping_group_range); the gateway and host alias still answer")
                 }
-                for port in nat.publish.compactMap({ PublishedPort($0) }) {
+                for port in nat.publishedPorts {
                     do {
                         try await stack.publish(port, toLatestLeaseOr: .v4(firstGuest))
                     } catch {
@@ -150,12 +152,27 @@ struct RunCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
 
+        // The answers of both the stats socket (read-only) and the control API.
+        let routes = ControlRoutes(stack: stack, guestFallback: .v4(firstGuest))
         var statsServer: StatsServer?
         if let stats = diagnostics.stats {
             do {
-                statsServer = try await StatsServer.start(path: stats, stack: stack, logger: logger)
+                statsServer = try await StatsServer.start(path: stats, routes: routes, logger: logger)
             } catch {
                 logger.error("cannot serve stats on \(stats): \(error)")
+            }
+        }
+        var controlServer: ControlServer?
+        if let apiSocket = diagnostics.apiSocket {
+            do {
+                controlServer = try await ControlServer.start(path: apiSocket, routes: routes, logger: logger)
+            } catch {
+                // Asked for and not there: stop rather than run without it.
+                logger.error("cannot serve the control API on \(apiSocket): \(error)")
+                statsServer?.close()
+                await stack.shutdown()
+                try? await group.shutdownGracefully()
+                throw ExitCode(1)
             }
         }
         logger.info("serving \(guestLink.description) as \(configuration.gateway) on \(configuration.subnet), MTU \(stack.configuration.mtu)")
@@ -198,6 +215,7 @@ struct RunCommand: AsyncParsableCommand {
         #endif
         logger.info("stopping: \(reason)")
         statsServer?.close()
+        controlServer?.close()
         let summary = await Self.summary(of: stack)
         logger.info("\(summary)")
         await stack.shutdown()

@@ -16,7 +16,7 @@ final class SlirpForwards: @unchecked Sendable {  // touched on the stack's even
         var port: PublishedPort
         var guest: IPAddress
         /// The library's handle for removing it.
-        var handle: PublishedPort
+        var handle: PublishedPortID
     }
     var entries: [Entry] = []
     var nextID = 1
@@ -119,10 +119,9 @@ final class SlirpAPIHandler: ChannelInboundHandler {
         }
     }
 
-    private func reply(_ context: ChannelHandlerContext, _ answer: [String: Any]) {
+    private func reply(_ context: ChannelHandlerContext, _ answer: String) {
         answered = true
-        let data = (try? JSONSerialization.data(withJSONObject: answer, options: [.sortedKeys])) ?? Data("{}".utf8)
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: data))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: answer))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }
 
@@ -140,7 +139,22 @@ enum SlirpAPI {
         }
     }
 
-    static func error(_ description: String) -> [String: Any] { ["error": ["desc": description]] }
+    /// `{"error":{"desc":"…"}}`, as slirp4netns words its errors.
+    static func error(_ description: String) -> String { "{\"error\":{\"desc\":\(quoted(description))}}" }
+
+    /// A JSON string literal.
+    static func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
 
     /// An integer argument: a JSON number with no fraction (0 when missing, as slirp4netns reads it).
     static func integer(_ value: Any?) -> Int? {
@@ -150,17 +164,17 @@ enum SlirpAPI {
         return Int(double)
     }
 
-    static func answer(_ request: Request, shared: SlirpAPIHandler.Shared) async -> [String: Any] {
+    static func answer(_ request: Request, shared: SlirpAPIHandler.Shared) async -> String {
         switch request.execute {
         case "add_hostfwd": return await add(request.arguments, shared: shared)
         case "list_hostfwd": return await list(shared: shared)
         case "remove_hostfwd": return await remove(request.arguments, shared: shared)
-        case nil: return error("bad request: missing execute")
-        case let other?: return error("bad request: unknown execute \"\(other)\"")
+        case nil: return error("bad request: no execute found")
+        default: return error("bad request: unknown execute")
         }
     }
 
-    static func add(_ arguments: [String: Any], shared: SlirpAPIHandler.Shared) async -> [String: Any] {
+    static func add(_ arguments: [String: Any], shared: SlirpAPIHandler.Shared) async -> String {
         let transport: PublishedPort.Transport
         switch arguments["proto"] as? String {
         case "tcp": transport = .tcp
@@ -188,8 +202,7 @@ enum SlirpAPI {
         if case .v6 = hostAddress, !shared.ipv6 { return error("bad request: add_hostfwd: bad arguments.host_addr") }
         let port = PublishedPort(transport: transport, hostAddress: hostAddress, hostPort: UInt16(hostPort), guestPort: UInt16(guestPort))
         do {
-            try await shared.stack.publish(port, to: guest)
-            let handle = port
+            let handle = try await shared.stack.publish(port, to: guest)
             let forwards = shared.forwards
             let id = try await shared.stack.eventLoop.submit {
                 let id = forwards.nextID
@@ -198,41 +211,38 @@ enum SlirpAPI {
                 return id
             }.get()
             shared.logger.info("add_hostfwd \(id): \(port) to \(guest)")
-            return ["return": ["id": id]]
+            return "{\"return\":{\"id\":\(id)}}"
         } catch {
             shared.logger.notice("add_hostfwd \(port): \(error)")
-            return Self.error("add_hostfwd: slirp_add_hostfwd failed")
+            return Self.error("bad request: add_hostfwd: slirp_add_hostfwd failed")
         }
     }
 
-    static func list(shared: SlirpAPIHandler.Shared) async -> [String: Any] {
+    /// `{"entries":[…]}` — not wrapped in "return", as slirp4netns answers it.
+    static func list(shared: SlirpAPIHandler.Shared) async -> String {
         let forwards = shared.forwards
         let entries = (try? await shared.stack.eventLoop.submit { forwards.entries.map { ($0.id, $0.port, $0.guest) } }.get()) ?? []
-        let listed: [[String: Any]] = entries.map { id, port, guest in
-            [
-                "id": id, "proto": port.transport.rawValue, "host_addr": port.hostAddress.map { "\($0)" } ?? "0.0.0.0",
-                "host_port": Int(port.hostPort), "guest_addr": "\(guest)", "guest_port": Int(port.guestPort),
-            ]
+        let listed = entries.map { id, port, guest in
+            "{\"id\":\(id),\"proto\":\(quoted(port.transport.rawValue)),\"host_addr\":\(quoted(port.hostAddress.map { "\($0)" } ?? "0.0.0.0")),"
+                + "\"host_port\":\(port.hostPort),\"guest_addr\":\(quoted("\(guest)")),\"guest_port\":\(port.guestPort)}"
         }
-        return ["return": ["entries": listed]]
+        return "{\"entries\":[" + listed.joined(separator: ",") + "]}"
     }
 
-    static func remove(_ arguments: [String: Any], shared: SlirpAPIHandler.Shared) async -> [String: Any] {
+    static func remove(_ arguments: [String: Any], shared: SlirpAPIHandler.Shared) async -> String {
         guard let id = integer(arguments["id"]), id > 0 else { return error("bad request: remove_hostfwd: bad arguments.id") }
         let forwards = shared.forwards
         let entry = try? await shared.stack.eventLoop.submit { () -> SlirpForwards.Entry? in
             guard let index = forwards.entries.firstIndex(where: { $0.id == id }) else { return nil }
             return forwards.entries.remove(at: index)
         }.get()
-        guard let entry = entry ?? nil else { return error("remove_hostfwd: slirp_remove_hostfwd failed") }
+        guard let entry = entry ?? nil else { return error("bad request: remove_hostfwd: bad arguments.id") }
         do {
-            throw SlirpAPIUnavailable()  // unpublishing lands with the control API
+            try await shared.stack.unpublish(entry.handle)
         } catch {
-            return Self.error("remove_hostfwd: slirp_remove_hostfwd failed")
+            return Self.error("bad request: remove_hostfwd: slirp_remove_hostfwd failed")
         }
         shared.logger.info("remove_hostfwd \(id): \(entry.port)")
-        return ["return": [String: Any]()]
+        return "{\"return\":{}}"
     }
 }
-
-struct SlirpAPIUnavailable: Error {}

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import NIOPosix
+import VPNKit
 
 struct StatsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -80,16 +81,25 @@ struct StatsCommand: AsyncParsableCommand {
             for port in s.published { lines.append(port) }
         }
         if !s.flowTable.isEmpty {
-            lines.append("\nPROTO GUEST                                  REMOTE                                 STATE          TO HOST      TO GUEST   AGE")
-            for f in s.flowTable.sorted(by: { $0.ageSeconds > $1.ageSeconds }) {
-                lines.append(
-                    [f.protocol.padding(toLength: 5, withPad: " ", startingAt: 0), f.guest.padding(toLength: 38, withPad: " ", startingAt: 0),
-                     f.remote.padding(toLength: 38, withPad: " ", startingAt: 0), f.state.padding(toLength: 14, withPad: " ", startingAt: 0),
-                     String(f.bytesToHost).padding(toLength: 12, withPad: " ", startingAt: 0), String(f.bytesToGuest).padding(toLength: 10, withPad: " ", startingAt: 0),
-                     String(format: "%.0fs", f.ageSeconds)].joined(separator: " "))
-            }
+            lines.append("")
+            lines += flowTable(s.flowTable)
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+extension StatsCommand {
+    /// The flow table's lines, a heading first, the oldest flow next (`vpnkit stats` and `vpnkit flows`).
+    static func flowTable(_ flows: [NATFlowSnapshot]) -> [String] {
+        var lines = ["PROTO GUEST                                  REMOTE                                 STATE          TO HOST      TO GUEST   AGE"]
+        for f in flows.sorted(by: { $0.ageSeconds > $1.ageSeconds }) {
+            lines.append(
+                [f.protocol.padding(toLength: 5, withPad: " ", startingAt: 0), f.guest.padding(toLength: 38, withPad: " ", startingAt: 0),
+                 f.remote.padding(toLength: 38, withPad: " ", startingAt: 0), f.state.padding(toLength: 14, withPad: " ", startingAt: 0),
+                 String(f.bytesToHost).padding(toLength: 12, withPad: " ", startingAt: 0), String(f.bytesToGuest).padding(toLength: 10, withPad: " ", startingAt: 0),
+                 String(format: "%.0fs", f.ageSeconds)].joined(separator: " "))
+        }
+        return lines
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import VPNKit
 
@@ -104,7 +105,10 @@ struct StatsSnapshot: Codable {
 }
 
 /// Serves `StatsSnapshot` on a unix socket: a client sends one line — `json` (or nothing but a
-/// newline), `prometheus`, or an HTTP `GET /metrics` / `GET /` — and gets the answer, then EOF.
+/// newline), `prometheus`, or an HTTP GET — and gets the answer, then EOF. An HTTP GET of `/stats`,
+/// `/metrics`, `/flows` or `/forwards` is answered by the control API's routes (`ControlRoutes`),
+/// so the two sockets' read-only answers come from one place; `GET /` and any other path answer
+/// the stats JSON, as before. Nothing on this socket changes anything.
 /// The socket file is its owner's only (mode 0600) from the moment it appears: the counters and the
 /// flow table say who the guest talks to. The listener is the one the VM's socket uses
 /// (`UnixStreamServer`): out of descriptors it pauses for a second instead of spinning, binds again
@@ -118,12 +122,13 @@ final class StatsServer: Sendable {
         self.path = path
     }
 
-    static func start(path: String, stack: UserspaceStack, logger: Logger) async throws -> StatsServer {
+    static func start(path: String, routes: ControlRoutes, logger: Logger) async throws -> StatsServer {
+        let stack = routes.stack
         let loop = stack.eventLoop
         let server = try await loop.flatSubmit {
             // A stale socket file at `path` is replaced; any other kind of file makes this fail.
             UnixStreamServer.bind(path: path, options: SocketTransportOptions(socketFileMode: 0o600), childAutoRead: true, on: loop) { channel in
-                try channel.pipeline.syncOperations.addHandler(StatsHandler(stack: stack))
+                try channel.pipeline.syncOperations.addHandler(StatsHandler(routes: routes))
             }.map { server in
                 let log = RateLimitedLogger(logger)
                 server.value.report = { event in logListenerEvent(event, listener: "the stats socket \(path)", log: log) }
@@ -145,12 +150,15 @@ final class StatsHandler: ChannelInboundHandler {
     /// A client that has not sent its request line by then is disconnected, so that silent clients
     /// cannot hold descriptors (which the NAT's host sockets need) for ever.
     static let requestTimeout = TimeAmount.seconds(5)
-    let stack: UserspaceStack
+    /// The read-only paths an HTTP GET is answered from by the control API's routes.
+    static let routedPaths: Set<String> = ["/stats", "/metrics", "/flows", "/forwards"]
+    let routes: ControlRoutes
+    var stack: UserspaceStack { routes.stack }
     var request = ""
     var answered = false
     private var deadline: Scheduled<Void>?
 
-    init(stack: UserspaceStack) { self.stack = stack }
+    init(routes: ControlRoutes) { self.routes = routes }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -177,23 +185,37 @@ final class StatsHandler: ChannelInboundHandler {
         answered = true
         deadline?.cancel()
         deadline = nil
-        let snapshot = StatsSnapshot(stack.reportOnLoop())
         let command = line.trimmingCharacters(in: .whitespacesAndNewlines)
-        var body: String
-        var contentType = "application/json"
         if command.hasPrefix("GET ") {
-            if command.hasPrefix("GET /metrics") {
-                body = snapshot.prometheus()
-                contentType = "text/plain; version=0.0.4"
-            } else {
-                body = snapshot.json()
+            let words = command.split(separator: " ")
+            let target = words.count > 1 ? String(words[1]) : "/"
+            let path = String(target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+            let uri = Self.routedPaths.contains(path) ? path : "/stats"
+            let routes = self.routes
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            Task {
+                let response = await routes.handle(method: "GET", uri: uri, body: ByteBuffer())
+                loop.execute { StatsHandler.writeHTTP(response, context: bound.value) }
             }
-            body = "HTTP/1.0 200 OK\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
-        } else if command == "prometheus" {
+            return
+        }
+        let snapshot = StatsSnapshot(stack.reportOnLoop())
+        var body: String
+        if command == "prometheus" {
             body = snapshot.prometheus()
         } else {
             body = snapshot.json() + "\n"
         }
         context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: body))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    /// An HTTP/1.0 answer, then EOF (this socket reads one line; it has no HTTP parser of its own).
+    static func writeHTTP(_ response: ControlResponse, context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        let reason = HTTPResponseStatus(statusCode: response.status).reasonPhrase
+        let body = response.wireBody
+        let text = "HTTP/1.0 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        context.writeAndFlush(NIOAny(ByteBuffer(string: text))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 }

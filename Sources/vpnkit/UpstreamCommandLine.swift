@@ -19,10 +19,10 @@ enum UpstreamCommandLine {
     ]
     /// Flags for features we do not have: refused.
     static let refused: [String: String] = [
-        "port": "vpnkit's 9P/hvsock port-forwarding control channel is not implemented; use --publish with `vpnkit run`",
+        "port": "vpnkit's 9P/hvsock port-forwarding control channel is not implemented; use --publish with `vpnkit run`, or its --api-socket to publish at run time",
         "vsock-path": "AF_VSOCK port forwarding is not implemented",
         "port-forwards": "AF_VSOCK port forwarding is not implemented",
-        "forwards": "the forwards socket is not implemented; use --publish with `vpnkit run`",
+        "forwards": "the forwards socket is not implemented; use --publish with `vpnkit run`, or its --api-socket to publish at run time",
         "gateway-forwards": "gateway forwards are not implemented",
         "tcpv4-forwards": "static TCP forwards are not implemented; use --publish with `vpnkit run`",
         "udpv4-forwards": "static UDP forwards are not implemented; use --publish with `vpnkit run`",

@@ -1,6 +1,7 @@
 import ArgumentParser
 
-/// The root command: `decode`, `run`, `stats` and `slirp4netns`. With no arguments it prints its help (exit 0);
+/// The root command: `decode`, `run`, `stats`, `slirp4netns`, and the control API's clients
+/// `publish`, `unpublish`, `forwards` and `flows`. With no arguments it prints its help (exit 0);
 /// `--version` prints `version`. vpnkit's own flags (`vpnkit --ethernet …`) never reach it
 /// (`UpstreamCommandLine`).
 struct VPNKitCommand: AsyncParsableCommand {
@@ -11,6 +12,9 @@ struct VPNKitCommand: AsyncParsableCommand {
         commandName: "vpnkit",
         abstract: "A userspace TCP/IP stack and NAT for virtual machines and network namespaces.",
         version: version,
-        subcommands: [DecodeCommand.self, RunCommand.self, StatsCommand.self, Slirp4netnsCommand.self]
+        subcommands: [
+            DecodeCommand.self, RunCommand.self, StatsCommand.self, Slirp4netnsCommand.self, PublishCommand.self, UnpublishCommand.self,
+            ForwardsCommand.self, FlowsCommand.self,
+        ]
     )
 }

@@ -82,9 +82,32 @@ struct RootCommandTests {
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.isEmpty, "\(result.stderr)")
         #expect(result.stdout.contains("USAGE: vpnkit <subcommand>"), "\(result.stdout)")
-        for line in ["decode", "run", "stats", "--version"] {
+        for line in ["decode", "run", "stats", "publish", "unpublish", "forwards", "flows", "--version"] {
             #expect(result.stdout.contains("  \(line) "), "\(line) missing from: \(result.stdout)")
         }
         #expect(result.stdout == (try runVPNKit(["--help"])).stdout)
+    }
+
+    @Test("--publish ranges are checked before anything starts: lengths that differ, a reversed range, port 0 and an unknown protocol each exit 64 naming the problem")
+    func publishRangeValidation() throws {
+        let cases = [
+            ("tcp:8000-8010:8000-8009", "same length"), ("tcp:8010-8000:8010-8000", "reversed port range 8010-8000"),
+            ("tcp:0:80", "bad port 0"), ("sctp:80:80", "unknown protocol sctp"), ("tcp:[::zz]:80:80", "bad host address ::zz"),
+        ]
+        for (entry, message) in cases {
+            let result = try runVPNKit(["run", "--socket", "/nonexistent/vk.sock", "--protocol", "qemu", "--publish", entry])
+            #expect(result.status == 64, "\(entry): \(result.stderr)")
+            #expect(result.stderr.contains("--publish \(entry)") && result.stderr.contains(message), "\(entry): \(result.stderr)")
+        }
+    }
+
+    @Test("the control API's clients: a bad port spec is refused before connecting; a socket nobody serves exits 1 saying so (no crash)")
+    func controlClientErrors() throws {
+        let bad = try runVPNKit(["publish", "--api-socket", "/nonexistent/vk.api", "tcp:9000-9001:80"])
+        #expect(bad.status == 64 && bad.stderr.contains("same length"), "\(bad.stderr)")
+        for arguments in [["forwards"], ["flows"], ["unpublish", "1"], ["publish", "tcp:8080:80"]] {
+            let result = try runVPNKit(arguments + ["--api-socket", "/nonexistent/vk.api"])
+            #expect(result.status == 1 && result.stderr.contains("cannot reach the control API at /nonexistent/vk.api"), "\(arguments): \(result.stderr)")
+        }
     }
 }

@@ -23,7 +23,7 @@ extension NATWorld {
         let remote = try SocketAddress(ipAddress: host, port: clientPort)
         return try await loop.submit { () -> PublishedTarget? in
             let nat = NATWorld.nat(of: gateway)
-            return PortPublisher(nat: nat, port: port, guestAddresses: { addresses }).target(nat: nat, client: remote)
+            return PortPublisher(nat: nat, port: port, id: PublishedPortID(rawValue: 1), requested: port, guestAddresses: { addresses }).target(nat: nat, client: remote)
         }.get()
     }
 
@@ -165,7 +165,7 @@ struct PublishedClientAddressTests {
             keeper.objects.append(server)
             let nat = NATWorld.nat(of: gateway)
             // Kept, as the NAT keeps its publishers: the client socket's filter asks it for the guest's address.
-            let publisher = PortPublisher(nat: nat, port: port, guestAddresses: { GuestAddresses(ipv4: guestIP) })
+            let publisher = PortPublisher(nat: nat, port: port, id: PublishedPortID(rawValue: 1), requested: port, guestAddresses: { GuestAddresses(ipv4: guestIP) })
             keeper.objects.append(publisher)
             let socket = try #require(publisher.bindUDPSocket(for: target, nat: nat) { message in
                 delivered.withLockedValue { $0.append("\(message.source.description(port: message.sourcePort)) \(String(buffer: message.payload))") }
