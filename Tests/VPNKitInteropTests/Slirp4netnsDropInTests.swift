@@ -72,6 +72,7 @@ struct Slirp4netnsDropInTests {
     /// the test's DNS server, the child running `script`; `hostSide`, a shell snippet, runs meanwhile in
     /// the background on the host (one process tree: no second `Process` racing the first).
     static func rootlesskit(_ binary: Binary, options: [String], script: String, hostSide: String = "", timeout: Double = 150) throws -> CommandOutput {
+        try RootlesskitTests.ensureSubordinateIDs()
         let directory = try freshDirectory("rootlesskit-slirp")
         let resolv = directory.appendingPathComponent("resolv.conf").path
         try "nameserver 127.0.0.54\n".write(toFile: resolv, atomically: true, encoding: .utf8)
