@@ -3,9 +3,11 @@
 // system calls and write into the request they were given.
 
 #define _GNU_SOURCE
-#include "child.h"
+#include "CVPNKitLinux.h"
 
 #ifdef __linux__
+
+#include "child.h"
 
 #include <errno.h>
 #include <pthread.h>

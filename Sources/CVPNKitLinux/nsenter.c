@@ -10,9 +10,10 @@
 
 #define _GNU_SOURCE
 #include "CVPNKitLinux.h"
-#include "child.h"
 
 #ifdef __linux__
+
+#include "child.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

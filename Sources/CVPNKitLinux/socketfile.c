@@ -8,9 +8,10 @@
 
 #define _GNU_SOURCE
 #include "CVPNKitLinux.h"
-#include "child.h"
 
 #ifdef __linux__
+
+#include "child.h"
 
 #include <errno.h>
 #include <pthread.h>

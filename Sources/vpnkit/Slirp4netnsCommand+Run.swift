@@ -1,5 +1,8 @@
 // `vpnkit slirp4netns`: the assembly, through the library's one path (`UserspaceStack`).
 
+// Linux only, as `vpnkit slirp4netns` is.
+#if os(Linux)
+
 import ArgumentParser
 import Foundation
 import Logging
@@ -9,6 +12,8 @@ import VPNKit
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 extension Slirp4netnsCommand {
@@ -17,7 +22,6 @@ extension Slirp4netnsCommand {
             FileHandle.standardOutput.write(Data(Self.versionText.utf8))
             return
         }
-        #if os(Linux)
         let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
         defer { signals.cancel() }
         let level = Logger.Level(rawValue: logLevel) ?? .notice
@@ -103,8 +107,7 @@ extension Slirp4netnsCommand {
         apiServer?.close()
         await stack.shutdown()
         try? await group.shutdownGracefully()
-        #else
-        throw ValidationError("slirp4netns mode needs Linux (network namespaces, TAP devices)")
-        #endif
     }
 }
+
+#endif  // os(Linux)

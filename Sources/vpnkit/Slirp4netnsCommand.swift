@@ -3,7 +3,11 @@
 // which those tools hard-code: 10.0.2.0/24 with the gateway (= the host's loopback) at .2, DNS at .3
 // and the guest at .100; IPv6 fd00::/64 with ::2 and ::3. What we lack is refused, never ignored.
 
+// Linux only: network namespaces and TAP devices (elsewhere the subcommand does not exist).
+#if os(Linux)
+
 import ArgumentParser
+import Logging
 import VPNKit
 
 struct Slirp4netnsCommand: AsyncParsableCommand {
@@ -115,4 +119,4 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
     }
 }
 
-import Logging
+#endif  // os(Linux)

@@ -3,6 +3,9 @@
 // rootlesskit's and Podman's port drivers speak it; the request and reply shapes and the error
 // texts are slirp4netns's.
 
+// Linux only, as `vpnkit slirp4netns` is.
+#if os(Linux)
+
 import Foundation
 import Logging
 import NIOCore
@@ -246,3 +249,5 @@ enum SlirpAPI {
         return "{\"return\":{}}"
     }
 }
+
+#endif  // os(Linux)

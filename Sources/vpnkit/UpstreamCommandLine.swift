@@ -137,10 +137,14 @@ enum UpstreamCommandLine {
 enum Entry {
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
+        #if os(Linux)
         // Run as `slirp4netns` (a symlink to this binary): slirp4netns's command line.
         if CommandLine.arguments.first?.split(separator: "/").last == "slirp4netns" {
             await Slirp4netnsCommand.main(arguments)
-        } else if UpstreamCommandLine.matches(arguments) {
+            return
+        }
+        #endif
+        if UpstreamCommandLine.matches(arguments) {
             await UpstreamCommandLine.main(arguments)
         } else {
             await VPNKitCommand.main()

@@ -13,8 +13,15 @@ struct VPNKitCommand: AsyncParsableCommand {
         abstract: "A userspace TCP/IP stack and NAT for virtual machines and network namespaces.",
         version: version,
         subcommands: [
-            DecodeCommand.self, RunCommand.self, StatsCommand.self, Slirp4netnsCommand.self, PublishCommand.self, UnpublishCommand.self,
-            ForwardsCommand.self, FlowsCommand.self,
-        ]
+            DecodeCommand.self, RunCommand.self, StatsCommand.self, PublishCommand.self, UnpublishCommand.self, ForwardsCommand.self,
+            FlowsCommand.self,
+        ] + linuxOnly
     )
 }
+
+#if os(Linux)
+/// Subcommands that need network namespaces and TAP devices.
+private let linuxOnly: [any ParsableCommand.Type] = [Slirp4netnsCommand.self]
+#else
+private let linuxOnly: [any ParsableCommand.Type] = []
+#endif
