@@ -15,7 +15,7 @@ import VPNKit
 /// whole request within `requestTimeout` is closed.
 final class ControlServer: Sendable {
     /// Connections served at once.
-    static let maximumConnections = 16
+    static let maximumConnections = LocalSocketServer.maximumConnections
     let server: NIOLoopBound<UnixStreamServer>
     let path: String
 
@@ -27,21 +27,9 @@ final class ControlServer: Sendable {
     static func start(path: String, routes: ControlRoutes, logger: Logger) async throws -> ControlServer {
         let loop = routes.stack.eventLoop
         let server = try await loop.flatSubmit {
-            let open = NIOLoopBound(ConnectionCount(), eventLoop: loop)
-            return UnixStreamServer.bind(path: path, options: SocketTransportOptions(socketFileMode: 0o600), childAutoRead: true, on: loop) { channel in
-                guard open.value.count < maximumConnections else {
-                    logger.notice("control API: \(maximumConnections) connections open; one more closed")
-                    channel.close(promise: nil)
-                    return
-                }
-                open.value.count += 1
-                channel.closeFuture.whenComplete { _ in open.value.count -= 1 }
+            LocalSocketServer.bind(path: path, label: "the control API socket", logger: logger, on: loop) { channel in
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
                 try channel.pipeline.syncOperations.addHandler(ControlHandler(routes: routes))
-            }.map { server in
-                let log = RateLimitedLogger(logger)
-                server.value.report = { event in logListenerEvent(event, listener: "the control API socket \(path)", log: log) }
-                return server
             }
         }.get()
         logger.info("control API on \(path)")
@@ -55,38 +43,25 @@ final class ControlServer: Sendable {
     }
 }
 
-private final class ConnectionCount {
-    var count = 0
-}
-
 /// One connection: gathers one request (its body at most `ControlRoutes.maximumBody` bytes), asks
 /// the routes, writes the answer and closes.
 final class ControlHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
-    /// A client that has not sent a whole request by then is disconnected, so that silent clients
-    /// cannot hold descriptors (which the NAT's host sockets need) for ever.
-    static let requestTimeout = TimeAmount.seconds(5)
+    /// A client that has not sent a whole request by then is disconnected.
+    static let requestTimeout = RequestDeadline.timeout
     let routes: ControlRoutes
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
     /// Set once an answer is on its way: later parts of the request are ignored.
     private var answered = false
-    private var deadline: Scheduled<Void>?
+    private var deadline = RequestDeadline()
 
     init(routes: ControlRoutes) { self.routes = routes }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: Self.requestTimeout) {
-            bound.value.close(promise: nil)
-        }
-    }
+    func handlerAdded(context: ChannelHandlerContext) { deadline.start(context) }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
-    }
+    func handlerRemoved(context: ChannelHandlerContext) { deadline.cancel() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !answered else { return }
@@ -105,7 +80,7 @@ final class ControlHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head else { return }
             answered = true
-            deadline?.cancel()
+            deadline.cancel()
             let routes = self.routes
             let body = self.body
             let method = head.method.rawValue

@@ -25,7 +25,7 @@ final class SlirpForwards: @unchecked Sendable {  // touched on the stack's even
     var nextID = 1
 }
 
-/// Serves the API on a unix socket (mode 0600, as the stats socket) until `close`.
+/// Serves the API on a unix socket (mode 0600, at most 16 connections, as the stats socket) until `close`.
 final class SlirpAPIServer: Sendable {
     let server: NIOLoopBound<UnixStreamServer>
 
@@ -39,14 +39,10 @@ final class SlirpAPIServer: Sendable {
         let forwards = SlirpForwards()
         let context = SlirpAPIHandler.Shared(stack: stack, forwards: forwards, defaultGuest: defaultGuest, ipv6: ipv6, logger: logger)
         let server = try await loop.flatSubmit {
-            UnixStreamServer.bind(path: path, options: SocketTransportOptions(socketFileMode: 0o600), childAutoRead: true, on: loop) { channel in
+            LocalSocketServer.bind(path: path, label: "the API socket", logger: logger, on: loop) { channel in
                 // The client writes its request and shuts its side down before reading the reply.
                 try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
                 try channel.pipeline.syncOperations.addHandler(SlirpAPIHandler(shared: context))
-            }.map { server in
-                let log = RateLimitedLogger(logger)
-                server.value.report = { event in logListenerEvent(event, listener: "the API socket \(path)", log: log) }
-                return server
             }
         }.get()
         return SlirpAPIServer(server: server)
@@ -70,24 +66,16 @@ final class SlirpAPIHandler: ChannelInboundHandler {
         let logger: Logger
     }
 
-    /// A client that has not sent a whole request by then is disconnected.
-    static let requestTimeout = TimeAmount.seconds(5)
     let shared: Shared
     private var request = ByteBuffer()
     private var answered = false
-    private var deadline: Scheduled<Void>?
+    private var deadline = RequestDeadline()
 
     init(shared: Shared) { self.shared = shared }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: Self.requestTimeout) { bound.value.close(promise: nil) }
-    }
+    func handlerAdded(context: ChannelHandlerContext) { deadline.start(context) }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
-    }
+    func handlerRemoved(context: ChannelHandlerContext) { deadline.cancel() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !answered else { return }
@@ -110,7 +98,7 @@ final class SlirpAPIHandler: ChannelInboundHandler {
 
     private func handle(_ object: Any, context: ChannelHandlerContext) {
         answered = true
-        deadline?.cancel()
+        deadline.cancel()
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         let shared = self.shared
         let request = SlirpAPI.Request(object)

@@ -127,12 +127,8 @@ final class StatsServer: Sendable {
         let loop = stack.eventLoop
         let server = try await loop.flatSubmit {
             // A stale socket file at `path` is replaced; any other kind of file makes this fail.
-            UnixStreamServer.bind(path: path, options: SocketTransportOptions(socketFileMode: 0o600), childAutoRead: true, on: loop) { channel in
+            LocalSocketServer.bind(path: path, label: "the stats socket", logger: logger, on: loop) { channel in
                 try channel.pipeline.syncOperations.addHandler(StatsHandler(routes: routes))
-            }.map { server in
-                let log = RateLimitedLogger(logger)
-                server.value.report = { event in logListenerEvent(event, listener: "the stats socket \(path)", log: log) }
-                return server
             }
         }.get()
         return StatsServer(server: server, path: path)
@@ -147,30 +143,21 @@ final class StatsServer: Sendable {
 final class StatsHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
-    /// A client that has not sent its request line by then is disconnected, so that silent clients
-    /// cannot hold descriptors (which the NAT's host sockets need) for ever.
-    static let requestTimeout = TimeAmount.seconds(5)
+    /// A client that has not sent its request line by then is disconnected.
+    static let requestTimeout = RequestDeadline.timeout
     /// The read-only paths an HTTP GET is answered from by the control API's routes.
     static let routedPaths: Set<String> = ["/stats", "/metrics", "/flows", "/forwards"]
     let routes: ControlRoutes
     var stack: UserspaceStack { routes.stack }
     var request = ""
     var answered = false
-    private var deadline: Scheduled<Void>?
+    private var deadline = RequestDeadline()
 
     init(routes: ControlRoutes) { self.routes = routes }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: Self.requestTimeout) {
-            bound.value.close(promise: nil)
-        }
-    }
+    func handlerAdded(context: ChannelHandlerContext) { deadline.start(context) }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
-    }
+    func handlerRemoved(context: ChannelHandlerContext) { deadline.cancel() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
@@ -183,8 +170,7 @@ final class StatsHandler: ChannelInboundHandler {
             request.contains("\n")
         else { return }
         answered = true
-        deadline?.cancel()
-        deadline = nil
+        deadline.cancel()
         let command = line.trimmingCharacters(in: .whitespacesAndNewlines)
         if command.hasPrefix("GET ") {
             let words = command.split(separator: " ")
