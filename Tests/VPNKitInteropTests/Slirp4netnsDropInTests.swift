@@ -146,7 +146,33 @@ struct Slirp4netnsDropInTests {
         #expect(result.output.contains("curl=7"), "\(log)")
         _ = hosts
     }
+
+    @Test("unprivileged: nobody's daemon serves the namespace of nobody's `unshare -rn`, entering its user namespace; the child reaches the host through 10.0.2.2")
+    func unprivileged() throws {
+        guard let prefix = asNobody, !prefix.isEmpty else {
+            Issue.record("needs root, setpriv, and a vpnkit binary nobody can run")
+            return
+        }
+        let hosts = try Hosts()
+        let nobody = prefix.map(Self.shellQuoted).joined(separator: " ")
+        let script = """
+            \(nobody) unshare -rn sleep 60 &
+            child=$!
+            for i in $(seq 1 50); do [ "$(readlink /proc/$child/ns/user)" != "$(readlink /proc/self/ns/user)" ] && break; sleep 0.1; done
+            \(nobody) \(Self.shellQuoted(vpnkitBinary())) slirp4netns -c $child tap0 &
+            daemon=$!
+            for i in $(seq 1 100); do nsenter -t $child -n ip -4 addr show dev tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.1; done
+            echo "daemon-uid $(stat -c %u /proc/$daemon)"
+            echo "fetched $(nsenter -t $child -n curl -sS --max-time 10 http://10.0.2.2:\(hosts.port)/)"
+            kill $daemon; sleep 0.5; kill -9 $daemon $child 2>/dev/null
+            """
+        let result = try run("/bin/sh", ["-c", script], timeout: 60)
+        #expect(result.output.contains("daemon-uid 65534"), "\(result.output) \(result.error)")
+        #expect(result.output.contains("fetched hello from the host"), "\(result.output) \(result.error)")
+        _ = hosts
+    }
 }
+
 
 /// The slirp tests' host servers (see `Slirp4netnsDropInTests.Hosts`): the same pattern as the NAT
 /// tests' `/blob/N`, on both loopbacks, and a DNS responder on the address given.
