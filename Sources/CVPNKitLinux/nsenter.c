@@ -164,6 +164,13 @@ static int configure_child(void *argument) {
         ifr.ifr_mtu = (int)setup->mtu;
         if (ioctl(sock, SIOCSIFMTU, &ifr) != 0) goto failed_mtu;
     }
+    if (setup->set_mac) {
+        memset(&ifr, 0, sizeof ifr);
+        strncpy(ifr.ifr_name, setup->device, IFNAMSIZ - 1);
+        ifr.ifr_hwaddr.sa_family = 1;  // ARPHRD_ETHER
+        memcpy(ifr.ifr_hwaddr.sa_data, setup->mac, 6);
+        if (ioctl(sock, SIOCSIFHWADDR, &ifr) != 0) goto failed_mac;
+    }
     if (setup->address != 0) {
         memset(&ifr, 0, sizeof ifr);
         strncpy(ifr.ifr_name, setup->device, IFNAMSIZ - 1);
@@ -193,6 +200,9 @@ failed_lo:
     goto done;
 failed_mtu:
     fail(request, "set MTU");
+    goto done;
+failed_mac:
+    fail(request, "set MAC address");
     goto done;
 failed_address:
     fail(request, "set address");

@@ -11,9 +11,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-// One non-blocking UDP socket of `family`, bound to an ephemeral port on every address, with the
-// error queue on (IP_RECVERR or IPV6_RECVERR) and IPv6 sockets IPv6-only.
-static int udp_socket(int family, unsigned int rcvbuf, unsigned int sndbuf) {
+// One non-blocking UDP socket of `family`, bound to an ephemeral port on every address (or on
+// `address`: 4 or 16 bytes in network order, when not NULL), with the error queue on (IP_RECVERR or
+// IPV6_RECVERR) and IPv6 sockets IPv6-only.
+static int udp_socket(int family, const unsigned char *address, unsigned int rcvbuf, unsigned int sndbuf) {
     int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
@@ -28,6 +29,8 @@ static int udp_socket(int family, unsigned int rcvbuf, unsigned int sndbuf) {
     struct sockaddr_storage any;
     memset(&any, 0, sizeof any);
     any.ss_family = (sa_family_t)family;
+    if (address != NULL && family == AF_INET6) memcpy(&((struct sockaddr_in6 *)&any)->sin6_addr, address, 16);
+    if (address != NULL && family == AF_INET) memcpy(&((struct sockaddr_in *)&any)->sin_addr, address, 4);
     socklen_t length = family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (bind(fd, (struct sockaddr *)&any, length) != 0) goto fail;
     return fd;
@@ -38,9 +41,13 @@ fail:;
     return -1;
 }
 
-int vpnkit_udp_socket(unsigned int rcvbuf, unsigned int sndbuf) { return udp_socket(AF_INET, rcvbuf, sndbuf); }
+int vpnkit_udp_socket(unsigned int rcvbuf, unsigned int sndbuf) { return udp_socket(AF_INET, NULL, rcvbuf, sndbuf); }
 
-int vpnkit_udp_socket6(unsigned int rcvbuf, unsigned int sndbuf) { return udp_socket(AF_INET6, rcvbuf, sndbuf); }
+int vpnkit_udp_socket6(unsigned int rcvbuf, unsigned int sndbuf) { return udp_socket(AF_INET6, NULL, rcvbuf, sndbuf); }
+
+int vpnkit_udp_socket_from(int ipv6, const unsigned char *address, unsigned int rcvbuf, unsigned int sndbuf) {
+    return udp_socket(ipv6 ? AF_INET6 : AF_INET, address, rcvbuf, sndbuf);
+}
 
 int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out) {
     char data[1];

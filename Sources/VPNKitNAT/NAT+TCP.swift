@@ -40,7 +40,10 @@ extension NAT {
         logger.debug("tcp open \(request) via \(address)")
         let boundFlow = NIOLoopBound(flow, eventLoop: eventLoop)
         let configuration = self.configuration
-        ClientBootstrap(group: eventLoop)
+        var bootstrap = ClientBootstrap(group: eventLoop)
+        // From the outbound address of the destination's family, when one is set.
+        if let local = configuration.outbound(target.family).flatMap({ SocketAddress.ip($0, port: 0) }) { bootstrap = bootstrap.bind(to: local) }
+        bootstrap
             .connectTimeout(configuration.connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -50,9 +50,18 @@ extension NAT {
     /// ephemeral port, with buffers of `size` bytes (0: the defaults). On Linux it has IP_RECVERR (or
     /// IPV6_RECVERR), so ICMP errors about what it sends reach `UDPFlow.socketError`; elsewhere there
     /// is no such queue and they are not reported. Returns the fd, or -1 with errno set.
-    private static func openHostUDPSocket(family: IPAddress.Family, bufferBytes size: UInt32) -> CInt {
+    private static func openHostUDPSocket(family: IPAddress.Family, bufferBytes size: UInt32, from outbound: IPAddress? = nil) -> CInt {
         #if os(Linux)
-        return family == .v6 ? vpnkit_udp_socket6(size, size) : vpnkit_udp_socket(size, size)
+        switch outbound {
+        case .v4(let address)?:
+            var bytes = address.rawValue.bigEndian
+            return withUnsafeBytes(of: &bytes) { vpnkit_udp_socket_from(0, $0.bindMemory(to: UInt8.self).baseAddress, size, size) }
+        case .v6(let address)?:
+            var bytes = (address.high.bigEndian, address.low.bigEndian)
+            return withUnsafeBytes(of: &bytes) { vpnkit_udp_socket_from(1, $0.bindMemory(to: UInt8.self).baseAddress, size, size) }
+        case nil:
+            return family == .v6 ? vpnkit_udp_socket6(size, size) : vpnkit_udp_socket(size, size)
+        }
         #else
         let fd = Darwin.socket(family == .v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0)
         guard fd >= 0 else { return -1 }
@@ -92,7 +101,8 @@ extension NAT {
 
     private func openUDPFlow(_ key: UDPFlowKey, now: NIODeadline) -> UDPFlow? {
         let size = configuration.udpSocketBufferBytes
-        let fd = Self.openHostUDPSocket(family: key.guestAddress.family, bufferBytes: size)
+        let family = key.guestAddress.family
+        let fd = Self.openHostUDPSocket(family: family, bufferBytes: size, from: configuration.outbound(family))
         guard fd >= 0 else {
             counters.udpDropsSocketError &+= 1
             let error = errno

@@ -21,6 +21,12 @@ public struct NATConfiguration: Sendable {
     /// guest's replies go to its default route, the gateway, where the stack matches them to the
     /// connection. `vpnkit run --publish-source alias` turns it off.
     public var preservesClientAddress = true
+    /// The host address the NAT's TCP connections and UDP flows to IPv4 destinations leave from
+    /// (slirp4netns's `--outbound-addr`); nil, the default, lets the host's routing choose. Ping and
+    /// the DNS service's own upstream queries are not bound. UDP flows are bound on Linux only.
+    public var outboundAddress: IPv4Address?
+    /// The same for IPv6 destinations (`--outbound-addr6`); nil by default.
+    public var outboundAddress6: IPv6Address?
     /// TCP connections through the NAT at once (connecting and open, published ports included); default
     /// 4096. Further guest SYNs are answered with RST and counted in `tcpRefusedAtLimit`.
     public var maximumConnections = 4096
@@ -176,5 +182,15 @@ extension NATConfiguration {
         // thousands of flows that carry nothing (a SYN flood at the host alias).
         let chunk = tcpReadChunkBytes
         try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: min(16_384, chunk), maximum: chunk))
+    }
+}
+
+extension NATConfiguration {
+    /// The outbound address of `family`, when one is set.
+    func outbound(_ family: IPAddress.Family) -> IPAddress? {
+        switch family {
+        case .v4: return outboundAddress.map(IPAddress.v4)
+        case .v6: return outboundAddress6.map(IPAddress.v6)
+        }
     }
 }

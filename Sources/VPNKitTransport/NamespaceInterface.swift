@@ -24,6 +24,8 @@ public struct NamespaceInterface: Sendable {
     public var gateway: IPv4Address?
     /// Bring the namespace's loopback up too (a new namespace's is down).
     public var loopbackUp = true
+    /// The device's MAC address to set; nil leaves the kernel's random one.
+    public var macAddress: MACAddress?
 
     /// Settings for `device`; nothing is changed but the device (and lo) brought up unless set.
     public init(device: String, mtu: Int? = nil, address: (IPv4Address, Int)? = nil, gateway: IPv4Address? = nil) {
@@ -40,9 +42,20 @@ public struct NamespaceInterface: Sendable {
         let path = namespace.contains("/") ? namespace : "/var/run/netns/" + namespace
         var step: UnsafePointer<CChar>?
         let result = device.withCString { name -> Int32 in
-            var setup = vpnkit_interface_setup(
-                device: name, mtu: UInt32(mtu ?? 0), address: address?.0.rawValue ?? 0, prefix_length: UInt32(address?.1 ?? 0),
-                gateway: gateway?.rawValue ?? 0, loopback_up: loopbackUp ? 1 : 0)
+            var setup = vpnkit_interface_setup()
+            setup.device = name
+            setup.mtu = UInt32(mtu ?? 0)
+            setup.address = address?.0.rawValue ?? 0
+            setup.prefix_length = UInt32(address?.1 ?? 0)
+            setup.gateway = gateway?.rawValue ?? 0
+            setup.loopback_up = loopbackUp ? 1 : 0
+            if let macAddress {
+                setup.set_mac = 1
+                let raw = macAddress.rawValue
+                setup.mac = (
+                    UInt8(truncatingIfNeeded: raw >> 40), UInt8(truncatingIfNeeded: raw >> 32), UInt8(truncatingIfNeeded: raw >> 24),
+                    UInt8(truncatingIfNeeded: raw >> 16), UInt8(truncatingIfNeeded: raw >> 8), UInt8(truncatingIfNeeded: raw))
+            }
             return vpnkit_configure_interface(userNamespace, path, &setup, &step)
         }
         guard result == 0 else {

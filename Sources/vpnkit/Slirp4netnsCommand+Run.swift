@@ -50,6 +50,8 @@ extension Slirp4netnsCommand {
         nat.hostAlias = .v4(addresses.gateway)
         nat.hostAlias6 = enableIPv6 ? .v6(Addresses.gateway6) : nil
         nat.hostLoopback = !disableHostLoopback
+        nat.outboundAddress = outboundAddr.flatMap { OutboundAddress.resolve($0, ipv6: false)?.ipv4 }
+        nat.outboundAddress6 = outboundAddr6.flatMap { OutboundAddress.resolve($0, ipv6: true)?.ipv6 }
         var dns = DNSServiceConfiguration()
         dns.address = addresses.dns
         dns.address6 = Addresses.dns6
@@ -77,8 +79,9 @@ extension Slirp4netnsCommand {
             let icmp = try await stack.attachNAT(nat, dns: disableDNS ? nil : dns)
             if icmp == nil { logger.notice("ping to outside addresses is disabled (no raw socket, no ICMP datagram socket); the gateway answers ping") }
             if configure {
-                try NamespaceInterface(device: tapName, mtu: mtu, address: (addresses.guest, addresses.subnet.prefixLength), gateway: addresses.gateway)
-                    .apply(namespace: paths.net, userNamespace: paths.user)
+                var interface = NamespaceInterface(device: tapName, mtu: mtu, address: (addresses.guest, addresses.subnet.prefixLength), gateway: addresses.gateway)
+                interface.macAddress = macAddress.flatMap { MACAddress($0) }
+                try interface.apply(namespace: paths.net, userNamespace: paths.user)
             }
             if let apiSocket {
                 apiServer = try await SlirpAPIServer.start(

@@ -51,13 +51,13 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
     var enableSandbox = false
     @Flag(name: .customLong("enable-seccomp"), help: ArgumentHelp("Filter the daemon's system calls once set up (refused: not available in this build).", visibility: .hidden))
     var enableSeccomp = false
-    @Option(name: .customLong("outbound-addr"), help: "Bind outbound IPv4 connections to this address or interface (refused: not available).")
+    @Option(name: .customLong("outbound-addr"), help: "The host IPv4 address (or an interface, by its address) the NAT's TCP connections and UDP flows leave from.")
     var outboundAddr: String?
-    @Option(name: .customLong("outbound-addr6"), help: "Bind outbound IPv6 connections to this address or interface (refused: not available).")
+    @Option(name: .customLong("outbound-addr6"), help: "The host IPv6 address (or an interface, by its address) the NAT's IPv6 connections and flows leave from.")
     var outboundAddr6: String?
     @Flag(name: .customLong("disable-dns"), help: "No DNS service on 10.0.2.3 (and fd00::3).")
     var disableDNS = false
-    @Option(name: .customLong("macaddress"), help: "The interface's MAC address, with --configure (refused: not available).")
+    @Option(name: .customLong("macaddress"), help: "The interface's MAC address (with --configure).")
     var macAddress: String?
     @Flag(name: [.short, .customLong("version")], help: "Print the version and exit.")
     var version = false
@@ -90,8 +90,16 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
         // Features we do not have: a clear refusal rather than a silent difference.
         if enableSandbox { throw ValidationError("--enable-sandbox is not available in this build of vpnkit") }
         if enableSeccomp { throw ValidationError("--enable-seccomp is not available in this build of vpnkit") }
-        if outboundAddr != nil || outboundAddr6 != nil { throw ValidationError("--outbound-addr and --outbound-addr6 are not supported by vpnkit") }
-        if macAddress != nil { throw ValidationError("--macaddress is not supported by vpnkit") }
+        if let outboundAddr, OutboundAddress.resolve(outboundAddr, ipv6: false) == nil {
+            throw ValidationError("--outbound-addr \(outboundAddr) is neither an IPv4 address nor an interface with one")
+        }
+        if let outboundAddr6, OutboundAddress.resolve(outboundAddr6, ipv6: true) == nil {
+            throw ValidationError("--outbound-addr6 \(outboundAddr6) is neither an IPv6 address nor an interface with one")
+        }
+        if let macAddress {
+            guard let mac = MACAddress(macAddress), mac.rawValue & 0x0100_0000_0000 == 0 else { throw ValidationError("--macaddress \(macAddress) is not a unicast MAC address") }
+            guard configure else { throw ValidationError("--macaddress needs --configure") }
+        }
         for fd in [exitFD, readyFD].compactMap({ $0 }) where fd < 0 { throw ValidationError("file descriptor \(fd) is negative") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }

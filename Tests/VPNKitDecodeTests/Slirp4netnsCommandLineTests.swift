@@ -42,8 +42,10 @@ struct Slirp4netnsCommandLineTests {
     @Test(
         "options whose behaviour we lack, and bad values, are refused with the option named",
         arguments: [
-            (["--outbound-addr=10.1.1.1", "1"], "--outbound-addr"),
-            (["--macaddress=02:00:00:00:00:01", "1"], "--macaddress"),
+            (["--outbound-addr=no-such-interface0", "1"], "--outbound-addr"),
+            (["--outbound-addr6=127.0.0.1", "1"], "--outbound-addr6"),
+            (["--macaddress=02:00:00:00:00:01", "1"], "--macaddress needs --configure"),
+            (["-c", "--macaddress=01:00:00:00:00:01", "1"], "not a unicast MAC"),
             (["--cidr=10.0.2.0/26", "1"], "--cidr"),
             (["--cidr=banana", "1"], "--cidr"),
             (["--mtu=70000", "1"], "--mtu"),

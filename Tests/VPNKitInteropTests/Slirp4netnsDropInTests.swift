@@ -171,7 +171,32 @@ struct Slirp4netnsDropInTests {
         #expect(result.output.contains("fetched hello from the host"), "\(result.output) \(result.error)")
         _ = hosts
     }
+
+    @Test("--outbound-addr: the host sees the NAT's TCP and UDP leave from 127.0.0.2; --macaddress sets the device's MAC", arguments: Binary.allCases)
+    func outboundAddressAndMAC(_ binary: Binary) throws {
+        let peer = try LineProcess("/usr/bin/env", ["python3", "-c", peerAddressScript])
+        let port = peer.readLine().trimmingCharacters(in: .whitespacesAndNewlines)
+        let script = """
+            unshare -n sleep 60 &
+            child=$!
+            sleep 0.3
+            \(Self.shellQuoted(try Self.path(of: binary))) -c --macaddress 02:11:22:33:44:55 --outbound-addr 127.0.0.2 $child tap0 >/dev/null 2>&1 &
+            daemon=$!
+            for i in $(seq 1 100); do nsenter -t $child -n ip -4 addr show dev tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.1; done
+            nsenter -t $child -n ip link show dev tap0 | grep -o 'ether [0-9a-f:]*'
+            nsenter -t $child -n curl -sS --max-time 10 telnet://10.0.2.2:\(port) </dev/null
+            nsenter -t $child -n python3 -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.sendto(b'x', ('10.0.2.2', \(port))); print(s.recvfrom(100)[0].decode())"
+            kill $daemon; sleep 0.5; kill -9 $daemon $child 2>/dev/null
+            """
+        let result = try run("/bin/sh", ["-c", script], timeout: 60)
+        let log = "\(binary): \(result.output) \(result.error)"
+        #expect(result.output.contains("ether 02:11:22:33:44:55"), "\(log)")
+        #expect(result.output.contains("tcp-peer 127.0.0.2"), "\(log)")
+        #expect(result.output.contains("udp-peer 127.0.0.2"), "\(log)")
+        _ = peer
+    }
 }
+
 
 
 /// The slirp tests' host servers (see `Slirp4netnsDropInTests.Hosts`): the same pattern as the NAT
@@ -208,4 +233,20 @@ def serve_dns():
 threading.Thread(target=serve_dns, daemon=True).start()
 print(port, flush=True)
 sys.stdin.read()
+"""#
+
+/// A TCP and a UDP server on 127.0.0.1 (one port, printed first) that answer with the address their
+/// client came from.
+let peerAddressScript = #"""
+import socket, sys, threading
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("127.0.0.1", 0)); t.listen(8)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", t.getsockname()[1]))
+def tcp():
+    while True:
+        c, a = t.accept(); c.sendall(("tcp-peer %s\n" % a[0]).encode()); c.close()
+def udp():
+    while True:
+        d, a = u.recvfrom(2048); u.sendto(("udp-peer %s\n" % a[0]).encode(), a)
+threading.Thread(target=tcp, daemon=True).start(); threading.Thread(target=udp, daemon=True).start()
+print(t.getsockname()[1], flush=True); sys.stdin.read()
 """#

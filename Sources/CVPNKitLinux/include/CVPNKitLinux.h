@@ -32,11 +32,14 @@ struct vpnkit_interface_setup {
     unsigned int gateway;
     /// Also bring `lo` up (a fresh namespace's loopback is down).
     int loopback_up;
+    /// Set the device's MAC address to `mac` (non-zero `set_mac`) before bringing it up.
+    int set_mac;
+    unsigned char mac[6];
 };
 
 /// Configures an interface inside a network namespace, entered as `vpnkit_open_tap_joining` does,
-/// with ioctls (no tool, no privilege on the host): lo up, the MTU, an IPv4 address and netmask, the
-/// device up, a default route. Returns 0, or -1 with errno set and the failing step in `*step`.
+/// with ioctls (no tool, no privilege on the host): lo up, the MTU, the MAC address, an IPv4 address
+/// and netmask, the device up, a default route. Returns 0, or -1 with errno set and the failing step in `*step`.
 int vpnkit_configure_interface(const char *userns_path, const char *netns_path, const struct vpnkit_interface_setup *setup,
                                const char **step);
 
@@ -82,6 +85,11 @@ int vpnkit_udp_socket(unsigned int rcvbuf, unsigned int sndbuf);
 /// IPV6_RECVERR so ICMPv6 errors about datagrams it sends are queued. Returns the fd, or -1 with
 /// errno set.
 int vpnkit_udp_socket6(unsigned int rcvbuf, unsigned int sndbuf);
+
+/// `vpnkit_udp_socket` (IPv4, `ipv6` zero) or `vpnkit_udp_socket6` bound to `address` (4 or 16
+/// bytes in network order; NULL: every address) instead: the NAT's outbound address. Returns the fd,
+/// or -1 with errno set (EADDRNOTAVAIL for an address the host does not have).
+int vpnkit_udp_socket_from(int ipv6, const unsigned char *address, unsigned int rcvbuf, unsigned int sndbuf);
 
 /// One entry of a socket's error queue.
 struct vpnkit_udp_error {
