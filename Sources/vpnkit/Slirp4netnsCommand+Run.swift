@@ -80,6 +80,9 @@ extension Slirp4netnsCommand {
                 apiServer = try await SlirpAPIServer.start(
                     path: apiSocket, stack: stack, defaultGuest: addresses.guest, ipv6: enableIPv6, logger: logger)
             }
+            if enableSandbox || enableSeccomp {
+                try await Confinement.confine(sandbox: enableSandbox, seccomp: enableSeccomp, keep: Confinement.keptFiles, loops: group, logger: logger)
+            }
         } catch {
             logger.error("cannot set up \(tapName): \(error)")
             await stack.shutdown()

@@ -43,9 +43,11 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
     var netnsType: NetnsType = .pid
     @Option(name: .customLong("userns-path"), help: "The user namespace to enter before the network namespace (default with a PID: /proc/PID/ns/user).")
     var usernsPath: String?
-    @Flag(name: .customLong("enable-sandbox"), help: ArgumentHelp("Confine the daemon once set up (refused: not available in this build).", visibility: .hidden))
+    // Hidden: Podman passes --enable-sandbox whenever --help lists it, and rootless (its usual case)
+    // the sandbox is refused (Confinement.swift says why); as root it works.
+    @Flag(name: .customLong("enable-sandbox"), help: ArgumentHelp("As root: once set up, an empty read-only root (resolv.conf and hosts kept) and capabilities dropped.", visibility: .hidden))
     var enableSandbox = false
-    @Flag(name: .customLong("enable-seccomp"), help: ArgumentHelp("Filter the daemon's system calls once set up (refused: not available in this build).", visibility: .hidden))
+    @Flag(name: .customLong("enable-seccomp"), help: "Once set up, refuse the system calls the daemon never needs (running programs, ptrace, mounts, namespaces, modules…).")
     var enableSeccomp = false
     @Option(name: .customLong("outbound-addr"), help: "Bind outbound IPv4 connections to this address or interface (refused: not available).")
     var outboundAddr: String?
@@ -84,8 +86,11 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
         guard let net = IPv4Subnet(cidr) else { throw ValidationError("--cidr must look like 10.0.2.0/24") }
         guard net.prefixLength <= 25 else { throw ValidationError("--cidr \(cidr) is too small: the guest is at .100 (/25 at most)") }
         // Features we do not have: a clear refusal rather than a silent difference.
-        if enableSandbox { throw ValidationError("--enable-sandbox is not available in this build of vpnkit") }
-        if enableSeccomp { throw ValidationError("--enable-seccomp is not available in this build of vpnkit") }
+        #if os(Linux)
+        if enableSandbox, let reason = Confinement.sandboxUnavailableReason { throw ValidationError(reason) }
+        #else
+        if enableSandbox || enableSeccomp { throw ValidationError("--enable-sandbox and --enable-seccomp need Linux") }
+        #endif
         if outboundAddr != nil || outboundAddr6 != nil { throw ValidationError("--outbound-addr and --outbound-addr6 are not supported by vpnkit") }
         if macAddress != nil { throw ValidationError("--macaddress is not supported by vpnkit") }
         for fd in [exitFD, readyFD].compactMap({ $0 }) where fd < 0 { throw ValidationError("file descriptor \(fd) is negative") }

@@ -137,8 +137,13 @@ enum UpstreamCommandLine {
 enum Entry {
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
+        let asSlirp4netns = CommandLine.arguments.first?.split(separator: "/").last == "slirp4netns"
+        #if os(Linux)
+        // The sandbox's mount namespace, while this process has one thread (Confinement.swift).
+        Confinement.prepareIfRequested(arguments, slirp4netns: asSlirp4netns)
+        #endif
         // Run as `slirp4netns` (a symlink to this binary): slirp4netns's command line.
-        if CommandLine.arguments.first?.split(separator: "/").last == "slirp4netns" {
+        if asSlirp4netns {
             await Slirp4netnsCommand.main(arguments)
         } else if UpstreamCommandLine.matches(arguments) {
             await UpstreamCommandLine.main(arguments)

@@ -14,7 +14,7 @@ struct VPNKitCommand: AsyncParsableCommand {
         version: version,
         subcommands: [
             DecodeCommand.self, RunCommand.self, StatsCommand.self, Slirp4netnsCommand.self, PublishCommand.self, UnpublishCommand.self,
-            ForwardsCommand.self, FlowsCommand.self,
+            ForwardsCommand.self, FlowsCommand.self, ConfinementTestCommand.self,
         ]
     )
 }

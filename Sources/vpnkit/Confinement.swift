@@ -1,0 +1,141 @@
+// Confinement after setup: the seccomp filter (SeccompFilter.swift) and the sandbox, a mount
+// namespace whose root is an empty read-only tmpfs holding only the files the daemon still reads
+// (resolv.conf and hosts, bound read-only), and capabilities dropped.
+//
+// Why the sandbox is made in two steps. Linux keeps the mount namespace, the root directory and the
+// capabilities per thread; unshare(CLONE_NEWNS) moves only the calling thread, and entering a user
+// namespace (what an unprivileged process needs to own a mount namespace) is refused to a process
+// with more than one thread. By the time the daemon is set up, SwiftNIO, Dispatch and the Swift
+// runtime have started threads. So `prepareIfRequested` runs first thing in `main`, while the
+// process has one thread, and gives the process a mount namespace of its own (a slave of the host's,
+// so setup still sees everything); every later thread starts in it. After setup, `confine` pivots
+// that namespace's root, which moves every thread at once (they share one root directory).
+//
+// Where it cannot be done: the mount namespace needs CAP_SYS_ADMIN, so an unprivileged daemon is
+// refused --enable-sandbox with a message. (slirp4netns, single-threaded, joins the target's user
+// namespace after setup; we would have to join it before our threads exist, and our TAP child then
+// must not re-enter it: not done yet.) Capabilities are per thread: they are dropped on the thread
+// that confines and on each SwiftNIO event loop thread, the threads that make the daemon's system
+// calls; Dispatch's idle workers keep theirs, which is why the seccomp filter, which covers every
+// thread, refuses the calls those capabilities would otherwise allow.
+
+#if os(Linux)
+import CVPNKitLinux
+import Foundation
+import Glibc
+import Logging
+import NIOCore
+
+enum Confinement {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The files the daemon reads after setup (the DNS service follows resolv.conf and hosts).
+    static let keptFiles = ["/etc/resolv.conf", "/etc/hosts"]
+
+    /// In `main`, before any thread exists: when `arguments` ask for the sandbox and we are root, a
+    /// mount namespace of our own. Failures are reported later, by `confine`.
+    static func prepareIfRequested(_ arguments: [String], slirp4netns: Bool) {
+        let options = arguments.prefix { $0 != "--" }
+        let asked: Bool
+        if slirp4netns || options.first == "slirp4netns" {
+            asked = options.contains("--enable-sandbox")
+        } else if options.first == "run" {
+            asked = (options.contains("--sandbox") || options.contains("--enable-sandbox")) && !options.contains("--no-sandbox")
+        } else {
+            asked = false
+        }
+        guard asked, geteuid() == 0 else { return }
+        var step: UnsafePointer<CChar>?
+        if vpnkit_sandbox_prepare(&step) != 0 {
+            let code = errno
+            preparationFailure = "\(step.map { String(cString: $0) } ?? "prepare"): \(String(cString: strerror(code)))"
+        }
+    }
+
+    /// Why the startup step failed, if it did. Written once in `main` before any other thread exists.
+    nonisolated(unsafe) private static var preparationFailure: String?
+
+    /// Whether `--enable-sandbox` can work here: the reason it cannot, or nil.
+    static var sandboxUnavailableReason: String? {
+        if geteuid() != 0 {
+            return "--enable-sandbox needs root: the sandbox's mount namespace needs CAP_SYS_ADMIN, and an unprivileged process can only get it by entering a user namespace, which Linux refuses to a multithreaded process such as this daemon"
+        }
+        return nil
+    }
+
+    /// After setup: the sandbox (when `sandbox`), then the seccomp filter (when `seccomp`), then the
+    /// self-test when VPNKIT_CONFINEMENT_SELFTEST=1. `loops` are the event loops whose threads
+    /// drop their capabilities with this one.
+    static func confine(sandbox: Bool, seccomp: Bool, keep: [String], loops: any EventLoopGroup, logger: Logger) async throws(Failure) {
+        if sandbox {
+            if let reason = sandboxUnavailableReason { throw Failure(description: reason) }
+            if let preparationFailure { throw Failure(description: "cannot sandbox: \(preparationFailure)") }
+            guard vpnkit_sandbox_prepared() != 0 else {
+                throw Failure(description: "cannot sandbox: the mount namespace was not made at startup")
+            }
+            try enterSandbox(keep: keep)
+            try dropCapabilities()
+            for loop in loops.makeIterator() {
+                do {
+                    try await loop.submit { () throws -> Void in try dropCapabilities() }.get()
+                } catch {
+                    throw Failure(description: "\(error)")
+                }
+            }
+            logger.info("sandboxed: the root is an empty read-only tmpfs with \(keep.joined(separator: ", ")); capabilities dropped (CAP_NET_BIND_SERVICE kept)")
+        }
+        if seccomp {
+            do {
+                try SeccompFilter.install()
+            } catch {
+                throw Failure(description: error.description)
+            }
+            logger.info("seccomp filter installed on every thread: \(SeccompFilter.denied.count) system calls and namespace-making clones refused")
+        }
+        if ProcessInfo.processInfo.environment["VPNKIT_CONFINEMENT_SELFTEST"] == "1" {
+            logger.notice("\(selfTest())")
+        }
+    }
+
+    private static func enterSandbox(keep: [String]) throws(Failure) {
+        var cStrings = keep.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        var step: UnsafePointer<CChar>?
+        let rc = cStrings.withUnsafeMutableBufferPointer { buffer in
+            buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { vpnkit_sandbox_enter($0.baseAddress, Int32($0.count), &step) }
+        }
+        if rc != 0 {
+            let code = errno
+            throw Failure(description: "cannot sandbox: \(step.map { String(cString: $0) } ?? "enter"): \(String(cString: strerror(code)))")
+        }
+    }
+
+    private static func dropCapabilities() throws(Failure) {
+        if vpnkit_drop_capabilities(1) != 0 {
+            throw Failure(description: "cannot drop capabilities: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// What a confined daemon can no longer do: one line, `confinement self-test: execve=… open=…`,
+    /// each an errno name or `ok`.
+    static func selfTest() -> String {
+        let exec = vpnkit_try_exec("/bin/true")
+        let fd = open("/etc/passwd", O_RDONLY | O_CLOEXEC)
+        let openResult = fd >= 0 ? "ok" : name(of: errno)
+        if fd >= 0 { close(fd) }
+        return "confinement self-test: execve=\(exec == 0 ? "ok" : name(of: exec)) open=\(openResult)"
+    }
+
+    static func name(of code: Int32) -> String {
+        switch code {
+        case EPERM: return "EPERM"
+        case ENOENT: return "ENOENT"
+        case EACCES: return "EACCES"
+        case ENOSYS: return "ENOSYS"
+        default: return "errno \(code)"
+        }
+    }
+}
+#endif

@@ -1,0 +1,84 @@
+import Foundation
+import Testing
+import VPNKitTestSupport
+
+let confinementUsable: (usable: Bool, reason: String) = {
+    guard canUseNamespaces else { return (false, "needs root and network namespaces") }
+    for tool in ["curl", "python3", "sha256sum"] where which(tool) == nil {
+        return (false, "\(tool) is not installed (scripts/install-deps.sh installs it)")
+    }
+    return (true, "")
+}()
+
+/// `--enable-seccomp` and `--enable-sandbox`: a confined daemon still carries a new flow, and what
+/// confinement forbids fails in it (the daemon's self-test, VPNKIT_CONFINEMENT_SELFTEST=1, logs the
+/// errnos of execve("/bin/true") and open("/etc/passwd") once confined).
+@Suite(
+    "confinement: seccomp filter and sandbox", .serialized,
+    .enabled(if: runsHere(confinementUsable.usable), Comment(rawValue: "skipped: \(confinementUsable.reason)")),
+    .requires(confinementUsable.usable, Comment(rawValue: confinementUsable.reason)))
+struct ConfinementTests {
+    struct Case: CustomTestStringConvertible, Sendable {
+        var flags: [String]
+        var exec: String
+        var open: String
+        var testDescription: String { flags.joined(separator: " ") }
+    }
+
+    static let cases = [
+        // The filter refuses execve; the sandbox's root has neither /bin/true nor /etc/passwd.
+        Case(flags: ["--enable-seccomp", "--enable-sandbox"], exec: "EPERM", open: "ENOENT"),
+        Case(flags: ["--enable-seccomp"], exec: "EPERM", open: "ok"),
+        Case(flags: ["--enable-sandbox"], exec: "ENOENT", open: "ENOENT"),
+    ]
+
+    @Test("vpnkit slirp4netns confined: curl from the namespace fetches a host file through 10.0.2.2 (hash checked) after confinement; execve and open fail as confinement says", arguments: cases)
+    func slirp4netnsConfined(_ confinement: Case) throws {
+        let directory = try freshDirectory("confinement-\(getpid())")
+        var blob = Data(count: 1_000_000)
+        for i in blob.indices { blob[i] = UInt8(truncatingIfNeeded: (i &* 2_654_435_761) >> 11) }
+        try blob.write(to: directory.appendingPathComponent("blob.bin"))
+        let expected = try run("/usr/bin/env", ["sha256sum", directory.appendingPathComponent("blob.bin").path]).output.prefix(64)
+        let port = try freeTCPPort()
+        let log = directory.appendingPathComponent("daemon.log").path
+        let ns = "vpnkit-confine-\(getpid())"
+        // One shell (one Process): the host's web server, the daemon, the namespace's curl; every
+        // child killed with SIGKILL after a grace period.
+        let script = """
+            ip netns add \(ns) || exit 90
+            python3 -m http.server \(port) --bind 127.0.0.1 --directory \(directory.path) >/dev/null 2>&1 &
+            server=$!
+            VPNKIT_CONFINEMENT_SELFTEST=1 \(vpnkitBinary()) slirp4netns \(confinement.flags.joined(separator: " ")) --log-level info \
+                -c --netns-type=path /var/run/netns/\(ns) tap0 >\(log) 2>&1 &
+            daemon=$!
+            for i in $(seq 1 100); do grep -q 'confinement self-test' \(log) && break; sleep 0.1; done
+            for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:\(port)/ && break; sleep 0.1; done
+            echo "fetched $(ip netns exec \(ns) curl -sS --max-time 20 http://10.0.2.2:\(port)/blob.bin | sha256sum)"
+            echo "alive $(kill -0 $daemon && echo yes)"
+            kill -TERM $daemon $server; sleep 0.5; kill -KILL $daemon $server 2>/dev/null; wait
+            ip netns del \(ns)
+            """
+        let result = try run("/bin/sh", ["-c", script], timeout: 60)
+        let daemonLog = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        let context = "\(result.output)\n\(result.error)\n\(daemonLog)"
+        #expect(result.output.contains("fetched \(expected)"), "\(context)")
+        #expect(result.output.contains("alive yes"), "\(context)")
+        #expect(daemonLog.contains("confinement self-test: execve=\(confinement.exec) open=\(confinement.open)"), "\(context)")
+    }
+
+    @Test("the filter alone, in a child process: execve refused with EPERM, open untouched; without it both work")
+    func filterInChild() throws {
+        let filtered = try run(vpnkitBinary(), ["_confinement-test", "--seccomp"])
+        #expect(filtered.status == 0, "\(filtered.error)")
+        #expect(filtered.output.contains("confinement self-test: execve=EPERM open=ok"), "\(filtered.output)\(filtered.error)")
+        let plain = try run(vpnkitBinary(), ["_confinement-test"])
+        #expect(plain.output.contains("confinement self-test: execve=ok open=ok"), "\(plain.output)\(plain.error)")
+    }
+
+    @Test("vpnkit run refuses --seccomp with a command (it execs and removes its namespace after setup)")
+    func runWithCommandRefused() throws {
+        let refused = try run(vpnkitBinary(), ["run", "--seccomp", "--", "true"])
+        #expect(refused.status != 0)
+        #expect(refused.error.contains("--seccomp and --sandbox are for a daemon alone"), "\(refused.error)")
+    }
+}
