@@ -14,7 +14,11 @@
 #include <linux/capability.h>
 #include <sched.h>
 #include <spawn.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -126,7 +130,8 @@ int vpnkit_sandbox_enter(const char *const *keep, int keep_count, const char **s
     return 0;
 }
 
-int vpnkit_drop_capabilities(int keep_bind_service) {
+// The calling thread's drop. Only system calls: it also runs in a signal handler.
+static int drop_this_thread(int keep_bind_service) {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return -1;
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) return -1;
     for (int cap = 0; cap <= 63; cap++) {
@@ -147,6 +152,85 @@ int vpnkit_drop_capabilities(int keep_bind_service) {
         // Without CAP_NET_BIND_SERVICE in the permitted set, keeping it is impossible: drop all.
         memset(data, 0, sizeof data);
         if (syscall(SYS_capset, &header, data) < 0) return -1;
+    }
+    return 0;
+}
+
+int vpnkit_drop_capabilities(int keep_bind_service) { return drop_this_thread(keep_bind_service); }
+
+// The other threads' drop, asked by signal (capabilities belong to a thread, and no system call
+// changes another thread's). SIGSYS: Dispatch and SwiftNIO block most signals in their threads but
+// leave the synchronous ones, SIGSYS among them, open; nothing in the daemon uses it otherwise (the
+// seccomp filter answers errnos, never SIGSYS), and the handler is in place only meanwhile.
+static int broadcast_keep;
+static _Atomic int broadcast_done;
+static _Atomic int broadcast_failed;
+
+static void drop_on_signal(int signal) {
+    (void)signal;
+    int saved = errno;
+    if (drop_this_thread(broadcast_keep) != 0) broadcast_failed++;
+    broadcast_done++;
+    errno = saved;
+}
+
+// Whether thread `tid`'s status shows its capabilities dropped: no permitted capability but
+// CAP_NET_BIND_SERVICE, and NoNewPrivs set.
+static int thread_dropped(long tid, unsigned long long allowed) {
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/status", tid);
+    FILE *status = fopen(path, "re");
+    if (status == NULL) return 1; // gone: nothing left to drop
+    int effective_ok = 0, nnp_ok = 0;
+    while (fgets(line, sizeof line, status) != NULL) {
+        unsigned long long value;
+        if (sscanf(line, "CapPrm: %llx", &value) == 1) effective_ok = (value & ~allowed) == 0;
+        if (sscanf(line, "NoNewPrivs: %llu", &value) == 1) nnp_ok = value == 1;
+    }
+    fclose(status);
+    return effective_ok && nnp_ok;
+}
+
+int vpnkit_drop_capabilities_other_threads(int keep_bind_service, int *undropped) {
+    struct sigaction action, saved;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = drop_on_signal;
+    action.sa_flags = SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    broadcast_keep = keep_bind_service;
+    broadcast_failed = 0;
+    if (sigaction(SIGSYS, &action, &saved) < 0) return -1;
+    unsigned long long allowed = keep_bind_service ? (1ull << CAP_NET_BIND_SERVICE) : 0;
+    long self = syscall(SYS_gettid);
+    pid_t pid = getpid();
+    int remaining = 0;
+    // Rounds: a thread made meanwhile by one not yet dropped is caught by the next.
+    for (int round = 0; round < 5; round++) {
+        DIR *tasks = opendir("/proc/self/task");
+        if (tasks == NULL) break;
+        remaining = 0;
+        struct dirent *entry;
+        while ((entry = readdir(tasks)) != NULL) {
+            if (entry->d_name[0] == '.') continue;
+            long tid = strtol(entry->d_name, NULL, 10);
+            if (tid == self || thread_dropped(tid, allowed)) continue;
+            remaining++;
+            broadcast_done = 0;
+            if (syscall(SYS_tgkill, pid, tid, SIGSYS) < 0) continue; // exited
+            // Wait for its handler (up to 1 s; a thread that blocks SIGSYS never runs it).
+            for (int i = 0; i < 1000 && broadcast_done == 0; i++) {
+                struct timespec pause = {0, 1000000};
+                nanosleep(&pause, NULL);
+            }
+        }
+        closedir(tasks);
+        if (remaining == 0) break;
+    }
+    sigaction(SIGSYS, &saved, NULL);
+    *undropped = remaining;
+    if (broadcast_failed != 0) {
+        errno = EPERM;
+        return -1;
     }
     return 0;
 }

@@ -14,17 +14,15 @@
 // Where it cannot be done: the mount namespace needs CAP_SYS_ADMIN, so an unprivileged daemon is
 // refused --enable-sandbox with a message. (slirp4netns, single-threaded, joins the target's user
 // namespace after setup; we would have to join it before our threads exist, and our TAP child then
-// must not re-enter it: not done yet.) Capabilities are per thread: they are dropped on the thread
-// that confines and on each SwiftNIO event loop thread, the threads that make the daemon's system
-// calls; Dispatch's idle workers keep theirs, which is why the seccomp filter, which covers every
-// thread, refuses the calls those capabilities would otherwise allow.
+// must not re-enter it: not done yet.) Capabilities are per thread too, and no system call changes
+// another thread's: each thread is asked by a signal to drop its own (confine.c), and /proc tells
+// when all have.
 
 #if os(Linux)
 import CVPNKitLinux
 import Foundation
 import Glibc
 import Logging
-import NIOCore
 
 enum Confinement {
     struct Failure: Error, CustomStringConvertible {
@@ -66,24 +64,23 @@ enum Confinement {
     }
 
     /// After setup: the sandbox (when `sandbox`), then the seccomp filter (when `seccomp`), then the
-    /// self-test when VPNKIT_CONFINEMENT_SELFTEST=1. `loops` are the event loops whose threads
-    /// drop their capabilities with this one.
-    static func confine(sandbox: Bool, seccomp: Bool, keep: [String], loops: any EventLoopGroup, logger: Logger) async throws(Failure) {
+    /// self-test when VPNKIT_CONFINEMENT_SELFTEST=1.
+    static func confine(sandbox: Bool, seccomp: Bool, keep: [String], logger: Logger) throws(Failure) {
         if sandbox {
             if let reason = sandboxUnavailableReason { throw Failure(description: reason) }
             if let preparationFailure { throw Failure(description: "cannot sandbox: \(preparationFailure)") }
             guard vpnkit_sandbox_prepared() != 0 else {
                 throw Failure(description: "cannot sandbox: the mount namespace was not made at startup")
             }
+            // The other threads first, while /proc (which tells them apart) is still there; this
+            // one keeps CAP_SYS_ADMIN for pivot_root, then drops its own.
+            var undropped: Int32 = 0
+            if vpnkit_drop_capabilities_other_threads(1, &undropped) != 0 {
+                throw Failure(description: "cannot drop capabilities in every thread: \(String(cString: strerror(errno)))")
+            }
+            if undropped != 0 { throw Failure(description: "cannot drop capabilities in every thread: \(undropped) kept theirs") }
             try enterSandbox(keep: keep)
             try dropCapabilities()
-            for loop in loops.makeIterator() {
-                do {
-                    try await loop.submit { () throws -> Void in try dropCapabilities() }.get()
-                } catch {
-                    throw Failure(description: "\(error)")
-                }
-            }
             logger.info("sandboxed: the root is an empty read-only tmpfs with \(keep.joined(separator: ", ")); capabilities dropped (CAP_NET_BIND_SERVICE kept)")
         }
         if seccomp {

@@ -195,9 +195,9 @@ struct RunCommand: AsyncParsableCommand {
         #if os(Linux)
         if command.isEmpty, seccomp ?? true || enableSeccomp || sandbox || enableSandbox {
             do {
-                try await Confinement.confine(
+                try Confinement.confine(
                     sandbox: sandbox || enableSandbox, seccomp: seccomp ?? true || enableSeccomp,
-                    keep: [dnsConfiguration.resolvConfPath] + (dnsConfiguration.hostsPath.map { [$0] } ?? []), loops: group, logger: logger)
+                    keep: [dnsConfiguration.resolvConfPath] + (dnsConfiguration.hostsPath.map { [$0] } ?? []), logger: logger)
             } catch {
                 logger.error("\(error)")
                 statsServer?.close()

@@ -81,7 +81,7 @@ extension Slirp4netnsCommand {
                     path: apiSocket, stack: stack, defaultGuest: addresses.guest, ipv6: enableIPv6, logger: logger)
             }
             if enableSandbox || enableSeccomp {
-                try await Confinement.confine(sandbox: enableSandbox, seccomp: enableSeccomp, keep: Confinement.keptFiles, loops: group, logger: logger)
+                try Confinement.confine(sandbox: enableSandbox, seccomp: enableSeccomp, keep: Confinement.keptFiles, logger: logger)
             }
         } catch {
             logger.error("cannot set up \(tapName): \(error)")

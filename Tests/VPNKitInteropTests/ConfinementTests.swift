@@ -23,6 +23,7 @@ struct ConfinementTests {
         var exec: String
         var open: String
         var testDescription: String { flags.joined(separator: " ") }
+        var tag: String { flags.map { $0.dropFirst(9) }.joined(separator: "-") }
     }
 
     static let cases = [
@@ -34,14 +35,14 @@ struct ConfinementTests {
 
     @Test("vpnkit slirp4netns confined: curl from the namespace fetches a host file through 10.0.2.2 (hash checked) after confinement; execve and open fail as confinement says", arguments: cases)
     func slirp4netnsConfined(_ confinement: Case) throws {
-        let directory = try freshDirectory("confinement-\(getpid())")
+        let directory = try freshDirectory("confinement-\(confinement.tag)-\(getpid())")
         var blob = Data(count: 1_000_000)
         for i in blob.indices { blob[i] = UInt8(truncatingIfNeeded: (i &* 2_654_435_761) >> 11) }
         try blob.write(to: directory.appendingPathComponent("blob.bin"))
         let expected = try run("/usr/bin/env", ["sha256sum", directory.appendingPathComponent("blob.bin").path]).output.prefix(64)
         let port = try freeTCPPort()
         let log = directory.appendingPathComponent("daemon.log").path
-        let ns = "vpnkit-confine-\(getpid())"
+        let ns = "vpnkit-cf-\(confinement.tag)-\(getpid())"
         // One shell (one Process): the host's web server, the daemon, the namespace's curl; every
         // child killed with SIGKILL after a grace period.
         let script = """
@@ -55,6 +56,9 @@ struct ConfinementTests {
             for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:\(port)/ && break; sleep 0.1; done
             echo "fetched $(ip netns exec \(ns) curl -sS --max-time 20 http://10.0.2.2:\(port)/blob.bin | sha256sum)"
             echo "alive $(kill -0 $daemon && echo yes)"
+            for t in /proc/$daemon/task/*; do
+                echo "thread $(awk '/^CapPrm/ {c=$2} /^Seccomp:/ {s=$2} END {print "CapPrm=" c " Seccomp=" s}' $t/status)"
+            done
             kill -TERM $daemon $server; sleep 0.5; kill -KILL $daemon $server 2>/dev/null; wait
             ip netns del \(ns)
             """
@@ -63,6 +67,14 @@ struct ConfinementTests {
         let context = "\(result.output)\n\(result.error)\n\(daemonLog)"
         #expect(result.output.contains("fetched \(expected)"), "\(context)")
         #expect(result.output.contains("alive yes"), "\(context)")
+        // Every thread, those SwiftNIO and Dispatch started before confinement included.
+        let threads = result.output.split(separator: "\n").filter { $0.hasPrefix("thread ") }
+        #expect(threads.count >= 2, "\(context)")
+        for thread in threads {
+            if confinement.flags.contains("--enable-seccomp") { #expect(thread.hasSuffix("Seccomp=2"), "\(context)") }
+            // Permitted: CAP_NET_BIND_SERVICE (bit 10) alone, as slirp4netns keeps it.
+            if confinement.flags.contains("--enable-sandbox") { #expect(thread.contains("CapPrm=0000000000000400"), "\(context)") }
+        }
         #expect(daemonLog.contains("confinement self-test: execve=\(confinement.exec) open=\(confinement.open)"), "\(context)")
     }
 
@@ -71,8 +83,11 @@ struct ConfinementTests {
         let filtered = try run(vpnkitBinary(), ["_confinement-test", "--seccomp"])
         #expect(filtered.status == 0, "\(filtered.error)")
         #expect(filtered.output.contains("confinement self-test: execve=EPERM open=ok"), "\(filtered.output)\(filtered.error)")
+        // The event loop thread existed before the filter: TSYNC put it under the filter too.
+        #expect(filtered.output.contains("event loop thread: confinement self-test: execve=EPERM open=ok"), "\(filtered.output)\(filtered.error)")
         let plain = try run(vpnkitBinary(), ["_confinement-test"])
         #expect(plain.output.contains("confinement self-test: execve=ok open=ok"), "\(plain.output)\(plain.error)")
+        #expect(plain.output.contains("event loop thread: confinement self-test: execve=ok open=ok"), "\(plain.output)\(plain.error)")
     }
 
     @Test("vpnkit run refuses --seccomp with a command (it execs and removes its namespace after setup)")

@@ -121,6 +121,12 @@ int vpnkit_sandbox_enter(const char *const *keep, int keep_count, const char **s
 /// permitted and effective sets reduced to that. Returns 0 or -1 with errno set.
 int vpnkit_drop_capabilities(int keep_bind_service);
 
+/// `vpnkit_drop_capabilities` on every other thread of the process: each is sent SIGSYS, whose
+/// handler (installed meanwhile) drops its capabilities; /proc/self/task is read again until every
+/// thread's status shows them dropped (up to 5 rounds). Call before the sandbox hides /proc. Writes
+/// to `*undropped` the threads still holding capabilities (0 on success). Returns 0, or -1 with errno.
+int vpnkit_drop_capabilities_other_threads(int keep_bind_service, int *undropped);
+
 /// posix_spawn(path) and wait for it: 0 when the program ran, else the errno of the spawn (the
 /// execve's, EPERM under the seccomp filter). The confinement self-test's probe.
 int vpnkit_try_exec(const char *path);
