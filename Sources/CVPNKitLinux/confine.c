@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/capability.h>
+#include <linux/nsfs.h>
 #include <sched.h>
 #include <spawn.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -43,15 +45,46 @@ static int thread_count(void) {
     return count;
 }
 
-int vpnkit_sandbox_prepare(const char **step) {
-    // A mount namespace is per thread (unshare gives only the caller its own): made while we are the
-    // only thread, every thread made later starts in it.
+// Enters the user namespace at `userns_path`, or, NULL, the one that owns the network namespace at
+// `netns_path`; none when it is already ours.
+static int join_user_namespace(const char *userns_path, const char *netns_path, const char **step) {
+    int user;
+    if (userns_path != NULL) {
+        user = open(userns_path, O_RDONLY | O_CLOEXEC);
+        if (user < 0) { *step = "open the user namespace"; return -1; }
+    } else {
+        int net = open(netns_path, O_RDONLY | O_CLOEXEC);
+        if (net < 0) { *step = "open the network namespace"; return -1; }
+        user = ioctl(net, NS_GET_USERNS);
+        int saved = errno;
+        close(net);
+        errno = saved;
+        if (user < 0) { *step = "find the user namespace owning the network namespace (NS_GET_USERNS)"; return -1; }
+    }
+    struct stat target, own;
+    int same = fstat(user, &target) == 0 && stat("/proc/self/ns/user", &own) == 0 && target.st_ino == own.st_ino &&
+               target.st_dev == own.st_dev;
+    int rc = same ? 0 : setns(user, CLONE_NEWUSER);
+    int saved = errno;
+    close(user);
+    errno = saved;
+    if (rc < 0) *step = "setns(CLONE_NEWUSER)";
+    return rc;
+}
+
+int vpnkit_sandbox_prepare(const char *userns_path, const char *netns_path, const char **step) {
+    // A mount namespace is per thread (unshare gives only the caller its own), and only a process
+    // with one thread may enter a user namespace: made while we are the only thread, every thread
+    // made later starts in both.
     int threads = thread_count();
     if (threads != 1) {
         *step = "check that the process is single-threaded";
         errno = threads < 0 ? errno : EBUSY;
         return -1;
     }
+    // Unprivileged, as slirp4netns: the user namespace that owns the guest's network namespace
+    // (which the same user owns, so setns gives us every capability in it) owns our mount namespace.
+    if (geteuid() != 0 && join_user_namespace(userns_path, netns_path, step) < 0) return -1;
     if (unshare(CLONE_NEWNS) < 0) {
         *step = "unshare(CLONE_NEWNS)";
         return -1;

@@ -11,10 +11,11 @@
 // so setup still sees everything); every later thread starts in it. After setup, `confine` pivots
 // that namespace's root, which moves every thread at once (they share one root directory).
 //
-// Where it cannot be done: the mount namespace needs CAP_SYS_ADMIN, so an unprivileged daemon is
-// refused --enable-sandbox with a message. (slirp4netns, single-threaded, joins the target's user
-// namespace after setup; we would have to join it before our threads exist, and our TAP child then
-// must not re-enter it: not done yet.) Capabilities are per thread too, and no system call changes
+// The mount namespace needs CAP_SYS_ADMIN. Unprivileged, `vpnkit slirp4netns` does as slirp4netns
+// does, but at startup rather than after setup (slirp4netns has one thread): it enters the user
+// namespace that owns the guest's network namespace (its owner has every capability there), so the
+// TAP and --configure children find themselves in it already and enter only the network namespace.
+// `vpnkit run` unprivileged has no such namespace and is refused --sandbox with a message. Capabilities are per thread too, and no system call changes
 // another thread's: each thread is asked by a signal to drop its own (confine.c), and /proc tells
 // when all have.
 
@@ -32,21 +33,26 @@ enum Confinement {
     /// The files the daemon reads after setup (the DNS service follows resolv.conf and hosts).
     static let keptFiles = ["/etc/resolv.conf", "/etc/hosts"]
 
-    /// In `main`, before any thread exists: when `arguments` ask for the sandbox and we are root, a
-    /// mount namespace of our own. Failures are reported later, by `confine`.
+    /// In `main`, before any thread exists: when `arguments` ask for the sandbox, a mount namespace
+    /// of our own (unprivileged, in slirp4netns mode: inside the user namespace owning the guest's
+    /// network namespace). Failures are reported later, by `confine`.
     static func prepareIfRequested(_ arguments: [String], slirp4netns: Bool) {
         let options = arguments.prefix { $0 != "--" }
-        let asked: Bool
+        var namespaces: (net: String, user: String?)?
         if slirp4netns || options.first == "slirp4netns" {
-            asked = options.contains("--enable-sandbox")
+            guard options.contains("--enable-sandbox") else { return }
+            // Parsing starts no thread; validation is left for later.
+            guard let command = try? Slirp4netnsCommand.parse(Array(slirp4netns ? arguments : Array(arguments.dropFirst()))) else { return }
+            namespaces = command.namespacePaths
         } else if options.first == "run" {
-            asked = (options.contains("--sandbox") || options.contains("--enable-sandbox")) && !options.contains("--no-sandbox")
+            guard options.contains("--sandbox") || options.contains("--enable-sandbox"), !options.contains("--no-sandbox") else { return }
         } else {
-            asked = false
+            return
         }
-        guard asked, geteuid() == 0 else { return }
+        // Unprivileged without a guest namespace to take a user namespace from: refused later.
+        if geteuid() != 0 && namespaces == nil { return }
         var step: UnsafePointer<CChar>?
-        if vpnkit_sandbox_prepare(&step) != 0 {
+        if vpnkit_sandbox_prepare(namespaces?.user, namespaces?.net, &step) != 0 {
             let code = errno
             preparationFailure = "\(step.map { String(cString: $0) } ?? "prepare"): \(String(cString: strerror(code)))"
         }
@@ -55,12 +61,14 @@ enum Confinement {
     /// Why the startup step failed, if it did. Written once in `main` before any other thread exists.
     nonisolated(unsafe) private static var preparationFailure: String?
 
-    /// Whether `--enable-sandbox` can work here: the reason it cannot, or nil.
+    /// Why `--enable-sandbox` cannot work in this process, or nil.
     static var sandboxUnavailableReason: String? {
+        if vpnkit_sandbox_prepared() != 0 { return nil }
+        if let preparationFailure { return "cannot sandbox: \(preparationFailure)" }
         if geteuid() != 0 {
-            return "--enable-sandbox needs root: the sandbox's mount namespace needs CAP_SYS_ADMIN, and an unprivileged process can only get it by entering a user namespace, which Linux refuses to a multithreaded process such as this daemon"
+            return "--sandbox needs root here: the sandbox's mount namespace needs CAP_SYS_ADMIN, which an unprivileged process gets only by entering a user namespace, and `vpnkit slirp4netns` (which enters the guest's) is the mode that does"
         }
-        return nil
+        return "cannot sandbox: the mount namespace was not made at startup"
     }
 
     /// After setup: the sandbox (when `sandbox`), then the seccomp filter (when `seccomp`), then the
@@ -68,10 +76,6 @@ enum Confinement {
     static func confine(sandbox: Bool, seccomp: Bool, keep: [String], logger: Logger) throws(Failure) {
         if sandbox {
             if let reason = sandboxUnavailableReason { throw Failure(description: reason) }
-            if let preparationFailure { throw Failure(description: "cannot sandbox: \(preparationFailure)") }
-            guard vpnkit_sandbox_prepared() != 0 else {
-                throw Failure(description: "cannot sandbox: the mount namespace was not made at startup")
-            }
             // The other threads first, while /proc (which tells them apart) is still there; this
             // one keeps CAP_SYS_ADMIN for pivot_root, then drops its own.
             var undropped: Int32 = 0

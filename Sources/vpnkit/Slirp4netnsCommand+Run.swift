@@ -27,6 +27,10 @@ extension Slirp4netnsCommand {
             return handler
         }
         let logger = Logger(label: "slirp4netns")
+        if enableSandbox, let reason = Confinement.sandboxUnavailableReason {
+            logger.error("\(reason)")
+            throw ExitCode(1)
+        }
         // The descriptors a supervisor passed: taken before anything else can be given their numbers.
         let supervisor = SupervisorDescriptors(readyFD: readyFD, exitFD: exitFD)
         let addresses = Addresses(subnet: IPv4Subnet(cidr)!)

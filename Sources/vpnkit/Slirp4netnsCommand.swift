@@ -45,7 +45,7 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
     var usernsPath: String?
     // Hidden: Podman passes --enable-sandbox whenever --help lists it, and rootless (its usual case)
     // the sandbox is refused (Confinement.swift says why); as root it works.
-    @Flag(name: .customLong("enable-sandbox"), help: ArgumentHelp("As root: once set up, an empty read-only root (resolv.conf and hosts kept) and capabilities dropped.", visibility: .hidden))
+    @Flag(name: .customLong("enable-sandbox"), help: ArgumentHelp("Once set up, an empty read-only root (resolv.conf and hosts kept) and capabilities dropped.", visibility: .hidden))
     var enableSandbox = false
     @Flag(name: .customLong("enable-seccomp"), help: "Once set up, refuse the system calls the daemon never needs (running programs, ptrace, mounts, namespaces, modules…).")
     var enableSeccomp = false
@@ -87,7 +87,8 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
         guard net.prefixLength <= 25 else { throw ValidationError("--cidr \(cidr) is too small: the guest is at .100 (/25 at most)") }
         // Features we do not have: a clear refusal rather than a silent difference.
         #if os(Linux)
-        if enableSandbox, let reason = Confinement.sandboxUnavailableReason { throw ValidationError(reason) }
+        // --enable-sandbox's refusal, where it cannot work, comes from run(): `main` parses this
+        // command line before preparing the sandbox.
         #else
         if enableSandbox || enableSeccomp { throw ValidationError("--enable-sandbox and --enable-seccomp need Linux") }
         #endif

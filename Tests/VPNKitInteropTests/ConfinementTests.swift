@@ -78,6 +78,49 @@ struct ConfinementTests {
         #expect(daemonLog.contains("confinement self-test: execve=\(confinement.exec) open=\(confinement.open)"), "\(context)")
     }
 
+    @Test("unprivileged (uid 65534), as Podman runs it: vpnkit slirp4netns --enable-seccomp --enable-sandbox PID enters the guest's user namespace, carries a flow, and is confined")
+    func slirp4netnsRootless() throws {
+        try #require(which("setpriv") != nil && which("nsenter") != nil && which("unshare") != nil, "util-linux's setpriv, nsenter and unshare")
+        let directory = try freshDirectory("confinement-rootless-\(getpid())")
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
+        var blob = Data(count: 500_000)
+        for i in blob.indices { blob[i] = UInt8(truncatingIfNeeded: (i &* 40_503) >> 7) }
+        try blob.write(to: directory.appendingPathComponent("blob.bin"))
+        let expected = try run("/usr/bin/env", ["sha256sum", directory.appendingPathComponent("blob.bin").path]).output.prefix(64)
+        let port = try freeTCPPort()
+        let log = directory.appendingPathComponent("daemon.log").path
+        let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+        let script = """
+            python3 -m http.server \(port) --bind 127.0.0.1 --directory \(directory.path) >/dev/null 2>&1 &
+            server=$!
+            # The guest: a user and a network namespace of uid 65534's own (unshare execs sleep in them).
+            \(nobody) unshare --user --map-root-user --net sleep 60 &
+            guest=$!
+            for i in $(seq 1 50); do [ "$(readlink /proc/$guest/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.1; done
+            VPNKIT_CONFINEMENT_SELFTEST=1 \(nobody) \(vpnkitBinary()) slirp4netns --enable-seccomp --enable-sandbox --log-level info -c $guest tap0 >\(log) 2>&1 &
+            daemon=$!
+            for i in $(seq 1 100); do grep -q 'confinement self-test' \(log) && break; sleep 0.1; done
+            for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:\(port)/ && break; sleep 0.1; done
+            echo "fetched $(nsenter -t $guest -U -n --preserve-credentials curl -sS --max-time 20 http://10.0.2.2:\(port)/blob.bin | sha256sum)"
+            echo "alive $(kill -0 $daemon && echo yes)"
+            echo "uid $(awk '/^Uid:/ {print $3}' /proc/$daemon/status)"
+            for t in /proc/$daemon/task/*; do
+                echo "thread $(awk '/^CapPrm/ {c=$2} /^Seccomp:/ {s=$2} END {print "CapPrm=" c " Seccomp=" s}' $t/status)"
+            done
+            kill -TERM $daemon $server $guest; sleep 0.5; kill -KILL $daemon $server $guest 2>/dev/null; wait
+            """
+        let result = try run("/bin/sh", ["-c", script], timeout: 60)
+        let daemonLog = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        let context = "\(result.output)\n\(result.error)\n\(daemonLog)"
+        #expect(result.output.contains("fetched \(expected)"), "\(context)")
+        #expect(result.output.contains("alive yes"), "\(context)")
+        #expect(result.output.contains("uid 65534"), "\(context)")
+        let threads = result.output.split(separator: "\n").filter { $0.hasPrefix("thread ") }
+        #expect(threads.count >= 2, "\(context)")
+        for thread in threads { #expect(thread == "thread CapPrm=0000000000000400 Seccomp=2", "\(context)") }
+        #expect(daemonLog.contains("confinement self-test: execve=EPERM open=ENOENT"), "\(context)")
+    }
+
     @Test("the filter alone, in a child process: execve refused with EPERM, open untouched; without it both work")
     func filterInChild() throws {
         let filtered = try run(vpnkitBinary(), ["_confinement-test", "--seccomp"])

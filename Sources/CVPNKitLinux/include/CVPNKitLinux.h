@@ -111,8 +111,11 @@ int vpnkit_bind_unix(int fd, const char *path, unsigned int mode);
 // a mount namespace of its own (a slave of the host's: mounts made on the host later still arrive);
 // after setup, `vpnkit_sandbox_enter` (any thread) mounts a tmpfs, binds the `keep` paths into it
 // read-only (absent ones are skipped), pivots the root into it for every thread and detaches the
-// old root. Both need CAP_SYS_ADMIN; both return 0, or -1 with errno and the failing step set.
-int vpnkit_sandbox_prepare(const char **step);
+// old root. Both need CAP_SYS_ADMIN: as root we have it; unprivileged, `vpnkit_sandbox_prepare`
+// first enters the user namespace at `userns_path` (NULL: the one owning the network namespace at
+// `netns_path`), as slirp4netns does, which its owner may. Both return 0, or -1 with errno and the
+// failing step set.
+int vpnkit_sandbox_prepare(const char *userns_path, const char *netns_path, const char **step);
 int vpnkit_sandbox_prepared(void);
 int vpnkit_sandbox_enter(const char *const *keep, int keep_count, const char **step);
 
