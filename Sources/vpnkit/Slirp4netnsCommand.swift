@@ -43,9 +43,9 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
     var netnsType: NetnsType = .pid
     @Option(name: .customLong("userns-path"), help: "The user namespace to enter before the network namespace (default with a PID: /proc/PID/ns/user).")
     var usernsPath: String?
-    // Hidden: Podman passes --enable-sandbox whenever --help lists it, and rootless (its usual case)
-    // the sandbox is refused (Confinement.swift says why); as root it works.
-    @Flag(name: .customLong("enable-sandbox"), help: ArgumentHelp("Once set up, an empty read-only root (resolv.conf and hosts kept) and capabilities dropped.", visibility: .hidden))
+    // Podman and rootlesskit pass --enable-sandbox and --enable-seccomp whenever --help lists them:
+    // both work as root and unprivileged (Confinement.swift).
+    @Flag(name: .customLong("enable-sandbox"), help: "Once set up, an empty read-only root (resolv.conf and hosts kept) in a mount namespace of our own, and capabilities dropped (CAP_NET_BIND_SERVICE kept).")
     var enableSandbox = false
     @Flag(name: .customLong("enable-seccomp"), help: "Once set up, refuse the system calls the daemon never needs (running programs, ptrace, mounts, namespaces, modules…).")
     var enableSeccomp = false
