@@ -121,6 +121,40 @@ struct ConfinementTests {
         #expect(daemonLog.contains("confinement self-test: execve=EPERM open=ENOENT"), "\(context)")
     }
 
+    @Test("vpnkit run --sandbox (seccomp on by default): a flow through the host alias after confinement; execve EPERM, open ENOENT; with --no-seccomp --no-sandbox the flow works and nothing is confined")
+    func runConfined() throws {
+        for (flags, expectation) in [("--sandbox", "execve=EPERM open=ENOENT"), ("--no-seccomp --no-sandbox", nil)] {
+            let directory = try freshDirectory("confinement-run-\(flags.count)-\(getpid())")
+            try "confined\n".write(to: directory.appendingPathComponent("index.txt"), atomically: true, encoding: .utf8)
+            let port = try freeTCPPort()
+            let log = directory.appendingPathComponent("daemon.log").path
+            let ns = "vpnkit-cfrun-\(flags.count)-\(getpid())"
+            let script = """
+                ip netns add \(ns) || exit 90
+                python3 -m http.server \(port) --bind 127.0.0.1 --directory \(directory.path) >/dev/null 2>&1 &
+                server=$!
+                VPNKIT_CONFINEMENT_SELFTEST=1 \(vpnkitBinary()) run \(flags) --log-level info --netns \(ns) --tap tap0 >\(log) 2>&1 &
+                daemon=$!
+                for i in $(seq 1 100); do grep -q 'serving' \(log) && break; sleep 0.1; done
+                ip netns exec \(ns) sh -c 'ip link set lo up; ip link set tap0 up; ip addr add 192.168.65.3/24 dev tap0; ip route add default via 192.168.65.1'
+                for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:\(port)/ && break; sleep 0.1; done
+                echo "fetched $(ip netns exec \(ns) curl -sS --max-time 20 http://192.168.65.2:\(port)/index.txt)"
+                kill -TERM $daemon $server; sleep 0.5; kill -KILL $daemon $server 2>/dev/null; wait
+                ip netns del \(ns)
+                """
+            let result = try run("/bin/sh", ["-c", script], timeout: 60)
+            let daemonLog = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            let context = "\(flags): \(result.output)\n\(result.error)\n\(daemonLog)"
+            #expect(result.output.contains("fetched confined"), "\(context)")
+            if let expectation {
+                #expect(daemonLog.contains("confinement self-test: \(expectation)"), "\(context)")
+            } else {
+                #expect(!daemonLog.contains("confinement self-test"), "\(context)")
+                #expect(!daemonLog.contains("seccomp filter installed"), "\(context)")
+            }
+        }
+    }
+
     @Test("the filter alone, in a child process: execve refused with EPERM, open untouched; without it both work")
     func filterInChild() throws {
         let filtered = try run(vpnkitBinary(), ["_confinement-test", "--seccomp"])
