@@ -100,6 +100,8 @@ enum Confinement {
         }
     }
 
+    /// Unsafe pointers here only: C strings (strdup'd, freed after the call) handed as an array the
+    /// call reads and does not keep.
     private static func enterSandbox(keep: [String]) throws(Failure) {
         var cStrings = keep.map { strdup($0) }
         defer { cStrings.forEach { free($0) } }
