@@ -87,6 +87,13 @@ let package = Package(
         // setns(2) and the TUNSETIFF ioctl, which Swift's Glibc module does not expose. Linux only: its
         // sources are empty elsewhere and every dependency on it is `.when(platforms: [.linux])`.
         .target(name: "CVPNKitLinux"),
+        // libseccomp, for the daemon's --enable-seccomp filter. Linux only: every dependency on it is
+        // `.when(platforms: [.linux])`.
+        .systemLibrary(
+            name: "CSeccomp",
+            pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]
+        ),
         .target(
             name: "VPNKitTransport",
             dependencies: [
@@ -157,6 +164,7 @@ let package = Package(
             dependencies: [
                 "VPNKit", "VPNKitDecode", "VPNKitPcap",
                 .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
+                .target(name: "CSeccomp", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

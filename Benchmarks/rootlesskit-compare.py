@@ -45,10 +45,10 @@ def one_run(binary, seconds, mtu):
     try:
         time.sleep(0.3)
         ready, done = os.path.join(work, "ready"), os.path.join(work, "done")
-        child = (f"iperf3 -s -p 5201 -D; "
+        child = (f"iperf3 -s -p 5201 >/dev/null 2>&1 & server=$!; sleep 0.3; "
                  f"iperf3 -c 10.0.2.2 -p {port} -t {seconds} -J > {work}/up.json; "
                  f"iperf3 -c 10.0.2.2 -p {port} -t {seconds} -R -J > {work}/down.json; "
-                 f"touch {ready}; for i in $(seq 1 {10 * (4 * seconds + 30)}); do [ -e {done} ] && break; sleep 0.1; done")
+                 f"touch {ready}; for i in $(seq 1 {10 * (4 * seconds + 30)}); do [ -e {done} ] && break; sleep 0.1; done; kill $server")
         rk = subprocess.Popen(["rootlesskit", "--net=slirp4netns", f"--slirp4netns-binary={binary}", "--mtu", str(mtu),
                                "--port-driver=slirp4netns", "-p", f"127.0.0.1:{published}:5201/tcp", "--", "sh", "-c", child],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

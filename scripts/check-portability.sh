@@ -13,7 +13,8 @@
 #      `#ifdef __linux__` / `#if defined(__linux__)` (only an include guard and `#define _GNU_SOURCE`
 #      may sit outside);
 #   e. Package.swift names CVPNKitLinux as a dependency only as
-#      `.target(name: "CVPNKitLinux", condition: .when(platforms: [.linux]))`.
+#      `.target(name: "CVPNKitLinux", condition: .when(platforms: [.linux]))`, and CSeccomp (libseccomp,
+#      a system library macOS lacks) likewise; `import CSeccomp` sits only in Linux-only code.
 #
 # Exits 1 with file:line messages when anything fails. Usage: scripts/check-portability.sh [repo]
 set -euo pipefail
@@ -37,7 +38,7 @@ LINUX_SYMBOLS = [
     (r"\bSOCK_NONBLOCK\b|\bSOCK_CLOEXEC\b|\baccept4\b|\b(recv|send)mmsg\b", False),
     (r"\bsched_(get|set)affinity\b|\bcpu_set_t\b|\bCPU_(ZERO|SET|ISSET|COUNT)\b", False),
     (r"\bepoll_\w+|\beventfd\b|\btimerfd_\w+|\bprctl\b|\bPR_SET_\w+", False),
-    (r"\bseccomp\b|\bSECCOMP_\w+", False),
+    (r"\bseccomp(_\w+)?\s*\(|\bSECCOMP_\w+|\bSCMP_\w+", False),   # calls, not the flags named --seccomp
     (r'"/proc/|"/sys/(class|fs|kernel)/|"/dev/net/tun', False),
     (r"\bip\s*,\s*\[\s*\"netns\"|\"/var/run/netns", False),   # iproute2 network namespaces
 ]
@@ -147,6 +148,10 @@ def check_swift(path):
                       and any(re.search(r"\bimport\s+Darwin\b", l) for l in b[1])]
             if not darwin:
                 fail(path, number, "`import Glibc` without an `#elseif canImport(Darwin)` branch importing Darwin")
+        if re.search(r"\bimport\s+CSeccomp\b", stripped):
+            if not linux_only and not any(is_linux_condition(c) for _, c in stack):
+                fail(path, number, "`import CSeccomp` outside `#if os(Linux)`")
+            continue
         if re.search(r"\bimport\s+CVPNKitLinux\b", stripped):
             if not linux_only and not any(is_linux_condition(c, shim_ok=True) for _, c in stack):
                 fail(path, number, "`import CVPNKitLinux` outside `#if os(Linux)` / `#if canImport(CVPNKitLinux)`")
@@ -209,23 +214,26 @@ def check_c(path):
             fail(path, number, "code outside `#ifdef __linux__` in the Linux shim")
             reported = True
 
-def check_package(path):
+def check_package(path, target="CVPNKitLinux", kind=r"\.target"):
     with open(path, encoding="utf-8") as f:
         raw = f.read().split("\n")
     declared = 0
-    conditional = re.compile(r'\.target\(\s*name:\s*"CVPNKitLinux"\s*,\s*condition:\s*\.when\(\s*platforms:\s*\[\s*\.linux\s*\]\s*\)\s*\)')
+    conditional = re.compile(r'\.target\(\s*name:\s*"' + target + r'"\s*,\s*condition:\s*\.when\(\s*platforms:\s*\[\s*\.linux\s*\]\s*\)\s*\)')
     for number, text in enumerate(raw, 1):
         code = text.split("//", 1)[0]
-        for m in re.finditer(r'"CVPNKitLinux"', code):
+        for m in re.finditer('"' + target + '"', code):
             before, after = code[:m.start()], code[m.end():]
             if conditional.search(code) and re.search(r'\.target\(\s*name:\s*$', before) and re.match(r'\s*,\s*condition:', after):
                 continue
-            if re.match(r'^\s*\.target\(\s*name:\s*$', before) and not re.match(r"\s*,\s*condition:", after):
+            # Declared: `kind(name: "X"` on one line, or `kind(` alone with `name: "X"` on the next.
+            opened = re.match(r'^\s*' + kind + r'\(\s*name:\s*$', before) or (
+                re.match(r'^\s*name:\s*$', before) and number > 1 and re.search(kind + r'\(\s*$', raw[number - 2]))
+            if opened and not re.match(r"\s*,\s*condition:", after):
                 declared += 1
                 continue
-            fail(path, number, 'CVPNKitLinux as a dependency must be `.target(name: "CVPNKitLinux", condition: .when(platforms: [.linux]))`')
+            fail(path, number, f'{target} as a dependency must be `.target(name: "{target}", condition: .when(platforms: [.linux]))`')
     if declared != 1:
-        fail(path, 1, f"expected the CVPNKitLinux target declared once, found {declared}")
+        fail(path, 1, f"expected the {target} target declared once, found {declared}")
 
 for root, _, files in os.walk("Sources"):
     for name in sorted(files):
@@ -235,6 +243,7 @@ for root, _, files in os.walk("Sources"):
         elif path.startswith(os.path.join("Sources", "CVPNKitLinux")) and name.endswith((".c", ".h")):
             check_c(path)
 check_package("Package.swift")
+check_package("Package.swift", "CSeccomp", r"\.systemLibrary")
 
 if failures:
     print("\n".join(failures))

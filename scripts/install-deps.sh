@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
     libpcap-dev   # the CPcap system library target (pcap reading/writing)
-    pkg-config    # how SwiftPM finds libpcap
+    libseccomp-dev # the CSeccomp system library target (the daemon's --enable-seccomp filter)
+    pkg-config    # how SwiftPM finds libpcap and libseccomp
     iproute2      # kernel interop tests: network namespaces, TAP devices
     iputils-ping  # kernel interop tests: ping from the guest namespace
     python3       # kernel interop tests: UDP sockets in the guest namespace
@@ -27,7 +28,7 @@ packages=(
 
 # `--demo`: only what scripts/demo.sh needs (build, namespace, DHCP client, curl, a web server).
 if [[ "${1:-}" == "--demo" ]]; then
-    packages=(libpcap-dev pkg-config iproute2 iputils-ping python3 busybox-static curl)
+    packages=(libpcap-dev libseccomp-dev pkg-config iproute2 iputils-ping python3 busybox-static curl)
 fi
 
 missing=()

@@ -40,6 +40,15 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup(title: "NAT and DNS") var nat: NATOptions
     @OptionGroup(title: "Diagnostics") var diagnostics: DiagnosticOptions
 
+    @Flag(name: .customLong("seccomp"), inversion: .prefixedNo, help: "Once set up, refuse the system calls the daemon never needs (running programs, ptrace, mounts, namespaces, modules…). On by default on Linux, except with a command (after --).")
+    var seccomp: Bool?
+    @Flag(name: .customLong("enable-seccomp"), help: ArgumentHelp("Another name for --seccomp: slirp4netns's.", visibility: .hidden))
+    var enableSeccomp = false
+    @Flag(name: .customLong("sandbox"), inversion: .prefixedNo, help: "As root: once set up, an empty read-only root (resolv.conf and hosts kept) and capabilities dropped. Off by default.")
+    var sandbox = false
+    @Flag(name: .customLong("enable-sandbox"), help: ArgumentHelp("Another name for --sandbox: slirp4netns's.", visibility: .hidden))
+    var enableSandbox = false
+
     @Flag(name: .customLong("configure"), help: "With a command: configure the namespace statically instead of by DHCP.")
     var configureStatically = false
     @Argument(parsing: .postTerminator, help: "A command to run in a fresh namespace on the guest network (after --).")
@@ -51,6 +60,14 @@ struct RunCommand: AsyncParsableCommand {
         }
         #if !os(Linux)
         if !command.isEmpty { throw ValidationError("a command (after --) runs in a network namespace of its own, which needs Linux") }
+        #endif
+        if !command.isEmpty, seccomp == true || enableSeccomp || sandbox || enableSandbox {
+            throw ValidationError("--seccomp and --sandbox are for a daemon alone: with a command (after --), vpnkit starts it and removes its namespace after setup")
+        }
+        #if os(Linux)
+        if sandbox || enableSandbox, let reason = Confinement.sandboxUnavailableReason { throw ValidationError(reason) }
+        #else
+        if seccomp == true || enableSeccomp || sandbox || enableSandbox { throw ValidationError("--seccomp and --sandbox need Linux") }
         #endif
         if command.isEmpty, link.tap == nil, link.socket == nil {
             throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --")
@@ -175,6 +192,22 @@ struct RunCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
+        #if os(Linux)
+        if command.isEmpty, seccomp ?? true || enableSeccomp || sandbox || enableSandbox {
+            do {
+                try Confinement.confine(
+                    sandbox: sandbox || enableSandbox, seccomp: seccomp ?? true || enableSeccomp,
+                    keep: [dnsConfiguration.resolvConfPath] + (dnsConfiguration.hostsPath.map { [$0] } ?? []), logger: logger)
+            } catch {
+                logger.error("\(error)")
+                statsServer?.close()
+                controlServer?.close()
+                await stack.shutdown()
+                try? await group.shutdownGracefully()
+                throw ExitCode(1)
+            }
+        }
+        #endif
         logger.info("serving \(guestLink.description) as \(configuration.gateway) on \(configuration.subnet), MTU \(stack.configuration.mtu)")
 
         let ended = StopReason()

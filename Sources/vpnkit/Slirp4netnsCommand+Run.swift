@@ -31,6 +31,10 @@ extension Slirp4netnsCommand {
             return handler
         }
         let logger = Logger(label: "slirp4netns")
+        if enableSandbox, let reason = Confinement.sandboxUnavailableReason {
+            logger.error("\(reason)")
+            throw ExitCode(1)
+        }
         // The descriptors a supervisor passed: taken before anything else can be given their numbers.
         let supervisor = SupervisorDescriptors(readyFD: readyFD, exitFD: exitFD)
         let addresses = Addresses(subnet: IPv4Subnet(cidr)!)
@@ -86,6 +90,9 @@ extension Slirp4netnsCommand {
             if let apiSocket {
                 apiServer = try await SlirpAPIServer.start(
                     path: apiSocket, stack: stack, defaultGuest: addresses.guest, ipv6: enableIPv6, logger: logger)
+            }
+            if enableSandbox || enableSeccomp {
+                try Confinement.confine(sandbox: enableSandbox, seccomp: enableSeccomp, keep: Confinement.keptFiles, logger: logger)
             }
         } catch {
             logger.error("cannot set up \(tapName): \(error)")

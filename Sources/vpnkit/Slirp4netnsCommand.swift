@@ -47,9 +47,11 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
     var netnsType: NetnsType = .pid
     @Option(name: .customLong("userns-path"), help: "The user namespace to enter before the network namespace (default with a PID: /proc/PID/ns/user).")
     var usernsPath: String?
-    @Flag(name: .customLong("enable-sandbox"), help: ArgumentHelp("Confine the daemon once set up (refused: not available in this build).", visibility: .hidden))
+    // Podman and rootlesskit pass --enable-sandbox and --enable-seccomp whenever --help lists them:
+    // both work as root and unprivileged (Confinement.swift).
+    @Flag(name: .customLong("enable-sandbox"), help: "Once set up, an empty read-only root (resolv.conf and hosts kept) in a mount namespace of our own, and capabilities dropped (CAP_NET_BIND_SERVICE kept).")
     var enableSandbox = false
-    @Flag(name: .customLong("enable-seccomp"), help: ArgumentHelp("Filter the daemon's system calls once set up (refused: not available in this build).", visibility: .hidden))
+    @Flag(name: .customLong("enable-seccomp"), help: "Once set up, refuse the system calls the daemon never needs (running programs, ptrace, mounts, namespaces, modules…).")
     var enableSeccomp = false
     @Option(name: .customLong("outbound-addr"), help: "The host IPv4 address (or an interface, by its address) the NAT's TCP connections and UDP flows leave from.")
     var outboundAddr: String?
@@ -88,8 +90,6 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
         guard let net = IPv4Subnet(cidr) else { throw ValidationError("--cidr must look like 10.0.2.0/24") }
         guard net.prefixLength <= 25 else { throw ValidationError("--cidr \(cidr) is too small: the guest is at .100 (/25 at most)") }
         // Features we do not have: a clear refusal rather than a silent difference.
-        if enableSandbox { throw ValidationError("--enable-sandbox is not available in this build of vpnkit") }
-        if enableSeccomp { throw ValidationError("--enable-seccomp is not available in this build of vpnkit") }
         if let outboundAddr, OutboundAddress.resolve(outboundAddr, ipv6: false) == nil {
             throw ValidationError("--outbound-addr \(outboundAddr) is neither an IPv4 address nor an interface with one")
         }

@@ -138,8 +138,11 @@ enum Entry {
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
         #if os(Linux)
+        let asSlirp4netns = CommandLine.arguments.first?.split(separator: "/").last == "slirp4netns"
+        // The sandbox's mount namespace, while this process has one thread (Confinement.swift).
+        Confinement.prepareIfRequested(arguments, slirp4netns: asSlirp4netns)
         // Run as `slirp4netns` (a symlink to this binary): slirp4netns's command line.
-        if CommandLine.arguments.first?.split(separator: "/").last == "slirp4netns" {
+        if asSlirp4netns {
             await Slirp4netnsCommand.main(arguments)
             return
         }

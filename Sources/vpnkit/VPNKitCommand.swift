@@ -14,7 +14,7 @@ struct VPNKitCommand: AsyncParsableCommand {
         version: version,
         subcommands: [
             DecodeCommand.self, RunCommand.self, StatsCommand.self, PublishCommand.self, UnpublishCommand.self, ForwardsCommand.self,
-            FlowsCommand.self,
+            FlowsCommand.self, ConfinementTestCommand.self,
         ] + linuxOnly
     )
 }

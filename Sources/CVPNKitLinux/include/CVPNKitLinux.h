@@ -113,6 +113,35 @@ int vpnkit_udp_next_error(int fd, struct vpnkit_udp_error *out);
 /// ENAMETOOLONG for a path that does not fit `sun_path`).
 int vpnkit_bind_unix(int fd, const char *path, unsigned int mode);
 
+
+// Confinement (confine.c). The sandbox is made in two steps because a mount namespace belongs to a
+// thread: `vpnkit_sandbox_prepare`, at startup while the process has one thread, gives the process
+// a mount namespace of its own (a slave of the host's: mounts made on the host later still arrive);
+// after setup, `vpnkit_sandbox_enter` (any thread) mounts a tmpfs, binds the `keep` paths into it
+// read-only (absent ones are skipped), pivots the root into it for every thread and detaches the
+// old root. Both need CAP_SYS_ADMIN: as root we have it; unprivileged, `vpnkit_sandbox_prepare`
+// first enters the user namespace at `userns_path` (NULL: the one owning the network namespace at
+// `netns_path`), as slirp4netns does, which its owner may. Both return 0, or -1 with errno and the
+// failing step set.
+int vpnkit_sandbox_prepare(const char *userns_path, const char *netns_path, const char **step);
+int vpnkit_sandbox_prepared(void);
+int vpnkit_sandbox_enter(const char *const *keep, int keep_count, const char **step);
+
+/// The calling thread only (capabilities are per thread): PR_SET_NO_NEW_PRIVS, the ambient set
+/// cleared, the bounding set emptied (but CAP_NET_BIND_SERVICE when `keep_bind_service`), and the
+/// permitted and effective sets reduced to that. Returns 0 or -1 with errno set.
+int vpnkit_drop_capabilities(int keep_bind_service);
+
+/// `vpnkit_drop_capabilities` on every other thread of the process: each is sent SIGSYS, whose
+/// handler (installed meanwhile) drops its capabilities; /proc/self/task is read again until every
+/// thread's status shows them dropped (up to 5 rounds). Call before the sandbox hides /proc. Writes
+/// to `*undropped` the threads still holding capabilities (0 on success). Returns 0, or -1 with errno.
+int vpnkit_drop_capabilities_other_threads(int keep_bind_service, int *undropped);
+
+/// posix_spawn(path) and wait for it: 0 when the program ran, else the errno of the spawn (the
+/// execve's, EPERM under the seccomp filter). The confinement self-test's probe.
+int vpnkit_try_exec(const char *path);
+
 #endif  // __linux__
 
 #endif
