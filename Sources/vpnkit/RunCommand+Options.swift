@@ -198,6 +198,10 @@ struct NATOptions: ParsableArguments {
     var publish: [String] = []
     @Option(name: .customLong("publish-source"), help: "Whom a published port's connection or datagram comes from in the guest: `client` (default), the host client's own address and port when it is not on the host's loopback (else the host alias), or `alias`, always the host alias.")
     var publishSource: String = "client"
+    @Option(name: .customLong("outbound-addr"), help: "The host IPv4 address (or an interface, by its first IPv4 address) the NAT's TCP connections and UDP flows leave from (default: the host's routing chooses).")
+    var outboundAddr: String?
+    @Option(name: .customLong("outbound-addr6"), help: "The host IPv6 address (or an interface, by its first address that is not link-local) the NAT's IPv6 connections and flows leave from.")
+    var outboundAddr6: String?
     @Option(name: .customLong("max-connections"), help: "TCP connections through the NAT at once; more are refused with RST. Each holds a host socket and up to its TCP buffers in memory.")
     var maxConnections: Int = 4096
     @Option(name: .customLong("max-udp-flows"), help: "UDP flows (guest address and port) at once; the least recently used is closed to make room. Each holds a host socket.")
@@ -222,6 +226,12 @@ struct NATOptions: ParsableArguments {
                 throw ValidationError("--publish \(entry): \(error)")
             }
         }
+        if let outboundAddr, OutboundAddress.resolve(outboundAddr, ipv6: false) == nil {
+            throw ValidationError("--outbound-addr \(outboundAddr) is neither an IPv4 address nor an interface with one")
+        }
+        if let outboundAddr6, OutboundAddress.resolve(outboundAddr6, ipv6: true) == nil {
+            throw ValidationError("--outbound-addr6 \(outboundAddr6) is neither an IPv6 address nor an interface with one")
+        }
         guard publishSource == "client" || publishSource == "alias" else {
             throw ValidationError("--publish-source wants client or alias, got \(publishSource)")
         }
@@ -243,6 +253,8 @@ struct NATOptions: ParsableArguments {
         c.hostAlias6 = hostAlias6.map(IPAddress.v6)
         c.hostLoopback = !noHostLoopback
         c.preservesClientAddress = publishSource == "client"
+        c.outboundAddress = outboundAddr.flatMap { OutboundAddress.resolve($0, ipv6: false)?.ipv4 }
+        c.outboundAddress6 = outboundAddr6.flatMap { OutboundAddress.resolve($0, ipv6: true)?.ipv6 }
         c.maximumConnections = maxConnections
         c.maximumUDPFlows = maxUDPFlows
         c.udpIdleTimeout = .seconds(Int64(udpIdleTimeout))
