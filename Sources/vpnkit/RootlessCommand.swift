@@ -34,7 +34,7 @@ final class RootlessCommand: @unchecked Sendable {  // the descriptors and flags
         self.arguments = arguments
         let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { access($0, W_OK) == 0 ? $0 : nil } ?? "/tmp"
         var template = Array("\(base)/vpnkit-run-XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress) }) else {
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw GuestNamespaceError(message: "cannot make a directory under \(base): errno \(errno)")
         }
         directory = String(cString: made)
