@@ -68,6 +68,26 @@ struct RootlessRunTests {
         #expect(field("leftover", in: out) == "0", "the resolv.conf directory is removed: \(out)")
     }
 
+    @Test("SIGINT to the daemon reaches the command with its default action (the daemon ignores it, the command must not): status 130")
+    func signalForwarded() throws {
+        let script = rootlessPrologue() + #"""
+            cd "$d"
+            timeout -s KILL 60 $nobody "$d/vpnkit" run --ready-fd 3 -- sh -c 'exec sleep 30' 3> "$d/ready" 2> "$d/err" & daemon=$!
+            i=0; while [ ! -s "$d/ready" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+            echo ready=$(cat "$d/ready")
+            start=$(date +%s%N)
+            kill -INT $daemon; wait $daemon; echo status=$?
+            echo ms=$(( ($(date +%s%N) - start) / 1000000 ))
+            sed 's/^/err: /' "$d/err"
+            cleanup
+            """#
+        let result = try run("/bin/sh", ["-c", script], timeout: 90)
+        let out = result.output
+        #expect(field("ready", in: out) == "1", "\(out)\n\(result.error)")
+        #expect(field("status", in: out) == "130", "\(out)")
+        #expect((field("ms", in: out).flatMap { Int($0) } ?? 99999) < 1500, "\(out)")
+    }
+
     @Test("an unprivileged daemon serves a rootless namespace (`unshare -rn`) by PID: --netns PID --tap tap0 --configure")
     func servesNamespaceByPID() throws {
         let script = rootlessPrologue() + #"""
