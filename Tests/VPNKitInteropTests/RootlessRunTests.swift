@@ -49,6 +49,7 @@ struct RootlessRunTests {
               echo uid=\$(id -u)
               echo addr=\$(ip -4 -o addr show dev tap0 | awk '{print \$4}')
               echo resolv=\$(grep nameserver /etc/resolv.conf | awk '{print \$2}' | tr '\n' ,)
+              echo dns=\$(getent ahostsv4 host.internal | awk '{print \$1}' | head -n 1)
               echo got=\$(curl -sS --max-time 20 http://192.168.65.2:$port/data | sha256sum | cut -d' ' -f1)
               exit 3" 3> "$d/ready" 2> "$d/err"
             echo status=$?
@@ -62,6 +63,7 @@ struct RootlessRunTests {
         #expect(field("uid", in: out) == "65534", "\(out)\n\(result.error)")
         #expect(field("addr", in: out) == "192.168.65.3/24", "\(out)")
         #expect(field("resolv", in: out) == "192.168.65.1,fd00:65::1,", "\(out)")
+        #expect(field("dns", in: out) == "192.168.65.2", "the gateway's DNS answers through the mounted resolv.conf: \(out)")
         #expect(field("got", in: out) != nil && field("got", in: out) == field("want", in: out), "\(out)")
         #expect(field("status", in: out) == "3", "\(out)")
         #expect(field("ready", in: out) == "1", "\(out)")
