@@ -3,11 +3,13 @@ import Testing
 import VPNKitTestSupport
 
 /// Root (to become nobody with setpriv), util-linux's setpriv, unshare and nsenter, curl and python3.
+/// And the kernel must let nobody make a user namespace (some container runtimes forbid it).
 let canRunRootless: Bool = {
     guard geteuid() == 0, ["setpriv", "unshare", "nsenter", "curl", "python3", "timeout"].allSatisfy({ which($0) != nil }) else { return false }
-    return true
+    let probe = try? run("/bin/sh", ["-c", "setpriv --reuid=65534 --regid=65534 --clear-groups unshare -rn true"], timeout: 20)
+    return probe?.status == 0
 }()
-let rootlessSkipReason: Comment = "skipped: needs root (to run the daemon as nobody with setpriv), util-linux (setpriv, unshare, nsenter), curl and python3"
+let rootlessSkipReason: Comment = "skipped: needs root (to run the daemon as nobody with setpriv), util-linux (setpriv, unshare, nsenter), curl, python3, and unprivileged user namespaces"
 
 /// A script's shared beginning: a world-readable directory with a copy of the binary nobody can
 /// run, a 100 000-byte file and a host HTTP server on 127.0.0.1 serving it (its port in $port).
@@ -150,5 +152,21 @@ struct RunSupervisionTests {
         #expect((field("ms", in: out).flatMap { Int($0) } ?? 99999) < 5000, "\(out)")
         #expect(field("pidfile", in: out) == "0", "\(out)")
         #expect(out.contains("the exit descriptor 4 became readable"), "\(out)")
+    }
+
+    @Test("argument checks: --userns needs --netns, --netns 0 is no PID, --configure needs --tap or a command; a PID without a process fails to open")
+    func arguments() throws {
+        let userns = try run(vpnkitBinary(), ["run", "--userns", "/proc/1/ns/user", "--tap", "tap0"])
+        #expect(userns.status != 0 && userns.error.contains("--userns goes with --netns"), "\(userns.error)")
+        let zero = try run(vpnkitBinary(), ["run", "--netns", "0", "--tap", "tap0"])
+        #expect(zero.status != 0 && zero.error.contains("is not a PID"), "\(zero.error)")
+        let configure = try run(vpnkitBinary(), ["run", "--socket", "/tmp/x", "--protocol", "dgram", "--configure"])
+        #expect(configure.status != 0 && configure.error.contains("--configure goes with --tap"), "\(configure.error)")
+        let negative = try run(vpnkitBinary(), ["run", "--socket", "/tmp/x", "--protocol", "dgram", "--ready-fd", "-3"])
+        #expect(negative.status != 0, "\(negative.error)")
+        #if os(Linux)
+        let gone = try run(vpnkitBinary(), ["run", "--netns", "2147483000", "--tap", "tap0"], timeout: 20)
+        #expect(gone.status == 1 && gone.error.contains("/proc/2147483000/ns"), "\(gone.error)")
+        #endif
     }
 }
