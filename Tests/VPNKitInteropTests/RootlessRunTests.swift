@@ -170,3 +170,31 @@ struct RunSupervisionTests {
         #endif
     }
 }
+
+@Suite("vpnkit run -- CMD as root, stopped by its exit descriptor", .enabled(if: runsHere(canUseNamespaces), namespaceSkipReason), .requires(canUseNamespaces, namespaceSkipReason))
+struct RootCommandExitTests {
+    @Test("a command that ignores SIGTERM and leaves a child running is killed 2 s after the exit descriptor fires: status 137 within 6 s")
+    func exitDescriptorEndsStubbornCommand() throws {
+        let script = """
+            set -u
+            d=$(mktemp -d /tmp/vk-rootexit-XXXXXX); mkfifo "$d/exit"
+            timeout -s KILL 60 \(Slirp4netnsDropInTests.shellQuoted(vpnkitBinary())) run --configure --exit-fd 4 --ready-fd 3 \\
+              -- sh -c 'trap "" TERM; sleep 30 </dev/null >/dev/null 2>&1; echo slept' 3> "$d/ready" 4< "$d/exit" 2> "$d/err" & daemon=$!
+            exec 5> "$d/exit"
+            i=0; while [ ! -s "$d/ready" ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done
+            echo ready=$(cat "$d/ready")
+            start=$(date +%s%N)
+            exec 5>&-
+            wait $daemon; echo status=$?
+            echo ms=$(( ($(date +%s%N) - start) / 1000000 ))
+            sed 's/^/err: /' "$d/err"
+            rm -rf "$d"
+            """
+        let result = try run("/bin/sh", ["-c", script], timeout: 90)
+        let out = result.output
+        #expect(field("ready", in: out) == "1", "\(out)\n\(result.error)")
+        #expect(field("status", in: out) == "137", "\(out)")
+        #expect((field("ms", in: out).flatMap { Int($0) } ?? 99999) < 6000, "\(out)")
+        #expect(!out.contains("slept"), "\(out)")
+    }
+}
