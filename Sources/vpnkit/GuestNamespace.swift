@@ -192,12 +192,45 @@ final class ChildCommand: @unchecked Sendable {
             return first
         }
         if process.isRunning {
+            // SIGTERM first; a command that ignores it gets SIGKILL after two seconds. Foundation
+            // learns of the exit only once every descendant has closed a descriptor it inherited, so
+            // a command that left a child running would look alive: whether it died is read from
+            // /proc instead, and so is its status, without waitUntilExit.
             kill(pid, SIGTERM)
-            process.waitUntilExit()
+            if !(await Self.exited(pid, within: .seconds(2))) {
+                kill(pid, SIGKILL)
+                _ = await Self.exited(pid, within: .seconds(2))
+            }
+            if process.isRunning {
+                forwarding.cancel()
+                return (Self.zombieStatus(pid) ?? 128 + SIGKILL, reason)
+            }
         }
         forwarding.cancel()
         let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         return (status, reason)
+    }
+
+    /// Whether `pid` has exited (a zombie, or gone) within `limit`.
+    private static func exited(_ pid: Int32, within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if zombieStatus(pid) != nil || kill(pid, 0) != 0 { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// A zombie's exit status from /proc/PID/stat (its last field, as waitpid reports it): 128 + N
+    /// for signal N. Nil while it runs.
+    private static func zombieStatus(_ pid: Int32) -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.first == "Z", let last = fields.last, let raw = Int32(last.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
+        let signal = raw & 0x7f
+        return signal == 0 ? (raw >> 8) & 0xff : 128 + signal
     }
 }
 

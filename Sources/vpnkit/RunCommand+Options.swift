@@ -7,8 +7,10 @@ import VPNKit
 
 /// How the guest is attached.
 struct LinkOptions: ParsableArguments {
-    @Option(help: "The guest's network namespace: a name under /var/run/netns, or a path.")
+    @Option(help: "The guest's network namespace: a name under /var/run/netns, a path, or a PID (its /proc/PID/ns/net, entering /proc/PID/ns/user unless --userns says otherwise).")
     var netns: String?
+    @Option(help: "The user namespace owning --netns, entered first (when not ours) to open the TAP there: how an unprivileged daemon serves a rootless container's namespace. A path, such as /proc/PID/ns/user.")
+    var userns: String?
     @Option(help: "The TAP device inside the namespace (attached to if it exists, created otherwise).")
     var tap: String?
     @Option(help: "A unix socket path for a VM's link (with --protocol).")
@@ -38,25 +40,46 @@ struct LinkOptions: ParsableArguments {
         #if !os(Linux)
         if tap != nil || netns != nil { throw ValidationError("--tap and --netns need Linux (TAP devices, network namespaces): use --socket") }
         #endif
+        if userns != nil && netns == nil { throw ValidationError("--userns goes with --netns") }
+        if let netns, netns.allSatisfy(\.isNumber), (Int32(netns) ?? 0) <= 0 { throw ValidationError("--netns \(netns) is not a PID") }
         if receiveSteering && socket != nil { throw ValidationError("--receive-steering applies to TAP devices (--tap, or a command after --), not to --socket") }
         if connect && `protocol` != .qemu { throw ValidationError("--connect goes with --protocol qemu (a VM listening with server=on)") }
         guard (68...65520).contains(mtu) else { throw ValidationError("--mtu must be within 68…65520") }
     }
 
     #if os(Linux)
-    /// The link for these options; `namespace` is the one made for a command (after --).
-    func link(namespace: GuestNamespace?) throws -> UserspaceStack.Link {
+    /// The link for these options; `namespace` (as root) or `rootless` (as an ordinary user) is the
+    /// one made for a command (after --).
+    func link(namespace: GuestNamespace?, rootless: RootlessCommand?) throws -> UserspaceStack.Link {
         if let namespace {
             return .tap(device: namespace.device, namespace: namespace.path, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering)
+        }
+        if let rootless {
+            return .tap(
+                device: rootless.device, namespace: rootless.netnsPath, userNamespace: rootless.usernsPath, mtu: mtu, offloads: !noOffloads,
+                receiveSteering: receiveSteering)
         }
         return try link()
     }
     #endif
 
+    /// The namespaces --netns and --userns name: a PID stands for /proc/PID/ns/net, and for
+    /// /proc/PID/ns/user unless --userns is given (the C side skips a user namespace that is ours).
+    var namespacePaths: (net: String?, user: String?) {
+        guard let netns else { return (nil, nil) }
+        if netns.allSatisfy(\.isNumber), let pid = Int32(netns), pid > 0 {
+            return ("/proc/\(pid)/ns/net", userns ?? "/proc/\(pid)/ns/user")
+        }
+        return (netns, userns)
+    }
+
     /// The link for these options (a TAP device only on Linux; elsewhere `validate` refuses --tap).
     func link() throws -> UserspaceStack.Link {
         #if os(Linux)
-        if let tap { return .tap(device: tap, namespace: netns, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering) }
+        if let tap {
+            let paths = namespacePaths
+            return .tap(device: tap, namespace: paths.net, userNamespace: paths.user, mtu: mtu, offloads: !noOffloads, receiveSteering: receiveSteering)
+        }
         #endif
         guard let socket, let kind = `protocol` else { throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --") }
         switch kind {
@@ -319,4 +342,19 @@ struct DiagnosticOptions: ParsableArguments {
 /// `IPv4[:PORT]`, `[IPv6]:PORT` or a bare IPv6 address (see `DNSUpstream.init(parsing:defaultPort:)`).
 func parseEndpoint(_ text: String, defaultPort: UInt16) -> DNSUpstream? {
     DNSUpstream(parsing: text, defaultPort: defaultPort)
+}
+
+/// What a supervisor uses to follow the daemon without polling (slirp4netns's -r/-e, and a pid file).
+struct SupervisionOptions: ParsableArguments {
+    @Option(name: .customLong("ready-fd"), help: "Write \"1\" to this descriptor and close it once the guest link is up, the services and published ports are attached and a command (after --) has started.")
+    var readyFD: Int32?
+    @Option(name: .customLong("exit-fd"), help: "Exit when this descriptor becomes readable (a byte, or its writer closed).")
+    var exitFD: Int32?
+    @Option(name: .customLong("pid-file"), help: "Write the daemon's pid to this file (atomically) at start; it is removed at exit.")
+    var pidFile: String?
+
+    func validate() throws {
+        for fd in [readyFD, exitFD].compactMap({ $0 }) where fd < 0 { throw ValidationError("file descriptor \(fd) is negative") }
+        if let readyFD, let exitFD, readyFD == exitFD { throw ValidationError("--ready-fd and --exit-fd must differ") }
+    }
 }

@@ -25,10 +25,14 @@ struct RunCommand: AsyncParsableCommand {
             (192.168.65.2) stands for the host's 127.0.0.1. Stop it with SIGINT or SIGTERM; it then prints \
             its counters to standard error.
 
+            As an ordinary user a command (after --) runs in a user namespace and a network namespace \
+            of its own, as the caller, with tap0 configured statically and the gateway as its DNS.
+
             Examples:
               vpnkit run --netns guest --tap tap0
               vpnkit run --publish tcp:8080:80 -- sh -c 'python3 -m http.server 80'
               vpnkit run -- curl http://host.internal:8000/
+              vpnkit run --netns 4242 --tap tap0 --configure   (a rootless container's namespace, unprivileged)
               vpnkit run --api-socket /run/vpnkit.api --netns guest --tap tap0
               vpnkit publish --api-socket /run/vpnkit.api tcp:8080:80   (at run time)
             """
@@ -39,6 +43,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup(title: "DHCP") var dhcp: DHCPOptions
     @OptionGroup(title: "NAT and DNS") var nat: NATOptions
     @OptionGroup(title: "Diagnostics") var diagnostics: DiagnosticOptions
+    @OptionGroup(title: "Supervision") var supervision: SupervisionOptions
 
     @Flag(name: .customLong("seccomp"), inversion: .prefixedNo, help: "Once set up, refuse the system calls the daemon never needs (running programs, ptrace, mounts, namespaces, modules…). On by default on Linux, except with a command (after --).")
     var seccomp: Bool?
@@ -49,7 +54,7 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(name: .customLong("enable-sandbox"), help: ArgumentHelp("Another name for --sandbox: slirp4netns's.", visibility: .hidden))
     var enableSandbox = false
 
-    @Flag(name: .customLong("configure"), help: "With a command: configure the namespace statically instead of by DHCP.")
+    @Flag(name: .customLong("configure"), help: "With a command: configure the namespace statically instead of by DHCP (as an ordinary user it always is). With --tap: give the device the first pool address, the MTU and a default route via the gateway, and bring it and lo up.")
     var configureStatically = false
     @Argument(parsing: .postTerminator, help: "A command to run in a fresh namespace on the guest network (after --).")
     var command: [String] = []
@@ -58,6 +63,7 @@ struct RunCommand: AsyncParsableCommand {
         if !command.isEmpty, link.tap != nil || link.socket != nil || link.netns != nil {
             throw ValidationError("a command (after --) runs in a namespace of its own: leave out --tap, --netns and --socket")
         }
+        if configureStatically, command.isEmpty, link.tap == nil { throw ValidationError("--configure goes with --tap or a command (after --)") }
         #if !os(Linux)
         if !command.isEmpty { throw ValidationError("a command (after --) runs in a network namespace of its own, which needs Linux") }
         #endif
@@ -84,6 +90,18 @@ struct RunCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "vpnkit")
+        // The descriptors a supervisor passed: taken before anything else can be given their numbers.
+        let supervisor = SupervisorDescriptors(readyFD: supervision.readyFD, exitFD: supervision.exitFD)
+        var pidFile: PidFile?
+        if let path = supervision.pidFile {
+            do {
+                pidFile = try PidFile.write(path)
+            } catch {
+                logger.error("cannot write the pid file \(path): \(error)")
+                throw ExitCode(1)
+            }
+        }
+        defer { pidFile?.remove() }
         MallocTuning.apply(logger: logger)
         do {
             try OpenFileLimit.apply(
@@ -106,18 +124,29 @@ struct RunCommand: AsyncParsableCommand {
 
         #if os(Linux)
         // With a command: a namespace of our own, removed when we end.
+        // As root `ip netns add`; as an ordinary user a child in namespaces of its own (no privilege).
         var guestNamespace: GuestNamespace?
+        var rootless: RootlessCommand?
         if !command.isEmpty {
             do {
-                guestNamespace = try GuestNamespace.create(mtu: link.mtu, logger: logger)
+                if geteuid() == 0 {
+                    guestNamespace = try GuestNamespace.create(mtu: link.mtu, logger: logger)
+                } else {
+                    rootless = try RootlessCommand(
+                        arguments: command,
+                        resolvConf: RootlessCommand.resolvConf(gateway: configuration.gateway, gateway6: configuration.ipv6?.gateway, domain: dhcp.domain))
+                }
             } catch {
                 logger.error("cannot create the guest namespace: \(error)")
                 throw ExitCode(1)
             }
         }
-        defer { guestNamespace?.remove() }
+        defer {
+            guestNamespace?.remove()
+            rootless?.remove()
+        }
 
-        var guestLink = try link.link(namespace: guestNamespace).injectingFaults(diagnostics.faults)
+        var guestLink = try link.link(namespace: guestNamespace, rootless: rootless).injectingFaults(diagnostics.faults)
         #else
         var guestLink = try link.link().injectingFaults(diagnostics.faults)
         #endif
@@ -193,6 +222,25 @@ struct RunCommand: AsyncParsableCommand {
             }
         }
         #if os(Linux)
+        // Static configuration through the namespace's owner: the rootless command's, or --tap's with --configure.
+        let staticTarget: (net: String, user: String?, device: String)? =
+            rootless.map { ($0.netnsPath, $0.usernsPath, $0.device) }
+            ?? (configureStatically && link.tap != nil ? (link.namespacePaths.net ?? "/proc/self/ns/net", link.namespacePaths.user, link.tap!) : nil)
+        if let staticTarget {
+            do {
+                try NamespaceInterface(
+                    device: staticTarget.device, mtu: link.mtu, address: (firstGuest, configuration.subnet.prefixLength), gateway: configuration.gateway
+                ).apply(namespace: staticTarget.net, userNamespace: staticTarget.user)
+            } catch {
+                logger.error("cannot configure \(staticTarget.device) in \(staticTarget.net): \(error)")
+                statsServer?.close()
+                controlServer?.close()
+                await stack.shutdown()
+                try? await group.shutdownGracefully()
+                throw ExitCode(1)
+            }
+        }
+        // Confinement last: entering the namespaces above takes system calls the filter refuses.
         if command.isEmpty, seccomp ?? true || enableSeccomp || sandbox || enableSandbox {
             do {
                 try Confinement.confine(
@@ -211,6 +259,7 @@ struct RunCommand: AsyncParsableCommand {
         logger.info("serving \(guestLink.description) as \(configuration.gateway) on \(configuration.subnet), MTU \(stack.configuration.mtu)")
 
         let ended = StopReason()
+        supervisor.watchExit(ended)
         Task {
             switch await stack.waitUntilLinkEnds() {
             case .failed(let error): ended.signal("the guest link ended: \(error)")
@@ -221,7 +270,19 @@ struct RunCommand: AsyncParsableCommand {
         var exitStatus: Int32 = 0
         let reason: String
         #if os(Linux)
-        if let guestNamespace {
+        if let rootless {
+            do {
+                try rootless.go()
+                supervisor.signalReady(logger: logger)
+                let result = await rootless.wait(forwarding: signals, or: ended)
+                exitStatus = result.status
+                reason = result.reason
+            } catch {
+                logger.error("cannot start \(command.joined(separator: " ")): \(error)")
+                exitStatus = 127
+                reason = "the command did not start"
+            }
+        } else if let guestNamespace {
             let child = ChildCommand(arguments: command, namespace: guestNamespace)
             do {
                 try await guestNamespace.configure(
@@ -234,6 +295,7 @@ struct RunCommand: AsyncParsableCommand {
                 exitStatus = 127
             }
             if child.isRunning {
+                supervisor.signalReady(logger: logger)
                 let result = await child.wait(forwarding: signals, or: ended)
                 exitStatus = result.status
                 reason = result.reason
@@ -241,9 +303,11 @@ struct RunCommand: AsyncParsableCommand {
                 reason = "the command did not start"
             }
         } else {
+            supervisor.signalReady(logger: logger)
             reason = await waitForStop(signals, or: ended)
         }
         #else
+        supervisor.signalReady(logger: logger)
         reason = await waitForStop(signals, or: ended)
         #endif
         logger.info("stopping: \(reason)")

@@ -2,6 +2,7 @@
 // end (or any byte) tells the daemon to exit. slirp4netns's -r/-e, and `vpnkit run`'s too.
 
 @preconcurrency import Dispatch
+import Foundation
 import Logging
 
 #if canImport(Glibc)
@@ -44,4 +45,17 @@ final class SupervisorDescriptors: @unchecked Sendable {  // set at init, the so
         source.resume()
         exitSource = source
     }
+}
+
+/// The daemon's pid in a file, written atomically (Foundation writes a temporary file beside it and
+/// renames it into place, so a reader never sees it half written), removed at exit.
+struct PidFile {
+    let path: String
+
+    static func write(_ path: String) throws -> PidFile {
+        try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        return PidFile(path: path)
+    }
+
+    func remove() { unlink(path) }
 }

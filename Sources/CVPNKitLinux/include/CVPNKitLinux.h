@@ -142,6 +142,23 @@ int vpnkit_drop_capabilities_other_threads(int keep_bind_service, int *undropped
 /// execve's, EPERM under the seccomp filter). The confinement self-test's probe.
 int vpnkit_try_exec(const char *path);
 
+/// Forks a child that makes a user namespace, a network namespace and a mount namespace of its own
+/// (unshare(2)), maps our effective uid and gid to themselves in it (setgroups denied), makes its
+/// mounts private, and then waits. Returns the child's pid once it waits, with `go_fd` holding the
+/// two descriptors `vpnkit_spawn_go` needs; or -1 with errno set and the failing step in `*step`
+/// (the child reaped). The caller meanwhile works in /proc/PID/ns/net (entering /proc/PID/ns/user).
+/// After the go the child bind-mounts `resolv_conf` (unless NULL) over /etc/resolv.conf, restores the
+/// default signal dispositions and an empty signal mask, and execvp(3)s `argv` (NULL-terminated).
+int vpnkit_spawn_unshared(char *const argv[], const char *resolv_conf, int go_fd[2], const char **step);
+
+/// Tells a child of `vpnkit_spawn_unshared` to go on, and waits until it has exec'd its command:
+/// 0, or -1 with errno set and the failing step (the bind mount, execvp) in `*step`; the child then
+/// exits with status 127 (the caller reaps it). Closes both descriptors.
+int vpnkit_spawn_go(const int go_fd[2], const char **step);
+
+/// Closes the descriptors of a child that will not be told to go: it exits with status 127.
+void vpnkit_spawn_abandon(const int go_fd[2]);
+
 #endif  // __linux__
 
 #endif
