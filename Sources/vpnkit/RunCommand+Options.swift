@@ -63,6 +63,7 @@ struct LinkOptions: ParsableArguments {
     }
     #endif
 
+    #if os(Linux)
     /// The namespaces --netns and --userns name: a PID stands for /proc/PID/ns/net, and for
     /// /proc/PID/ns/user unless --userns is given (the C side skips a user namespace that is ours).
     var namespacePaths: (net: String?, user: String?) {
@@ -72,6 +73,7 @@ struct LinkOptions: ParsableArguments {
         }
         return (netns, userns)
     }
+    #endif
 
     /// The link for these options (a TAP device only on Linux; elsewhere `validate` refuses --tap).
     func link() throws -> UserspaceStack.Link {

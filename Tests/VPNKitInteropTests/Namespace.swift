@@ -125,6 +125,20 @@ func freshDirectory(_ name: String, attributes: [FileAttributeKey: Any]? = nil) 
     return directory
 }
 
+/// Sends `signal` to `process` and waits up to `grace` seconds for it to exit, then SIGKILLs it, so a
+/// test never blocks for ever in `waitUntilExit` (seen once under a heavily loaded full run).
+/// Returns whether it exited within the grace period.
+@discardableResult
+func stop(_ process: Process, with signal: Int32 = SIGTERM, grace: Double = 10) -> Bool {
+    kill(process.processIdentifier, signal)
+    let deadline = Date().addingTimeInterval(grace)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    let exited = !process.isRunning
+    if !exited { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+    return exited
+}
+
 /// Waits up to `timeout` seconds for a file to appear at `path` (a socket the daemon binds), and no
 /// longer than `process` runs, when given.
 func waitForFile(_ path: String, timeout: TimeInterval = 10, while process: Process? = nil) {
