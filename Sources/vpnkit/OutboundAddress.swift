@@ -1,6 +1,7 @@
 // `--outbound-addr` and `--outbound-addr6`: an address, or an interface whose address of that family
 // the NAT's host sockets are bound to.
 
+import ArgumentParser
 import VPNKit
 
 #if canImport(Glibc)
@@ -10,6 +11,17 @@ import Darwin
 #endif
 
 enum OutboundAddress {
+    /// Checks --outbound-addr and --outbound-addr6: each must be an address of its family or an
+    /// interface that has one.
+    static func validate(_ v4: String?, _ v6: String?) throws {
+        if let v4, resolve(v4, ipv6: false) == nil {
+            throw ValidationError("--outbound-addr \(v4) is neither an IPv4 address nor an interface with one")
+        }
+        if let v6, resolve(v6, ipv6: true) == nil {
+            throw ValidationError("--outbound-addr6 \(v6) is neither an IPv6 address nor an interface with one")
+        }
+    }
+
     /// `text` as an IPv4 (or, with `ipv6`, IPv6) address, or the first address of that family of
     /// the interface named `text`; nil when it is neither.
     static func resolve(_ text: String, ipv6: Bool) -> IPAddress? {

@@ -251,12 +251,7 @@ struct NATOptions: ParsableArguments {
                 throw ValidationError("--publish \(entry): \(error)")
             }
         }
-        if let outboundAddr, OutboundAddress.resolve(outboundAddr, ipv6: false) == nil {
-            throw ValidationError("--outbound-addr \(outboundAddr) is neither an IPv4 address nor an interface with one")
-        }
-        if let outboundAddr6, OutboundAddress.resolve(outboundAddr6, ipv6: true) == nil {
-            throw ValidationError("--outbound-addr6 \(outboundAddr6) is neither an IPv6 address nor an interface with one")
-        }
+        try OutboundAddress.validate(outboundAddr, outboundAddr6)
         guard publishSource == "client" || publishSource == "alias" else {
             throw ValidationError("--publish-source wants client or alias, got \(publishSource)")
         }

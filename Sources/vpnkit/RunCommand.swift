@@ -151,15 +151,8 @@ struct RunCommand: AsyncParsableCommand {
         var guestLink = try link.link().injectingFaults(diagnostics.faults)
         #endif
         if let pcap = diagnostics.pcap { guestLink = guestLink.capturing(toFile: pcap) }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let stack: UserspaceStack
-        do {
-            stack = try await UserspaceStack.start(configuration: configuration, link: guestLink, on: group.next(), logger: logger)
-        } catch {
-            logger.error("cannot open the guest link: \(error)")
-            try? await group.shutdownGracefully()
-            throw ExitCode(1)
-        }
+        let (stack, group) = try await DaemonStack.start(
+            configuration: configuration, link: guestLink, logger: logger, failure: "cannot open the guest link")
 
         var icmpMode: String?
         var failures: [String] = []

@@ -62,15 +62,8 @@ extension Slirp4netnsCommand {
 
         let paths = namespacePaths
         let link = UserspaceStack.Link.tap(device: tapName, namespace: paths.net, userNamespace: paths.user, mtu: mtu, offloads: true)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let stack: UserspaceStack
-        do {
-            stack = try await UserspaceStack.start(configuration: configuration, link: link, on: group.next(), logger: logger)
-        } catch {
-            logger.error("cannot open \(tapName) in \(paths.net): \(error)")
-            try? await group.shutdownGracefully()
-            throw ExitCode(1)
-        }
+        let (stack, group) = try await DaemonStack.start(
+            configuration: configuration, link: link, logger: logger, failure: "cannot open \(tapName) in \(paths.net)")
         var apiServer: SlirpAPIServer?
         do {
             var dhcp = DHCPServerConfiguration(serverAddress: addresses.gateway, subnet: addresses.subnet, excluded: [addresses.dns])

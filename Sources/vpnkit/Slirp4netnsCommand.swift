@@ -90,12 +90,7 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
         guard let net = IPv4Subnet(cidr) else { throw ValidationError("--cidr must look like 10.0.2.0/24") }
         guard net.prefixLength <= 25 else { throw ValidationError("--cidr \(cidr) is too small: the guest is at .100 (/25 at most)") }
         // Features we do not have: a clear refusal rather than a silent difference.
-        if let outboundAddr, OutboundAddress.resolve(outboundAddr, ipv6: false) == nil {
-            throw ValidationError("--outbound-addr \(outboundAddr) is neither an IPv4 address nor an interface with one")
-        }
-        if let outboundAddr6, OutboundAddress.resolve(outboundAddr6, ipv6: true) == nil {
-            throw ValidationError("--outbound-addr6 \(outboundAddr6) is neither an IPv6 address nor an interface with one")
-        }
+        try OutboundAddress.validate(outboundAddr, outboundAddr6)
         if let macAddress {
             guard let mac = MACAddress(macAddress), mac.rawValue & 0x0100_0000_0000 == 0 else { throw ValidationError("--macaddress \(macAddress) is not a unicast MAC address") }
             guard configure else { throw ValidationError("--macaddress needs --configure") }
