@@ -213,7 +213,9 @@ let package = Package(
         .executableTarget(name: "vpnkit-fuzz", dependencies: ["VPNKitFuzzTargets"], path: "Fuzz/vpnkit-fuzz", swiftSettings: strict),
         .testTarget(name: "VPNKitFuzzTests", dependencies: ["VPNKitFuzzTargets", "VPNKitPcap", "VPNKitEthernet", "VPNKitIPv4", "VPNKitBase", "VPNKitTestSupport"], swiftSettings: strict),
         // Helpers shared by the test targets.
-        .target(name: "VPNKitTestSupport", path: "Tests/VPNKitTestSupport", swiftSettings: strict),
+        .target(
+            name: "VPNKitTestSupport", dependencies: ["VPNKitTransport", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/VPNKitTestSupport", swiftSettings: strict),
         .testTarget(
             name: "VPNKitWireTests",
             dependencies: [

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Testing
+import VPNKitTestSupport
 import VPNKitBase
 import VPNKitIPv4
 import VPNKitNAT
@@ -59,15 +60,10 @@ struct NATWorld {
             _ = NAT(driver: a, configuration: natConfiguration, logger: logger)
             a.start()
             b.start()
-            func pump() {
-                loop.assumeIsolated().scheduleTask(in: .microseconds(200)) {
-                    link.deliver(until: .now())
-                    a.flush()
-                    b.flush()
-                    pump()
-                }
+            link.pump(on: loop) {
+                a.flush()
+                b.flush()
             }
-            pump()
             return (NIOLoopBound(a, eventLoop: loop), NIOLoopBound(b, eventLoop: loop))
         }.get()
     }

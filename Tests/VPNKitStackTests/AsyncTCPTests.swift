@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Testing
+import VPNKitTestSupport
 import VPNKitBase
 import VPNKitStack
 import VPNKitTCP
@@ -23,15 +24,10 @@ struct AsyncTCPTests {
             let b = StackDriver(stack: NetworkStack(configuration: c), transport: link.b, eventLoop: loop)
             a.start()
             b.start()
-            func pump() {
-                loop.assumeIsolated().scheduleTask(in: .microseconds(200)) {
-                    link.deliver(until: .now())
-                    a.flush()
-                    b.flush()
-                    pump()
-                }
+            link.pump(on: loop) {
+                a.flush()
+                b.flush()
             }
-            pump()
             return (NIOLoopBound(a, eventLoop: loop), NIOLoopBound(b, eventLoop: loop))
         }.get()
 
