@@ -17,51 +17,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-int vpnkit_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
-
-int vpnkit_open_tap(const char *netns_path, const char *name, int vnet_hdr, char name_out[16], const char **step) {
-    int saved = -1, target = -1, fd = -1, err = 0;
-    if (netns_path != NULL) {
-        saved = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-        if (saved < 0) { *step = "open /proc/thread-self/ns/net"; return -1; }
-        target = open(netns_path, O_RDONLY | O_CLOEXEC);
-        if (target < 0) { err = errno; *step = "open netns"; close(saved); errno = err; return -1; }
-        if (setns(target, CLONE_NEWNET) != 0) {
-            err = errno; *step = "setns"; close(target); close(saved); errno = err; return -1;
-        }
-        close(target);
-    }
-    fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        err = errno; *step = "open /dev/net/tun";
-    } else {
-        struct ifreq ifr;
-        memset(&ifr, 0, sizeof(ifr));
-        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0);
-        if (name != NULL) strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-        if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
-            err = errno; *step = "TUNSETIFF"; close(fd); fd = -1;
-        } else {
-            memcpy(name_out, ifr.ifr_name, IFNAMSIZ);
-            name_out[IFNAMSIZ - 1] = 0;
-        }
-    }
-    if (saved >= 0) {
-        if (setns(saved, CLONE_NEWNET) != 0) {
-            // The thread is stuck in the wrong namespace: report it rather than carry on silently.
-            int back = errno;
-            close(saved);
-            if (fd >= 0) close(fd);
-            *step = "setns back";
-            errno = back;
-            return -1;
-        }
-        close(saved);
-    }
-    if (fd < 0) { errno = err; return -1; }
-    return fd;
-}
-
 int vpnkit_tap_set_offload(int fd, unsigned int flags) {
     return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags);
 }

@@ -137,7 +137,8 @@ public final class TAPTransport: OffloadingFrameTransport {
 
     /// Opens (attaching to, or creating) the TAP device `device` inside the network namespace
     /// `namespace` — a name under /var/run/netns or a path — or in our own namespace when nil.
-    /// Only the calling thread enters the namespace, and it returns before this function does.
+    /// A short-lived child process enters the namespace and opens the device; none of our threads
+    /// changes namespace.
     /// `mtu` is the guest interface's MTU (set it on the device yourself); reads use buffers of
     /// MTU + 18 bytes. The transport is bound to `eventLoop`.
     ///
@@ -164,10 +165,7 @@ public final class TAPTransport: OffloadingFrameTransport {
         let path = namespace.map { $0.contains("/") ? $0 : "/var/run/netns/" + $0 }
         var nameOut = [CChar](repeating: 0, count: 16)
         var step: UnsafePointer<CChar>?
-        let fd =
-            userNamespace == nil
-            ? vpnkit_open_tap(path, device, offloads ? 1 : 0, &nameOut, &step)
-            : vpnkit_open_tap_joining(userNamespace, path, device, offloads ? 1 : 0, &nameOut, &step)
+        let fd = vpnkit_open_tap_joining(userNamespace, path, device, offloads ? 1 : 0, &nameOut, &step)
         guard fd >= 0 else {
             let err = errno
             let what = step.map { String(cString: $0) } ?? "open tap"

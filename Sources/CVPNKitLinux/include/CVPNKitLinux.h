@@ -4,18 +4,12 @@
 // Linux only: elsewhere the module is empty (and no target depends on it there, see Package.swift).
 #ifdef __linux__
 
-/// Opens /dev/net/tun inside the network namespace at `netns_path` (NULL: the caller's own) and
-/// attaches to, or creates, the TAP device `name` with IFF_TAP | IFF_NO_PI (plus IFF_VNET_HDR when
-/// `vnet_hdr` is non-zero). Only the calling thread changes namespace, and it is switched back before
-/// returning. On success returns the fd (blocking mode is left to the caller) and writes the device
-/// name (at most 15 bytes + NUL) to `name_out`; on failure returns -1 with errno set, and writes the
-/// failing step to `*step` ("open netns", "setns", "open /dev/net/tun", "TUNSETIFF", "setns back").
-int vpnkit_open_tap(const char *netns_path, const char *name, int vnet_hdr, char name_out[16], const char **step);
-
-/// `vpnkit_open_tap` for a namespace that may belong to another user namespace: a short-lived
-/// child (sharing our memory and descriptor table, nothing else) enters the user namespace at
-/// `userns_path` (NULL, or the one we are in: none entered) and then the network namespace at
-/// `netns_path` (NULL: ours), and opens the TAP there; none of our threads changes namespace. An
+/// Opens /dev/net/tun inside the network namespace at `netns_path` (NULL: ours) and attaches to, or
+/// creates, the TAP device `name` with IFF_TAP | IFF_NO_PI (plus IFF_VNET_HDR when `vnet_hdr` is
+/// non-zero); blocking mode is left to the caller, and the device name (at most 15 bytes + NUL) is
+/// written to `name_out`. A short-lived child (sharing our memory and descriptor table, nothing
+/// else) enters the user namespace at `userns_path` (NULL, or the one we are in: none entered) and
+/// then the network namespace, and opens the TAP there; none of our threads changes namespace. An
 /// unprivileged daemon can so serve a namespace its own user namespace owns. Returns the fd or -1
 /// with errno set and the failing step in `*step` ("open user namespace", "setns user namespace",
 /// "open network namespace", "setns network namespace", "open /dev/net/tun", "TUNSETIFF", "clone").
@@ -71,9 +65,6 @@ int vpnkit_tune_malloc(int mmap_threshold, int trim_threshold);
 /// Writes the soft limit from before to `before` and the limits in force afterwards to `soft` and
 /// `hard` (RLIM_INFINITY as is). Returns 0, or -1 with errno set.
 int vpnkit_raise_open_files(unsigned long needed, unsigned long *before, unsigned long *soft, unsigned long *hard);
-
-/// setns(2) for a network namespace fd.
-int vpnkit_setns_net(int fd);
 
 /// A UDP socket for the NAT: non-blocking, close-on-exec, bound to 0.0.0.0 on an ephemeral port,
 /// with IP_RECVERR so ICMP errors about datagrams sent to any destination are queued (the kernel
