@@ -131,10 +131,16 @@ int vpnkit_open_tap_joining(const char *userns_path, const char *netns_path, con
     return request.fd;
 }
 
-static int set_flags_up(int sock, const char *device) {
+// An ifreq naming `device`, the rest zeroed.
+static struct ifreq named(const char *device) {
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     strncpy(ifr.ifr_name, device, IFNAMSIZ - 1);
+    return ifr;
+}
+
+static int set_flags_up(int sock, const char *device) {
+    struct ifreq ifr = named(device);
     if (ioctl(sock, SIOCGIFFLAGS, &ifr) != 0) return -1;
     ifr.ifr_flags |= IFF_UP;
     return ioctl(sock, SIOCSIFFLAGS, &ifr);
@@ -147,42 +153,31 @@ static void put_ipv4(struct sockaddr *into, unsigned int address) {
     in->sin_addr.s_addr = htonl(address);
 }
 
-static int configure_child(void *argument) {
-    struct join_request *request = argument;
-    const struct vpnkit_interface_setup *setup = request->setup;
-    if (join(request) != 0) return 0;
-    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (sock < 0) {
-        fail(request, "socket");
-        return 0;
-    }
+// Applies `setup` through `sock`, in order; returns NULL, or the step that failed (errno set).
+static const char *configure_device(int sock, const struct vpnkit_interface_setup *setup) {
     struct ifreq ifr;
-    if (setup->loopback_up && set_flags_up(sock, "lo") != 0) goto failed_lo;
+    if (setup->loopback_up && set_flags_up(sock, "lo") != 0) return "bring lo up";
     if (setup->mtu != 0) {
-        memset(&ifr, 0, sizeof ifr);
-        strncpy(ifr.ifr_name, setup->device, IFNAMSIZ - 1);
+        ifr = named(setup->device);
         ifr.ifr_mtu = (int)setup->mtu;
-        if (ioctl(sock, SIOCSIFMTU, &ifr) != 0) goto failed_mtu;
+        if (ioctl(sock, SIOCSIFMTU, &ifr) != 0) return "set MTU";
     }
     if (setup->set_mac) {
-        memset(&ifr, 0, sizeof ifr);
-        strncpy(ifr.ifr_name, setup->device, IFNAMSIZ - 1);
+        ifr = named(setup->device);
         ifr.ifr_hwaddr.sa_family = 1;  // ARPHRD_ETHER
         memcpy(ifr.ifr_hwaddr.sa_data, setup->mac, 6);
-        if (ioctl(sock, SIOCSIFHWADDR, &ifr) != 0) goto failed_mac;
+        if (ioctl(sock, SIOCSIFHWADDR, &ifr) != 0) return "set MAC address";
     }
     if (setup->address != 0) {
-        memset(&ifr, 0, sizeof ifr);
-        strncpy(ifr.ifr_name, setup->device, IFNAMSIZ - 1);
+        ifr = named(setup->device);
         put_ipv4(&ifr.ifr_addr, setup->address);
-        if (ioctl(sock, SIOCSIFADDR, &ifr) != 0) goto failed_address;
+        if (ioctl(sock, SIOCSIFADDR, &ifr) != 0) return "set address";
         unsigned int mask = setup->prefix_length == 0 ? 0 : 0xFFFFFFFFu << (32 - setup->prefix_length);
-        memset(&ifr, 0, sizeof ifr);
-        strncpy(ifr.ifr_name, setup->device, IFNAMSIZ - 1);
+        ifr = named(setup->device);
         put_ipv4(&ifr.ifr_netmask, mask);
-        if (ioctl(sock, SIOCSIFNETMASK, &ifr) != 0) goto failed_address;
+        if (ioctl(sock, SIOCSIFNETMASK, &ifr) != 0) return "set address";
     }
-    if (set_flags_up(sock, setup->device) != 0) goto failed_up;
+    if (set_flags_up(sock, setup->device) != 0) return "bring the device up";
     if (setup->gateway != 0) {
         struct rtentry route;
         memset(&route, 0, sizeof route);
@@ -191,28 +186,21 @@ static int configure_child(void *argument) {
         put_ipv4(&route.rt_gateway, setup->gateway);
         route.rt_flags = RTF_UP | RTF_GATEWAY;
         route.rt_dev = (char *)setup->device;
-        if (ioctl(sock, SIOCADDRT, &route) != 0 && errno != EEXIST) goto failed_route;
+        if (ioctl(sock, SIOCADDRT, &route) != 0 && errno != EEXIST) return "add default route";
     }
-    close(sock);
-    return 0;
-failed_lo:
-    fail(request, "bring lo up");
-    goto done;
-failed_mtu:
-    fail(request, "set MTU");
-    goto done;
-failed_mac:
-    fail(request, "set MAC address");
-    goto done;
-failed_address:
-    fail(request, "set address");
-    goto done;
-failed_up:
-    fail(request, "bring the device up");
-    goto done;
-failed_route:
-    fail(request, "add default route");
-done:
+    return NULL;
+}
+
+static int configure_child(void *argument) {
+    struct join_request *request = argument;
+    if (join(request) != 0) return 0;
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) {
+        fail(request, "socket");
+        return 0;
+    }
+    const char *failed = configure_device(sock, request->setup);
+    if (failed != NULL) fail(request, failed);
     close(sock);
     return 0;
 }
