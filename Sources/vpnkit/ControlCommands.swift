@@ -23,6 +23,20 @@ struct APISocketOption: ParsableArguments {
         guard answer.status == expect else { throw ControlCommandError(message: "the daemon refused (\(answer.status)): \(answer.errorMessage)") }
         return answer
     }
+
+    /// GETs `path` and decodes its JSON as `T`; nil after printing the body as served when `raw`.
+    /// Throws when the body is not a `T`, naming it as `what`.
+    func get<T: Decodable>(_ path: String, as type: T.Type, raw: Bool, what: String) async throws -> T? {
+        let answer = try await request(.GET, path, expect: 200)
+        if raw {
+            print(answer.body, terminator: answer.body.hasSuffix("\n") ? "" : "\n")
+            return nil
+        }
+        guard let value = try? JSONDecoder().decode(T.self, from: Data(answer.body.utf8)) else {
+            throw ControlCommandError(message: "the daemon's answer is not \(what): \(answer.body)")
+        }
+        return value
+    }
 }
 
 /// A refusal from the daemon: printed to standard error, exit status 1.
@@ -55,26 +69,15 @@ struct PublishCommand: AsyncParsableCommand {
     func run() async throws {
         for port in ports.flatMap({ (try? PublishedPort.parseRange($0)) ?? [] }) {
             let body = ControlJSON.encode(
-                NewForward(proto: port.transport.rawValue, hostIP: port.hostAddress?.description, hostPort: port.hostPort, guestPort: port.guestPort, guestIP: guestIP))
+                ForwardRequest(
+                    proto: port.transport.rawValue, hostIP: port.hostAddress?.description, hostPort: Int(port.hostPort), guestPort: Int(port.guestPort),
+                    guestIP: guestIP))
             let answer = try await socket.request(.POST, "/forwards", body: body, expect: 201)
             guard let forward = try? JSONDecoder().decode(ForwardJSON.self, from: Data(answer.body.utf8)) else {
                 throw ControlCommandError(message: "the daemon's answer is not a forward: \(answer.body)")
             }
             print("\(forward.id) \(forward.spec) \(forward.listeners.joined(separator: " "))")
         }
-    }
-}
-
-/// The body of POST /forwards (`ForwardRequest` on the daemon's side).
-struct NewForward: Encodable {
-    var proto: String
-    var hostIP: String?
-    var hostPort: UInt16
-    var guestPort: UInt16
-    var guestIP: String?
-
-    enum CodingKeys: String, CodingKey {
-        case proto, hostIP = "host_ip", hostPort = "host_port", guestPort = "guest_port", guestIP = "guest_ip"
     }
 }
 
@@ -113,11 +116,7 @@ struct ForwardsCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let answer = try await socket.request(.GET, "/forwards", expect: 200)
-        if json { return print(answer.body, terminator: answer.body.hasSuffix("\n") ? "" : "\n") }
-        guard let list = try? JSONDecoder().decode(ForwardsJSON.self, from: Data(answer.body.utf8)) else {
-            throw ControlCommandError(message: "the daemon's answer is not a list of forwards: \(answer.body)")
-        }
+        guard let list = try await socket.get("/forwards", as: ForwardsJSON.self, raw: json, what: "a list of forwards") else { return }
         print(Self.table(list.forwards))
     }
 
@@ -145,11 +144,7 @@ struct FlowsCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let answer = try await socket.request(.GET, "/flows", expect: 200)
-        if json { return print(answer.body, terminator: answer.body.hasSuffix("\n") ? "" : "\n") }
-        guard let list = try? JSONDecoder().decode(FlowsJSON.self, from: Data(answer.body.utf8)) else {
-            throw ControlCommandError(message: "the daemon's answer is not a flow table: \(answer.body)")
-        }
+        guard let list = try await socket.get("/flows", as: FlowsJSON.self, raw: json, what: "a flow table") else { return }
         print(StatsCommand.flowTable(list.flows).joined(separator: "\n"))
     }
 }

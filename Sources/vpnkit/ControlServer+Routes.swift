@@ -133,8 +133,9 @@ struct ControlRoutes: Sendable {
 
 /// The body of POST /forwards: `{"proto":"tcp","host_ip":"127.0.0.1","host_port":8080,"guest_port":80}`;
 /// `host_ip` (default both loopbacks) and `guest_ip` (default the guest's latest address) may be
-/// left out. Unknown keys are refused, so a misspelt optional key is not silently ignored.
-struct ForwardRequest: Decodable {
+/// left out. Unknown keys are refused, so a misspelt optional key is not silently ignored. The daemon
+/// decodes it; `vpnkit publish` encodes it.
+struct ForwardRequest: Codable {
     var proto: String
     var hostIP: String?
     var hostPort: Int
@@ -143,27 +144,6 @@ struct ForwardRequest: Decodable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case proto, hostIP = "host_ip", hostPort = "host_port", guestPort = "guest_port", guestIP = "guest_ip"
-    }
-
-    private struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    init(from decoder: any Decoder) throws {
-        let keys = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue)
-        let known = Set(CodingKeys.allCases.map(\.rawValue))
-        if let unknown = keys.first(where: { !known.contains($0) }) {
-            throw ControlError(status: 400, message: "unknown field \(unknown) (known: \(known.sorted().joined(separator: ", ")))")
-        }
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        proto = try c.decode(String.self, forKey: .proto)
-        hostIP = try c.decodeIfPresent(String.self, forKey: .hostIP)
-        hostPort = try c.decode(Int.self, forKey: .hostPort)
-        guestPort = try c.decode(Int.self, forKey: .guestPort)
-        guestIP = try c.decodeIfPresent(String.self, forKey: .guestIP)
     }
 
     /// The published port, its fields checked.
@@ -187,6 +167,29 @@ struct ForwardRequest: Decodable {
         guard let guestIP else { return nil }
         guard let address = IPAddress(guestIP) else { throw ControlError(status: 400, message: "guest_ip is not an IP address: \(guestIP)") }
         return address
+    }
+}
+
+extension ForwardRequest {
+    private struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    init(from decoder: any Decoder) throws {
+        let keys = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue)
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        if let unknown = keys.first(where: { !known.contains($0) }) {
+            throw ControlError(status: 400, message: "unknown field \(unknown) (known: \(known.sorted().joined(separator: ", ")))")
+        }
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        proto = try c.decode(String.self, forKey: .proto)
+        hostIP = try c.decodeIfPresent(String.self, forKey: .hostIP)
+        hostPort = try c.decode(Int.self, forKey: .hostPort)
+        guestPort = try c.decode(Int.self, forKey: .guestPort)
+        guestIP = try c.decodeIfPresent(String.self, forKey: .guestIP)
     }
 }
 

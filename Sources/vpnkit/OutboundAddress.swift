@@ -2,13 +2,10 @@
 // the NAT's host sockets are bound to.
 
 import ArgumentParser
+import NIOCore
+import NIOPosix
 import VPNKit
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import VPNKitRuntime
 
 enum OutboundAddress {
     /// Checks --outbound-addr and --outbound-addr6: each must be an address of its family or an
@@ -34,27 +31,15 @@ enum OutboundAddress {
         return interfaceAddress(text, ipv6: ipv6)
     }
 
-    /// The first non-link-local address of `family` on interface `name` (getifaddrs(3)).
+    /// The first address of the family on interface `name` (for IPv6, the first that is not
+    /// link-local), from SwiftNIO's list of the host's interfaces.
     static func interfaceAddress(_ name: String, ipv6: Bool) -> IPAddress? {
-        var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0, let first = list else { return nil }
-        defer { freeifaddrs(list) }
-        var entry: UnsafeMutablePointer<ifaddrs>? = first
-        while let current = entry {
-            defer { entry = current.pointee.ifa_next }
-            guard let address = current.pointee.ifa_addr, String(cString: current.pointee.ifa_name) == name else { continue }
-            if !ipv6, address.pointee.sa_family == sa_family_t(AF_INET) {
-                let value = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
-                return .v4(IPv4Address(rawValue: value))
-            }
-            if ipv6, address.pointee.sa_family == sa_family_t(AF_INET6) {
-                let bytes = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
-                    withUnsafeBytes(of: pointer.pointee.sin6_addr) { Array($0) }
-                }
-                let high = bytes[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                let low = bytes[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                let candidate = IPv6Address(high: high, low: low)
-                if !candidate.isLinkLocal { return .v6(candidate) }
+        guard let devices = try? System.enumerateDevices() else { return nil }
+        for device in devices where device.name == name {
+            switch device.address.flatMap(IPAddress.init) {
+            case .v4(let address)? where !ipv6: return .v4(address)
+            case .v6(let address)? where ipv6 && !address.isLinkLocal: return .v6(address)
+            default: continue
             }
         }
         return nil

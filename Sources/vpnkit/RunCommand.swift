@@ -253,13 +253,7 @@ struct RunCommand: AsyncParsableCommand {
 
         let ended = StopReason()
         supervisor.watchExit(ended)
-        Task {
-            switch await stack.waitUntilLinkEnds() {
-            case .failed(let error): ended.signal("the guest link ended: \(error)")
-            case .closedByPeer: ended.signal("the guest link closed")
-            case .shutDown: break
-            }
-        }
+        ended.watch(stack)
         var exitStatus: Int32 = 0
         let reason: String
         #if os(Linux)

@@ -1,6 +1,7 @@
 // How the daemon learns it should stop: SIGINT, SIGTERM and SIGHUP, or the guest link ending.
 
 @preconcurrency import Dispatch
+import VPNKit
 
 #if canImport(Glibc)
 import Glibc
@@ -14,6 +15,18 @@ final class StopReason: Sendable {
     private let continuation: AsyncStream<String>.Continuation
     init() { (stream, continuation) = AsyncStream.makeStream(of: String.self) }
     func signal(_ reason: String) { continuation.yield(reason) }
+
+    /// Signals when `stack`'s guest link ends on its own (failed, or closed by the peer); a shutdown
+    /// we asked for is no reason.
+    func watch(_ stack: UserspaceStack) {
+        Task {
+            switch await stack.waitUntilLinkEnds() {
+            case .failed(let error): signal("the guest link ended: \(error)")
+            case .closedByPeer: signal("the guest link closed")
+            case .shutDown: break
+            }
+        }
+    }
 }
 
 /// SIGINT, SIGTERM and SIGHUP, caught from the first line of `run` on (a signal that came while the

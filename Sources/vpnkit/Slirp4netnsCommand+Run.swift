@@ -98,13 +98,7 @@ extension Slirp4netnsCommand {
 
         let ended = StopReason()
         supervisor.watchExit(ended)
-        Task {
-            switch await stack.waitUntilLinkEnds() {
-            case .failed(let error): ended.signal("the guest link ended: \(error)")
-            case .closedByPeer: ended.signal("the guest link closed")
-            case .shutDown: break
-            }
-        }
+        ended.watch(stack)
         let reason = await waitForStop(signals, or: ended)
         logger.info("stopping: \(reason)")
         apiServer?.close()
