@@ -42,7 +42,7 @@ extension NAT {
         let configuration = self.configuration
         var bootstrap = ClientBootstrap(group: eventLoop)
         // From the outbound address of the destination's family, when one is set.
-        if let local = configuration.outbound(target.family).flatMap({ SocketAddress.ip($0, port: 0) }) { bootstrap = bootstrap.bind(to: local) }
+        if let local = target.family == .v4 ? outboundTCPSource.v4 : outboundTCPSource.v6 { bootstrap = bootstrap.bind(to: local) }
         bootstrap
             .connectTimeout(configuration.connectTimeout)
             .channelInitializer { channel in

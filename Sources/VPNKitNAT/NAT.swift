@@ -37,6 +37,9 @@ public final class NAT {
     var icmp: ICMPForwarder?
     var icmp6: ICMPForwarder?
     var publishers: [PortPublisher] = []
+    /// Where host TCP connects bind, per destination family (`NATConfiguration.outboundAddress`,
+    /// `outboundAddress6`), made once.
+    let outboundTCPSource: (v4: SocketAddress?, v6: SocketAddress?)
     /// The id the next publication gets (ids are never reused while the NAT lives).
     var nextPublishedPortID: UInt64 = 1
     private var sweeper: RepeatedTask?
@@ -50,6 +53,9 @@ public final class NAT {
         self.driver = driver
         self.configuration = configuration
         self.logger = logger
+        outboundTCPSource = (
+            configuration.outbound(.v4).flatMap { SocketAddress.ip($0, port: 0) }, configuration.outbound(.v6).flatMap { SocketAddress.ip($0, port: 0) }
+        )
         driver.stack.forwarder = self
         // The IPv6 host alias is answered for (neighbour discovery) like the IPv4 one is by ARP.
         if case .v6(let alias6)? = configuration.hostAlias6, driver.stack.configuration.ipv6?.onLink(alias6) == true {

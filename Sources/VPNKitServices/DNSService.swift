@@ -123,13 +123,13 @@ public final class DNSService: StackTimerClient, StackDriverAttachment {
         self.resolvConfStamp = stamp
         let stack = driver.stack
         let gateway = configuration.address ?? stack.configuration.gateway
-        if !stack.owns(.v4(gateway)) { stack.addAddress(gateway) }
+        stack.addAddress(gateway)  // a no-op for the gateway itself, or an address already owned
         udpSocket = try stack.bindUDP(port: 53, address: .v4(gateway)) { [weak self] message in
             self?.udpQuery(message)
         }
         if let ipv6 = stack.configuration.ipv6 {
             let gateway6 = configuration.address6 ?? ipv6.gateway
-            if !stack.owns(.v6(gateway6)) { _ = stack.addIPv6Address(gateway6) }
+            _ = stack.addIPv6Address(gateway6)
             do {
                 udpSocket6 = try stack.bindUDP(port: 53, address: .v6(gateway6)) { [weak self] message in
                     self?.udpQuery(message)
