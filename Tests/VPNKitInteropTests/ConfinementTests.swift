@@ -18,6 +18,16 @@ let confinementUsable: (usable: Bool, reason: String) = {
     .enabled(if: runsHere(confinementUsable.usable), Comment(rawValue: "skipped: \(confinementUsable.reason)")),
     .requires(confinementUsable.usable, Comment(rawValue: confinementUsable.reason)))
 struct ConfinementTests {
+    /// Writes `count` bytes of a pattern to blob.bin in `directory` (what the host serves) and
+    /// returns its SHA-256 in hex, from sha256sum.
+    static func writeBlob(count: Int, multiplier: Int, shift: Int, in directory: URL) throws -> Substring {
+        var blob = Data(count: count)
+        for i in blob.indices { blob[i] = UInt8(truncatingIfNeeded: (i &* multiplier) >> shift) }
+        let path = directory.appendingPathComponent("blob.bin")
+        try blob.write(to: path)
+        return try run("/usr/bin/env", ["sha256sum", path.path]).output.prefix(64)
+    }
+
     struct Case: CustomTestStringConvertible, Sendable {
         var flags: [String]
         var exec: String
@@ -36,10 +46,7 @@ struct ConfinementTests {
     @Test("vpnkit slirp4netns confined: curl from the namespace fetches a host file through 10.0.2.2 (hash checked) after confinement; execve and open fail as confinement says", arguments: cases)
     func slirp4netnsConfined(_ confinement: Case) throws {
         let directory = try freshDirectory("confinement-\(confinement.tag)-\(getpid())")
-        var blob = Data(count: 1_000_000)
-        for i in blob.indices { blob[i] = UInt8(truncatingIfNeeded: (i &* 2_654_435_761) >> 11) }
-        try blob.write(to: directory.appendingPathComponent("blob.bin"))
-        let expected = try run("/usr/bin/env", ["sha256sum", directory.appendingPathComponent("blob.bin").path]).output.prefix(64)
+        let expected = try Self.writeBlob(count: 1_000_000, multiplier: 2_654_435_761, shift: 11, in: directory)
         let port = try freeTCPPort()
         let log = directory.appendingPathComponent("daemon.log").path
         let ns = "vpnkit-cf-\(confinement.tag)-\(getpid())"
@@ -83,10 +90,7 @@ struct ConfinementTests {
         try #require(which("setpriv") != nil && which("nsenter") != nil && which("unshare") != nil, "util-linux's setpriv, nsenter and unshare")
         let directory = try freshDirectory("confinement-rootless-\(getpid())")
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory.path)
-        var blob = Data(count: 500_000)
-        for i in blob.indices { blob[i] = UInt8(truncatingIfNeeded: (i &* 40_503) >> 7) }
-        try blob.write(to: directory.appendingPathComponent("blob.bin"))
-        let expected = try run("/usr/bin/env", ["sha256sum", directory.appendingPathComponent("blob.bin").path]).output.prefix(64)
+        let expected = try Self.writeBlob(count: 500_000, multiplier: 40_503, shift: 7, in: directory)
         let port = try freeTCPPort()
         let log = directory.appendingPathComponent("daemon.log").path
         let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups"
@@ -159,10 +163,7 @@ struct ConfinementTests {
     func rootlesskitConfined() throws {
         try #require(which("rootlesskit") != nil && which("unshare") != nil, "rootlesskit (scripts/install-deps.sh installs it)")
         let directory = try freshDirectory("confinement-rootlesskit-\(getpid())")
-        var blob = Data(count: 700_000)
-        for i in blob.indices { blob[i] = UInt8(truncatingIfNeeded: (i &* 69_069) >> 9) }
-        try blob.write(to: directory.appendingPathComponent("blob.bin"))
-        let expected = try run("/usr/bin/env", ["sha256sum", directory.appendingPathComponent("blob.bin").path]).output.prefix(64)
+        let expected = try Self.writeBlob(count: 700_000, multiplier: 69_069, shift: 9, in: directory)
         let port = try freeTCPPort()
         let binary = try Slirp4netnsDropInTests.ourSlirp4netns()
         let script = """

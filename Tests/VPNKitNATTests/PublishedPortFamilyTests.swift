@@ -45,6 +45,27 @@ private final class FirstDatagram: ChannelInboundHandler {
 }
 
 extension NATWorld {
+    /// A UDP echo in the guest on `port` (one socket per address in `addresses`, nil for every
+    /// address): each datagram comes back from the address it was sent to, prefixed "echo ". Returns
+    /// the sources seen. The sockets stay bound for the test's lifetime.
+    @discardableResult
+    func startGuestUDPEcho(port: UInt16, on addresses: [IPAddress?] = [nil]) async throws -> NIOLockedValueBox<[IPAddress]> {
+        let guest = self.guest
+        let sources = NIOLockedValueBox<[IPAddress]>([])
+        try await loop.submit {
+            for address in addresses {
+                let socket = try guest.value.stack.bindUDP(port: port, address: address) { message in
+                    sources.withLockedValue { $0.append(message.source) }
+                    try? guest.value.stack.sendUDP(
+                        ByteBuffer(string: "echo " + String(buffer: message.payload)), from: message.destination, port: port,
+                        to: message.source, port: message.sourcePort, now: .now())
+                }
+                _ = Unmanaged.passRetained(socket)  // bound for the test's lifetime
+            }
+        }.get()
+        return sources
+    }
+
     /// Makes the guest send one IPv6 datagram to the gateway, and waits until the daemon's side has
     /// learned the guest's IPv6 address from it.
     func announceGuestIPv6() async throws {
@@ -182,19 +203,7 @@ struct PublishedPortFamilyTests {
     func udpFamilies() async throws {
         let world = try await NATWorld(ipv6: true)
         try await world.announceGuestIPv6()
-        let guest = world.guest
-        let sources = NIOLockedValueBox<[IPAddress]>([])
-        try await world.loop.submit {
-            for address: IPAddress? in [nil, .v6(.unspecified)] {
-                let socket = try guest.value.stack.bindUDP(port: 53, address: address) { message in
-                    sources.withLockedValue { $0.append(message.source) }
-                    try? guest.value.stack.sendUDP(
-                        ByteBuffer(string: "echo " + String(buffer: message.payload)), from: message.destination, port: 53,
-                        to: message.source, port: message.sourcePort, now: .now())
-                }
-                _ = Unmanaged.passRetained(socket)  // bound for the test's lifetime
-            }
-        }.get()
+        let sources = try await world.startGuestUDPEcho(port: 53, on: [nil, .v6(.unspecified)])
         let port = try freeUDPPortOnBothLoopbacks()
         try await world.publish(PublishedPort(transport: .udp, hostPort: port, guestPort: 53), ipv4: guestIP, learnedIPv6: true)
         #expect(try await world.exchangeUDP(host: "::1", port: port, "six") == "echo six")

@@ -104,15 +104,7 @@ struct PublishedPortLifecycleTests {
     @Test("UDP: unpublish closes the host socket (the port can be bound again without SO_REUSEADDR); datagrams reached the guest before")
     func udpUnpublish() async throws {
         let world = try await NATWorld()
-        let guest = world.guest
-        try await world.loop.submit {
-            let socket = try guest.value.stack.bindUDP(port: 53) { message in
-                try? guest.value.stack.sendUDP(
-                    ByteBuffer(string: "echo " + String(buffer: message.payload)), from: message.destination, port: 53,
-                    to: message.source, port: message.sourcePort, now: .now())
-            }
-            _ = Unmanaged.passRetained(socket)  // bound for the test's lifetime
-        }.get()
+        try await world.startGuestUDPEcho(port: 53)
         let port = try freeUDPPortOnBothLoopbacks()
         let id = try await world.publishWithID(PublishedPort(transport: .udp, hostAddress: .v4(.loopback), hostPort: port, guestPort: 53))
         func bindsAgain() async -> Bool {
