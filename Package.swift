@@ -12,6 +12,7 @@ import PackageDescription
 //   VPNKitDHCP · VPNKitDNS          DHCP and DNS messages and state machines (no I/O, no stack)
 //   VPNKitStack                     the stack's pure core: NetworkStack, a state machine over frames
 //   CPcap → VPNKitPcap              pcap files
+//   VPNKitSystem → VPNKitReactor    the data path's system calls · its epoll loop (an EventLoop) and host sockets
 //   CVPNKitLinux → VPNKitTransport  frame transports (TAP, unix sockets, vmnet, in-memory, capture, faults)
 //   VPNKitRuntime                   StackDriver (a stack on a SwiftNIO loop), async sockets, diagnostics
 //   VPNKitServices                  DHCP and DNS services attached to a running stack
@@ -44,6 +45,8 @@ let package = Package(
         .library(name: "VPNKitPcap", targets: ["VPNKitPcap"]),
         .library(name: "VPNKitDecode", targets: ["VPNKitDecode"]),
         .library(name: "VPNKitTransport", targets: ["VPNKitTransport"]),
+        .library(name: "VPNKitSystem", targets: ["VPNKitSystem"]),
+        .library(name: "VPNKitReactor", targets: ["VPNKitReactor"]),
         .library(name: "VPNKitStack", targets: ["VPNKitStack"]),
         .library(name: "VPNKitRuntime", targets: ["VPNKitRuntime"]),
         .library(name: "VPNKitServices", targets: ["VPNKitServices"]),
@@ -94,10 +97,27 @@ let package = Package(
             pkgConfig: "libseccomp",
             providers: [.apt(["libseccomp-dev"])]
         ),
+        // The system calls of the daemon's data path, in one place (epoll, eventfd, sockets, reads and
+        // writes), with typed errors. Linux only: empty elsewhere.
+        .target(
+            name: "VPNKitSystem",
+            dependencies: [
+                "VPNKitBase", .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // The daemon's data-path loop: one epoll thread that is also a SwiftNIO EventLoop, with host
+        // sockets of its own (streams, datagrams, listeners). Linux only: empty elsewhere.
+        .target(
+            name: "VPNKitReactor",
+            dependencies: ["VPNKitBase", "VPNKitSystem", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .target(
             name: "VPNKitTransport",
             dependencies: [
-                "VPNKitBase", "VPNKitPcap",
+                "VPNKitBase", "VPNKitPcap", "VPNKitReactor", "VPNKitSystem",
                 .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -118,7 +138,7 @@ let package = Package(
         .target(
             name: "VPNKitRuntime",
             dependencies: [
-                "VPNKitBase", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitTransport",
+                "VPNKitBase", "VPNKitReactor", "VPNKitIPv4", "VPNKitTCP", "VPNKitStack", "VPNKitTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -143,7 +163,7 @@ let package = Package(
         .target(
             name: "VPNKitNAT",
             dependencies: [
-                "VPNKitBase", "VPNKitIPv4", "VPNKitIPv6", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitTransport",
+                "VPNKitBase", "VPNKitReactor", "VPNKitSystem", "VPNKitIPv4", "VPNKitIPv6", "VPNKitTCP", "VPNKitStack", "VPNKitRuntime", "VPNKitTransport",
                 .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -162,7 +182,7 @@ let package = Package(
         .executableTarget(
             name: "vpnkit",
             dependencies: [
-                "VPNKit", "VPNKitDecode", "VPNKitPcap",
+                "VPNKit", "VPNKitDecode", "VPNKitPcap", "VPNKitReactor",
                 .target(name: "CVPNKitLinux", condition: .when(platforms: [.linux])),
                 .target(name: "CSeccomp", condition: .when(platforms: [.linux])),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -5,6 +5,10 @@ import VPNKitBase
 import VPNKitStack
 import VPNKitTCP
 import VPNKitRuntime
+#if os(Linux)
+import VPNKitReactor
+import VPNKitSystem
+#endif
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -38,6 +42,12 @@ extension NAT {
         let flow = TCPFlow(nat: self, request: request, now: now)
         tcpFlows[request] = flow
         logger.debug("tcp open \(request) via \(address)")
+        #if os(Linux)
+        if let reactor = eventLoop as? Reactor {
+            connectOnReactor(reactor, flow: flow, target: target, port: request.destinationPort)
+            return
+        }
+        #endif
         let boundFlow = NIOLoopBound(flow, eventLoop: eventLoop)
         let configuration = self.configuration
         var bootstrap = ClientBootstrap(group: eventLoop)
@@ -56,11 +66,28 @@ extension NAT {
             .whenComplete { result in
                 let flow = boundFlow.value
                 switch result {
-                case .success(let channel): flow.hostConnected(channel)
+                case .success(let channel): flow.hostConnected(NIOHostStream(channel: channel, flow: flow))
                 case .failure(let error): flow.hostConnectFailed(error)
                 }
             }
     }
+
+    #if os(Linux)
+    /// The reactor's connect: a `ReactorStream` whose events go to the flow; a socket that cannot be
+    /// made at all (no descriptors left) fails the flow's connect after this turn, as a refused one does.
+    private func connectOnReactor(_ reactor: Reactor, flow: TCPFlow, target: IPAddress, port: UInt16) {
+        let source = configuration.outbound(target.family).map { SocketAddressStorage($0, port: 0) }
+        do {
+            let stream = try ReactorStream.connect(
+                on: reactor, to: SocketAddressStorage(target, port: port), from: source, timeout: configuration.connectTimeout,
+                options: configuration.hostStreamOptions)
+            stream.delegate = flow
+            flow.host = stream
+        } catch {
+            reactor.enqueueLocal { [weak flow] in flow?.hostConnectFailed(error) }
+        }
+    }
+    #endif
 
     func tcpFlowEnded(_ flow: TCPFlow) {
         guard tcpFlows[flow.request] === flow else { return }
@@ -83,7 +110,8 @@ final class TCPFlow {
     /// For a published port's flow: the port (the connection goes from the host into the guest).
     let published: PublishedPort?
     var socket: TCPSocket?
-    var channel: (any Channel)?
+    /// The host socket: once connected (SwiftNIO), or from the start of the connect (reactor).
+    var host: (any HostStream)?
     private(set) var machine: NATTCPFlowMachine
     /// Events that came while actions were being performed (a write's completion, a close's
     /// callbacks): handed over once those actions are done, in order.
@@ -138,30 +166,21 @@ final class TCPFlow {
 
     /// Both ends as they are now.
     private func sides() -> NATTCPFlowMachine.Sides {
-        guard let socket else { return NATTCPFlowMachine.Sides(hostWritable: channel?.isWritable ?? false) }
+        guard let socket else { return NATTCPFlowMachine.Sides(hostWritable: host?.isWritable ?? false) }
         return NATTCPFlowMachine.Sides(
             guestUnread: socket.bytesToRead, guestReadClosed: socket.isReadClosed, guestRoom: socket.writableBytes,
-            hostWritable: channel?.isWritable ?? false)
+            hostWritable: host?.isWritable ?? false)
     }
 
-    func hostConnected(_ channel: any Channel) {
-        self.channel = channel
+    func hostConnected(_ host: any HostStream) {
+        self.host = host
         hostEvent(.hostConnected)
     }
 
     func hostConnectFailed(_ error: any Error) {
         let failure: NATTCPFlowMachine.HostConnectFailure
         if let io = error as? IOError {
-            switch io.errnoCode {
-            case ECONNREFUSED: failure = .refused
-            case ENETUNREACH: failure = .networkUnreachable
-            case EHOSTUNREACH: failure = .hostUnreachable
-            // A host without IPv6 (no IPv6 source address, or no IPv6 at all): no route, as far as
-            // the guest can tell, so it tries IPv4 at once rather than taking the port as closed.
-            case EADDRNOTAVAIL where request.destination.family == .v6, EAFNOSUPPORT where request.destination.family == .v6:
-                failure = .networkUnreachable
-            default: failure = .other
-            }
+            failure = connectFailure(errno: io.errnoCode)
         } else if case ChannelError.connectTimeout = error {
             failure = .timedOut
         } else if let connection = error as? NIOConnectionError,
@@ -169,10 +188,32 @@ final class TCPFlow {
         {
             failure = .refused
         } else {
+            #if os(Linux)
+            if let system = error as? SystemError {
+                failure = system.errno == ETIMEDOUT ? .timedOut : connectFailure(errno: system.errno)
+            } else {
+                failure = .other
+            }
+            #else
             failure = .other
+            #endif
         }
         hostError = error
         hostEvent(.hostConnectFailed(failure))
+    }
+
+    /// What a connect's errno means for the guest.
+    private func connectFailure(errno: CInt) -> NATTCPFlowMachine.HostConnectFailure {
+        switch errno {
+        case ECONNREFUSED: return .refused
+        case ENETUNREACH: return .networkUnreachable
+        case EHOSTUNREACH: return .hostUnreachable
+        // A host without IPv6 (no IPv6 source address, or no IPv6 at all): no route, as far as
+        // the guest can tell, so it tries IPv4 at once rather than taking the port as closed.
+        case EADDRNOTAVAIL where request.destination.family == .v6, EAFNOSUPPORT where request.destination.family == .v6:
+            return .networkUnreachable
+        default: return .other
+        }
     }
 
     func hostFailed(_ error: any Error) {
@@ -218,14 +259,13 @@ final class TCPFlow {
         case .schedulePump:
             nat?.pumpSoon(self)
         case .readHost:
-            channel?.read()
+            host?.read()
         case .flushHost:
-            channel?.flush()
+            host?.flush()
         case .shutdownHostOutput:
-            channel?.flush()
-            channel?.close(mode: .output, promise: nil)
+            host?.shutdownOutput()
         case .closeHost(let reset):
-            closeHost(reset: reset)
+            host?.close(reset: reset)
         case .count(let count):
             nat?.counters.add(count)
         case .log(let line):
@@ -239,38 +279,19 @@ final class TCPFlow {
     /// Takes up to `maximum` bytes from the guest connection in the pieces they arrived in (slices
     /// of the frames read from the link) and writes each as it is: the host write gathers them.
     private func moveToHost(maximum: Int, now: NIODeadline) -> NATTCPFlowMachine.Event {
-        guard let socket, let channel else { return .movedToHost(bytes: 0, pieces: 0) }
+        guard let socket, let host else { return .movedToHost(bytes: 0, pieces: 0) }
         // The NAT's scratch list, taken rather than borrowed: its storage is reused move after move.
         var chunks: [ByteBuffer] = []
         if let nat { swap(&chunks, &nat.chunkScratch) }
         let taken = socket.readChunks(maximum: maximum, now: now, into: &chunks)
         let pieces = taken > 0 ? chunks.count : 0
-        if pieces > 0 {
-            for chunk in chunks.dropLast() { channel.write(chunk, promise: nil) }
-            // The last write's promise completes once every piece of this move left the queue.
-            let written = channel.eventLoop.makePromise(of: Void.self)
-            channel.write(chunks[pieces - 1], promise: written)
-            written.futureResult.assumeIsolated().whenComplete { [weak self] _ in
-                // Only schedules a pump, never acts on the stack: no driver call needed.
-                guard let self else { return }
-                self.handle(.hostTookPieces(pieces))
-            }
-        }
+        // The host write gathers them; `hostTookPieces` follows once they have left its queue.
+        if pieces > 0 { host.writePieces(chunks) }
         chunks.removeAll(keepingCapacity: true)
         // Kept for the next move, unless a guest's tiny segments grew it past what bulk data needs
         // (64 KiB in MTU-sized pieces is about 45): memory stays bounded.
         if let nat, chunks.capacity <= 1024 { swap(&chunks, &nat.chunkScratch) }
         return .movedToHost(bytes: taken, pieces: pieces)
-    }
-
-    private func closeHost(reset: Bool) {
-        guard let channel else { return }
-        if reset, let provider = channel as? any SocketOptionProvider {
-            // SO_LINGER 0: close sends RST, as the guest's reset asks.
-            provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            channel.close(promise: nil)
-        }
     }
 
     /// Formatted only when the line is logged.

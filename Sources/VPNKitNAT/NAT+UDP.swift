@@ -7,6 +7,10 @@ import NIOPosix
 import VPNKitBase
 import VPNKitStack
 import VPNKitRuntime
+#if os(Linux)
+import VPNKitReactor
+import VPNKitSystem
+#endif
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -114,6 +118,22 @@ extension NAT {
         udpFlows[key] = flow
         counters.udpFlowsOpened &+= 1
         logger.debug("udp open \(key.guestAddress):\(key.guestPort)")
+        #if os(Linux)
+        if let reactor = eventLoop as? Reactor {
+            do {
+                let socket = try ReactorDatagram(adopting: fd, on: reactor)
+                socket.delegate = flow
+                flow.datagram = socket
+            } catch {
+                counters.udpDropsSocketError &+= 1
+                udpFlows[key] = nil
+                logger.log(.notice, key: "udp: cannot open a host socket", limiter: &logLimiter, now: now,
+                           "udp \(key.guestAddress):\(key.guestPort): cannot register a host socket: \(error)")
+                return nil
+            }
+            return flow
+        }
+        #endif
         let boundFlow = NIOLoopBound(flow, eventLoop: eventLoop)
         DatagramBootstrap(group: eventLoop)
             .channelOption(.maxMessagesPerRead, value: UInt(HostUDPHandler.burst))
@@ -167,6 +187,12 @@ final class UDPFlow {
     let opened: NIODeadline
     var lastActivity: NIODeadline
     var channel: (any Channel)?
+    #if os(Linux)
+    /// The host socket on the daemon's reactor (instead of `channel`).
+    var datagram: ReactorDatagram?
+    /// The last destination as the kernel takes it, reused while the guest keeps sending there.
+    private var lastReactorRemote: (address: IPAddress, port: UInt16, socket: SocketAddressStorage)?
+    #endif
     var pending: [(ByteBuffer, SocketAddress)] = []
     var closed = false
     var bytesToHost: UInt64 = 0
@@ -184,6 +210,9 @@ final class UDPFlow {
     }
 
     func send(_ payload: ByteBuffer, to address: IPAddress, port: UInt16) {
+        #if os(Linux)
+        if let datagram { return send(payload, to: address, port: port, on: datagram) }
+        #endif
         guard let nat, !closed, let remote = remoteAddress(address, port: port) else { return }
         guard let channel else {
             if pending.count < nat.configuration.udpPendingDatagramLimit {
@@ -202,6 +231,33 @@ final class UDPFlow {
         bytesToHost &+= UInt64(payload.readableBytes)
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: payload), promise: nil)
     }
+
+    #if os(Linux)
+    private func send(_ payload: ByteBuffer, to address: IPAddress, port: UInt16, on datagram: ReactorDatagram) {
+        guard let nat, !closed else { return }
+        let remote: SocketAddressStorage
+        if let last = lastReactorRemote, last.address == address, last.port == port {
+            remote = last.socket
+        } else {
+            remote = SocketAddressStorage(address, port: port)
+            lastReactorRemote = (address, port, remote)
+        }
+        do {
+            guard try datagram.send(payload, to: remote) else {
+                nat.counters.udpDropsHostBusy &+= 1
+                return
+            }
+        } catch {
+            // The kernel refused this datagram (no route, a pending ICMP error): dropped and counted;
+            // an error queued for the socket reaches the guest through `socketError`.
+            nat.counters.udpDropsSocketError &+= 1
+            return
+        }
+        nat.counters.udpDatagramsToHost &+= 1
+        nat.counters.udpBytesToHost &+= UInt64(payload.readableBytes)
+        bytesToHost &+= UInt64(payload.readableBytes)
+    }
+    #endif
 
     private func remoteAddress(_ address: IPAddress, port: UInt16) -> SocketAddress? {
         if let last = lastRemote, last.address == address, last.port == port { return last.socket }
@@ -243,16 +299,19 @@ final class UDPFlow {
         }
     }
 
-    /// A datagram from a remote: to the guest, from the remote's guest-side address.
     private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
-        guard !closed, let remote = IPAddress(envelope.remoteAddress), let port = envelope.remoteAddress.port,
-            let source = nat.guestSideAddress(for: remote)
-        else { return }
+        guard let remote = IPAddress(envelope.remoteAddress), let port = envelope.remoteAddress.port else { return }
+        received(envelope.data, from: remote, port: UInt16(port), nat: nat, now: now)
+    }
+
+    /// A datagram from a remote: to the guest, from the remote's guest-side address.
+    func received(_ data: ByteBuffer, from remote: IPAddress, port: UInt16, nat: NAT, now: NIODeadline) {
+        guard !closed, let source = nat.guestSideAddress(for: remote) else { return }
         lastActivity = now
         nat.counters.udpDatagramsToGuest &+= 1
-        nat.counters.udpBytesToGuest &+= UInt64(envelope.data.readableBytes)
-        bytesToGuest &+= UInt64(envelope.data.readableBytes)
-        try? nat.stack.sendForwardedUDP(envelope.data, from: source, port: UInt16(port), to: key.guestAddress, port: key.guestPort, now: now)
+        nat.counters.udpBytesToGuest &+= UInt64(data.readableBytes)
+        bytesToGuest &+= UInt64(data.readableBytes)
+        try? nat.stack.sendForwardedUDP(data, from: source, port: port, to: key.guestAddress, port: key.guestPort, now: now)
     }
 
     /// The socket reported an error (an ICMP error about a datagram we sent): drain the error queue
@@ -295,6 +354,9 @@ final class UDPFlow {
         closed = true
         pending = []
         channel?.close(promise: nil)
+        #if os(Linux)
+        datagram?.close()
+        #endif
     }
 
     func snapshot(now: NIODeadline) -> NATFlowSnapshot {
@@ -303,6 +365,21 @@ final class UDPFlow {
             bytesToHost: bytesToHost, bytesToGuest: bytesToGuest, ageSeconds: Double((now - opened).nanoseconds) / 1e9)
     }
 }
+
+#if os(Linux)
+/// The reactor's datagram events, as the flow's (the same ones `HostUDPHandler` hands over).
+extension UDPFlow: ReactorDatagramDelegate {
+    /// Datagrams from remotes, read in one wakeup: to the guest in one driver call.
+    func datagramsArrived(_ socket: ReactorDatagram, _ forEach: ((ByteBuffer, IPAddress, UInt16) -> Void) -> Void) {
+        guard let nat else { return }
+        nat.driver.perform { _, now in
+            forEach { data, address, port in received(data, from: address, port: port, nat: nat, now: now) }
+        }
+    }
+
+    func datagramError(_ socket: ReactorDatagram, _ error: SystemError) { socketError() }
+}
+#endif
 
 final class HostUDPHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>

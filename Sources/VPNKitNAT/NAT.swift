@@ -9,6 +9,9 @@ import Darwin
 public import VPNKitBase
 public import VPNKitStack
 public import VPNKitRuntime
+#if os(Linux)
+import VPNKitReactor
+#endif
 
 /// The NAT: guest TCP, UDP and ping to addresses off the guest's subnet (and to the host alias)
 /// become ordinary host sockets opened with SwiftNIO on the stack's own event loop. Attach it to a
@@ -73,7 +76,19 @@ public final class NAT {
     /// of their modes, or nil when ping to outside addresses is unavailable (no raw socket, no ICMP
     /// datagram socket, of either family).
     public func startICMP() -> EventLoopFuture<String?> {
-        ICMPForwarder.open(nat: self)
+        // The reactor does not host ICMP sockets yet: no ping to outside addresses there.
+        guard !onReactor else { return eventLoop.makeSucceededFuture(nil) }
+        return ICMPForwarder.open(nat: self)
+    }
+
+    /// Whether the NAT runs on the daemon's reactor (host sockets are `ReactorStream`s and
+    /// `ReactorDatagram`s) rather than a SwiftNIO loop (channels).
+    public var onReactor: Bool {
+        #if os(Linux)
+        return eventLoop is Reactor
+        #else
+        return false
+        #endif
     }
 
     /// Closes every host socket and stops the timers.

@@ -148,7 +148,7 @@ final class PortPublisher {
         }
         let request = TCPConnectionRequest(guestAddress: guest, guestPort: port.guestPort, destination: socket.localAddress, destinationPort: socket.localPort)
         let flow = TCPFlow(nat: nat, request: request, now: now, published: port)
-        flow.channel = channel
+        flow.host = NIOHostStream(channel: channel, flow: flow)
         flow.attach(socket)
         nat.tcpFlows[request] = flow
         connecting.append(flow)

@@ -2,6 +2,9 @@ public import NIOCore
 public import VPNKitStack
 import VPNKitBase
 public import VPNKitTransport
+#if os(Linux)
+import VPNKitReactor
+#endif
 
 /// Runs a `NetworkStack` on one SwiftNIO event loop over a transport: frames from the transport go
 /// into the stack with the loop's clock, frames out of the stack go to the transport one by one, and
@@ -20,6 +23,12 @@ public final class StackDriver {
     public let eventLoop: any EventLoop
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
+    #if os(Linux)
+    /// On a reactor: one timer armed again and again (no allocation per arming), instead of `timer`.
+    private lazy var reactorTimer: ReactorTimer? = (eventLoop as? Reactor).map { reactor in
+        ReactorTimer(reactor: reactor) { [weak self] in self?.timerFired() }
+    }
+    #endif
     private var stopped = false
     /// Inside one of our own calls into the stack, which flush (or schedule the turn's flush) when
     /// they return.
@@ -144,27 +153,45 @@ public final class StackDriver {
 
     private func armTimer() {
         guard let next = stack.nextDeadline else {
-            timer?.cancel()
-            timer = nil
-            timerDeadline = nil
+            cancelTimer()
             return
         }
         if let current = timerDeadline, current <= next { return }
-        timer?.cancel()
         timerDeadline = next
-        timer = eventLoop.assumeIsolated().scheduleTask(deadline: next) { [weak self] in
-            guard let self, !self.stopped else { return }
-            self.timerDeadline = nil
-            self.timer = nil
-            self.busy = true
-            self.stack.poll(now: .now())
-            self.busy = false
-            self.flush()
+        #if os(Linux)
+        if let reactorTimer {
+            reactorTimer.arm(at: next)
+            return
         }
+        #endif
+        timer?.cancel()
+        timer = eventLoop.assumeIsolated().scheduleTask(deadline: next) { [weak self] in self?.timerFired() }
+    }
+
+    private func cancelTimer() {
+        timer?.cancel()
+        timer = nil
+        timerDeadline = nil
+        #if os(Linux)
+        reactorTimer?.cancel()
+        #endif
+    }
+
+    private func timerFired() {
+        guard !stopped else { return }
+        timerDeadline = nil
+        timer = nil
+        busy = true
+        stack.poll(now: .now())
+        busy = false
+        flush()
     }
 
     deinit {
         timer?.cancel()
+        #if os(Linux)
+        reactorTimer?.cancel()
+        #endif
         transport.onFrame = nil
         offloading?.onOffloadedFrame = nil
     }
@@ -175,8 +202,7 @@ public final class StackDriver {
     public func stop() {
         guard !stopped else { return }
         stopped = true
-        timer?.cancel()
-        timer = nil
+        cancelTimer()
         transport.onFrame = nil
         offloading?.onOffloadedFrame = nil
         stack.onOutput = nil

@@ -6,8 +6,9 @@
 //   region's own length passed to read(2), so the kernel cannot write past it; the buffer only
 //   counts the bytes read(2) reported.
 // - Writes pass a ByteBuffer's readable bytes and their length from `withUnsafeReadableBytes`.
-// - The fd is owned by the NIO channel (registered for input only, so NIO never writes to it) and is
-//   used only on the channel's event loop, while the channel is open; after close nothing touches it.
+// - The fd is owned by the NIO channel (registered for input only, so NIO never writes to it), or on
+//   the daemon's reactor by this transport, and is used only on that loop while open; after close
+//   nothing touches it.
 // - With offloads, the 10-byte virtio-net header is read from the front of each buffer only after
 //   checking the read returned at least header + Ethernet header bytes, and written from a local
 //   tuple whose size is passed to writev(2) with the frame's own length.
@@ -20,6 +21,8 @@ import CVPNKitLinux
 public import NIOCore
 import NIOPosix
 public import VPNKitBase
+public import VPNKitReactor
+import VPNKitSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -94,7 +97,12 @@ public final class TAPTransport: OffloadingFrameTransport {
     public fileprivate(set) var receiveSteering = ReceiveSteering.notRequested
 
     private let fd: Int32
-    private let channel: any Channel
+    /// The channel reading the device on a SwiftNIO loop; nil on a reactor.
+    private let channel: (any Channel)?
+    /// On a reactor: the loop and the device's registration with it.
+    private let reactor: Reactor?
+    private var registration: ReactorRegistration?
+    private static let allocator = ByteBufferAllocator()
     private let readCapacity: Int
     /// Each read and write carries a virtio-net header (the device was opened with IFF_VNET_HDR).
     private let vnetHeader: Bool
@@ -118,10 +126,14 @@ public final class TAPTransport: OffloadingFrameTransport {
     /// buffer); with buffers of at most four times this, every frame keeps its read buffer.
     static let copyOutLimit = 2048
 
-    init(fd: Int32, channel: any Channel, mtu: Int, deviceName: String, readCapacity: Int, vnetHeader: Bool, offloads: LinkOffloads) {
+    init(
+        fd: Int32, channel: (any Channel)?, reactor: Reactor? = nil, mtu: Int, deviceName: String, readCapacity: Int, vnetHeader: Bool,
+        offloads: LinkOffloads
+    ) {
         self.recycled = BufferRing(limit: max(2, min(128, (2 << 20) / max(1, readCapacity))))
         self.fd = fd
         self.channel = channel
+        self.reactor = reactor
         self.mtu = mtu
         self.deviceName = deviceName
         self.readCapacity = readCapacity
@@ -197,6 +209,27 @@ public final class TAPTransport: OffloadingFrameTransport {
         let capacity = readCapacity(mtu: mtu, offloads: offloads)
         let grantedOffloads = granted
         let grantedSteering = steering
+        if let reactor = eventLoop as? Reactor {
+            // Made and registered on the reactor's thread (the caller may be anywhere).
+            return eventLoop.submit {
+                let transport = TAPTransport(
+                    fd: fd, channel: nil, reactor: reactor, mtu: mtu, deviceName: deviceName, readCapacity: capacity, vnetHeader: offloads,
+                    offloads: grantedOffloads)
+                transport.receiveSteering = grantedSteering
+                guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 else {
+                    let err = errno
+                    SystemCall.close(fd)
+                    throw TransportError.systemCall("fcntl O_NONBLOCK (\(deviceName))", errno: err)
+                }
+                do throws(SystemError) {
+                    transport.registration = try reactor.register(fd, transport)
+                } catch {
+                    SystemCall.close(fd)
+                    throw TransportError.systemCall("epoll_ctl (\(deviceName))", errno: error.errno)
+                }
+                return NIOLoopBound(transport, eventLoop: eventLoop)
+            }
+        }
         return NIOPipeBootstrap(group: eventLoop)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: capacity))
             .channelOption(.autoRead, value: true)
@@ -216,37 +249,57 @@ public final class TAPTransport: OffloadingFrameTransport {
         deliver(frame)
         guard batching.shouldReadPastFirst() else { return }
         var drained = 0
-        while drained < Self.drainLimit, !closed {
-            var buffer = spare.take() ?? recycled.take() ?? channel.allocator.buffer(capacity: readCapacity)
-            buffer.clear()
-            var failure: Int32 = 0
-            let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: readCapacity) { raw -> Int in
-                let n = read(fd, raw.baseAddress, raw.count)
-                if n < 0 { failure = errno }
-                return max(0, n)
-            }
-            if count == 0 {
-                if failure != EAGAIN && failure != EWOULDBLOCK && failure != EINTR && failure != 0 {
-                    statistics.receiveErrors &+= 1
-                }
-                spare = buffer
-                break
-            }
-            if count <= Self.copyOutLimit && readCapacity > 4 * Self.copyOutLimit {
-                var small = recycledShort.take() ?? channel.allocator.buffer(capacity: Self.copyOutLimit)
-                small.clear()
-                small.writeImmutableBuffer(buffer)
-                spare = buffer
-                deliver(small)
-                recycledShort.put(small)
-            } else {
-                deliver(buffer)
-                recycled.put(buffer)
-            }
-            drained += 1
-        }
+        while drained < Self.drainLimit, !closed, readOne() { drained += 1 }
         batching.record(foundMore: drained > 0)
     }
+
+    /// Reads one frame from the fd and hands it on; false when there was none (or the read failed).
+    private func readOne() -> Bool {
+        var buffer = spare.take() ?? recycled.take() ?? Self.allocator.buffer(capacity: readCapacity)
+        buffer.clear()
+        var failure: Int32 = 0
+        let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: readCapacity) { raw -> Int in
+            let n = read(fd, raw.baseAddress, raw.count)
+            if n < 0 { failure = errno }
+            return max(0, n)
+        }
+        if count == 0 {
+            if failure != EAGAIN && failure != EWOULDBLOCK && failure != EINTR && failure != 0 {
+                statistics.receiveErrors &+= 1
+            }
+            spare = buffer
+            return false
+        }
+        if count <= Self.copyOutLimit && readCapacity > 4 * Self.copyOutLimit {
+            var small = recycledShort.take() ?? Self.allocator.buffer(capacity: Self.copyOutLimit)
+            small.clear()
+            small.writeImmutableBuffer(buffer)
+            spare = buffer
+            deliver(small)
+            recycledShort.put(small)
+        } else {
+            deliver(buffer)
+            recycled.put(buffer)
+        }
+        return true
+    }
+
+    /// On a reactor: drains the fd (edge-triggered, so until EAGAIN), `drainLimit` frames per turn of
+    /// the loop so that host sockets get theirs; the rest on the next turn.
+    private func reactorDrain() {
+        var drained = 0
+        while !closed {
+            if drained == Self.drainLimit {
+                reactor?.enqueueLocal(drainTask)
+                return
+            }
+            guard readOne() else { return }
+            drained += 1
+        }
+    }
+
+    /// The task `reactorDrain` queues, made once.
+    private lazy var drainTask: () -> Void = { [weak self] in self?.reactorDrain() }
 
     private func deliver(_ frame: ByteBuffer) {
         guard vnetHeader else {
@@ -344,7 +397,20 @@ public final class TAPTransport: OffloadingFrameTransport {
         recycledShort.removeAll()
         spare = nil
         onClose = nil
-        channel.close(promise: nil)
+        if let channel {
+            channel.close(promise: nil)
+        } else {
+            if let registration { reactor?.deregister(registration, fd: fd) }
+            registration = nil
+            SystemCall.close(fd)
+        }
+    }
+}
+
+extension TAPTransport: ReactorSource {
+    /// The device's readiness on a reactor: frames to read. (Writes never wait: a full queue drops.)
+    public func reactorEvents(_ events: ReactorEvents) {
+        if events.contains(.readable), !closed { reactorDrain() }
     }
 }
 

@@ -2,16 +2,36 @@
 
 import ArgumentParser
 import Logging
+import NIOCore
 import NIOPosix
 import VPNKit
+#if os(Linux)
+import VPNKitReactor
+#endif
 
 enum DaemonStack {
     /// Starts a stack on an event loop of its own (one thread: the daemon's data path). When the link
     /// cannot be opened, logs `failure` with the error, releases the loop and exits with status 1.
+    /// With `reactor`, the loop is the daemon's own epoll reactor (`--io-engine reactor`) rather than
+    /// SwiftNIO's.
     static func start(
-        configuration: StackConfiguration, link: UserspaceStack.Link, logger: Logger, failure: String
-    ) async throws -> (UserspaceStack, MultiThreadedEventLoopGroup) {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        configuration: StackConfiguration, link: UserspaceStack.Link, logger: Logger, failure: String, reactor: Bool = false
+    ) async throws -> (UserspaceStack, any EventLoopGroup) {
+        let group: any EventLoopGroup
+        #if os(Linux)
+        if reactor {
+            do {
+                group = try Reactor.start(name: "vpnkit-reactor")
+            } catch {
+                logger.error("\(failure): cannot start the reactor: \(error)")
+                throw ExitCode(1)
+            }
+        } else {
+            group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        }
+        #else
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        #endif
         do {
             let stack = try await UserspaceStack.start(configuration: configuration, link: link, on: group.next(), logger: logger)
             return (stack, group)

@@ -4,6 +4,17 @@
 // Linux only: elsewhere the module is empty (and no target depends on it there, see Package.swift).
 #ifdef __linux__
 
+// epoll and eventfd, for VPNKitSystem (Swift's Glibc module does not bring these headers in).
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+
+/// accept4(2), which glibc declares only with _GNU_SOURCE.
+int vpnkit_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+
+/// Names the calling thread (at most 15 bytes are kept), for ps and perf.
+void vpnkit_name_thread(const char *name);
+
 /// Opens /dev/net/tun inside the network namespace at `netns_path` (NULL: ours) and attaches to, or
 /// creates, the TAP device `name` with IFF_TAP | IFF_NO_PI (plus IFF_VNET_HDR when `vnet_hdr` is
 /// non-zero); blocking mode is left to the caller, and the device name (at most 15 bytes + NUL) is

@@ -1,0 +1,336 @@
+// The daemon's data-path loop: one thread, one epoll instance, every descriptor registered once
+// (edge-triggered, for input, output and the peer's half-close), the next timer's deadline as the
+// wait's timeout, and an eventfd to wake it for work from other threads. It is a SwiftNIO
+// `EventLoop` too, so everything that schedules tasks and completes futures on a loop (the stack's
+// driver, services, the embedding API) runs on it unchanged; what it does not do is host SwiftNIO
+// channels: host sockets on it are `ReactorStream`, `ReactorDatagram` and `ReactorListener`.
+//
+// Why this file is safe: the only unsafe memory is the epoll event array, allocated once with its
+// capacity, passed to epoll_pwait2 with that capacity and read only below the count it returns, and
+// freed in deinit; the thread start hands the reactor over retained once and released by the thread.
+
+#if os(Linux)
+public import Dispatch
+public import CVPNKitLinux
+import Glibc
+public import NIOCore
+import Synchronization
+public import VPNKitSystem
+
+/// What an edge-triggered registration reports.
+public struct ReactorEvents: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Input arrived (or the end of input, or an error: a read says which).
+    public static let readable = ReactorEvents(rawValue: 1)
+    /// Output room appeared (or a connect ended).
+    public static let writable = ReactorEvents(rawValue: 2)
+    /// The peer shut its output (EPOLLRDHUP).
+    public static let readClosed = ReactorEvents(rawValue: 4)
+    /// Both directions are gone (EPOLLHUP).
+    public static let hangup = ReactorEvents(rawValue: 8)
+    /// An error is pending (EPOLLERR): SO_ERROR, or a socket's error queue, says which.
+    public static let error = ReactorEvents(rawValue: 16)
+}
+
+/// Something registered with a reactor: told, on the reactor's thread, what happened to its descriptor.
+public protocol ReactorSource: AnyObject {
+    func reactorEvents(_ events: ReactorEvents)
+}
+
+/// A descriptor's place in a reactor: handed back to `deregister`.
+public struct ReactorRegistration: Sendable, Hashable {
+    let slot: UInt32
+    let generation: UInt32
+    var token: UInt64 { UInt64(generation) << 32 | UInt64(slot) }
+}
+
+/// One epoll loop on one thread, and a SwiftNIO `EventLoop`.
+public final class Reactor: @unchecked Sendable {
+    // @unchecked: `inbox` is behind a mutex, `owner` and `stopping` are atomics; everything else is
+    // touched only on the loop's thread (each member says so).
+    let epoll: CInt
+    private let wakeFD: CInt
+    private struct Inbox {
+        var tasks: [@Sendable () -> Void] = []
+        var wakePending = false
+        var shutdownCallbacks: [(DispatchQueue, @Sendable ((any Error)?) -> Void)] = []
+    }
+    private let inbox = Mutex(Inbox())
+    private let owner = Atomic<UInt>(0)
+    private let stopping = Atomic<Bool>(false)
+    /// Loop-confined: tasks queued from the loop itself, run before the next wait.
+    private var local: [() -> Void] = []
+    private var localRunning: [() -> Void] = []
+    /// Loop-confined: timers by deadline.
+    var timers = TimerHeap()
+    /// Loop-confined: registered sources by slot, with the generation that tells a stale event
+    /// (one for a descriptor deregistered earlier in the same batch) from a live one.
+    private var slots: [(source: (any ReactorSource)?, generation: UInt32)] = []
+    private var freeSlots: [UInt32] = []
+    private let events: UnsafeMutablePointer<epoll_event>
+    private static let eventCapacity = 256
+    private static let wakeToken = UInt64.max
+    /// A name for the thread, and for diagnostics.
+    public let name: String
+    /// Registered descriptors now (loop-confined).
+    public private(set) var registeredCount = 0
+    /// Loop-confined scratch for writev: room for `iovecCapacity` pieces.
+    public let iovecs: UnsafeMutablePointer<iovec>
+    public static let iovecCapacity = 64
+    /// Loop-confined: buffers datagram sockets receive into (see `takeReceiveBuffer`).
+    var receiveRing = ReceiveRing(limit: 32)
+
+    /// Makes a reactor; nothing runs until `run()` (on the calling thread) or `start(name:)`.
+    public init(name: String = "vpnkit-reactor") throws(SystemError) {
+        self.name = name
+        epoll = try SystemCall.epollCreate()
+        do {
+            wakeFD = try SystemCall.eventFD()
+        } catch {
+            SystemCall.close(epoll)
+            throw error
+        }
+        events = .allocate(capacity: Self.eventCapacity)
+        iovecs = .allocate(capacity: Self.iovecCapacity)
+        do {
+            try SystemCall.epollControl(epoll, CInt(EPOLL_CTL_ADD), wakeFD, events: UInt32(EPOLLIN.rawValue) | UInt32(EPOLLET.rawValue), data: Self.wakeToken)
+        } catch {
+            SystemCall.close(wakeFD)
+            SystemCall.close(epoll)
+            events.deallocate()
+            iovecs.deallocate()
+            throw error
+        }
+    }
+
+    deinit {
+        SystemCall.close(wakeFD)
+        SystemCall.close(epoll)
+        events.deallocate()
+        iovecs.deallocate()
+    }
+
+    /// Starts a reactor on a thread of its own.
+    public static func start(name: String = "vpnkit-reactor") throws -> Reactor {
+        let reactor = try Reactor(name: name)
+        let box = Unmanaged.passRetained(reactor)
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, { raw in
+            let reactor = Unmanaged<Reactor>.fromOpaque(raw!).takeRetainedValue()
+            reactor.run()
+            return nil
+        }, box.toOpaque())
+        guard result == 0 else {
+            box.release()
+            throw SystemError("pthread_create", errno: result)
+        }
+        pthread_detach(thread)
+        // Wait until the thread has claimed the loop, so that `inEventLoop` is right from here on.
+        while reactor.owner.load(ordering: .acquiring) == 0 { sched_yield() }
+        return reactor
+    }
+
+    // MARK: Registration (loop-confined)
+
+    /// Registers `fd` for input, output and the peer's half-close, edge-triggered: `source` hears of
+    /// each change of readiness once, and must read (or write) until EAGAIN before it hears again.
+    public func register(_ fd: CInt, _ source: any ReactorSource) throws(SystemError) -> ReactorRegistration {
+        let slot: UInt32
+        if let free = freeSlots.popLast() {
+            slot = free
+        } else {
+            slot = UInt32(slots.count)
+            slots.append((nil, 0))
+        }
+        let generation = slots[Int(slot)].generation &+ 1
+        slots[Int(slot)] = (source, generation)
+        let registration = ReactorRegistration(slot: slot, generation: generation)
+        let interest = UInt32(EPOLLIN.rawValue) | UInt32(EPOLLOUT.rawValue) | UInt32(EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
+        do {
+            try SystemCall.epollControl(epoll, CInt(EPOLL_CTL_ADD), fd, events: interest, data: registration.token)
+        } catch {
+            slots[Int(slot)].source = nil
+            freeSlots.append(slot)
+            throw error
+        }
+        registeredCount += 1
+        return registration
+    }
+
+    /// Forgets a registration: no event reaches its source after this, even one already waiting in
+    /// this turn's batch. Close the descriptor afterwards (closing removes it from epoll).
+    public func deregister(_ registration: ReactorRegistration, fd: CInt) {
+        let index = Int(registration.slot)
+        guard index < slots.count, slots[index].generation == registration.generation, slots[index].source != nil else { return }
+        try? SystemCall.epollControl(epoll, CInt(EPOLL_CTL_DEL), fd, events: 0, data: 0)
+        slots[index].source = nil
+        freeSlots.append(registration.slot)
+        registeredCount -= 1
+    }
+
+    // MARK: The loop
+
+    /// Runs the loop on the calling thread until `shutdownGracefully`.
+    public func run() {
+        owner.store(UInt(bitPattern: Int(bitPattern: UInt(pthread_self()))), ordering: .releasing)
+        vpnkit_name_thread(name)
+        while !stopping.load(ordering: .acquiring) {
+            turn()
+        }
+        // Tasks queued before the stop still run; then the callbacks.
+        runLocal()
+        let (tasks, callbacks) = inbox.withLock { inbox in
+            defer { inbox.tasks = []; inbox.shutdownCallbacks = [] }
+            return (inbox.tasks, inbox.shutdownCallbacks)
+        }
+        for task in tasks { task() }
+        runLocal()
+        for (queue, callback) in callbacks { queue.async { callback(nil) } }
+    }
+
+    private func turn() {
+        runLocal()
+        takeInbox()
+        let timeout: Int64?
+        if !local.isEmpty {
+            timeout = 0
+        } else if let next = timers.nextDeadline {
+            timeout = max(0, Int64(next.uptimeNanoseconds) - Int64(NIODeadline.now().uptimeNanoseconds))
+        } else {
+            timeout = nil
+        }
+        let count: Int
+        do {
+            count = try SystemCall.epollWait(epoll, events, capacity: Self.eventCapacity, timeoutNanoseconds: timeout)
+        } catch {
+            // EBADF/EINVAL cannot happen with our own descriptors; do not spin if they somehow do.
+            usleep(1000)
+            return
+        }
+        for index in 0..<count {
+            let event = events[index]
+            let token = event.data.u64
+            if token == Self.wakeToken {
+                SystemCall.eventFDDrain(wakeFD)
+                continue
+            }
+            let slot = Int(UInt32(truncatingIfNeeded: token))
+            guard slot < slots.count, slots[slot].generation == UInt32(truncatingIfNeeded: token >> 32), let source = slots[slot].source else { continue }
+            source.reactorEvents(Self.translate(event.events))
+        }
+        if timers.nextDeadline != nil {
+            let now = NIODeadline.now()
+            while let due = timers.popDue(now: now) { due.timer.fire(entry: due) }
+        }
+    }
+
+    private static func translate(_ raw: UInt32) -> ReactorEvents {
+        var events: ReactorEvents = []
+        if raw & UInt32(EPOLLIN.rawValue) != 0 { events.insert(.readable) }
+        if raw & UInt32(EPOLLOUT.rawValue) != 0 { events.insert(.writable) }
+        if raw & UInt32(EPOLLRDHUP.rawValue) != 0 { events.insert(.readClosed) }
+        if raw & UInt32(EPOLLHUP.rawValue) != 0 { events.formUnion([.hangup, .readable]) }
+        if raw & UInt32(EPOLLERR.rawValue) != 0 { events.insert(.error) }
+        return events
+    }
+
+    private func runLocal() {
+        guard !local.isEmpty else { return }
+        swap(&local, &localRunning)
+        for task in localRunning { task() }
+        localRunning.removeAll(keepingCapacity: true)
+    }
+
+    private func takeInbox() {
+        let tasks: [@Sendable () -> Void]? = inbox.withLock { inbox in
+            inbox.wakePending = false
+            guard !inbox.tasks.isEmpty else { return nil }
+            defer { inbox.tasks = [] }
+            return inbox.tasks
+        }
+        if let tasks { for task in tasks { task() } }
+    }
+
+    private func wake() {
+        SystemCall.eventFDSignal(wakeFD)
+    }
+
+    /// Runs `task` on the loop, after what is queued; from the loop itself without a lock or a wakeup.
+    public func enqueueLocal(_ task: @escaping () -> Void) {
+        local.append(task)
+    }
+}
+
+extension Reactor: EventLoop {
+    public var inEventLoop: Bool {
+        owner.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+    }
+
+    public func execute(_ task: @escaping @Sendable () -> Void) {
+        if inEventLoop {
+            local.append(task)
+            return
+        }
+        let needsWake = inbox.withLock { inbox -> Bool in
+            inbox.tasks.append(task)
+            defer { inbox.wakePending = true }
+            return !inbox.wakePending
+        }
+        if needsWake { wake() }
+    }
+
+    public func _executeIsolatedUnsafeUnchecked(_ task: @escaping () -> Void) {
+        local.append(task)
+    }
+
+    public func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        let promise: EventLoopPromise<T> = makePromise()
+        let timer = ReactorTimer(reactor: self) {
+            do { promise.assumeIsolatedUnsafeUnchecked().succeed(try task()) } catch { promise.fail(error) }
+        }
+        let handle = UncheckedBox(timer)
+        if inEventLoop {
+            timer.arm(at: deadline)
+        } else {
+            execute { handle.value.arm(at: deadline) }
+        }
+        return Scheduled(promise: promise) { [self] in
+            if inEventLoop {
+                handle.value.cancel()
+            } else {
+                execute { handle.value.cancel() }
+            }
+            promise.fail(EventLoopError.cancelled)
+        }
+    }
+
+    public func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        scheduleTask(deadline: .now() + delay, task)
+    }
+
+    public func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
+        inbox.withLock { $0.shutdownCallbacks.append((queue, callback)) }
+        stopping.store(true, ordering: .releasing)
+        wake()
+    }
+
+    public func next() -> any EventLoop { self }
+    public func any() -> any EventLoop { self }
+
+    public func makeIterator() -> EventLoopIterator { EventLoopIterator([self]) }
+
+    /// Stops the loop; returns once it has stopped (call from another thread).
+    public func shutdown() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            shutdownGracefully(queue: .global()) { _ in continuation.resume() }
+        }
+    }
+}
+
+/// A value handed between threads whose every use is on the reactor's thread.
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+#endif
