@@ -148,7 +148,7 @@ let package = Package(
         .target(
             name: "VPNKitServices",
             dependencies: [
-                "VPNKitBase", "VPNKitARP", "VPNKitIPv4", "VPNKitStack", "VPNKitRuntime", "VPNKitDHCP", "VPNKitDNS",
+                "VPNKitBase", "VPNKitReactor", "VPNKitSystem", "VPNKitARP", "VPNKitIPv4", "VPNKitStack", "VPNKitRuntime", "VPNKitDHCP", "VPNKitDNS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -245,6 +245,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "VPNKitReactorTests",
+            dependencies: ["VPNKitReactor", "VPNKitSystem", "VPNKitBase", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "VPNKitTransportTests",
             dependencies: [
                 "VPNKitTestSupport", "VPNKitTransport", "VPNKitBase", "VPNKitPcap",
@@ -287,7 +292,7 @@ let package = Package(
             name: "VPNKitNATTests",
             dependencies: [
                 "VPNKitNAT", "VPNKitStack", "VPNKitRuntime", "VPNKitServices", "VPNKitTransport", "VPNKitBase", "VPNKitTCP", "VPNKitIPv4", "VPNKitDNS",
-                "VPNKitEthernet", "VPNKitUDP", "VPNKitTestSupport",
+                "VPNKitEthernet", "VPNKitUDP", "VPNKitTestSupport", "VPNKitReactor",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

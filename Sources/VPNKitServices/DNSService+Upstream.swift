@@ -3,6 +3,11 @@ import NIOCore
 import NIOPosix
 import VPNKitBase
 import VPNKitDNS
+#if os(Linux)
+import Glibc
+import VPNKitReactor
+import VPNKitSystem
+#endif
 
 /// What the DNS service's forwarding did with host sockets, beyond the resolver's own counters.
 public struct DNSUpstreamCounters: Sendable, Hashable {
@@ -37,6 +42,11 @@ final class UpstreamUDPTry {
     let address: SocketAddress
     let query: ByteBuffer
     var channel: (any Channel)?
+    #if os(Linux)
+    /// The socket on the daemon's reactor (instead of `channel`), and whom its answers go to.
+    var datagram: ReactorDatagram?
+    weak var service: DNSService?
+    #endif
     var closed = false
 
     init(transactionID: UInt16, upstream: DNSUpstream, address: SocketAddress, query: ByteBuffer) {
@@ -50,6 +60,10 @@ final class UpstreamUDPTry {
         closed = true
         channel?.close(promise: nil)
         channel = nil
+        #if os(Linux)
+        datagram?.close()
+        datagram = nil
+        #endif
     }
 }
 
@@ -58,6 +72,13 @@ final class UpstreamUDPTry {
 final class UpstreamTCPConnection {
     let upstream: DNSUpstream
     var channel: (any Channel)?
+    #if os(Linux)
+    /// The connection on the daemon's reactor (instead of `channel`), and whom its answers go to.
+    var stream: ReactorStream?
+    var streamOpen = false
+    var framer = DNSTCPFramer()
+    weak var service: DNSService?
+    #endif
     /// Framed queries written once the connection is up.
     var waiting: [ByteBuffer] = []
     /// Transaction ids of the tries it carries.
@@ -69,6 +90,13 @@ final class UpstreamTCPConnection {
     init(upstream: DNSUpstream) { self.upstream = upstream }
 
     func send(_ framed: ByteBuffer) {
+        #if os(Linux)
+        if let stream, streamOpen {
+            stream.write(framed)
+            stream.flush()
+            return
+        }
+        #endif
         if let channel {
             channel.writeAndFlush(framed, promise: nil)
         } else {
@@ -81,6 +109,10 @@ final class UpstreamTCPConnection {
         waiting = []
         channel?.close(promise: nil)
         channel = nil
+        #if os(Linux)
+        stream?.close()
+        stream = nil
+        #endif
     }
 }
 
@@ -100,6 +132,9 @@ extension DNSService {
     /// port is replaced by another draw, and after `triesLeft` draws the kernel picks.
     private func bind(_ attempt: UpstreamUDPTry, triesLeft: Int) {
         guard let driver, !attempt.closed else { return }
+        #if os(Linux)
+        if let reactor = driver.eventLoop as? Reactor { return bindOnReactor(reactor, attempt) }
+        #endif
         var generator = SystemRandomNumberGenerator()
         let port = triesLeft > 0 ? Int.random(in: 1024...65535, using: &generator) : 0
         let bound = NIOLoopBound((self, attempt), eventLoop: driver.eventLoop)
@@ -136,10 +171,66 @@ extension DNSService {
             }
     }
 
+    #if os(Linux)
+    /// `bind` on the daemon's reactor: the same random ports, retries and counters, with a
+    /// `ReactorDatagram` instead of a channel.
+    private func bindOnReactor(_ reactor: Reactor, _ attempt: UpstreamUDPTry) {
+        let v6 = attempt.upstream.address.family == .v6
+        var generator = SystemRandomNumberGenerator()
+        for draw in 0...3 {
+            let port = draw < 3 ? UInt16.random(in: 1024...65535, using: &generator) : 0
+            let fd: CInt
+            do {
+                fd = try SystemCall.socket(family: v6 ? AF_INET6 : AF_INET, type: CInt(SOCK_DGRAM.rawValue))
+                if v6 { try SystemCall.setOption(fd, level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1) }
+            } catch {
+                upstreamCounters.udpBindFailures &+= 1
+                logger.warning("cannot open a DNS upstream socket: \(error)")
+                return
+            }
+            let any: IPAddress = v6 ? .v6(IPv6Address(high: 0, low: 0)) : .v4(IPv4Address(rawValue: 0))
+            do {
+                try SystemCall.bind(fd, to: SocketAddressStorage(any, port: port))
+            } catch {
+                SystemCall.close(fd)
+                if draw < 3 {
+                    upstreamCounters.udpPortRetries &+= 1
+                    continue
+                }
+                upstreamCounters.udpBindFailures &+= 1
+                logger.warning("cannot open a DNS upstream socket: \(error)")
+                return
+            }
+            do {
+                let socket = try ReactorDatagram(adopting: fd, on: reactor)
+                socket.delegate = attempt
+                attempt.service = self
+                attempt.datagram = socket
+                upstreamCounters.udpSocketsOpened &+= 1
+                // A full socket buffer or a refused send: the try times out and the next goes out.
+                _ = try? socket.send(attempt.query, to: SocketAddressStorage(attempt.upstream.address, port: attempt.upstream.port))
+            } catch {
+                upstreamCounters.udpBindFailures &+= 1
+                logger.warning("cannot open a DNS upstream socket: \(error)")
+            }
+            return
+        }
+    }
+    #endif
+
     /// A datagram on `attempt`'s socket: only its upstream's answer under its id goes on.
     func upstreamUDPResponse(_ data: ByteBuffer, from address: SocketAddress, attempt: UpstreamUDPTry) {
+        guard let source = IPAddress(address), let port = address.port, let port16 = UInt16(exactly: port) else {
+            upstreamCounters.udpForeignDatagrams &+= 1
+            return
+        }
+        upstreamUDPResponse(data, source: source, port: port16, attempt: attempt)
+    }
+
+    /// A datagram from `source`:`port` on `attempt`'s socket: only its upstream's answer under its id goes on.
+    func upstreamUDPResponse(_ data: ByteBuffer, source: IPAddress, port: UInt16, attempt: UpstreamUDPTry) {
         guard !attempt.closed, udpTries[attempt.transactionID] === attempt else { return }
-        guard let source = IPAddress(address), source == attempt.upstream.address, address.port == Int(attempt.upstream.port),
+        guard source == attempt.upstream.address, port == attempt.upstream.port,
             data.getInteger(at: data.readerIndex, as: UInt16.self) == attempt.transactionID
         else {
             upstreamCounters.udpForeignDatagrams &+= 1
@@ -178,6 +269,21 @@ extension DNSService {
         connection.send(framed)
         upstreamConnections[upstream] = connection
         upstreamCounters.tcpConnectionsOpened &+= 1
+        #if os(Linux)
+        if let reactor = driver.eventLoop as? Reactor {
+            do {
+                let stream = try ReactorStream.connect(
+                    on: reactor, to: SocketAddressStorage(upstream.address, port: upstream.port), timeout: configuration.resolver.perTryTimeout)
+                stream.delegate = connection
+                connection.stream = stream
+                connection.service = self
+            } catch {
+                // Its tries time out and are retried (on a new connection).
+                drop(connection)
+            }
+            return
+        }
+        #endif
         let bound = NIOLoopBound((self, connection), eventLoop: driver.eventLoop)
         ClientBootstrap(group: driver.eventLoop)
             .connectTimeout(configuration.resolver.perTryTimeout)
@@ -257,6 +363,49 @@ extension DNSService {
         }
     }
 }
+
+#if os(Linux)
+/// A UDP try's socket on the reactor: answers to the service, errors ignored (as `UpstreamUDPHandler`
+/// ignores them: the try times out and the next goes out).
+extension UpstreamUDPTry: ReactorDatagramDelegate {
+    func datagramsArrived(_ socket: ReactorDatagram, _ forEach: ((ByteBuffer, IPAddress, UInt16) -> Void) -> Void) {
+        forEach { data, source, port in
+            guard let service else { return }
+            service.upstreamUDPResponse(data, source: source, port: port, attempt: self)
+        }
+    }
+
+    func datagramError(_ socket: ReactorDatagram, _ error: SystemError) {}
+}
+
+/// An upstream TCP connection on the reactor: queries out once connected, framed answers in, read
+/// continuously; any end or failure drops the connection (its tries time out and are retried).
+extension UpstreamTCPConnection: ReactorStreamDelegate {
+    func streamConnected(_ stream: ReactorStream) {
+        streamOpen = true
+        for framed in waiting { stream.write(framed) }
+        waiting = []
+        stream.flush()
+        stream.read()
+    }
+
+    func streamConnectFailed(_ stream: ReactorStream, _ error: SystemError) { service?.drop(self) }
+
+    func streamRead(_ stream: ReactorStream, _ data: ByteBuffer) {
+        guard let messages = try? framer.messages(appending: data) else {
+            service?.drop(self)
+            return
+        }
+        for message in messages { service?.upstreamTCPResponse(message, on: self) }
+    }
+
+    func streamReadComplete(_ stream: ReactorStream) { stream.read() }
+    func streamEnded(_ stream: ReactorStream) { service?.drop(self) }
+    func streamWritable(_ stream: ReactorStream) {}
+    func streamWrote(_ stream: ReactorStream, pieces: Int) {}
+    func streamFailed(_ stream: ReactorStream, _ error: SystemError) { service?.drop(self) }
+}
+#endif
 
 final class UpstreamUDPHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>

@@ -34,8 +34,8 @@ extension Daemon {
 
 @Suite("the NAT: guest flows through host sockets", .serialized, .enabled(if: runsHere(canRunNAT), natSkipReason), .requires(canRunNAT, natSkipReason))
 struct NATDaemonTests {
-    @Test("DNS forwarding resists forgery and holds few descriptors: every UDP query leaves from a port of its own with an id of its own; 2,000 queries pipelined over TCP to an upstream that never answers use a few reused connections, and the daemon's open files come back")
-    func dnsForwarding() throws {
+    @Test("DNS forwarding resists forgery and holds few descriptors: every UDP query leaves from a port of its own with an id of its own; 2,000 queries pipelined over TCP to an upstream that never answers use a few reused connections, and the daemon's open files come back", arguments: ["nio", "reactor"])
+    func dnsForwarding(engine: String) throws {
         let observer = try LineProcess("/usr/bin/env", ["python3", "-c", dnsObserverScript])
         let port = try #require(Int(observer.readLine()), "the DNS observer did not start")
         defer { withExtendedLifetime(observer) {} }  // alive to the end of the test
@@ -43,7 +43,7 @@ struct NATDaemonTests {
             observer.send("report")
             return observer.readLine().split(separator: " ").compactMap { Int($0) }
         }
-        let daemon = try natDaemon("dnshard", ["--dns-upstream", "127.0.0.1:\(port)"])
+        let daemon = try natDaemon("dnshard-\(engine)", ["--dns-upstream", "127.0.0.1:\(port)", "--io-engine", engine])
         defer { _ = daemon.stop() }
         let resources = ProcessResources(pid: daemon.process.processIdentifier)
         let baseline = resources.openFiles
@@ -72,10 +72,10 @@ struct NATDaemonTests {
         #expect(after <= baseline, "open files \(after), baseline \(baseline)")
     }
 
-    @Test("HTTP to the host by name and by the host alias; DNS: built-in names, forwarding, SERVFAIL")
-    func httpAndDNS() throws {
+    @Test("HTTP to the host by name and by the host alias; DNS: built-in names, forwarding, SERVFAIL", arguments: ["nio", "reactor"])
+    func httpAndDNS(engine: String) throws {
         let host = try HostServers()
-        let daemon = try natDaemon("http", ["--dns-upstream", "127.0.0.1:\(host.dns)"])
+        let daemon = try natDaemon("http-\(engine)", ["--dns-upstream", "127.0.0.1:\(host.dns)", "--io-engine", engine])
         defer { _ = daemon.stop() }
         for url in ["http://host.internal:\(host.http)/", "http://192.168.65.2:\(host.http)/"] {
             let page = try daemon.namespace.exec(["curl", "-sS", "--max-time", "20", url], timeout: 30)
@@ -93,7 +93,7 @@ struct NATDaemonTests {
         let either = try daemon.namespace.exec(["getent", "hosts", "host.internal"], timeout: 20)
         #expect(either.output.hasPrefix("fd00:65::2 "), "getent: \(either.output) \(either.error)")
 
-        let silent = try natDaemon("dns-silent", ["--dns-upstream", "127.0.0.1:\(host.silentDNS)"])
+        let silent = try natDaemon("dns-silent-\(engine)", ["--dns-upstream", "127.0.0.1:\(host.silentDNS)", "--io-engine", engine])
         defer { _ = silent.stop() }
         let answer = try silent.guest("dns", "192.168.65.1", "53", "anything.example")
         #expect(answer.hasPrefix("ok dns rcode 2 answers -"), "\(answer)")
@@ -101,10 +101,10 @@ struct NATDaemonTests {
         #expect(seconds < 9, "SERVFAIL after \(seconds) s")
     }
 
-    @Test("256 MiB down and up by hash, 1000 short connections, a closed host port refused at once")
-    func tcp() throws {
+    @Test("256 MiB down and up by hash, 1000 short connections, a closed host port refused at once", arguments: ["nio", "reactor"])
+    func tcp(engine: String) throws {
         let host = try HostServers()
-        let daemon = try natDaemon("tcp", [])
+        let daemon = try natDaemon("tcp-\(engine)", ["--io-engine", engine])
         let size = 256 << 20
         let down = try daemon.guest("download", "192.168.65.2", "\(host.tcp)", "\(size)", timeout: 300)
         let up = try daemon.guest("upload", "192.168.65.2", "\(host.tcp)", "\(size)", timeout: 300)
@@ -118,10 +118,10 @@ struct NATDaemonTests {
         #expect(stopped.stderr.contains("nat: tcp_flows=") && stopped.stderr.contains("tcp_connects_started="), "\(stopped.stderr)")
     }
 
-    @Test("UDP: 20,000 datagrams of mixed sizes, none lost; a 60,000-byte datagram whole; a closed port is refused")
-    func udp() throws {
+    @Test("UDP: 20,000 datagrams of mixed sizes, none lost; a 60,000-byte datagram whole; a closed port is refused", arguments: ["nio", "reactor"])
+    func udp(engine: String) throws {
         let host = try HostServers()
-        let daemon = try natDaemon("udp", [])
+        let daemon = try natDaemon("udp-\(engine)", ["--io-engine", engine])
         defer { _ = daemon.stop() }
         let many = try daemon.guest("udp", "192.168.65.2", "\(host.udp)", "20000", timeout: 300)
         #expect(many.hasPrefix("ok udp 20000 datagrams"))
@@ -133,10 +133,10 @@ struct NATDaemonTests {
         #expect(try daemon.guest("udpclosed", "192.168.65.2", "9") == "ok udp refused")
     }
 
-    @Test("--no-host-loopback refuses the host alias (TCP and UDP; ping is the stack's own); --max-connections 5 refuses the sixth")
-    func limits() throws {
+    @Test("--no-host-loopback refuses the host alias (TCP and UDP; ping is the stack's own); --max-connections 5 refuses the sixth", arguments: ["nio", "reactor"])
+    func limits(engine: String) throws {
         let host = try HostServers()
-        let closed = try natDaemon("noloop", ["--no-host-loopback"])
+        let closed = try natDaemon("noloop-\(engine)", ["--no-host-loopback", "--io-engine", engine])
         #expect(try closed.guest("refused", "192.168.65.2", "\(host.tcp)").hasPrefix("ok refused"))
         // The host's UDP echo is there, but the guest must not reach it.
         #expect(try closed.guest("udpclosed", "192.168.65.2", "\(host.udp)").hasPrefix("ok udp refused"))
@@ -144,7 +144,7 @@ struct NATDaemonTests {
         let ping = try closed.namespace.exec(["ping", "-c", "1", "-W", "2", "192.168.65.2"], timeout: 10)
         #expect(ping.status == 0)
         _ = closed.stop()
-        let limited = try natDaemon("maxconn", ["--max-connections", "5"])
+        let limited = try natDaemon("maxconn-\(engine)", ["--max-connections", "5", "--io-engine", engine])
         defer { _ = limited.stop() }
         #expect(try limited.guest("hold", "192.168.65.2", "\(host.tcp)", "5").hasPrefix("ok hold 5"))
     }

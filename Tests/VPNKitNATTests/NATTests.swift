@@ -15,6 +15,9 @@ import VPNKitEthernet
 import VPNKitUDP
 import VPNKitServices
 import VPNKitRuntime
+#if os(Linux)
+import VPNKitReactor
+#endif
 
 let gatewayIP = IPv4Address(192, 168, 65, 1)
 let hostAlias = IPv4Address(192, 168, 65, 2)
@@ -25,17 +28,37 @@ let guestIP6 = IPv6Address("fd00:65::3")!
 
 /// The daemon's side (stack + NAT) and a guest stack on one event loop, joined by an in-memory
 /// link that a repeating task pumps. The host side is real sockets on 127.0.0.1.
+/// Which loop the daemon's side runs on: SwiftNIO's, or the daemon's reactor (host sockets of its own).
+enum Engine: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case nio, reactor
+    var testDescription: String { rawValue }
+}
+
 struct NATWorld {
+    /// SwiftNIO's loop: the host-side servers the tests start (and, with `.nio`, both stacks).
     let group: MultiThreadedEventLoopGroup
+    /// The loop both stacks and the NAT run on.
     let loop: any EventLoop
+    #if os(Linux)
+    let reactor: Reactor?
+    #endif
     let gateway: NIOLoopBound<StackDriver>
     let guest: NIOLoopBound<StackDriver>
 
     /// With `ipv6`, both sides are dual-stack on fd00:65::/64: the daemon's side is its ::1 (and the
     /// NAT's host alias ::2), the guest is ::3 (fe80::3), reaching the alias on the link.
-    init(logger: Logger = Logger(label: "vpnkit.nat"), ipv6: Bool = false, _ configure: @Sendable (inout NATConfiguration) -> Void = { _ in }) async throws {
+    init(
+        logger: Logger = Logger(label: "vpnkit.nat"), ipv6: Bool = false, engine: Engine = .nio,
+        _ configure: @Sendable (inout NATConfiguration) -> Void = { _ in }
+    ) async throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        #if os(Linux)
+        let reactor = engine == .reactor ? try Reactor.start(name: "test-reactor") : nil
+        self.reactor = reactor
+        let loop: any EventLoop = reactor ?? group.next()
+        #else
         let loop = group.next()
+        #endif
         self.loop = loop
         var nat = NATConfiguration()
         configure(&nat)
@@ -84,6 +107,9 @@ struct NATWorld {
             a.value.stop()
             b.value.stop()
         }.get()
+        #if os(Linux)
+        await reactor?.shutdown()
+        #endif
         try await group.shutdownGracefully()
     }
 }
@@ -119,9 +145,9 @@ func pattern(_ count: Int) -> ByteBuffer {
 
 @Suite("NAT with an in-memory guest and real host sockets on 127.0.0.1")
 struct NATTests {
-    @Test("TCP through the host alias to a host echo server: 2 MiB each way, byte-exact, half-close passed on")
-    func tcpEcho() async throws {
-        let world = try await NATWorld()
+    @Test("TCP through the host alias to a host echo server: 2 MiB each way, byte-exact, half-close passed on", arguments: Engine.allCases)
+    func tcpEcho(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         let (server, port) = try await startEchoServer(on: world.group)
         let connection = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
         let data = pattern(2 << 20)
@@ -144,9 +170,9 @@ struct NATTests {
         try await world.shutdown()
     }
 
-    @Test("a closed host port: the guest's SYN gets RST (connection refused), counted")
-    func refused() async throws {
-        let world = try await NATWorld()
+    @Test("a closed host port: the guest's SYN gets RST (connection refused), counted", arguments: Engine.allCases)
+    func refused(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         let (server, port) = try await startEchoServer(on: world.group)
         try await server.close()
         await #expect(throws: AsyncTCPError.connectionClosed(.refused)) {
@@ -156,9 +182,9 @@ struct NATTests {
         try await world.shutdown()
     }
 
-    @Test("at --max-connections the next SYN is refused with RST and counted; a closed one frees its slot")
-    func connectionLimit() async throws {
-        let world = try await NATWorld { $0.maximumConnections = 2 }
+    @Test("at --max-connections the next SYN is refused with RST and counted; a closed one frees its slot", arguments: Engine.allCases)
+    func connectionLimit(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine) { $0.maximumConnections = 2 }
         let (server, port) = try await startEchoServer(on: world.group)
         let first = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
         let second = try await StackDriver.connect(to: .v4(hostAlias), port: port, on: world.guest)
@@ -195,11 +221,11 @@ struct NATTests {
         try await world.shutdown()
     }
 
-    @Test("UDP flows: capped with least-recently-used eviction, replies come back", arguments: [false, true])
-    func udpFlows(expire: Bool) async throws {
+    @Test("UDP flows: capped with least-recently-used eviction, replies come back", arguments: [false, true], Engine.allCases)
+    func udpFlows(expire: Bool, engine: Engine) async throws {
         // Eviction with a long idle timeout; expiry with a short one (only checked then: under a
         // loaded machine the short one could expire flows before the eviction is seen).
-        let world = try await NATWorld {
+        let world = try await NATWorld(engine: engine) {
             $0.maximumUDPFlows = expire ? 8 : 2
             $0.udpIdleTimeout = .seconds(expire ? 1 : 600)
         }
@@ -243,9 +269,9 @@ struct NATTests {
         try await world.shutdown()
     }
 
-    @Test("one UDP flow, several destinations in turn: each datagram reaches its own, each reply comes back from it")
-    func udpFlowDestinations() async throws {
-        let world = try await NATWorld { _ in }
+    @Test("one UDP flow, several destinations in turn: each datagram reaches its own, each reply comes back from it", arguments: Engine.allCases)
+    func udpFlowDestinations(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine) { _ in }
         var echoes: [any Channel] = []
         for _ in 0..<2 {
             echoes.append(try await DatagramBootstrap(group: world.group)
@@ -325,9 +351,9 @@ final class FakeUpstream: ChannelInboundHandler {
 
 @Suite("DNS on the gateway")
 struct DNSServiceTests {
-    @Test("queries are forwarded to resolv.conf's nameserver, and to the new one after resolv.conf changes")
-    func resolvConfChanges() async throws {
-        let world = try await NATWorld()
+    @Test("queries are forwarded to resolv.conf's nameserver, and to the new one after resolv.conf changes", arguments: Engine.allCases)
+    func resolvConfChanges(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         func upstream(_ host: String, port: Int, answering address: [UInt8]) async throws -> (any Channel) {
             try await DatagramBootstrap(group: world.group)
                 .channelInitializer { channel in
@@ -339,7 +365,7 @@ struct DNSServiceTests {
         let first = try await upstream("127.0.0.2", port: 0, answering: [198, 51, 100, 1])
         let port = first.localAddress!.port!
         let second = try await upstream("127.0.0.3", port: port, answering: [198, 51, 100, 2])
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-resolv-\(getpid()).conf").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vk-resolv-\(getpid())-\(engine).conf").path
         try "nameserver 127.0.0.2\n".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let gateway = world.gateway
