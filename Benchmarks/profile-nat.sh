@@ -6,10 +6,11 @@
 # our TAP writes included) and its malloc calls (a uprobe on libc's malloc) over the workload only,
 # and records a profile of the connections. Needs root, perf and python3.
 #
-# Usage: Benchmarks/profile-nat.sh [CONNECTIONS] [DATAGRAMS] [RUNS]
+# Usage: Benchmarks/profile-nat.sh [CONNECTIONS] [DATAGRAMS] [RUNS] [ENGINE]
+#   ENGINE: nio (default) or reactor, the daemon's --io-engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-connections=${1:-3000} datagrams=${2:-10000} runs=${3:-3}
+connections=${1:-3000} datagrams=${2:-10000} runs=${3:-3} engine=${4:-nio}
 vpnkit=.build/release/vpnkit
 [[ -x $vpnkit ]] || swift build -c release --product vpnkit
 libc=$(ldd "$vpnkit" | awk '/libc.so.6/ {print $3}')
@@ -55,7 +56,7 @@ port=$(cat "$work/port")
 
 measure() {  # mode count [record]
     rm -f "$work/ready" "$work/done"
-    "$vpnkit" run --configure --no-seccomp -- python3 "$work/guest.py" "$work" "$1" "$port" "$2" > "$work/out" 2> "$work/err" &
+    "$vpnkit" run --configure --no-seccomp --io-engine "$engine" -- python3 "$work/guest.py" "$work" "$1" "$port" "$2" > "$work/out" 2> "$work/err" &
     local run=$!
     while [[ ! -e $work/ready ]]; do sleep 0.05; done
     local daemon; daemon=$(pgrep -P "$run" -f "vpnkit run" || echo "$run")
