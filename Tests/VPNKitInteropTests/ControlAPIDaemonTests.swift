@@ -176,15 +176,18 @@ struct ControlAPIDaemonTests {
             held = []
             for i in range(16):
                 s = socket.socket(socket.AF_UNIX); s.connect('\(socket)'); held.append(s)
-            time.sleep(0.5)
-            extra = socket.socket(socket.AF_UNIX); extra.connect('\(socket)'); extra.settimeout(3)
+            time.sleep(1.0)
+            # Generous: under a loaded test run the daemon may take seconds to get to it.
+            extra = socket.socket(socket.AF_UNIX); extra.connect('\(socket)'); extra.settimeout(20)
             extra.sendall(b'GET /forwards HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')
             try:
                 print('extra closed' if extra.recv(100) == b'' else 'extra answered')
             except ConnectionResetError:
                 print('extra closed')
+            except socket.timeout:
+                print('extra neither answered nor closed within 20 s')
             for s in held: s.close()
-            """], timeout: 30)
+            """], timeout: 45)
         #expect(crowd.output.trimmingCharacters(in: .whitespacesAndNewlines) == "extra closed", "\(crowd.output) \(crowd.error)")
         var served = false
         for _ in 0..<50 where !served {
