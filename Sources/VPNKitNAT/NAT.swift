@@ -141,7 +141,12 @@ public final class NAT {
     private func pumpFlows() {
         swap(&flowsToPump, &flowsPumping)
         driver.perform { _, now in
-            for flow in flowsPumping { flow.handle(.pump, now: now) }
+            // By index: a for-in copy of the list would keep its storage shared while it is emptied.
+            var index = 0
+            while index < flowsPumping.count {
+                flowsPumping[index].handle(.pump, now: now)
+                index += 1
+            }
         }
         flowsPumping.removeAll(keepingCapacity: true)
     }
@@ -161,7 +166,10 @@ public final class NAT {
     func guestSideAddress(for hostSource: IPAddress) -> IPAddress? {
         if hostSource.isLoopback {
             guard configuration.hostLoopback else { return nil }
-            return [configuration.hostAlias6, configuration.hostAlias].compactMap { $0 }.first { $0.family == hostSource.family }
+            // No array made: this runs for every datagram from the host.
+            if let alias = configuration.hostAlias6, alias.family == hostSource.family { return alias }
+            if let alias = configuration.hostAlias, alias.family == hostSource.family { return alias }
+            return nil
         }
         return hostSource
     }

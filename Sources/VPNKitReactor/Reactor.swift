@@ -59,9 +59,14 @@ public final class Reactor: @unchecked Sendable {
     private let inbox = Mutex(Inbox())
     private let owner = Atomic<UInt>(0)
     private let stopping = Atomic<Bool>(false)
-    /// Loop-confined: tasks queued from the loop itself, run before the next wait.
-    private var local: [() -> Void] = []
-    private var localRunning: [() -> Void] = []
+    /// Loop-confined: tasks queued from the loop itself, run before the next wait. Each closure sits
+    /// in a struct: an array of bare closures stores them at its generic abstraction, which costs a
+    /// thunk allocated per append; a struct field keeps the closure's own (no allocation).
+    private struct LocalTask {
+        let body: () -> Void
+    }
+    private var local: [LocalTask] = []
+    private var localRunning: [LocalTask] = []
     /// Loop-confined: timers by deadline.
     var timers = TimerHeap()
     /// Loop-confined: registered sources by slot, with the generation that tells a stale event
@@ -75,7 +80,7 @@ public final class Reactor: @unchecked Sendable {
     public let name: String
     /// Registered descriptors now (loop-confined).
     public private(set) var registeredCount = 0
-    /// Loop-confined scratch for writev: room for `iovecCapacity` pieces.
+    /// Loop-confined scratch for gathered sends: room for `iovecCapacity` pieces.
     public let iovecs: UnsafeMutablePointer<iovec>
     public static let iovecCapacity = 64
     /// Loop-confined: buffers datagram sockets receive into (see `takeReceiveBuffer`).
@@ -196,7 +201,7 @@ public final class Reactor: @unchecked Sendable {
         if !local.isEmpty {
             timeout = 0
         } else if let next = timers.nextDeadline {
-            timeout = max(0, Int64(next.uptimeNanoseconds) - Int64(NIODeadline.now().uptimeNanoseconds))
+            timeout = max(0, Int64(clamping: next.uptimeNanoseconds) - Int64(clamping: NIODeadline.now().uptimeNanoseconds))
         } else {
             timeout = nil
         }
@@ -238,7 +243,13 @@ public final class Reactor: @unchecked Sendable {
     private func runLocal() {
         guard !local.isEmpty else { return }
         swap(&local, &localRunning)
-        for task in localRunning { task() }
+        // By index: a for-in copy would keep the storage shared, and emptying it would then allocate.
+        var index = 0
+        while index < localRunning.count {
+            let task = localRunning[index].body
+            index += 1
+            task()
+        }
         localRunning.removeAll(keepingCapacity: true)
     }
 
@@ -258,7 +269,7 @@ public final class Reactor: @unchecked Sendable {
 
     /// Runs `task` on the loop, after what is queued; from the loop itself without a lock or a wakeup.
     public func enqueueLocal(_ task: @escaping () -> Void) {
-        local.append(task)
+        local.append(LocalTask(body: task))
     }
 }
 
@@ -269,7 +280,7 @@ extension Reactor: EventLoop {
 
     public func execute(_ task: @escaping @Sendable () -> Void) {
         if inEventLoop {
-            local.append(task)
+            local.append(LocalTask(body: task))
             return
         }
         let needsWake = inbox.withLock { inbox -> Bool in
@@ -281,7 +292,7 @@ extension Reactor: EventLoop {
     }
 
     public func _executeIsolatedUnsafeUnchecked(_ task: @escaping () -> Void) {
-        local.append(task)
+        local.append(LocalTask(body: task))
     }
 
     public func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {

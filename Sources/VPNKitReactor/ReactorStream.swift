@@ -1,5 +1,5 @@
 // A TCP socket on a reactor: a non-blocking connect (or an accepted descriptor), reads asked for one
-// at a time (the owner reads only while its peer has room), writes queued and sent with writev when
+// at a time (the owner reads only while its peer has room), writes queued and sent gathered (sendmsg) when
 // flushed, a half-close that waits for the queue to drain, and a close that either drains first or
 // resets. Events go to a delegate, on the reactor's thread, never from inside the call that caused
 // them except a write's completion (as SwiftNIO completes a write's promise inside its flush).
@@ -194,12 +194,15 @@ public final class ReactorStream: ReactorSource {
         readRequested = true
         if readable, !readScheduled {
             readScheduled = true
-            reactor.enqueueLocal { [weak self] in
-                guard let self else { return }
-                self.readScheduled = false
-                self.performRead()
-            }
+            reactor.enqueueLocal(readTask)
         }
+    }
+
+    /// The task `read()` queues, made once per stream rather than per read.
+    private lazy var readTask: () -> Void = { [weak self] in
+        guard let self else { return }
+        self.readScheduled = false
+        self.performRead()
     }
 
     private func performRead() {
@@ -257,7 +260,7 @@ public final class ReactorStream: ReactorSource {
             let written: Int?
             do {
                 written = try queue.withUnsafeBufferPointer { all throws(SystemError) in
-                    try SystemCall.writev(fd, UnsafeBufferPointer(rebasing: all[head..<(head + batch)]), iovecs: reactor.iovecs)
+                    try SystemCall.send(fd, gathering: UnsafeBufferPointer(rebasing: all[head..<(head + batch)]), iovecs: reactor.iovecs)
                 }
             } catch {
                 return fail(error)

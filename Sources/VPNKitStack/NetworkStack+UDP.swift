@@ -123,6 +123,11 @@ extension NetworkStack {
         var buffer: ByteBuffer
         if payload.readerIndex >= Headroom.ethernet + 28 {
             buffer = payload
+        } else if Headroom.maximum + payload.readableBytes <= Self.headerBufferCapacity {
+            // A small datagram (a DNS answer, a game's update): copied into a recycled header buffer,
+            // no allocation once the pool has one.
+            buffer = headerBuffer()
+            buffer.writeImmutableBuffer(payload)
         } else {
             buffer = ByteBuffer.withHeadroom(capacity: payload.readableBytes)
             buffer.writeImmutableBuffer(payload)

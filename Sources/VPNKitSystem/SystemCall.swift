@@ -1,5 +1,5 @@
 // The system calls the reactor's data path makes, in one file: epoll, eventfd, sockets, reads and
-// writes. Each wrapper retries EINTR, turns -1 into a typed `SystemError` (the call's name and errno,
+// writes (sends carry MSG_NOSIGNAL: a gone peer is EPIPE, not a SIGPIPE that ends the daemon). Each wrapper retries EINTR, turns -1 into a typed `SystemError` (the call's name and errno,
 // no allocation) and takes or returns plain values; nothing else in the reactor calls Glibc for I/O.
 // Linux only (epoll): elsewhere this module is empty and the daemon runs on SwiftNIO's loop.
 //
@@ -263,9 +263,11 @@ public enum SystemCall {
         throw SystemError("read", errno: failure)
     }
 
-    /// writev(2) of the readable bytes of `buffers[0..<count]` (at most IOV_MAX): the bytes written, or
-    /// nil when the socket takes nothing now. `iovecs` must have room for `count` entries.
-    public static func writev(_ fd: CInt, _ buffers: UnsafeBufferPointer<ByteBuffer>, iovecs: UnsafeMutablePointer<iovec>) throws(SystemError) -> Int? {
+    /// sendmsg(2) with MSG_NOSIGNAL of the readable bytes of `buffers` (at most IOV_MAX), gathered: the
+    /// bytes written, or nil when the socket takes nothing now. A peer that has gone is EPIPE, never
+    /// SIGPIPE (the process's signal dispositions are left alone). `iovecs` must have room for
+    /// `buffers.count` entries.
+    public static func send(_ fd: CInt, gathering buffers: UnsafeBufferPointer<ByteBuffer>, iovecs: UnsafeMutablePointer<iovec>) throws(SystemError) -> Int? {
         // The ByteBuffers are kept alive by the caller's array for the whole call; their storage does
         // not move while they are not mutated, so the base addresses stay valid.
         for (index, buffer) in buffers.enumerated() {
@@ -273,13 +275,16 @@ public enum SystemCall {
                 iovecs[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count)
             }
         }
+        var message = msghdr()
+        message.msg_iov = iovecs
+        message.msg_iovlen = buffers.count
         while true {
-            let n = Glibc.writev(fd, iovecs, CInt(buffers.count))
+            let n = sendmsg(fd, &message, CInt(MSG_NOSIGNAL))
             if n >= 0 { return n }
             let error = Glibc.errno
             if error == EINTR { continue }
             if error == EAGAIN || error == EWOULDBLOCK { return nil }
-            throw SystemError("writev", errno: error)
+            throw SystemError("sendmsg", errno: error)
         }
     }
 
@@ -314,7 +319,7 @@ public enum SystemCall {
         var failure: CInt = 0
         payload.withUnsafeReadableBytes { raw in
             destination.withSockaddr { address, length in
-                while sendto(fd, raw.baseAddress, raw.count, 0, address, length) < 0 {
+                while sendto(fd, raw.baseAddress, raw.count, CInt(MSG_NOSIGNAL), address, length) < 0 {
                     if Glibc.errno != EINTR {
                         failure = Glibc.errno
                         return

@@ -25,7 +25,7 @@ final class ControlServer: Sendable {
     }
 
     static func start(path: String, routes: ControlRoutes, logger: Logger) async throws -> ControlServer {
-        let loop = routes.stack.eventLoop
+        let loop = LocalSocketServer.loop(for: routes.stack)
         let server = try await loop.flatSubmit {
             LocalSocketServer.bind(path: path, label: "the control API socket", logger: logger, on: loop) { channel in
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)

@@ -4,11 +4,25 @@
 
 import Logging
 import NIOCore
+import NIOPosix
 import VPNKit
+#if os(Linux)
+import VPNKitReactor
+#endif
 
 enum LocalSocketServer {
     /// Connections served at once on one socket; one more is closed at once.
     static let maximumConnections = 16
+
+    /// The loop the daemon's local sockets run on: the stack's own, unless that is the reactor, which
+    /// hosts no SwiftNIO channels; then one of SwiftNIO's (off the data path: requests reach the
+    /// stack through `UserspaceStack`'s async methods).
+    static func loop(for stack: UserspaceStack) -> any EventLoop {
+        #if os(Linux)
+        if stack.eventLoop is Reactor { return MultiThreadedEventLoopGroup.singleton.next() }
+        #endif
+        return stack.eventLoop
+    }
 
     /// Listens on `path` (a stale socket file there is replaced) through `UnixStreamServer`: the file
     /// is its owner's only (0600) from the moment it appears, the listener pauses for a second when

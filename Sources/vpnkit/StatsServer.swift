@@ -124,7 +124,7 @@ final class StatsServer: Sendable {
 
     static func start(path: String, routes: ControlRoutes, logger: Logger) async throws -> StatsServer {
         let stack = routes.stack
-        let loop = stack.eventLoop
+        let loop = LocalSocketServer.loop(for: stack)
         let server = try await loop.flatSubmit {
             // A stale socket file at `path` is replaced; any other kind of file makes this fail.
             LocalSocketServer.bind(path: path, label: "the stats socket", logger: logger, on: loop) { channel in
@@ -186,14 +186,28 @@ final class StatsHandler: ChannelInboundHandler {
             }
             return
         }
-        let snapshot = StatsSnapshot(stack.reportOnLoop())
-        var body: String
-        if command == "prometheus" {
-            body = snapshot.prometheus()
-        } else {
-            body = snapshot.json() + "\n"
+        let prometheus = command == "prometheus"
+        guard stack.eventLoop === context.eventLoop else {
+            // The stack runs on another loop (the reactor): its report comes through a hop.
+            let stack = self.stack
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let loop = context.eventLoop
+            Task {
+                let report = try? await stack.report()
+                loop.execute {
+                    guard let report else { return bound.value.close(promise: nil) }
+                    StatsHandler.writeSnapshot(StatsSnapshot(report), prometheus: prometheus, context: bound.value)
+                }
+            }
+            return
         }
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: body))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        Self.writeSnapshot(StatsSnapshot(stack.reportOnLoop()), prometheus: prometheus, context: context)
+    }
+
+    /// The line protocol's answer (JSON, or Prometheus text), then EOF.
+    static func writeSnapshot(_ snapshot: StatsSnapshot, prometheus: Bool, context: ChannelHandlerContext) {
+        let body = prometheus ? snapshot.prometheus() : snapshot.json() + "\n"
+        context.writeAndFlush(NIOAny(ByteBuffer(string: body))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// An HTTP/1.0 answer, then EOF (this socket reads one line; it has no HTTP parser of its own).
