@@ -19,7 +19,9 @@ public import VPNKitSystem
 
 /// What an edge-triggered registration reports.
 public struct ReactorEvents: OptionSet, Sendable, Hashable {
+    /// The events as bits.
     public let rawValue: UInt32
+    /// Events from their bits.
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// Input arrived (or the end of input, or an error: a read says which).
     public static let readable = ReactorEvents(rawValue: 1)
@@ -82,6 +84,7 @@ public final class Reactor: @unchecked Sendable {
     public private(set) var registeredCount = 0
     /// Loop-confined scratch for gathered sends: room for `iovecCapacity` pieces.
     public let iovecs: UnsafeMutablePointer<iovec>
+    /// How many pieces one gathered send takes at most.
     public static let iovecCapacity = 64
     /// Loop-confined: buffers datagram sockets receive into (see `takeReceiveBuffer`).
     var receiveRing = ReceiveRing(limit: 32)
@@ -274,10 +277,12 @@ public final class Reactor: @unchecked Sendable {
 }
 
 extension Reactor: EventLoop {
+    /// Whether the caller runs on the reactor's thread.
     public var inEventLoop: Bool {
         owner.load(ordering: .relaxed) == UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
     }
 
+    /// Runs `task` on the loop, after what is queued: from the loop without a lock, from elsewhere through the inbox and a wakeup.
     public func execute(_ task: @escaping @Sendable () -> Void) {
         if inEventLoop {
             local.append(LocalTask(body: task))
@@ -291,10 +296,12 @@ extension Reactor: EventLoop {
         if needsWake { wake() }
     }
 
+    /// SwiftNIO's on-loop `execute` (`assumeIsolated().execute`): queued without a lock. Call only on the loop.
     public func _executeIsolatedUnsafeUnchecked(_ task: @escaping () -> Void) {
         local.append(LocalTask(body: task))
     }
 
+    /// Runs `task` at `deadline` on a `ReactorTimer` of its own; cancelling fails the future with `EventLoopError.cancelled`.
     public func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         let promise: EventLoopPromise<T> = makePromise()
         let timer = ReactorTimer(reactor: self) {
@@ -316,19 +323,24 @@ extension Reactor: EventLoop {
         }
     }
 
+    /// Runs `task` after `delay`.
     public func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         scheduleTask(deadline: .now() + delay, task)
     }
 
+    /// Stops the loop once the tasks queued so far have run; `callback` runs on `queue` then.
     public func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
         inbox.withLock { $0.shutdownCallbacks.append((queue, callback)) }
         stopping.store(true, ordering: .releasing)
         wake()
     }
 
+    /// The reactor itself: a group of one loop.
     public func next() -> any EventLoop { self }
+    /// The reactor itself.
     public func any() -> any EventLoop { self }
 
+    /// Iterates over the one loop.
     public func makeIterator() -> EventLoopIterator { EventLoopIterator([self]) }
 
     /// Stops the loop; returns once it has stopped (call from another thread).

@@ -20,10 +20,13 @@ public protocol ReactorDatagramDelegate: AnyObject {
 
 /// A datagram socket registered with a reactor. Use it only on the reactor's thread.
 public final class ReactorDatagram: ReactorSource {
+    /// The loop the socket is registered with.
     public let reactor: Reactor
+    /// The socket; owned here and closed by `close()`.
     public let fd: CInt
     public weak var delegate: (any ReactorDatagramDelegate)?
     private var registration: ReactorRegistration?
+    /// Whether `close()` was called.
     public private(set) var isClosed = false
     /// The most datagrams read in one wakeup before other descriptors get their turn.
     public static let burst = 32
@@ -42,6 +45,7 @@ public final class ReactorDatagram: ReactorSource {
         }
     }
 
+    /// The socket's readiness: errors reported, datagrams read in a burst.
     public func reactorEvents(_ events: ReactorEvents) {
         guard !isClosed else { return }
         if events.contains(.error) {

@@ -31,7 +31,9 @@ public protocol ReactorStreamDelegate: AnyObject {
 
 /// A stream socket registered with a reactor. Use it only on the reactor's thread.
 public final class ReactorStream: ReactorSource {
+    /// The loop the socket is registered with.
     public let reactor: Reactor
+    /// The socket; owned here and closed by `close(reset:)` (or when a connect or the socket fails).
     public let fd: CInt
     public weak var delegate: (any ReactorStreamDelegate)?
     private var registration: ReactorRegistration?
@@ -49,6 +51,7 @@ public final class ReactorStream: ReactorSource {
     private var head = 0
     /// Entries of `queue` (from `head`) that a flush released for sending.
     private var flushed = 0
+    /// Bytes queued and not yet sent.
     public private(set) var queuedBytes = 0
     private var aboveHighMark = false
     private var outputShutRequested = false
@@ -60,16 +63,24 @@ public final class ReactorStream: ReactorSource {
     private let maximumReadChunk: Int
     /// The write queue's marks: above `high` the stream is not writable; back under `low`, the delegate hears.
     public let highMark: Int
+    /// The queue size under which a stream that was over `highMark` is writable again.
     public let lowMark: Int
 
     /// Limits for a stream: the read size grows from `initialRead` up to `maximumRead` while reads fill it.
     public struct Options: Sendable {
+        /// The first reads' size, in bytes.
         public var initialRead = 16_384
+        /// The size reads grow to while they come back full.
         public var maximumRead = 262_144
+        /// See `ReactorStream.lowMark`.
         public var lowMark = 128 * 1024
+        /// See `ReactorStream.highMark`.
         public var highMark = 512 * 1024
+        /// TCP_NODELAY (on by default, as SwiftNIO sets it).
         public var noDelay = true
+        /// SO_KEEPALIVE.
         public var keepAlive = true
+        /// The defaults.
         public init() {}
     }
 
@@ -143,6 +154,7 @@ public final class ReactorStream: ReactorSource {
 
     // MARK: Events
 
+    /// The socket's readiness: a connect's end, errors, room to write, input to read.
     public func reactorEvents(_ events: ReactorEvents) {
         if state == .connecting {
             guard !events.isDisjoint(with: [.writable, .error, .hangup]) else { return }

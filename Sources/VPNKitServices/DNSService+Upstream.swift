@@ -3,8 +3,12 @@ import NIOCore
 import NIOPosix
 import VPNKitBase
 import VPNKitDNS
-#if os(Linux)
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+#if os(Linux)
 import VPNKitReactor
 import VPNKitSystem
 #endif

@@ -21,6 +21,7 @@ public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {
     /// errno as the call left it.
     public let errno: CInt
 
+    /// The failure of `call` with `errno`.
     public init(_ call: StaticString, errno: CInt) {
         self.call = call
         self.errno = errno
@@ -29,10 +30,12 @@ public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Whether the call would have blocked (EAGAIN, EWOULDBLOCK).
     public var wouldBlock: Bool { errno == EAGAIN || errno == EWOULDBLOCK }
 
+    /// The same call and errno.
     public static func == (a: SystemError, b: SystemError) -> Bool {
         a.errno == b.errno && a.call.description == b.call.description
     }
 
+    /// One line: the call, strerror's text and the number.
     public var description: String { "\(call) failed: \(String(cString: strerror(errno))) (errno \(errno))" }
 }
 
@@ -42,6 +45,7 @@ public struct SocketAddressStorage: Sendable, Equatable {
     var storage = sockaddr_storage()
     var length: socklen_t = 0
 
+    /// An empty address (family 0), to be filled by the kernel.
     public init() {}
 
     /// The address `address`, port `port`.
@@ -86,6 +90,7 @@ public struct SocketAddressStorage: Sendable, Equatable {
         }
     }
 
+    /// The same bytes over the same length.
     public static func == (a: SocketAddressStorage, b: SocketAddressStorage) -> Bool {
         guard a.length == b.length else { return false }
         return withUnsafeBytes(of: a.storage) { x in withUnsafeBytes(of: b.storage) { y in memcmp(x.baseAddress!, y.baseAddress!, Int(a.length)) == 0 } }
