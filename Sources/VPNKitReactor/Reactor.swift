@@ -16,6 +16,7 @@ import Glibc
 public import NIOCore
 import Synchronization
 public import VPNKitSystem
+import VPNKitBase
 
 /// What an edge-triggered registration reports.
 public struct ReactorEvents: OptionSet, Sendable, Hashable {
@@ -87,7 +88,7 @@ public final class Reactor: @unchecked Sendable {
     /// How many pieces one gathered send takes at most.
     public static let iovecCapacity = 64
     /// Loop-confined: buffers datagram sockets receive into (see `takeReceiveBuffer`).
-    var receiveRing = ReceiveRing(limit: 32)
+    var receiveRing = BufferRing(limit: 32)
 
     /// Makes a reactor; nothing runs until `run()` (on the calling thread) or `start(name:)`.
     public init(name: String = "vpnkit-reactor") throws(SystemError) {

@@ -122,29 +122,4 @@ extension Reactor {
         receiveRing.put(buffer)
     }
 }
-
-/// Buffers kept to receive into again, round robin.
-struct ReceiveRing {
-    private var buffers: [ByteBuffer] = []
-    private var cursor = 0
-    let limit: Int
-
-    init(limit: Int) { self.limit = limit }
-
-    mutating func take() -> ByteBuffer? {
-        guard buffers.count == limit else { return nil }
-        var buffer = ByteBuffer()
-        swap(&buffer, &buffers[cursor])
-        return buffer
-    }
-
-    mutating func put(_ buffer: ByteBuffer) {
-        if buffers.count < limit {
-            buffers.append(buffer)
-        } else {
-            buffers[cursor] = buffer
-            cursor = (cursor + 1) % limit
-        }
-    }
-}
 #endif

@@ -4,6 +4,7 @@
 
 #if os(Linux)
 public import NIOCore
+import VPNKitBase
 
 /// A re-armable timer on one reactor; use it only on the reactor's thread.
 public final class ReactorTimer {
@@ -23,7 +24,7 @@ public final class ReactorTimer {
     public func arm(at deadline: NIODeadline) {
         generation &+= 1
         self.deadline = deadline
-        reactor.timers.push(.init(deadline: deadline, generation: generation, timer: self))
+        reactor.timers.push(deadline, generation: generation, timer: self)
     }
 
     /// Does not fire (until armed again).
@@ -39,75 +40,44 @@ public final class ReactorTimer {
     }
 }
 
-/// The heap: entries ordered by deadline; stale ones are dropped when they reach the top.
+/// The reactor's timers by deadline (`DeadlineHeap`, shared with the stack's TCP timers); stale
+/// entries (a timer armed again, or cancelled) are dropped when they reach the top.
 struct TimerHeap {
     struct Entry {
-        let deadline: NIODeadline
         let generation: UInt64
         let timer: ReactorTimer
         var live: Bool { timer.generation == generation && timer.deadline != nil }
     }
-    private var entries: [Entry] = []
+    private var heap = DeadlineHeap<Entry>()
+    private var compactAt = 1024
 
     /// The earliest live deadline (stale entries on top are dropped first).
     var nextDeadline: NIODeadline? {
         mutating get {
-            while let top = entries.first, !top.live { popTop() }
-            return entries.first?.deadline
+            while let top = heap.top, !top.element.live { heap.popTop() }
+            return heap.top?.deadline
         }
     }
 
     /// Entries in the heap, stale ones included.
-    var count: Int { entries.count }
+    var count: Int { heap.count }
 
-    mutating func push(_ entry: Entry) {
-        entries.append(entry)
-        var child = entries.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard entries[child].deadline < entries[parent].deadline else { break }
-            entries.swapAt(child, parent)
-            child = parent
-        }
-        // Many re-armings of few timers leave stale entries behind: compact when they dominate.
-        // (amortised: the next compaction waits until the heap has doubled again).
-        if entries.count > compactAt {
-            compactAt = .max
-            compact()
-            compactAt = max(1024, 2 * entries.count)
-        }
-    }
-
-    private var compactAt = 1024
-
-    private mutating func compact() {
-        let live = entries.filter(\.live)
-        entries.removeAll(keepingCapacity: true)
-        for entry in live { push(entry) }
-    }
-
-    private mutating func popTop() {
-        let last = entries.removeLast()
-        guard !entries.isEmpty else { return }
-        entries[0] = last
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1
-            guard left < entries.count else { break }
-            var child = left
-            if left + 1 < entries.count, entries[left + 1].deadline < entries[left].deadline { child = left + 1 }
-            guard entries[child].deadline < entries[parent].deadline else { break }
-            entries.swapAt(child, parent)
-            parent = child
+    mutating func push(_ deadline: NIODeadline, generation: UInt64, timer: ReactorTimer) {
+        heap.push(deadline, Entry(generation: generation, timer: timer))
+        // Many re-armings of few timers leave stale entries behind: drop them when the heap has
+        // doubled since the last time (amortised O(1) per push).
+        if heap.count > compactAt {
+            heap.removeAll { !$0.element.live }
+            compactAt = max(1024, 2 * heap.count)
         }
     }
 
     /// The earliest entry due at `now`, taken out of the heap (stale or not: firing a stale one
     /// does nothing). The caller fires it outside this mutation, since its action may arm timers.
     mutating func popDue(now: NIODeadline) -> Entry? {
-        guard let top = entries.first, top.deadline <= now else { return nil }
-        popTop()
-        return top
+        guard let top = heap.top, top.deadline <= now else { return nil }
+        heap.popTop()
+        return top.element
     }
 }
 

@@ -501,9 +501,9 @@ extension NetworkStack {
         var due: [TCPKey] = []
         while let top = tcpTimers.top, top.deadline <= now {
             tcpTimers.popTop()
-            guard let entry = tcpConnections[top.key], entry.scheduledDeadline == top.deadline else { continue }
+            guard let entry = tcpConnections[top.element], entry.scheduledDeadline == top.deadline else { continue }
             entry.scheduledDeadline = nil
-            due.append(top.key)
+            due.append(top.element)
         }
         for key in due {
             _ = withConnection(key, now: now, fromApplication: false) { $0.poll(now: now) }
@@ -513,7 +513,7 @@ extension NetworkStack {
     /// The earliest deadline of any connection; stale heap entries on top are dropped on the way.
     var tcpNextDeadline: NIODeadline? {
         while let top = tcpTimers.top {
-            if let entry = tcpConnections[top.key], entry.scheduledDeadline == top.deadline { return top.deadline }
+            if let entry = tcpConnections[top.element], entry.scheduledDeadline == top.deadline { return top.deadline }
             tcpTimers.popTop()
         }
         return nil

@@ -70,7 +70,7 @@ public final class NetworkStack {
     var tcpListeners: [UInt16: (TCPSocket) -> Void] = [:]
     var pendingAccepts: [TCPKey: (TCPSocket) -> Void] = [:]
     var pendingTCPRequests: [TCPKey: PendingTCPRequest] = [:]
-    var tcpTimers = TCPTimerHeap()
+    var tcpTimers = DeadlineHeap<TCPKey>()
     /// Takes the traffic for addresses the stack forwards (the NAT); held weakly.
     public weak var forwarder: (any PacketForwarder)?
     var nextEphemeralPort: UInt16 = 32768

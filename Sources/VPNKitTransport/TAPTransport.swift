@@ -460,37 +460,4 @@ struct VirtioNetHeader {
     }
 }
 
-/// Buffers handed on, kept to be written into again: `take()` gives the oldest once the ring is
-/// full (by then its reader has usually let it go), nil before. A buffer still referenced
-/// elsewhere is never written over: ByteBuffer copies on write, so clearing it gives fresh storage,
-/// which is what a new buffer would have cost anyway.
-struct BufferRing {
-    private var buffers: [ByteBuffer] = []
-    private var cursor = 0
-    let limit: Int
-
-    init(limit: Int) { self.limit = limit }
-
-    mutating func take() -> ByteBuffer? {
-        guard buffers.count == limit else { return nil }
-        var buffer = ByteBuffer()
-        swap(&buffer, &buffers[cursor])
-        return buffer.capacity > 0 ? buffer : nil
-    }
-
-    mutating func put(_ buffer: ByteBuffer) {
-        if buffers.count < limit {
-            buffers.append(buffer)
-        } else {
-            buffers[cursor] = buffer
-            cursor = (cursor + 1) % limit
-        }
-    }
-
-    mutating func removeAll() {
-        buffers.removeAll()
-        cursor = 0
-    }
-}
-
 #endif  // os(Linux): TAP devices and network namespaces are Linux's
