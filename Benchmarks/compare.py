@@ -225,6 +225,22 @@ def wait_address6(ns, prefix):
     raise SystemExit(f"{ns} never got an IPv6 address in {prefix}")
 
 
+def echo_process(prefix, bind, tag):
+    """Starts `echo_servers(bind)` in a python3 process of its own (behind `prefix`, such as `ip netns
+    exec NS`); returns its TCP and UDP ports."""
+    path = f"/tmp/vkcmp-{PID}-{tag}.ports"
+    spawn(*prefix, "python3", "-c",
+          "import sys; sys.path.insert(0, %r); import compare; t, u = compare.echo_servers(%r); "
+          "open(%r, 'w').write(f'{t} {u}'); import time; time.sleep(100000)"
+          % (os.path.dirname(os.path.abspath(__file__)), bind, path))
+    for _ in range(100):
+        if os.path.exists(path) and open(path).read(): break
+        time.sleep(0.05)
+    t, u = map(int, open(path).read().split())
+    os.unlink(path)
+    return t, u
+
+
 def measure(peer, servers, seconds, connections, round_trips):
     """Returns {metric: value} and {metric: cpu seconds} for one peer."""
     iperf_port, tcp_port, udp_port, iperf_port6 = servers
@@ -283,7 +299,9 @@ def main():
     iperf_port = 20000 + PID % 20000
     spawn("iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf_port))
     spawn("iperf3", "-s", "-B", "::1", "-p", str(iperf_port + 2))
-    tcp_port, udp_port = echo_servers("127.0.0.1")
+    # In a process of their own, as the veth pair's are: the round trips do not wait on this
+    # script's interpreter (its threads share one lock with the main thread).
+    tcp_port, udp_port = echo_process([], "127.0.0.1", "host")
     time.sleep(0.5)
 
     report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": args.seconds, "runs": args.runs,
@@ -300,15 +318,7 @@ def main():
                     port = iperf_port + 1
                     spawn("ip", "netns", "exec", peer.server_ns, "iperf3", "-s", "-B", peer.host, "-p", str(port))
                     spawn("ip", "netns", "exec", peer.server_ns, "iperf3", "-s", "-B", peer.host6, "-p", str(port + 2))
-                    echo = spawn("ip", "netns", "exec", peer.server_ns, "python3", "-c",
-                                 "import sys; sys.path.insert(0, %r); import compare; t, u = compare.echo_servers(%r); "
-                                 "open(%r, 'w').write(f'{t} {u}'); import time; time.sleep(100000)"
-                                 % (os.path.dirname(os.path.abspath(__file__)), peer.host, f"/tmp/vkcmp-{PID}-{mtu}.ports"))
-                    for _ in range(100):
-                        if os.path.exists(f"/tmp/vkcmp-{PID}-{mtu}.ports") and open(f"/tmp/vkcmp-{PID}-{mtu}.ports").read(): break
-                        time.sleep(0.05)
-                    t, u = map(int, open(f"/tmp/vkcmp-{PID}-{mtu}.ports").read().split())
-                    os.unlink(f"/tmp/vkcmp-{PID}-{mtu}.ports")
+                    t, u = echo_process(["ip", "netns", "exec", peer.server_ns], peer.host, str(mtu))
                     time.sleep(0.3)
                     servers = (port, t, u, port + 2)
                 print(f"== {name} at MTU {mtu}, run {run + 1} of {args.runs} …", file=sys.stderr, flush=True)
