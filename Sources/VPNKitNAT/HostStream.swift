@@ -98,9 +98,9 @@ extension NATConfiguration {
     var hostStreamOptions: ReactorStream.Options {
         var options = ReactorStream.Options()
         options.maximumRead = tcpReadChunkBytes
-        options.initialRead = min(16_384, tcpReadChunkBytes)
-        options.lowMark = 128 * 1024
-        options.highMark = 512 * 1024
+        options.initialRead = hostInitialRead
+        options.lowMark = Self.hostWriteMarks.low
+        options.highMark = Self.hostWriteMarks.high
         return options
     }
 }

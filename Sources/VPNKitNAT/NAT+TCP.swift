@@ -187,19 +187,23 @@ final class TCPFlow {
             connection.connectionErrors.contains(where: { ($0.error as? IOError)?.errnoCode == ECONNREFUSED })
         {
             failure = .refused
+        } else if let errno = Self.reactorErrno(error) {
+            // The reactor reports its connect timeout as ETIMEDOUT.
+            failure = errno == ETIMEDOUT ? .timedOut : connectFailure(errno: errno)
         } else {
-            #if os(Linux)
-            if let system = error as? SystemError {
-                failure = system.errno == ETIMEDOUT ? .timedOut : connectFailure(errno: system.errno)
-            } else {
-                failure = .other
-            }
-            #else
             failure = .other
-            #endif
         }
         hostError = error
         hostEvent(.hostConnectFailed(failure))
+    }
+
+    /// The errno of a reactor socket's error (nil for any other error, and off Linux).
+    private static func reactorErrno(_ error: any Error) -> CInt? {
+        #if os(Linux)
+        return (error as? SystemError)?.errno
+        #else
+        return nil
+        #endif
     }
 
     /// What a connect's errno means for the guest.

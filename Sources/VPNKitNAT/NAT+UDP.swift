@@ -226,10 +226,15 @@ final class UDPFlow {
             nat.counters.udpDropsHostBusy &+= 1
             return
         }
+        countSent(payload, nat: nat)
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: payload), promise: nil)
+    }
+
+    /// Counts a datagram on its way to the host, whichever loop sends it.
+    private func countSent(_ payload: ByteBuffer, nat: NAT) {
         nat.counters.udpDatagramsToHost &+= 1
         nat.counters.udpBytesToHost &+= UInt64(payload.readableBytes)
         bytesToHost &+= UInt64(payload.readableBytes)
-        channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: payload), promise: nil)
     }
 
     #if os(Linux)
@@ -253,9 +258,7 @@ final class UDPFlow {
             nat.counters.udpDropsSocketError &+= 1
             return
         }
-        nat.counters.udpDatagramsToHost &+= 1
-        nat.counters.udpBytesToHost &+= UInt64(payload.readableBytes)
-        bytesToHost &+= UInt64(payload.readableBytes)
+        countSent(payload, nat: nat)
     }
     #endif
 

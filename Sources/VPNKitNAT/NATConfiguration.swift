@@ -171,18 +171,26 @@ extension NATConfiguration {
     /// `ClientBootstrap` sets it by default, and `ServerBootstrap` on the listener, whose accepted
     /// sockets inherit it.
     public func configureHostTCPChannel(_ channel: any Channel) throws {
+        let marks = Self.hostWriteMarks
         guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
         try options.setOption(.autoRead, value: false)
         try options.setOption(.allowRemoteHalfClosure, value: true)
         try options.setOption(.socketOption(.so_keepalive), value: 1)
         try options.setOption(.maxMessagesPerRead, value: 1)
-        try options.setOption(.writeBufferWaterMark, value: .init(low: 128 * 1024, high: 512 * 1024))
+        try options.setOption(.writeBufferWaterMark, value: .init(low: marks.low, high: marks.high))
         // Start small and let bulk flows grow to the chunk: the receive buffer lives as long as the
         // channel, so an initial 256 KiB would cost every idle flow that much, and a guest can open
         // thousands of flows that carry nothing (a SYN flood at the host alias).
         let chunk = tcpReadChunkBytes
-        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: min(16_384, chunk), maximum: chunk))
+        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: hostInitialRead, maximum: chunk))
     }
+
+    /// A host socket's write queue marks, on either loop: above `high` the flow stops moving guest
+    /// data to it; back under `low` it moves again.
+    static let hostWriteMarks = (low: 128 * 1024, high: 512 * 1024)
+
+    /// A host socket's first reads, on either loop; they grow to `tcpReadChunkBytes` while they fill.
+    var hostInitialRead: Int { min(16_384, tcpReadChunkBytes) }
 }
 
 extension NATConfiguration {

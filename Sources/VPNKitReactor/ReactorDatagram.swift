@@ -72,12 +72,9 @@ public final class ReactorDatagram: ReactorSource {
                     more = true
                     return
                 }
-                guard let count else {
-                    reactor.returnReceiveBuffer(buffer)
-                    return
-                }
-                _ = count
                 reactor.returnReceiveBuffer(buffer)
+                // nil: nothing waiting (EAGAIN), the burst is over.
+                guard count != nil else { return }
                 guard let (address, port) = source.endpoint else { continue }
                 body(buffer, address, port)
             }
