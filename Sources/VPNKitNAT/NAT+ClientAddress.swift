@@ -7,9 +7,38 @@
 // come from the host alias.
 
 import NIOCore
+#if os(Linux)
+import VPNKitSystem
+#endif
 import VPNKitBase
 import VPNKitStack
 import VPNKitRuntime
+
+/// A host client's address and port, as its socket reports them (an IPv4 client of a dual-stack
+/// listener has an IPv4-mapped IPv6 address here): the key of a published UDP port's clients.
+struct HostEndpoint: Hashable {
+    var address: IPAddress
+    var port: UInt16
+
+    init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    /// SwiftNIO's address of a host client; nil for a Unix socket address or one without a port.
+    init?(_ remote: SocketAddress?) {
+        guard let remote, let address = IPAddress(remote), let port = remote.port, let port16 = UInt16(exactly: port) else { return nil }
+        self.init(address: address, port: port16)
+    }
+
+    #if os(Linux)
+    /// The reactor's address of a host client; nil for one of another family.
+    init?(_ remote: SocketAddressStorage) {
+        guard let (address, port) = remote.endpoint else { return nil }
+        self.init(address: address, port: port)
+    }
+    #endif
+}
 
 /// Where a published port's connection or datagram goes in the guest, and whom it comes from.
 struct PublishedTarget {
@@ -26,10 +55,10 @@ extension NAT {
     /// A host client's address and port as the guest would see them: an IPv4-mapped IPv6 address
     /// (an IPv4 client of a dual-stack listener) becomes the IPv4 address it holds. Nil for a Unix
     /// socket address or one without a port.
-    static func clientEndpoint(_ remote: SocketAddress?) -> (address: IPAddress, port: UInt16)? {
-        guard let remote, let address = IPAddress(remote), let port = remote.port, let port16 = UInt16(exactly: port) else { return nil }
-        if case .v6(let v6) = address, let v4 = v6.ipv4Mapped { return (.v4(v4), port16) }
-        return (address, port16)
+    static func clientEndpoint(_ remote: HostEndpoint?) -> (address: IPAddress, port: UInt16)? {
+        guard let remote else { return nil }
+        if case .v6(let v6) = remote.address, let v4 = v6.ipv4Mapped { return (.v4(v4), remote.port) }
+        return (remote.address, remote.port)
     }
 
     /// Whether a published port's host client at `client` is shown to the guest at `guest` as
@@ -62,7 +91,7 @@ extension PortPublisher {
     /// `remote`. A client shown as itself picks the guest address of its own family (an IPv4 client
     /// of a dual-stack listener reaches the guest over IPv4); any other goes by the listener's
     /// family, from the alias, as `target(nat:)` does. Nil when the guest has no address.
-    func target(nat: NAT, client remote: SocketAddress?) -> PublishedTarget? {
+    func target(nat: NAT, client remote: HostEndpoint?) -> PublishedTarget? {
         if let client = NAT.clientEndpoint(remote), nat.configuration.preservesClientAddress, !client.address.isLoopback,
             let guest = guestAddresses().address(forHostFamily: client.address.family), nat.showsClient(client.address, to: guest),
             let alias = nat.publishedSource(to: guest)

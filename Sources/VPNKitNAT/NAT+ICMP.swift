@@ -5,6 +5,10 @@ import VPNKitBase
 import VPNKitIPv4
 import VPNKitIPv6
 import VPNKitStack
+#if os(Linux)
+import VPNKitReactor
+import VPNKitSystem
+#endif
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -26,7 +30,12 @@ final class ICMPForwarder {
     }
 
     weak var nat: NAT?
-    let channel: any Channel
+    /// The host socket on SwiftNIO's loop (nil on the reactor: `datagram`).
+    let channel: (any Channel)?
+    #if os(Linux)
+    /// The host socket on the reactor.
+    var datagram: ReactorDatagram?
+    #endif
     let raw: Bool
     /// The family of the socket (and of the pings it carries).
     let family: IPAddress.Family
@@ -40,7 +49,7 @@ final class ICMPForwarder {
         return raw ? "raw \(kind) socket" : "\(kind) datagram socket"
     }
 
-    init(nat: NAT, channel: any Channel, raw: Bool, family: IPAddress.Family) {
+    init(nat: NAT, channel: (any Channel)?, raw: Bool, family: IPAddress.Family) {
         self.nat = nat
         self.channel = channel
         self.raw = raw
@@ -52,6 +61,13 @@ final class ICMPForwarder {
     /// in `nat`; succeeds with the modes' description, or nil when no socket of either family is
     /// allowed.
     static func open(nat: NAT) -> EventLoopFuture<String?> {
+        #if os(Linux)
+        if let reactor = nat.eventLoop as? Reactor {
+            let opened = [open(nat: nat, family: .v4, on: reactor), nat.stack.configuration.ipv6 == nil ? nil : open(nat: nat, family: .v6, on: reactor)]
+                .compactMap { $0 }
+            return reactor.makeSucceededFuture(opened.isEmpty ? nil : opened.joined(separator: ", "))
+        }
+        #endif
         let v4 = open(nat: nat, family: .v4)
         guard nat.stack.configuration.ipv6 != nil else { return v4 }
         return v4.and(open(nat: nat, family: .v6)).map { modes in
@@ -149,9 +165,7 @@ final class ICMPForwarder {
             return
         }
         // The host socket speaks one family: a request of another (or mixed) is dropped.
-        guard request.guestAddress.family == family, request.destination.family == family,
-            let remote = SocketAddress.ip(request.destination, port: 0)
-        else {
+        guard request.guestAddress.family == family, request.destination.family == family else {
             nat.counters.icmpEchoDropped &+= 1
             return
         }
@@ -170,6 +184,14 @@ final class ICMPForwarder {
             ICMPv4Header.echo(reply: false, identifier: identifier, sequenceNumber: sequence).prepend(to: &message)
         }
         nat.counters.icmpEchoRequests &+= 1
+        #if os(Linux)
+        if let datagram {
+            // A full socket buffer or a refusal (no route): the request is lost, as on a wire.
+            _ = try? datagram.send(message, to: SocketAddressStorage(request.destination, port: 0))
+            return
+        }
+        #endif
+        guard let channel, let remote = SocketAddress.ip(request.destination, port: 0) else { return }
         channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: message), promise: nil)
     }
 
@@ -177,20 +199,23 @@ final class ICMPForwarder {
     func received(_ envelopes: [AddressedEnvelope<ByteBuffer>]) {
         guard let nat else { return }
         nat.driver.perform { _, now in
-            for envelope in envelopes { received(envelope, nat: nat, now: now) }
+            for envelope in envelopes {
+                guard let from = IPAddress(envelope.remoteAddress) else { continue }
+                received(envelope.data, from: from, nat: nat, now: now)
+            }
         }
     }
 
-    /// A message from the socket (with its IP header on a raw IPv4 socket; ICMPv6 sockets never
-    /// give the header).
-    private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
+    /// A message from `from` on the socket (with its IP header on a raw IPv4 socket; ICMPv6 sockets
+    /// never give the header).
+    func received(_ data: ByteBuffer, from: IPAddress, nat: NAT, now: NIODeadline) {
         let reply: (identifier: UInt16, sequenceNumber: UInt16, payload: ByteBuffer)
         if family == .v6 {
             // The kernel checked the checksum of what it hands an ICMPv6 socket.
-            guard let icmp = try? ICMPv6Packet(envelope.data), icmp.type == .echoReply else { return }
+            guard let icmp = try? ICMPv6Packet(data), icmp.type == .echoReply else { return }
             reply = (icmp.identifier, icmp.sequenceNumber, icmp.body.buffer)
         } else {
-            var bytes = envelope.data
+            var bytes = data
             if raw {
                 guard let packet = try? IPv4Packet(bytes) else { return }
                 bytes = packet.payload.buffer
@@ -200,8 +225,7 @@ final class ICMPForwarder {
         }
         // On a raw socket every ICMP message of the host arrives: only our identifier counts.
         if raw && reply.identifier != identifier { return }
-        guard let from = IPAddress(envelope.remoteAddress), let entry = outstanding[reply.sequenceNumber], entry.destination == from
-        else { return }
+        guard let entry = outstanding[reply.sequenceNumber], entry.destination == from else { return }
         outstanding[reply.sequenceNumber] = nil
         nat.counters.icmpEchoReplies &+= 1
         nat.stack.sendForwardedEchoReply(
@@ -219,7 +243,10 @@ final class ICMPForwarder {
     }
 
     func close() {
-        channel.close(promise: nil)
+        channel?.close(promise: nil)
+        #if os(Linux)
+        datagram?.close()
+        #endif
     }
 }
 

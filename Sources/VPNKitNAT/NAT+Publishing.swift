@@ -39,7 +39,6 @@ extension NAT {
     /// `publish(_:guestAddresses:)`, answering with the publication's identity for
     /// `unpublish(_:)` and `forwards`. Nothing stays published when it fails.
     public func publishWithID(_ port: PublishedPort, guestAddresses: @escaping () -> GuestAddresses) -> EventLoopFuture<PublishedPortID> {
-        guard !onReactor else { return eventLoop.makeFailedFuture(PublishedPortError.notOnReactor) }
         let id = PublishedPortID(rawValue: nextPublishedPortID)
         nextPublishedPortID &+= 1
         guard port.hostAddress == nil else {

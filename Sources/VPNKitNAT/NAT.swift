@@ -76,9 +76,7 @@ public final class NAT {
     /// of their modes, or nil when ping to outside addresses is unavailable (no raw socket, no ICMP
     /// datagram socket, of either family).
     public func startICMP() -> EventLoopFuture<String?> {
-        // The reactor does not host ICMP sockets yet: no ping to outside addresses there.
-        guard !onReactor else { return eventLoop.makeSucceededFuture(nil) }
-        return ICMPForwarder.open(nat: self)
+        ICMPForwarder.open(nat: self)
     }
 
     /// Whether the NAT runs on the daemon's reactor (host sockets are `ReactorStream`s and

@@ -5,6 +5,9 @@ import VPNKitBase
 import VPNKitStack
 import VPNKitTransport
 import VPNKitRuntime
+#if os(Linux)
+import VPNKitReactor
+#endif
 
 // Published ports: host listeners whose connections and datagrams the NAT opens into the guest
 // from the host alias of the family it reaches the guest over (or from a non-loopback client's own
@@ -26,13 +29,19 @@ final class PortPublisher {
     /// The port as it was asked for (without a host address when both loopbacks were meant).
     let requested: PublishedPort
     let guestAddresses: () -> GuestAddresses
+    /// UDP on SwiftNIO's loop: the host socket.
     var channel: (any Channel)?
     /// UDP: one stack socket per host client, so the guest's replies find their way back.
-    var udpClients: [SocketAddress: (socket: UDPSocket, lastActivity: NIODeadline)] = [:]
+    var udpClients: [HostEndpoint: (socket: UDPSocket, lastActivity: NIODeadline)] = [:]
     var nextUDPPort: UInt16 = 49152
     let eventLoop: any EventLoop
-    /// TCP: the listener, which pauses when accept(2) runs out of descriptors.
+    /// TCP on SwiftNIO's loop: the listener, which pauses when accept(2) runs out of descriptors.
     private var listener: PausingListener?
+    #if os(Linux)
+    /// On the reactor: the TCP listener (which pauses as `PausingListener` does) or the UDP socket.
+    var reactorListener: ReactorListener?
+    var reactorDatagram: ReactorDatagram?
+    #endif
     /// TCP: host connections whose guest side had not answered when last looked at, oldest first
     /// (at most `maximumConnections`: each is a flow in the NAT's table).
     private var connecting: [TCPFlow] = []
@@ -54,6 +63,10 @@ final class PortPublisher {
     /// The port the listener is bound to (the one asked for, or the kernel's choice for 0); nil
     /// while it is not bound.
     var boundPort: UInt16? {
+        #if os(Linux)
+        if let reactorListener { return reactorListener.isClosed ? nil : reactorListener.port }
+        if let reactorDatagram { return reactorDatagram.isClosed ? nil : reactorDatagram.localPort }
+        #endif
         let channel = port.transport == .tcp ? listener?.channel : self.channel
         return channel?.localAddress?.port.map { UInt16(truncatingIfNeeded: $0) }
     }
@@ -68,6 +81,9 @@ final class PortPublisher {
 
     func start() -> EventLoopFuture<Void> {
         guard let nat else { return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+        #if os(Linux)
+        if let reactor = eventLoop as? Reactor { return start(on: reactor, nat: nat) }
+        #endif
         let loop = eventLoop
         let boundSelf = NIOLoopBound(self, eventLoop: loop)
         guard let address = SocketAddress.ip(hostAddress, port: port.hostPort) else {
@@ -130,11 +146,15 @@ final class PortPublisher {
     /// driver call ends).
     func accepted(_ channel: any Channel) -> TCPFlow? {
         guard let nat else { return nil }
-        return nat.driver.perform { _, now in accepted(channel, nat: nat, now: now) }
+        return nat.driver.perform { _, now in
+            accepted(from: HostEndpoint(channel.remoteAddress), nat: nat, now: now) { NIOHostStream(channel: channel, flow: $0) }
+        }
     }
 
-    private func accepted(_ channel: any Channel, nat: NAT, now: NIODeadline) -> TCPFlow? {
-        guard let target = target(nat: nat, client: channel.remoteAddress), nat.tcpFlows.count < nat.configuration.maximumConnections else {
+    /// The guest side of a host connection from `client`, its flow in the NAT's table; nil when it
+    /// is refused (no guest address, the connection limit). `host` makes the flow's host socket.
+    func accepted(from client: HostEndpoint?, nat: NAT, now: NIODeadline, host: (TCPFlow) -> any HostStream) -> TCPFlow? {
+        guard let target = target(nat: nat, client: client), nat.tcpFlows.count < nat.configuration.maximumConnections else {
             nat.counters.publishedRefused &+= 1
             nat.logger.log(.notice, key: "published port: refused", limiter: &nat.logLimiter, now: now,
                            "published \(port): no guest address known, or the connection limit is reached")
@@ -148,7 +168,7 @@ final class PortPublisher {
         }
         let request = TCPConnectionRequest(guestAddress: guest, guestPort: port.guestPort, destination: socket.localAddress, destinationPort: socket.localPort)
         let flow = TCPFlow(nat: nat, request: request, now: now, published: port)
-        flow.host = NIOHostStream(channel: channel, flow: flow)
+        flow.host = host(flow)
         flow.attach(socket)
         nat.tcpFlows[request] = flow
         connecting.append(flow)
@@ -161,15 +181,21 @@ final class PortPublisher {
     /// one driver call.
     func received(_ envelopes: [AddressedEnvelope<ByteBuffer>]) {
         guard let nat else { return }
+        let channel = self.channel
         nat.driver.perform { _, now in
-            for envelope in envelopes { received(envelope, nat: nat, now: now) }
+            for envelope in envelopes {
+                guard let client = HostEndpoint(envelope.remoteAddress) else { continue }
+                received(envelope.data, from: client, nat: nat, now: now) {
+                    { message in channel?.writeAndFlush(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: message.payload), promise: nil) }
+                }
+            }
         }
     }
 
     /// A datagram from a host client to a published UDP port: into the guest, from a stack socket
-    /// that belongs to that client.
-    private func received(_ envelope: AddressedEnvelope<ByteBuffer>, nat: NAT, now: NIODeadline) {
-        let client = envelope.remoteAddress
+    /// that belongs to that client (made on its first datagram, with what `reply` makes as where the
+    /// guest's answers go: made only then, not per datagram).
+    func received(_ payload: ByteBuffer, from client: HostEndpoint, nat: NAT, now: NIODeadline, reply: () -> (UDPMessage) -> Void) {
         guard let target = target(nat: nat, client: client) else {
             nat.counters.publishedRefused &+= 1
             return
@@ -182,19 +208,14 @@ final class PortPublisher {
             entry = nil
         }
         if entry == nil {
-            let channel = self.channel
             // From the client's own address when it is shown to the guest (see NAT+ClientAddress.swift).
-            if let socket = bindUDPSocket(for: target, nat: nat, deliver: { message in
-                channel?.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: message.payload), promise: nil)
-            }) {
-                entry = (socket, now)
-            }
+            if let socket = bindUDPSocket(for: target, nat: nat, deliver: reply()) { entry = (socket, now) }
         }
         guard var entry else { return }
         entry.lastActivity = now
         udpClients[client] = entry
         nat.counters.publishedDatagrams &+= 1
-        try? entry.socket.send(envelope.data, to: guest, port: port.guestPort, now: now)
+        try? entry.socket.send(payload, to: guest, port: port.guestPort, now: now)
     }
 
     /// Once a second: forgets idle UDP clients, and resets host connections the guest has not
@@ -218,6 +239,10 @@ final class PortPublisher {
         listener?.close()
         listener = nil
         channel?.close(promise: nil)
+        #if os(Linux)
+        reactorListener?.close()
+        reactorDatagram?.close()
+        #endif
         for entry in udpClients.values { entry.socket.close() }
         udpClients.removeAll()
         connecting.removeAll()

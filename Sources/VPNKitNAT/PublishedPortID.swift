@@ -47,15 +47,11 @@ public struct PublishedForward: Sendable, Hashable {
 public enum PublishedPortError: Error, Hashable, Sendable, CustomStringConvertible {
     /// No publication has this id: it was never made, or was already unpublished.
     case unknownID(PublishedPortID)
-    /// The NAT runs on the daemon's reactor, which does not host published ports yet
-    /// (`vpnkit run --io-engine nio` does).
-    case notOnReactor
 
     /// A sentence for logs and API answers.
     public var description: String {
         switch self {
         case .unknownID(let id): return "no published port has id \(id)"
-        case .notOnReactor: return "published ports are not available with --io-engine reactor yet (use --io-engine nio)"
         }
     }
 }

@@ -33,6 +33,19 @@ public final class ReactorDatagram: ReactorSource {
     /// The largest datagram read whole (longer ones are cut).
     public static let maximumDatagram = 65_536
 
+    /// A non-blocking datagram socket bound to `address` (SO_REUSEADDR), registered with `reactor`.
+    public static func bind(on reactor: Reactor, to address: SocketAddressStorage) throws(SystemError) -> ReactorDatagram {
+        let fd = try SystemCall.socket(family: address.family, type: CInt(SOCK_DGRAM.rawValue))
+        do {
+            try SystemCall.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
+            try SystemCall.bind(fd, to: address)
+        } catch {
+            SystemCall.close(fd)
+            throw error
+        }
+        return try ReactorDatagram(adopting: fd, on: reactor)
+    }
+
     /// Takes over a non-blocking datagram socket (closed here if it cannot be registered).
     public init(adopting fd: CInt, on reactor: Reactor) throws(SystemError) {
         self.reactor = reactor
@@ -94,6 +107,12 @@ public final class ReactorDatagram: ReactorSource {
     public func send(_ payload: ByteBuffer, to destination: SocketAddressStorage) throws(SystemError) -> Bool {
         guard !isClosed else { return false }
         return try SystemCall.send(fd, payload, to: destination)
+    }
+
+    /// The port the socket is bound to (nil once closed).
+    public var localPort: UInt16? {
+        guard !isClosed else { return nil }
+        return (try? SystemCall.localAddress(fd))?.endpoint?.port
     }
 
     /// Deregisters and closes the socket. Idempotent.

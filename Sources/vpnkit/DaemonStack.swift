@@ -9,17 +9,24 @@ import VPNKit
 import VPNKitReactor
 #endif
 
+/// Where a daemon's data path runs (`--io-engine`).
+enum IOEngine: String, ExpressibleByArgument, CaseIterable {
+    /// SwiftNIO's event loop: host sockets are channels.
+    case nio
+    /// The daemon's own epoll loop (Linux): host sockets of its own.
+    case reactor
+}
+
 enum DaemonStack {
     /// Starts a stack on an event loop of its own (one thread: the daemon's data path). When the link
     /// cannot be opened, logs `failure` with the error, releases the loop and exits with status 1.
-    /// With `reactor`, the loop is the daemon's own epoll reactor (`--io-engine reactor`) rather than
-    /// SwiftNIO's.
+    /// With `.reactor`, the loop is the daemon's own epoll reactor rather than SwiftNIO's.
     static func start(
-        configuration: StackConfiguration, link: UserspaceStack.Link, logger: Logger, failure: String, reactor: Bool = false
+        configuration: StackConfiguration, link: UserspaceStack.Link, logger: Logger, failure: String, engine: IOEngine
     ) async throws -> (UserspaceStack, any EventLoopGroup) {
         let group: any EventLoopGroup
         #if os(Linux)
-        if reactor {
+        if engine == .reactor {
             do {
                 group = try Reactor.start(name: "vpnkit-reactor")
             } catch {

@@ -25,11 +25,17 @@ struct LinkOptions: ParsableArguments {
     var noOffloads = false
     @Flag(name: .customLong("receive-steering"), help: "TAP devices: set an RPS mask of every CPU the daemon may use, so the guest's kernel handles our frames on another CPU instead of inside our write(2). Faster only with CPUs to spare, slower without; the mask stays on the device.")
     var receiveSteering = false
-    @Option(name: .customLong("io-engine"), help: "Where the data path runs: nio (default), SwiftNIO's event loop; or reactor (experimental, Linux, TAP links only), the daemon's own epoll loop with host sockets of its own. With reactor, ping to outside addresses and published ports are not available yet.")
-    var ioEngine: IOEngine = .nio
+    @Option(name: .customLong("io-engine"), help: "Where the data path runs: reactor, the daemon's own epoll loop with host sockets of its own (Linux, TAP links: the default there); or nio, SwiftNIO's event loop (the default for --socket, and the only choice off Linux).")
+    var ioEngineChoice: IOEngine?
 
-    enum IOEngine: String, ExpressibleByArgument, CaseIterable {
-        case nio, reactor
+    /// The engine used: the one asked for, else the reactor for a TAP link on Linux and SwiftNIO's loop otherwise.
+    var ioEngine: IOEngine {
+        if let ioEngineChoice { return ioEngineChoice }
+        #if os(Linux)
+        return socket == nil ? .reactor : .nio
+        #else
+        return .nio
+        #endif
     }
 
     enum SocketProtocol: String, ExpressibleByArgument, CaseIterable {
@@ -50,7 +56,7 @@ struct LinkOptions: ParsableArguments {
         if let netns, netns.allSatisfy(\.isNumber), (Int32(netns) ?? 0) <= 0 { throw ValidationError("--netns \(netns) is not a PID") }
         if receiveSteering && socket != nil { throw ValidationError("--receive-steering applies to TAP devices (--tap, or a command after --), not to --socket") }
         if connect && `protocol` != .qemu { throw ValidationError("--connect goes with --protocol qemu (a VM listening with server=on)") }
-        if ioEngine == .reactor {
+        if ioEngineChoice == .reactor {
             #if !os(Linux)
             throw ValidationError("--io-engine reactor needs Linux (epoll)")
             #endif

@@ -75,9 +75,6 @@ struct RunCommand: AsyncParsableCommand {
         #else
         if seccomp == true || enableSeccomp || sandbox || enableSandbox { throw ValidationError("--seccomp and --sandbox need Linux") }
         #endif
-        if link.ioEngine == .reactor, !nat.publishedPorts.isEmpty {
-            throw ValidationError("--publish is not available with --io-engine reactor yet: use --io-engine nio")
-        }
         if command.isEmpty, link.tap == nil, link.socket == nil {
             throw ValidationError("give --tap (with --netns), --socket (with --protocol), or a command after --")
         }
@@ -155,7 +152,7 @@ struct RunCommand: AsyncParsableCommand {
         #endif
         if let pcap = diagnostics.pcap { guestLink = guestLink.capturing(toFile: pcap) }
         let (stack, group) = try await DaemonStack.start(
-            configuration: configuration, link: guestLink, logger: logger, failure: "cannot open the guest link", reactor: link.ioEngine == .reactor)
+            configuration: configuration, link: guestLink, logger: logger, failure: "cannot open the guest link", engine: link.ioEngine)
 
         var icmpMode: String?
         var failures: [String] = []
@@ -171,8 +168,6 @@ struct RunCommand: AsyncParsableCommand {
                 icmpMode = try await stack.attachNAT(natConfiguration, dns: dnsConfiguration)
                 if let icmpMode {
                     logger.info("ping to outside addresses through a \(icmpMode)")
-                } else if link.ioEngine == .reactor {
-                    logger.notice("ping to outside addresses is not available with --io-engine reactor yet; the gateway and host alias still answer")
                 } else {
                     logger.notice("ping to outside addresses is disabled: no raw ICMP socket (CAP_NET_RAW) and no ICMP datagram socket (net.ipv4.ping_group_range); the gateway and host alias still answer")
                 }

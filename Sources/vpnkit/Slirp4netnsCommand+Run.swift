@@ -63,7 +63,7 @@ extension Slirp4netnsCommand {
         let paths = namespacePaths
         let link = UserspaceStack.Link.tap(device: tapName, namespace: paths.net, userNamespace: paths.user, mtu: mtu, offloads: true)
         let (stack, group) = try await DaemonStack.start(
-            configuration: configuration, link: link, logger: logger, failure: "cannot open \(tapName) in \(paths.net)")
+            configuration: configuration, link: link, logger: logger, failure: "cannot open \(tapName) in \(paths.net)", engine: ioEngine)
         var apiServer: SlirpAPIServer?
         do {
             var dhcp = DHCPServerConfiguration(serverAddress: addresses.gateway, subnet: addresses.subnet, excluded: [addresses.dns])

@@ -63,6 +63,8 @@ struct Slirp4netnsCommand: AsyncParsableCommand {
     var macAddress: String?
     @Flag(name: [.short, .customLong("version")], help: "Print the version and exit.")
     var version = false
+    @Option(name: .customLong("io-engine"), help: "Where the data path runs (not a slirp4netns option): reactor (default), the daemon's own epoll loop; or nio, SwiftNIO's event loop.")
+    var ioEngine: IOEngine = .reactor
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default notice).")
     var logLevel: String = "notice"
 

@@ -35,7 +35,8 @@ final class SlirpAPIServer: Sendable {
     static let maximumRequest = 65536
 
     static func start(path: String, stack: UserspaceStack, defaultGuest: IPv4Address, ipv6: Bool, logger: Logger) async throws -> SlirpAPIServer {
-        let loop = stack.eventLoop
+        // Off the data path: on SwiftNIO's loop when the stack runs on the reactor.
+        let loop = LocalSocketServer.loop(for: stack)
         let forwards = SlirpForwards()
         let context = SlirpAPIHandler.Shared(stack: stack, forwards: forwards, defaultGuest: defaultGuest, ipv6: ipv6, logger: logger)
         let server = try await loop.flatSubmit {

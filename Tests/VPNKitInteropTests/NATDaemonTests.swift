@@ -149,18 +149,18 @@ struct NATDaemonTests {
         #expect(try limited.guest("hold", "192.168.65.2", "\(host.tcp)", "5").hasPrefix("ok hold 5"))
     }
 
-    @Test("ping: the gateway and the host alias answer; an outside address is pinged through the host")
-    func ping() throws {
+    @Test("ping: the gateway and the host alias answer; an outside address is pinged through the host", arguments: ["nio", "reactor"])
+    func ping(engine: String) throws {
         // The daemon's host side is a namespace of its own with a veth to a peer namespace, so the
         // outside address is one this test made.
-        let hostSide = try TestNamespace("pinghost")
-        let peer = try TestNamespace("pingpeer")
+        let hostSide = try TestNamespace("pinghost-\(engine)")
+        let peer = try TestNamespace("pingpeer-\(engine)")
         try hostSide.ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", peer.name)
         try hostSide.ip("addr", "add", "198.18.0.1/24", "dev", "veth0")
         try hostSide.ip("link", "set", "veth0", "up")
         try peer.ip("addr", "add", "198.18.0.2/24", "dev", "veth1")
         try peer.ip("link", "set", "veth1", "up")
-        let daemon = try Daemon(label: "ping", arguments: [], address: "192.168.65.3/24", hostNamespace: hostSide.name)
+        let daemon = try Daemon(label: "ping-\(engine)", arguments: ["--io-engine", engine], address: "192.168.65.3/24", hostNamespace: hostSide.name)
         defer { _ = daemon.stop() }
         try daemon.namespace.ip("route", "add", "default", "via", "192.168.65.1")
         for target in ["192.168.65.1", "192.168.65.2", "198.18.0.2"] {
@@ -173,9 +173,12 @@ struct NATDaemonTests {
         #expect(unreachable.output.hasPrefix("ok unreachable errno 113"), "\(unreachable.output) \(unreachable.error)")
     }
 
-    @Test("publishing: host 127.0.0.1 ports reach a guest server; half-close works both ways; UDP too")
-    func publish() throws {
-        let daemon = try natDaemon("publish", ["--publish", "tcp:127.0.0.1:18080:80", "--publish", "udp:18081:5353"])
+    @Test("publishing: host 127.0.0.1 ports reach a guest server; half-close works both ways; UDP too", arguments: ["nio", "reactor"])
+    func publish(engine: String) throws {
+        // Ports of each engine's own: the two cases run at once.
+        let (tcpPort, udpPort) = engine == "nio" ? (18080, 18081) : (18082, 18083)
+        let daemon = try natDaemon(
+            "publish-\(engine)", ["--publish", "tcp:127.0.0.1:\(tcpPort):80", "--publish", "udp:\(udpPort):5353", "--io-engine", engine])
         defer { _ = daemon.stop() }
         let server = #"""
             import socket, sys, threading
@@ -217,7 +220,7 @@ struct NATDaemonTests {
 
         let client = #"""
             import socket, sys
-            s = socket.create_connection(("127.0.0.1", 18080), timeout=20)
+            s = socket.create_connection(("127.0.0.1", \#(tcpPort)), timeout=20)
             s.sendall(b"x" * 300000); s.shutdown(socket.SHUT_WR)
             reply = b""
             while True:
@@ -225,7 +228,7 @@ struct NATDaemonTests {
                 if not d: break
                 reply += d
             print(reply.decode())
-            s = socket.create_connection(("127.0.0.1", 18080), timeout=20)
+            s = socket.create_connection(("127.0.0.1", \#(tcpPort)), timeout=20)
             banner = b""
             while True:
                 d = s.recv(4096)
@@ -234,7 +237,7 @@ struct NATDaemonTests {
             s.sendall(b"y" * 100000); s.close()
             print(banner.decode())
             u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
-            u.sendto(b"hello", ("127.0.0.1", 18081))
+            u.sendto(b"hello", ("127.0.0.1", \#(udpPort)))
             print(u.recvfrom(100)[0].decode())
             """#
         let result = try run("/usr/bin/env", ["python3", "-c", client], timeout: 60)

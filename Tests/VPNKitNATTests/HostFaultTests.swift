@@ -83,9 +83,9 @@ final class FaultyHostServer: Sendable {
 
 @Suite("Faults on the host side: never silent loss, never unbounded buffering")
 struct HostFaultTests {
-    @Test("a host server that resets mid-transfer: the guest gets what was sent, then a reset")
-    func resetMidTransfer() async throws {
-        let world = try await NATWorld()
+    @Test("a host server that resets mid-transfer: the guest gets what was sent, then a reset", arguments: Engine.allCases)
+    func resetMidTransfer(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         let server = try FaultyHostServer(.resetAfter(100_000))
         defer { server.stop() }
         let connection = try await StackDriver.connect(to: .v4(hostAlias), port: server.port, on: world.guest)
@@ -100,9 +100,9 @@ struct HostFaultTests {
         try await world.shutdown()
     }
 
-    @Test("a host server that stops reading: the guest's writes stall (window closed), and what waits in between stays under 2 MiB")
-    func stopsReading() async throws {
-        let world = try await NATWorld()
+    @Test("a host server that stops reading: the guest's writes stall (window closed), and what waits in between stays under 2 MiB", arguments: Engine.allCases)
+    func stopsReading(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         let server = try FaultyHostServer(.stopReading)
         defer { server.stop() }
         let connection = try await StackDriver.connect(to: .v4(hostAlias), port: server.port, on: world.guest)
@@ -133,9 +133,9 @@ struct HostFaultTests {
         try await world.shutdown()
     }
 
-    @Test("a host server that closes its write side only: the guest reads to EOF and can still send")
-    func closeWriteOnly() async throws {
-        let world = try await NATWorld()
+    @Test("a host server that closes its write side only: the guest reads to EOF and can still send", arguments: Engine.allCases)
+    func closeWriteOnly(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         let server = try FaultyHostServer(.closeWriteOnly)
         defer { server.stop() }
         let connection = try await StackDriver.connect(to: .v4(hostAlias), port: server.port, on: world.guest)
@@ -149,9 +149,9 @@ struct HostFaultTests {
         try await world.shutdown()
     }
 
-    @Test("a host server that accepts and never answers: the connection stays open (no idle cut) until the guest gives up")
-    func neverAnswers() async throws {
-        let world = try await NATWorld()
+    @Test("a host server that accepts and never answers: the connection stays open (no idle cut) until the guest gives up", arguments: Engine.allCases)
+    func neverAnswers(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         let server = try FaultyHostServer(.stopReading)
         defer { server.stop() }
         let connection = try await StackDriver.connect(to: .v4(hostAlias), port: server.port, on: world.guest)

@@ -23,7 +23,7 @@ extension NATWorld {
         let remote = try SocketAddress(ipAddress: host, port: clientPort)
         return try await loop.submit { () -> PublishedTarget? in
             let nat = NATWorld.nat(of: gateway)
-            return PortPublisher(nat: nat, port: port, id: PublishedPortID(rawValue: 1), requested: port, guestAddresses: { addresses }).target(nat: nat, client: remote)
+            return PortPublisher(nat: nat, port: port, id: PublishedPortID(rawValue: 1), requested: port, guestAddresses: { addresses }).target(nat: nat, client: HostEndpoint(remote))
         }.get()
     }
 

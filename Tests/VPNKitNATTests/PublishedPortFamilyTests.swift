@@ -160,9 +160,9 @@ struct PublishedPortFamilyTests {
         #expect(PublishedPort("tcp:127.0.0.1:8080:80")?.hostAddresses == [.v4(.loopback)])
     }
 
-    @Test("TCP: a port without HOSTIP listens on 127.0.0.1 and ::1; [::1] reaches a dual-stack guest over IPv6 from fd00:65::2, 127.0.0.1 over IPv4 from the IPv4 alias; each family falls back to the other")
-    func tcpFamilies() async throws {
-        let world = try await NATWorld(ipv6: true)
+    @Test("TCP: a port without HOSTIP listens on 127.0.0.1 and ::1; [::1] reaches a dual-stack guest over IPv6 from fd00:65::2, 127.0.0.1 over IPv4 from the IPv4 alias; each family falls back to the other", arguments: Engine.allCases)
+    func tcpFamilies(engine: Engine) async throws {
+        let world = try await NATWorld(ipv6: true, engine: engine)
         try await world.announceGuestIPv6()
         let gateway = world.gateway
         let learned = try await world.loop.submit { () -> IPv6Address? in gateway.value.stack.guestIPv6Address }.get()
@@ -199,9 +199,9 @@ struct PublishedPortFamilyTests {
         try await world.shutdown()
     }
 
-    @Test("UDP: a port without HOSTIP, datagrams through [::1] reach the guest over IPv6 and through 127.0.0.1 over IPv4, answers come back")
-    func udpFamilies() async throws {
-        let world = try await NATWorld(ipv6: true)
+    @Test("UDP: a port without HOSTIP, datagrams through [::1] reach the guest over IPv6 and through 127.0.0.1 over IPv4, answers come back", arguments: Engine.allCases)
+    func udpFamilies(engine: Engine) async throws {
+        let world = try await NATWorld(ipv6: true, engine: engine)
         try await world.announceGuestIPv6()
         let sources = try await world.startGuestUDPEcho(port: 53, on: [nil, .v6(.unspecified)])
         let port = try freeUDPPortOnBothLoopbacks()
@@ -214,9 +214,9 @@ struct PublishedPortFamilyTests {
         try await world.shutdown()
     }
 
-    @Test("the daemon's side learns the guest's IPv4 address from its traffic, and its IPv6 address from traffic in the prefix")
-    func learnedAddresses() async throws {
-        let world = try await NATWorld(ipv6: true)
+    @Test("the daemon's side learns the guest's IPv4 address from its traffic, and its IPv6 address from traffic in the prefix", arguments: Engine.allCases)
+    func learnedAddresses(engine: Engine) async throws {
+        let world = try await NATWorld(ipv6: true, engine: engine)
         let (gateway, guest) = (world.gateway, world.guest)
         for _ in 0..<200 {
             let learned = try await world.loop.submit { () -> IPv4Address? in
@@ -235,9 +235,9 @@ struct PublishedPortFamilyTests {
         try await world.shutdown()
     }
 
-    @Test("an explicit host address that cannot be bound is an error, and nothing stays published")
-    func explicitBindFails() async throws {
-        let world = try await NATWorld(ipv6: true)
+    @Test("an explicit host address that cannot be bound is an error, and nothing stays published", arguments: Engine.allCases)
+    func explicitBindFails(engine: Engine) async throws {
+        let world = try await NATWorld(ipv6: true, engine: engine)
         let port = try freeTCPPort()
         let gateway = world.gateway
         await #expect(throws: (any Error).self) {

@@ -40,9 +40,9 @@ func hostConnects(_ host: String, _ port: UInt16) async -> Bool {
 
 @Suite("Published ports: ids, listing, unpublishing")
 struct PublishedPortLifecycleTests {
-    @Test("publish answers an id; forwards lists id, port and both loopbacks' listeners; unpublish closes both and host connects are refused; an unknown id is a typed error and changes nothing")
-    func publishListUnpublish() async throws {
-        let world = try await NATWorld(ipv6: true)
+    @Test("publish answers an id; forwards lists id, port and both loopbacks' listeners; unpublish closes both and host connects are refused; an unknown id is a typed error and changes nothing", arguments: Engine.allCases)
+    func publishListUnpublish(engine: Engine) async throws {
+        let world = try await NATWorld(ipv6: true, engine: engine)
         var connections = try await StackDriver.listen(port: 80, on: world.guest).makeAsyncIterator()
         let both = try freeTCPPort()
         let single = try freeTCPPort()
@@ -79,9 +79,9 @@ struct PublishedPortLifecycleTests {
         try await world.shutdown()
     }
 
-    @Test("a TCP connection accepted before unpublish keeps running; the port can be published again and gets a new id")
-    func openConnectionSurvives() async throws {
-        let world = try await NATWorld()
+    @Test("a TCP connection accepted before unpublish keeps running; the port can be published again and gets a new id", arguments: Engine.allCases)
+    func openConnectionSurvives(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         var connections = try await StackDriver.listen(port: 80, on: world.guest).makeAsyncIterator()
         let port = try freeTCPPort()
         let id = try await world.publishWithID(PublishedPort(transport: .tcp, hostAddress: .v4(.loopback), hostPort: port, guestPort: 80))
@@ -101,9 +101,9 @@ struct PublishedPortLifecycleTests {
         try await world.shutdown()
     }
 
-    @Test("UDP: unpublish closes the host socket (the port can be bound again without SO_REUSEADDR); datagrams reached the guest before")
-    func udpUnpublish() async throws {
-        let world = try await NATWorld()
+    @Test("UDP: unpublish closes the host socket (the port can be bound again without SO_REUSEADDR); datagrams reached the guest before", arguments: Engine.allCases)
+    func udpUnpublish(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         try await world.startGuestUDPEcho(port: 53)
         let port = try freeUDPPortOnBothLoopbacks()
         let id = try await world.publishWithID(PublishedPort(transport: .udp, hostAddress: .v4(.loopback), hostPort: port, guestPort: 53))
@@ -119,9 +119,9 @@ struct PublishedPortLifecycleTests {
         try await world.shutdown()
     }
 
-    @Test("a failed publish (port in use) leaves nothing listed")
-    func failedPublishListsNothing() async throws {
-        let world = try await NATWorld()
+    @Test("a failed publish (port in use) leaves nothing listed", arguments: Engine.allCases)
+    func failedPublishListsNothing(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         let port = try freeTCPPort()
         let id = try await world.publishWithID(PublishedPort(transport: .tcp, hostAddress: .v4(.loopback), hostPort: port, guestPort: 80))
         await #expect(throws: IOError.self) {

@@ -90,9 +90,9 @@ extension NATWorld {
 
 @Suite("Published TCP ports with an in-memory guest")
 struct PublishedPortTests {
-    @Test("a host client reaches the guest's server; its host socket is set up like the NAT's own (keepalive armed)")
-    func hostSocketSettings() async throws {
-        let world = try await NATWorld()
+    @Test("a host client reaches the guest's server; its host socket is set up like the NAT's own (keepalive armed)", arguments: Engine.allCases)
+    func hostSocketSettings(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine)
         let connections = try await StackDriver.listen(port: 80, on: world.guest)
         let port = try freeTCPPort()
         try await world.publish(hostPort: port, to: guestIP, guestPort: 80)
@@ -118,9 +118,9 @@ struct PublishedPortTests {
         try await world.shutdown()
     }
 
-    @Test("a guest that never answers: the host client is reset after connectTimeout, counted, and the flow is gone")
-    func guestDoesNotAnswer() async throws {
-        let world = try await NATWorld { $0.connectTimeout = .seconds(1) }
+    @Test("a guest that never answers: the host client is reset after connectTimeout, counted, and the flow is gone", arguments: Engine.allCases)
+    func guestDoesNotAnswer(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine) { $0.connectTimeout = .seconds(1) }
         let port = try freeTCPPort()
         // Nobody has this address on the link: ARP goes unanswered, the SYN is never sent.
         try await world.publish(hostPort: port, to: IPv4Address(192, 168, 65, 9), guestPort: 80)
@@ -139,9 +139,9 @@ struct PublishedPortTests {
         try await world.shutdown()
     }
 
-    @Test("a guest that answers within connectTimeout is not cut off after it")
-    func answeredInTimeStaysOpen() async throws {
-        let world = try await NATWorld { $0.connectTimeout = .seconds(2) }
+    @Test("a guest that answers within connectTimeout is not cut off after it", arguments: Engine.allCases)
+    func answeredInTimeStaysOpen(engine: Engine) async throws {
+        let world = try await NATWorld(engine: engine) { $0.connectTimeout = .seconds(2) }
         let connections = try await StackDriver.listen(port: 80, on: world.guest)
         let port = try freeTCPPort()
         try await world.publish(hostPort: port, to: guestIP, guestPort: 80)
