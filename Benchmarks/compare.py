@@ -16,13 +16,13 @@ iperf3 slirp4netns passt) and a release build of vpnkit (built when missing).
 
 Each measurement is repeated --runs times (default 3), each time through a fresh provider and
 namespace; the table shows the median, the JSON every run. `ours` is the daemon as it runs by
-default (TAP offloads on); `ours-plain` is the same with --no-offloads; `ours-reactor` is `ours` with
---io-engine reactor (the data path on the daemon's own epoll loop). With --rps every TAP provider's
+default (TAP offloads on, the data path on the daemon's own epoll reactor); `ours-plain` is the same
+with --no-offloads; `ours-nio` is `ours` with --io-engine nio (the data path on SwiftNIO's loop). With --rps every TAP provider's
 guest device gets an RPS mask of all CPUs (not the veth pair, the kernel's reference) (ours through --receive-steering, the others' written to
 sysfs), so the guest kernel's receive work runs off the provider's thread.
 
 Usage: Benchmarks/compare.py [--seconds N] [--connections N] [--round-trips N] [--runs N] [--json PATH]
-                             [--only ours,ours-plain,ours-reactor,slirp4netns,pasta,veth] [--rps]
+                             [--only ours,ours-plain,ours-nio,slirp4netns,pasta,veth] [--rps]
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, threading, time
 
@@ -138,13 +138,13 @@ class Peer:
 
     def start(self, vpnkit, rps=False):
         ns, mtu = self.ns, self.mtu
-        if self.name in ("ours", "ours-plain", "ours-reactor"):
+        if self.name in ("ours", "ours-plain", "ours-nio"):
             sh("ip", "-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
             sh("ip", "-n", ns, "link", "set", "tap0", "mtu", str(mtu), "up")
             sh("ip", "-n", ns, "addr", "add", "192.168.65.3/24", "dev", "tap0")
             sh("ip", "-n", ns, "route", "add", "default", "via", "192.168.65.1")
             extra = (["--no-offloads"] if self.name == "ours-plain" else []) + (["--receive-steering"] if rps else []) \
-                + (["--io-engine", "reactor"] if self.name == "ours-reactor" else [])
+                + (["--io-engine", "nio"] if self.name == "ours-nio" else [])
             self.process = spawn(vpnkit, "run", "--netns", ns, "--tap", "tap0", "--mtu", str(mtu), "--log-level", "warning", *extra)
             self.host, self.host6 = "192.168.65.2", "fd00:65::2"
             wait_carrier(ns, "tap0")

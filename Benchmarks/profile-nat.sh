@@ -7,10 +7,10 @@
 # and records a profile of the connections. Needs root, perf and python3.
 #
 # Usage: Benchmarks/profile-nat.sh [CONNECTIONS] [DATAGRAMS] [RUNS] [ENGINE]
-#   ENGINE: nio (default) or reactor, the daemon's --io-engine.
+#   ENGINE: reactor (default) or nio, the daemon's --io-engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-connections=${1:-3000} datagrams=${2:-10000} runs=${3:-3} engine=${4:-nio}
+connections=${1:-3000} datagrams=${2:-10000} runs=${3:-3} engine=${4:-reactor}
 vpnkit=.build/release/vpnkit
 [[ -x $vpnkit ]] || swift build -c release --product vpnkit
 libc=$(ldd "$vpnkit" | awk '/libc.so.6/ {print $3}')

@@ -34,6 +34,16 @@ extension NAT {
             stack.refuseTCPConnectionRequest(request, with: .reset, now: now)
             return
         }
+        #if os(Linux)
+        if let reactor = eventLoop as? Reactor {
+            counters.tcpConnectsStarted &+= 1
+            let flow = TCPFlow(nat: self, request: request, now: now)
+            tcpFlows[request] = flow
+            logger.debug("tcp open \(request) via \(target.description(port: request.destinationPort))")
+            connectOnReactor(reactor, flow: flow, target: target, port: request.destinationPort)
+            return
+        }
+        #endif
         guard let address = SocketAddress.ip(target, port: request.destinationPort) else {
             stack.refuseTCPConnectionRequest(request, with: .unreachable(code: 1), now: now)
             return
@@ -42,12 +52,6 @@ extension NAT {
         let flow = TCPFlow(nat: self, request: request, now: now)
         tcpFlows[request] = flow
         logger.debug("tcp open \(request) via \(address)")
-        #if os(Linux)
-        if let reactor = eventLoop as? Reactor {
-            connectOnReactor(reactor, flow: flow, target: target, port: request.destinationPort)
-            return
-        }
-        #endif
         let boundFlow = NIOLoopBound(flow, eventLoop: eventLoop)
         let configuration = self.configuration
         var bootstrap = ClientBootstrap(group: eventLoop)
@@ -89,6 +93,18 @@ extension NAT {
     }
     #endif
 
+    /// A list for a flow's actions, from a small pool (no list is made per event or per flow).
+    func takeActionList() -> [NATTCPFlowMachine.Action] {
+        actionLists.popLast() ?? []
+    }
+
+    /// Back to the pool (empty: emptying it here would copy it, since the caller still holds it);
+    /// a list grown past what events need, or one more than the pool keeps (nested flows), is let go.
+    func returnActionList(_ list: [NATTCPFlowMachine.Action]) {
+        guard list.isEmpty, list.capacity <= 64, actionLists.count < 8 else { return }
+        actionLists.append(list)
+    }
+
     func tcpFlowEnded(_ flow: TCPFlow) {
         guard tcpFlows[flow.request] === flow else { return }
         tcpFlows[flow.request] = nil
@@ -114,7 +130,9 @@ final class TCPFlow {
     var host: (any HostStream)?
     private(set) var machine: NATTCPFlowMachine
     /// Events that came while actions were being performed (a write's completion, a close's
-    /// callbacks): handed over once those actions are done, in order.
+    /// callbacks): handed over once those actions are done, in order. The first waits in a slot of
+    /// its own (rarely more than one waits: no list is made for it).
+    private var queuedFirst: NATTCPFlowMachine.Event?
     private var queued: [NATTCPFlowMachine.Event] = []
     private var dispatching = false
     /// The error the host socket last reported, for the log line the machine asks for.
@@ -144,23 +162,36 @@ final class TCPFlow {
     /// is read only when there is something to do (most of a guest's readable callbacks, one per
     /// segment, find a pump already scheduled).
     func handle(_ event: NATTCPFlowMachine.Event, now: NIODeadline? = nil) {
-        if dispatching { return queued.append(event) }
+        if dispatching {
+            if queuedFirst == nil, queued.isEmpty { queuedFirst = event } else { queued.append(event) }
+            return
+        }
         dispatching = true
         var now = now
         var next: NATTCPFlowMachine.Event? = event
+        // A list from the NAT's pool: its storage is reused event after event, flow after flow.
+        var actions = nat?.takeActionList() ?? []
         while let event = next {
             next = nil
-            let actions = machine.handle(event, sides())
+            machine.handle(event, sides(), into: &actions)
             if !actions.isEmpty {
                 let time = now ?? .now()
                 now = time
-                for action in actions {
-                    if let result = perform(action, now: time) { next = result }
+                // By index: the list stays this call's own while actions run.
+                var index = 0
+                while index < actions.count {
+                    if let result = perform(actions[index], now: time) { next = result }
+                    index += 1
                 }
+                actions.removeAll(keepingCapacity: true)
             }
             // An action's result goes first, so that a pass of moves is not interleaved.
-            if next == nil, !queued.isEmpty { next = queued.removeFirst() }
+            if next == nil, let first = queuedFirst {
+                next = first
+                queuedFirst = queued.isEmpty ? nil : queued.removeFirst()
+            }
         }
+        nat?.returnActionList(actions)
         dispatching = false
     }
 
@@ -225,13 +256,11 @@ final class TCPFlow {
         hostEvent(.hostFailed)
     }
 
-    /// Wires the guest socket's callbacks to this flow.
+    /// Makes this flow the guest socket's delegate (it holds the flow until the guest connection
+    /// ends: TIME-WAIT's segments still find it).
     func attach(_ socket: TCPSocket) {
         self.socket = socket
-        socket.onConnected = { [weak self] in self?.handle(.guestConnected) }
-        socket.onReadable = { [weak self] in self?.handle(.guestReadable) }
-        socket.onWritable = { [weak self] in self?.handle(.guestWritable) }
-        socket.onClosed = { [weak self] reason in self?.handle(.guestClosed(reason)) }
+        socket.delegate = self
     }
 
     /// A published port's connection that the guest did not answer within `connectTimeout`: the
@@ -342,6 +371,14 @@ extension NATCounters {
         case .bytesToGuest(let bytes): tcpBytesToGuest &+= UInt64(bytes)
         }
     }
+}
+
+/// The guest socket's events, as the flow's.
+extension TCPFlow: TCPSocketDelegate {
+    func tcpSocketConnected(_ socket: TCPSocket) { handle(.guestConnected) }
+    func tcpSocketReadable(_ socket: TCPSocket) { handle(.guestReadable) }
+    func tcpSocketWritable(_ socket: TCPSocket) { handle(.guestWritable) }
+    func tcpSocketClosed(_ socket: TCPSocket, _ reason: TCPCloseReason) { handle(.guestClosed(reason)) }
 }
 
 /// The host socket's end of a flow: hands each event to the flow.

@@ -127,6 +127,8 @@ public final class NAT {
     private var flowsPumping: [TCPFlow] = []
     /// Received pieces on their way to a host socket; its storage is reused from pass to pass.
     var chunkScratch: [ByteBuffer] = []
+    /// Flows' action lists, reused (see `takeActionList`).
+    var actionLists: [[NATTCPFlowMachine.Action]] = []
 
     /// The task `pumpSoon` schedules, made once (as `StackDriver`'s flush is), not per turn.
     private lazy var scheduledPump: () -> Void = { [weak self] in self?.pumpFlows() }

@@ -100,113 +100,136 @@ package struct NATTCPFlowMachine: Sendable {
     /// Takes one event; returns what to do, in order. `sides` is read only by the events that
     /// need it (a guest's readable or a host's read, the commonest, do not).
     package mutating func handle(_ event: Event, _ sides: @autoclosure () -> Sides) -> [Action] {
+        var actions: [Action] = []
+        handle(event, sides(), into: &actions)
+        return actions
+    }
+
+    /// Takes one event and appends what to do, in order, to `actions` (a list the caller reuses,
+    /// so that no list is made per event).
+    package mutating func handle(_ event: Event, _ sides: @autoclosure () -> Sides, into actions: inout [Action]) {
         switch event {
         case .hostConnected:
             switch state {
             case .connecting:
                 state = .accepting
-                return [.acceptGuest]
-            case .closed: return [.closeHost(reset: false)]
-            case .accepting, .open: return []
+                actions.append(.acceptGuest)
+            case .closed: actions.append(.closeHost(reset: false))
+            case .accepting, .open: break
             }
         case .hostConnectFailed(let failure):
-            guard state == .connecting else { return [] }
+            guard state == .connecting else { return }
             state = .closed
-            return [.count(failure.count), .log(.hostConnectFailed), .refuseGuest(failure.refusal), .forget]
+            actions.append(.count(failure.count))
+            actions.append(.log(.hostConnectFailed))
+            actions.append(.refuseGuest(failure.refusal))
+            actions.append(.forget)
         case .guestAccepted:
-            guard state == .accepting else { return [] }
+            guard state == .accepting else { return }
             state = .open(Open())
-            return [.count(.connectSucceeded)]
+            actions.append(.count(.connectSucceeded))
         case .guestAcceptFailed:
-            guard state == .accepting else { return [] }
-            return finish(resetHost: true)
+            guard state == .accepting else { return }
+            finish(resetHost: true, into: &actions)
         case .hostRead(var data):
-            guard case .open = state else { return [] }
+            guard case .open = state else { return }
             if pendingToGuest == nil {
                 pendingToGuest = data
             } else {
                 pendingToGuest!.writeBuffer(&data)
             }
-            return []
         case .hostReadComplete:
-            guard case .open(var open) = state else { return [] }
+            guard case .open(var open) = state else { return }
             if case .open = open.toGuest { open.toGuest = .open(reading: false) }
             state = .open(open)
-            return pumpToGuest(sides())
+            pumpToGuest(sides(), into: &actions)
         case .hostEOF:
-            guard case .open(var open) = state else { return [] }
+            guard case .open(var open) = state else { return }
             if case .open = open.toGuest { open.toGuest = .ending }
             state = .open(open)
-            return pumpToGuest(sides())
+            pumpToGuest(sides(), into: &actions)
         case .hostClosed:
-            guard case .open(var open) = state else { return [] }
+            guard case .open(var open) = state else { return }
             let sides = sides()
             if case .open = open.toGuest { open.toGuest = .ending }
             if open.toHost == .open {
                 // The guest sent data the host will never read: reset, as the host's kernel would.
-                if sides.guestUnread > 0 { return [.count(.resetFromHost), .abortGuest] + finish(resetHost: false) }
+                if sides.guestUnread > 0 {
+                    actions.append(.count(.resetFromHost))
+                    actions.append(.abortGuest)
+                    return finish(resetHost: false, into: &actions)
+                }
                 open.toHost = .hostGone
             }
             state = .open(open)
-            return pumpToGuest(sides)
+            pumpToGuest(sides, into: &actions)
         case .hostFailed:
             switch state {
-            case .closed: return []
-            case .open: return [.count(.resetFromHost), .log(.hostFailed), .abortGuest] + finish(resetHost: false)
-            case .connecting, .accepting: return [.count(.resetFromHost), .log(.hostFailed)] + finish(resetHost: false)
+            case .closed: return
+            case .open:
+                actions.append(.count(.resetFromHost))
+                actions.append(.log(.hostFailed))
+                actions.append(.abortGuest)
+            case .connecting, .accepting:
+                actions.append(.count(.resetFromHost))
+                actions.append(.log(.hostFailed))
             }
+            finish(resetHost: false, into: &actions)
         case .guestTook(let taken):
-            guard case .open = state, var pending = pendingToGuest else { return [] }
+            guard case .open = state, var pending = pendingToGuest else { return }
             bytesToGuest &+= UInt64(taken)
             pending.moveReaderIndex(forwardBy: taken)
             pendingToGuest = pending.readableBytes > 0 ? pending : nil
-            let counted: [Action] = taken > 0 ? [.count(.bytesToGuest(taken))] : []
-            return counted + pumpToGuest(sides(), afterWrite: true)
+            if taken > 0 { actions.append(.count(.bytesToGuest(taken))) }
+            pumpToGuest(sides(), afterWrite: true, into: &actions)
         case .guestConnected:
-            guard case .open(var open) = state else { return [] }
+            guard case .open(var open) = state else { return }
             open.guestEstablished = true
             state = .open(open)
-            return pumpToGuest(sides())
+            pumpToGuest(sides(), into: &actions)
         case .guestWritable:
-            return pumpToGuest(sides())
+            pumpToGuest(sides(), into: &actions)
         case .guestReadable:
-            guard case .open = state, !pumpScheduled else { return [] }
+            guard case .open = state, !pumpScheduled else { return }
             pumpScheduled = true
-            return [.schedulePump]
+            actions.append(.schedulePump)
         case .pump:
             pumpScheduled = false
-            return pumpToHost(sides())
+            pumpToHost(sides(), into: &actions)
         case .hostWritable:
-            return pumpToHost(sides())
+            pumpToHost(sides(), into: &actions)
         case .hostTookPieces(let pieces):
             let wasFull = piecesToHost >= Self.maximumPiecesToHost
             piecesToHost -= pieces
             // The bound held the guest back: move more.
-            guard wasFull, piecesToHost < Self.maximumPiecesToHost else { return [] }
-            return handle(.guestReadable, sides())
+            guard wasFull, piecesToHost < Self.maximumPiecesToHost else { return }
+            handle(.guestReadable, sides(), into: &actions)
         case .movedToHost(let bytes, let pieces):
             bytesToHost &+= UInt64(bytes)
             passBytes += bytes
             piecesToHost += pieces
-            guard case .open(let open) = state, open.toHost == .open else { return endPass(sides()) }
-            return bytes > 0 ? continuePass(sides()) : endPass(sides())
+            guard case .open(let open) = state, open.toHost == .open else { return endPass(sides(), into: &actions) }
+            if bytes > 0 { continuePass(sides(), into: &actions) } else { endPass(sides(), into: &actions) }
         case .guestClosed(let reason):
-            guard case .open(let open) = state else { return [] }
+            guard case .open(let open) = state else { return }
             if reason == .closed {
                 // An orderly close before both directions had ended in order: the host gets RST.
-                return finish(resetHost: !(open.hostDataEnded && open.toHost == .finished))
+                return finish(resetHost: !(open.hostDataEnded && open.toHost == .finished), into: &actions)
             }
-            return [.count(.resetFromGuest)] + finish(resetHost: true)
+            actions.append(.count(.resetFromGuest))
+            finish(resetHost: true, into: &actions)
         case .guestConnectTimedOut:
-            guard state != .closed else { return [] }
+            guard state != .closed else { return }
             let hadGuest = isOpen
             // Closed first: the guest connection's end is then not counted as a reset from the guest.
-            var actions: [Action] = [.count(.publishedTimedOut), .log(.guestDidNotAnswer)] + finish(resetHost: true)
+            actions.append(.count(.publishedTimedOut))
+            actions.append(.log(.guestDidNotAnswer))
+            finish(resetHost: true, into: &actions)
             if hadGuest { actions.append(.abortGuest) }
-            return actions
         case .abort:
-            guard state != .closed else { return [] }
-            return (isOpen ? [.abortGuest] : []) + finish(resetHost: true)
+            guard state != .closed else { return }
+            if isOpen { actions.append(.abortGuest) }
+            finish(resetHost: true, into: &actions)
         }
     }
 
@@ -217,82 +240,92 @@ package struct NATTCPFlowMachine: Sendable {
 
     /// Host → guest: give the guest what is pending; once it has taken it all, FIN if the host's
     /// data ended, else read the host again if the guest has room.
-    private mutating func pumpToGuest(_ sides: @autoclosure () -> Sides, afterWrite: Bool = false) -> [Action] {
-        guard case .open(var open) = state, open.guestEstablished else { return [] }
+    private mutating func pumpToGuest(_ sides: @autoclosure () -> Sides, afterWrite: Bool = false, into actions: inout [Action]) {
+        guard case .open(var open) = state, open.guestEstablished else { return }
         if let pending = pendingToGuest {
             // Written once per pump: what the guest did not take waits for `guestWritable`.
-            return afterWrite ? [] : [.writeToGuest(pending)]
+            if !afterWrite { actions.append(.writeToGuest(pending)) }
+            return
         }
         switch open.toGuest {
         case .ending:
             open.toGuest = .finished
             state = .open(open)
-            return [.closeGuest] + finishIfDone()
+            actions.append(.closeGuest)
+            finishIfDone(into: &actions)
         case .open(reading: false) where sides().guestRoom > 0:
             open.toGuest = .open(reading: true)
             state = .open(open)
-            return [.readHost]
+            actions.append(.readHost)
         case .open, .finished:
-            return []
+            break
         }
     }
 
     /// Guest → host: starts a pass of moves (the pass goes on with each `movedToHost`).
-    private mutating func pumpToHost(_ sides: Sides) -> [Action] {
-        guard case .open(var open) = state else { return [] }
+    private mutating func pumpToHost(_ sides: Sides, into actions: inout [Action]) {
+        guard case .open(var open) = state else { return }
         switch open.toHost {
         case .open:
             passBytes = 0
-            return continuePass(sides)
+            continuePass(sides, into: &actions)
         case .hostGone:
-            if sides.guestUnread > 0 { return [.count(.resetFromHost), .abortGuest] + finish(resetHost: false) }
-            guard sides.guestReadClosed else { return [] }
+            if sides.guestUnread > 0 {
+                actions.append(.count(.resetFromHost))
+                actions.append(.abortGuest)
+                return finish(resetHost: false, into: &actions)
+            }
+            guard sides.guestReadClosed else { return }
             open.toHost = .finished
             state = .open(open)
-            return finishIfDone()
+            finishIfDone(into: &actions)
         case .finished:
-            return []
+            break
         }
     }
 
     /// Another move while the host socket takes writes, its queue is under the bound and the guest
     /// has sent more; else the pass ends.
-    private mutating func continuePass(_ sides: Sides) -> [Action] {
+    private mutating func continuePass(_ sides: Sides, into actions: inout [Action]) {
         if sides.hostWritable, piecesToHost < Self.maximumPiecesToHost, sides.guestUnread > 0 {
-            return [.moveToHost(maximum: Self.moveChunk)]
+            return actions.append(.moveToHost(maximum: Self.moveChunk))
         }
-        return endPass(sides)
+        endPass(sides, into: &actions)
     }
 
     /// One flush for the pass; then, if the guest's FIN has been reached, the host's output shuts.
-    private mutating func endPass(_ sides: Sides) -> [Action] {
-        var actions: [Action] = []
-        if passBytes > 0 { actions += [.count(.bytesToHost(passBytes)), .flushHost] }
+    private mutating func endPass(_ sides: Sides, into actions: inout [Action]) {
+        if passBytes > 0 {
+            actions.append(.count(.bytesToHost(passBytes)))
+            actions.append(.flushHost)
+        }
         passBytes = 0
         if case .open(var open) = state, open.toHost == .open, sides.guestReadClosed {
             open.toHost = .finished
             state = .open(open)
-            actions += [.shutdownHostOutput] + finishIfDone()
+            actions.append(.shutdownHostOutput)
+            finishIfDone(into: &actions)
         }
-        return actions
     }
 
     /// Both directions ended in order: the host socket can go; the guest connection finishes its
     /// close (TIME-WAIT and all) in the stack.
-    private mutating func finishIfDone() -> [Action] {
-        guard case .open(let open) = state, open.toHost != .open, open.toGuest == .finished else { return [] }
-        return finish(resetHost: false)
+    private mutating func finishIfDone(into actions: inout [Action]) {
+        guard case .open(let open) = state, open.toHost != .open, open.toGuest == .finished else { return }
+        finish(resetHost: false, into: &actions)
     }
 
-    private mutating func finish(resetHost: Bool) -> [Action] {
+    private mutating func finish(resetHost: Bool, into actions: inout [Action]) {
         let hadHost: Bool
         switch state {
-        case .closed: return []
+        case .closed: return
         case .connecting: hadHost = false
         case .accepting, .open: hadHost = true
         }
         state = .closed
         pendingToGuest = nil
-        return (hadHost ? [.closeHost(reset: resetHost)] : []) + [.log(.closed), .forget]
+        if hadHost { actions.append(.closeHost(reset: resetHost)) }
+        actions.append(.log(.closed))
+        actions.append(.forget)
     }
 }

@@ -36,6 +36,12 @@ public struct ReactorEvents: OptionSet, Sendable, Hashable {
     public static let error = ReactorEvents(rawValue: 16)
 }
 
+/// Work queued on a reactor as an object rather than a closure (`Reactor.enqueueLocal(_:)`).
+public protocol ReactorTask: AnyObject {
+    /// Runs on the reactor's thread.
+    func reactorTask()
+}
+
 /// Something registered with a reactor: told, on the reactor's thread, what happened to its descriptor.
 public protocol ReactorSource: AnyObject {
     func reactorEvents(_ events: ReactorEvents)
@@ -66,7 +72,8 @@ public final class Reactor: @unchecked Sendable {
     /// in a struct: an array of bare closures stores them at its generic abstraction, which costs a
     /// thunk allocated per append; a struct field keeps the closure's own (no allocation).
     private struct LocalTask {
-        let body: () -> Void
+        var body: (() -> Void)?
+        var task: (any ReactorTask)?
     }
     private var local: [LocalTask] = []
     private var localRunning: [LocalTask] = []
@@ -89,6 +96,8 @@ public final class Reactor: @unchecked Sendable {
     public static let iovecCapacity = 64
     /// Loop-confined: buffers datagram sockets receive into (see `takeReceiveBuffer`).
     var receiveRing = BufferRing(limit: 32)
+    /// Loop-confined: empty write queues of closed streams, for the next streams (see `takeWriteQueue`).
+    private var writeQueues: [[ByteBuffer]] = []
 
     /// Makes a reactor; nothing runs until `run()` (on the calling thread) or `start(name:)`.
     public init(name: String = "vpnkit-reactor") throws(SystemError) {
@@ -168,11 +177,16 @@ public final class Reactor: @unchecked Sendable {
     }
 
     /// Forgets a registration: no event reaches its source after this, even one already waiting in
-    /// this turn's batch. Close the descriptor afterwards (closing removes it from epoll).
-    public func deregister(_ registration: ReactorRegistration, fd: CInt) {
+    /// this turn's batch. Close the descriptor afterwards.
+    ///
+    /// With `closing` (the caller closes `fd` right away, and it is the only descriptor of its open
+    /// file: ours are close-on-exec and never duplicated), no `epoll_ctl` is made: closing the
+    /// last descriptor of a file removes it from epoll, and should it outlive us somewhere (a child
+    /// between fork and exec), the slot's generation keeps its events from anyone else.
+    public func deregister(_ registration: ReactorRegistration, fd: CInt, closing: Bool = false) {
         let index = Int(registration.slot)
         guard index < slots.count, slots[index].generation == registration.generation, slots[index].source != nil else { return }
-        try? SystemCall.epollControl(epoll, CInt(EPOLL_CTL_DEL), fd, events: 0, data: 0)
+        if !closing { try? SystemCall.epollControl(epoll, CInt(EPOLL_CTL_DEL), fd, events: 0, data: 0) }
         slots[index].source = nil
         freeSlots.append(registration.slot)
         registeredCount -= 1
@@ -250,9 +264,9 @@ public final class Reactor: @unchecked Sendable {
         // By index: a for-in copy would keep the storage shared, and emptying it would then allocate.
         var index = 0
         while index < localRunning.count {
-            let task = localRunning[index].body
+            let entry = localRunning[index]
             index += 1
-            task()
+            if let body = entry.body { body() } else { entry.task?.reactorTask() }
         }
         localRunning.removeAll(keepingCapacity: true)
     }
@@ -274,6 +288,25 @@ public final class Reactor: @unchecked Sendable {
     /// Runs `task` on the loop, after what is queued; from the loop itself without a lock or a wakeup.
     public func enqueueLocal(_ task: @escaping () -> Void) {
         local.append(LocalTask(body: task))
+    }
+
+    /// An empty list for a stream's write queue, from a pool of those closed streams left (at most
+    /// 64 of at most 256 entries each). Call on the loop.
+    public func takeWriteQueue() -> [ByteBuffer] {
+        writeQueues.popLast() ?? []
+    }
+
+    /// Gives an empty write queue back to the pool (one that is not empty, too large, or one more
+    /// than the pool keeps is let go). Call on the loop.
+    public func returnWriteQueue(_ queue: [ByteBuffer]) {
+        guard queue.isEmpty, queue.capacity > 0, queue.capacity <= 256, writeQueues.count < 64 else { return }
+        writeQueues.append(queue)
+    }
+
+    /// Runs `task.reactorTask()` on the loop, after what is queued (held until then): for an owner
+    /// that queues the same work again and again, no closure is made each time. Call on the loop.
+    public func enqueueLocal(_ task: any ReactorTask) {
+        local.append(LocalTask(task: task))
     }
 }
 

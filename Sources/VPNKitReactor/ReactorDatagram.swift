@@ -119,7 +119,7 @@ public final class ReactorDatagram: ReactorSource {
     public func close() {
         guard !isClosed else { return }
         isClosed = true
-        if let registration { reactor.deregister(registration, fd: fd) }
+        if let registration { reactor.deregister(registration, fd: fd, closing: true) }
         registration = nil
         SystemCall.close(fd)
     }

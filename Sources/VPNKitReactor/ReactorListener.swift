@@ -160,7 +160,7 @@ public final class ReactorListener: ReactorSource {
     }
 
     private func closeSocket() {
-        if let registration { reactor.deregister(registration, fd: fd) }
+        if let registration { reactor.deregister(registration, fd: fd, closing: true) }
         registration = nil
         if fd >= 0 { SystemCall.close(fd) }
         fd = -1

@@ -35,12 +35,16 @@ public final class ReactorStream: ReactorSource {
     public let reactor: Reactor
     /// The socket; owned here and closed by `close(reset:)` (or when a connect or the socket fails).
     public let fd: CInt
-    public weak var delegate: (any ReactorStreamDelegate)?
+    /// Hears the stream's events. Held (not weakly: a weak reference costs its target a side
+    /// table, an allocation per connection) until the stream closes, which lets it go.
+    public var delegate: (any ReactorStreamDelegate)?
     private var registration: ReactorRegistration?
     private enum State { case connecting, open, draining, closed }
     private var state: State
     /// An edge said input is there and no read has found EAGAIN since.
     private var readable = false
+    /// An edge said the peer shut its output (or the socket hung up): reads go on until they find the end.
+    private var peerClosed = false
     /// `read()` was called and that read has not happened yet.
     private var readRequested = false
     private var readScheduled = false
@@ -58,7 +62,6 @@ public final class ReactorStream: ReactorSource {
     private var outputShut = false
     private var connectTimer: ReactorTimer?
     private var pendingConnectError: SystemError?
-    private var readBuffer: ByteBuffer?
     private var readChunk: Int
     private let maximumReadChunk: Int
     /// The write queue's marks: above `high` the stream is not writable; back under `low`, the delegate hears.
@@ -119,11 +122,7 @@ public final class ReactorStream: ReactorSource {
             reactor.enqueueLocal { [weak stream] in stream?.connectEnded() }
             return stream
         }
-        let timer = ReactorTimer(reactor: reactor) { [weak stream] in
-            guard let stream, stream.state == .connecting else { return }
-            stream.pendingConnectError = SystemError("connect", errno: ETIMEDOUT)
-            stream.connectEnded()
-        }
+        let timer = ReactorTimer(reactor: reactor, target: stream)
         timer.arm(at: .now() + timeout)
         stream.connectTimer = timer
         return stream
@@ -142,6 +141,11 @@ public final class ReactorStream: ReactorSource {
         return stream
     }
 
+    deinit {
+        // The connect timer does not hold the stream: it must not fire once the stream is gone.
+        connectTimer?.cancel()
+    }
+
     private func setOptions(_ options: Options) throws(SystemError) {
         if options.keepAlive { try SystemCall.setOption(fd, level: SOL_SOCKET, name: SO_KEEPALIVE, value: 1) }
         if options.noDelay { try SystemCall.setOption(fd, level: CInt(IPPROTO_TCP), name: TCP_NODELAY, value: 1) }
@@ -158,8 +162,11 @@ public final class ReactorStream: ReactorSource {
     public func reactorEvents(_ events: ReactorEvents) {
         if state == .connecting {
             guard !events.isDisjoint(with: [.writable, .error, .hangup]) else { return }
-            let error = SystemCall.pendingError(fd)
-            if error != 0 { pendingConnectError = SystemError("connect", errno: error) }
+            // A failed connect reports EPOLLERR (and EPOLLHUP): only then is SO_ERROR asked for.
+            if !events.isDisjoint(with: [.error, .hangup]) {
+                let error = SystemCall.pendingError(fd)
+                if error != 0 { pendingConnectError = SystemError("connect", errno: error) }
+            }
             connectEnded()
             guard state == .open else { return }
         }
@@ -173,6 +180,7 @@ public final class ReactorStream: ReactorSource {
         }
         if events.contains(.readable) || events.contains(.readClosed) {
             readable = true
+            if !events.isDisjoint(with: [.readClosed, .hangup]) { peerClosed = true }
             if readRequested, !readScheduled { performRead() }
         }
     }
@@ -182,6 +190,7 @@ public final class ReactorStream: ReactorSource {
         connectTimer?.cancel()
         connectTimer = nil
         if let error = pendingConnectError {
+            let delegate = self.delegate
             closeNow()
             delegate?.streamConnectFailed(self, error)
             return
@@ -194,6 +203,7 @@ public final class ReactorStream: ReactorSource {
     private func fail(_ error: SystemError) {
         guard state != .closed else { return }
         let wasDraining = state == .draining
+        let delegate = self.delegate
         closeNow()
         if !wasDraining { delegate?.streamFailed(self, error) }
     }
@@ -206,22 +216,18 @@ public final class ReactorStream: ReactorSource {
         readRequested = true
         if readable, !readScheduled {
             readScheduled = true
-            reactor.enqueueLocal(readTask)
+            // The stream itself is the task (`reactorTask`): no closure made per read.
+            reactor.enqueueLocal(self)
         }
     }
 
-    /// The task `read()` queues, made once per stream rather than per read.
-    private lazy var readTask: () -> Void = { [weak self] in
-        guard let self else { return }
-        self.readScheduled = false
-        self.performRead()
-    }
 
     private func performRead() {
         guard readRequested, state == .open else { return }
-        var buffer = readBuffer ?? ByteBuffer()
-        readBuffer = nil
-        buffer.clear()
+        // From the reactor's ring, shared by every stream and datagram socket: a stream holds no
+        // buffer between reads, and a reader that keeps what it was given gets it copied on write.
+        var buffer = reactor.takeReceiveBuffer()
+        defer { reactor.returnReceiveBuffer(buffer) }
         let count: Int?
         do {
             count = try SystemCall.read(fd, into: &buffer, minimum: readChunk)
@@ -230,20 +236,20 @@ public final class ReactorStream: ReactorSource {
         }
         guard let count else {
             readable = false
-            readBuffer = buffer
             return
         }
         readRequested = false
         if count == 0 {
             readable = false
             ended = true
-            readBuffer = nil
             delegate?.streamEnded(self)
             return
         }
         if count >= readChunk, readChunk < maximumReadChunk { readChunk = min(maximumReadChunk, readChunk * 2) }
-        // Kept to read into again; it is written into fresh when the reader still holds this one.
-        readBuffer = buffer
+        // A read that left room took all there was (a stream socket fills what it is given): input
+        // that comes later is a new edge, so no read to find EAGAIN is needed, unless the peer's
+        // end was already reported (it would bring no edge of its own).
+        if buffer.writableBytes > 0, !peerClosed { readable = false }
         delegate?.streamRead(self, buffer)
         delegate?.streamReadComplete(self)
     }
@@ -253,6 +259,8 @@ public final class ReactorStream: ReactorSource {
     /// Queues `data`; it goes out at the next `flush()`.
     public func write(_ data: ByteBuffer) {
         guard state == .open, !outputShutRequested else { return }
+        // A list from the reactor's pool the first time: streams come and go without making one each.
+        if queue.capacity == 0 { queue = reactor.takeWriteQueue() }
         queue.append(data)
         queuedBytes += data.readableBytes
         if queuedBytes > highMark { aboveHighMark = true }
@@ -357,14 +365,30 @@ public final class ReactorStream: ReactorSource {
         state = .closed
         connectTimer?.cancel()
         connectTimer = nil
-        if let registration { reactor.deregister(registration, fd: fd) }
+        if let registration { reactor.deregister(registration, fd: fd, closing: true) }
         registration = nil
         SystemCall.close(fd)
-        queue.removeAll()
+        queue.removeAll(keepingCapacity: true)
+        reactor.returnWriteQueue(queue)
+        queue = []
         head = 0
         flushed = 0
         queuedBytes = 0
-        readBuffer = nil
+        delegate = nil
+    }
+}
+extension ReactorStream: ReactorTask, ReactorTimerTarget {
+    /// The read `read()` queued.
+    public func reactorTask() {
+        readScheduled = false
+        performRead()
+    }
+
+    /// The connect timed out.
+    public func timerFired(_ timer: ReactorTimer) {
+        guard state == .connecting else { return }
+        pendingConnectError = SystemError("connect", errno: ETIMEDOUT)
+        connectEnded()
     }
 }
 #endif

@@ -6,10 +6,19 @@
 public import NIOCore
 import VPNKitBase
 
+/// What a timer made with a target tells it.
+public protocol ReactorTimerTarget: AnyObject {
+    /// `timer` fired (it is disarmed now).
+    func timerFired(_ timer: ReactorTimer)
+}
+
 /// A re-armable timer on one reactor; use it only on the reactor's thread.
 public final class ReactorTimer {
     unowned let reactor: Reactor
-    let action: () -> Void
+    private let action: (() -> Void)?
+    /// Not retained (the target owns the timer); a target must cancel its armed timer before it
+    /// goes (in its deinit, say): a cancelled timer never reaches it.
+    private unowned let target: (any ReactorTimerTarget)?
     /// When it fires next; nil when not armed.
     public private(set) var deadline: NIODeadline?
     fileprivate var generation: UInt64 = 0
@@ -18,6 +27,15 @@ public final class ReactorTimer {
     public init(reactor: Reactor, _ action: @escaping () -> Void) {
         self.reactor = reactor
         self.action = action
+        self.target = nil
+    }
+
+    /// A timer that tells `target` each time it fires: no closure (and no allocation beside the
+    /// timer) for an owner that has a timer of its own.
+    public init(reactor: Reactor, target: any ReactorTimerTarget) {
+        self.reactor = reactor
+        self.action = nil
+        self.target = target
     }
 
     /// Fires at `deadline` (replacing an earlier arming).
@@ -36,7 +54,7 @@ public final class ReactorTimer {
     func fire(_ generation: UInt64) {
         guard generation == self.generation, deadline != nil else { return }
         deadline = nil
-        action()
+        if let action { action() } else { target?.timerFired(self) }
     }
 }
 

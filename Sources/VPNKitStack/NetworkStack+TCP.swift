@@ -29,6 +29,18 @@ struct TCPKey: Hashable {
     }
 }
 
+/// What a `TCPSocket` tells its delegate, on the thread driving the stack.
+public protocol TCPSocketDelegate: AnyObject {
+    /// The handshake completed.
+    func tcpSocketConnected(_ socket: TCPSocket)
+    /// Data arrived, or the peer closed its side.
+    func tcpSocketReadable(_ socket: TCPSocket)
+    /// Send buffer space opened after being full.
+    func tcpSocketWritable(_ socket: TCPSocket)
+    /// The connection ended; the socket is done and lets its delegate go.
+    func tcpSocketClosed(_ socket: TCPSocket, _ reason: TCPCloseReason)
+}
+
 /// A TCP connection on the stack, for the application. Callbacks run on the thread driving the stack.
 public final class TCPSocket {
     /// The stack's address on this connection (for a forwarded connection, the address the guest
@@ -42,7 +54,9 @@ public final class TCPSocket {
     public let remotePort: UInt16
     weak var stack: NetworkStack?
     /// The stack's entry for this connection while it is in the table (read without a lookup).
-    weak var entry: TCPEntry?
+    /// Held, and let go when the connection leaves the table or the stack goes (a weak reference
+    /// would cost each entry a side table, an allocation per connection).
+    var entry: TCPEntry?
     private var live: TCPEntry? {
         guard let entry, !entry.removed else { return nil }
         return entry
@@ -55,6 +69,11 @@ public final class TCPSocket {
     public var onWritable: (() -> Void)?
     /// The connection ended; the socket is done.
     public var onClosed: ((TCPCloseReason) -> Void)?
+    /// Hears the same events as the four callbacks (each before its callback), for an owner that
+    /// handles them all: no closure is made per connection. Held until the connection ends (after
+    /// `tcpSocketClosed` the socket lets it go), not weakly: a weak reference would cost the owner
+    /// a side table, an allocation per connection.
+    public var delegate: (any TCPSocketDelegate)?
 
     init(key: TCPKey, stack: NetworkStack) {
         self.localAddress = key.localAddress
@@ -65,6 +84,14 @@ public final class TCPSocket {
     }
 
     var key: TCPKey { TCPKey(localAddress: localAddress, localPort: localPort, remoteAddress: remoteAddress, remotePort: remotePort) }
+
+    /// The connection ended: the delegate hears it (and is let go), then `onClosed`.
+    func tellClosed(_ reason: TCPCloseReason) {
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.tcpSocketClosed(self, reason)
+        onClosed?(reason)
+    }
 
     /// The connection's TCP state; `.closed` once it has ended and the stack has let it go.
     public var state: TCPState { live?.connection.state ?? .closed }
@@ -323,6 +350,7 @@ extension NetworkStack {
         entry.wasFull = full
         if state == .closed {
             entry.removed = true
+            entry.socket.entry = nil
             tcpConnections[key] = nil
             pendingAccepts[key] = nil
             counters.increment(.tcpConnectionsClosed)
@@ -338,13 +366,20 @@ extension NetworkStack {
         let closeReason = entry.connection.closeReason
         if becameEstablished {
             if let accept = pendingAccepts.removeValue(forKey: key) { accept(socket) }
+            socket.delegate?.tcpSocketConnected(socket)
             socket.onConnected?()
         }
         if !fromApplication {
-            if readable { socket.onReadable?() }
-            if writable { socket.onWritable?() }
+            if readable {
+                socket.delegate?.tcpSocketReadable(socket)
+                socket.onReadable?()
+            }
+            if writable {
+                socket.delegate?.tcpSocketWritable(socket)
+                socket.onWritable?()
+            }
         }
-        if state == .closed { socket.onClosed?(closeReason ?? .closed) }
+        if state == .closed { socket.tellClosed(closeReason ?? .closed) }
     }
 
     /// Sends one segment. `payload` is the segment's own buffer (the send queue's bytes were copied
@@ -482,11 +517,12 @@ extension NetworkStack {
     /// `.closed`).
     func recycleTimeWait(_ key: TCPKey, _ entry: TCPEntry) {
         entry.removed = true
+        entry.socket.entry = nil
         tcpConnections[key] = nil
         pendingAccepts[key] = nil
         counters.increment(.tcpConnectionsClosed)
         counters.increment(.tcpTimeWaitRecycled)
-        entry.socket.onClosed?(.closed)
+        entry.socket.tellClosed(.closed)
     }
 
     /// At the connection limit: makes room by dropping one connection in TIME-WAIT, if there is one

@@ -161,14 +161,28 @@ public struct TCPHeader: Sendable, Hashable {
         timestamps: (value: UInt32, echoReply: UInt32)? = nil, windowScale: UInt8? = nil, sack: [SACKBlock] = []
     ) -> [TCPOption] {
         var options: [TCPOption] = []
+        // Room for the most a SYN carries (MSS, SACK permitted or 2 NOPs, timestamps, NOP and scale):
+        // one allocation, not one per group.
+        options.reserveCapacity(sack.isEmpty ? 7 : 10)
         if let maximumSegmentSize { options.append(.maximumSegmentSize(maximumSegmentSize)) }
         switch (sackPermitted, timestamps) {
-        case (true, let ts?): options += [.sackPermitted, .timestamps(value: ts.value, echoReply: ts.echoReply)]
-        case (true, nil): options += [.noOperation, .noOperation, .sackPermitted]
-        case (false, let ts?): options += [.noOperation, .noOperation, .timestamps(value: ts.value, echoReply: ts.echoReply)]
+        case (true, let ts?):
+            options.append(.sackPermitted)
+            options.append(.timestamps(value: ts.value, echoReply: ts.echoReply))
+        case (true, nil):
+            options.append(.noOperation)
+            options.append(.noOperation)
+            options.append(.sackPermitted)
+        case (false, let ts?):
+            options.append(.noOperation)
+            options.append(.noOperation)
+            options.append(.timestamps(value: ts.value, echoReply: ts.echoReply))
         case (false, nil): break
         }
-        if let windowScale { options += [.noOperation, .windowScale(windowScale)] }
+        if let windowScale {
+            options.append(.noOperation)
+            options.append(.windowScale(windowScale))
+        }
         if !sack.isEmpty {
             // At most 4 blocks fit; 3 beside timestamps.
             let room = timestamps == nil ? 4 : 3
