@@ -304,6 +304,9 @@ final class TCPFlow {
         case .log(let line):
             log(line, now: now)
         case .forget:
+            // The machine is closed: the guest connection finishes its close (TIME-WAIT and all)
+            // without the flow, which goes once its host socket has.
+            socket?.delegate = nil
             nat?.tcpFlowEnded(self)
         }
         return nil
