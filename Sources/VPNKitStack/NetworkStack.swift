@@ -76,13 +76,13 @@ public final class NetworkStack {
     var nextEphemeralPort: UInt16 = 32768
     private var timerClients: [WeakTimerClient] = []
 
-    /// Creates a stack with `configuration` (by default 192.168.65.0/24 with the gateway at .1). It
-    /// sends nothing until it is started or asked to.
     deinit {
         // Sockets hold their entries until the connection leaves the table: let go of those left.
         for entry in tcpConnections.values { entry.socket.entry = nil }
     }
 
+    /// Creates a stack with `configuration` (by default 192.168.65.0/24 with the gateway at .1). It
+    /// sends nothing until it is started or asked to.
     public init(configuration: StackConfiguration = StackConfiguration()) {
         self.configuration = configuration
         self.arpCache = ARPCache(configuration: configuration.arp)
