@@ -20,7 +20,8 @@ public protocol ReactorListenerDelegate: AnyObject {
 
 /// A listening stream socket registered with a reactor. Use it only on the reactor's thread.
 public final class ReactorListener: ReactorSource {
-    /// What happened to a listener.
+    /// What happened to a listener (the NAT reports it as SwiftNIO's `PausingListener` would, in
+    /// the same words).
     public enum Event: Sendable {
         /// An accept failed for a reason that needs no pause.
         case acceptFailed(SystemError)
@@ -173,18 +174,6 @@ public final class ReactorListener: ReactorSource {
         rebind?.cancel()
         rebind = nil
         closeSocket()
-    }
-}
-
-extension ReactorListener.Event: CustomStringConvertible {
-    /// What happened, for a log line after the listener's name.
-    public var description: String {
-        switch self {
-        case .acceptFailed(let error): return "accepting a connection failed: \(error)"
-        case .paused(let error): return "out of descriptors (\(error)): paused listening; waiting connections are refused"
-        case .resumed: return "listening again"
-        case .resumeFailed(let error): return "cannot listen again: \(error); retrying after each pause"
-        }
     }
 }
 #endif
