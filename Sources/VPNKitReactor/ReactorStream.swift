@@ -230,7 +230,9 @@ public final class ReactorStream: ReactorSource {
         defer { reactor.returnReceiveBuffer(buffer) }
         let count: Int?
         do {
-            count = try SystemCall.read(fd, into: &buffer, minimum: readChunk)
+            // At most the read size, whatever room the shared buffer has: what one read brings stays
+            // within the owner's bound (the NAT's `tcpReadChunkBytes`).
+            count = try SystemCall.read(fd, into: &buffer, minimum: readChunk, maximum: readChunk)
         } catch {
             return fail(error)
         }
@@ -245,11 +247,11 @@ public final class ReactorStream: ReactorSource {
             delegate?.streamEnded(self)
             return
         }
+        // A read shorter than asked took all there was (a stream socket fills what it is given):
+        // input that comes later is a new edge, so no read to find EAGAIN is needed, unless the
+        // peer's end was already reported (it would bring no edge of its own).
+        if count < readChunk, !peerClosed { readable = false }
         if count >= readChunk, readChunk < maximumReadChunk { readChunk = min(maximumReadChunk, readChunk * 2) }
-        // A read that left room took all there was (a stream socket fills what it is given): input
-        // that comes later is a new edge, so no read to find EAGAIN is needed, unless the peer's
-        // end was already reported (it would bring no edge of its own).
-        if buffer.writableBytes > 0, !peerClosed { readable = false }
         delegate?.streamRead(self, buffer)
         delegate?.streamReadComplete(self)
     }

@@ -249,13 +249,13 @@ public enum SystemCall {
 
     // MARK: reads and writes
 
-    /// read(2) into `buffer`'s writable bytes (at least `minimum` of them made available): the bytes
-    /// read (0 at end of stream), or nil when nothing is there now.
-    public static func read(_ fd: CInt, into buffer: inout ByteBuffer, minimum: Int) throws(SystemError) -> Int? {
+    /// read(2) into `buffer`'s writable bytes (at least `minimum` of them made available, at most
+    /// `maximum` of them read): the bytes read (0 at end of stream), or nil when nothing is there now.
+    public static func read(_ fd: CInt, into buffer: inout ByteBuffer, minimum: Int, maximum: Int = .max) throws(SystemError) -> Int? {
         var failure: CInt = 0
         let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: minimum) { raw -> Int in
             while true {
-                let n = Glibc.read(fd, raw.baseAddress, raw.count)
+                let n = Glibc.read(fd, raw.baseAddress, min(raw.count, maximum))
                 if n >= 0 { return n }
                 if Glibc.errno != EINTR {
                     failure = Glibc.errno
