@@ -101,6 +101,21 @@ struct RootCommandTests {
         }
     }
 
+    @Test("--io-engine: reactor with a --socket link is refused before anything starts (exit 64, naming the flag); an unknown engine too; nio with --socket gets past validation to the socket")
+    func ioEngineValidation() throws {
+        let socketArguments = ["run", "--socket", "/nonexistent/vk.sock", "--protocol", "qemu", "--connect"]
+        let reactor = try runVPNKit(socketArguments + ["--io-engine", "reactor"])
+        #expect(reactor.status == 64, "\(reactor.stderr)")
+        #expect(reactor.stderr.contains("--io-engine reactor serves TAP links"), "\(reactor.stderr)")
+        let unknown = try runVPNKit(socketArguments + ["--io-engine", "uring"])
+        #expect(unknown.status == 64, "\(unknown.stderr)")
+        #expect(unknown.stderr.contains("io-engine"), "\(unknown.stderr)")
+        // Past validation: the link itself then fails (nobody serves the path), with status 1.
+        let nio = try runVPNKit(socketArguments + ["--io-engine", "nio"])
+        #expect(nio.status == 1, "\(nio.stderr)")
+        #expect(!nio.stderr.contains("--io-engine"), "\(nio.stderr)")
+    }
+
     @Test("the control API's clients: a bad port spec is refused before connecting; a socket nobody serves exits 1 saying so (no crash)")
     func controlClientErrors() throws {
         let bad = try runVPNKit(["publish", "--api-socket", "/nonexistent/vk.api", "tcp:9000-9001:80"])
