@@ -13,19 +13,11 @@ extension ICMPForwarder {
     /// Opens a raw socket of `family`, or failing that a ping socket, on `reactor` and installs the
     /// forwarder in `nat`; the mode's description, or nil when neither socket is allowed.
     static func open(nat: NAT, family: IPAddress.Family, on reactor: Reactor) -> String? {
-        let domain = family == .v6 ? AF_INET6 : AF_INET
         let proto = family == .v6 ? CInt(IPPROTO_ICMPV6) : CInt(IPPROTO_ICMP)
-        let any: IPAddress = family == .v6 ? .v6(.unspecified) : .v4(.any)
+        let any = SocketAddressStorage(family == .v6 ? .v6(.unspecified) : .v4(.any), port: 0)
         for (type, raw) in [(CInt(SOCK_RAW.rawValue), true), (CInt(SOCK_DGRAM.rawValue), false)] {
             // EPERM (raw without CAP_NET_RAW), EACCES (ping outside ping_group_range): the next kind.
-            guard let fd = try? SystemCall.socket(family: domain, type: type, protocol: proto) else { continue }
-            do {
-                try SystemCall.bind(fd, to: SocketAddressStorage(any, port: 0))
-            } catch {
-                SystemCall.close(fd)
-                continue
-            }
-            guard let datagram = try? ReactorDatagram(adopting: fd, on: reactor) else { continue }
+            guard let datagram = try? ReactorDatagram.bind(on: reactor, to: any, type: type, protocol: proto, reuseAddress: false) else { continue }
             let forwarder = ICMPForwarder(nat: nat, channel: nil, raw: raw, family: family)
             forwarder.datagram = datagram
             datagram.delegate = forwarder

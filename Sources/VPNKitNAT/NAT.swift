@@ -9,9 +9,6 @@ import Darwin
 public import VPNKitBase
 public import VPNKitStack
 public import VPNKitRuntime
-#if os(Linux)
-import VPNKitReactor
-#endif
 
 /// The NAT: guest TCP, UDP and ping to addresses off the guest's subnet (and to the host alias)
 /// become ordinary host sockets opened with SwiftNIO on the stack's own event loop. Attach it to a
@@ -77,16 +74,6 @@ public final class NAT {
     /// datagram socket, of either family).
     public func startICMP() -> EventLoopFuture<String?> {
         ICMPForwarder.open(nat: self)
-    }
-
-    /// Whether the NAT runs on the daemon's reactor (host sockets are `ReactorStream`s and
-    /// `ReactorDatagram`s) rather than a SwiftNIO loop (channels).
-    public var onReactor: Bool {
-        #if os(Linux)
-        return eventLoop is Reactor
-        #else
-        return false
-        #endif
     }
 
     /// Closes every host socket and stops the timers.

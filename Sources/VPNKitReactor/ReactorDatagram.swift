@@ -33,11 +33,16 @@ public final class ReactorDatagram: ReactorSource {
     /// The largest datagram read whole (longer ones are cut).
     public static let maximumDatagram = 65_536
 
-    /// A non-blocking datagram socket bound to `address` (SO_REUSEADDR), registered with `reactor`.
-    public static func bind(on reactor: Reactor, to address: SocketAddressStorage) throws(SystemError) -> ReactorDatagram {
-        let fd = try SystemCall.socket(family: address.family, type: CInt(SOCK_DGRAM.rawValue))
+    /// A non-blocking socket of `type` and `protocol` (nil: SOCK_DGRAM, a UDP socket; a raw or ping
+    /// socket for ICMP) bound to `address`, with SO_REUSEADDR when `reuseAddress`, registered with
+    /// `reactor`. The socket is closed again when any step fails.
+    public static func bind(
+        on reactor: Reactor, to address: SocketAddressStorage, type: CInt? = nil, protocol proto: CInt = 0,
+        reuseAddress: Bool = true
+    ) throws(SystemError) -> ReactorDatagram {
+        let fd = try SystemCall.socket(family: address.family, type: type ?? CInt(SOCK_DGRAM.rawValue), protocol: proto)
         do {
-            try SystemCall.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
+            if reuseAddress { try SystemCall.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1) }
             try SystemCall.bind(fd, to: address)
         } catch {
             SystemCall.close(fd)

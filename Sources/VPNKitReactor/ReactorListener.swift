@@ -9,6 +9,7 @@
 import Glibc
 public import NIOCore
 public import VPNKitSystem
+import VPNKitBase
 
 /// What a `ReactorListener` tells its owner.
 public protocol ReactorListenerDelegate: AnyObject {
@@ -127,7 +128,7 @@ public final class ReactorListener: ReactorSource {
 
     /// Whether a failed accept means the process (or the system) is out of descriptors or memory.
     public static func isOutOfDescriptors(_ error: SystemError) -> Bool {
-        [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(error.errno)
+        acceptRanOutOfDescriptors(errno: error.errno)
     }
 
     /// Closes the socket and binds again after `pause` (internal: tests pause a listener as accept(2) running out of descriptors would).

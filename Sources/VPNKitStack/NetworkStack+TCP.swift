@@ -349,11 +349,7 @@ extension NetworkStack {
         let writable = entry.wasFull && !full
         entry.wasFull = full
         if state == .closed {
-            entry.removed = true
-            entry.socket.entry = nil
-            tcpConnections[key] = nil
-            pendingAccepts[key] = nil
-            counters.increment(.tcpConnectionsClosed)
+            removeFromTable(key, entry)
         } else {
             let deadline = entry.connection.nextDeadline
             if deadline != entry.scheduledDeadline {
@@ -516,13 +512,18 @@ extension NetworkStack {
     /// Drops a connection in TIME-WAIT (it has nothing left to send or receive; its socket sees
     /// `.closed`).
     func recycleTimeWait(_ key: TCPKey, _ entry: TCPEntry) {
+        removeFromTable(key, entry)
+        counters.increment(.tcpTimeWaitRecycled)
+        entry.socket.tellClosed(.closed)
+    }
+
+    /// A connection that ended leaves the table (its socket lets go of the entry), counted once.
+    private func removeFromTable(_ key: TCPKey, _ entry: TCPEntry) {
         entry.removed = true
         entry.socket.entry = nil
         tcpConnections[key] = nil
         pendingAccepts[key] = nil
         counters.increment(.tcpConnectionsClosed)
-        counters.increment(.tcpTimeWaitRecycled)
-        entry.socket.tellClosed(.closed)
     }
 
     /// At the connection limit: makes room by dropping one connection in TIME-WAIT, if there is one

@@ -2,6 +2,7 @@
 
 public import NIOCore
 import NIOPosix
+import VPNKitBase
 
 #if canImport(Glibc)
 import Glibc
@@ -58,7 +59,7 @@ public final class PausingListener {
     /// Whether a failed accept(2) means the process (or the system) is out of descriptors or memory.
     public static func isOutOfDescriptors(_ error: any Error) -> Bool {
         guard let io = error as? IOError else { return false }
-        return [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(io.errnoCode)
+        return acceptRanOutOfDescriptors(errno: io.errnoCode)
     }
 
     /// Binds and listens. The future fails when the bind does.
